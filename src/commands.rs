@@ -1,0 +1,42 @@
+//! The subcommands, as library functions the binary calls. Each returns the exit code
+//! for success; failures are typed errors that `exit_code` maps.
+
+use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs};
+use crate::resolve::{self, Plan};
+use crate::values::{self, Fetched, Values};
+use crate::{exec, output};
+use std::io::Write;
+
+/// Loads the directory, builds the plan and resolves every value once.
+pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
+    let plan = resolve::plan(&config.config_dir, &config.options())?;
+    let values = values::materialize(&plan, &Fetched::default())?;
+    tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
+    Ok((plan, values))
+}
+
+pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
+    values::check_local(&plan)?;
+    write_stdout(&output::render_plan(&plan))?;
+    Ok(0)
+}
+
+pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
+    let (_, values) = resolve_once(&args.config)?;
+    write_stdout(&output::render_env(&values.env, args.format))?;
+    Ok(0)
+}
+
+/// Resolves, then execs; returns only on failure.
+pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
+    let (_, values) = resolve_once(&args.config)?;
+    let env = exec::child_env(std::env::vars_os(), &values.env);
+    Err(exec::exec(&args.command, env).into())
+}
+
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}

@@ -1,0 +1,118 @@
+//! Config diagnostics: every problem found in the connection-config directory, each
+//! naming the file, the line where it is known, what is wrong and what to do. They are
+//! collected, not thrown, so that one run reports all of them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where a diagnostic points: a file and, where known, a 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+}
+
+impl Origin {
+    pub fn file(file: impl Into<PathBuf>) -> Self {
+        Origin { file: file.into(), line: None }
+    }
+
+    pub fn at(file: impl Into<PathBuf>, line: usize) -> Self {
+        Origin { file: file.into(), line: Some(line) }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}", self.file.display(), line),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+/// One problem: `message` says what is wrong, `fix` what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub origin: Origin,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n  fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every diagnostic of one load. Empty means the directory is valid.
+#[derive(Debug, Default, Clone)]
+pub struct Diagnostics(Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn push(&mut self, origin: Origin, message: impl Into<String>, fix: impl Into<Option<String>>) {
+        self.0.push(Diagnostic { origin, message: message.into(), fix: fix.into() });
+    }
+
+    /// A diagnostic with a fix, the common case.
+    pub fn error(&mut self, origin: Origin, message: impl Into<String>, fix: impl Into<String>) {
+        self.push(origin, message, Some(fix.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter()
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+
+    /// `Ok(value)` when nothing was reported, else the collected errors.
+    pub fn into_result<T>(self, dir: &Path, value: T) -> Result<T, ConfigError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError { dir: dir.to_path_buf(), diagnostics: self })
+        }
+    }
+}
+
+/// The connection-config directory is invalid. Exit code 78.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub dir: PathBuf,
+    pub diagnostics: Diagnostics,
+}
+
+impl ConfigError {
+    pub fn single(dir: &Path, origin: Origin, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        let mut diagnostics = Diagnostics::default();
+        diagnostics.error(origin, message, fix);
+        ConfigError { dir: dir.to_path_buf(), diagnostics }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        write!(f, "invalid connection config in {} ({n} error{})", self.dir.display(), if n == 1 { "" } else { "s" })?;
+        for d in self.diagnostics.iter() {
+            write!(f, "\n{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}

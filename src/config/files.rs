@@ -1,0 +1,237 @@
+//! Reads the connection-config directory as a Kubernetes ConfigMap volume mounts it:
+//! a flat folder whose visible entries may be symlinks into a `..data/` folder that the
+//! kubelet swaps atomically. Hidden names (`.`-prefixed, `..data` included) are skipped,
+//! every `*.yaml` / `*.yml` is read whole, bounded in size and checked to be UTF-8, and
+//! split into YAML documents that remember their first line. Parsing is elsewhere.
+
+use super::diag::{Diagnostics, Origin};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A file larger than this is refused: a ConfigMap holds at most 1 MiB, and a directory
+/// provisioned by hand has no reason to come near this.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The component's own source config, in the platform's format.
+pub const COMPONENT_FILE: &str = "component.yaml";
+
+/// One YAML file of the directory, read whole.
+#[derive(Debug)]
+pub struct SourceFile {
+    /// The path as the user named it (`<dir>/<name>`), for messages.
+    pub path: PathBuf,
+    /// The file name within the directory.
+    pub name: String,
+    pub text: String,
+}
+
+/// One YAML document of a file: its text and the 1-based line it starts on.
+#[derive(Debug, Clone, Copy)]
+pub struct Document<'a> {
+    pub text: &'a str,
+    pub first_line: usize,
+}
+
+impl Document<'_> {
+    /// The absolute line of the first line (within this document) that holds `key:`,
+    /// optionally as a sequence item (`- key:`), searching from `from` (document-relative,
+    /// 0-based). The parser does not keep positions of values, so semantic errors point
+    /// at the key that introduces them.
+    pub fn line_of(&self, key: &str, from: usize) -> Option<usize> {
+        self.text.lines().enumerate().skip(from).find_map(|(i, line)| {
+            let t = line.trim_start().trim_start_matches("- ").trim_start();
+            let rest = t.strip_prefix(key)?;
+            let rest = rest.trim_start_matches(['"', '\'']);
+            rest.starts_with(':').then_some(self.first_line + i)
+        })
+    }
+
+    /// The line of `key: value` (value possibly quoted), for finding one entry of a list.
+    pub fn line_of_entry(&self, key: &str, value: &str) -> Option<usize> {
+        self.text.lines().enumerate().find_map(|(i, line)| {
+            let t = line.trim_start().trim_start_matches("- ").trim_start();
+            let rest = t.strip_prefix(key)?.trim_start().strip_prefix(':')?.trim();
+            let rest = rest.split(" #").next().unwrap_or("").trim();
+            let unquoted = rest.trim_matches(['"', '\'']);
+            (unquoted == value).then_some(self.first_line + i)
+        })
+    }
+
+    /// Line of `key:` nested under the first `parent:` line.
+    pub fn line_of_under(&self, parent: &str, key: &str) -> Option<usize> {
+        let start = self.line_of(parent, 0)? - self.first_line;
+        self.line_of(key, start + 1)
+    }
+}
+
+/// Reads every visible YAML file of `dir`, sorted by name. Problems with single files are
+/// reported in `diags` and the file is left out; a directory that cannot be listed at all
+/// is reported and yields nothing.
+pub fn read_dir(dir: &Path, diags: &mut Diagnostics) -> Vec<SourceFile> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            diags.error(
+                Origin::file(dir),
+                format!("cannot read the config directory: {e}"),
+                "pass --config-dir (or CONND_CONFIG_DIR) naming a readable directory",
+            );
+            return Vec::new();
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                diags.error(
+                    Origin::file(dir),
+                    format!("cannot list the config directory: {e}"),
+                    "check its permissions",
+                );
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            diags.error(
+                Origin::file(entry.path()),
+                "file name is not UTF-8",
+                "rename the file; connd reads only *.yaml and *.yml names",
+            );
+            continue;
+        };
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        names.push(name.to_owned());
+    }
+    names.sort();
+    names.into_iter().filter_map(|name| read_file(dir, name, diags)).collect()
+}
+
+fn read_file(dir: &Path, name: String, diags: &mut Diagnostics) -> Option<SourceFile> {
+    let path = dir.join(&name);
+    let origin = || Origin::file(&path);
+    // `metadata` follows symlinks, which is what a ConfigMap volume needs.
+    let meta = match fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let target = fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+            diags.error(
+                origin(),
+                format!("dangling symlink: its target {target:?} does not exist"),
+                "restore the target or remove the link",
+            );
+            return None;
+        }
+        Err(e) => {
+            diags.error(origin(), format!("cannot read: {e}"), "check the file's permissions");
+            return None;
+        }
+    };
+    if meta.is_dir() {
+        return None;
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        diags.error(
+            origin(),
+            format!("file is {} bytes, over the limit of {} bytes", meta.len(), MAX_FILE_BYTES),
+            "split the connections over several files",
+        );
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // `take` bounds the read even if the file grows between `metadata` and here.
+    let read = fs::File::open(&path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        diags.error(origin(), format!("cannot read: {e}"), "check the file's permissions");
+        return None;
+    }
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        diags.error(
+            origin(),
+            format!("file is over the limit of {MAX_FILE_BYTES} bytes"),
+            "split the connections over several files",
+        );
+        return None;
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Some(SourceFile { path, name, text }),
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            diags.error(
+                Origin::at(&path, line),
+                format!("file is not UTF-8 (invalid byte at offset {})", valid.len()),
+                "save the file as UTF-8",
+            );
+            None
+        }
+    }
+}
+
+/// Splits a YAML stream at its `---` document markers. A marker at column 0 cannot be
+/// inside a block scalar (those are indented), so a line scan is exact for the block
+/// style that Kubernetes and the platform render. Documents holding only comments and
+/// blank lines are dropped.
+pub fn documents(text: &str) -> Vec<Document<'_>> {
+    let mut docs = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    let mut push = |from: usize, to: usize, first_line: usize| {
+        let doc = &text[from..to];
+        let has_content = doc.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && !t.starts_with('%')
+        });
+        if has_content {
+            docs.push(Document { text: doc, first_line });
+        }
+    };
+    for (line_no, line) in (1usize..).zip(text.split_inclusive('\n')) {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_marker = bare == "---" || bare.starts_with("--- ") || bare == "..." || bare.starts_with("... ");
+        if is_marker {
+            push(start, offset, start_line);
+            let rest = bare.get(4..).unwrap_or("").trim();
+            // `--- key: value` starts a document on the marker line itself.
+            if bare.starts_with("--- ") && !rest.is_empty() && !rest.starts_with('#') {
+                start = offset + 4;
+                start_line = line_no;
+            } else {
+                start = offset + line.len();
+                start_line = line_no + 1;
+            }
+        }
+        offset += line.len();
+    }
+    push(start, text.len(), start_line);
+    docs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_keep_their_first_line() {
+        let text = "# head\n---\nkind: A\n---\n\n# only comments\n---\nkind: B\nx: 1\n...\n";
+        let docs = documents(text);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].first_line, 3);
+        assert_eq!(docs[0].text, "kind: A\n");
+        assert_eq!(docs[1].first_line, 8);
+        assert_eq!(docs[1].line_of("x", 0), Some(9));
+    }
+
+    #[test]
+    fn a_single_document_without_markers() {
+        let docs = documents("kind: A\nname: b\n");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].first_line, 1);
+        assert_eq!(docs[0].line_of_entry("name", "b"), Some(2));
+    }
+}

@@ -1,0 +1,232 @@
+//! The YAML as written, before validation. connd's own documents (`kind: Component`,
+//! `kind: Connection`) reject unknown keys; the platform's `component.yaml` accepts and
+//! ignores the keys connd has no use for (`endpoints`, `proxy`, `configurations.file`, ...).
+//! Every type deserializes straight from the document text, so the parser's errors keep
+//! their line numbers.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A YAML scalar taken as text: `8080`, `true` and `"x"` are all fine as values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+// ---- connd's own documents ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentDoc {
+    #[allow(dead_code)]
+    pub kind: String,
+    pub project: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Project,
+    Component,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Security {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "oauth2")]
+    OAuth2,
+    #[serde(rename = "apiKey")]
+    ApiKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// `client_secret_basic`: id and secret in the Authorization header.
+    #[default]
+    Basic,
+    /// `client_secret_post`: id and secret in the form body.
+    Post,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OAuth {
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionDoc {
+    #[allow(dead_code)]
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub visibility: Option<Visibility>,
+    pub component: Option<String>,
+    pub resource_ref: Option<String>,
+    #[serde(default)]
+    pub security: Security,
+    pub oauth: Option<OAuth>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Param>,
+}
+
+/// A parameter: a plain scalar is a literal value, a map names its source.
+#[derive(Debug)]
+pub enum Param {
+    Plain(String),
+    Spec(ParamSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    pub value: Option<Scalar>,
+    pub file: Option<String>,
+    pub remote: Option<bool>,
+    pub secret: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for Param {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ParamVisitor;
+        impl<'de> Visitor<'de> for ParamVisitor {
+            type Value = Param;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a literal value, or a map with one of `value`, `file` or `remote: true`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Param, E> {
+                Ok(Param::Plain(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Param, E> {
+                Ok(Param::Plain(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Param, E> {
+                Ok(Param::Plain(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Param, E> {
+                Ok(Param::Plain(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Param, E> {
+                Ok(Param::Plain(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Param, A::Error> {
+                ParamSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(Param::Spec)
+            }
+        }
+        d.deserialize_any(ParamVisitor)
+    }
+}
+
+// ---- the platform's component.yaml ----
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentYaml {
+    pub schema_version: Option<Scalar>,
+    #[serde(default)]
+    pub dependencies: Dependencies,
+    pub configurations: Option<Configurations>,
+    /// The older spelling of `configurations`.
+    pub configuration: Option<Configurations>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependencies {
+    #[serde(default)]
+    pub connection_references: Vec<ConnectionReference>,
+    #[serde(default)]
+    pub service_references: Vec<ServiceReference>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionReference {
+    pub name: String,
+    pub resource_ref: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceReference {
+    pub name: String,
+    pub connection_config: String,
+    #[serde(default)]
+    pub env: Vec<EnvMapping>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EnvMapping {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct Configurations {
+    #[serde(default)]
+    pub env: Vec<EnvEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvEntry {
+    pub name: String,
+    pub value: Option<Scalar>,
+    pub value_from: Option<ValueFrom>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueFrom {
+    pub connection_ref: Option<ConnectionRef>,
+    pub config_group_ref: Option<serde_yaml::Value>,
+    pub config_form: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConnectionRef {
+    pub name: String,
+    pub key: String,
+}

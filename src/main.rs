@@ -1,0 +1,34 @@
+//! The binary: parse the command line, start logging, run the command, map its result
+//! to an exit code. The work is in the library.
+
+use clap::Parser;
+use connd::cli::{Cli, Command, LogFormat};
+use connd::{commands, exit};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    connd::logging::init(&cli.log);
+    let result = match &cli.command {
+        Command::Check(args) => commands::check(args),
+        Command::Env(args) => commands::env(args),
+        Command::Exec(args) => commands::exec(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = connd::exit_code(&e);
+            match cli.log.log_format {
+                LogFormat::Json => tracing::error!(exit_code = code, "{e:#}"),
+                LogFormat::Text => eprintln!("connd: {e:#}"),
+            }
+            ExitCode::from(code)
+        }
+    }
+}

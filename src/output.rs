@@ -1,0 +1,149 @@
+//! What `check` and `env` print. Every format is safe for any value: shell output can be
+//! `eval`ed, dotenv output is quoted for the common parsers, JSON is JSON.
+
+use crate::config::model::ACCESS_TOKEN;
+use crate::resolve::{Plan, Target};
+use crate::secret::{Secret, REDACTED};
+use crate::values::read_value_file;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Dotenv,
+    Json,
+    Shell,
+}
+
+/// `'...'` with every `'` written as `'\''`: POSIX shells take everything else literally.
+pub fn shell_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Single quotes where the value allows (taken literally by systemd, docker compose and
+/// python-dotenv), double quotes with escapes where it holds a `'` or a line break.
+pub fn dotenv_quote(value: &str) -> String {
+    if !value.contains(['\'', '\n', '\r']) {
+        return format!("'{value}'");
+    }
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '$' => out.push_str("\\$"),
+            '`' => out.push_str("\\`"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub fn render_env(env: &BTreeMap<String, Secret>, format: Format) -> String {
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            let map: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+            out = serde_json::to_string_pretty(&map).expect("a map of strings serializes");
+            out.push('\n');
+        }
+        Format::Dotenv => {
+            for (k, v) in env {
+                let _ = writeln!(out, "{k}={}", dotenv_quote(v.expose()));
+            }
+        }
+        Format::Shell => {
+            for (k, v) in env {
+                let _ = writeln!(out, "export {k}={}", shell_quote(v.expose()));
+            }
+        }
+    }
+    out
+}
+
+/// The plan as `check` prints it: connections, then variables with their source and, for
+/// values that are not secret and are known locally, the value.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    let id = &plan.identity;
+    let _ = writeln!(out, "component {} in project {} ({})", id.component, id.project, plan.dir.display());
+    let _ = writeln!(out, "\nconnections:");
+    for c in &plan.connections {
+        let conn = &c.connection;
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<10} {:<9} {:<7} {}",
+            c.name,
+            c.kind.as_str(),
+            format!("{:?}", conn.visibility).to_lowercase(),
+            format!("{:?}", conn.security).to_lowercase(),
+            conn.id
+        );
+    }
+    let _ = writeln!(out, "\nvariables:");
+    let width = plan.vars.iter().map(|b| b.var.len()).max().unwrap_or(0);
+    for b in &plan.vars {
+        let (from, source, shown) = match &b.target {
+            Target::Literal(v) => ("(literal)".to_owned(), "value".to_owned(), v.clone()),
+            Target::Param { conn, key } => {
+                let c = &plan.connections[*conn];
+                let from = format!("{}.{key}", c.name);
+                if key == ACCESS_TOKEN {
+                    (from, "oauth2 token".to_owned(), REDACTED.to_owned())
+                } else {
+                    let param = &c.connection.parameters[key];
+                    let shown = if param.secret {
+                        REDACTED.to_owned()
+                    } else {
+                        match &param.source {
+                            crate::config::model::Source::Value(v) => v.expose().to_owned(),
+                            crate::config::model::Source::File(path) => match read_value_file(path) {
+                                Ok(v) => v,
+                                Err(e) => format!("<unreadable: {e}>"),
+                            },
+                            crate::config::model::Source::Remote => "<from the control plane>".to_owned(),
+                        }
+                    };
+                    (from, param.source.describe(), shown)
+                }
+            }
+        };
+        let _ = writeln!(out, "  {:<width$}  {from:<40} {source:<24} {shown}", b.var);
+    }
+    for (var, what) in &plan.skipped {
+        let _ = writeln!(out, "  {var:<width$}  (left out: {what} is not served by connd)");
+    }
+    let _ = writeln!(out, "\nok: {} connections, {} variables", plan.connections.len(), plan.vars.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)`x`"), "'$(rm -rf /)`x`'");
+    }
+
+    #[test]
+    fn dotenv_quoting() {
+        assert_eq!(dotenv_quote("a $b"), "'a $b'");
+        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\\n\\\"\\$x\\\"\"");
+    }
+}

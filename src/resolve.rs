@@ -1,0 +1,405 @@
+//! From the loaded directory to the plan: who the component is, which connections it
+//! references (and may see), and the name and origin of every variable it gets. No value
+//! is read here; `values` does that.
+
+use crate::config::model::{self, Connection, EnvValue, Identity, RefKind, Security, Source, Visibility};
+use crate::config::validate::valid_env_name;
+use crate::config::{self, ConfigError, Diagnostics, Origin};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// What shapes the plan besides the directory.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub project: Option<String>,
+    pub component: Option<String>,
+    /// `CHOREO` by default; empty means no prefix.
+    pub env_prefix: String,
+    /// Skip `configGroupRef` / `configForm` variables instead of failing.
+    pub ignore_unsupported: bool,
+    /// A control plane is configured, so `remote: true` parameters can be fetched.
+    pub control_plane: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            project: None,
+            component: None,
+            env_prefix: "CHOREO".into(),
+            ignore_unsupported: false,
+            control_plane: false,
+        }
+    }
+}
+
+/// A connection the component references.
+#[derive(Debug, Clone)]
+pub struct PlannedConnection {
+    /// The name the component uses for it (the reference name, or the descriptor's name
+    /// for a legacy service reference).
+    pub name: String,
+    pub kind: RefKind,
+    pub connection: Connection,
+}
+
+impl PlannedConnection {
+    /// The keys this connection offers: its parameters and, under OAuth, `AccessToken`.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.connection.parameters.contains_key(key)
+            || (key == model::ACCESS_TOKEN && self.connection.security == Security::OAuth2)
+    }
+
+    pub fn is_secret(&self, key: &str) -> bool {
+        key == model::ACCESS_TOKEN || self.connection.parameters.get(key).is_some_and(|p| p.secret)
+    }
+}
+
+/// Where a variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `configurations.env[].value`.
+    Literal(String),
+    /// A key of `Plan::connections[conn]`.
+    Param { conn: usize, key: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub var: String,
+    pub target: Target,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dir: PathBuf,
+    pub identity: Identity,
+    pub connections: Vec<PlannedConnection>,
+    /// Sorted by variable name; names are unique.
+    pub vars: Vec<Binding>,
+    /// Variables left out under `--ignore-unsupported`, with the source that was not served.
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+impl Plan {
+    /// Whether any referenced connection needs the control plane.
+    pub fn needs_remote(&self) -> bool {
+        self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
+    }
+
+    pub fn connection(&self, name: &str) -> Option<&PlannedConnection> {
+        self.connections.iter().find(|c| c.name == name)
+    }
+
+    /// Indexes of connections whose `AccessToken` some variable names.
+    pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
+        self.vars.iter().filter_map(|b| match &b.target {
+            Target::Param { conn, key } if key == model::ACCESS_TOKEN => Some(*conn),
+            _ => None,
+        })
+    }
+}
+
+/// `<PREFIX>_<NAME>_<KEY>`, each part upper-cased with runs of other characters as one `_`.
+pub fn default_var_name(prefix: &str, name: &str, key: &str) -> String {
+    [prefix, name, key].iter().map(|p| normalise(p)).filter(|p| !p.is_empty()).collect::<Vec<_>>().join("_")
+}
+
+fn normalise(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    let mut gap = false;
+    for c in part.chars() {
+        let c = c.to_ascii_uppercase();
+        if c.is_ascii_uppercase() || c.is_ascii_digit() {
+            if gap && !out.is_empty() {
+                out.push('_');
+            }
+            gap = false;
+            out.push(c);
+        } else {
+            gap = true;
+        }
+    }
+    out
+}
+
+/// Loads `dir` and builds its plan, or reports every problem found.
+pub fn plan(dir: &Path, opts: &Options) -> Result<Plan, ConfigError> {
+    let mut diags = Diagnostics::default();
+    let loaded = config::load(dir, &mut diags);
+    let plan = build(dir, loaded, opts, &mut diags);
+    match plan {
+        Some(plan) if diags.is_empty() => Ok(plan),
+        _ => Err(ConfigError { dir: dir.to_path_buf(), diagnostics: diags }),
+    }
+}
+
+fn identity(dir: &Path, loaded: &config::Loaded, opts: &Options, diags: &mut Diagnostics) -> Option<Identity> {
+    let declared = match loaded.identities.as_slice() {
+        [] => None,
+        [(id, _)] => Some(id.clone()),
+        [(_, first), (_, second), ..] => {
+            diags.error(
+                second.clone(),
+                format!("a second `kind: Component` document (the first is at {first})"),
+                "keep exactly one `kind: Component` in the directory",
+            );
+            None
+        }
+    };
+    let project = opts.project.clone().or_else(|| declared.as_ref().map(|d| d.project.clone()));
+    let component = opts.component.clone().or_else(|| declared.as_ref().map(|d| d.component.clone()));
+    match (project, component) {
+        (Some(project), Some(component)) => Some(Identity { project, component }),
+        _ => {
+            if loaded.identities.len() <= 1 {
+                diags.error(
+                    Origin::file(dir),
+                    "connd does not know which component this is",
+                    "add a document `kind: Component` with `project` and `name`, or pass --project and --component",
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Why `c` is not visible to `me`, if it is not.
+fn invisible(c: &Connection, me: &Identity) -> Option<String> {
+    if c.project != me.project {
+        return Some(format!(
+            "connection {:?} belongs to project {:?}, but this component is in project {:?}: a connection is visible only inside its own project",
+            c.name, c.project, me.project
+        ));
+    }
+    match (&c.visibility, &c.owner) {
+        (Visibility::Component, Some(owner)) if owner != &me.component => Some(format!(
+            "connection {:?} is a component connection of {owner:?}: only its owner may use it, and this component is {:?}",
+            c.name, me.component
+        )),
+        _ => None,
+    }
+}
+
+fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnostics) -> Option<Plan> {
+    let me = identity(dir, &loaded, opts, diags);
+    let spec = loaded.component.as_ref()?;
+    let me = me?;
+    let hint = if loaded.had_descriptor_errors { " (a descriptor with errors above may be the one meant)" } else { "" };
+
+    let mut connections: Vec<PlannedConnection> = Vec::new();
+    let mut by_ref: HashMap<&str, usize> = HashMap::new();
+    let mut vars: Vec<Binding> = Vec::new();
+    // Default names of connectionReferences: (conn, key) -> index in `vars`, removed on rename.
+    let mut defaults: BTreeMap<(usize, String), Binding> = BTreeMap::new();
+
+    let add = |connections: &mut Vec<PlannedConnection>, name: &str, kind: RefKind, c: &Connection| -> usize {
+        if let Some(i) = connections.iter().position(|p| p.connection.id == c.id && p.name == name) {
+            return i;
+        }
+        connections.push(PlannedConnection { name: name.to_owned(), kind, connection: c.clone() });
+        connections.len() - 1
+    };
+
+    for r in &spec.connection_refs {
+        if by_ref.contains_key(r.name.as_str()) {
+            diags.error(
+                r.origin.clone(),
+                format!("connection {:?} is referenced twice", r.name),
+                "remove the second entry from dependencies.connectionReferences",
+            );
+            continue;
+        }
+        let named: Vec<&Connection> = loaded.connections.iter().filter(|c| c.name == r.name).collect();
+        let visible: Vec<&Connection> = named.iter().copied().filter(|c| invisible(c, &me).is_none()).collect();
+        let c = match visible.as_slice() {
+            [c] => *c,
+            [] => {
+                match named.first() {
+                    Some(c) => diags.error(
+                        r.origin.clone(),
+                        invisible(c, &me).unwrap_or_default(),
+                        format!(
+                            "reference a connection of this component or a project connection of {:?}; the descriptor is at {}",
+                            me.project, c.origin
+                        ),
+                    ),
+                    None => diags.error(
+                        r.origin.clone(),
+                        format!("no connection descriptor named {:?}{hint}", r.name),
+                        "add a `kind: Connection` document with that name to the directory, or remove the reference",
+                    ),
+                }
+                continue;
+            }
+            [a, b, ..] => {
+                diags.error(
+                    r.origin.clone(),
+                    format!("two visible connections are named {:?}: at {} and at {}", r.name, a.origin, b.origin),
+                    "rename one of them, or remove the copy",
+                );
+                continue;
+            }
+        };
+        if let Some(own) = &c.resource_ref {
+            if own != &r.resource_ref {
+                diags.error(
+                    r.origin.clone(),
+                    format!(
+                        "resourceRef mismatch for {:?}: component.yaml says {} but the descriptor at {} says {}",
+                        r.name, r.resource_ref, c.origin, own
+                    ),
+                    "make the reference's resourceRef match the connection it points at",
+                );
+                continue;
+            }
+        }
+        let i = add(&mut connections, &r.name, r.resource_ref.kind, c);
+        by_ref.insert(&r.name, i);
+        for key in c.parameters.keys() {
+            let var = default_var_name(&opts.env_prefix, &r.name, key);
+            defaults.insert(
+                (i, key.clone()),
+                Binding { var, target: Target::Param { conn: i, key: key.clone() }, origin: r.origin.clone() },
+            );
+        }
+    }
+
+    for s in &spec.service_refs {
+        let Some(c) = loaded.connections.iter().find(|c| c.id == s.connection_id) else {
+            diags.error(
+                s.origin.clone(),
+                format!(
+                    "service reference {:?} names connection {}, which has no descriptor{hint}",
+                    s.name, s.connection_id
+                ),
+                "add a `kind: Connection` document with that id, or correct connectionConfig",
+            );
+            continue;
+        };
+        if let Some(why) = invisible(c, &me) {
+            diags.error(s.origin.clone(), why, format!("the descriptor is at {}", c.origin));
+            continue;
+        }
+        let kind = c.resource_ref.as_ref().map_or(RefKind::Service, |r| r.kind);
+        let i = add(&mut connections, &c.name, kind, c);
+        for (from, to) in &s.env {
+            if !connections[i].has_key(from) {
+                diags.error(
+                    s.origin.clone(),
+                    format!("service reference {:?} maps {from}, which connection {:?} does not have", s.name, c.name),
+                    format!("map one of: {}", keys_of(&connections[i])),
+                );
+                continue;
+            }
+            vars.push(Binding {
+                var: to.clone(),
+                target: Target::Param { conn: i, key: from.clone() },
+                origin: s.origin.clone(),
+            });
+        }
+    }
+
+    let mut skipped = Vec::new();
+    for e in &spec.env {
+        match &e.value {
+            EnvValue::Literal(v) => {
+                vars.push(Binding { var: e.name.clone(), target: Target::Literal(v.clone()), origin: e.origin.clone() })
+            }
+            EnvValue::ConnectionRef { name, key } => {
+                let Some(&i) = by_ref.get(name.as_str()) else {
+                    diags.error(
+                        e.origin.clone(),
+                        format!("variable {} takes {key} from connection {name:?}, which is not in dependencies.connectionReferences", e.name),
+                        "add the connection to dependencies.connectionReferences, or correct the name",
+                    );
+                    continue;
+                };
+                if !connections[i].has_key(key) {
+                    diags.error(
+                        e.origin.clone(),
+                        format!("variable {} takes {key} from connection {name:?}, which has no such key", e.name),
+                        format!("use one of: {}", keys_of(&connections[i])),
+                    );
+                    continue;
+                }
+                // The rename replaces the default name.
+                defaults.remove(&(i, key.clone()));
+                vars.push(Binding {
+                    var: e.name.clone(),
+                    target: Target::Param { conn: i, key: key.clone() },
+                    origin: e.origin.clone(),
+                });
+            }
+            EnvValue::Unsupported(what) if opts.ignore_unsupported => skipped.push((e.name.clone(), *what)),
+            EnvValue::Unsupported(what) => diags.error(
+                e.origin.clone(),
+                format!("variable {} comes from {what}, which connd cannot serve", e.name),
+                "give the value in the platform's configuration, or pass --ignore-unsupported to leave the variable out",
+            ),
+        }
+    }
+    vars.extend(defaults.into_values());
+
+    for b in &vars {
+        if !valid_env_name(&b.var) {
+            diags.error(
+                b.origin.clone(),
+                format!("the variable name {:?} is not valid in an environment", b.var),
+                "rename the reference or set --env-prefix so the name starts with a letter",
+            );
+        }
+    }
+    vars.sort_by(|a, b| a.var.cmp(&b.var));
+    for pair in vars.windows(2) {
+        if pair[0].var == pair[1].var {
+            let describe = |b: &Binding| match &b.target {
+                Target::Literal(_) => format!("a literal value at {}", b.origin),
+                Target::Param { conn, key } => format!("{key} of {:?} ({})", connections[*conn].name, b.origin),
+            };
+            diags.error(
+                pair[1].origin.clone(),
+                format!("variable {} has two sources: {} and {}", pair[0].var, describe(&pair[0]), describe(&pair[1])),
+                "rename one of them in configurations.env, or drop one mapping",
+            );
+        }
+    }
+
+    if !opts.control_plane {
+        for p in &connections {
+            for (key, param) in &p.connection.parameters {
+                if matches!(param.source, Source::Remote) {
+                    diags.error(
+                        p.connection.origin.clone(),
+                        format!("parameter {key} of connection {:?} is `remote: true`, which needs a control plane", p.name),
+                        "pass --control-plane URL (or CONND_CONTROL_PLANE), or give the value locally with `value:` or `file:`",
+                    );
+                }
+            }
+        }
+    }
+
+    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped })
+}
+
+fn keys_of(c: &PlannedConnection) -> String {
+    let mut keys: Vec<&str> = c.connection.parameters.keys().map(String::as_str).collect();
+    if c.connection.security == Security::OAuth2 {
+        keys.push(model::ACCESS_TOKEN);
+    }
+    keys.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names() {
+        assert_eq!(default_var_name("CHOREO", "hr-connection", "ServiceURL"), "CHOREO_HR_CONNECTION_SERVICEURL");
+        assert_eq!(default_var_name("", "hr connection", "ServiceURL"), "HR_CONNECTION_SERVICEURL");
+        assert_eq!(default_var_name("my-app", "--a..b--", "Key_1"), "MY_APP_A_B_KEY_1");
+        assert_eq!(default_var_name("x", "émoji ünits", "k"), "X_MOJI_NITS_K");
+    }
+}

@@ -1,0 +1,135 @@
+//! From a plan to values: literal and file parameters are read here; remote parameters
+//! and OAuth tokens arrive already fetched in [`Fetched`]. A missing value is an error
+//! that names the connection, the key and the cause; nothing is ever left out silently.
+
+use crate::config::model::{Source, ACCESS_TOKEN};
+use crate::resolve::{Plan, Target};
+use crate::secret::Secret;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A `file:` source larger than this is refused: it holds a key or a URL, not a blob.
+pub const MAX_VALUE_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Values obtained from outside the directory, by connection id.
+#[derive(Debug, Default, Clone)]
+pub struct Fetched {
+    /// Remote parameters: connection id -> key -> value.
+    pub params: HashMap<String, HashMap<String, Secret>>,
+    /// OAuth access tokens: connection id -> token.
+    pub tokens: HashMap<String, Secret>,
+}
+
+/// The resolved values of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Values {
+    /// The component's variables, by name.
+    pub env: BTreeMap<String, Secret>,
+    /// Each planned connection's parameters (same order as `Plan::connections`).
+    pub connections: Vec<BTreeMap<String, Secret>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("cannot read {key} of connection {connection:?} from {}: {cause}", path.display())]
+    File { connection: String, key: String, path: PathBuf, cause: String },
+    #[error("no value for {key} of connection {connection:?}: {cause}")]
+    Missing { connection: String, key: String, cause: String },
+    #[error("{key} of connection {connection:?} contains a NUL byte, which no environment can hold")]
+    Nul { connection: String, key: String },
+}
+
+/// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed.
+pub fn read_value_file(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_VALUE_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_VALUE_FILE_BYTES {
+        return Err(format!("the file is over {MAX_VALUE_FILE_BYTES} bytes"));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+/// The value of one parameter; `None` for a remote one when `fetched` is `None`.
+fn param_value(
+    p: &crate::resolve::PlannedConnection,
+    key: &str,
+    source: &Source,
+    fetched: Option<&Fetched>,
+) -> Result<Option<Secret>, ValueError> {
+    let value = match source {
+        Source::Value(v) => v.clone(),
+        Source::File(path) => Secret::new(read_value_file(path).map_err(|cause| ValueError::File {
+            connection: p.name.clone(),
+            key: key.to_owned(),
+            path: path.clone(),
+            cause,
+        })?),
+        Source::Remote => {
+            let Some(fetched) = fetched else { return Ok(None) };
+            fetched.params.get(&p.connection.id).and_then(|m| m.get(key)).cloned().ok_or_else(|| {
+                ValueError::Missing {
+                    connection: p.name.clone(),
+                    key: key.to_owned(),
+                    cause: "the control plane has not provided it".into(),
+                }
+            })?
+        }
+    };
+    if value.expose().contains('\0') {
+        return Err(ValueError::Nul { connection: p.name.clone(), key: key.to_owned() });
+    }
+    Ok(Some(value))
+}
+
+/// Reads every local parameter (`check` uses it to prove the `file:` sources readable).
+pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
+    for p in &plan.connections {
+        for (key, param) in &p.connection.parameters {
+            param_value(p, key, &param.source, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves every parameter of every planned connection, then the variables.
+pub fn materialize(plan: &Plan, fetched: &Fetched) -> Result<Values, ValueError> {
+    let mut connections = Vec::with_capacity(plan.connections.len());
+    for p in &plan.connections {
+        let mut values = BTreeMap::new();
+        for (key, param) in &p.connection.parameters {
+            if let Some(value) = param_value(p, key, &param.source, Some(fetched))? {
+                values.insert(key.clone(), value);
+            }
+        }
+        if let Some(token) = fetched.tokens.get(&p.connection.id) {
+            values.insert(ACCESS_TOKEN.to_owned(), token.clone());
+        }
+        connections.push(values);
+    }
+    let mut env = BTreeMap::new();
+    for b in &plan.vars {
+        let value = match &b.target {
+            Target::Literal(v) => Secret::new(v.clone()),
+            Target::Param { conn, key } => connections[*conn].get(key).cloned().ok_or_else(|| ValueError::Missing {
+                connection: plan.connections[*conn].name.clone(),
+                key: key.clone(),
+                cause: if key == ACCESS_TOKEN {
+                    "no access token was obtained from the token endpoint".into()
+                } else {
+                    "the parameter has no value".into()
+                },
+            })?,
+        };
+        env.insert(b.var.clone(), value);
+    }
+    Ok(Values { env, connections })
+}
