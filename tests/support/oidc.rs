@@ -48,22 +48,12 @@ pub struct Client {
 impl Client {
     /// A client registered for `client_secret_basic`.
     pub fn basic(id: &str, secret: &str, scope: &str) -> Client {
-        Client {
-            id: id.into(),
-            secret: secret.into(),
-            auth: "client_secret_basic",
-            scope: scope.into(),
-        }
+        Client { id: id.into(), secret: secret.into(), auth: "client_secret_basic", scope: scope.into() }
     }
 
     /// A client registered for `client_secret_post`.
     pub fn post(id: &str, secret: &str, scope: &str) -> Client {
-        Client {
-            id: id.into(),
-            secret: secret.into(),
-            auth: "client_secret_post",
-            scope: scope.into(),
-        }
+        Client { id: id.into(), secret: secret.into(), auth: "client_secret_post", scope: scope.into() }
     }
 }
 
@@ -104,10 +94,7 @@ impl OidcProvider {
     /// Panics, with what to do, if Node.js or the installed provider is missing,
     /// or if the server does not report ready within 20 seconds.
     pub fn start(clients: &[Client], token_ttl_secs: u64) -> OidcProvider {
-        assert!(
-            !clients.is_empty(),
-            "OidcProvider::start needs at least one client"
-        );
+        assert!(!clients.is_empty(), "OidcProvider::start needs at least one client");
         for c in clients {
             assert!(
                 c.auth == "client_secret_basic" || c.auth == "client_secret_post",
@@ -119,17 +106,10 @@ impl OidcProvider {
 
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/oidc");
         let script = dir.join("server.mjs");
-        assert!(
-            script.is_file(),
-            "OIDC test server missing: {}",
-            script.display()
-        );
+        assert!(script.is_file(), "OIDC test server missing: {}", script.display());
         let installed: PathBuf = dir.join("node_modules/oidc-provider/package.json");
         if !installed.is_file() {
-            panic!(
-                "oidc-provider is not installed ({} not found); {INSTALL_HINT}",
-                installed.display()
-            );
+            panic!("oidc-provider is not installed ({} not found); {INSTALL_HINT}", installed.display());
         }
 
         let clients_json = serde_json::Value::Array(
@@ -161,10 +141,7 @@ impl OidcProvider {
                 "cannot start the OIDC test server: `node` not found on PATH \
                  (install Node.js >= 18, then {INSTALL_HINT})"
             ),
-            Err(e) => panic!(
-                "cannot start the OIDC test server (node {}): {e}",
-                script.display()
-            ),
+            Err(e) => panic!("cannot start the OIDC test server (node {}): {e}", script.display()),
         };
 
         let stdin = child.stdin.take();
@@ -179,9 +156,7 @@ impl OidcProvider {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     eprintln!("[oidc] {line}");
-                    let mut tail = tail
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut tail = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     if tail.len() == STDERR_TAIL_LINES {
                         tail.pop_front();
                     }
@@ -223,10 +198,7 @@ impl OidcProvider {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => {
                 provider.stop();
-                panic!(
-                    "reading the OIDC test server's ready line failed: {e}{}",
-                    provider.stderr_report()
-                );
+                panic!("reading the OIDC test server's ready line failed: {e}{}", provider.stderr_report());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 provider.stop();
@@ -311,9 +283,7 @@ impl OidcProvider {
     pub fn stats(&self) -> Stats {
         let v = self.request("GET", "/_test/stats");
         let n = |v: &serde_json::Value, k: &str| {
-            v.get(k)
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or_else(|| panic!("/_test/stats: no {k} in {v}"))
+            v.get(k).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("/_test/stats: no {k} in {v}"))
         };
         let methods = v.get("auth_methods").cloned().unwrap_or_default();
         Stats {
@@ -331,18 +301,11 @@ impl OidcProvider {
 
     /// One HTTP/1.0 request to the test-only routes; returns the JSON body.
     fn request(&self, method: &str, path: &str) -> serde_json::Value {
-        let what = format!(
-            "{method} {path} on the OIDC test server (port {})",
-            self.port
-        );
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
-            .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
-        stream
-            .set_read_timeout(Some(HTTP_TIMEOUT))
-            .expect("set_read_timeout");
-        stream
-            .set_write_timeout(Some(HTTP_TIMEOUT))
-            .expect("set_write_timeout");
+        let what = format!("{method} {path} on the OIDC test server (port {})", self.port);
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("{what}: connect: {e}"));
+        stream.set_read_timeout(Some(HTTP_TIMEOUT)).expect("set_read_timeout");
+        stream.set_write_timeout(Some(HTTP_TIMEOUT)).expect("set_write_timeout");
         write!(
             stream,
             "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n",
@@ -350,27 +313,20 @@ impl OidcProvider {
         )
         .unwrap_or_else(|e| panic!("{what}: write: {e}"));
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .unwrap_or_else(|e| panic!("{what}: read: {e}"));
+        stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{what}: read: {e}"));
         let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("{what}: malformed HTTP response: {text:?}"));
+        let (head, body) =
+            text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{what}: malformed HTTP response: {text:?}"));
         let status = head.lines().next().unwrap_or_default();
         if status.split_whitespace().nth(1) != Some("200") {
             panic!("{what}: {status}: {body}");
         }
-        serde_json::from_str(body)
-            .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body:?}"))
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body:?}"))
     }
 
     /// The server's last stderr lines, formatted for a panic message.
     fn stderr_report(&self) -> String {
-        let tail = self
-            .stderr_tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tail = self.stderr_tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if tail.is_empty() {
             return "\n(the server wrote nothing to stderr)".into();
         }

@@ -1,0 +1,9 @@
+//! The integration tests: one binary, one module per area. Each starts the real `connd`
+//! binary or drives the library over real files, sockets and processes.
+
+mod support;
+
+/// `check`, `env` and `exec` end to end on valid directories: names, formats, exec.
+mod cli;
+/// One invalid directory per config error, asserting the message a user reads.
+mod config_errors;
