@@ -18,6 +18,7 @@ pub mod logging;
 pub mod output;
 pub mod resolve;
 pub mod secret;
+pub mod source;
 pub mod values;
 
 pub use exit::exit_code;

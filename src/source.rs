@@ -1,0 +1,59 @@
+//! Where values from outside the directory come from, as every mode sees them: remote
+//! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
+//! token endpoint); the control-plane and OAuth sources implement the same trait, so
+//! `exec`, `run` and `serve` resolve the same way whichever is configured.
+
+use crate::resolve::Plan;
+use crate::secret::Secret;
+use crate::values::Fetched;
+use std::future::Future;
+use std::time::Duration;
+
+/// An OAuth access token as the local API hands it out.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub access_token: Secret,
+    pub token_type: String,
+    /// Seconds left before it expires, counted from when it was handed out.
+    pub expires_in: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("connection {connection:?} is not under OAuth (security: oauth2), so it has no token")]
+    NotOAuth { connection: String },
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// Which tokens a fetch obtains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    /// Only those some variable maps (`env`, `exec`, `run`: an environment cannot refresh).
+    Mapped,
+    /// Every OAuth connection's (`serve`: the local API offers them all).
+    All,
+}
+
+pub trait Sources: Send + Sync + 'static {
+    /// Remote parameters and tokens for `plan`. Long-running callers call it again on
+    /// every refresh; implementations keep what they need (ETags, cached tokens).
+    fn fetch(&self, plan: &Plan, tokens: Tokens) -> impl Future<Output = anyhow::Result<Fetched>> + Send;
+
+    /// A token for `plan.connections[conn]`, fresh from the cache.
+    fn token(&self, plan: &Plan, conn: usize) -> impl Future<Output = Result<Token, SourceError>> + Send;
+}
+
+/// No control plane and no token endpoint: every value is in the directory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+impl Sources for Local {
+    async fn fetch(&self, _plan: &Plan, _tokens: Tokens) -> anyhow::Result<Fetched> {
+        Ok(Fetched::default())
+    }
+
+    async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
+        Err(SourceError::NotOAuth { connection: plan.connections[conn].name.clone() })
+    }
+}
