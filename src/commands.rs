@@ -1,10 +1,10 @@
 //! The subcommands, as library functions the binary calls. Each returns the exit code
 //! for success; failures are typed errors that `exit_code` maps.
 
-use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs};
+use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RunArgs};
 use crate::resolve::{self, Plan};
 use crate::values::{self, Fetched, Values};
-use crate::{exec, output};
+use crate::{exec, output, supervise};
 use std::io::Write;
 
 /// Loads the directory, builds the plan and resolves every value once.
@@ -33,6 +33,18 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
     let env = exec::child_env(std::env::vars_os(), &values.env);
     Err(exec::exec(&args.command, env).into())
+}
+
+/// Resolves, then supervises the command until it exits for good; returns its exit code.
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let (_, values) = resolve_once(&args.config)?;
+    // A current-thread runtime: the supervisor relies on spawning and reaping never
+    // running at the same time.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (_publisher, rx) = tokio::sync::watch::channel(std::sync::Arc::new(values.env));
+    let code =
+        runtime.block_on(supervise::supervise(&args.command, std::env::vars_os().collect(), rx, &args.settings()))?;
+    Ok(code)
 }
 
 fn write_stdout(text: &str) -> std::io::Result<()> {

@@ -2,6 +2,7 @@
 
 use crate::config::ConfigError;
 use crate::exec::ExecError;
+use crate::supervise::SuperviseError;
 use crate::values::ValueError;
 
 pub const OK: u8 = 0;
@@ -23,6 +24,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             };
         }
         if let Some(e) = cause.downcast_ref::<ExecError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<SuperviseError>() {
             return e.exit_code();
         }
     }

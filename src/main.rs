@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
         Command::Exec(args) => commands::exec(args),
+        Command::Run(args) => commands::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,242 @@
+//! Run mode: connd stays the workload's parent. It starts the workload with the same
+//! environment `exec` would give it, forwards the signals an orchestrator or a terminal
+//! sends, reaps every child (see `reap`), and when the workload's variables change it
+//! restarts the workload or sends it a signal. connd exits with the workload's code, or
+//! 128+N when the workload died of signal N.
+//!
+//! Boundary: the values arrive on a `watch` channel (the reloader's business); which
+//! changes count is `changes`' business. Runs on a current-thread runtime: spawning and
+//! reaping then never interleave.
+
+use crate::changes::{Changes, Env, Timing};
+use crate::exec::{self, ExecError};
+use crate::reap::{self, Reaper};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The signals connd passes on to the workload (SPEC §3).
+pub const FORWARDED: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// What the workload is told when its variables change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    /// Stop it (stop signal, SIGKILL after the stop timeout) and start it again.
+    Restart,
+    /// Send it this signal: for workloads that re-read a rendered file.
+    Signal(Signal),
+    /// Nothing: the workload asks the local API itself.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub on_change: OnChange,
+    /// Asks the workload to stop before a restart.
+    pub stop_signal: Signal,
+    /// How long a stopping workload gets before SIGKILL, on restart and after SIGTERM.
+    pub stop_timeout: Duration,
+    pub timing: Timing,
+    /// The workload gets its own process group and signals go to the whole group, so a
+    /// shell script's children hear them too.
+    pub forward_to_group: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("{0}")]
+    Spawn(ExecError),
+    #[error("cannot listen for signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+impl SuperviseError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SuperviseError::Spawn(e) => e.exit_code(),
+            SuperviseError::Signals(_) => 1,
+        }
+    }
+}
+
+/// Runs `argv` under supervision until it exits for good; returns connd's exit code.
+/// The current value of `values` is what the first workload starts with.
+pub async fn supervise(
+    argv: &[OsString],
+    inherited: Vec<(OsString, OsString)>,
+    values: watch::Receiver<Env>,
+    settings: &Settings,
+) -> Result<u8, SuperviseError> {
+    // Both listeners exist before the first spawn, so no signal or exit is missed.
+    let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
+    let mut reaper = Reaper::new().map_err(SuperviseError::Signals)?;
+    let first = values.borrow().clone();
+    let spawner = Spawner { argv, inherited, group: settings.forward_to_group };
+    let mut child = spawner.spawn(&first)?;
+    let (_changes, mut changed) = match settings.on_change {
+        OnChange::None => (None, None),
+        _ => {
+            let (task, rx) = Changes::spawn(values, first.clone(), settings.timing);
+            (Some(task), Some(rx))
+        }
+    };
+    // When set, the workload gets SIGKILL at that moment.
+    let mut kill_at: Option<Instant> = None;
+    // A restart in progress: the workload was asked to stop and starts again with these.
+    let mut restart_with: Option<Env> = None;
+    // SIGTERM was received: whatever happens next, connd ends with the workload.
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            status = reaper.wait(child.pid) => {
+                let code = reap::exit_code(status);
+                match restart_with.take() {
+                    Some(env) => {
+                        tracing::info!(exit_code = code, "the workload stopped; starting it with the new values");
+                        kill_at = None;
+                        child = spawner.spawn(&env)?;
+                    }
+                    None => return Ok(code),
+                }
+            }
+            sig = signals.recv() => {
+                tracing::debug!(signal = sig.as_str(), "forwarding");
+                child.signal(sig);
+                if sig == Signal::SIGTERM {
+                    stopping = true;
+                    kill_at.get_or_insert(Instant::now() + settings.stop_timeout);
+                }
+                if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) && restart_with.take().is_some() {
+                    tracing::info!(signal = sig.as_str(), "restart cancelled: connd ends with the workload");
+                }
+            }
+            () = sleep_until(kill_at) => {
+                tracing::warn!(timeout = ?settings.stop_timeout, "the workload did not stop in time; sending SIGKILL");
+                child.signal(Signal::SIGKILL);
+                kill_at = None;
+            }
+            Some(env) = recv(&mut changed) => match settings.on_change {
+                _ if stopping => {}
+                OnChange::Restart => {
+                    if restart_with.replace(env).is_none() {
+                        tracing::info!(signal = settings.stop_signal.as_str(), "restarting the workload");
+                        child.signal(settings.stop_signal);
+                        kill_at = Some(Instant::now() + settings.stop_timeout);
+                    }
+                }
+                OnChange::Signal(sig) => {
+                    tracing::info!(signal = sig.as_str(), "signalling the workload");
+                    child.signal(sig);
+                }
+                OnChange::None => {}
+            },
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(rx: &mut Option<tokio::sync::mpsc::Receiver<Env>>) -> Option<Env> {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(env) => Some(env),
+            // The publisher is gone: values are final, nothing more will change.
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The workload's command and the environment it inherits besides its variables.
+struct Spawner<'a> {
+    argv: &'a [OsString],
+    inherited: Vec<(OsString, OsString)>,
+    group: bool,
+}
+
+impl Spawner<'_> {
+    fn spawn(&self, vars: &Env) -> Result<Child, SuperviseError> {
+        let Some(command) = self.argv.first() else { return Err(SuperviseError::Spawn(ExecError::NoCommand)) };
+        let env = exec::child_env(self.inherited.iter().cloned(), vars);
+        let path = exec::find_command(command, &env).map_err(SuperviseError::Spawn)?;
+        let mut cmd = std::process::Command::new(&path);
+        cmd.arg0(command).args(&self.argv[1..]).env_clear().envs(env);
+        if self.group {
+            cmd.process_group(0);
+        }
+        // std starts the child with an empty signal mask and default dispositions, and the
+        // handle is dropped without waiting: the reaper alone collects the exit.
+        let child = cmd.spawn().map_err(|e| {
+            let name = command.to_string_lossy().into_owned();
+            SuperviseError::Spawn(match e.kind() {
+                std::io::ErrorKind::NotFound => ExecError::NotFound { command: name, path: path.display().to_string() },
+                _ => ExecError::NotExecutable { command: name, cause: format!("{}: {e}", path.display()) },
+            })
+        })?;
+        let pid = Pid::from_raw(child.id() as i32);
+        tracing::debug!(pid = pid.as_raw(), "started the workload");
+        Ok(Child { pid, group: self.group })
+    }
+}
+
+struct Child {
+    pid: Pid,
+    /// Signals go to the process group the child leads.
+    group: bool,
+}
+
+impl Child {
+    fn signal(&self, sig: Signal) {
+        // The pid cannot have been reused: it stays a zombie until the reaper takes it.
+        let sent = if self.group { killpg(self.pid, sig) } else { kill(self.pid, sig) };
+        if let Err(e) = sent {
+            tracing::debug!(signal = sig.as_str(), "not delivered: {}", e.desc());
+        }
+    }
+}
+
+/// One listener per forwarded signal.
+struct Forwarded {
+    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Forwarded {
+    fn new() -> std::io::Result<Forwarded> {
+        let streams = FORWARDED
+            .iter()
+            .map(|&sig| Ok((sig, tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig as i32))?)))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Forwarded { streams })
+    }
+
+    /// The next signal received. Cancel-safe.
+    async fn recv(&mut self) -> Signal {
+        std::future::poll_fn(|cx| {
+            for (sig, stream) in &mut self.streams {
+                if stream.poll_recv(cx).is_ready() {
+                    return Poll::Ready(*sig);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
