@@ -67,15 +67,27 @@ pub fn parse_resource_ref(text: &str) -> Option<ResourceRef> {
 
 /// Deserializes one document, turning a parser error into a diagnostic at its line.
 fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags: &mut Diagnostics) -> Option<T> {
-    match serde_yaml::from_str::<T>(doc.text) {
+    // Keys that connd ignores are skipped unexpanded, so an alias bomb under one would
+    // pass unseen. A document that defines anchors is expanded once in full, under the
+    // parser's repetition limit, so that every bomb is refused the same way.
+    let expanded =
+        if doc.text.contains('&') { serde_yaml::from_str::<serde_yaml::Value>(doc.text).err() } else { None };
+    let parsed = match expanded {
+        Some(e) => Err(e),
+        None => serde_yaml::from_str::<T>(doc.text),
+    };
+    match parsed {
         Ok(value) => Some(value),
         Err(e) => {
             let line = e.location().map(|l| doc.first_line + l.line() - 1).unwrap_or(doc.first_line);
-            let message = parser_message(&e);
+            let mut message = parser_message(&e);
+            if message.contains("repetition limit") {
+                message = "YAML aliases expand past the parser's repetition limit (an alias bomb)".into();
+            }
             let fix = if message.starts_with("unknown field") {
                 format!("remove the key, or correct its spelling; see the {what} format in the README")
             } else if message.contains("repetition limit") || message.contains("recursion limit") {
-                "remove the YAML aliases that expand this document; connd does not expand alias bombs".to_owned()
+                "write the values out instead of nesting aliases (`*name`) in this document".to_owned()
             } else {
                 format!("correct the YAML of this {what}")
             };
@@ -85,12 +97,53 @@ fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags
     }
 }
 
-/// The parser's message without its own " at line L column C" suffix (the origin says it).
+/// The parser's message without its own " at line L column C" suffix (the origin says
+/// it), and without the offending value: a secret pasted under the wrong key must not be
+/// echoed into logs. `invalid type: string "s3cret", expected a boolean` becomes
+/// `invalid type: a string, expected a boolean`.
 fn parser_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
+    let text = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    redact_values(text)
+}
+
+fn redact_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let string = rest.find("string \"").map(|i| (i, "string \"", '"', "a string"));
+        let variant = rest.find("variant `").map(|i| (i, "variant `", '`', "variant"));
+        let next = match (string, variant) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((i, open, close, replacement)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i]);
+        out.push_str(replacement);
+        let after = &rest[i + open.len()..];
+        // Values may contain the closing quote escaped; the parser writes `\"`.
+        let mut end = None;
+        let mut escaped = false;
+        for (j, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                c if c == close && !escaped => {
+                    end = Some(j);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(j) => rest = &after[j + close.len_utf8()..],
+            None => return out,
+        }
     }
 }
 
@@ -470,6 +523,19 @@ mod tests {
         ] {
             assert!(parse_resource_ref(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parser_messages_do_not_echo_values() {
+        assert_eq!(
+            redact_values(r#"parameters.B.remote: invalid type: string "hun\"ter2", expected a boolean"#),
+            "parameters.B.remote: invalid type: a string, expected a boolean"
+        );
+        assert_eq!(
+            redact_values("visibility: unknown variant `hunter4`, expected `project` or `component`"),
+            "visibility: unknown variant, expected `project` or `component`"
+        );
+        assert_eq!(redact_values("unknown field `a`, expected `id`"), "unknown field `a`, expected `id`");
     }
 
     #[test]
