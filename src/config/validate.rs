@@ -9,6 +9,7 @@ use super::model::{self, ComponentSpec, Connection, EnvValue, Identity, Paramete
 use super::raw;
 use serde::de::DeserializeOwned;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The names the platform allows for connections: 3 to 50 characters, starting with a
 /// letter, then letters, digits, spaces, `-` or `_`, not ending in a space, `-` or `_`.
@@ -164,7 +165,7 @@ fn kind_of(doc: &Document<'_>) -> Option<String> {
 #[derive(Debug, Default)]
 pub struct Documents {
     pub identities: Vec<(Identity, Origin)>,
-    pub connections: Vec<Connection>,
+    pub connections: Vec<Arc<Connection>>,
     /// Some document failed to parse: a reference to it would be a confusing second error.
     pub had_errors: bool,
 }
@@ -178,7 +179,7 @@ pub fn connd_documents(file: &SourceFile, out: &mut Documents, diags: &mut Diagn
             Some("Connection") => {
                 if let Some(raw) = parse::<raw::ConnectionDoc>(&file.path, &doc, "Connection", diags) {
                     if let Some(c) = connection(raw, &file.path, &doc, diags) {
-                        out.connections.push(c);
+                        out.connections.push(Arc::new(c));
                     }
                 }
             }
@@ -250,16 +251,17 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
     });
     let mut parameters = std::collections::BTreeMap::new();
     for (key, param) in raw.parameters {
-        let origin = Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
+        // Lines are looked up only for errors: the scan is the costly part of a valid load.
+        let origin = || Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
         if key == model::ACCESS_TOKEN {
             diags.error(
-                origin,
+                origin(),
                 "AccessToken is the token connd obtains for OAuth connections; it cannot be a parameter",
                 "remove it, and set `security: oauth2` with ConsumerKey, ConsumerSecret and TokenURL",
             );
             continue;
         }
-        if let Some(p) = parameter(&key, param, &origin, diags) {
+        if let Some(p) = parameter(&key, param, path, origin, diags) {
             parameters.insert(key, p);
         }
     }
@@ -306,7 +308,15 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
     })
 }
 
-fn parameter(key: &str, param: raw::Param, origin: &Origin, diags: &mut Diagnostics) -> Option<Parameter> {
+/// `file` is the descriptor's own path: relative `file:` sources are taken from its directory.
+fn parameter(
+    key: &str,
+    param: raw::Param,
+    file: &Path,
+    origin: impl Fn() -> Origin,
+    diags: &mut Diagnostics,
+) -> Option<Parameter> {
+    let dir = file;
     let default_secret = model::secret_by_default(key);
     match param {
         raw::Param::Plain(value) => Some(Parameter { source: Source::Value(value.into()), secret: default_secret }),
@@ -319,7 +329,7 @@ fn parameter(key: &str, param: raw::Param, origin: &Origin, diags: &mut Diagnost
             if let Some(f) = spec.file {
                 // A relative path is taken from the config directory, so a directory
                 // can carry its own files (a ConfigMap mounts them beside the YAML).
-                let dir = origin.file.parent().unwrap_or(Path::new("."));
+                let dir = dir.parent().unwrap_or(Path::new("."));
                 sources.push(Source::File(dir.join(f)));
             }
             if remote {
@@ -328,7 +338,7 @@ fn parameter(key: &str, param: raw::Param, origin: &Origin, diags: &mut Diagnost
             if sources.len() != 1 {
                 let what = if sources.is_empty() { "no source" } else { "more than one source" };
                 diags.error(
-                    origin.clone(),
+                    origin(),
                     format!("parameter {key} has {what}"),
                     "give exactly one of `value: ...`, `file: /path` or `remote: true`",
                 );
@@ -378,8 +388,8 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
             "set `schemaVersion: 1.2` (connd reads 1.0, 1.1 and 1.2)",
         );
     }
-    let entry_origin =
-        |key: &str, value: &str| Origin::at(path, doc.line_of_entry(key, value).unwrap_or(doc.first_line));
+    let lines = doc.entry_lines();
+    let entry_origin = |key: &str, value: &str| Origin::at(path, lines.line(key, value));
 
     let mut spec = ComponentSpec { schema_version: normalised.to_owned(), ..Default::default() };
     for r in raw.dependencies.connection_references {
