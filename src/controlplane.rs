@@ -36,6 +36,8 @@ pub enum ControlPlaneError {
     MissingKey { connection: String, url: String, key: String },
     #[error("connection {connection:?}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
     Unavailable { connection: String, url: String, attempts: u32, elapsed: Duration, cause: String },
+    #[error("connection {connection:?}: cannot talk to the control plane at {url}: {cause}")]
+    Unreachable { connection: String, url: String, cause: String },
     #[error("connection {connection:?}: bad answer from the control plane at {url}: {cause}")]
     BadAnswer { connection: String, url: String, cause: String },
     #[error("cannot read the control-plane credential {}: {cause}", path.display())]
@@ -49,7 +51,9 @@ impl ControlPlaneError {
             ControlPlaneError::NotFound { .. }
             | ControlPlaneError::MissingKey { .. }
             | ControlPlaneError::TokenFile { .. } => crate::exit::CONFIG,
-            ControlPlaneError::Unavailable { .. } | ControlPlaneError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
+            ControlPlaneError::Unavailable { .. }
+            | ControlPlaneError::Unreachable { .. }
+            | ControlPlaneError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
         }
     }
 }
@@ -243,8 +247,11 @@ impl ControlPlane {
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None }),
-            Err(e @ HttpError::Tls(_)) => return Err(bad(e.to_string())),
-            Err(e) => return Err(bad(e.to_string())),
+            Err(e @ HttpError::TooLarge) => return Err(bad(e.to_string())),
+            Err(e) => {
+                let (connection, url, cause) = (w.name.clone(), url.to_owned(), e.to_string());
+                return Err(ControlPlaneError::Unreachable { connection, url, cause });
+            }
         };
         let status = response.status;
         match status {
