@@ -304,3 +304,11 @@ fn later_rounds_are_conditional_and_reread_the_token_file() {
     assert_eq!(requests[1].if_none_match.as_deref(), Some("\"7\""));
     assert_eq!(requests[1].authorization.as_deref(), Some("Bearer rotated-token"));
 }
+
+#[test]
+fn an_unreadable_ca_file_is_a_config_error() {
+    let fx = fixture();
+    let out = fx.run("env", &["--control-plane", "https://127.0.0.1:9", "--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["cannot use CA file /nonexistent/ca.pem", "No such file"]);
+}
