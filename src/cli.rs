@@ -5,6 +5,7 @@ use crate::output::Format;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,6 +68,52 @@ pub struct ConfigArgs {
     /// Leave out variables from configGroupRef/configForm instead of failing
     #[arg(long, env = "CONND_IGNORE_UNSUPPORTED")]
     pub ignore_unsupported: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Where remote values and tokens come from: the control plane and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Base URL of the control plane; needed for `remote: true` parameters
+    #[arg(long, env = "CONND_CONTROL_PLANE", value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// File holding the bearer credential for the control plane; re-read when it changes
+    #[arg(long, env = "CONND_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA certificates trusted for HTTPS (instead of the system's)
+    #[arg(long, env = "CONND_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mTLS; needs --client-key
+    #[arg(long, env = "CONND_CLIENT_CERT", value_name = "PATH", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert
+    #[arg(long, env = "CONND_CLIENT_KEY", value_name = "PATH", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Allow plain http:// to hosts other than loopback (credentials then travel in clear)
+    #[arg(long, env = "CONND_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// How long to keep retrying an unavailable control plane or token endpoint at startup
+    #[arg(long, env = "CONND_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub startup_timeout: Duration,
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write a number and a unit, e.g. 500ms, 30s, 2m, 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))
 }
 
 impl ConfigArgs {
@@ -76,7 +123,7 @@ impl ConfigArgs {
             component: self.component.clone(),
             env_prefix: self.env_prefix.clone(),
             ignore_unsupported: self.ignore_unsupported,
-            control_plane: false,
+            control_plane: self.remote.control_plane.is_some(),
         }
     }
 }
@@ -103,4 +150,23 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit \"d\""));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("-1s").is_err());
+    }
 }

@@ -10,7 +10,13 @@ use std::io::Write;
 /// Loads the directory, builds the plan and resolves every value once.
 pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
     let plan = resolve::plan(&config.config_dir, &config.options())?;
-    let values = values::materialize(&plan, &Fetched::default())?;
+    // Directories that need nothing remote stay on this thread: no runtime, no TLS setup.
+    let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
+        crate::remote::fetch_once(&config.remote, &plan)?
+    } else {
+        Fetched::default()
+    };
+    let values = values::materialize(&plan, &fetched)?;
     tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
     Ok((plan, values))
 }

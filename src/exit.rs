@@ -22,6 +22,15 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 ValueError::Missing { .. } => UNAVAILABLE,
             };
         }
+        if let Some(e) = cause.downcast_ref::<crate::controlplane::ControlPlaneError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::oauth::OAuthError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::remote::SetupError>() {
+            return e.exit_code();
+        }
         if let Some(e) = cause.downcast_ref::<ExecError>() {
             return e.exit_code();
         }

@@ -5,6 +5,8 @@
 //!   document, collecting diagnostics that name file, line and fix.
 //! - `resolve`: identity, references, visibility and variable names: the `Plan`.
 //! - `values`: reads local values and combines them with fetched ones: `Values`.
+//! - `source`: the seam for remote values and tokens; `remote` implements it with
+//!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http_client` + `tls`.
 //! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
 //! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes.
 #![forbid(unsafe_code)]
@@ -12,13 +14,18 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod controlplane;
 pub mod exec;
 pub mod exit;
+pub mod http_client;
 pub mod logging;
+pub mod oauth;
 pub mod output;
+pub mod remote;
 pub mod resolve;
 pub mod secret;
 pub mod source;
+pub mod tls;
 pub mod values;
 
 pub use exit::exit_code;

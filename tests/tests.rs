@@ -7,3 +7,7 @@ mod support;
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
 mod config_errors;
+/// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
+mod control_plane;
+/// OAuth client-credentials tokens against a real OpenID provider.
+mod oauth;
