@@ -33,6 +33,17 @@ pub enum Command {
     Env(EnvArgs),
     /// Resolve once, then replace connd with CMD, its variables set
     Exec(ExecArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a directory
+    Man {
+        /// Write connd.1 and connd-<command>.1 here instead of printing connd.1
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

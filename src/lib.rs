@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controlplane;
+pub mod docs;
 pub mod exec;
 pub mod exit;
 pub mod http_client;

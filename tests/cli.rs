@@ -283,3 +283,22 @@ fn exec_searches_the_path_the_workload_gets() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "found-by-path\n");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{bash:?}");
+    assert_contains(&bash.stdout, &["exec", "--config-dir", "--format"]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("connd.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let syntax = std::process::Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+
+    let out = run(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let main = std::fs::read_to_string(dir.path().join("connd.1")).unwrap();
+    assert_contains(&main, &[".TH connd 1", "check", "exec"]);
+    let exec = std::fs::read_to_string(dir.path().join("connd-exec.1")).unwrap();
+    assert_contains(&exec, &["connd\\-exec", "CONND_CONFIG_DIR"]);
+}
