@@ -3,6 +3,7 @@
 use crate::config::ConfigError;
 use crate::exec::ExecError;
 use crate::values::ValueError;
+use crate::watch::StartupError;
 
 pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
@@ -21,6 +22,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 ValueError::File { .. } | ValueError::Nul { .. } => CONFIG,
                 ValueError::Missing { .. } => UNAVAILABLE,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<StartupError>() {
+            return e.exit_code();
         }
         if let Some(e) = cause.downcast_ref::<ExecError>() {
             return e.exit_code();

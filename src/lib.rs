@@ -6,6 +6,8 @@
 //! - `resolve`: identity, references, visibility and variable names: the `Plan`.
 //! - `values`: reads local values and combines them with fetched ones: `Values`.
 //! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
+//! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
+//!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
 //! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes.
 #![forbid(unsafe_code)]
 
@@ -15,10 +17,13 @@ pub mod config;
 pub mod exec;
 pub mod exit;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod resolve;
 pub mod secret;
+pub mod snapshot;
 pub mod source;
 pub mod values;
+pub mod watch;
 
 pub use exit::exit_code;

@@ -7,3 +7,5 @@ mod support;
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
 mod config_errors;
+/// The reloader on real files: kubelet updates, invalid updates, a source going down.
+mod reload;

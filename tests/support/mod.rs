@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod kubelet;
 pub mod oidc;
+pub mod source;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
