@@ -32,6 +32,10 @@ pub enum Command {
     Env(EnvArgs),
     /// Resolve once, then replace connd with CMD, its variables set
     Exec(ExecArgs),
+    /// Serve the values on a Unix socket, reloading them as they change
+    Serve(ServeArgs),
+    /// Exit 0 if the `connd serve` on the socket is ready (for exec probes)
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

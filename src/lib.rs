@@ -8,9 +8,12 @@
 //! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
 //! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
 //!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
+//! - `serve`: the Unix-socket API (`api`) over the reloader, with `signal` and
+//!   `sdnotify` for its lifecycle; `probe` asks it whether it is ready.
 //! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -19,8 +22,12 @@ pub mod exit;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+pub mod probe;
 pub mod resolve;
+pub mod sdnotify;
 pub mod secret;
+pub mod serve;
+pub mod signal;
 pub mod snapshot;
 pub mod source;
 pub mod values;

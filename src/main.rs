@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
         Command::Exec(args) => commands::exec(args),
+        Command::Serve(args) => connd::serve::command(args),
+        Command::Probe(args) => connd::probe::command(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -95,9 +95,12 @@ impl Reloader {
         let (requests, requests_rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(1);
         // The watcher calls back on its own thread; a full channel means a reload is
-        // already due, so the event can be dropped.
+        // already due, so the event can be dropped. Reads (opens and closes without a
+        // write) are our own and change nothing.
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            use notify::event::{AccessKind, AccessMode, EventKind};
+            let ours = |k: &EventKind| matches!(k, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write));
+            if res.is_ok_and(|e| !ours(&e.kind)) {
                 let _ = events_tx.try_send(());
             }
         });

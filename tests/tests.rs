@@ -9,3 +9,5 @@ mod cli;
 mod config_errors;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
+/// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
+mod serve;
