@@ -11,3 +11,5 @@ mod config_errors;
 mod reload;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
 mod serve;
+/// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
+mod serve_process;

@@ -49,14 +49,14 @@ pub async fn request(socket: &Path, method: Method, target: &str) -> Result<Answ
         let body = body.collect().await?.to_bytes();
         Ok(Answer { status: parts.status, headers: parts.headers, body })
     };
+    tokio::pin!(exchange);
     tokio::select! {
-        answer = exchange => answer.map_err(http),
+        answer = &mut exchange => answer.map_err(http),
+        // A server that closes after answering (draining) ends the connection first;
+        // the answer is then already on its way to `exchange`.
         ended = conn => match ended {
             Err(e) => Err(http(e)),
-            Ok(()) => Err(ClientError::Connect {
-                path: socket.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed the connection"),
-            }),
+            Ok(()) => exchange.await.map_err(http),
         },
     }
 }
