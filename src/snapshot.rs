@@ -26,6 +26,16 @@ pub struct Resolved {
     /// Index of `/v1/connections/{name}`, same order as `plan.connections`.
     pub connection_index: Vec<u64>,
     pub resolved_at: SystemTime,
+    /// `/v1/env` as JSON, rendered once per change: it is the hot path of the API.
+    pub env_json: bytes::Bytes,
+}
+
+/// The variables as one JSON object, with a trailing newline.
+fn render_env_json(env: &BTreeMap<String, Secret>) -> bytes::Bytes {
+    let map: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+    let mut body = serde_json::to_vec(&map).unwrap_or_default();
+    body.push(b'\n');
+    body.into()
 }
 
 impl Resolved {
@@ -138,6 +148,7 @@ impl Store {
             env_index: generation,
             connections_index: generation,
             resolved_at: SystemTime::now(),
+            env_json: bytes::Bytes::new(),
         };
         let mut changed = true;
         if let Some(old) = &prev.resolved {
@@ -161,6 +172,9 @@ impl Store {
         }
         if !changed && prev.failure.is_none() {
             return false;
+        }
+        if changed {
+            next.env_json = render_env_json(&next.values.env);
         }
         let resolved = if changed { Arc::new(next) } else { prev.resolved.clone().expect("resolved before") };
         self.publish(Snapshot { generation, resolved: Some(resolved), failure: None });

@@ -217,8 +217,10 @@ async fn env<S>(state: &ApiState<S>, q: &Query) -> Response<Body> {
                 .body(Full::new(Bytes::from(render_env(env, Format::Dotenv))))
                 .expect("valid response")
         } else {
-            let body: Map<String, Value> = env.iter().map(|(k, v)| (k.clone(), v.expose().into())).collect();
-            json_response(StatusCode::OK, &Value::Object(body))
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(r.env_json.clone()))
+                .expect("valid response")
         };
         with_index(response, r.env_index)
     })
