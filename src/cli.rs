@@ -44,6 +44,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Serve the values on a Unix socket, reloading them as they change
+    Serve(ServeArgs),
+    /// Exit 0 if the `connd serve` on the socket is ready (for exec probes)
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +165,56 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// Parses a file mode in octal, as `0660` or `660`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{text:?} is not an octal file mode such as 0660"))?;
+    if mode > 0o777 {
+        return Err(format!("{text:?} has bits beyond 0777; give permission bits only"));
+    }
+    Ok(mode)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The Unix socket to serve on; its directory is created
+    #[arg(long, env = "CONND_SOCKET", default_value = "/run/connd/connd.sock", value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Permission bits of the socket, in octal
+    #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
+    pub socket_mode: u32,
+    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
+    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
+    pub socket_group: Option<u32>,
+    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// A gid whose processes may call the API (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
+    pub allow_gid: Vec<u32>,
+    /// How often the control plane is re-checked (jittered)
+    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub refresh_interval: std::time::Duration,
+    /// How often the directory is re-read even without a change event (a backstop)
+    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rescan_interval: std::time::Duration,
+    /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
+    #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The socket of the `connd serve` to ask
+    #[arg(long, env = "CONND_SOCKET", default_value = "/run/connd/connd.sock", value_name = "PATH")]
+    pub socket: PathBuf,
+    /// How long to wait for the answer
+    #[arg(long, env = "CONND_PROBE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 #[cfg(test)]

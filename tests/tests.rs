@@ -11,3 +11,9 @@ mod config_errors;
 mod control_plane;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// The reloader on real files: kubelet updates, invalid updates, a source going down.
+mod reload;
+/// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
+mod serve;
+/// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
+mod serve_process;
