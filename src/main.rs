@@ -6,11 +6,6 @@ use connd::cli::{Cli, Command, LogFormat};
 use connd::{commands, exit};
 use std::process::ExitCode;
 
-/// Loading a directory is allocation-bound (the YAML parser allocates per event and
-/// scalar); mimalloc takes about a sixth off the instructions of a 50-connection `exec`.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
