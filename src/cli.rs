@@ -35,6 +35,21 @@ pub enum Command {
     Env(EnvArgs),
     /// Resolve once, then replace connd with CMD, its variables set
     Exec(ExecArgs),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a directory
+    Man {
+        /// Write connd.1 and connd-<command>.1 here instead of printing connd.1
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Serve the values on a Unix socket, reloading them as they change
+    Serve(ServeArgs),
+    /// Exit 0 if the `connd serve` on the socket is ready (for exec probes)
+    Probe(ProbeArgs),
     /// Supervise CMD: forward signals, reap orphans, restart or signal it when values change
     Run(RunArgs),
 }
@@ -72,6 +87,52 @@ pub struct ConfigArgs {
     /// Leave out variables from configGroupRef/configForm instead of failing
     #[arg(long, env = "CONND_IGNORE_UNSUPPORTED")]
     pub ignore_unsupported: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Where remote values and tokens come from: the control plane and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Base URL of the control plane; needed for `remote: true` parameters
+    #[arg(long, env = "CONND_CONTROL_PLANE", value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// File holding the bearer credential for the control plane; re-read when it changes
+    #[arg(long, env = "CONND_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA certificates trusted for HTTPS (instead of the system's)
+    #[arg(long, env = "CONND_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mTLS; needs --client-key
+    #[arg(long, env = "CONND_CLIENT_CERT", value_name = "PATH", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert
+    #[arg(long, env = "CONND_CLIENT_KEY", value_name = "PATH", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Allow plain http:// to hosts other than loopback (credentials then travel in clear)
+    #[arg(long, env = "CONND_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// How long to keep retrying an unavailable control plane or token endpoint at startup
+    #[arg(long, env = "CONND_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub startup_timeout: Duration,
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write a number and a unit, e.g. 500ms, 30s, 2m, 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))
 }
 
 impl ConfigArgs {
@@ -81,7 +142,7 @@ impl ConfigArgs {
             component: self.component.clone(),
             env_prefix: self.env_prefix.clone(),
             ignore_unsupported: self.ignore_unsupported,
-            control_plane: false,
+            control_plane: self.remote.control_plane.is_some(),
         }
     }
 }
@@ -132,6 +193,27 @@ pub struct RunArgs {
     /// Give the workload its own process group and signal the whole group
     #[arg(long, env = "CONND_FORWARD_TO_GROUP")]
     pub forward_to_group: bool,
+    /// How often the control plane is re-checked (jittered)
+    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub refresh_interval: Duration,
+    /// How often the directory is re-read even without a change event (a backstop)
+    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rescan_interval: Duration,
+    /// Also serve the local API on this Unix socket while the workload runs
+    #[arg(long, env = "CONND_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket, in octal
+    #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
+    pub socket_mode: u32,
+    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
+    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
+    pub socket_group: Option<u32>,
+    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// A gid whose processes may call the API (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
+    pub allow_gid: Vec<u32>,
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -147,23 +229,6 @@ impl RunArgs {
             forward_to_group: self.forward_to_group,
         }
     }
-}
-
-/// A duration as a number and a unit: `500ms`, `30s`, `2m`, `1h` (`0` alone is allowed).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: write a number and a unit, e.g. 500ms, 30s, 2m or 1h");
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "" if n == 0 => 0,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).map(Duration::from_secs).ok_or_else(bad)
 }
 
 /// A signal by name, with or without `SIG`, any case: `SIGHUP`, `hup`.
@@ -182,5 +247,74 @@ pub fn parse_on_change(text: &str) -> Result<OnChange, String> {
             Some(sig) => parse_signal(sig).map(OnChange::Signal),
             None => Err(format!("{text:?} is not an action: write restart, signal:NAME (e.g. signal:SIGHUP) or none")),
         },
+    }
+}
+
+/// Parses a file mode in octal, as `0660` or `660`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{text:?} is not an octal file mode such as 0660"))?;
+    if mode > 0o777 {
+        return Err(format!("{text:?} has bits beyond 0777; give permission bits only"));
+    }
+    Ok(mode)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The Unix socket to serve on; its directory is created
+    #[arg(long, env = "CONND_SOCKET", default_value = "/run/connd/connd.sock", value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Permission bits of the socket, in octal
+    #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
+    pub socket_mode: u32,
+    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
+    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
+    pub socket_group: Option<u32>,
+    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// A gid whose processes may call the API (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
+    pub allow_gid: Vec<u32>,
+    /// How often the control plane is re-checked (jittered)
+    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub refresh_interval: std::time::Duration,
+    /// How often the directory is re-read even without a change event (a backstop)
+    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rescan_interval: std::time::Duration,
+    /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
+    #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The socket of the `connd serve` to ask
+    #[arg(long, env = "CONND_SOCKET", default_value = "/run/connd/connd.sock", value_name = "PATH")]
+    pub socket: PathBuf,
+    /// How long to wait for the answer
+    #[arg(long, env = "CONND_PROBE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit \"d\""));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("-1s").is_err());
     }
 }

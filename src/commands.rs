@@ -4,13 +4,19 @@
 use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RunArgs};
 use crate::resolve::{self, Plan};
 use crate::values::{self, Fetched, Values};
-use crate::{exec, output, supervise};
+use crate::{exec, output};
 use std::io::Write;
 
 /// Loads the directory, builds the plan and resolves every value once.
 pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
     let plan = resolve::plan(&config.config_dir, &config.options())?;
-    let values = values::materialize(&plan, &Fetched::default())?;
+    // Directories that need nothing remote stay on this thread: no runtime, no TLS setup.
+    let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
+        crate::remote::fetch_once(&config.remote, &plan)?
+    } else {
+        Fetched::default()
+    };
+    let values = values::materialize(&plan, &fetched)?;
     tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
     Ok((plan, values))
 }
@@ -35,16 +41,9 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
     Err(exec::exec(&args.command, env).into())
 }
 
-/// Resolves, then supervises the command until it exits for good; returns its exit code.
+/// Supervises the command with values kept current; returns its exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    let (_, values) = resolve_once(&args.config)?;
-    // A current-thread runtime: the supervisor relies on spawning and reaping never
-    // running at the same time.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (_publisher, rx) = tokio::sync::watch::channel(std::sync::Arc::new(values.env));
-    let code =
-        runtime.block_on(supervise::supervise(&args.command, std::env::vars_os().collect(), rx, &args.settings()))?;
-    Ok(code)
+    crate::run::command(args)
 }
 
 fn write_stdout(text: &str) -> std::io::Result<()> {

@@ -5,25 +5,48 @@
 //!   document, collecting diagnostics that name file, line and fix.
 //! - `resolve`: identity, references, visibility and variable names: the `Plan`.
 //! - `values`: reads local values and combines them with fetched ones: `Values`.
+//! - `source`: the seam for remote values and tokens; `remote` implements it with
+//!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http_client` + `tls`.
 //! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
-//! - `supervise`: run mode, the workload as a supervised child; `reap` collects every
-//!   exited child; `changes` decides which value changes the workload must act on.
-//! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes.
+//! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
+//!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
+//! - `serve`: the Unix-socket API (`api`) over the reloader, with `signal` and
+//!   `sdnotify` for its lifecycle; `probe` asks it whether it is ready.
+//! - `run`: run mode, the reloader and optionally the API around `supervise`, which
+//!   keeps the workload as a child; `reap` collects every exited child; `changes`
+//!   decides which value changes the workload must act on.
+//! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes; `docs`:
+//!   completions and man pages from the flags.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod controlplane;
+pub mod docs;
 pub mod exec;
 pub mod exit;
+pub mod http_client;
 pub mod logging;
+pub mod metrics;
+pub mod oauth;
 pub mod output;
+pub mod probe;
 pub mod reap;
+pub mod remote;
 pub mod resolve;
+pub mod run;
+pub mod sdnotify;
 pub mod secret;
+pub mod serve;
+pub mod signal;
+pub mod snapshot;
 pub mod source;
 pub mod supervise;
+pub mod tls;
 pub mod values;
+pub mod watch;
 
 pub use exit::exit_code;

@@ -19,6 +19,14 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
         Command::Exec(args) => commands::exec(args),
+        Command::Completions { shell } => {
+            connd::docs::completions(*shell, &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { out_dir: Some(dir) } => connd::docs::man_pages(dir).map(|()| 0).map_err(Into::into),
+        Command::Man { out_dir: None } => connd::docs::man_page(&mut std::io::stdout()).map(|()| 0).map_err(Into::into),
+        Command::Serve(args) => connd::serve::command(args),
+        Command::Probe(args) => connd::probe::command(args),
         Command::Run(args) => commands::run(args),
     };
     match result {

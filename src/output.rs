@@ -1,8 +1,8 @@
 //! What `check` and `env` print. Every format is safe for any value: shell output can be
 //! `eval`ed, dotenv output is quoted for the common parsers, JSON is JSON.
 
-use crate::config::model::ACCESS_TOKEN;
-use crate::resolve::{Plan, Target};
+use crate::config::model::{Source, ACCESS_TOKEN};
+use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
 use crate::values::read_value_file;
 use std::collections::BTreeMap;
@@ -94,40 +94,44 @@ pub fn render_plan(plan: &Plan) -> String {
         );
     }
     let _ = writeln!(out, "\nvariables:");
-    let width = plan.vars.iter().map(|b| b.var.len()).max().unwrap_or(0);
-    for b in &plan.vars {
-        let (from, source, shown) = match &b.target {
-            Target::Literal(v) => ("(literal)".to_owned(), "value".to_owned(), v.clone()),
-            Target::Param { conn, key } => {
-                let c = &plan.connections[*conn];
-                let from = format!("{}.{key}", c.name);
-                if key == ACCESS_TOKEN {
-                    (from, "oauth2 token".to_owned(), REDACTED.to_owned())
-                } else {
-                    let param = &c.connection.parameters[key];
-                    let shown = if param.secret {
-                        REDACTED.to_owned()
-                    } else {
-                        match &param.source {
-                            crate::config::model::Source::Value(v) => v.expose().to_owned(),
-                            crate::config::model::Source::File(path) => match read_value_file(path) {
-                                Ok(v) => v,
-                                Err(e) => format!("<unreadable: {e}>"),
-                            },
-                            crate::config::model::Source::Remote => "<from the control plane>".to_owned(),
-                        }
-                    };
-                    (from, param.source.describe(), shown)
-                }
-            }
-        };
-        let _ = writeln!(out, "  {:<width$}  {from:<40} {source:<24} {shown}", b.var);
+    let rows: Vec<[String; 4]> = plan.vars.iter().map(|b| plan_row(plan, b)).collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for [var, from, source, shown] in &rows {
+        let _ = writeln!(out, "  {var:<w0$}  {from:<w1$}  {source:<w2$}  {shown}");
     }
     for (var, what) in &plan.skipped {
-        let _ = writeln!(out, "  {var:<width$}  (left out: {what} is not served by connd)");
+        let _ = writeln!(out, "  {var:<w0$}  (left out: {what} is not served by connd)");
     }
     let _ = writeln!(out, "\nok: {} connections, {} variables", plan.connections.len(), plan.vars.len());
     out
+}
+
+/// One line of the plan: variable, origin, source, and the value or why it is not shown.
+fn plan_row(plan: &Plan, b: &Binding) -> [String; 4] {
+    let (from, source, shown) = match &b.target {
+        Target::Literal(v) => ("(literal)".to_owned(), "value".to_owned(), v.clone()),
+        Target::Param { conn, key } => {
+            let c = &plan.connections[*conn];
+            let from = format!("{}.{key}", c.name);
+            if key == ACCESS_TOKEN {
+                (from, "oauth2 token".to_owned(), REDACTED.to_owned())
+            } else {
+                let param = &c.connection.parameters[key];
+                let shown = if param.secret {
+                    REDACTED.to_owned()
+                } else {
+                    match &param.source {
+                        Source::Value(v) => v.expose().to_owned(),
+                        Source::File(path) => read_value_file(path).unwrap_or_else(|e| format!("<unreadable: {e}>")),
+                        Source::Remote => "<from the control plane>".to_owned(),
+                    }
+                };
+                (from, param.source.describe(), shown)
+            }
+        }
+    };
+    [b.var.clone(), from, source, shown]
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::config::validate::valid_env_name;
 use crate::config::{self, ConfigError, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What shapes the plan besides the directory.
 #[derive(Debug, Clone)]
@@ -40,7 +41,7 @@ pub struct PlannedConnection {
     /// for a legacy service reference).
     pub name: String,
     pub kind: RefKind,
-    pub connection: Connection,
+    pub connection: Arc<Connection>,
 }
 
 impl PlannedConnection {
@@ -194,12 +195,19 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
     // Default names of connectionReferences: (conn, key) -> index in `vars`, removed on rename.
     let mut defaults: BTreeMap<(usize, String), Binding> = BTreeMap::new();
 
-    let add = |connections: &mut Vec<PlannedConnection>, name: &str, kind: RefKind, c: &Connection| -> usize {
-        if let Some(i) = connections.iter().position(|p| p.connection.id == c.id && p.name == name) {
-            return i;
-        }
-        connections.push(PlannedConnection { name: name.to_owned(), kind, connection: c.clone() });
-        connections.len() - 1
+    // Lookups by name and id, so that a directory of thousands of connections stays linear.
+    let mut by_name: HashMap<&str, Vec<&Arc<Connection>>> = HashMap::new();
+    let mut by_id: HashMap<&str, &Arc<Connection>> = HashMap::new();
+    for c in &loaded.connections {
+        by_name.entry(c.name.as_str()).or_default().push(c);
+        by_id.entry(c.id.as_str()).or_insert(c);
+    }
+    let mut planned: HashMap<(String, String), usize> = HashMap::new();
+    let mut add = |connections: &mut Vec<PlannedConnection>, name: &str, kind: RefKind, c: &Arc<Connection>| -> usize {
+        *planned.entry((c.id.clone(), name.to_owned())).or_insert_with(|| {
+            connections.push(PlannedConnection { name: name.to_owned(), kind, connection: Arc::clone(c) });
+            connections.len() - 1
+        })
     };
 
     for r in &spec.connection_refs {
@@ -211,8 +219,8 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
             );
             continue;
         }
-        let named: Vec<&Connection> = loaded.connections.iter().filter(|c| c.name == r.name).collect();
-        let visible: Vec<&Connection> = named.iter().copied().filter(|c| invisible(c, &me).is_none()).collect();
+        let named: &[&Arc<Connection>] = by_name.get(r.name.as_str()).map_or(&[], Vec::as_slice);
+        let visible: Vec<&Arc<Connection>> = named.iter().copied().filter(|c| invisible(c, &me).is_none()).collect();
         let c = match visible.as_slice() {
             [c] => *c,
             [] => {
@@ -267,7 +275,7 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
     }
 
     for s in &spec.service_refs {
-        let Some(c) = loaded.connections.iter().find(|c| c.id == s.connection_id) else {
+        let Some(&c) = by_id.get(s.connection_id.as_str()) else {
             diags.error(
                 s.origin.clone(),
                 format!(

@@ -61,6 +61,9 @@ pub enum SuperviseError {
     Spawn(ExecError),
     #[error("cannot listen for signals: {0}")]
     Signals(#[source] std::io::Error),
+    /// The first resolution failed for good, or did not complete in time.
+    #[error("{message}")]
+    Startup { message: String, exit_code: u8 },
 }
 
 impl SuperviseError {
@@ -68,20 +71,22 @@ impl SuperviseError {
         match self {
             SuperviseError::Spawn(e) => e.exit_code(),
             SuperviseError::Signals(_) => 1,
+            SuperviseError::Startup { exit_code, .. } => *exit_code,
         }
     }
 }
 
 /// Runs `argv` under supervision until it exits for good; returns connd's exit code.
-/// The current value of `values` is what the first workload starts with.
+/// The current value of `values` is what the first workload starts with. `signals`
+/// is created by the caller as early as it can, so that none is missed.
 pub async fn supervise(
     argv: &[OsString],
     inherited: Vec<(OsString, OsString)>,
     values: watch::Receiver<Env>,
     settings: &Settings,
+    mut signals: Forwarded,
 ) -> Result<u8, SuperviseError> {
-    // Both listeners exist before the first spawn, so no signal or exit is missed.
-    let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
+    // Listening for SIGCHLD before the first spawn, so that no exit is missed.
     let mut reaper = Reaper::new().map_err(SuperviseError::Signals)?;
     let first = values.borrow().clone();
     let spawner = Spawner { argv, inherited, group: settings.forward_to_group };
@@ -145,6 +150,11 @@ pub async fn supervise(
             },
         }
     }
+}
+
+/// Signals that end connd when there is no workload yet to pass them to.
+pub fn ends_startup(sig: Signal) -> bool {
+    matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -214,12 +224,14 @@ impl Child {
 }
 
 /// One listener per forwarded signal.
-struct Forwarded {
+pub struct Forwarded {
     streams: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Forwarded {
-    fn new() -> std::io::Result<Forwarded> {
+    /// Installs the handlers (inside a runtime). Until then a signal keeps its default
+    /// action, which for PID 1 is to be ignored.
+    pub fn new() -> std::io::Result<Forwarded> {
         let streams = FORWARDED
             .iter()
             .map(|&sig| Ok((sig, tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig as i32))?)))
@@ -228,7 +240,7 @@ impl Forwarded {
     }
 
     /// The next signal received. Cancel-safe.
-    async fn recv(&mut self) -> Signal {
+    pub async fn recv(&mut self) -> Signal {
         std::future::poll_fn(|cx| {
             for (sig, stream) in &mut self.streams {
                 if stream.poll_recv(cx).is_ready() {

@@ -59,20 +59,28 @@ pub fn read_value_file(path: &Path) -> Result<String, String> {
 }
 
 /// The value of one parameter; `None` for a remote one when `fetched` is `None`.
+/// `file:` sources read in one resolution, by path: many connections often share one
+/// file (a mounted key), and one resolution should see one content of it.
+type FileCache = HashMap<PathBuf, Result<Secret, String>>;
+
 fn param_value(
     p: &crate::resolve::PlannedConnection,
     key: &str,
     source: &Source,
     fetched: Option<&Fetched>,
+    files: &mut FileCache,
 ) -> Result<Option<Secret>, ValueError> {
     let value = match source {
         Source::Value(v) => v.clone(),
-        Source::File(path) => Secret::new(read_value_file(path).map_err(|cause| ValueError::File {
-            connection: p.name.clone(),
-            key: key.to_owned(),
-            path: path.clone(),
-            cause,
-        })?),
+        Source::File(path) => {
+            let read = files.entry(path.clone()).or_insert_with(|| read_value_file(path).map(Secret::new));
+            read.clone().map_err(|cause| ValueError::File {
+                connection: p.name.clone(),
+                key: key.to_owned(),
+                path: path.clone(),
+                cause,
+            })?
+        }
         Source::Remote => {
             let Some(fetched) = fetched else { return Ok(None) };
             fetched.params.get(&p.connection.id).and_then(|m| m.get(key)).cloned().ok_or_else(|| {
@@ -92,9 +100,10 @@ fn param_value(
 
 /// Reads every local parameter (`check` uses it to prove the `file:` sources readable).
 pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
+    let mut files = FileCache::new();
     for p in &plan.connections {
         for (key, param) in &p.connection.parameters {
-            param_value(p, key, &param.source, None)?;
+            param_value(p, key, &param.source, None, &mut files)?;
         }
     }
     Ok(())
@@ -103,10 +112,11 @@ pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
 /// Resolves every parameter of every planned connection, then the variables.
 pub fn materialize(plan: &Plan, fetched: &Fetched) -> Result<Values, ValueError> {
     let mut connections = Vec::with_capacity(plan.connections.len());
+    let mut files = FileCache::new();
     for p in &plan.connections {
         let mut values = BTreeMap::new();
         for (key, param) in &p.connection.parameters {
-            if let Some(value) = param_value(p, key, &param.source, Some(fetched))? {
+            if let Some(value) = param_value(p, key, &param.source, Some(fetched), &mut files)? {
                 values.insert(key.clone(), value);
             }
         }

@@ -1,8 +1,23 @@
-//! `check`, `env` and `exec` of the real binary on valid directories.
+//! `check`, `env` and `exec` of the real binary on valid directories: variable names,
+//! output formats, settings from flags and `CONND_*`, and exec's process semantics.
 
 use crate::support::*;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Stdio;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example");
+const HR_REF: &str = "service:/HRProject/users/v1/ad088/PUBLIC";
+const ID1: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const ID2: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
+
+fn env_json(f: &Fixture, args: &[&str]) -> BTreeMap<String, String> {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    let out = f.run("env", &all);
+    assert_eq!(out.code, 0, "{out:?}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
 
 #[test]
 fn check_prints_the_plan_with_secrets_redacted() {
@@ -14,10 +29,276 @@ fn check_prints_the_plan_with_secrets_redacted() {
             "component user-portal in project hr-project",
             "CHOREO_HR_SERVICE_SERVICEURL",
             "https://hr.internal.example/users/v1",
+            "CHOREO_HR_SERVICE_CONSUMERSECRET",
+            "<redacted>",
             "ok: 4 connections, 14 variables",
         ],
     );
     for secret in ["s3cr3t-portal-oauth", "pg-portal-example-pw", "maps-key-example-1234", "inv-7d1e0c"] {
         assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "{secret} leaked:\n{out:?}");
     }
+}
+
+#[test]
+fn the_example_resolves_every_kind_of_mapping() {
+    let out = run(&["env", "--config-dir", EXAMPLE, "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let env: BTreeMap<String, String> = serde_json::from_str(&out.stdout).unwrap();
+    // Default names, a file source with its newline trimmed, a rename, a legacy mapping, a literal.
+    assert_eq!(env["CHOREO_HR_SERVICE_SERVICEURL"], "https://hr.internal.example/users/v1");
+    assert_eq!(env["CHOREO_MAPS_API_CHOREOAPIKEY"], "maps-key-example-1234");
+    assert_eq!(env["DATABASE_PASSWORD"], "pg-portal-example-pw");
+    assert!(!env.contains_key("CHOREO_PORTAL_DB_PASSWORD"), "a rename unsets the default name");
+    assert_eq!(env["INVENTORY_URL"], "http://inventory.hr-project.svc.cluster.local:8080");
+    assert!(!env.keys().any(|k| k.starts_with("CHOREO_INVENTORY")), "legacy references inject only mapped keys");
+    assert_eq!(env["LOG_LEVEL"], "info");
+    assert_eq!(env["CHOREO_PORTAL_DB_PORT"], "5432");
+    assert!(!env.contains_key("CHOREO_HR_SERVICE_ACCESSTOKEN"), "AccessToken only where a mapping names it");
+    assert_eq!(env.len(), 14);
+}
+
+#[test]
+fn prefix_and_normalisation() {
+    let comp = component_yaml(&[("Hr Service--v2", HR_REF)]);
+    let f = Fixture::with(&comp, &connection(ID1, "Hr Service--v2", &[("Service.URL", "u")]));
+    assert_eq!(env_json(&f, &[]).keys().collect::<Vec<_>>(), ["CHOREO_HR_SERVICE_V2_SERVICE_URL"]);
+    assert_eq!(
+        env_json(&f, &["--env-prefix", "my-app"]).keys().collect::<Vec<_>>(),
+        ["MY_APP_HR_SERVICE_V2_SERVICE_URL"]
+    );
+    assert_eq!(env_json(&f, &["--env-prefix", ""]).keys().collect::<Vec<_>>(), ["HR_SERVICE_V2_SERVICE_URL"]);
+}
+
+#[test]
+fn schema_versions_and_the_older_configuration_spelling() {
+    for version in ["1.0", "1.1", "\"1.2\""] {
+        let comp = component_yaml(&[("hr-service", HR_REF)]).replace("1.2", version)
+            + "configuration:\n  env:\n    - name: PORT\n      value: 8080\n";
+        let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "u")]));
+        let env = env_json(&f, &[]);
+        assert_eq!(env["PORT"], "8080", "schemaVersion {version}");
+    }
+}
+
+#[test]
+fn env_formats_round_trip_awkward_values() {
+    let awkward = "it's \"quoted\" $HOME `id` \\ back\nslash ünï 🙂";
+    let f = Fixture::with(
+        &component_yaml(&[("hr-service", HR_REF)]),
+        &connection(ID1, "hr-service", &[("Value", "{ file: v }")]),
+    )
+    .file("v", &format!("{awkward}\n"));
+    assert_eq!(env_json(&f, &[])["CHOREO_HR_SERVICE_VALUE"], awkward);
+
+    // `eval "$(connd env --format shell)"` gives back the value byte for byte.
+    let shell = f.run("env", &["--format", "shell"]);
+    assert_eq!(shell.code, 0, "{shell:?}");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("eval \"$CONND_OUT\"; printf %s \"$CHOREO_HR_SERVICE_VALUE\"")
+        .env("CONND_OUT", &shell.stdout)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), awkward);
+
+    let dotenv = f.run("env", &[]);
+    assert_eq!(dotenv.code, 0, "{dotenv:?}");
+    assert_eq!(
+        dotenv.stdout,
+        "CHOREO_HR_SERVICE_VALUE=\"it's \\\"quoted\\\" \\$HOME \\`id\\` \\\\ back\\nslash ünï 🙂\"\n"
+    );
+}
+
+#[test]
+fn settings_come_from_connd_variables_and_flags_win() {
+    let f = Fixture::with(
+        &component_yaml(&[("hr-service", HR_REF)]),
+        &connection(ID1, "hr-service", &[("ServiceURL", "u")]),
+    );
+    let out: Run = connd()
+        .args(["env", "--format", "json"])
+        .env("CONND_CONFIG_DIR", f.path())
+        .env("CONND_ENV_PREFIX", "FROM_ENV")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["FROM_ENV_HR_SERVICE_SERVICEURL"]);
+    let out: Run = connd()
+        .args(["env", "--format", "json", "--env-prefix", "FROM_FLAG"])
+        .env("CONND_CONFIG_DIR", f.path())
+        .env("CONND_ENV_PREFIX", "FROM_ENV")
+        .output()
+        .unwrap()
+        .into();
+    assert_contains(&out.stdout, &["FROM_FLAG_HR_SERVICE_SERVICEURL"]);
+}
+
+#[test]
+fn project_and_component_flags_override_the_identity_document() {
+    let c = format!("kind: Connection\nid: {ID1}\nname: hr-service\nproject: other\nvisibility: component\ncomponent: worker\nparameters:\n  K: v\n");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &c);
+    assert_eq!(f.run("check", &[]).code, 78);
+    let out = f.run("check", &["--project", "other", "--component", "worker"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["component worker in project other"]);
+}
+
+#[test]
+fn a_kubelet_configmap_layout_is_read_through_its_symlinks() {
+    let f = Fixture::new()
+        .file("..2026_11_22_03_00_00.1/component.yaml", &component_yaml(&[("hr-service", HR_REF)]))
+        .file("..2026_11_22_03_00_00.1/identity.yaml", IDENTITY)
+        .file(
+            "..2026_11_22_03_00_00.1/connections.yaml",
+            &connection(ID1, "hr-service", &[("ServiceURL", "from-configmap")]),
+        );
+    std::os::unix::fs::symlink("..2026_11_22_03_00_00.1", f.join("..data")).unwrap();
+    for name in ["component.yaml", "identity.yaml", "connections.yaml"] {
+        std::os::unix::fs::symlink(format!("..data/{name}"), f.join(name)).unwrap();
+    }
+    assert_eq!(env_json(&f, &[])["CHOREO_HR_SERVICE_SERVICEURL"], "from-configmap");
+}
+
+#[test]
+fn hidden_and_non_yaml_files_are_ignored() {
+    let f = Fixture::with(
+        &component_yaml(&[("hr-service", HR_REF)]),
+        &connection(ID1, "hr-service", &[("ServiceURL", "u")]),
+    )
+    .file(".draft.yaml", "not: [valid")
+    .file("README.txt", "notes")
+    .file("more.yml", &connection(ID2, "unused-connection", &[("X", "y")]));
+    assert_eq!(env_json(&f, &[]).len(), 1);
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let out = run(&["env", "--format", "xml"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert_contains(&out.stderr, &["invalid value 'xml'"]);
+    assert_eq!(run(&["exec"]).code, 64);
+    assert_eq!(run(&["frobnicate"]).code, 64);
+    assert_eq!(run(&["--help"]).code, 0);
+}
+
+#[test]
+fn errors_as_json_log_lines() {
+    let out = run(&["check", "--config-dir", "/nonexistent/connd", "--log-format", "json"]);
+    assert_eq!(out.code, 78);
+    let line: serde_json::Value = serde_json::from_str(out.stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(line["level"], "ERROR");
+    assert!(line["message"].as_str().unwrap().contains("cannot read the config directory"), "{out:?}");
+}
+
+// ---- exec ----
+
+fn example_exec() -> std::process::Command {
+    let mut cmd = connd();
+    cmd.args(["exec", "--config-dir", EXAMPLE, "--"]);
+    cmd
+}
+
+#[test]
+fn exec_passes_argv_intact() {
+    let args = ["a b", "it's", "\"q\"", "", "--flag", "-x", "$HOME", "ü"];
+    let out: Run = example_exec()
+        .args(["sh", "-c", "for a in \"$@\"; do printf '[%s]' \"$a\"; done", "sh"])
+        .args(args)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "[a b][it's][\"q\"][][--flag][-x][$HOME][ü]");
+}
+
+#[test]
+fn exec_passes_stdin_and_stdout_through_and_returns_the_exit_code() {
+    let mut child = example_exec()
+        .args(["sh", "-c", "tr a-z A-Z; exit 3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello through connd\n").unwrap();
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(out.stdout, "HELLO THROUGH CONND\n");
+    assert_eq!(out.code, 3);
+}
+
+#[test]
+fn exec_keeps_the_pid() {
+    let child = example_exec().args(["sh", "-c", "echo $$"]).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
+}
+
+#[test]
+fn exec_environment_overrides_inherited_and_drops_settings() {
+    let out: Run = example_exec()
+        .args(["env"])
+        .env("LOG_LEVEL", "inherited")
+        .env("KEEP_ME", "yes")
+        .env("CONND_LOG_LEVEL", "warn")
+        .env("CONND_ANYTHING", "x")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.contains(&"LOG_LEVEL=info"), "{out:?}");
+    assert!(!lines.contains(&"LOG_LEVEL=inherited"), "{out:?}");
+    assert!(lines.contains(&"KEEP_ME=yes"), "{out:?}");
+    assert!(lines.contains(&"DATABASE_PASSWORD=pg-portal-example-pw"), "{out:?}");
+    assert!(!out.stdout.contains("CONND_"), "{out:?}");
+}
+
+#[test]
+fn exec_reports_127_and_126() {
+    let out: Run = example_exec().arg("no-such-command-anywhere").output().unwrap().into();
+    assert_eq!(out.code, 127, "{out:?}");
+    assert_contains(&out.stderr, &["cannot run \"no-such-command-anywhere\": not found in PATH"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let out: Run = example_exec().arg(&script).output().unwrap().into();
+    assert_eq!(out.code, 126, "{out:?}");
+    assert_contains(&out.stderr, &["not-executable.sh", "is not executable"]);
+
+    let out: Run = example_exec().arg(dir.path()).output().unwrap().into();
+    assert_eq!(out.code, 126, "{out:?}");
+    assert_contains(&out.stderr, &["is a directory"]);
+}
+
+#[test]
+fn exec_searches_the_path_the_workload_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("my-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho found-by-path\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let out: Run = example_exec().arg("my-tool").env("PATH", path).output().unwrap().into();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "found-by-path\n");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{bash:?}");
+    assert_contains(&bash.stdout, &["exec", "--config-dir", "--format"]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("connd.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let syntax = std::process::Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+
+    let out = run(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let main = std::fs::read_to_string(dir.path().join("connd.1")).unwrap();
+    assert_contains(&main, &[".TH connd 1", "check", "exec"]);
+    let exec = std::fs::read_to_string(dir.path().join("connd-exec.1")).unwrap();
+    assert_contains(&exec, &["connd\\-exec", "CONND_CONFIG_DIR"]);
 }

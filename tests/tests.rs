@@ -7,3 +7,13 @@ mod support;
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
 mod config_errors;
+/// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
+mod control_plane;
+/// OAuth client-credentials tokens against a real OpenID provider.
+mod oauth;
+/// The reloader on real files: kubelet updates, invalid updates, a source going down.
+mod reload;
+/// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
+mod serve;
+/// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
+mod serve_process;

@@ -47,21 +47,36 @@ impl Document<'_> {
         })
     }
 
-    /// The line of `key: value` (value possibly quoted), for finding one entry of a list.
-    pub fn line_of_entry(&self, key: &str, value: &str) -> Option<usize> {
-        self.text.lines().enumerate().find_map(|(i, line)| {
+    /// The line of every `key: value` line (value unquoted), the first where repeated: an
+    /// index for finding list entries, built once so that a long list stays linear.
+    pub fn entry_lines(&self) -> EntryLines<'_> {
+        let mut map = std::collections::HashMap::new();
+        for (i, line) in self.text.lines().enumerate() {
             let t = line.trim_start().trim_start_matches("- ").trim_start();
-            let rest = t.strip_prefix(key)?.trim_start().strip_prefix(':')?.trim();
+            let Some((key, rest)) = t.split_once(':') else { continue };
             let rest = rest.split(" #").next().unwrap_or("").trim();
-            let unquoted = rest.trim_matches(['"', '\'']);
-            (unquoted == value).then_some(self.first_line + i)
-        })
+            map.entry((key.trim(), rest.trim_matches(['"', '\'']))).or_insert(self.first_line + i);
+        }
+        EntryLines { map, first_line: self.first_line }
     }
 
     /// Line of `key:` nested under the first `parent:` line.
     pub fn line_of_under(&self, parent: &str, key: &str) -> Option<usize> {
         let start = self.line_of(parent, 0)? - self.first_line;
         self.line_of(key, start + 1)
+    }
+}
+
+/// See [`Document::entry_lines`].
+pub struct EntryLines<'a> {
+    map: std::collections::HashMap<(&'a str, &'a str), usize>,
+    first_line: usize,
+}
+
+impl EntryLines<'_> {
+    /// The line of `key: value`, or the document's first line when it is not found.
+    pub fn line(&self, key: &str, value: &str) -> usize {
+        self.map.get(&(key, value)).copied().unwrap_or(self.first_line)
     }
 }
 
@@ -232,6 +247,7 @@ mod tests {
         let docs = documents("kind: A\nname: b\n");
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0].first_line, 1);
-        assert_eq!(docs[0].line_of_entry("name", "b"), Some(2));
+        assert_eq!(docs[0].entry_lines().line("name", "b"), 2);
+        assert_eq!(docs[0].entry_lines().line("name", "c"), 1);
     }
 }

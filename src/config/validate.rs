@@ -9,6 +9,7 @@ use super::model::{self, ComponentSpec, Connection, EnvValue, Identity, Paramete
 use super::raw;
 use serde::de::DeserializeOwned;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The names the platform allows for connections: 3 to 50 characters, starting with a
 /// letter, then letters, digits, spaces, `-` or `_`, not ending in a space, `-` or `_`.
@@ -67,15 +68,27 @@ pub fn parse_resource_ref(text: &str) -> Option<ResourceRef> {
 
 /// Deserializes one document, turning a parser error into a diagnostic at its line.
 fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags: &mut Diagnostics) -> Option<T> {
-    match serde_yaml::from_str::<T>(doc.text) {
+    // Keys that connd ignores are skipped unexpanded, so an alias bomb under one would
+    // pass unseen. A document that defines anchors is expanded once in full, under the
+    // parser's repetition limit, so that every bomb is refused the same way.
+    let expanded =
+        if doc.text.contains('&') { serde_yaml::from_str::<serde_yaml::Value>(doc.text).err() } else { None };
+    let parsed = match expanded {
+        Some(e) => Err(e),
+        None => serde_yaml::from_str::<T>(doc.text),
+    };
+    match parsed {
         Ok(value) => Some(value),
         Err(e) => {
             let line = e.location().map(|l| doc.first_line + l.line() - 1).unwrap_or(doc.first_line);
-            let message = parser_message(&e);
+            let mut message = parser_message(&e);
+            if message.contains("repetition limit") {
+                message = "YAML aliases expand past the parser's repetition limit (an alias bomb)".into();
+            }
             let fix = if message.starts_with("unknown field") {
                 format!("remove the key, or correct its spelling; see the {what} format in the README")
             } else if message.contains("repetition limit") || message.contains("recursion limit") {
-                "remove the YAML aliases that expand this document; connd does not expand alias bombs".to_owned()
+                "write the values out instead of nesting aliases (`*name`) in this document".to_owned()
             } else {
                 format!("correct the YAML of this {what}")
             };
@@ -85,12 +98,53 @@ fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags
     }
 }
 
-/// The parser's message without its own " at line L column C" suffix (the origin says it).
+/// The parser's message without its own " at line L column C" suffix (the origin says
+/// it), and without the offending value: a secret pasted under the wrong key must not be
+/// echoed into logs. `invalid type: string "s3cret", expected a boolean` becomes
+/// `invalid type: a string, expected a boolean`.
 fn parser_message(e: &serde_yaml::Error) -> String {
     let text = e.to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
+    let text = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    redact_values(text)
+}
+
+fn redact_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let string = rest.find("string \"").map(|i| (i, "string \"", '"', "a string"));
+        let variant = rest.find("variant `").map(|i| (i, "variant `", '`', "variant"));
+        let next = match (string, variant) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((i, open, close, replacement)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..i]);
+        out.push_str(replacement);
+        let after = &rest[i + open.len()..];
+        // Values may contain the closing quote escaped; the parser writes `\"`.
+        let mut end = None;
+        let mut escaped = false;
+        for (j, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                c if c == close && !escaped => {
+                    end = Some(j);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(j) => rest = &after[j + close.len_utf8()..],
+            None => return out,
+        }
     }
 }
 
@@ -111,7 +165,7 @@ fn kind_of(doc: &Document<'_>) -> Option<String> {
 #[derive(Debug, Default)]
 pub struct Documents {
     pub identities: Vec<(Identity, Origin)>,
-    pub connections: Vec<Connection>,
+    pub connections: Vec<Arc<Connection>>,
     /// Some document failed to parse: a reference to it would be a confusing second error.
     pub had_errors: bool,
 }
@@ -125,7 +179,7 @@ pub fn connd_documents(file: &SourceFile, out: &mut Documents, diags: &mut Diagn
             Some("Connection") => {
                 if let Some(raw) = parse::<raw::ConnectionDoc>(&file.path, &doc, "Connection", diags) {
                     if let Some(c) = connection(raw, &file.path, &doc, diags) {
-                        out.connections.push(c);
+                        out.connections.push(Arc::new(c));
                     }
                 }
             }
@@ -197,16 +251,17 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
     });
     let mut parameters = std::collections::BTreeMap::new();
     for (key, param) in raw.parameters {
-        let origin = Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
+        // Lines are looked up only for errors: the scan is the costly part of a valid load.
+        let origin = || Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
         if key == model::ACCESS_TOKEN {
             diags.error(
-                origin,
+                origin(),
                 "AccessToken is the token connd obtains for OAuth connections; it cannot be a parameter",
                 "remove it, and set `security: oauth2` with ConsumerKey, ConsumerSecret and TokenURL",
             );
             continue;
         }
-        if let Some(p) = parameter(&key, param, &origin, diags) {
+        if let Some(p) = parameter(&key, param, path, origin, diags) {
             parameters.insert(key, p);
         }
     }
@@ -253,7 +308,15 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
     })
 }
 
-fn parameter(key: &str, param: raw::Param, origin: &Origin, diags: &mut Diagnostics) -> Option<Parameter> {
+/// `file` is the descriptor's own path: relative `file:` sources are taken from its directory.
+fn parameter(
+    key: &str,
+    param: raw::Param,
+    file: &Path,
+    origin: impl Fn() -> Origin,
+    diags: &mut Diagnostics,
+) -> Option<Parameter> {
+    let dir = file;
     let default_secret = model::secret_by_default(key);
     match param {
         raw::Param::Plain(value) => Some(Parameter { source: Source::Value(value.into()), secret: default_secret }),
@@ -266,7 +329,7 @@ fn parameter(key: &str, param: raw::Param, origin: &Origin, diags: &mut Diagnost
             if let Some(f) = spec.file {
                 // A relative path is taken from the config directory, so a directory
                 // can carry its own files (a ConfigMap mounts them beside the YAML).
-                let dir = origin.file.parent().unwrap_or(Path::new("."));
+                let dir = dir.parent().unwrap_or(Path::new("."));
                 sources.push(Source::File(dir.join(f)));
             }
             if remote {
@@ -275,7 +338,7 @@ fn parameter(key: &str, param: raw::Param, origin: &Origin, diags: &mut Diagnost
             if sources.len() != 1 {
                 let what = if sources.is_empty() { "no source" } else { "more than one source" };
                 diags.error(
-                    origin.clone(),
+                    origin(),
                     format!("parameter {key} has {what}"),
                     "give exactly one of `value: ...`, `file: /path` or `remote: true`",
                 );
@@ -325,8 +388,8 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
             "set `schemaVersion: 1.2` (connd reads 1.0, 1.1 and 1.2)",
         );
     }
-    let entry_origin =
-        |key: &str, value: &str| Origin::at(path, doc.line_of_entry(key, value).unwrap_or(doc.first_line));
+    let lines = doc.entry_lines();
+    let entry_origin = |key: &str, value: &str| Origin::at(path, lines.line(key, value));
 
     let mut spec = ComponentSpec { schema_version: normalised.to_owned(), ..Default::default() };
     for r in raw.dependencies.connection_references {
@@ -470,6 +533,19 @@ mod tests {
         ] {
             assert!(parse_resource_ref(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parser_messages_do_not_echo_values() {
+        assert_eq!(
+            redact_values(r#"parameters.B.remote: invalid type: string "hun\"ter2", expected a boolean"#),
+            "parameters.B.remote: invalid type: a string, expected a boolean"
+        );
+        assert_eq!(
+            redact_values("visibility: unknown variant `hunter4`, expected `project` or `component`"),
+            "visibility: unknown variant, expected `project` or `component`"
+        );
+        assert_eq!(redact_values("unknown field `a`, expected `id`"), "unknown field `a`, expected `id`");
     }
 
     #[test]

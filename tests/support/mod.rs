@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod control_plane;
+pub mod kubelet;
 pub mod oidc;
+pub mod source;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

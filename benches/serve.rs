@@ -1,0 +1,277 @@
+//! Benchmarks of `connd serve` (run: `cargo bench --bench serve`):
+//! 1. `GET /v1/env` over the socket from 64 keep-alive connections, against a minimal
+//!    hyper server answering a fixed body of the same size on a Unix socket, same run;
+//! 2. reload latency: from the kubelet's `..data` rename to a blocking query answering
+//!    the new value;
+//! 3. idle RSS of the real binary with 50 and with 10,000 open connections.
+
+use bytes::Bytes;
+use connd::api::auth::Allow;
+use connd::resolve::Options;
+use connd::serve::{run, ServeSettings};
+use connd::source::Local;
+use connd::watch::ReloadConfig;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{UnixListener, UnixStream};
+
+const CONNECTIONS: usize = 64;
+const LOAD_SECONDS: u64 = 5;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Requests/s and latencies of `GET target` from `CONNECTIONS` keep-alive connections.
+async fn load(socket: &Path, target: &'static str) -> (f64, Vec<Duration>) {
+    let deadline = Instant::now() + Duration::from_secs(LOAD_SECONDS);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let socket = socket.to_path_buf();
+        tasks.spawn(async move {
+            let stream = UnixStream::connect(&socket).await.expect("connect");
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            let driver = tokio::spawn(conn);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let req = http::Request::get(target).header("host", "x").body(Empty::<Bytes>::new()).unwrap();
+                let start = Instant::now();
+                let res = tx.send_request(req).await.expect("answer");
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.unwrap();
+                latencies.push(start.elapsed());
+            }
+            driver.abort();
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(l) = tasks.join_next().await {
+        all.extend(l.unwrap());
+    }
+    all.sort();
+    (all.len() as f64 / LOAD_SECONDS as f64, all)
+}
+
+/// The baseline: hyper on a Unix socket, answering `body` to everything.
+async fn baseline_server(listener: UnixListener, body: Bytes) {
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |_req| {
+                let body = body.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(body))
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn settings(dir: &Path) -> ServeSettings {
+    ServeSettings {
+        reload: ReloadConfig {
+            dir: dir.to_path_buf(),
+            options: Options::default(),
+            refresh_interval: Duration::from_secs(3600),
+            rescan_interval: Duration::from_secs(3600),
+            debounce: Duration::from_millis(10),
+            tokens: connd::source::Tokens::All,
+        },
+        allow: Allow::new(vec![], vec![]),
+        startup_timeout: Duration::from_secs(10),
+        grace: Duration::from_secs(1),
+        notify_socket: None,
+        sighup: false,
+    }
+}
+
+async fn get(socket: &Path, target: &str) -> connd::api::client::Answer {
+    connd::api::client::request(socket, http::Method::GET, target).await.expect("request")
+}
+
+async fn wait_ready(socket: &Path) {
+    for _ in 0..500 {
+        if let Ok(a) = connd::api::client::request(socket, http::Method::GET, "/readyz").await {
+            if a.status == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not ready");
+}
+
+fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example")
+}
+
+fn throughput(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime) {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let listener = rt.block_on(async { connd::api::server::bind(&socket, 0o660, None).unwrap() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(run(listener, settings(&example_dir()), Arc::new(Local), async {
+        let _ = stopped.await;
+    }));
+    let body = client.block_on(async {
+        wait_ready(&socket).await;
+        get(&socket, "/v1/env").await.body
+    });
+    let (connd_rps, connd_lat) = client.block_on(load(&socket, "/v1/env"));
+    let _ = stop.send(());
+    let _ = rt.block_on(server);
+
+    let base_socket = tmp.path().join("baseline.sock");
+    let base = rt.block_on(async { UnixListener::bind(&base_socket).unwrap() });
+    let base_task = rt.spawn(baseline_server(base, body.clone()));
+    let (base_rps, base_lat) = client.block_on(load(&base_socket, "/v1/env"));
+    base_task.abort();
+
+    println!("GET /v1/env, {CONNECTIONS} keep-alive connections, {LOAD_SECONDS}s, body {} bytes:", body.len());
+    for (name, rps, lat) in [("connd", connd_rps, &connd_lat), ("baseline hyper", base_rps, &base_lat)] {
+        println!(
+            "  {name:<15} {rps:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
+            percentile(lat, 0.5).as_secs_f64() * 1e3,
+            percentile(lat, 0.99).as_secs_f64() * 1e3
+        );
+    }
+    println!("  connd/baseline  {:.1}%", connd_rps / base_rps * 100.0);
+}
+
+/// The kubelet's atomic writer, as in the tests: new folder, `..data_tmp`, rename.
+fn kubelet_update(dir: &Path, serial: usize, files: &[(&str, String)]) {
+    let folder = format!("..2026_11_22_03_00_00.{serial}");
+    std::fs::create_dir(dir.join(&folder)).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(&folder).join(name), text).unwrap();
+    }
+    symlink(&folder, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if serial == 0 {
+        for (name, _) in files {
+            symlink(Path::new("..data").join(name), dir.join(name)).unwrap();
+        }
+    } else {
+        std::fs::remove_dir_all(dir.join(format!("..2026_11_22_03_00_00.{}", serial - 1))).unwrap();
+    }
+}
+
+fn example_files(level: usize) -> Vec<(&'static str, String)> {
+    let read = |n: &str| std::fs::read_to_string(example_dir().join(n)).unwrap();
+    let component = read("component.yaml").replace("value: info", &format!("value: level-{level}"));
+    // `file:` sources are relative to the directory: point them at the example's.
+    let secrets = example_dir().join("secrets");
+    let connections = read("connections.yaml").replace("file: secrets/", &format!("file: {}/", secrets.display()));
+    vec![
+        ("component.yaml", component),
+        ("component-identity.yaml", read("component-identity.yaml")),
+        ("connections.yaml", connections),
+    ]
+}
+
+fn reload_latency(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime) {
+    const ROUNDS: usize = 200;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    kubelet_update(&dir, 0, &example_files(0));
+    let socket = tmp.path().join("connd.sock");
+    let listener = rt.block_on(async { connd::api::server::bind(&socket, 0o660, None).unwrap() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(run(listener, settings(&dir), Arc::new(Local), async {
+        let _ = stopped.await;
+    }));
+    let mut lat = Vec::new();
+    client.block_on(async {
+        wait_ready(&socket).await;
+        for round in 1..=ROUNDS {
+            let index: u64 = get(&socket, "/v1/env").await.headers["x-connd-index"].to_str().unwrap().parse().unwrap();
+            let s = socket.clone();
+            let waiting = tokio::spawn(async move { get(&s, &format!("/v1/env?index={index}&wait=10s")).await });
+            // Let the query reach the server and park.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let files = example_files(round);
+            let start = Instant::now();
+            kubelet_update(&dir, round, &files);
+            let answer = waiting.await.unwrap();
+            let elapsed = start.elapsed();
+            assert!(answer.text().contains(&format!("level-{round}")), "round {round}: {}", answer.text());
+            lat.push(elapsed);
+        }
+    });
+    let _ = stop.send(());
+    let _ = rt.block_on(server);
+    lat.sort();
+    println!(
+        "reload (kubelet ..data swap -> blocking query answers), {ROUNDS} rounds: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().unwrap().as_secs_f64() * 1e3
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn idle_rss(client: &tokio::runtime::Runtime) {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/connd");
+    if !bin.exists() {
+        println!("idle RSS: skipped, build the binary first: cargo build --release");
+        return;
+    }
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--log-level", "warn", "--config-dir"])
+        .arg(example_dir())
+        .arg("--socket")
+        .arg(&socket)
+        .spawn()
+        .unwrap();
+    client.block_on(async {
+        wait_ready(&socket).await;
+        let mut held = Vec::new();
+        let mut open = 0;
+        for target in [50usize, 10_000] {
+            while open < target {
+                let stream = UnixStream::connect(&socket).await.expect("connect (raise ulimit -n?)");
+                let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                let driver = tokio::spawn(conn);
+                let req = http::Request::get("/v1/env").header("host", "x").body(Empty::<Bytes>::new()).unwrap();
+                tx.send_request(req).await.unwrap().into_body().collect().await.unwrap();
+                held.push((tx, driver));
+                open += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            println!(
+                "idle RSS of connd serve with {target} open keep-alive connections (one request each): {:.1} MiB",
+                rss_kib(child.id()) as f64 / 1024.0
+            );
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    throughput(&rt, &client);
+    reload_latency(&rt, &client);
+    idle_rss(&client);
+}

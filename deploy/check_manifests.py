@@ -1,0 +1,199 @@
+"""Checks of deploy/kubernetes that a schema cannot express; run by deploy/check.
+
+  policy FILE...                    hardening and wiring rules the deploy files promise
+  kustomize-structure DIR...        a kustomization's shape, when no kustomize can render it
+  connd-config [--extract DIR] FILE...
+                                    the connection-config directories held in ConfigMaps
+                                    (optionally written out, one directory per ConfigMap,
+                                    for `connd check`)
+
+Each prints what it checked and exits 1 on the first file with a problem listed.
+"""
+
+import os
+import sys
+import uuid
+
+import yaml
+
+POD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+
+
+def load_docs(path):
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def pod_spec(doc):
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return doc.get("spec") or {}
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"].get("spec") or {}
+    return doc["spec"]["template"].get("spec") or {}
+
+
+def policy(files):
+    problems = []
+    pods = 0
+    for path in files:
+        for doc in load_docs(path):
+            if doc.get("kind") not in POD_KINDS:
+                continue
+            pods += 1
+            where = f"{path}: {doc['kind']}/{doc['metadata']['name']}"
+            spec = pod_spec(doc)
+            pod_sc = spec.get("securityContext") or {}
+            if spec.get("automountServiceAccountToken") is not False:
+                problems.append(f"{where}: automountServiceAccountToken must be false")
+            containers = [("initContainers", c) for c in spec.get("initContainers") or []]
+            containers += [("containers", c) for c in spec.get("containers") or []]
+            for field, c in containers:
+                at = f"{where}: {field}[{c['name']}]"
+                sc = c.get("securityContext") or {}
+                for key, want in (("runAsNonRoot", True), ("allowPrivilegeEscalation", False),
+                                  ("readOnlyRootFilesystem", True)):
+                    if sc.get(key, pod_sc.get(key)) is not want:
+                        problems.append(f"{at}: securityContext.{key} must be {want}")
+                if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+                    problems.append(f"{at}: securityContext.capabilities.drop must contain ALL")
+                seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}
+                if seccomp.get("type") != "RuntimeDefault":
+                    problems.append(f"{at}: seccompProfile.type must be RuntimeDefault")
+                if not (c.get("resources") or {}).get("requests"):
+                    problems.append(f"{at}: resources.requests must be set")
+                for m in c.get("volumeMounts") or []:
+                    if "subPath" in m or "subPathExpr" in m:
+                        problems.append(f"{at}: volumeMount {m['name']} uses subPath, "
+                                        "which never receives ConfigMap updates")
+                if c.get("restartPolicy") == "Always":  # a native sidecar
+                    for probe in ("startupProbe", "readinessProbe"):
+                        cmd = ((c.get(probe) or {}).get("exec") or {}).get("command") or []
+                        if cmd[:2] != ["connd", "probe"]:
+                            problems.append(f"{at}: {probe} must exec `connd probe`")
+    for p in problems:
+        print(f"  FAIL {p}")
+    print(f"  policy: {pods} pod template(s) in {len(files)} file(s), {len(problems)} problem(s)")
+    return not problems
+
+
+# The fields of kustomize.config.k8s.io/v1beta1 Kustomization these files may use.
+KUSTOMIZATION_KEYS = {
+    "apiVersion", "kind", "metadata", "resources", "components", "images", "namespace",
+    "namePrefix", "nameSuffix", "labels", "commonLabels", "commonAnnotations", "patches",
+    "configMapGenerator", "secretGenerator", "generatorOptions", "replicas",
+}
+
+
+def kustomize_structure(dirs):
+    problems = []
+    for d in dirs:
+        path = os.path.join(d, "kustomization.yaml")
+        docs = load_docs(path)
+        if len(docs) != 1:
+            problems.append(f"{path}: expected one YAML document, found {len(docs)}")
+            continue
+        k = docs[0]
+        if k.get("apiVersion") != "kustomize.config.k8s.io/v1beta1" or k.get("kind") != "Kustomization":
+            problems.append(f"{path}: not a kustomize.config.k8s.io/v1beta1 Kustomization")
+        for key in sorted(set(k) - KUSTOMIZATION_KEYS):
+            problems.append(f"{path}: unknown or unexpected field {key!r}")
+        for r in k.get("resources") or []:
+            target = os.path.join(d, r)
+            if os.path.isdir(target):
+                if not os.path.isfile(os.path.join(target, "kustomization.yaml")):
+                    problems.append(f"{path}: resource {r!r} is a directory without kustomization.yaml")
+            elif not os.path.isfile(target):
+                problems.append(f"{path}: resource {r!r} does not exist")
+        for img in k.get("images") or []:
+            if not img.get("name") or not ({"newName", "newTag", "digest"} & set(img)):
+                problems.append(f"{path}: images entry {img!r} needs name and newName/newTag/digest")
+        print(f"  structure: {path}: {len(k.get('resources') or [])} resource(s), "
+              f"{len(k.get('images') or [])} image override(s)")
+    for p in problems:
+        print(f"  FAIL {p}")
+    return not problems
+
+
+def connd_config(files, extract):
+    problems = []
+    found = 0
+    for path in files:
+        for doc in load_docs(path):
+            data = doc.get("data") or {}
+            if doc.get("kind") != "ConfigMap" or "component.yaml" not in data:
+                continue
+            found += 1
+            where = f"{path}: ConfigMap/{doc['metadata']['name']}"
+            try:
+                component = yaml.safe_load(data["component.yaml"]) or {}
+                others = {k: list(yaml.safe_load_all(v)) for k, v in data.items()
+                          if k != "component.yaml" and k.endswith((".yaml", ".yml"))}
+            except yaml.YAMLError as e:
+                problems.append(f"{where}: embedded YAML does not parse: {e}")
+                continue
+            if str(component.get("schemaVersion")) not in {"1.0", "1.1", "1.2"}:
+                problems.append(f"{where}: component.yaml schemaVersion must be 1.0, 1.1 or 1.2")
+            refs = [r["name"] for r in
+                    ((component.get("dependencies") or {}).get("connectionReferences") or [])]
+            components, names, ids = 0, set(), set()
+            for key, docs in others.items():
+                for d in docs:
+                    if d is None:
+                        continue
+                    kind = d.get("kind")
+                    if kind == "Component":
+                        components += 1
+                    elif kind == "Connection":
+                        try:
+                            cid = str(uuid.UUID(str(d.get("id"))))
+                        except ValueError:
+                            problems.append(f"{where}: {key}: connection id {d.get('id')!r} is not a UUID")
+                            cid = None
+                        if cid in ids:
+                            problems.append(f"{where}: {key}: duplicate connection id {cid}")
+                        ids.add(cid)
+                        if not 3 <= len(str(d.get("name") or "")) <= 50:
+                            problems.append(f"{where}: {key}: connection name must be 3-50 characters: {d.get('name')!r}")
+                        names.add(d.get("name"))
+                    else:
+                        problems.append(f"{where}: {key}: document of unknown kind {kind!r}")
+            if components != 1:
+                problems.append(f"{where}: expected exactly one kind: Component, found {components}")
+            for r in refs:
+                if r not in names:
+                    problems.append(f"{where}: connectionReference {r!r} has no kind: Connection")
+            print(f"  connd-config: {where}: {len(refs)} reference(s), {len(names)} connection(s)")
+            if extract:
+                out = os.path.join(extract, doc["metadata"]["name"])
+                os.makedirs(out, exist_ok=True)
+                for k, v in data.items():
+                    with open(os.path.join(out, k), "w", encoding="utf-8") as f:
+                        f.write(v)
+    if not found:
+        problems.append("no ConfigMap with a component.yaml found")
+    for p in problems:
+        print(f"  FAIL {p}")
+    return not problems
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 64
+    cmd, args = argv[1], argv[2:]
+    if cmd == "policy":
+        return 0 if policy(args) else 1
+    if cmd == "kustomize-structure":
+        return 0 if kustomize_structure(args) else 1
+    if cmd == "connd-config":
+        extract = None
+        if args[:1] == ["--extract"]:
+            extract, args = args[1], args[2:]
+        return 0 if connd_config(args, extract) else 1
+    print(__doc__, file=sys.stderr)
+    return 64
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

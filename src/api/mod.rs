@@ -1,0 +1,23 @@
+//! The local API of `connd serve` (SPEC §4): HTTP/1.1 on a Unix socket. `server` binds
+//! the socket and runs connections with a bounded drain; `auth` decides who may call by
+//! peer credentials; `routes` answers from the current snapshot.
+
+pub mod auth;
+pub mod client;
+pub mod routes;
+pub mod server;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Store;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What every request handler needs.
+pub struct ApiState<S> {
+    pub store: Arc<Store>,
+    /// For `/token`: tokens are asked for at request time, fresh from the cache.
+    pub sources: Arc<S>,
+    pub metrics: Arc<Metrics>,
+    /// Becomes true when draining starts: blocking queries answer at once.
+    pub draining: watch::Receiver<bool>,
+}

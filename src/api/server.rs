@@ -1,0 +1,142 @@
+//! The socket and its connections. `bind` prepares the Unix socket (directory, stale
+//! file, mode, group); `serve` accepts until shutdown, then drains: no new
+//! connections, blocking queries answered at once, in-flight requests given `grace`
+//! to finish, the rest closed. Each connection is a task in one `JoinSet` owned here.
+
+use super::auth::Allow;
+use super::{routes, ApiState};
+use crate::source::Sources;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Largest request head (request line and headers) read; a bigger one gets 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot create the socket's directory {}: {source}", dir.display())]
+    Dir { dir: PathBuf, source: std::io::Error },
+    #[error("{} is in use by a running server; stop it or choose another --socket", path.display())]
+    InUse { path: PathBuf },
+    #[error("{} exists and is not a socket; remove it or choose another --socket", path.display())]
+    NotASocket { path: PathBuf },
+    #[error("cannot bind {}: {source}", path.display())]
+    Bind { path: PathBuf, source: std::io::Error },
+    #[error("cannot set mode {mode:o} or group on {}: {source}", path.display())]
+    Permissions { path: PathBuf, mode: u32, source: std::io::Error },
+}
+
+/// Binds `path`, creating its directory. A socket file left by a process that died is
+/// replaced; one that still answers is not.
+pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, BindError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| BindError::Dir { dir: dir.to_path_buf(), source })?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket { path: path.to_path_buf() });
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::InUse { path: path.to_path_buf() });
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| BindError::Bind { path: path.to_path_buf(), source })?;
+    let perms = |source| BindError::Permissions { path: path.to_path_buf(), mode, source };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(perms)?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| perms(e.into()))?;
+    }
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown`, then drains within `grace`.
+pub async fn serve<S: Sources>(
+    listener: UnixListener,
+    state: ApiStateParts<S>,
+    allow: Allow,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (drain_tx, draining) = watch::channel(false);
+    let state = Arc::new(ApiState {
+        store: state.store,
+        sources: state.sources,
+        metrics: state.metrics,
+        draining: draining.clone(),
+    });
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let allowed = allow.permits(&stream);
+                    conns.spawn(connection(stream, allowed, state.clone(), draining.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = drain_tx.send(true);
+    let open = conns.len();
+    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} of {open} connections still busy after the {}s grace period; closing them",
+            conns.len(),
+            grace.as_secs_f32()
+        );
+        conns.shutdown().await;
+    }
+}
+
+/// What `serve` shares with every request, before it adds the drain signal.
+pub struct ApiStateParts<S> {
+    pub store: Arc<crate::snapshot::Store>,
+    pub sources: Arc<S>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+async fn connection<S: Sources>(
+    stream: tokio::net::UnixStream,
+    allowed: bool,
+    state: Arc<ApiState<S>>,
+    mut draining: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(routes::handle(&state, allowed, req).await) }
+    });
+    let conn = http1::Builder::new().max_buf_size(MAX_HEAD_BYTES).serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("connection ended: {e}");
+            }
+        }
+        () = async { let _ = draining.wait_for(|d| *d).await; } => {
+            // Finishes the request in flight (blocking queries answer now), then closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

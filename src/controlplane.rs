@@ -1,0 +1,361 @@
+//! The control-plane client of SPEC §5: one GET per referenced connection with remote
+//! parameters, in parallel under a concurrency limit, with the bearer credential of
+//! `--token-file` (re-read when the file changes) and conditional requests. It keeps the
+//! last ETag and values per connection, so every later round (serve's refresh) costs a
+//! 304. Retries transient failures with exponential backoff and full jitter until the
+//! caller's deadline; statuses that retrying cannot fix fail at once.
+
+use crate::config::model::Source;
+use crate::http_client::{HttpClient, HttpError, Request};
+use crate::resolve::Plan;
+use crate::secret::Secret;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
+use http::{Method, StatusCode, Uri};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Requests in flight at once: enough to hide latency, few enough not to stampede.
+pub const CONCURRENCY: usize = 16;
+/// One request's own limit, within the caller's overall deadline.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("connection {connection:?}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections")]
+    Refused { connection: String, url: String, status: StatusCode },
+    #[error("connection {connection:?}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names")]
+    NotFound { connection: String, url: String },
+    #[error("connection {connection:?}: the control plane's answer from {url} has no parameter {key}: fix the key in the descriptor or add it to the connection in the control plane")]
+    MissingKey { connection: String, url: String, key: String },
+    #[error("connection {connection:?}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
+    Unavailable { connection: String, url: String, attempts: u32, elapsed: Duration, cause: String },
+    #[error("connection {connection:?}: cannot talk to the control plane at {url}: {cause}")]
+    Unreachable { connection: String, url: String, cause: String },
+    #[error("connection {connection:?}: bad answer from the control plane at {url}: {cause}")]
+    BadAnswer { connection: String, url: String, cause: String },
+    #[error("cannot read the control-plane credential {}: {cause}", path.display())]
+    TokenFile { path: PathBuf, cause: String },
+}
+
+impl ControlPlaneError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ControlPlaneError::Refused { .. } => crate::exit::REFUSED,
+            ControlPlaneError::NotFound { .. }
+            | ControlPlaneError::MissingKey { .. }
+            | ControlPlaneError::TokenFile { .. } => crate::exit::CONFIG,
+            ControlPlaneError::Unavailable { .. }
+            | ControlPlaneError::Unreachable { .. }
+            | ControlPlaneError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
+        }
+    }
+}
+
+/// What one connection's last good answer was.
+struct Cached {
+    etag: Option<HeaderValue>,
+    params: HashMap<String, Secret>,
+}
+
+/// The bearer credential, re-read whenever the file's identity or mtime changes (a
+/// projected ServiceAccount token is rotated by a symlink swap).
+struct TokenFile {
+    path: PathBuf,
+    last: Mutex<Option<(FileStamp, Secret)>>,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl TokenFile {
+    fn read(&self) -> Result<Secret, ControlPlaneError> {
+        use std::os::unix::fs::MetadataExt;
+        let err = |cause: String| ControlPlaneError::TokenFile { path: self.path.clone(), cause };
+        let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
+        let stamp = FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, token)) = last.as_ref() {
+            if *seen == stamp {
+                return Ok(token.clone());
+            }
+        }
+        let text = crate::values::read_value_file(&self.path).map_err(err)?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(err("the file is empty".into()));
+        }
+        if token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(err("the credential contains spaces or control characters".into()));
+        }
+        let token = Secret::new(token);
+        *last = Some((stamp, token.clone()));
+        Ok(token)
+    }
+}
+
+struct Inner {
+    /// The `--control-plane` URL without a trailing `/`.
+    base: String,
+    http: Arc<HttpClient>,
+    token: Option<TokenFile>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// The client; cheap to clone, shares its cache.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+/// One connection to fetch: who asks and which keys must come back.
+struct Wanted {
+    name: String,
+    id: String,
+    keys: Vec<String>,
+}
+
+impl ControlPlane {
+    /// `base` was checked by `http_client::check_url`.
+    pub fn new(base: &Uri, token_file: Option<PathBuf>, http: Arc<HttpClient>) -> ControlPlane {
+        let base = base.to_string().trim_end_matches('/').to_owned();
+        let token = token_file.map(|path| TokenFile { path, last: Mutex::new(None) });
+        ControlPlane { inner: Arc::new(Inner { base, http, token, cache: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// The URL of one connection, as SPEC §5 spells it.
+    pub fn url(&self, plan: &Plan, id: &str) -> String {
+        format!(
+            "{}/v1/projects/{}/components/{}/connections/{}",
+            self.inner.base,
+            segment(&plan.identity.project),
+            segment(&plan.identity.component),
+            segment(id)
+        )
+    }
+
+    /// The remote parameters of every planned connection that has some, by connection id.
+    pub async fn fetch(
+        &self,
+        plan: &Plan,
+        deadline: Instant,
+    ) -> Result<HashMap<String, HashMap<String, Secret>>, ControlPlaneError> {
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for p in &plan.connections {
+            let keys: Vec<String> = p
+                .connection
+                .parameters
+                .iter()
+                .filter(|(_, param)| matches!(param.source, Source::Remote))
+                .map(|(k, _)| k.clone())
+                .collect();
+            // A connection referenced twice (two names) is fetched once.
+            if !keys.is_empty() && !wanted.iter().any(|w| w.id == p.connection.id) {
+                wanted.push(Wanted { name: p.name.clone(), id: p.connection.id.clone(), keys });
+            }
+        }
+        let limit = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in wanted {
+            let (cp, limit, url) = (self.clone(), limit.clone(), self.url(plan, &w.id));
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let params = cp.fetch_one(&w, &url, deadline).await?;
+                Ok::<_, ControlPlaneError>((w.id, params))
+            });
+        }
+        let mut out = HashMap::new();
+        // Dropping `tasks` on the first error aborts the rest: the round has failed.
+        while let Some(joined) = tasks.join_next().await {
+            let (id, params) = joined.expect("control-plane fetch task panicked")?;
+            out.insert(id, params);
+        }
+        Ok(out)
+    }
+
+    /// The last values fetched for connection `id`, if any.
+    pub fn cached(&self, id: &str) -> Option<HashMap<String, Secret>> {
+        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.params.clone())
+    }
+
+    async fn fetch_one(
+        &self,
+        w: &Wanted,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<HashMap<String, Secret>, ControlPlaneError> {
+        let started = Instant::now();
+        let uri: Uri = url.parse().map_err(|_| ControlPlaneError::BadAnswer {
+            connection: w.name.clone(),
+            url: url.into(),
+            cause: "the connection's URL is not valid".into(),
+        })?;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let (cause, retry_after) = match self.attempt(w, url, &uri, deadline).await? {
+                Attempt::Done(params) => return Ok(params),
+                Attempt::Retry { cause, retry_after } => (cause, retry_after),
+            };
+            let delay = retry_after.unwrap_or_else(|| full_jitter(attempts));
+            if Instant::now() + delay >= deadline {
+                let cause = match retry_after {
+                    Some(after) => {
+                        format!("{cause} (the server asked to retry after {after:?}, past the startup timeout)")
+                    }
+                    None => cause,
+                };
+                return Err(ControlPlaneError::Unavailable {
+                    connection: w.name.clone(),
+                    url: url.into(),
+                    attempts,
+                    elapsed: started.elapsed(),
+                    cause,
+                });
+            }
+            tracing::warn!(connection = %w.name, url, attempt = attempts, retry_in = ?delay, "control plane: {cause}");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(&self, w: &Wanted, url: &str, uri: &Uri, deadline: Instant) -> Result<Attempt, ControlPlaneError> {
+        let bad = |cause: String| ControlPlaneError::BadAnswer { connection: w.name.clone(), url: url.into(), cause };
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(file) = &self.inner.token {
+            let token = file.read()?;
+            let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| bad("the credential is not a valid header value".into()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
+        let etag = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&w.id).and_then(|c| c.etag.clone());
+        if let Some(etag) = etag {
+            headers.insert(IF_NONE_MATCH, etag);
+        }
+        let request = Request { method: Method::GET, url: uri.clone(), headers, body: Bytes::new() };
+        let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
+        let response = match self.inner.http.send(request, request_deadline).await {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None }),
+            Err(e @ HttpError::TooLarge) => return Err(bad(e.to_string())),
+            Err(e) => {
+                let (connection, url, cause) = (w.name.clone(), url.to_owned(), e.to_string());
+                return Err(ControlPlaneError::Unreachable { connection, url, cause });
+            }
+        };
+        let status = response.status;
+        match status {
+            StatusCode::OK => {
+                let params = parse_body(&response.body, w).map_err(|cause| match cause {
+                    BodyError::Missing(key) => {
+                        ControlPlaneError::MissingKey { connection: w.name.clone(), url: url.into(), key }
+                    }
+                    BodyError::Invalid(cause) => bad(cause),
+                })?;
+                let etag = response.headers.get(ETAG).cloned();
+                let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.insert(w.id.clone(), Cached { etag, params: params.clone() });
+                Ok(Attempt::Done(params))
+            }
+            StatusCode::NOT_MODIFIED => match self.cached(&w.id) {
+                Some(params) => Ok(Attempt::Done(params)),
+                None => Err(bad("304 Not Modified, but connd holds no earlier answer".into())),
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(ControlPlaneError::Refused { connection: w.name.clone(), url: url.into(), status })
+            }
+            StatusCode::NOT_FOUND => Err(ControlPlaneError::NotFound { connection: w.name.clone(), url: url.into() }),
+            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+                let retry_after = response
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                Ok(Attempt::Retry { cause: format!("status {s}"), retry_after })
+            }
+            s => Err(bad(format!("unexpected status {s}"))),
+        }
+    }
+}
+
+enum Attempt {
+    Done(HashMap<String, Secret>),
+    Retry { cause: String, retry_after: Option<Duration> },
+}
+
+enum BodyError {
+    Missing(String),
+    Invalid(String),
+}
+
+#[derive(serde::Deserialize)]
+struct Body {
+    parameters: HashMap<String, serde_json::Value>,
+}
+
+/// Takes the wanted keys from a 200 body; scalars are turned into their text.
+fn parse_body(body: &[u8], w: &Wanted) -> Result<HashMap<String, Secret>, BodyError> {
+    // serde_json's message names line and column only, never the content.
+    let body: Body = serde_json::from_slice(body)
+        .map_err(|e| BodyError::Invalid(format!("the body is not the expected JSON ({e})")))?;
+    let mut out = HashMap::new();
+    for key in &w.keys {
+        let value = match body.parameters.get(key) {
+            None | Some(serde_json::Value::Null) => return Err(BodyError::Missing(key.clone())),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string(),
+            Some(_) => return Err(BodyError::Invalid(format!("parameter {key} is not a string, number or boolean"))),
+        };
+        out.insert(key.clone(), Secret::new(value));
+    }
+    Ok(out)
+}
+
+/// Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)).
+pub fn full_jitter(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// Percent-encodes one path segment (names and UUIDs are plain, but nothing is assumed).
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(segment("hr-project"), "hr-project");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn backoff_stays_under_its_ceiling() {
+        for attempt in 0..40 {
+            assert!(full_jitter(attempt) <= BACKOFF_CAP);
+        }
+        assert!(full_jitter(1) < Duration::from_millis(200));
+    }
+}

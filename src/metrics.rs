@@ -1,0 +1,204 @@
+//! The counters behind `/metrics`: plain atomics that any part of connd bumps (the
+//! reloader, the API, and the sources for control-plane and token calls), rendered by
+//! hand in the Prometheus text format. No labels beyond fixed sets, so no locking and
+//! no unbounded growth.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How one reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// A new snapshot was published: some answer changed.
+    Changed,
+    /// Resolved fine, nothing changed.
+    Unchanged,
+    /// Failed; the last good values stay.
+    Error,
+}
+
+/// How one call to the control plane or a token endpoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Ok,
+    /// 304: the control plane's version is the one connd has.
+    NotModified,
+    /// Refused for good (401/403, invalid_client).
+    Refused,
+    /// Failed, may succeed later (timeouts, 429, 5xx).
+    Error,
+}
+
+/// The API's routes, as `/metrics` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Env,
+    Connections,
+    Connection,
+    Token,
+    Healthz,
+    Readyz,
+    Metrics,
+    Other,
+}
+
+const ROUTES: [(Route, &str); 8] = [
+    (Route::Env, "env"),
+    (Route::Connections, "connections"),
+    (Route::Connection, "connection"),
+    (Route::Token, "token"),
+    (Route::Healthz, "healthz"),
+    (Route::Readyz, "readyz"),
+    (Route::Metrics, "metrics"),
+    (Route::Other, "other"),
+];
+
+/// Status codes the API answers with; any other is counted under the last slot.
+const CODES: [u16; 12] = [200, 400, 403, 404, 405, 409, 414, 431, 500, 502, 503, 0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    reloads: [AtomicU64; 3],
+    control_plane: [AtomicU64; 4],
+    token: [AtomicU64; 4],
+    requests: [[AtomicU64; CODES.len()]; ROUTES.len()],
+    /// Unix milliseconds of the last successful resolution; 0 before the first.
+    last_success_ms: AtomicU64,
+    /// Unix milliseconds since which resolution has been failing; 0 while it succeeds.
+    error_since_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn call_slot(c: Call) -> usize {
+    match c {
+        Call::Ok => 0,
+        Call::NotModified => 1,
+        Call::Refused => 2,
+        Call::Error => 3,
+    }
+}
+
+impl Metrics {
+    pub fn reload(&self, result: Reload) {
+        let slot = match result {
+            Reload::Changed => 0,
+            Reload::Unchanged => 1,
+            Reload::Error => 2,
+        };
+        self.reloads[slot].fetch_add(1, Relaxed);
+        match result {
+            Reload::Error => {
+                let _ = self.error_since_ms.compare_exchange(0, now_ms(), Relaxed, Relaxed);
+            }
+            _ => {
+                self.last_success_ms.store(now_ms(), Relaxed);
+                self.error_since_ms.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// For the control-plane source: one request's outcome.
+    pub fn control_plane_call(&self, result: Call) {
+        self.control_plane[call_slot(result)].fetch_add(1, Relaxed);
+    }
+
+    /// For the OAuth source: one token-endpoint request's outcome.
+    pub fn token_call(&self, result: Call) {
+        self.token[call_slot(result)].fetch_add(1, Relaxed);
+    }
+
+    pub fn request(&self, route: Route, status: u16) {
+        let r = ROUTES.iter().position(|(x, _)| *x == route).unwrap_or(ROUTES.len() - 1);
+        let c = CODES.iter().position(|x| *x == status).unwrap_or(CODES.len() - 1);
+        self.requests[r][c].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let now = now_ms();
+        let reloads = ["changed", "unchanged", "error"];
+        header(&mut out, "connd_reloads_total", "counter", "Resolutions of the directory and sources, by result.");
+        for (i, result) in reloads.iter().enumerate() {
+            let _ = writeln!(out, "connd_reloads_total{{result=\"{result}\"}} {}", self.reloads[i].load(Relaxed));
+        }
+        let calls = ["ok", "not_modified", "refused", "error"];
+        header(&mut out, "connd_control_plane_requests_total", "counter", "Control-plane requests, by result.");
+        for (i, result) in calls.iter().enumerate() {
+            let n = self.control_plane[i].load(Relaxed);
+            let _ = writeln!(out, "connd_control_plane_requests_total{{result=\"{result}\"}} {n}");
+        }
+        header(&mut out, "connd_token_requests_total", "counter", "Token-endpoint requests, by result.");
+        for (i, result) in calls.iter().enumerate() {
+            let _ = writeln!(out, "connd_token_requests_total{{result=\"{result}\"}} {}", self.token[i].load(Relaxed));
+        }
+        header(&mut out, "connd_api_requests_total", "counter", "Local API requests, by route and status code.");
+        for (r, (_, route)) in ROUTES.iter().enumerate() {
+            for (c, code) in CODES.iter().enumerate() {
+                let n = self.requests[r][c].load(Relaxed);
+                if n > 0 {
+                    let code = if *code == 0 { "other".to_owned() } else { code.to_string() };
+                    let _ = writeln!(out, "connd_api_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}");
+                }
+            }
+        }
+        let age = |since: u64| if since == 0 { 0.0 } else { now.saturating_sub(since) as f64 / 1000.0 };
+        let last = self.last_success_ms.load(Relaxed);
+        header(
+            &mut out,
+            "connd_last_success_age_seconds",
+            "gauge",
+            "Seconds since the last successful resolution (-1 before the first).",
+        );
+        let stale = if last == 0 { -1.0 } else { age(last) };
+        let _ = writeln!(out, "connd_last_success_age_seconds {stale}");
+        header(
+            &mut out,
+            "connd_error_age_seconds",
+            "gauge",
+            "Seconds the current resolution error has lasted (0 when resolving fine).",
+        );
+        let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
+        header(&mut out, "connd_ready", "gauge", "1 once the first full resolution succeeded.");
+        let _ = writeln!(out, "connd_ready {}", u8::from(last != 0));
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_staleness_render() {
+        let m = Metrics::default();
+        assert!(m.render().contains("connd_last_success_age_seconds -1\n"));
+        m.reload(Reload::Error);
+        m.reload(Reload::Changed);
+        m.reload(Reload::Error);
+        m.control_plane_call(Call::NotModified);
+        m.request(Route::Env, 200);
+        m.request(Route::Env, 200);
+        m.request(Route::Other, 405);
+        let text = m.render();
+        for line in [
+            "connd_reloads_total{result=\"error\"} 2",
+            "connd_reloads_total{result=\"changed\"} 1",
+            "connd_control_plane_requests_total{result=\"not_modified\"} 1",
+            "connd_api_requests_total{route=\"env\",code=\"200\"} 2",
+            "connd_api_requests_total{route=\"other\",code=\"405\"} 1",
+            "connd_ready 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(m.error_since_ms.load(Relaxed) > 0);
+    }
+}

@@ -1,0 +1,393 @@
+//! The OAuth token cache of SPEC §2: client-credentials tokens (RFC 6749 §4.4), one
+//! entry per OAuth application (token URL, client ID, scopes), however many connections
+//! share it. Concurrent callers of one application wait on one request (single-flight);
+//! a token is renewed at about 80% of its lifetime (with jitter), in the background when
+//! the cache is long-lived; a failed renewal keeps the last good token until it expires
+//! and backs off. This module does not know connections: `remote` maps them to apps.
+
+use crate::config::model::ClientAuth;
+use crate::controlplane::full_jitter;
+use crate::http_client::{HttpClient, Request};
+use crate::secret::Secret;
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, StatusCode, Uri};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// Lifetime assumed when the token endpoint omits `expires_in`.
+const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// One token request's own limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a background renewal keeps retrying before it waits for the next round.
+const RENEWAL_BUDGET: Duration = Duration::from_secs(30);
+
+/// One OAuth application: where tokens come from and for whom.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppKey {
+    pub token_url: String,
+    pub client_id: String,
+    /// Sorted, without duplicates: `[a, b]` and `[b, a]` are one application.
+    pub scopes: Vec<String>,
+}
+
+impl AppKey {
+    pub fn new(token_url: &str, client_id: &str, scopes: &[String]) -> AppKey {
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        AppKey { token_url: token_url.to_owned(), client_id: client_id.to_owned(), scopes }
+    }
+}
+
+/// What a token request needs besides the key.
+pub struct Credentials {
+    pub key: AppKey,
+    /// Checked by `http_client::check_url`.
+    pub url: Uri,
+    pub secret: Secret,
+    pub auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OAuthError {
+    #[error("the token endpoint {url} refused client {client_id:?}: {error}{}; check ConsumerKey and ConsumerSecret (this is permanent: connd will not retry)", describe(description))]
+    Refused { url: String, client_id: String, error: String, description: Option<String> },
+    #[error("the token endpoint {url} rejected the request of client {client_id:?}: {error}{}", describe(description))]
+    Rejected { url: String, client_id: String, error: String, description: Option<String> },
+    #[error("the token endpoint {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
+    Unavailable { url: String, attempts: u32, elapsed: Duration, cause: String },
+    #[error("bad answer from the token endpoint {url}: {cause}")]
+    BadAnswer { url: String, cause: String },
+}
+
+fn describe(description: &Option<String>) -> String {
+    description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+}
+
+impl OAuthError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => crate::exit::REFUSED,
+            OAuthError::Unavailable { .. } | OAuthError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        !matches!(self, OAuthError::Unavailable { .. })
+    }
+}
+
+/// A token as obtained, with the instants that govern its renewal.
+#[derive(Debug)]
+pub struct CachedToken {
+    pub access_token: Secret,
+    pub token_type: String,
+    pub expires_at: Instant,
+    refresh_at: Instant,
+}
+
+/// What the last attempts went wrong with, so that callers back off instead of hammering.
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    retry_at: Option<Instant>,
+    last: Option<OAuthError>,
+}
+
+struct App {
+    key: AppKey,
+    url: Uri,
+    auth: ClientAuth,
+    /// The latest secret a caller gave: a rotated secret is used from the next request.
+    secret: Mutex<Secret>,
+    current: ArcSwapOption<CachedToken>,
+    /// The single-flight gate: held by whoever is requesting a token.
+    gate: tokio::sync::Mutex<()>,
+    failures: Mutex<Failures>,
+    /// Counts token-endpoint calls, for logs and tests.
+    calls: std::sync::atomic::AtomicU64,
+}
+
+struct Shared {
+    http: Arc<HttpClient>,
+    apps: Mutex<HashMap<AppKey, Arc<App>>>,
+    /// Renew in the background (long-running modes); one-shot modes renew on demand.
+    refresh_ahead: bool,
+    refreshers: Mutex<HashMap<AppKey, AbortHandle>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for (_, task) in self.refreshers.get_mut().unwrap_or_else(|p| p.into_inner()).drain() {
+            task.abort();
+        }
+    }
+}
+
+/// The cache and owner of its renewal tasks: dropping the last clone (or `shutdown`)
+/// stops them.
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+impl TokenCache {
+    pub fn new(http: Arc<HttpClient>, refresh_ahead: bool) -> TokenCache {
+        TokenCache {
+            shared: Arc::new(Shared {
+                http,
+                apps: Mutex::new(HashMap::new()),
+                refresh_ahead,
+                refreshers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Stops every background renewal; tokens already obtained stay usable.
+    pub fn shutdown(&self) {
+        for (_, task) in self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            task.abort();
+        }
+    }
+
+    /// How many token-endpoint calls this cache has made for `key`.
+    pub fn calls(&self, key: &AppKey) -> u64 {
+        let apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.get(key).map_or(0, |a| a.calls.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A token for `creds`' application: the cached one while it is fresh, else one
+    /// request shared by every concurrent caller, retried on transient failures until
+    /// `deadline`.
+    pub async fn get(&self, creds: Credentials, deadline: Instant) -> Result<Arc<CachedToken>, OAuthError> {
+        let app = {
+            let mut apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
+            let app = apps.entry(creds.key.clone()).or_insert_with(|| {
+                Arc::new(App {
+                    key: creds.key.clone(),
+                    url: creds.url.clone(),
+                    auth: creds.auth,
+                    secret: Mutex::new(creds.secret.clone()),
+                    current: ArcSwapOption::empty(),
+                    gate: tokio::sync::Mutex::new(()),
+                    failures: Mutex::new(Failures::default()),
+                    calls: Default::default(),
+                })
+            });
+            *app.secret.lock().unwrap_or_else(|p| p.into_inner()) = creds.secret;
+            app.clone()
+        };
+        let token = app.get(&self.shared.http, deadline).await?;
+        if self.shared.refresh_ahead {
+            self.arm_refresher(&app);
+        }
+        Ok(token)
+    }
+
+    fn arm_refresher(&self, app: &Arc<App>) {
+        let mut refreshers = self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner());
+        if refreshers.get(&app.key).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (weak, http) = (Arc::downgrade(app), self.shared.http.clone());
+        let task = tokio::spawn(refresh_loop(weak, http));
+        refreshers.insert(app.key.clone(), task.abort_handle());
+    }
+}
+
+/// Renews one application's token ahead of expiry until aborted or the app is gone.
+async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
+    loop {
+        let wake = {
+            let Some(app) = app.upgrade() else { return };
+            let refresh_at = app.current.load().as_ref().map(|t| t.refresh_at);
+            let retry_at = app.failures.lock().unwrap_or_else(|p| p.into_inner()).retry_at;
+            match (refresh_at, retry_at) {
+                (Some(r), Some(f)) => r.max(f),
+                (Some(r), None) => r,
+                (None, Some(f)) => f,
+                (None, None) => return,
+            }
+        };
+        tokio::time::sleep_until(wake).await;
+        let Some(app) = app.upgrade() else { return };
+        // A failure is remembered in `failures` and sets the next wake-up; callers see it.
+        let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
+    }
+}
+
+impl App {
+    fn fresh(&self, now: Instant) -> Option<Arc<CachedToken>> {
+        self.current.load_full().filter(|t| now < t.refresh_at)
+    }
+
+    fn unexpired(&self, now: Instant) -> Option<Arc<CachedToken>> {
+        self.current.load_full().filter(|t| now < t.expires_at)
+    }
+
+    async fn get(&self, http: &HttpClient, deadline: Instant) -> Result<Arc<CachedToken>, OAuthError> {
+        if let Some(t) = self.fresh(Instant::now()) {
+            return Ok(t);
+        }
+        let _flight = self.gate.lock().await;
+        let now = Instant::now();
+        // Whoever held the gate before us may have renewed it.
+        if let Some(t) = self.fresh(now) {
+            return Ok(t);
+        }
+        {
+            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            if failures.retry_at.is_some_and(|at| now < at) {
+                if let Some(t) = self.unexpired(now) {
+                    return Ok(t);
+                }
+                if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+                    return Err(e.clone());
+                }
+            }
+        }
+        let started = now;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = self.request(http, deadline).await;
+            let now = Instant::now();
+            let error = match result {
+                Ok(token) => {
+                    let token = Arc::new(token);
+                    self.current.store(Some(token.clone()));
+                    *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
+                    return Ok(token);
+                }
+                Err(Attempt::Permanent(e)) => e,
+                Err(Attempt::Transient(cause)) => {
+                    OAuthError::Unavailable { url: self.key.token_url.clone(), attempts, elapsed: now - started, cause }
+                }
+            };
+            let delay = self.record_failure(&error, now);
+            if let Some(t) = self.unexpired(now) {
+                tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.client_id, "token renewal failed, keeping the current token until it expires: {error}");
+                return Ok(t);
+            }
+            if error.is_permanent() || now + delay >= deadline {
+                return Err(error);
+            }
+            tracing::warn!(token_url = %self.key.token_url, attempt = attempts, retry_in = ?delay, "token request failed: {error}");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Remembers a failure and returns how long to back off before the next attempt.
+    fn record_failure(&self, error: &OAuthError, now: Instant) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.count += 1;
+        let delay = full_jitter(failures.count).max(Duration::from_millis(50));
+        failures.retry_at = Some(now + delay);
+        failures.last = Some(error.clone());
+        delay
+    }
+
+    /// The token request's headers and form body, with the client authentication.
+    fn token_request(&self) -> Result<Request, OAuthError> {
+        let bad = |cause: String| OAuthError::BadAnswer { url: self.key.token_url.clone(), cause };
+        let secret = self.secret.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials");
+        if !self.key.scopes.is_empty() {
+            form.append_pair("scope", &self.key.scopes.join(" "));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        match self.auth {
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: each part form-urlencoded before base64.
+                let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", encode(&self.key.client_id), encode(secret.expose()));
+                let basic = base64::engine::general_purpose::STANDARD.encode(pair);
+                let mut value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| bad(e.to_string()))?;
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+            ClientAuth::Post => {
+                form.append_pair("client_id", &self.key.client_id);
+                form.append_pair("client_secret", secret.expose());
+            }
+        }
+        let body = Secret::new(form.finish());
+        Ok(Request {
+            method: Method::POST,
+            url: self.url.clone(),
+            headers,
+            body: Bytes::copy_from_slice(body.expose().as_bytes()),
+        })
+    }
+
+    async fn request(&self, http: &HttpClient, deadline: Instant) -> Result<CachedToken, Attempt> {
+        let url = &self.key.token_url;
+        let bad = |cause: String| Attempt::Permanent(OAuthError::BadAnswer { url: url.clone(), cause });
+        let request = self.token_request().map_err(Attempt::Permanent)?;
+        let sent = Instant::now();
+        let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let status = response.status;
+        if status == StatusCode::OK {
+            let answer: TokenAnswer = serde_json::from_slice(&response.body)
+                .map_err(|e| bad(format!("the body is not a token response ({e})")))?;
+            if answer.access_token.is_empty() {
+                return Err(bad("the access_token is empty".into()));
+            }
+            let ttl = answer.expires_in.map_or(DEFAULT_TTL, |s| Duration::from_secs_f64(s.max(1.0)));
+            // About 80% of the lifetime, jittered so that many instances do not renew together.
+            let refresh_in = ttl.mul_f64(0.75 + 0.1 * fastrand::f64());
+            return Ok(CachedToken {
+                access_token: Secret::new(answer.access_token),
+                token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
+                expires_at: sent + ttl,
+                refresh_at: sent + refresh_in,
+            });
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(Attempt::Transient(format!("status {status}")));
+        }
+        let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&response.body) else {
+            return Err(bad(format!("unexpected status {status}")));
+        };
+        let (client_id, error_code, description) =
+            (self.key.client_id.clone(), error.error, error.error_description.filter(|d| !d.is_empty()));
+        Err(Attempt::Permanent(match error_code.as_str() {
+            "invalid_client" | "unauthorized_client" => {
+                OAuthError::Refused { url: url.clone(), client_id, error: error_code, description }
+            }
+            _ => OAuthError::Rejected { url: url.clone(), client_id, error: error_code, description },
+        }))
+    }
+}
+
+enum Attempt {
+    Transient(String),
+    Permanent(OAuthError),
+}
+
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    token_type: Option<String>,
+    expires_in: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    error_description: Option<String>,
+}

@@ -1,0 +1,231 @@
+//! The real [`Sources`]: the control plane (when `--control-plane` is set) for
+//! `remote: true` parameters, and the OAuth token cache for `security: oauth2`
+//! connections (always available: their client credentials may be local values). It maps
+//! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`.
+
+use crate::cli::RemoteArgs;
+use crate::config::model::{Security, Source, ACCESS_TOKEN};
+use crate::controlplane::ControlPlane;
+use crate::http_client::{check_url, HttpClient, HttpError, UrlError};
+use crate::oauth::{AppKey, Credentials, TokenCache};
+use crate::resolve::{Plan, PlannedConnection};
+use crate::secret::Secret;
+use crate::source::{SourceError, Sources, Token, Tokens};
+use crate::tls::TlsSettings;
+use crate::values::Fetched;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("--control-plane: {0}")]
+    Url(#[source] UrlError),
+    #[error("{0}")]
+    Tls(#[source] HttpError),
+    #[error("connection {connection:?}: {key}: {source}")]
+    TokenUrl { connection: String, key: &'static str, source: UrlError },
+    #[error("connection {connection:?} has no value for {key}, which its OAuth client needs")]
+    Credential { connection: String, key: &'static str },
+}
+
+impl SetupError {
+    pub fn exit_code(&self) -> u8 {
+        crate::exit::CONFIG
+    }
+}
+
+/// Control plane plus token cache, shared by every caller of one process.
+pub struct Remote {
+    control_plane: Option<ControlPlane>,
+    tokens: TokenCache,
+    /// Each fetch round retries transient failures for this long.
+    startup_timeout: Duration,
+    allow_insecure_http: bool,
+}
+
+impl Remote {
+    /// Builds the sources from settings; reads the TLS files when a control plane uses
+    /// https. `refresh_ahead` renews tokens in the background (long-running modes).
+    pub fn new(args: &RemoteArgs, refresh_ahead: bool) -> Result<Remote, SetupError> {
+        let http = Arc::new(HttpClient::new(TlsSettings {
+            ca_file: args.ca_file.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+        }));
+        let control_plane = match &args.control_plane {
+            Some(url) => {
+                let uri = check_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
+                if uri.scheme_str() == Some("https") {
+                    http.prepare_tls().map_err(SetupError::Tls)?;
+                }
+                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone()))
+            }
+            None => None,
+        };
+        Ok(Remote {
+            control_plane,
+            tokens: TokenCache::new(http, refresh_ahead),
+            startup_timeout: args.startup_timeout,
+            allow_insecure_http: args.allow_insecure_http,
+        })
+    }
+
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// Stops background token renewal.
+    pub fn shutdown(&self) {
+        self.tokens.shutdown();
+    }
+
+    /// The client credentials of `p`, from its local values or the fetched ones.
+    pub fn credentials(
+        &self,
+        p: &PlannedConnection,
+        remote: Option<&HashMap<String, Secret>>,
+    ) -> Result<Credentials, SetupError> {
+        let value = |key: &'static str| -> Result<Secret, SetupError> {
+            let missing = || SetupError::Credential { connection: p.name.clone(), key };
+            match &p.connection.parameters.get(key).ok_or_else(missing)?.source {
+                Source::Value(v) => Ok(v.clone()),
+                // `values` reports an unreadable file with its path; here it is only missing.
+                Source::File(path) => crate::values::read_value_file(path).map(Secret::new).map_err(|_| missing()),
+                Source::Remote => remote.and_then(|r| r.get(key)).cloned().ok_or_else(missing),
+            }
+        };
+        let token_url = value("TokenURL")?;
+        let client_id = value("ConsumerKey")?;
+        let secret = value("ConsumerSecret")?;
+        let url = check_url(token_url.expose(), self.allow_insecure_http).map_err(|source| SetupError::TokenUrl {
+            connection: p.name.clone(),
+            key: "TokenURL",
+            source,
+        })?;
+        let oauth = p.connection.oauth.as_ref();
+        let scopes = oauth.map(|o| o.scopes.clone()).unwrap_or_default();
+        Ok(Credentials {
+            key: AppKey::new(token_url.expose(), client_id.expose(), &scopes),
+            url,
+            secret,
+            auth: oauth.map(|o| o.client_auth).unwrap_or_default(),
+        })
+    }
+
+    async fn remote_params(
+        &self,
+        plan: &Plan,
+        deadline: Instant,
+    ) -> anyhow::Result<HashMap<String, HashMap<String, Secret>>> {
+        match &self.control_plane {
+            Some(cp) if plan.needs_remote() => Ok(cp.fetch(plan, deadline).await?),
+            _ => Ok(HashMap::new()),
+        }
+    }
+
+    async fn token_for(
+        &self,
+        p: &PlannedConnection,
+        params: &HashMap<String, HashMap<String, Secret>>,
+        deadline: Instant,
+    ) -> anyhow::Result<Arc<crate::oauth::CachedToken>> {
+        let creds = self.credentials(p, params.get(&p.connection.id))?;
+        let token = self.tokens.get(creds, deadline).await.map_err(anyhow::Error::new);
+        token.with_context(|| format!("no {ACCESS_TOKEN} for connection {:?}", p.name))
+    }
+}
+
+impl Sources for Remote {
+    async fn fetch(&self, plan: &Plan, tokens: Tokens) -> anyhow::Result<Fetched> {
+        let deadline = Instant::now() + self.startup_timeout;
+        let params = self.remote_params(plan, deadline).await?;
+        let mapped: Vec<usize> = plan.token_vars().collect();
+        let wanted: Vec<usize> = match tokens {
+            Tokens::Mapped => mapped.clone(),
+            Tokens::All => (0..plan.connections.len())
+                .filter(|&i| plan.connections[i].connection.security == Security::OAuth2)
+                .collect(),
+        };
+        let mut fetched = Fetched { params, tokens: HashMap::new() };
+        // Each application is requested once however many connections share it (the
+        // cache's single flight), and distinct applications in parallel.
+        let results =
+            futures_join(wanted.iter().map(|&i| self.token_for(&plan.connections[i], &fetched.params, deadline))).await;
+        for (&i, result) in wanted.iter().zip(results) {
+            let p = &plan.connections[i];
+            match result {
+                Ok(token) => {
+                    fetched.tokens.insert(p.connection.id.clone(), token.access_token.clone());
+                }
+                Err(e) if mapped.contains(&i) => return Err(e),
+                // Unmapped tokens are served live by the local API, which reports the error there.
+                Err(e) => tracing::warn!(connection = %p.name, "{e:#}"),
+            }
+        }
+        Ok(fetched)
+    }
+
+    async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
+        let p = &plan.connections[conn];
+        if p.connection.security != Security::OAuth2 {
+            return Err(SourceError::NotOAuth { connection: p.name.clone() });
+        }
+        let deadline = Instant::now() + self.startup_timeout;
+        let needs_remote = p.connection.parameters.values().any(|v| matches!(v.source, Source::Remote));
+        let mut params = HashMap::new();
+        if let (Some(cp), true) = (&self.control_plane, needs_remote) {
+            let cached = match cp.cached(&p.connection.id) {
+                Some(values) => values,
+                None => {
+                    let mut all = cp.fetch(plan, deadline).await.map_err(anyhow::Error::new)?;
+                    all.remove(&p.connection.id).unwrap_or_default()
+                }
+            };
+            params.insert(p.connection.id.clone(), cached);
+        }
+        let token = self.token_for(p, &params, deadline).await?;
+        Ok(Token {
+            access_token: token.access_token.clone(),
+            token_type: token.token_type.clone(),
+            expires_in: token.expires_at.saturating_duration_since(Instant::now()),
+        })
+    }
+}
+
+/// Awaits every future concurrently (on this task), results in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (fut, slot) in pending.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("every future completed")).collect()
+}
+
+/// One resolution on a private single-threaded runtime, for `env` and `exec`: only the
+/// mapped tokens, no background renewal.
+pub fn fetch_once(args: &RemoteArgs, plan: &Plan) -> anyhow::Result<Fetched> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let remote = Remote::new(args, false)?;
+        remote.fetch(plan, Tokens::Mapped).await
+    })
+}

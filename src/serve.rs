@@ -1,0 +1,128 @@
+//! `connd serve`: the reloader and the API server together, with the lifecycle SPEC §4
+//! asks for. `run` takes its listener, settings, sources and shutdown future, so tests
+//! run it in-process; `command` is what the binary calls (runtime, socket, signals).
+//!
+//! Lifecycle: serve at once (`/readyz` says 503 and why), `READY=1` after the first full
+//! resolution, or exit with that resolution's error after the startup timeout; SIGHUP
+//! reloads (`RELOADING=1`, then `READY=1`); shutdown sends `STOPPING=1`, stops the
+//! reloader and drains the server within its grace period.
+
+use crate::api::auth::Allow;
+use crate::api::server::{self, ApiStateParts};
+use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
+use crate::sdnotify::Notifier;
+use crate::signal;
+use crate::source::Sources;
+use crate::watch::{ReloadConfig, Reloader};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub reload: ReloadConfig,
+    pub allow: Allow,
+    pub startup_timeout: Duration,
+    /// How long in-flight requests get once shutdown starts.
+    pub grace: Duration,
+    /// `NOTIFY_SOCKET`, if connd runs under systemd.
+    pub notify_socket: Option<String>,
+    /// Reload on SIGHUP. Off for in-process tests, which share the process's signals.
+    pub sighup: bool,
+}
+
+impl ServeSettings {
+    pub fn from_args(args: &ServeArgs, notify_socket: Option<String>) -> ServeSettings {
+        ServeSettings {
+            reload: ReloadConfig::new(&args.config, args.refresh_interval, args.rescan_interval),
+            allow: Allow::new(args.allow_uid.clone(), args.allow_gid.clone()),
+            startup_timeout: args.config.remote.startup_timeout,
+            grace: args.shutdown_grace,
+            notify_socket,
+            sighup: true,
+        }
+    }
+}
+
+async fn until(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
+    match hangups {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves until `shutdown`; an error only when the first resolution failed for
+/// `startup_timeout` (its exit code is that failure's).
+pub async fn run<S: Sources>(
+    listener: UnixListener,
+    settings: ServeSettings,
+    sources: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let notifier = Notifier::new(settings.notify_socket.as_deref());
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
+    let server = tokio::spawn(server::serve(listener, parts, settings.allow, settings.grace, until(stop.clone())));
+    let mut hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
+    tokio::pin!(shutdown);
+
+    let started = tokio::select! {
+        ready = reloader.ready(settings.startup_timeout) => Some(ready),
+        () = &mut shutdown => None,
+    };
+    let mut result = Ok(());
+    match started {
+        Some(Ok(_)) => {
+            tracing::info!("ready: values resolved");
+            notifier.ready();
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = hangup(&mut hangups) => {
+                        tracing::info!("SIGHUP: reloading");
+                        notifier.reloading();
+                        reloader.reload().await;
+                        notifier.ready();
+                    }
+                }
+            }
+        }
+        Some(Err(e)) => result = Err(e.into()),
+        None => {}
+    }
+    notifier.stopping();
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    reloader.stopped().await;
+    result
+}
+
+/// The binary's `serve`: binds the socket, runs until SIGTERM/SIGINT, removes the socket.
+pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = rt.block_on(async {
+        let shutdown = signal::shutdown()?;
+        let listener = server::bind(&args.socket, args.socket_mode, args.socket_group)?;
+        tracing::info!(socket = %args.socket.display(), "serving");
+        let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
+        let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true)?);
+        let result = run(listener, settings, sources.clone(), shutdown).await;
+        sources.shutdown();
+        let _ = std::fs::remove_file(&args.socket);
+        result
+    });
+    // In-flight work is done or past its grace period; do not wait on stray tasks.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result.map(|()| crate::exit::OK)
+}

@@ -1,0 +1,272 @@
+//! The resolved state as every long-running mode sees it: the plan, its values and, per
+//! answer of the local API, an index that grows only when that answer's content changes.
+//! A [`Store`] holds the current [`Snapshot`] in an `ArcSwap` (lock-free reads on the
+//! request path) and announces each new one on a `watch` channel (for blocking queries
+//! and for `run`). Only the reloader publishes; everything else reads.
+
+use crate::config::model::{Security, ACCESS_TOKEN};
+use crate::resolve::Plan;
+use crate::secret::Secret;
+use crate::values::Values;
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// The last good resolution, with the index of every answer built from it.
+#[derive(Debug)]
+pub struct Resolved {
+    pub plan: Arc<Plan>,
+    pub values: Values,
+    /// Index of `/v1/env`: grows only when the variables change.
+    pub env_index: u64,
+    /// Index of `/v1/connections`: grows only when the listing changes.
+    pub connections_index: u64,
+    /// Index of `/v1/connections/{name}`, same order as `plan.connections`.
+    pub connection_index: Vec<u64>,
+    pub resolved_at: SystemTime,
+    /// `/v1/env` as JSON, rendered once per change: it is the hot path of the API.
+    pub env_json: bytes::Bytes,
+}
+
+/// The variables as one JSON object, with a trailing newline.
+fn render_env_json(env: &BTreeMap<String, Secret>) -> bytes::Bytes {
+    let map: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+    let mut body = serde_json::to_vec(&map).unwrap_or_default();
+    body.push(b'\n');
+    body.into()
+}
+
+impl Resolved {
+    /// The planned connection named `name`, as its position.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.plan.connections.iter().position(|c| c.name == name)
+    }
+
+    /// The keys `/v1/connections` lists for connection `i`: its parameters and, under
+    /// OAuth, `AccessToken`.
+    pub fn keys(&self, i: usize) -> Vec<&str> {
+        let c = &self.plan.connections[i];
+        let mut keys: Vec<&str> = c.connection.parameters.keys().map(String::as_str).collect();
+        if c.connection.security == Security::OAuth2 {
+            keys.push(ACCESS_TOKEN);
+        }
+        keys
+    }
+
+    /// What `/v1/connections` shows, compared to decide whether its index grows.
+    fn listing(&self) -> Vec<(String, String, String, String, Vec<&str>)> {
+        (0..self.plan.connections.len())
+            .map(|i| {
+                let c = &self.plan.connections[i];
+                (c.name.clone(), c.connection.id.clone(), c.kind.as_str().to_owned(), vis(c), self.keys(i))
+            })
+            .collect()
+    }
+
+    /// What `/v1/connections/{name}` shows for connection `i`.
+    fn detail(&self, i: usize) -> (&str, &str, &str, String, &BTreeMap<String, Secret>) {
+        let c = &self.plan.connections[i];
+        (&c.name, &c.connection.id, c.kind.as_str(), vis(c), &self.values.connections[i])
+    }
+}
+
+fn vis(c: &crate::resolve::PlannedConnection) -> String {
+    format!("{:?}", c.connection.visibility).to_lowercase()
+}
+
+/// Why the latest resolution failed. The last good values stay served meanwhile.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The whole error chain, as a user reads it (values are never part of it).
+    pub message: String,
+    /// The exit code this failure means when it stops a start (SPEC §3).
+    pub exit_code: u8,
+    /// When this failure (this message) was first seen.
+    pub since: SystemTime,
+}
+
+/// One published state. Cheap to clone: both halves are shared.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Grows with every publication; answer indexes are taken from it.
+    pub generation: u64,
+    /// `None` until the first full resolution succeeds.
+    pub resolved: Option<Arc<Resolved>>,
+    /// The current error, if the latest resolution failed.
+    pub failure: Option<Arc<Failure>>,
+}
+
+impl Snapshot {
+    /// The variables and their index, once resolved: what `run` compares.
+    pub fn env(&self) -> Option<(&BTreeMap<String, Secret>, u64)> {
+        self.resolved.as_ref().map(|r| (&r.values.env, r.env_index))
+    }
+}
+
+/// Holds the current snapshot and announces new ones.
+#[derive(Debug)]
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        let first = Arc::new(Snapshot::default());
+        Store { current: ArcSwap::new(first.clone()), tx: watch::Sender::new(first) }
+    }
+}
+
+impl Store {
+    /// The current snapshot, without locking.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// A receiver that sees every snapshot published from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    fn publish(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        self.tx.send_replace(next);
+    }
+
+    /// Records a successful resolution. Publishes, and returns true, only when some
+    /// answer changed or a failure is cleared; indexes of unchanged answers are kept.
+    pub fn succeed(&self, plan: Arc<Plan>, values: Values) -> bool {
+        let prev = self.load();
+        let generation = prev.generation + 1;
+        let mut next = Resolved {
+            connection_index: vec![generation; plan.connections.len()],
+            plan,
+            values,
+            env_index: generation,
+            connections_index: generation,
+            resolved_at: SystemTime::now(),
+            env_json: bytes::Bytes::new(),
+        };
+        let mut changed = true;
+        if let Some(old) = &prev.resolved {
+            changed = false;
+            if old.values.env == next.values.env {
+                next.env_index = old.env_index;
+            } else {
+                changed = true;
+            }
+            if old.listing() == next.listing() {
+                next.connections_index = old.connections_index;
+            } else {
+                changed = true;
+            }
+            for i in 0..next.plan.connections.len() {
+                match old.position(&next.plan.connections[i].name) {
+                    Some(j) if old.detail(j) == next.detail(i) => next.connection_index[i] = old.connection_index[j],
+                    _ => changed = true,
+                }
+            }
+        }
+        if !changed && prev.failure.is_none() {
+            return false;
+        }
+        if changed {
+            next.env_json = render_env_json(&next.values.env);
+        }
+        let resolved = if changed { Arc::new(next) } else { prev.resolved.clone().expect("resolved before") };
+        self.publish(Snapshot { generation, resolved: Some(resolved), failure: None });
+        true
+    }
+
+    /// Records a failed resolution; the last good values stay. Publishes, and returns
+    /// true, only when the message differs from the current failure's, so each distinct
+    /// error is announced (and logged) once.
+    pub fn fail(&self, message: String, exit_code: u8) -> bool {
+        let prev = self.load();
+        if prev.failure.as_ref().is_some_and(|f| f.message == message) {
+            return false;
+        }
+        let failure = Failure { message, exit_code, since: SystemTime::now() };
+        self.publish(Snapshot {
+            generation: prev.generation + 1,
+            resolved: prev.resolved.clone(),
+            failure: Some(Arc::new(failure)),
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::{plan, Options};
+
+    fn fixture(port: &str, level: &str) -> (tempfile::TempDir, Arc<Plan>, Values) {
+        let dir = tempfile::tempdir().unwrap();
+        let component = "schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n    - name: main-db\n      resourceRef: database:pg/main\n    - name: api-x\n      resourceRef: thirdparty:api/v1\nconfigurations:\n  env:\n    - name: LEVEL\n      value: ";
+        std::fs::write(dir.path().join("component.yaml"), format!("{component}{level}\n")).unwrap();
+        let conns = format!(
+            "kind: Component\nproject: p1\nname: c1\n---\nkind: Connection\nid: 19d2648b-d29c-4452-afdd-1b9311e81412\nname: main-db\nproject: p1\nvisibility: project\nparameters:\n  Port: \"{port}\"\n---\nkind: Connection\nid: 29d2648b-d29c-4452-afdd-1b9311e81412\nname: api-x\nproject: p1\nvisibility: project\nparameters:\n  ServiceURL: https://api\n"
+        );
+        std::fs::write(dir.path().join("c.yaml"), conns).unwrap();
+        let plan = Arc::new(plan(dir.path(), &Options::default()).unwrap());
+        let values = crate::values::materialize(&plan, &Default::default()).unwrap();
+        (dir, plan, values)
+    }
+
+    #[test]
+    fn indexes_grow_only_for_answers_that_changed() {
+        let store = Store::default();
+        let mut rx = store.subscribe();
+        assert!(store.load().resolved.is_none());
+        let (_d, plan, values) = fixture("5432", "info");
+        assert!(store.succeed(plan.clone(), values.clone()));
+        assert!(rx.has_changed().unwrap());
+        let first = rx.borrow_and_update().clone();
+        let r = first.resolved.as_ref().unwrap();
+        assert_eq!((r.env_index, r.connections_index, r.connection_index.clone()), (1, 1, vec![1, 1]));
+
+        // The same again: nothing published.
+        assert!(!store.succeed(plan, values));
+        assert!(!rx.has_changed().unwrap());
+
+        // Only the db port changes: env and db grow, the listing and api keep theirs.
+        let (_d, plan, values) = fixture("6543", "info");
+        assert!(store.succeed(plan, values));
+        let s = store.load();
+        let r = s.resolved.as_ref().unwrap();
+        let db = r.position("main-db").unwrap();
+        let api = r.position("api-x").unwrap();
+        assert_eq!((r.env_index, r.connections_index), (2, 1));
+        assert_eq!((r.connection_index[db], r.connection_index[api]), (2, 1));
+
+        // Only a literal variable changes: only env grows.
+        let (_d, plan, values) = fixture("6543", "debug");
+        assert!(store.succeed(plan, values));
+        let s = store.load();
+        let r = s.resolved.as_ref().unwrap();
+        assert_eq!((r.env_index, r.connections_index, r.connection_index[db]), (3, 1, 2));
+        assert_eq!(s.env().unwrap().0["LEVEL"].expose(), "debug");
+    }
+
+    #[test]
+    fn a_failure_keeps_the_values_and_is_announced_once() {
+        let store = Store::default();
+        let (_d, plan, values) = fixture("5432", "info");
+        store.succeed(plan.clone(), values.clone());
+        assert!(store.fail("boom".into(), 69));
+        assert!(!store.fail("boom".into(), 69));
+        assert!(store.fail("other".into(), 78));
+        let s = store.load();
+        assert_eq!(s.failure.as_ref().unwrap().message, "other");
+        assert_eq!(s.env().unwrap().1, 1);
+        // Success with the same values clears the failure without moving any index.
+        assert!(store.succeed(plan, values));
+        let s = store.load();
+        assert!(s.failure.is_none());
+        assert_eq!(s.env().unwrap().1, 1);
+    }
+}

@@ -1,0 +1,77 @@
+//! The TLS client configuration for every outbound HTTPS call (control plane and token
+//! endpoints): rustls with the `ring` provider, which builds from source with only a C
+//! compiler (no cmake, no Go, unlike aws-lc). Trust is `--ca-file` when given (like
+//! `curl --cacert`: explicit replaces the system's), else the system's roots; a client
+//! certificate is offered for mTLS when `--client-cert`/`--client-key` are set.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the TLS material comes from.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot use {what} {}: {cause}", path.display())]
+    File { what: &'static str, path: PathBuf, cause: String },
+    #[error("no trusted CA certificates: the system has none and --ca-file is not set")]
+    NoRoots,
+    #[error("cannot set up TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_err(what: &'static str, path: &Path, cause: impl ToString) -> TlsError {
+    TlsError::File { what, path: path.to_path_buf(), cause: cause.to_string() }
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_err(what, path, e))?;
+    let certs =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| file_err(what, path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(what, path, "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"));
+    }
+    Ok(certs)
+}
+
+/// Builds the client configuration; reads every file now, so a bad path fails at startup.
+pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match &settings.ca_file {
+        Some(path) => {
+            for cert in read_certs("CA file", path)? {
+                roots.add(cert).map_err(|e| file_err("CA file", path, e))?;
+            }
+        }
+        None => {
+            // Unreadable individual system certificates are skipped, as every TLS client does.
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("client certificate", cert)?;
+            let pem = std::fs::read(key).map_err(|e| file_err("client key", key, e))?;
+            let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_err("client key", key, e))?;
+            builder.with_client_auth_cert(chain, key_der)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,382 @@
+//! The reloader: keeps the [`Store`] current while connd runs. It re-resolves
+//! - at once on start, then every `refresh_interval` (jittered; sooner, with backoff,
+//!   while failing): a full resolution, `Sources::fetch` included, which is how
+//!   control-plane changes and token refreshes arrive;
+//! - when the config directory (or a folder holding a `file:` source) changes, after a
+//!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
+//!   create of `..data_tmp` and its rename over `..data`;
+//! - every `rescan_interval`, from the files alone (a backstop for missed events);
+//! - when asked through [`Reloader::reload`] (SIGHUP, in `serve`).
+//!
+//! A failure never replaces the last good values: it is counted, published as the
+//! snapshot's `failure` (and so logged once per distinct error) and retried.
+//! Signals are not handled here: `serve` maps SIGHUP to `reload`, while `run` forwards
+//! it to its child.
+
+use crate::cli::ConfigArgs;
+use crate::config::model::{Security, Source};
+use crate::metrics::{Metrics, Reload};
+use crate::resolve::{self, Plan};
+use crate::snapshot::{Snapshot, Store};
+use crate::source::{Sources, Tokens};
+use crate::values::{self, Fetched};
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+/// What the reloader resolves, and how often.
+#[derive(Debug, Clone)]
+pub struct ReloadConfig {
+    pub dir: PathBuf,
+    pub options: resolve::Options,
+    /// Full re-resolution (the control plane re-checked, tokens refreshed), jittered.
+    pub refresh_interval: Duration,
+    /// Re-reading the files without a change event.
+    pub rescan_interval: Duration,
+    /// Quiet time after a change event before reloading, so that a burst of writes is
+    /// read once, complete.
+    pub debounce: Duration,
+    /// Which tokens each resolution obtains: all for an API, the mapped ones for `run`
+    /// without one (a token nobody reads must not hold up the workload's start).
+    pub tokens: Tokens,
+}
+
+impl ReloadConfig {
+    pub fn new(config: &ConfigArgs, refresh_interval: Duration, rescan_interval: Duration) -> Self {
+        ReloadConfig {
+            dir: config.config_dir.clone(),
+            options: config.options(),
+            refresh_interval,
+            rescan_interval,
+            debounce: Duration::from_millis(10),
+            tokens: Tokens::All,
+        }
+    }
+}
+
+/// The first full resolution did not happen in time.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("no complete set of values after {}s: {message}", waited.as_secs_f32())]
+    NotReady { waited: Duration, message: String, exit_code: u8 },
+    #[error("the reloader stopped before the first resolution")]
+    Stopped,
+}
+
+impl StartupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::NotReady { exit_code, .. } => *exit_code,
+            StartupError::Stopped => crate::exit::UNAVAILABLE,
+        }
+    }
+}
+
+/// Owns the reload task; dropping it stops the task.
+pub struct Reloader {
+    store: Arc<Store>,
+    /// Full-reload requests; each carries the sender that says it is done.
+    requests: mpsc::Sender<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Reloader {
+    /// Starts the reload task (inside a tokio runtime). It resolves at once, then keeps
+    /// resolving until `shutdown` completes.
+    pub fn start<S: Sources>(
+        config: ReloadConfig,
+        sources: Arc<S>,
+        metrics: Arc<Metrics>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Reloader {
+        let store = Arc::new(Store::default());
+        let (requests, requests_rx) = mpsc::channel(8);
+        let (events_tx, events) = mpsc::channel(1);
+        // The watcher calls back on its own thread; a full channel means a reload is
+        // already due, so the event can be dropped. Reads (opens and closes without a
+        // write) are our own and change nothing.
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            use notify::event::{AccessKind, AccessMode, EventKind};
+            let ours = |k: &EventKind| matches!(k, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write));
+            if res.is_ok_and(|e| !ours(&e.kind)) {
+                let _ = events_tx.try_send(());
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot watch for file changes, relying on the periodic re-scan: {e}");
+                None
+            }
+        };
+        let task = Task {
+            config,
+            sources,
+            metrics,
+            store: store.clone(),
+            watcher,
+            watched: BTreeSet::new(),
+            fetched: None,
+            needs: Vec::new(),
+            failures: 0,
+        };
+        let task = tokio::spawn(task.run(requests_rx, events, shutdown));
+        Reloader { store, requests, task: Some(task) }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.store.load()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.store.subscribe()
+    }
+
+    /// A full reload now; returns once it is done (or the reloader has stopped).
+    pub async fn reload(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.requests.send(done).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Waits for the first full resolution; after `timeout`, the current failure.
+    pub async fn ready(&self, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
+        let mut rx = self.subscribe();
+        let wait = async {
+            loop {
+                let s = rx.borrow_and_update().clone();
+                if s.resolved.is_some() {
+                    return Ok(s);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(StartupError::Stopped);
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                let s = self.current();
+                let (message, exit_code) = match &s.failure {
+                    Some(f) => (f.message.clone(), f.exit_code),
+                    None => ("the first resolution is still running".to_owned(), crate::exit::UNAVAILABLE),
+                };
+                Err(StartupError::NotReady { waited: timeout, message, exit_code })
+            }
+        }
+    }
+
+    /// Waits for the task to end (after its shutdown future completed).
+    pub async fn stopped(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Files and sources.
+    Full,
+    /// Files only; sources only if the plan now needs different remote values.
+    Local,
+}
+
+struct Task<S> {
+    config: ReloadConfig,
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Folders currently watched: the config directory and those of `file:` sources.
+    watched: BTreeSet<PathBuf>,
+    /// The last fetch, reused by `Local` reloads.
+    fetched: Option<Fetched>,
+    /// What `fetched` was fetched for (see `remote_needs`).
+    needs: Vec<(String, Vec<String>, bool)>,
+    /// Consecutive failed full reloads, for the retry backoff.
+    failures: u32,
+}
+
+/// A duration shifted by up to ±10%, so that many replicas do not call in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+/// What a fetch depends on: the connections with remote parameters or tokens.
+fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
+    plan.connections
+        .iter()
+        .filter_map(|p| {
+            let c = &p.connection;
+            let remote: Vec<String> = c
+                .parameters
+                .iter()
+                .filter(|(_, v)| matches!(v.source, Source::Remote))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let oauth = c.security == Security::OAuth2;
+            (oauth || !remote.is_empty()).then(|| (c.id.clone(), remote, oauth))
+        })
+        .collect()
+}
+
+impl<S: Sources> Task<S> {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<oneshot::Sender<()>>,
+        mut events: mpsc::Receiver<()>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(shutdown);
+        self.sync_watches(None);
+        let mut next_full = Instant::now();
+        let mut rescan =
+            tokio::time::interval_at(Instant::now() + self.config.rescan_interval, self.config.rescan_interval);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut done = None;
+            let kind = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(reply) = requests.recv() => {
+                    done = Some(reply);
+                    Kind::Full
+                }
+                Some(()) = events.recv() => {
+                    self.debounce(&mut events).await;
+                    Kind::Full
+                }
+                () = sleep_until(next_full) => Kind::Full,
+                _ = rescan.tick() => Kind::Local,
+            };
+            let ok = tokio::select! {
+                () = &mut shutdown => break,
+                ok = self.reload(kind) => ok,
+            };
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+            if kind == Kind::Full {
+                let refresh = self.config.refresh_interval;
+                next_full = Instant::now()
+                    + if ok {
+                        self.failures = 0;
+                        jitter(refresh)
+                    } else {
+                        self.failures = self.failures.saturating_add(1);
+                        let backoff = Duration::from_millis(100).saturating_mul(1 << self.failures.min(10));
+                        jitter(backoff.min(refresh))
+                    };
+            }
+        }
+        tracing::debug!("reloader stopped");
+    }
+
+    /// Waits until no event has arrived for `debounce` (at most 20 debounce periods).
+    async fn debounce(&self, events: &mut mpsc::Receiver<()>) {
+        let limit = Instant::now() + self.config.debounce * 20;
+        while let Ok(Some(())) =
+            tokio::time::timeout_at(limit.min(Instant::now() + self.config.debounce), events.recv()).await
+        {}
+    }
+
+    /// One resolution; true when it succeeded.
+    async fn reload(&mut self, kind: Kind) -> bool {
+        let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
+        let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
+            Ok(Ok(plan)) => Arc::new(plan),
+            Ok(Err(e)) => return self.failed(e.into()),
+            Err(e) => return self.failed(anyhow::anyhow!("reading the config directory failed: {e}")),
+        };
+        self.sync_watches(Some(&plan));
+        let needs = remote_needs(&plan);
+        let fetched = match (&self.fetched, kind) {
+            (Some(fetched), Kind::Local) if needs == self.needs => fetched.clone(),
+            _ => match self.sources.fetch(&plan, self.config.tokens).await {
+                Ok(fetched) => {
+                    self.fetched = Some(fetched.clone());
+                    self.needs = needs;
+                    fetched
+                }
+                Err(e) => return self.failed(e),
+            },
+        };
+        let for_values = plan.clone();
+        let materialized = tokio::task::spawn_blocking(move || values::materialize(&for_values, &fetched)).await;
+        let values = match materialized {
+            Ok(Ok(values)) => values,
+            Ok(Err(e)) => return self.failed(e.into()),
+            Err(e) => return self.failed(anyhow::anyhow!("reading the values failed: {e}")),
+        };
+        let recovered = self.store.load().failure.is_some();
+        let changed = self.store.succeed(plan, values);
+        self.metrics.reload(if changed { Reload::Changed } else { Reload::Unchanged });
+        if recovered {
+            tracing::info!("values resolved again; the error above is over");
+        }
+        if changed {
+            let s = self.store.load();
+            tracing::info!(generation = s.generation, "values changed");
+        }
+        true
+    }
+
+    fn failed(&mut self, e: anyhow::Error) -> bool {
+        self.metrics.reload(Reload::Error);
+        let serving = self.store.load().resolved.is_some();
+        if self.store.fail(format!("{e:#}"), crate::exit_code(&e)) {
+            if serving {
+                tracing::warn!("reload failed, the last good values stay: {e:#}");
+            } else {
+                tracing::warn!("resolution failed, will retry: {e:#}");
+            }
+        }
+        false
+    }
+
+    /// Watches the config directory and the folders of `file:` sources; folders no
+    /// longer needed are dropped, folders that could not be watched are tried again
+    /// on the next reload.
+    fn sync_watches(&mut self, plan: Option<&Plan>) {
+        let Some(watcher) = &mut self.watcher else { return };
+        let mut wanted = BTreeSet::from([self.config.dir.clone()]);
+        for p in plan.iter().flat_map(|plan| &plan.connections) {
+            for param in p.connection.parameters.values() {
+                if let Source::File(path) = &param.source {
+                    if let Some(parent) = path.parent() {
+                        wanted.insert(parent.to_path_buf());
+                    }
+                }
+            }
+        }
+        for gone in self.watched.difference(&wanted).cloned().collect::<Vec<_>>() {
+            let _ = watcher.unwatch(&gone);
+            self.watched.remove(&gone);
+        }
+        for dir in wanted {
+            if !self.watched.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+                self.watched.insert(dir);
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The reloader on real files: the kubelet's `..data` swap, invalid updates that keep
+//! the last good values, and a remote source that goes down and comes back.
+
+use crate::support::kubelet::AtomicDir;
+use crate::support::source::ScriptedSource;
+use crate::support::*;
+use connd::metrics::Metrics;
+use connd::resolve::Options;
+use connd::snapshot::Snapshot;
+use connd::watch::{ReloadConfig, Reloader, StartupError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const DB_ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+pub const API_ID: &str = "29d2648b-d29c-4452-afdd-1b9311e81412";
+
+/// component.yaml, identity and two connections: `db` (its Port given) and `api`.
+pub fn files(port: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("component.yaml", component_yaml(&[("main-db", "database:pg/main"), ("api-x", "thirdparty:api/v1")])),
+        ("identity.yaml", IDENTITY.to_owned()),
+        (
+            "connections.yaml",
+            connection(DB_ID, "main-db", &[("HostName", "pg.internal"), ("Port", &format!("\"{port}\""))])
+                + &connection(API_ID, "api-x", &[("ServiceURL", "https://api.example")]),
+        ),
+    ]
+}
+
+pub fn refs<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    files.iter().map(|(n, t)| (*n, t.as_str())).collect()
+}
+
+pub fn config(dir: &std::path::Path, refresh: Duration) -> ReloadConfig {
+    ReloadConfig {
+        dir: dir.to_path_buf(),
+        options: Options::default(),
+        refresh_interval: refresh,
+        rescan_interval: Duration::from_secs(60),
+        debounce: Duration::from_millis(10),
+        tokens: connd::source::Tokens::All,
+    }
+}
+
+/// Waits (up to 5 s) for a snapshot that satisfies `pred`.
+pub async fn wait_for(
+    rx: &mut watch::Receiver<Arc<Snapshot>>,
+    what: &str,
+    pred: impl Fn(&Snapshot) -> bool,
+) -> Arc<Snapshot> {
+    let found = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| pred(s))).await;
+    let found = found.ok().and_then(|r| r.ok()).map(|s| s.clone());
+    match found {
+        Some(s) => s,
+        None => panic!("no snapshot where {what}; the last one: {:?}", rx.borrow().clone()),
+    }
+}
+
+fn env(s: &Snapshot, var: &str) -> Option<String> {
+    s.env().and_then(|(env, _)| env.get(var).map(|v| v.expose().to_owned()))
+}
+
+#[tokio::test]
+async fn a_kubelet_update_is_picked_up_by_the_watcher() {
+    let mut dir = AtomicDir::new(&refs(&files("5432")));
+    let metrics = Arc::new(Metrics::default());
+    // A refresh interval of an hour: only the file watcher can notice the update.
+    let cfg = config(dir.path(), Duration::from_secs(3600));
+    let reloader = Reloader::start(cfg, Arc::new(connd::source::Local), metrics.clone(), std::future::pending());
+    let first = reloader.ready(Duration::from_secs(5)).await.expect("ready");
+    assert_eq!(env(&first, "CHOREO_MAIN_DB_PORT").as_deref(), Some("5432"));
+    let r = first.resolved.clone().unwrap();
+
+    let mut rx = reloader.subscribe();
+    dir.update(&refs(&files("6543")));
+    let next =
+        wait_for(&mut rx, "the port is 6543", |s| env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("6543")).await;
+    let n = next.resolved.clone().unwrap();
+    assert!(n.env_index > r.env_index);
+    assert_eq!(n.connections_index, r.connections_index, "the listing did not change");
+    let api = n.position("api-x").unwrap();
+    assert_eq!(n.connection_index[api], r.connection_index[r.position("api-x").unwrap()]);
+    assert!(metrics.render().contains("connd_reloads_total{result=\"changed\"} 2"), "{}", metrics.render());
+}
+
+#[tokio::test]
+async fn an_invalid_update_keeps_the_last_good_values() {
+    let mut dir = AtomicDir::new(&refs(&files("5432")));
+    let metrics = Arc::new(Metrics::default());
+    let cfg = config(dir.path(), Duration::from_secs(3600));
+    let reloader = Reloader::start(cfg, Arc::new(connd::source::Local), metrics.clone(), std::future::pending());
+    reloader.ready(Duration::from_secs(5)).await.expect("ready");
+    let mut rx = reloader.subscribe();
+
+    let mut broken = files("5432");
+    broken[2].1 = broken[2].1.replace("name: api-x", "name: api-x\nbogus: 1");
+    dir.update(&refs(&broken));
+    let s = wait_for(&mut rx, "a failure is reported", |s| s.failure.is_some()).await;
+    let failure = s.failure.clone().unwrap();
+    assert_contains(&failure.message, &["connections.yaml", "bogus"]);
+    assert_eq!(failure.exit_code, 78);
+    assert_eq!(env(&s, "CHOREO_MAIN_DB_PORT").as_deref(), Some("5432"), "the last good values stay");
+    assert!(metrics.render().contains("connd_reloads_total{result=\"error\"} 1"), "{}", metrics.render());
+
+    dir.update(&refs(&files("7000")));
+    wait_for(&mut rx, "recovered with the new port", |s| {
+        s.failure.is_none() && env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("7000")
+    })
+    .await;
+}
+
+/// A directory whose `db` connection takes its Password from the remote source.
+fn remote_files() -> Vec<(&'static str, String)> {
+    let mut f = files("5432");
+    f[2].1 = f[2].1.replace("  HostName: pg.internal\n", "  HostName: pg.internal\n  Password: { remote: true }\n");
+    f
+}
+
+#[tokio::test]
+async fn a_source_down_then_back() {
+    let dir = AtomicDir::new(&refs(&remote_files()));
+    let source = Arc::new(ScriptedSource::default());
+    source.set_down(true);
+    source.set(DB_ID, "Password", "pw-1");
+    let mut cfg = config(dir.path(), Duration::from_millis(100));
+    cfg.options.control_plane = true;
+    let metrics = Arc::new(Metrics::default());
+    let reloader = Reloader::start(cfg, source.clone(), metrics.clone(), std::future::pending());
+
+    let err = reloader.ready(Duration::from_millis(300)).await.expect_err("not ready while down");
+    assert!(matches!(err, StartupError::NotReady { .. }));
+    assert_contains(&err.to_string(), &["no complete set of values after", "control plane", "connection refused"]);
+
+    source.set_down(false);
+    let s = reloader.ready(Duration::from_secs(5)).await.expect("ready once up");
+    assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"));
+
+    let mut rx = reloader.subscribe();
+    source.set_down(true);
+    source.set(DB_ID, "Password", "pw-2");
+    let s = wait_for(&mut rx, "the outage is reported", |s| s.failure.is_some()).await;
+    assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"), "the last good values stay");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = metrics.render();
+    assert!(!text.contains("connd_error_age_seconds 0\n"), "the error's age shows:\n{text}");
+
+    source.set_down(false);
+    wait_for(&mut rx, "the new password after recovery", |s| {
+        s.failure.is_none() && env(s, "CHOREO_MAIN_DB_PASSWORD").as_deref() == Some("pw-2")
+    })
+    .await;
+    assert!(metrics.render().contains("connd_error_age_seconds 0\n"));
+}
+
+#[tokio::test]
+async fn reload_on_request_and_stop_on_shutdown() {
+    let dir = Fixture::with(&files("5432")[0].1, &files("5432")[2].1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cfg = config(dir.path(), Duration::from_secs(3600));
+    let reloader = Reloader::start(cfg, Arc::new(connd::source::Local), Arc::new(Metrics::default()), async {
+        let _ = stopped.await;
+    });
+    reloader.ready(Duration::from_secs(5)).await.expect("ready");
+    // Written in place (no event is missed, but `reload` must not depend on one).
+    std::fs::write(dir.join("connections.yaml"), &files("9999")[2].1).unwrap();
+    reloader.reload().await;
+    assert_eq!(env(&reloader.current(), "CHOREO_MAIN_DB_PORT").as_deref(), Some("9999"));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), reloader.stopped()).await.expect("the task ends on shutdown");
+}

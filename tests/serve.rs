@@ -1,0 +1,293 @@
+//! `connd serve` in-process over a real Unix socket: every route and error, readiness,
+//! blocking queries, tokens, and a source going down and coming back.
+
+use crate::reload::{files, refs, API_ID, DB_ID};
+use crate::support::kubelet::AtomicDir;
+use crate::support::source::ScriptedSource;
+use crate::support::*;
+use connd::api::auth::Allow;
+use connd::api::client::{request, Answer};
+use connd::resolve::Options;
+use connd::serve::{run, ServeSettings};
+use connd::watch::ReloadConfig;
+use http::Method;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Server {
+    pub socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start(dir: &Path, source: Arc<ScriptedSource>, refresh: Duration) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("run/connd.sock");
+        let listener = connd::api::server::bind(&socket, 0o660, None).expect("bind");
+        let settings = ServeSettings {
+            reload: ReloadConfig {
+                dir: dir.to_path_buf(),
+                options: Options { control_plane: true, ..Options::default() },
+                refresh_interval: refresh,
+                rescan_interval: Duration::from_secs(60),
+                debounce: Duration::from_millis(10),
+                tokens: connd::source::Tokens::All,
+            },
+            allow: Allow::new(vec![], vec![]),
+            startup_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(2),
+            notify_socket: None,
+            sighup: false,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, settings, source, async {
+            let _ = stopped.await;
+        }));
+        Server { socket, stop: Some(stop), task, _tmp: tmp }
+    }
+
+    pub async fn get(&self, target: &str) -> Answer {
+        self.call(Method::GET, target).await
+    }
+
+    pub async fn call(&self, method: Method, target: &str) -> Answer {
+        request(&self.socket, method, target).await.expect("request")
+    }
+
+    /// Waits (up to 5 s) until `/readyz` says 200.
+    pub async fn ready(&self) {
+        let start = Instant::now();
+        while self.get("/readyz").await.status != 200 {
+            assert!(start.elapsed() < Duration::from_secs(5), "not ready: {}", self.get("/readyz").await.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task).await.expect("stops").unwrap().unwrap();
+    }
+}
+
+fn json(a: &Answer) -> Value {
+    serde_json::from_slice(&a.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", a.text()))
+}
+
+fn index(a: &Answer) -> u64 {
+    a.headers["x-connd-index"].to_str().unwrap().parse().unwrap()
+}
+
+#[track_caller]
+fn assert_error(a: &Answer, status: u16, code: &str, needles: &[&str]) {
+    assert_eq!(a.status, status, "{}", a.text());
+    let v = json(a);
+    assert_eq!(v["code"], code, "{}", a.text());
+    assert_contains(v["error"].as_str().unwrap(), needles);
+}
+
+#[tokio::test]
+async fn every_route_and_error() {
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    let server = Server::start(dir.path(), Arc::new(ScriptedSource::default()), Duration::from_secs(3600)).await;
+    server.ready().await;
+
+    let env = server.get("/v1/env").await;
+    assert_eq!(env.status, 200);
+    assert_eq!(env.headers["content-type"], "application/json");
+    let v = json(&env);
+    assert_eq!(v["CHOREO_MAIN_DB_PORT"], "5432");
+    assert_eq!(v["CHOREO_API_X_SERVICEURL"], "https://api.example");
+    assert_eq!(index(&env), 1);
+
+    let dotenv = server.get("/v1/env?format=dotenv").await;
+    assert_contains(&dotenv.text(), &["CHOREO_MAIN_DB_PORT='5432'\n", "CHOREO_MAIN_DB_HOSTNAME='pg.internal'\n"]);
+
+    let head = server.call(Method::HEAD, "/v1/env").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.headers["content-length"].to_str().unwrap(), env.body.len().to_string());
+
+    let list = json(&server.get("/v1/connections").await);
+    let names: Vec<&str> =
+        list["connections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["main-db", "api-x"]);
+    let db = &list["connections"][0];
+    assert_eq!((db["id"].as_str(), db["type"].as_str()), (Some(DB_ID), Some("database")));
+    assert_eq!(db["keys"], serde_json::json!(["HostName", "Port"]));
+    assert!(!list.to_string().contains("pg.internal"), "the listing holds no values: {list}");
+
+    let one = server.get("/v1/connections/api-x").await;
+    let v = json(&one);
+    assert_eq!((v["id"].as_str(), v["visibility"].as_str()), (Some(API_ID), Some("project")));
+    assert_eq!(v["parameters"]["ServiceURL"], "https://api.example");
+    assert_eq!(index(&one), 1);
+
+    assert_eq!(json(&server.get("/healthz").await)["status"], "serving");
+    assert_eq!(json(&server.get("/readyz").await)["status"], "ready");
+
+    assert_error(&server.get("/v1/connections/nope").await, 404, "no_such_connection", &["\"nope\"", "main-db, api-x"]);
+    assert_error(&server.get("/v1/connections/api-x/token").await, 404, "not_oauth", &["api-x", "oauth2"]);
+    assert_error(&server.get("/v2/things").await, 404, "not_found", &["/v2/things"]);
+    assert_error(&server.get("/v1/env?index=abc").await, 400, "bad_query", &["index=\"abc\" is not a whole number"]);
+    assert_error(&server.get("/v1/env?wait=soon").await, 400, "bad_query", &["\"soon\" is not a duration"]);
+    assert_error(&server.get("/v1/env?format=yaml").await, 400, "bad_query", &["use json or dotenv"]);
+    let post = server.call(Method::POST, "/v1/env").await;
+    assert_error(&post, 405, "method_not_allowed", &["POST is not allowed"]);
+    assert_eq!(post.headers["allow"], "GET, HEAD");
+    let long = format!("/v1/connections/{}", "a".repeat(2000));
+    assert_error(&server.get(&long).await, 414, "uri_too_long", &["over the limit of 1024"]);
+
+    // A request head over the limit is refused before routing. It is sent in pieces, so
+    // that the server has read all of it when it answers and closes.
+    let raw = tokio::net::UnixStream::connect(&server.socket).await.unwrap();
+    let (mut rd, mut wr) = raw.into_split();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let reader = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = rd.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let _ = wr.write_all(b"GET /v1/env HTTP/1.1\r\nHost: x\r\n").await;
+    for _ in 0..40 {
+        if wr.write_all(format!("X-Big: {}\r\n", "b".repeat(1000)).as_bytes()).await.is_err() || reader.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answer = reader.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let metrics = server.get("/metrics").await;
+    assert_eq!(metrics.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    assert_contains(
+        &metrics.text(),
+        &[
+            "connd_api_requests_total{route=\"env\",code=\"200\"} 3",
+            "connd_api_requests_total{route=\"env\",code=\"400\"} 3",
+            "connd_api_requests_total{route=\"other\",code=\"405\"} 1",
+            "connd_api_requests_total{route=\"connection\",code=\"404\"} 1",
+            "connd_reloads_total{result=\"changed\"} 1",
+            "connd_ready 1",
+        ],
+    );
+    for secret in ["5432", "pg.internal"] {
+        assert!(!metrics.text().contains(secret));
+    }
+    server.stop().await;
+}
+
+/// A directory whose `main-db` connection takes its Password from the remote source,
+/// and whose `api-x` connection is under OAuth.
+fn remote_files() -> Vec<(&'static str, String)> {
+    let mut f = files("5432");
+    f[2].1 = f[2].1.replace("  HostName: pg.internal\n", "  HostName: pg.internal\n  Password: { remote: true }\n");
+    f[2].1 = f[2].1.replace("name: api-x\n", "name: api-x\nsecurity: oauth2\n").replace(
+        "  ServiceURL: https://api.example\n",
+        "  ServiceURL: https://api.example\n  TokenURL: https://sts.example/token\n  ConsumerKey: ck\n  ConsumerSecret: cs\n",
+    );
+    f
+}
+
+#[tokio::test]
+async fn not_ready_until_resolved_then_down_and_back() {
+    let dir = AtomicDir::new(&refs(&remote_files()));
+    let source = Arc::new(ScriptedSource::default());
+    source.set(DB_ID, "Password", "pw-1");
+    source.set_down(true);
+    let server = Server::start(dir.path(), source.clone(), Duration::from_millis(100)).await;
+    // Until the source answers once: 503 with the reason, on /readyz and on values.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_error(&server.get("/readyz").await, 503, "not_ready", &["not ready", "connection refused"]);
+    assert_error(&server.get("/v1/env").await, 503, "not_ready", &["connection refused"]);
+    assert_eq!(server.get("/healthz").await.status, 200);
+
+    source.set_down(false);
+    server.ready().await;
+    assert_eq!(json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PASSWORD"], "pw-1");
+
+    // Down again: the last good values stay, the error is counted and aged.
+    let errors = |text: String| -> u64 {
+        let line = text.lines().find(|l| l.starts_with("connd_reloads_total{result=\"error\"}")).unwrap().to_owned();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = errors(server.get("/metrics").await.text());
+    source.set_down(true);
+    source.set(DB_ID, "Password", "pw-2");
+    let start = Instant::now();
+    while errors(server.get("/metrics").await.text()) == before {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}", server.get("/metrics").await.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.get("/readyz").await.status, 200, "ready stays ready");
+    assert_eq!(json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PASSWORD"], "pw-1");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = server.get("/metrics").await.text();
+    assert!(!text.contains("connd_error_age_seconds 0\n"), "{text}");
+
+    source.set_down(false);
+    let start = Instant::now();
+    while json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PASSWORD"] != "pw-2" {
+        assert!(start.elapsed() < Duration::from_secs(5), "the new value never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.get("/metrics").await.text().contains("connd_error_age_seconds 0\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_refresh_is_visible_on_token() {
+    let dir = AtomicDir::new(&refs(&remote_files()));
+    let source = Arc::new(ScriptedSource::default());
+    source.set(DB_ID, "Password", "pw-1");
+    *source.token.lock().unwrap() = "tok-1".into();
+    let server = Server::start(dir.path(), source.clone(), Duration::from_secs(3600)).await;
+    server.ready().await;
+    let t = json(&server.get("/v1/connections/api-x/token").await);
+    assert_eq!((t["access_token"].as_str(), t["token_type"].as_str()), (Some("tok-1"), Some("Bearer")));
+    assert_eq!(t["expires_in"], 300);
+    *source.token.lock().unwrap() = "tok-2".into();
+    assert_eq!(json(&server.get("/v1/connections/api-x/token").await)["access_token"], "tok-2");
+    source.set_down(true);
+    let failed = server.get("/v1/connections/api-x/token").await;
+    assert_error(&failed, 502, "token_unavailable", &["no token for \"api-x\"", "connection refused"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_blocking_query_is_woken_by_a_change() {
+    let mut dir = AtomicDir::new(&refs(&files("5432")));
+    let server =
+        Arc::new(Server::start(dir.path(), Arc::new(ScriptedSource::default()), Duration::from_secs(3600)).await);
+    server.ready().await;
+    let first = server.get("/v1/env").await;
+    let i = index(&first);
+
+    // `wait` runs out: the same index again, after the wait.
+    let start = Instant::now();
+    let same = server.get(&format!("/v1/env?index={i}&wait=200ms")).await;
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert_eq!((index(&same), same.body.clone()), (i, first.body.clone()));
+    // An older index answers at once.
+    assert_eq!(index(&server.get("/v1/env?index=0&wait=30s").await), i);
+
+    let s = server.clone();
+    let env_waiter = tokio::spawn(async move { s.get(&format!("/v1/env?index={i}&wait=30s")).await });
+    let s = server.clone();
+    let api_waiter = tokio::spawn(async move { s.get("/v1/connections/api-x?index=1&wait=400ms").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!env_waiter.is_finished(), "the query waits");
+    dir.update(&refs(&files("6543")));
+    let woken = tokio::time::timeout(Duration::from_secs(5), env_waiter).await.expect("woken").unwrap();
+    assert!(index(&woken) > i);
+    assert_eq!(json(&woken)["CHOREO_MAIN_DB_PORT"], "6543");
+    // api-x did not change: its query is not woken by the db change, only by its wait.
+    let api = api_waiter.await.unwrap();
+    assert_eq!(index(&api), 1);
+    Arc::into_inner(server).expect("one owner").stop().await;
+}

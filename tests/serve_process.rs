@@ -1,0 +1,218 @@
+//! `connd serve` and `connd probe` as real processes: signals (drain on SIGTERM, reload
+//! on SIGHUP), sd_notify, callers of another uid, the socket file, startup failures.
+
+use crate::reload::{files, refs};
+use crate::support::kubelet::AtomicDir;
+use crate::support::*;
+use connd::api::client::request;
+use http::Method;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `connd serve`, killed if the test ends early.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("run/connd.sock");
+        let child = connd()
+            .args(["serve", "--config-dir"])
+            .arg(config_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("connd serve starts");
+        Daemon { child, socket, _tmp: tmp }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal");
+    }
+
+    async fn ready(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
+                if a.status == 200 {
+                    return;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "connd serve never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the exit and returns its code and stderr.
+    fn wait(mut self) -> (i32, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                return (status.code().unwrap_or(-1), err);
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "connd serve did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_answers_an_in_flight_blocking_query_then_exits_0() {
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    let daemon = Daemon::start(dir.path(), &["--shutdown-grace", "5s"], &[]);
+    daemon.ready().await;
+    let socket = daemon.socket.clone();
+    let waiting = tokio::spawn(async move { request(&socket, Method::GET, "/v1/env?index=1&wait=60s").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the blocking query waits");
+    let start = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let answer = tokio::time::timeout(Duration::from_secs(3), waiting).await.expect("answered").unwrap().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(answer.status, 200);
+    assert_contains(&answer.text(), &["\"CHOREO_MAIN_DB_PORT\":\"5432\""]);
+    let socket = daemon.socket.clone();
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_contains(&stderr, &["SIGTERM: draining"]);
+    assert!(!socket.exists(), "the socket file is removed on exit");
+}
+
+#[tokio::test]
+async fn sd_notify_ready_reloading_stopping() {
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    let tmp = tempfile::tempdir().unwrap();
+    let notify_path = tmp.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let daemon = Daemon::start(dir.path(), &[], &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())]);
+    assert_eq!(recv(), "READY=1");
+    daemon.signal(Signal::SIGHUP);
+    let reloading = recv();
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    assert!(reloading["RELOADING=1\nMONOTONIC_USEC=".len()..].parse::<u64>().is_ok(), "{reloading}");
+    assert_eq!(recv(), "READY=1");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(recv(), "STOPPING=1");
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_contains(&stderr, &["SIGHUP: reloading"]);
+}
+
+/// `connd probe` run as uid/gid 65534 (nobody), through setpriv from util-linux.
+fn probe_as_nobody(socket: &Path) -> Run {
+    std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .arg(connd_bin())
+        .args(["probe", "--socket"])
+        .arg(socket)
+        .env_clear()
+        .output()
+        .expect("setpriv runs")
+        .into()
+}
+
+#[tokio::test]
+async fn a_caller_of_another_uid_is_refused_unless_allowed() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test switches uid with setpriv, so it must run as root (CI does)");
+    }
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    // A socket anyone may connect to: only the peer-credential check stands in the way.
+    let refused = Daemon::start(dir.path(), &["--socket-mode", "0666"], &[]);
+    refused.ready().await;
+    std::fs::set_permissions(refused._tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(refused.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::metadata(&refused.socket).unwrap().permissions().mode() & 0o777, 0o666);
+    let out = probe_as_nobody(&refused.socket);
+    assert_eq!(out.code, 69, "{out:?}");
+    assert_contains(&out.stderr, &["not ready (403)", "forbidden", "not allowed", "--allow-uid"]);
+    drop(refused);
+
+    let allowed = Daemon::start(dir.path(), &["--socket-mode", "0666", "--allow-uid", "1,65534"], &[]);
+    allowed.ready().await;
+    std::fs::set_permissions(allowed._tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(allowed.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = probe_as_nobody(&allowed.socket);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[tokio::test]
+async fn the_socket_file_stale_in_use_and_mode() {
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    // A socket file left by a process that died: nothing listens on it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut first = connd()
+        .args(["serve", "--config-dir"])
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while request(&socket, Method::GET, "/readyz").await.map(|a| a.status != 200).unwrap_or(true) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never ready on the stale socket's path");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660, "the default mode");
+
+    let second =
+        run(&["serve", "--config-dir", &dir.path().display().to_string(), "--socket", socket.to_str().unwrap()]);
+    assert_eq!(second.code, 73, "{second:?}");
+    assert_contains(&second.stderr, &["is in use by a running server", "choose another --socket"]);
+    let _ = first.kill();
+    let _ = first.wait();
+
+    let file = tmp.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(&["serve", "--config-dir", "/nonexistent", "--socket", file.to_str().unwrap()]);
+    assert_eq!(out.code, 73, "{out:?}");
+    assert_contains(&out.stderr, &["exists and is not a socket"]);
+}
+
+#[test]
+fn an_invalid_directory_past_the_startup_timeout_exits_78() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let args = ["serve", "--config-dir", "/nonexistent/connd", "--startup-timeout", "300ms", "--socket"];
+    let out: Run = connd().args(args).arg(&socket).output().unwrap().into();
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["no complete set of values after 0.3s", "cannot read the config directory"]);
+}
+
+#[test]
+fn probe_without_a_server_fails() {
+    let out = run(&["probe", "--socket", "/nonexistent/connd.sock"]);
+    assert_eq!(out.code, 69, "{out:?}");
+    assert_contains(&out.stderr, &["cannot connect to /nonexistent/connd.sock"]);
+}

@@ -1,0 +1,298 @@
+//! A fake control plane for tests and benches: a hyper server on 127.0.0.1 over rustls,
+//! with a CA made here by rcgen. Each connection id has a script of replies (the last
+//! repeats); unscripted ids get 404. It answers 304 when If-None-Match matches the
+//! current version, and records every request (path, If-None-Match, Authorization, time).
+//! It runs on its own thread and runtime, so synchronous tests can drive the real binary.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with `ETag: "<version>"` and these parameters; 304 when the client already has it.
+    Ok { version: String, params: Vec<(String, String)> },
+    /// A bare status with an empty JSON body.
+    Status(u16),
+    /// 429 with `Retry-After: <secs>`.
+    TooMany { retry_after_secs: u64 },
+    /// Waits this long before answering 200 with no parameters.
+    Slow(Duration),
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// 200 with a body of this many bytes.
+    Oversized(usize),
+}
+
+impl Reply {
+    pub fn ok(version: &str, params: &[(&str, &str)]) -> Reply {
+        Reply::Ok {
+            version: version.into(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+}
+
+/// What a client sent.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub path: String,
+    pub id: String,
+    pub if_none_match: Option<String>,
+    pub authorization: Option<String>,
+    pub at: Instant,
+    /// The status the fake answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    scripts: HashMap<String, VecDeque<Reply>>,
+    requests: Vec<Recorded>,
+}
+
+/// Certificates made for one fake, written as PEM files in a temp dir.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    /// A client certificate and key signed by the CA, for mTLS.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: Vec<u8>,
+    ca_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: two fakes' CAs must not be mistaken for one another.
+        let name = format!("connd test CA {:016x}", rand_u64());
+        ca_params.distinguished_name.push(DnType::CommonName, name);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
+
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = CertificateParams::new(names).expect("leaf params").signed_by(&key, &ca).expect("leaf cert");
+            (cert, key)
+        };
+        let (server, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client, client_key) = leaf(vec!["connd-test-client".into()]);
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        Pki {
+            ca_file: write("ca.pem", &ca.pem()),
+            client_cert: write("client.pem", &client.pem()),
+            client_key: write("client.key", &client_key.serialize_pem()),
+            server_chain: vec![server.der().clone()],
+            server_key: server_key.serialize_pem().into_bytes(),
+            ca_der: ca.der().clone(),
+            dir,
+        }
+    }
+}
+
+pub struct FakeControlPlane {
+    pub pki: Pki,
+    addr: std::net::SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeControlPlane {
+    /// Starts a fake over TLS; with `require_client_cert`, only mTLS clients get through.
+    pub fn start(require_client_cert: bool) -> FakeControlPlane {
+        let pki = Pki::new();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).expect("CA root");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = PrivateKeyDer::from_pem_slice(&pki.server_key).expect("server key");
+        let config = Arc::new(builder.with_single_cert(pki.server_chain.clone(), key).expect("server cert"));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread_state = state.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            runtime.block_on(serve(listener, config, thread_state, stopped));
+            // Dropping the runtime ends connections still open (a slow reply, say).
+            runtime.shutdown_background();
+        });
+        FakeControlPlane { pki, addr, state, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn ca_file(&self) -> &Path {
+        &self.pki.ca_file
+    }
+
+    /// Replies for connection `id`, in order; the last one repeats.
+    pub fn script(&self, id: &str, replies: Vec<Reply>) {
+        self.state.lock().unwrap().scripts.insert(id.into(), replies.into());
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.id == id).collect()
+    }
+}
+
+impl Drop for FakeControlPlane {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: Arc<Mutex<State>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    // Without it, Nagle's algorithm and delayed ACKs add 40 ms to replies.
+                    let _ = tcp.set_nodelay(true);
+                    tcp
+                }
+                Err(_) => continue,
+            },
+        };
+        let (acceptor, state) = (acceptor.clone(), state.clone());
+        tokio::spawn(async move {
+            // A refused handshake (unknown CA, no client certificate) just ends here.
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let service = service_fn(move |req| answer(req, state.clone()));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+        });
+    }
+}
+
+async fn answer(
+    req: hyper::Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let arrived = Instant::now();
+    let path = req.uri().path().to_owned();
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (if_none_match, authorization) = (header("if-none-match"), header("authorization"));
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let id = match segments.as_slice() {
+        ["v1", "projects", _, "components", _, "connections", id] => id.to_string(),
+        _ => String::new(),
+    };
+    let reply = {
+        let mut state = state.lock().unwrap();
+        match state.scripts.get_mut(&id) {
+            Some(script) if script.len() > 1 => script.pop_front(),
+            Some(script) => script.front().cloned(),
+            None => None,
+        }
+    };
+    let response = |status: u16, body: Bytes| {
+        hyper::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("response")
+    };
+    let resp = match reply {
+        None => response(404, Bytes::from_static(b"{\"error\":\"not found\"}")),
+        Some(Reply::Ok { version, params }) => {
+            let etag = format!("\"{version}\"");
+            if if_none_match.as_deref() == Some(etag.as_str()) {
+                let mut r = response(304, Bytes::new());
+                r.headers_mut().insert("etag", etag.parse().expect("etag"));
+                r
+            } else {
+                let params: serde_json::Map<String, serde_json::Value> =
+                    params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                let body = serde_json::json!({"id": id, "version": version, "parameters": params});
+                let mut r = response(200, Bytes::from(body.to_string()));
+                r.headers_mut().insert("etag", etag.parse().expect("etag"));
+                r
+            }
+        }
+        Some(Reply::Status(code)) => response(code, Bytes::from_static(b"{}")),
+        Some(Reply::TooMany { retry_after_secs }) => {
+            let mut r = response(429, Bytes::from_static(b"{}"));
+            r.headers_mut().insert("retry-after", retry_after_secs.into());
+            r
+        }
+        Some(Reply::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            response(200, Bytes::from_static(b"{\"parameters\":{}}"))
+        }
+        Some(Reply::Garbage) => response(200, Bytes::from_static(b"<html>502 Bad Gateway</html>")),
+        Some(Reply::Oversized(n)) => response(200, Bytes::from(vec![b' '; n])),
+    };
+    state.lock().unwrap().requests.push(Recorded {
+        path,
+        id,
+        if_none_match,
+        authorization,
+        at: arrived,
+        status: resp.status().as_u16(),
+    });
+    Ok(resp)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
