@@ -1,0 +1,385 @@
+//! `connd run` as a real process supervising real processes: signals forwarded and exit
+//! codes propagated, the stop timeout, orphans reaped as PID 1 (a fresh PID namespace)
+//! and as a subreaper, restarts and signals on changed values (and none on equal ones),
+//! stdin passed through, the API socket while the workload runs. The behaviours follow
+//! what tini's and dumb-init's own test suites check.
+
+use crate::reload::{files, refs, DB_ID};
+use crate::support::kubelet::AtomicDir;
+use crate::support::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long any expected event may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `connd run` (or a wrapper of it), its output read line by line.
+struct Supervised {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Everything read so far, stdout lines as they are, stderr lines prefixed `err: `.
+    seen: Vec<String>,
+}
+
+impl Supervised {
+    /// `connd run --config-dir DIR ARGS... -- sh -c SCRIPT`.
+    fn start(dir: &std::path::Path, args: &[&str], script: &str) -> Supervised {
+        let mut cmd = connd();
+        cmd.arg("run").arg("--config-dir").arg(dir).args(args).args(["--", "sh", "-c", script]);
+        Supervised::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Supervised {
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("connd starts");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+        std::thread::spawn(move || {
+            BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(format!("err: {l}"))))
+        });
+        Supervised { stdin: child.stdin.take(), child, lines, seen: Vec::new() }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signal connd");
+    }
+
+    fn transcript(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    /// Waits for a line containing `needle`; returns it.
+    #[track_caller]
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line with {needle:?} within {PATIENCE:?}; output so far:\n{}", self.transcript()),
+            }
+        }
+    }
+
+    /// Reads whatever arrives during `period`.
+    fn collect(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(line);
+        }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.seen.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    fn write_stdin(&mut self, text: &str) {
+        self.stdin.as_mut().expect("stdin open").write_all(text.as_bytes()).expect("write stdin");
+    }
+
+    /// Waits for the exit and returns the code; all output has then been read.
+    #[track_caller]
+    fn wait(&mut self) -> i32 {
+        self.stdin.take();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.collect(Duration::from_millis(200));
+                return status.code().unwrap_or_else(|| panic!("connd itself died: {status:?}\n{}", self.transcript()));
+            }
+            assert!(Instant::now() < deadline, "connd did not exit; output so far:\n{}", self.transcript());
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(10)) {
+                self.seen.push(line);
+            }
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory with a `main-db` whose Port is `port`: `CHOREO_MAIN_DB_PORT`.
+fn dir(port: &str) -> AtomicDir {
+    let f = files(port);
+    AtomicDir::new(&refs(&f))
+}
+
+#[test]
+fn sigterm_is_forwarded_and_143_returned() {
+    let d = dir("5432");
+    let mut s = Supervised::start(d.path(), &[], "echo ready; exec sleep 30");
+    s.expect("ready");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}
+
+#[test]
+fn every_forwarded_signal_reaches_the_child() {
+    let d = dir("5432");
+    let script = "for s in INT HUP QUIT USR1 USR2 WINCH; do trap \"echo got-$s\" $s; done
+        trap 'echo got-TERM; exit 7' TERM
+        echo ready
+        while :; do sleep 0.02; done";
+    let mut s = Supervised::start(d.path(), &[], script);
+    s.expect("ready");
+    for (sig, name) in [
+        (Signal::SIGINT, "INT"),
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGQUIT, "QUIT"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGWINCH, "WINCH"),
+    ] {
+        s.signal(sig);
+        s.expect(&format!("got-{name}"));
+    }
+    s.signal(Signal::SIGTERM);
+    s.expect("got-TERM");
+    assert_eq!(s.wait(), 7, "the child's own code after a trapped SIGTERM:\n{}", s.transcript());
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_killed_after_the_stop_timeout() {
+    let d = dir("5432");
+    let mut s = Supervised::start(d.path(), &["--stop-timeout", "300ms"], "trap '' TERM; echo ready; exec sleep 30");
+    s.expect("ready");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 137, "{}", s.transcript());
+    s.expect("did not stop in time; sending SIGKILL");
+}
+
+#[test]
+fn exit_codes_are_returned_as_is() {
+    let d = dir("5432");
+    for code in [0, 1, 255] {
+        let mut s = Supervised::start(d.path(), &[], &format!("exit {code}"));
+        assert_eq!(s.wait(), code, "{}", s.transcript());
+    }
+    // Death by a signal connd does not forward: 128 + 10.
+    let mut s = Supervised::start(d.path(), &[], "kill -USR1 $$");
+    assert_eq!(s.wait(), 138, "{}", s.transcript());
+}
+
+#[test]
+fn stdin_and_variables_reach_the_child() {
+    let d = dir("5432");
+    let mut s = Supervised::start(d.path(), &[], "echo \"port=$CHOREO_MAIN_DB_PORT\"; read line; echo \"read:$line\"");
+    s.expect("port=5432");
+    s.write_stdin("hello from stdin\n");
+    s.expect("read:hello from stdin");
+    assert_eq!(s.wait(), 0, "{}", s.transcript());
+}
+
+#[test]
+fn a_missing_command_is_127_and_a_bad_directory_78() {
+    let d = dir("5432");
+    let out = connd().args(["run", "--config-dir"]).arg(d.path()).args(["--", "no-such-command-xyz"]).output();
+    let out: crate::support::Run = out.unwrap().into();
+    assert_eq!(out.code, 127, "{out:?}");
+    assert_contains(&out.stderr, &["cannot run \"no-such-command-xyz\": not found in PATH"]);
+    let out = run(&["run", "--config-dir", "/nonexistent/connd", "--", "true"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["cannot read the config directory"]);
+}
+
+/// `(pid, comm, state, ppid)` of every process whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<(i32, String, char, i32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold spaces or parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = stat[open + 1..close].to_owned();
+        let mut rest = stat[close + 2..].split(' ');
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            found.push((pid, comm, state, ppid));
+        }
+    }
+    found
+}
+
+/// The workload leaves orphans: one that exits at once, two that live briefly. Each
+/// must be seen re-parented to connd, then gone: reaped, not a zombie.
+const ORPHANS: &str = "sh -c 'true & sleep 0.4 & sleep 0.6 & exit 0'
+    echo spawned
+    read line
+    exit 7";
+
+#[track_caller]
+fn assert_orphans_reaped(s: &mut Supervised, connd_pid: i32) {
+    s.expect("spawned");
+    let deadline = Instant::now() + PATIENCE;
+    // The sleeps, re-parented to connd (the workload's shell is the other child).
+    while children_of(connd_pid).iter().filter(|c| c.1 == "sleep").count() < 2 {
+        assert!(Instant::now() < deadline, "the orphans never became connd's: {:?}", children_of(connd_pid));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Then they exit; connd must reap them, leaving only the workload.
+    loop {
+        let children = children_of(connd_pid);
+        if children.len() == 1 && children[0].2 != 'Z' {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphans left behind (Z = zombie): {children:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.write_stdin("done\n");
+    assert_eq!(s.wait(), 7, "the workload's status survives the reaping:\n{}", s.transcript());
+}
+
+#[test]
+fn orphans_are_reaped_when_connd_is_pid_1() {
+    let d = dir("5432");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", connd_bin(), "run", "--config-dir"]).arg(d.path());
+    cmd.args(["--", "sh", "-c", ORPHANS]);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    let mut s = Supervised::spawn(cmd);
+    s.expect("spawned");
+    // unshare forks connd into the new namespace, where it is PID 1.
+    let connd_pid = children_of(s.pid()).first().map(|c| c.0).expect("connd under unshare");
+    let status = std::fs::read_to_string(format!("/proc/{connd_pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or_default();
+    assert!(nspid.split_whitespace().last() == Some("1"), "connd is not PID 1 in its namespace: {nspid}");
+    assert_orphans_reaped(&mut s, connd_pid);
+}
+
+#[test]
+fn orphans_are_reaped_as_a_subreaper() {
+    let d = dir("5432");
+    let mut s = Supervised::start(d.path(), &[], ORPHANS);
+    let pid = s.pid();
+    assert_orphans_reaped(&mut s, pid);
+}
+
+#[test]
+fn forward_to_group_reaches_the_workloads_children() {
+    let d = dir("5432");
+    // The grandchild traps TERM; only a signal to the whole group reaches it.
+    let script = "sh -c 'trap \"echo grandchild-TERM; exit 0\" TERM; echo ready; while :; do sleep 0.02; done'";
+    let mut s = Supervised::start(d.path(), &["--forward-to-group"], script);
+    s.expect("ready");
+    s.signal(Signal::SIGTERM);
+    s.expect("grandchild-TERM");
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}
+
+/// Each start prints the variable and its pid, then waits.
+const SHOW: &str = "echo \"start port=$CHOREO_MAIN_DB_PORT pid=$$\"; exec sleep 30";
+
+#[test]
+fn a_changed_value_restarts_the_child_with_it() {
+    let mut d = dir("5432");
+    let mut s = Supervised::start(d.path(), &["--change-debounce", "50ms", "--stop-timeout", "5s"], SHOW);
+    let first = s.expect("start port=5432");
+    let f = files("6543");
+    d.update(&refs(&f));
+    let second = s.expect("start port=6543");
+    assert_ne!(first.split("pid=").nth(1), second.split("pid=").nth(1), "a new process:\n{}", s.transcript());
+    s.expect("restarting the workload");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+    assert_eq!(s.count("start port="), 2, "exactly one restart:\n{}", s.transcript());
+}
+
+/// A legacy service reference maps only HostName, so a new Port changes the connection
+/// (the reloader publishes) but not the workload's variables.
+fn legacy(host: &str, port: &str) -> Vec<(&'static str, String)> {
+    let component = format!(
+        "schemaVersion: 1.0\ndependencies:\n  serviceReferences:\n    - name: main-db\n      connectionConfig: {DB_ID}\n      env:\n        - from: HostName\n          to: DB_HOST\n"
+    );
+    vec![
+        ("component.yaml", component),
+        ("identity.yaml", IDENTITY.to_owned()),
+        ("connections.yaml", connection(DB_ID, "main-db", &[("HostName", host), ("Port", &format!("\"{port}\""))])),
+    ]
+}
+
+#[test]
+fn values_re_read_but_equal_do_not_restart() {
+    let f = legacy("pg-a", "5432");
+    let mut d = AtomicDir::new(&refs(&f));
+    let args = ["--change-debounce", "50ms", "--log-level", "debug"];
+    let mut s = Supervised::start(d.path(), &args, "echo \"start host=$DB_HOST\"; exec sleep 30");
+    s.expect("start host=pg-a");
+    let f = legacy("pg-a", "6543");
+    d.update(&refs(&f));
+    s.expect("the workload's variables are unchanged");
+    s.collect(Duration::from_millis(300));
+    assert_eq!(s.count("start host="), 1, "restarted on equal values:\n{}", s.transcript());
+    // The same setup does restart on a real change.
+    let f = legacy("pg-b", "6543");
+    d.update(&refs(&f));
+    s.expect("start host=pg-b");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}
+
+#[test]
+fn on_change_signal_sends_the_named_signal_instead() {
+    let mut d = dir("5432");
+    let script = "trap 'echo got-USR2' USR2; echo \"start pid=$$\"; while :; do sleep 0.02; done";
+    let mut s = Supervised::start(d.path(), &["--change-debounce", "50ms", "--on-change", "signal:USR2"], script);
+    s.expect("start pid=");
+    let f = files("6543");
+    d.update(&refs(&f));
+    s.expect("got-USR2");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+    assert_eq!(s.count("start pid="), 1, "signalled, not restarted:\n{}", s.transcript());
+}
+
+#[test]
+fn a_burst_of_changes_restarts_once() {
+    let mut d = dir("5432");
+    let mut s = Supervised::start(d.path(), &["--change-debounce", "400ms"], SHOW);
+    s.expect("start port=5432");
+    for port in ["1", "2", "3", "4"] {
+        let f = files(port);
+        d.update(&refs(&f));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.expect("start port=4");
+    s.collect(Duration::from_millis(600));
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+    assert_eq!(s.count("start port="), 2, "one restart for the burst:\n{}", s.transcript());
+}
+
+#[tokio::test]
+async fn the_api_socket_serves_while_the_workload_runs() {
+    let d = dir("5432");
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let socket_arg = socket.display().to_string();
+    let mut s = Supervised::start(d.path(), &["--socket", &socket_arg], "echo ready; read line; exit 3");
+    s.expect("ready");
+    let answer = connd::api::client::request(&socket, http::Method::GET, "/v1/env").await.expect("the API answers");
+    assert_eq!(answer.status, 200);
+    assert_contains(&String::from_utf8_lossy(&answer.body), &["\"CHOREO_MAIN_DB_PORT\":\"5432\""]);
+    s.write_stdin("done\n");
+    assert_eq!(s.wait(), 3, "{}", s.transcript());
+    assert!(!socket.exists(), "the socket file is removed on exit");
+}
