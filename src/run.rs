@@ -10,9 +10,11 @@ use crate::api::server::{self, ApiStateParts};
 use crate::changes::Env;
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
+use crate::resolve;
 use crate::snapshot::Snapshot;
-use crate::source::Tokens;
+use crate::source::{Sources, Tokens};
 use crate::supervise::{self, Forwarded, SuperviseError};
+use crate::values::{self, Fetched};
 use crate::watch::{ReloadConfig, Reloader};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +24,14 @@ use tokio::task::JoinHandle;
 /// How long API requests in flight get once the workload has exited.
 const API_GRACE: Duration = Duration::from_secs(1);
 
+/// How long the workload runs before the reloader starts watching (without `--socket`).
+/// A workload that is over by then never pays for the watcher: closing an inotify
+/// instance that has watches waits for a kernel grace period (about 10 ms) at exit.
+/// The reloader's first resolution catches up on anything that changed meanwhile.
+const WATCH_DELAY: Duration = Duration::from_millis(100);
+
 /// The binary's `run`: returns the workload's exit code (or 128+N).
 pub fn command(args: &RunArgs) -> anyhow::Result<u8> {
-    // Fail fast, with the message `exec` would give, on a directory that cannot work.
-    crate::resolve::plan(&args.config.config_dir, &args.config.options())?;
     // One thread: spawning (std's fork/exec) and reaping (`waitpid(-1)`) must never run
     // at the same time, or a failed spawn's own wait could find its child gone.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -42,33 +48,48 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true)?);
-    let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
-    let mut reload = ReloadConfig::new(&args.config, args.refresh_interval, args.rescan_interval);
-    if args.socket.is_none() {
-        reload.tokens = Tokens::Mapped;
-    }
-    let reloader = Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()));
-    let server = match &args.socket {
-        Some(path) => {
-            let listener = server::bind(path, args.socket_mode, args.socket_group)?;
-            tracing::info!(socket = %path.display(), "serving");
-            let parts = ApiStateParts { store: reloader.store().clone(), sources: sources.clone(), metrics };
-            let allow = Allow::new(args.allow_uid.clone(), args.allow_gid.clone());
-            Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))))
+    let start_reloader = || {
+        let mut reload = ReloadConfig::new(&args.config, args.refresh_interval, args.rescan_interval);
+        if args.socket.is_none() {
+            reload.tokens = Tokens::Mapped;
         }
-        None => None,
+        Reloader::start(reload, sources.clone(), Arc::new(Metrics::default()), until(stop.clone()))
     };
+    // With an API, the reloader starts at once: the API serves its snapshot.
+    let mut reloader = None;
+    let mut server = None;
+    if let Some(path) = &args.socket {
+        let listener = server::bind(path, args.socket_mode, args.socket_group)?;
+        tracing::info!(socket = %path.display(), "serving");
+        let r = start_reloader();
+        let parts =
+            ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: Arc::new(Metrics::default()) };
+        let allow = Allow::new(args.allow_uid.clone(), args.allow_gid.clone());
+        server = Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))));
+        reloader = Some(r);
+    }
 
     let result = async {
         let first = tokio::select! {
-            first = first_resolution(reloader.subscribe(), args.config.remote.startup_timeout) => first?,
+            first = first_resolution(args, &*sources, reloader.as_ref()) => first?,
             code = startup_signal(&mut signals) => return Ok(code),
         };
         let (env_tx, env_rx) = watch::channel(first);
-        let _forward = Forward(tokio::spawn(forward_env(reloader.subscribe(), env_tx)));
         let inherited = std::env::vars_os().collect();
-        Ok(supervise::supervise(&args.command, inherited, env_rx, &args.settings(), signals).await?)
+        let settings = args.settings();
+        let supervised = supervise::supervise(&args.command, inherited, env_rx, &settings, signals);
+        tokio::pin!(supervised);
+        let delay = if reloader.is_some() { Duration::ZERO } else { WATCH_DELAY };
+        let code = tokio::select! {
+            code = &mut supervised => code?,
+            () = tokio::time::sleep(delay) => {
+                let r = reloader.get_or_insert_with(start_reloader);
+                let _forward = Forward(tokio::spawn(forward_env(r.subscribe(), env_tx)));
+                supervised.await?
+            }
+        };
+        Ok(code)
     }
     .await;
 
@@ -76,7 +97,9 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     if let Some(server) = server {
         let _ = server.await;
     }
-    reloader.stopped().await;
+    if let Some(reloader) = reloader {
+        reloader.stopped().await;
+    }
     sources.shutdown();
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
@@ -84,40 +107,25 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     result
 }
 
-/// Waits for the first full resolution. A permanent failure (a config error, a refusal)
-/// ends the wait at once; a transient one is retried by the reloader until `timeout`.
-async fn first_resolution(
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    timeout: Duration,
-) -> Result<Env, SuperviseError> {
-    let wait = async {
-        loop {
-            let s = snapshots.borrow_and_update().clone();
-            if let Some((env, _)) = s.env() {
-                return Ok(Arc::new(env.clone()));
-            }
-            if let Some(f) = s.failure.as_ref().filter(|f| f.exit_code != crate::exit::UNAVAILABLE) {
-                return Err(SuperviseError::Startup { message: f.message.clone(), exit_code: f.exit_code });
-            }
-            if snapshots.changed().await.is_err() {
-                return Err(SuperviseError::Startup {
-                    message: "the reloader stopped before the first resolution".into(),
-                    exit_code: crate::exit::UNAVAILABLE,
-                });
-            }
-        }
+/// The first full resolution, as `exec` does it: the same errors, exit codes and retries
+/// (transient failures until `--startup-timeout`), and only the tokens variables map.
+/// With an API, the workload then starts once the API is ready too, on its values.
+async fn first_resolution(args: &RunArgs, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
+    let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
+    let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
+        sources.fetch(&plan, Tokens::Mapped).await?
+    } else {
+        Fetched::default()
     };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(result) => result,
-        Err(_) => {
-            let s = snapshots.borrow().clone();
-            let cause = s.failure.as_ref().map_or("the first resolution is still running", |f| f.message.as_str());
-            Err(SuperviseError::Startup {
-                message: format!("no complete set of values after {}s: {cause}", timeout.as_secs_f32()),
-                exit_code: crate::exit::UNAVAILABLE,
-            })
+    let values = values::materialize(&plan, &fetched)?;
+    tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
+    if let Some(reloader) = api {
+        let ready = reloader.ready(args.config.remote.startup_timeout).await?;
+        if let Some((env, _)) = ready.env() {
+            return Ok(Arc::new(env.clone()));
         }
     }
+    Ok(Arc::new(values.env))
 }
 
 /// Completes with 128+N when a signal that ends connd arrives before the workload runs.
@@ -131,12 +139,16 @@ async fn startup_signal(signals: &mut Forwarded) -> u8 {
     }
 }
 
-/// Passes every published set of variables on; `changes` compares them.
+/// Passes every published set of variables on, the current one first; `changes`
+/// compares them with what the workload has.
 async fn forward_env(mut snapshots: watch::Receiver<Arc<Snapshot>>, env: watch::Sender<Env>) {
-    while snapshots.changed().await.is_ok() {
+    loop {
         let s = snapshots.borrow_and_update().clone();
         if let Some((vars, _)) = s.env() {
             env.send_replace(Arc::new(vars.clone()));
+        }
+        if snapshots.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -61,9 +61,6 @@ pub enum SuperviseError {
     Spawn(ExecError),
     #[error("cannot listen for signals: {0}")]
     Signals(#[source] std::io::Error),
-    /// The first resolution failed for good, or did not complete in time.
-    #[error("{message}")]
-    Startup { message: String, exit_code: u8 },
 }
 
 impl SuperviseError {
@@ -71,7 +68,6 @@ impl SuperviseError {
         match self {
             SuperviseError::Spawn(e) => e.exit_code(),
             SuperviseError::Signals(_) => 1,
-            SuperviseError::Startup { exit_code, .. } => *exit_code,
         }
     }
 }
