@@ -398,3 +398,19 @@ async fn the_api_socket_serves_while_the_workload_runs() {
     assert_eq!(s.wait(), 3, "{}", s.transcript());
     assert!(!socket.exists(), "the socket file is removed on exit");
 }
+
+#[test]
+fn a_restart_kills_a_child_that_ignores_the_stop_signal() {
+    let mut d = dir("5432");
+    let args = ["--change-debounce", "50ms", "--stop-timeout", "200ms"];
+    let script = "trap '' TERM; echo \"start port=$CHOREO_MAIN_DB_PORT\"; exec sleep 30";
+    let mut s = Supervised::start(d.path(), &args, script);
+    s.expect("start port=5432");
+    let f = files("6543");
+    d.update(&refs(&f));
+    s.expect("did not stop in time; sending SIGKILL");
+    s.expect("start port=6543");
+    // This one ignores SIGTERM too: connd's own SIGTERM ends in SIGKILL as well.
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 137, "{}", s.transcript());
+}
