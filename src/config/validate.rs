@@ -180,36 +180,34 @@ pub struct Documents {
 }
 
 /// Reads every document of a non-`component.yaml` file.
-pub fn connd_documents(file: &SourceFile, out: &mut Documents, diags: &mut Diagnostics) {
+/// Reads one document of a file other than `component.yaml`.
+pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diags: &mut Diagnostics) {
     let before = diags.len();
-    for doc in super::files::documents(&file.text) {
-        let origin = Origin::at(&file.path, doc.first_line);
-        match kind_of(&doc).as_deref() {
-            Some("Connection") => {
-                if let Some(raw) = parse::<raw::ConnectionDoc>(&file.path, &doc, "Connection", diags) {
-                    if let Some(c) = connection(raw, &file.path, &doc, diags) {
-                        out.connections.push(Arc::new(c));
-                    }
+    let origin = Origin::at(path, doc.first_line);
+    match kind_of(doc).as_deref() {
+        Some("Connection") => {
+            if let Some(raw) = parse::<raw::ConnectionDoc>(path, doc, "Connection", diags) {
+                if let Some(c) = connection(raw, path, doc, diags) {
+                    out.connections.push(Arc::new(c));
                 }
             }
-            Some("Component") => {
-                if let Some(raw) = parse::<raw::ComponentDoc>(&file.path, &doc, "Component", diags) {
-                    let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
-                    out.identities
-                        .push((Identity { project: raw.project, component: raw.name }, Origin::at(&file.path, line)));
-                }
-            }
-            Some(other) => diags.error(
-                origin,
-                format!("unknown kind {other:?}"),
-                "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
-            ),
-            None => diags.error(
-                origin,
-                "document has no `kind`",
-                "add `kind: Connection` or `kind: Component` as its first line",
-            ),
         }
+        Some("Component") => {
+            if let Some(raw) = parse::<raw::ComponentDoc>(path, doc, "Component", diags) {
+                let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
+                out.identities.push((Identity { project: raw.project, component: raw.name }, Origin::at(path, line)));
+            }
+        }
+        Some(other) => diags.error(
+            origin,
+            format!("unknown kind {other:?}"),
+            "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+        ),
+        None => diags.error(
+            origin,
+            "document has no `kind`",
+            "add `kind: Connection` or `kind: Component` as its first line",
+        ),
     }
     out.had_errors |= diags.len() > before;
 }
