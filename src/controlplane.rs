@@ -7,6 +7,7 @@
 
 use crate::config::model::Source;
 use crate::http_client::{HttpClient, HttpError, Request};
+use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -110,6 +111,8 @@ struct Inner {
     http: Arc<HttpClient>,
     token: Option<TokenFile>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Where each request's outcome is counted (`/metrics` in `serve`).
+    metrics: Arc<Metrics>,
 }
 
 /// The client; cheap to clone, shares its cache.
@@ -127,10 +130,11 @@ struct Wanted {
 
 impl ControlPlane {
     /// `base` was checked by `http_client::check_url`.
-    pub fn new(base: &Uri, token_file: Option<PathBuf>, http: Arc<HttpClient>) -> ControlPlane {
+    pub fn new(base: &Uri, token_file: Option<PathBuf>, http: Arc<HttpClient>, metrics: Arc<Metrics>) -> ControlPlane {
         let base = base.to_string().trim_end_matches('/').to_owned();
         let token = token_file.map(|path| TokenFile { path, last: Mutex::new(None) });
-        ControlPlane { inner: Arc::new(Inner { base, http, token, cache: Mutex::new(HashMap::new()) }) }
+        let cache = Mutex::new(HashMap::new());
+        ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics }) }
     }
 
     /// The URL of one connection, as SPEC §5 spells it.
@@ -246,13 +250,41 @@ impl ControlPlane {
         let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None }),
-            Err(e @ HttpError::TooLarge) => return Err(bad(e.to_string())),
+            Err(e) if e.is_transient() => {
+                self.inner.metrics.control_plane_call(Call::Error);
+                return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None });
+            }
+            Err(e @ HttpError::TooLarge) => {
+                self.inner.metrics.control_plane_call(Call::BadAnswer);
+                return Err(bad(e.to_string()));
+            }
             Err(e) => {
+                self.inner.metrics.control_plane_call(Call::BadAnswer);
                 let (connection, url, cause) = (w.name.clone(), url.to_owned(), e.to_string());
                 return Err(ControlPlaneError::Unreachable { connection, url, cause });
             }
         };
+        let status = response.status;
+        let result = self.answered(w, url, response);
+        self.inner.metrics.control_plane_call(match &result {
+            Ok(Attempt::Done(_)) if status == StatusCode::NOT_MODIFIED => Call::NotModified,
+            Ok(Attempt::Done(_)) => Call::Ok,
+            Ok(Attempt::Retry { .. }) => Call::Error,
+            Err(ControlPlaneError::Refused { .. }) => Call::Refused,
+            Err(ControlPlaneError::NotFound { .. }) => Call::NotFound,
+            Err(_) => Call::BadAnswer,
+        });
+        result
+    }
+
+    /// What one answer means: values, a retry, or a failure that retrying cannot fix.
+    fn answered(
+        &self,
+        w: &Wanted,
+        url: &str,
+        response: crate::http_client::Response,
+    ) -> Result<Attempt, ControlPlaneError> {
+        let bad = |cause: String| ControlPlaneError::BadAnswer { connection: w.name.clone(), url: url.into(), cause };
         let status = response.status;
         match status {
             StatusCode::OK => {

@@ -8,6 +8,7 @@
 use crate::config::model::ClientAuth;
 use crate::controlplane::full_jitter;
 use crate::http_client::{HttpClient, Request};
+use crate::metrics::{Call, Metrics};
 use crate::secret::Secret;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
@@ -112,6 +113,8 @@ struct App {
     failures: Mutex<Failures>,
     /// Counts token-endpoint calls, for logs and tests.
     calls: std::sync::atomic::AtomicU64,
+    /// Counts them by result, for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 struct Shared {
@@ -120,6 +123,7 @@ struct Shared {
     /// Renew in the background (long-running modes); one-shot modes renew on demand.
     refresh_ahead: bool,
     refreshers: Mutex<HashMap<AppKey, AbortHandle>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Shared {
@@ -138,13 +142,15 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(http: Arc<HttpClient>, refresh_ahead: bool) -> TokenCache {
+    /// Every token-endpoint call is counted into `metrics` by result.
+    pub fn new(http: Arc<HttpClient>, refresh_ahead: bool, metrics: Arc<Metrics>) -> TokenCache {
         TokenCache {
             shared: Arc::new(Shared {
                 http,
                 apps: Mutex::new(HashMap::new()),
                 refresh_ahead,
                 refreshers: Mutex::new(HashMap::new()),
+                metrics,
             }),
         }
     }
@@ -178,6 +184,7 @@ impl TokenCache {
                     gate: tokio::sync::Mutex::new(()),
                     failures: Mutex::new(Failures::default()),
                     calls: Default::default(),
+                    metrics: self.shared.metrics.clone(),
                 })
             });
             *app.secret.lock().unwrap_or_else(|p| p.into_inner()) = creds.secret;
@@ -258,6 +265,13 @@ impl App {
             attempts += 1;
             self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = self.request(http, deadline).await;
+            self.metrics.token_call(match &result {
+                Ok(_) => Call::Ok,
+                Err(Attempt::Transient(_)) => Call::Error,
+                Err(Attempt::Permanent(OAuthError::Refused { .. })) => Call::Refused,
+                Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
+                Err(Attempt::Permanent(_)) => Call::BadAnswer,
+            });
             let now = Instant::now();
             let error = match result {
                 Ok(token) => {
