@@ -2,8 +2,10 @@
 //! parameters, in parallel under a concurrency limit, with the bearer credential of
 //! `--token-file` (re-read when the file changes) and conditional requests. It keeps the
 //! last ETag and values per connection, so every later round (serve's refresh) costs a
-//! 304. Retries transient failures with exponential backoff and full jitter until the
-//! caller's deadline; statuses that retrying cannot fix fail at once.
+//! 304. In one-shot modes it retries transient failures with exponential backoff and
+//! full jitter until the caller's deadline; in long-running ones each round makes one
+//! attempt and the reloader retries (see [`Retries`]). Statuses that retrying cannot
+//! fix fail at once.
 
 use crate::config::model::Source;
 use crate::http_client::{HttpClient, HttpError, Request};
@@ -37,6 +39,8 @@ pub enum ControlPlaneError {
     MissingKey { connection: String, url: String, key: String },
     #[error("connection {connection:?}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
     Unavailable { connection: String, url: String, attempts: u32, elapsed: Duration, cause: String },
+    #[error("connection {connection:?}: the control plane at {url} is unavailable: {cause}; retrying")]
+    Down { connection: String, url: String, cause: String },
     #[error("connection {connection:?}: cannot talk to the control plane at {url}: {cause}")]
     Unreachable { connection: String, url: String, cause: String },
     #[error("connection {connection:?}: bad answer from the control plane at {url}: {cause}")]
@@ -53,10 +57,22 @@ impl ControlPlaneError {
             | ControlPlaneError::MissingKey { .. }
             | ControlPlaneError::TokenFile { .. } => crate::exit::CONFIG,
             ControlPlaneError::Unavailable { .. }
+            | ControlPlaneError::Down { .. }
             | ControlPlaneError::Unreachable { .. }
             | ControlPlaneError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
         }
     }
+}
+
+/// Who retries a transient failure (cannot connect, timeout, 429, 5xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retries {
+    /// The call itself, with backoff, until its deadline: `env` and `exec` resolve once.
+    UntilDeadline,
+    /// Its caller: one attempt per call, so that a round of `serve`'s reloader (or a
+    /// token renewal) fails at once, shows as failed, and is retried on the caller's
+    /// own backoff, instead of holding file reloads and SIGHUP up for the whole deadline.
+    Caller,
 }
 
 /// What one connection's last good answer was.
@@ -113,6 +129,7 @@ struct Inner {
     cache: Mutex<HashMap<String, Cached>>,
     /// Where each request's outcome is counted (`/metrics` in `serve`).
     metrics: Arc<Metrics>,
+    retries: Retries,
 }
 
 /// The client; cheap to clone, shares its cache.
@@ -130,11 +147,17 @@ struct Wanted {
 
 impl ControlPlane {
     /// `base` was checked by `http_client::check_url`.
-    pub fn new(base: &Uri, token_file: Option<PathBuf>, http: Arc<HttpClient>, metrics: Arc<Metrics>) -> ControlPlane {
+    pub fn new(
+        base: &Uri,
+        token_file: Option<PathBuf>,
+        http: Arc<HttpClient>,
+        metrics: Arc<Metrics>,
+        retries: Retries,
+    ) -> ControlPlane {
         let base = base.to_string().trim_end_matches('/').to_owned();
         let token = token_file.map(|path| TokenFile { path, last: Mutex::new(None) });
         let cache = Mutex::new(HashMap::new());
-        ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics }) }
+        ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics, retries }) }
     }
 
     /// The URL of one connection, as SPEC §5 spells it.
@@ -211,6 +234,11 @@ impl ControlPlane {
                 Attempt::Done(params) => return Ok(params),
                 Attempt::Retry { cause, retry_after } => (cause, retry_after),
             };
+            if self.inner.retries == Retries::Caller {
+                // No attempt count or time in the message: the same outage reads the
+                // same in every round, so it is logged once.
+                return Err(ControlPlaneError::Down { connection: w.name.clone(), url: url.into(), cause });
+            }
             let delay = retry_after.unwrap_or_else(|| full_jitter(attempts));
             if Instant::now() + delay >= deadline {
                 let cause = match retry_after {

@@ -5,7 +5,7 @@
 
 use crate::cli::RemoteArgs;
 use crate::config::model::{Security, Source, ACCESS_TOKEN};
-use crate::controlplane::ControlPlane;
+use crate::controlplane::{ControlPlane, Retries};
 use crate::http_client::{check_url, HttpClient, HttpError, UrlError};
 use crate::metrics::Metrics;
 use crate::oauth::{AppKey, Credentials, TokenCache};
@@ -42,16 +42,19 @@ impl SetupError {
 pub struct Remote {
     control_plane: Option<ControlPlane>,
     tokens: TokenCache,
-    /// Each fetch round retries transient failures for this long.
+    /// The limit of one call, its retries included when it retries itself.
     startup_timeout: Duration,
     allow_insecure_http: bool,
 }
 
 impl Remote {
     /// Builds the sources from settings; reads the TLS files when a control plane uses
-    /// https. `refresh_ahead` renews tokens in the background (long-running modes).
+    /// https. `long_running` (serve, run): tokens are renewed in the background, and a
+    /// transient failure fails the call at once, for the reloader to retry (see
+    /// [`Retries`]); otherwise (env, exec) each call retries until `--startup-timeout`.
     /// Every control-plane and token-endpoint call is counted into `metrics`.
-    pub fn new(args: &RemoteArgs, refresh_ahead: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
+    pub fn new(args: &RemoteArgs, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
+        let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
         let http = Arc::new(HttpClient::new(TlsSettings {
             ca_file: args.ca_file.clone(),
             client_cert: args.client_cert.clone(),
@@ -63,13 +66,13 @@ impl Remote {
                 if uri.scheme_str() == Some("https") {
                     http.prepare_tls().map_err(SetupError::Tls)?;
                 }
-                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone()))
+                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,
         };
         Ok(Remote {
             control_plane,
-            tokens: TokenCache::new(http, refresh_ahead, metrics),
+            tokens: TokenCache::new(http, long_running, metrics),
             startup_timeout: args.startup_timeout,
             allow_insecure_http: args.allow_insecure_http,
         })

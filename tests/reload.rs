@@ -130,11 +130,11 @@ async fn not_ready_while_the_control_plane_is_down_then_ready() {
         client_cert: None,
         client_key: None,
         allow_insecure_http: false,
-        // Each round retries for this long before it counts as failed.
-        startup_timeout: Duration::from_millis(200),
+        startup_timeout: Duration::from_secs(30),
     };
     let metrics = Arc::new(Metrics::default());
-    let remote = Arc::new(Remote::new(&args, false, metrics.clone()).expect("remote"));
+    // Long-running: one attempt per round, so the failure shows at once, not after 30s.
+    let remote = Arc::new(Remote::new(&args, true, metrics.clone()).expect("remote"));
     let mut cfg = config(dir.path(), Duration::from_millis(100));
     cfg.options.control_plane = true;
     let reloader = Reloader::start(cfg, remote, metrics.clone(), std::future::pending());
@@ -146,7 +146,13 @@ async fn not_ready_while_the_control_plane_is_down_then_ready() {
     assert_eq!(err.exit_code(), 69);
     assert_contains(
         &err.to_string(),
-        &["no complete set of values after", "connection \"main-db\"", &cp.url(), "is unavailable", "status 503"],
+        &[
+            "no complete set of values after",
+            "connection \"main-db\"",
+            &cp.url(),
+            "is unavailable: status 503",
+            "retrying",
+        ],
     );
 
     cp.script(DB_ID, vec![Reply::ok("1", &[("Password", "pw-1")])]);

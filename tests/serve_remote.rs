@@ -69,10 +69,9 @@ async fn the_control_plane_down_and_back() {
     let cp = FakeControlPlane::start(false);
     cp.script(DB_ID, vec![Reply::ok("1", &[("Password", "pw-1")])]);
     let ca = cp.ca_file().display().to_string();
-    // Each round retries a failing control plane for the startup timeout, then counts
-    // as failed; the reloader then retries on its own backoff.
-    let flags =
-        ["--control-plane", &cp.url(), "--ca-file", &ca, "--refresh-interval", "200ms", "--startup-timeout", "1s"];
+    // The default --startup-timeout (30s) bounds the first resolution only: a round during
+    // the outage fails at its first 503, rather than retrying for 30s with reloads held up.
+    let flags = ["--control-plane", &cp.url(), "--ca-file", &ca, "--refresh-interval", "200ms"];
     let daemon = Daemon::start(dir.path(), &flags, &[]);
     daemon.ready().await;
     let socket = daemon.socket.clone();
@@ -111,6 +110,8 @@ async fn the_control_plane_down_and_back() {
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 0, "{stderr}");
     assert_contains(&stderr, &["reload failed, the last good values stay", "status 503", "values resolved again"]);
+    let logged = stderr.matches("reload failed").count();
+    assert_eq!(logged, 1, "one outage is logged once, however many rounds fail:\n{stderr}");
     assert!(!stderr.contains("pw-1"), "a value leaked into the log:\n{stderr}");
 }
 
@@ -218,4 +219,25 @@ async fn a_refusing_control_plane_is_counted_then_serve_exits_77() {
     let (code, stderr) = daemon.wait();
     assert_eq!(code, 77, "{stderr}");
     assert_contains(&stderr, &["no complete set of values after 3", "refused the request", "--token-file"]);
+}
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_is_a_prompt_502_and_counted() {
+    // A port that nothing listens on: every token request fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/token");
+    let fx = Fixture::with(
+        &component_yaml(&[("hr-connection", "thirdparty:svc/v1")]),
+        &oauth_connection(HR, "hr-connection", &url, "portal", SECRET, "basic"),
+    );
+    let daemon = Daemon::start(fx.path(), &["--refresh-interval", "3600s"], &[]);
+    daemon.ready().await;
+    // One attempt per request, not retries for the 30s startup timeout: the caller retries.
+    let answer = tokio::time::timeout(PATIENCE, get(&daemon.socket, "/v1/connections/hr-connection/token")).await;
+    let failed = answer.expect("the token request answers without retrying for the startup timeout");
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert_contains(json(&failed)["error"].as_str().unwrap(), &[&url, "is unavailable", "cannot connect", "retrying"]);
+    let text = get(&daemon.socket, "/metrics").await.text();
+    assert!(sample(&text, &token_calls("error")) >= 1.0, "{text}");
+    assert_eq!(sample(&text, &token_calls("ok")), 0.0, "{text}");
 }
