@@ -122,7 +122,7 @@ fn throughput(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime) {
     let socket = tmp.path().join("connd.sock");
     let listener = rt.block_on(async { connd::api::server::bind(&socket, 0o660, None).unwrap() });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(run(listener, settings(&example_dir()), Arc::new(Local), async {
+    let server = rt.spawn(run(listener, settings(&example_dir()), Arc::new(Local), Arc::default(), async {
         let _ = stopped.await;
     }));
     let body = client.block_on(async {
@@ -190,7 +190,7 @@ fn reload_latency(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime
     let socket = tmp.path().join("connd.sock");
     let listener = rt.block_on(async { connd::api::server::bind(&socket, 0o660, None).unwrap() });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(run(listener, settings(&dir), Arc::new(Local), async {
+    let server = rt.spawn(run(listener, settings(&dir), Arc::new(Local), Arc::default(), async {
         let _ = stopped.await;
     }));
     let mut lat = Vec::new();

@@ -2,11 +2,14 @@
 //! parameters, in parallel under a concurrency limit, with the bearer credential of
 //! `--token-file` (re-read when the file changes) and conditional requests. It keeps the
 //! last ETag and values per connection, so every later round (serve's refresh) costs a
-//! 304. Retries transient failures with exponential backoff and full jitter until the
-//! caller's deadline; statuses that retrying cannot fix fail at once.
+//! 304. In one-shot modes it retries transient failures with exponential backoff and
+//! full jitter until the caller's deadline; in long-running ones each round makes one
+//! attempt and the reloader retries (see [`Retries`]). Statuses that retrying cannot
+//! fix fail at once.
 
 use crate::config::model::Source;
 use crate::http_client::{HttpClient, HttpError, Request};
+use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -36,6 +39,8 @@ pub enum ControlPlaneError {
     MissingKey { connection: String, url: String, key: String },
     #[error("connection {connection:?}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
     Unavailable { connection: String, url: String, attempts: u32, elapsed: Duration, cause: String },
+    #[error("connection {connection:?}: the control plane at {url} is unavailable: {cause}; retrying")]
+    Down { connection: String, url: String, cause: String },
     #[error("connection {connection:?}: cannot talk to the control plane at {url}: {cause}")]
     Unreachable { connection: String, url: String, cause: String },
     #[error("connection {connection:?}: bad answer from the control plane at {url}: {cause}")]
@@ -52,10 +57,22 @@ impl ControlPlaneError {
             | ControlPlaneError::MissingKey { .. }
             | ControlPlaneError::TokenFile { .. } => crate::exit::CONFIG,
             ControlPlaneError::Unavailable { .. }
+            | ControlPlaneError::Down { .. }
             | ControlPlaneError::Unreachable { .. }
             | ControlPlaneError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
         }
     }
+}
+
+/// Who retries a transient failure (cannot connect, timeout, 429, 5xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retries {
+    /// The call itself, with backoff, until its deadline: `env` and `exec` resolve once.
+    UntilDeadline,
+    /// Its caller: one attempt per call, so that a round of `serve`'s reloader (or a
+    /// token renewal) fails at once, shows as failed, and is retried on the caller's
+    /// own backoff, instead of holding file reloads and SIGHUP up for the whole deadline.
+    Caller,
 }
 
 /// What one connection's last good answer was.
@@ -110,6 +127,9 @@ struct Inner {
     http: Arc<HttpClient>,
     token: Option<TokenFile>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Where each request's outcome is counted (`/metrics` in `serve`).
+    metrics: Arc<Metrics>,
+    retries: Retries,
 }
 
 /// The client; cheap to clone, shares its cache.
@@ -127,10 +147,17 @@ struct Wanted {
 
 impl ControlPlane {
     /// `base` was checked by `http_client::check_url`.
-    pub fn new(base: &Uri, token_file: Option<PathBuf>, http: Arc<HttpClient>) -> ControlPlane {
+    pub fn new(
+        base: &Uri,
+        token_file: Option<PathBuf>,
+        http: Arc<HttpClient>,
+        metrics: Arc<Metrics>,
+        retries: Retries,
+    ) -> ControlPlane {
         let base = base.to_string().trim_end_matches('/').to_owned();
         let token = token_file.map(|path| TokenFile { path, last: Mutex::new(None) });
-        ControlPlane { inner: Arc::new(Inner { base, http, token, cache: Mutex::new(HashMap::new()) }) }
+        let cache = Mutex::new(HashMap::new());
+        ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics, retries }) }
     }
 
     /// The URL of one connection, as SPEC §5 spells it.
@@ -207,6 +234,11 @@ impl ControlPlane {
                 Attempt::Done(params) => return Ok(params),
                 Attempt::Retry { cause, retry_after } => (cause, retry_after),
             };
+            if self.inner.retries == Retries::Caller {
+                // No attempt count or time in the message: the same outage reads the
+                // same in every round, so it is logged once.
+                return Err(ControlPlaneError::Down { connection: w.name.clone(), url: url.into(), cause });
+            }
             let delay = retry_after.unwrap_or_else(|| full_jitter(attempts));
             if Instant::now() + delay >= deadline {
                 let cause = match retry_after {
@@ -246,13 +278,41 @@ impl ControlPlane {
         let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None }),
-            Err(e @ HttpError::TooLarge) => return Err(bad(e.to_string())),
+            Err(e) if e.is_transient() => {
+                self.inner.metrics.control_plane_call(Call::Error);
+                return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None });
+            }
+            Err(e @ HttpError::TooLarge) => {
+                self.inner.metrics.control_plane_call(Call::BadAnswer);
+                return Err(bad(e.to_string()));
+            }
             Err(e) => {
+                self.inner.metrics.control_plane_call(Call::BadAnswer);
                 let (connection, url, cause) = (w.name.clone(), url.to_owned(), e.to_string());
                 return Err(ControlPlaneError::Unreachable { connection, url, cause });
             }
         };
+        let status = response.status;
+        let result = self.answered(w, url, response);
+        self.inner.metrics.control_plane_call(match &result {
+            Ok(Attempt::Done(_)) if status == StatusCode::NOT_MODIFIED => Call::NotModified,
+            Ok(Attempt::Done(_)) => Call::Ok,
+            Ok(Attempt::Retry { .. }) => Call::Error,
+            Err(ControlPlaneError::Refused { .. }) => Call::Refused,
+            Err(ControlPlaneError::NotFound { .. }) => Call::NotFound,
+            Err(_) => Call::BadAnswer,
+        });
+        result
+    }
+
+    /// What one answer means: values, a retry, or a failure that retrying cannot fix.
+    fn answered(
+        &self,
+        w: &Wanted,
+        url: &str,
+        response: crate::http_client::Response,
+    ) -> Result<Attempt, ControlPlaneError> {
+        let bad = |cause: String| ControlPlaneError::BadAnswer { connection: w.name.clone(), url: url.into(), cause };
         let status = response.status;
         match status {
             StatusCode::OK => {

@@ -18,17 +18,40 @@ pub enum Reload {
     Error,
 }
 
-/// How one call to the control plane or a token endpoint ended.
+/// How one call to the control plane or a token endpoint ended. Counted per HTTP
+/// attempt, so retries show; the label is the only thing recorded, never a URL or value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     Ok,
     /// 304: the control plane's version is the one connd has.
     NotModified,
-    /// Refused for good (401/403, invalid_client).
+    /// Refused for good: 401/403, or `invalid_client` / `unauthorized_client`.
     Refused,
-    /// Failed, may succeed later (timeouts, 429, 5xx).
+    /// 404 from the control plane: no such connection.
+    NotFound,
+    /// Another OAuth error answer (`invalid_scope`, ...): permanent, but not a refusal.
+    Rejected,
+    /// An answer connd cannot use (not the expected JSON, too large, unexpected status,
+    /// untrusted certificate).
+    BadAnswer,
+    /// Failed, may succeed later (cannot connect, timeouts, 429, 5xx).
     Error,
 }
+
+/// Every result with its label, in the order `/metrics` lists them.
+const CALLS: [(Call, &str); 7] = [
+    (Call::Ok, "ok"),
+    (Call::NotModified, "not_modified"),
+    (Call::Refused, "refused"),
+    (Call::NotFound, "not_found"),
+    (Call::Rejected, "rejected"),
+    (Call::BadAnswer, "bad_answer"),
+    (Call::Error, "error"),
+];
+/// The results a control-plane call can have, and those a token call can have.
+const CONTROL_PLANE_CALLS: [Call; 6] =
+    [Call::Ok, Call::NotModified, Call::Refused, Call::NotFound, Call::BadAnswer, Call::Error];
+const TOKEN_CALLS: [Call; 5] = [Call::Ok, Call::Refused, Call::Rejected, Call::BadAnswer, Call::Error];
 
 /// The API's routes, as `/metrics` labels them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +83,8 @@ const CODES: [u16; 12] = [200, 400, 403, 404, 405, 409, 414, 431, 500, 502, 503,
 #[derive(Debug, Default)]
 pub struct Metrics {
     reloads: [AtomicU64; 3],
-    control_plane: [AtomicU64; 4],
-    token: [AtomicU64; 4],
+    control_plane: [AtomicU64; CALLS.len()],
+    token: [AtomicU64; CALLS.len()],
     requests: [[AtomicU64; CODES.len()]; ROUTES.len()],
     /// Unix milliseconds of the last successful resolution; 0 before the first.
     last_success_ms: AtomicU64,
@@ -74,11 +97,13 @@ fn now_ms() -> u64 {
 }
 
 fn call_slot(c: Call) -> usize {
-    match c {
-        Call::Ok => 0,
-        Call::NotModified => 1,
-        Call::Refused => 2,
-        Call::Error => 3,
+    CALLS.iter().position(|(x, _)| *x == c).expect("every result is listed")
+}
+
+fn render_calls(out: &mut String, name: &str, counters: &[AtomicU64], results: &[Call]) {
+    for &result in results {
+        let slot = call_slot(result);
+        let _ = writeln!(out, "{name}{{result=\"{}\"}} {}", CALLS[slot].1, counters[slot].load(Relaxed));
     }
 }
 
@@ -126,16 +151,12 @@ impl Metrics {
         for (i, result) in reloads.iter().enumerate() {
             let _ = writeln!(out, "connd_reloads_total{{result=\"{result}\"}} {}", self.reloads[i].load(Relaxed));
         }
-        let calls = ["ok", "not_modified", "refused", "error"];
-        header(&mut out, "connd_control_plane_requests_total", "counter", "Control-plane requests, by result.");
-        for (i, result) in calls.iter().enumerate() {
-            let n = self.control_plane[i].load(Relaxed);
-            let _ = writeln!(out, "connd_control_plane_requests_total{{result=\"{result}\"}} {n}");
-        }
-        header(&mut out, "connd_token_requests_total", "counter", "Token-endpoint requests, by result.");
-        for (i, result) in calls.iter().enumerate() {
-            let _ = writeln!(out, "connd_token_requests_total{{result=\"{result}\"}} {}", self.token[i].load(Relaxed));
-        }
+        let name = "connd_control_plane_requests_total";
+        header(&mut out, name, "counter", "Control-plane requests, by result.");
+        render_calls(&mut out, name, &self.control_plane, &CONTROL_PLANE_CALLS);
+        let name = "connd_token_requests_total";
+        header(&mut out, name, "counter", "Token-endpoint requests, by result.");
+        render_calls(&mut out, name, &self.token, &TOKEN_CALLS);
         header(&mut out, "connd_api_requests_total", "counter", "Local API requests, by route and status code.");
         for (r, (_, route)) in ROUTES.iter().enumerate() {
             for (c, code) in CODES.iter().enumerate() {
@@ -185,6 +206,10 @@ mod tests {
         m.reload(Reload::Changed);
         m.reload(Reload::Error);
         m.control_plane_call(Call::NotModified);
+        m.control_plane_call(Call::NotFound);
+        m.token_call(Call::Rejected);
+        m.token_call(Call::Ok);
+        m.token_call(Call::Ok);
         m.request(Route::Env, 200);
         m.request(Route::Env, 200);
         m.request(Route::Other, 405);
@@ -193,6 +218,10 @@ mod tests {
             "connd_reloads_total{result=\"error\"} 2",
             "connd_reloads_total{result=\"changed\"} 1",
             "connd_control_plane_requests_total{result=\"not_modified\"} 1",
+            "connd_control_plane_requests_total{result=\"not_found\"} 1",
+            "connd_control_plane_requests_total{result=\"error\"} 0",
+            "connd_token_requests_total{result=\"ok\"} 2",
+            "connd_token_requests_total{result=\"rejected\"} 1",
             "connd_api_requests_total{route=\"env\",code=\"200\"} 2",
             "connd_api_requests_total{route=\"other\",code=\"405\"} 1",
             "connd_ready 1",
@@ -200,5 +229,7 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(m.error_since_ms.load(Relaxed) > 0);
+        // A result that cannot happen to a family is not listed for it.
+        assert!(!text.contains("connd_token_requests_total{result=\"not_modified\"}"), "{text}");
     }
 }

@@ -6,8 +6,9 @@
 //! and backs off. This module does not know connections: `remote` maps them to apps.
 
 use crate::config::model::ClientAuth;
-use crate::controlplane::full_jitter;
+use crate::controlplane::{full_jitter, Retries};
 use crate::http_client::{HttpClient, Request};
+use crate::metrics::{Call, Metrics};
 use crate::secret::Secret;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
@@ -62,6 +63,8 @@ pub enum OAuthError {
     Rejected { url: String, client_id: String, error: String, description: Option<String> },
     #[error("the token endpoint {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
     Unavailable { url: String, attempts: u32, elapsed: Duration, cause: String },
+    #[error("the token endpoint {url} is unavailable: {cause}; retrying")]
+    Down { url: String, cause: String },
     #[error("bad answer from the token endpoint {url}: {cause}")]
     BadAnswer { url: String, cause: String },
 }
@@ -74,12 +77,14 @@ impl OAuthError {
     pub fn exit_code(&self) -> u8 {
         match self {
             OAuthError::Refused { .. } | OAuthError::Rejected { .. } => crate::exit::REFUSED,
-            OAuthError::Unavailable { .. } | OAuthError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
+            OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
+                crate::exit::UNAVAILABLE
+            }
         }
     }
 
     fn is_permanent(&self) -> bool {
-        !matches!(self, OAuthError::Unavailable { .. })
+        !matches!(self, OAuthError::Unavailable { .. } | OAuthError::Down { .. })
     }
 }
 
@@ -112,14 +117,19 @@ struct App {
     failures: Mutex<Failures>,
     /// Counts token-endpoint calls, for logs and tests.
     calls: std::sync::atomic::AtomicU64,
+    /// Counts them by result, for `/metrics`.
+    metrics: Arc<Metrics>,
+    retries: Retries,
 }
 
 struct Shared {
     http: Arc<HttpClient>,
     apps: Mutex<HashMap<AppKey, Arc<App>>>,
-    /// Renew in the background (long-running modes); one-shot modes renew on demand.
-    refresh_ahead: bool,
+    /// Long-running modes renew in the background and leave retrying to their callers
+    /// (the reloader, the renewal task); one-shot modes renew on demand and retry.
+    long_running: bool,
     refreshers: Mutex<HashMap<AppKey, AbortHandle>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Shared {
@@ -138,13 +148,16 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(http: Arc<HttpClient>, refresh_ahead: bool) -> TokenCache {
+    /// `long_running`: renew tokens in the background, and make one attempt per call (see
+    /// [`Retries`]). Every token-endpoint call is counted into `metrics` by result.
+    pub fn new(http: Arc<HttpClient>, long_running: bool, metrics: Arc<Metrics>) -> TokenCache {
         TokenCache {
             shared: Arc::new(Shared {
                 http,
                 apps: Mutex::new(HashMap::new()),
-                refresh_ahead,
+                long_running,
                 refreshers: Mutex::new(HashMap::new()),
+                metrics,
             }),
         }
     }
@@ -178,13 +191,15 @@ impl TokenCache {
                     gate: tokio::sync::Mutex::new(()),
                     failures: Mutex::new(Failures::default()),
                     calls: Default::default(),
+                    metrics: self.shared.metrics.clone(),
+                    retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
                 })
             });
             *app.secret.lock().unwrap_or_else(|p| p.into_inner()) = creds.secret;
             app.clone()
         };
         let token = app.get(&self.shared.http, deadline).await?;
-        if self.shared.refresh_ahead {
+        if self.shared.long_running {
             self.arm_refresher(&app);
         }
         Ok(token)
@@ -258,6 +273,13 @@ impl App {
             attempts += 1;
             self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = self.request(http, deadline).await;
+            self.metrics.token_call(match &result {
+                Ok(_) => Call::Ok,
+                Err(Attempt::Transient(_)) => Call::Error,
+                Err(Attempt::Permanent(OAuthError::Refused { .. })) => Call::Refused,
+                Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
+                Err(Attempt::Permanent(_)) => Call::BadAnswer,
+            });
             let now = Instant::now();
             let error = match result {
                 Ok(token) => {
@@ -267,6 +289,10 @@ impl App {
                     return Ok(token);
                 }
                 Err(Attempt::Permanent(e)) => e,
+                // Stable text, so that every round of one outage reads (and is logged) the same.
+                Err(Attempt::Transient(cause)) if self.retries == Retries::Caller => {
+                    OAuthError::Down { url: self.key.token_url.clone(), cause }
+                }
                 Err(Attempt::Transient(cause)) => {
                     OAuthError::Unavailable { url: self.key.token_url.clone(), attempts, elapsed: now - started, cause }
                 }
@@ -276,7 +302,7 @@ impl App {
                 tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.client_id, "token renewal failed, keeping the current token until it expires: {error}");
                 return Ok(t);
             }
-            if error.is_permanent() || now + delay >= deadline {
+            if error.is_permanent() || self.retries == Retries::Caller || now + delay >= deadline {
                 return Err(error);
             }
             tracing::warn!(token_url = %self.key.token_url, attempt = attempts, retry_in = ?delay, "token request failed: {error}");

@@ -1,7 +1,7 @@
 //! What `check` and `env` print. Every format is safe for any value: shell output can be
 //! `eval`ed, dotenv output is quoted for the common parsers, JSON is JSON.
 
-use crate::config::model::{Source, ACCESS_TOKEN};
+use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
 use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
 use crate::values::read_value_file;
@@ -30,10 +30,13 @@ pub fn shell_quote(value: &str) -> String {
     out
 }
 
-/// Single quotes where the value allows (taken literally by systemd, docker compose and
-/// python-dotenv), double quotes with escapes where it holds a `'` or a line break.
+/// Single quotes where the value holds no `'`, `\` or line break: every dotenv reader
+/// (systemd's `EnvironmentFile=`, docker compose, python-dotenv) takes those literally,
+/// `$` included. Otherwise double quotes, written for systemd (the reader the units in
+/// `deploy/systemd` use): `\`, `"`, `$` and `` ` `` escaped, line breaks kept as they are
+/// (all three readers take a quoted value over several lines).
 pub fn dotenv_quote(value: &str) -> String {
-    if !value.contains(['\'', '\n', '\r']) {
+    if !value.contains(['\'', '\\', '\n', '\r']) {
         return format!("'{value}'");
     }
     let mut out = String::from("\"");
@@ -43,8 +46,6 @@ pub fn dotenv_quote(value: &str) -> String {
             '"' => out.push_str("\\\""),
             '$' => out.push_str("\\$"),
             '`' => out.push_str("\\`"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
             c => out.push(c),
         }
     }
@@ -110,6 +111,9 @@ pub fn render_plan(plan: &Plan) -> String {
 /// One line of the plan: variable, origin, source, and the value or why it is not shown.
 fn plan_row(plan: &Plan, b: &Binding) -> [String; 4] {
     let (from, source, shown) = match &b.target {
+        Target::Literal(_) if secret_by_default(&b.var) => {
+            ("(literal)".to_owned(), "value".to_owned(), REDACTED.to_owned())
+        }
         Target::Literal(v) => ("(literal)".to_owned(), "value".to_owned(), v.clone()),
         Target::Param { conn, key } => {
             let c = &plan.connections[*conn];
@@ -131,6 +135,8 @@ fn plan_row(plan: &Plan, b: &Binding) -> [String; 4] {
             }
         }
     };
+    // A line break or an escape sequence in a value must not break the table or the terminal.
+    let shown = if shown.chars().any(char::is_control) { shown.escape_debug().to_string() } else { shown };
     [b.var.clone(), from, source, shown]
 }
 
@@ -147,7 +153,9 @@ mod tests {
 
     #[test]
     fn dotenv_quoting() {
-        assert_eq!(dotenv_quote("a $b"), "'a $b'");
-        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\\n\\\"\\$x\\\"\"");
+        assert_eq!(dotenv_quote("a $b ${HOME}"), "'a $b ${HOME}'");
+        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\n\\\"\\$x\\\"\"");
+        assert_eq!(dotenv_quote("x\\y"), "\"x\\\\y\"");
+        assert_eq!(dotenv_quote("ends in \\"), "\"ends in \\\\\"");
     }
 }

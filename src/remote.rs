@@ -5,8 +5,9 @@
 
 use crate::cli::RemoteArgs;
 use crate::config::model::{Security, Source, ACCESS_TOKEN};
-use crate::controlplane::ControlPlane;
+use crate::controlplane::{ControlPlane, Retries};
 use crate::http_client::{check_url, HttpClient, HttpError, UrlError};
+use crate::metrics::Metrics;
 use crate::oauth::{AppKey, Credentials, TokenCache};
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
@@ -41,15 +42,19 @@ impl SetupError {
 pub struct Remote {
     control_plane: Option<ControlPlane>,
     tokens: TokenCache,
-    /// Each fetch round retries transient failures for this long.
+    /// The limit of one call, its retries included when it retries itself.
     startup_timeout: Duration,
     allow_insecure_http: bool,
 }
 
 impl Remote {
     /// Builds the sources from settings; reads the TLS files when a control plane uses
-    /// https. `refresh_ahead` renews tokens in the background (long-running modes).
-    pub fn new(args: &RemoteArgs, refresh_ahead: bool) -> Result<Remote, SetupError> {
+    /// https. `long_running` (serve, run): tokens are renewed in the background, and a
+    /// transient failure fails the call at once, for the reloader to retry (see
+    /// [`Retries`]); otherwise (env, exec) each call retries until `--startup-timeout`.
+    /// Every control-plane and token-endpoint call is counted into `metrics`.
+    pub fn new(args: &RemoteArgs, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
+        let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
         let http = Arc::new(HttpClient::new(TlsSettings {
             ca_file: args.ca_file.clone(),
             client_cert: args.client_cert.clone(),
@@ -61,13 +66,13 @@ impl Remote {
                 if uri.scheme_str() == Some("https") {
                     http.prepare_tls().map_err(SetupError::Tls)?;
                 }
-                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone()))
+                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,
         };
         Ok(Remote {
             control_plane,
-            tokens: TokenCache::new(http, refresh_ahead),
+            tokens: TokenCache::new(http, long_running, metrics),
             startup_timeout: args.startup_timeout,
             allow_insecure_http: args.allow_insecure_http,
         })
@@ -220,12 +225,12 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
 }
 
 /// One resolution on a private single-threaded runtime, for `env` and `exec`: only the
-/// mapped tokens, no background renewal.
+/// mapped tokens, no background renewal, and no one to report metrics to.
 pub fn fetch_once(args: &RemoteArgs, plan: &Plan) -> anyhow::Result<Fetched> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async {
-        let remote = Remote::new(args, false)?;
+        let remote = Remote::new(args, false, Arc::default())?;
         remote.fetch(plan, Tokens::Mapped).await
     })
 }

@@ -137,9 +137,12 @@ pub fn plan(dir: &Path, opts: &Options) -> Result<Plan, ConfigError> {
 }
 
 fn identity(dir: &Path, loaded: &config::Loaded, opts: &Options, diags: &mut Diagnostics) -> Option<Identity> {
+    let overridden = opts.project.is_some() && opts.component.is_some();
     let declared = match loaded.identities.as_slice() {
         [] => None,
         [(id, _)] => Some(id.clone()),
+        // Both flags given: the documents say nothing that is used.
+        [..] if overridden => None,
         [(_, first), (_, second), ..] => {
             diags.error(
                 second.clone(),

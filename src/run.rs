@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// How long API requests in flight get once the workload has exited.
 const API_GRACE: Duration = Duration::from_secs(1);
@@ -47,14 +48,15 @@ async fn until(mut stop: watch::Receiver<bool>) {
 async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
-    let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true)?);
+    let metrics = Arc::new(Metrics::default());
+    let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
     let (stop_tx, stop) = watch::channel(false);
     let start_reloader = || {
         let mut reload = ReloadConfig::new(&args.config, args.refresh_interval, args.rescan_interval);
         if args.socket.is_none() {
             reload.tokens = Tokens::Mapped;
         }
-        Reloader::start(reload, sources.clone(), Arc::new(Metrics::default()), until(stop.clone()))
+        Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()))
     };
     // With an API, the reloader starts at once: the API serves its snapshot.
     let mut reloader = None;
@@ -107,13 +109,26 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     result
 }
 
-/// The first full resolution, as `exec` does it: the same errors, exit codes and retries
-/// (transient failures until `--startup-timeout`), and only the tokens variables map.
+/// The first full resolution, as `exec` does it: the same errors and exit codes, and
+/// only the tokens variables map. The long-running sources fail a transient failure at
+/// once, so it is retried here, with backoff, until `--startup-timeout`.
 /// With an API, the workload then starts once the API is ready too, on its values.
 async fn first_resolution(args: &RunArgs, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
     let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
-        sources.fetch(&plan, Tokens::Mapped).await?
+        let deadline = Instant::now() + args.config.remote.startup_timeout;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match sources.fetch(&plan, Tokens::Mapped).await {
+                Ok(fetched) => break fetched,
+                Err(e) if crate::exit_code(&e) == crate::exit::UNAVAILABLE && Instant::now() + backoff < deadline => {
+                    tracing::warn!(retry_in = ?backoff, "values unavailable, will retry: {e:#}");
+                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     } else {
         Fetched::default()
     };

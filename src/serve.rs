@@ -61,15 +61,17 @@ async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
 }
 
 /// Serves until `shutdown`; an error only when the first resolution failed for
-/// `startup_timeout` (its exit code is that failure's).
+/// `startup_timeout` (its exit code is that failure's). `metrics` is the one set of
+/// counters `/metrics` shows: the reloader and the API count into it, and so should
+/// `sources` (the control-plane and token calls).
 pub async fn run<S: Sources>(
     listener: UnixListener,
     settings: ServeSettings,
     sources: Arc<S>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
-    let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop) = watch::channel(false);
     let reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
@@ -116,8 +118,9 @@ pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
         let listener = server::bind(&args.socket, args.socket_mode, args.socket_group)?;
         tracing::info!(socket = %args.socket.display(), "serving");
         let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
-        let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true)?);
-        let result = run(listener, settings, sources.clone(), shutdown).await;
+        let metrics = Arc::new(Metrics::default());
+        let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
+        let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
         sources.shutdown();
         let _ = std::fs::remove_file(&args.socket);
         result

@@ -42,6 +42,11 @@ pub enum ValueError {
 
 /// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed.
 pub fn read_value_file(path: &Path) -> Result<String, String> {
+    // A FIFO or a device would block the read or never end.
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     file.take(MAX_VALUE_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;

@@ -103,9 +103,11 @@ fn env_formats_round_trip_awkward_values() {
 
     let dotenv = f.run("env", &[]);
     assert_eq!(dotenv.code, 0, "{dotenv:?}");
+    // Double quotes (the value holds a quote, a backslash and a line break), escaped as
+    // systemd's EnvironmentFile= reads them; the line break stays a line break.
     assert_eq!(
         dotenv.stdout,
-        "CHOREO_HR_SERVICE_VALUE=\"it's \\\"quoted\\\" \\$HOME \\`id\\` \\\\ back\\nslash ünï 🙂\"\n"
+        "CHOREO_HR_SERVICE_VALUE=\"it's \\\"quoted\\\" \\$HOME \\`id\\` \\\\ back\nslash ünï 🙂\"\n"
     );
 }
 
@@ -301,4 +303,28 @@ fn completions_and_man_pages_come_from_the_command_line() {
     assert_contains(&main, &[".TH connd 1", "check", "exec"]);
     let exec = std::fs::read_to_string(dir.path().join("connd-exec.1")).unwrap();
     assert_contains(&exec, &["connd\\-exec", "CONND_CONFIG_DIR"]);
+}
+
+#[test]
+fn check_redacts_secret_looking_literals_and_escapes_control_characters() {
+    let comp = component_yaml(&[("hr-service", HR_REF)])
+        + "configurations:\n  env:\n    - name: DB_PASSWORD\n      value: lit3ral-pw\n    - name: BANNER\n      value: \"a\\x1b[31mred\\nline\"\n";
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("client_secret", "cs-value"), ("ServiceURL", "u")]));
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("lit3ral-pw") && !out.stdout.contains("cs-value"), "{out:?}");
+    assert_contains(&out.stdout, &["DB_PASSWORD", "CHOREO_HR_SERVICE_CLIENT_SECRET", "a\\u{1b}[31mred\\nline"]);
+    assert!(!out.stdout.contains('\u{1b}'), "{out:?}");
+}
+
+#[test]
+fn both_identity_flags_make_identity_documents_irrelevant() {
+    let f = Fixture::with(
+        &component_yaml(&[("hr-service", HR_REF)]),
+        &connection(ID1, "hr-service", &[("ServiceURL", "u")]),
+    )
+    .file("second-identity.yaml", "kind: Component\nproject: hr-project\nname: other\n");
+    assert_eq!(f.run("check", &[]).code, 78);
+    let out = f.run("check", &["--project", "hr-project", "--component", "user-portal"]);
+    assert_eq!(out.code, 0, "{out:?}");
 }

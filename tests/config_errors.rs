@@ -65,7 +65,8 @@ fn an_unknown_key_in_the_component_document() {
 #[test]
 fn an_unknown_key_in_a_parameter() {
     let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ServiceURL", "{ value: x, vault: y }")]));
-    expect_config_error(&f, &["connections.yaml:8: parameters.ServiceURL: unknown field `vault`"]);
+    // Under `parameters` the field name is not echoed: a mistyped map may hold a value.
+    expect_config_error(&f, &["connections.yaml:8: parameters.ServiceURL: unknown field, expected one of `value`, `file`, `remote`, `secret`", "fix: remove the key"]);
 }
 
 #[test]
@@ -370,4 +371,45 @@ fn values_never_appear_in_parser_errors() {
     let out =
         expect_config_error(&f, &["parameters.ConsumerSecret.remote: invalid type: a string, expected a boolean"]);
     assert!(!out.stderr.contains("s3cr3t-value"), "{out:?}");
+}
+
+#[test]
+fn values_never_appear_as_numbers_or_mistyped_maps() {
+    let f =
+        Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ConsumerSecret", "{ remote: 98765432 }")]));
+    let out =
+        expect_config_error(&f, &["parameters.ConsumerSecret.remote: invalid type: an integer, expected a boolean"]);
+    assert!(!out.stderr.contains("98765432"), "{out:?}");
+    // `{hunter2secret}` is a map whose key is the value: the parser calls it a field.
+    let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("DbPassword", "{hunter2secret}")]));
+    let out = expect_config_error(
+        &f,
+        &["parameters.DbPassword: unknown field, expected one of `value`, `file`, `remote`, `secret`"],
+    );
+    assert!(!out.stderr.contains("hunter2secret"), "{out:?}");
+}
+
+#[test]
+fn a_parameter_given_twice() {
+    let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ServiceURL", "a"), ("ServiceURL", "b")]));
+    expect_config_error(&f, &["connections.yaml:8: parameters: parameter ServiceURL is given twice"]);
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_is_refused_not_read() {
+    let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ServiceURL", "u")]));
+    mkfifo(&f.join("pipe.yaml"));
+    expect_config_error(&f, &["pipe.yaml: not a regular file", "fix: connd reads only regular files"]);
+
+    let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ChoreoAPIKey", "{ file: key-fifo }")]));
+    mkfifo(&f.join("key-fifo"));
+    expect_config_error(
+        &f,
+        &["cannot read ChoreoAPIKey of connection \"hr-service\"", "key-fifo: it is not a regular file"],
+    );
 }

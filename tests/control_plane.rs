@@ -4,6 +4,7 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::*;
 use connd::source::{Sources, Tokens};
+use std::sync::Arc;
 use std::time::Duration;
 
 const ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
@@ -288,8 +289,9 @@ fn later_rounds_are_conditional_and_reread_the_token_file() {
     let opts = connd::resolve::Options { control_plane: true, ..Default::default() };
     let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let metrics = Arc::new(connd::metrics::Metrics::default());
     runtime.block_on(async {
-        let remote = connd::remote::Remote::new(&args, false).expect("remote");
+        let remote = connd::remote::Remote::new(&args, false, metrics.clone()).expect("remote");
         let first = remote.fetch(&plan, Tokens::Mapped).await.expect("first round");
         // A rotated credential: a new file swapped in, as the kubelet does.
         std::fs::write(fx.join("token.new"), "rotated-token\n").unwrap();
@@ -303,6 +305,16 @@ fn later_rounds_are_conditional_and_reread_the_token_file() {
     assert_eq!(requests.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 304]);
     assert_eq!(requests[1].if_none_match.as_deref(), Some("\"7\""));
     assert_eq!(requests[1].authorization.as_deref(), Some("Bearer rotated-token"));
+    let text = metrics.render();
+    assert_contains(
+        &text,
+        &[
+            "connd_control_plane_requests_total{result=\"ok\"} 1\n",
+            "connd_control_plane_requests_total{result=\"not_modified\"} 1\n",
+            "connd_control_plane_requests_total{result=\"error\"} 0\n",
+        ],
+    );
+    assert!(!text.contains("rotated-token") && !text.contains("remote-secret"), "{text}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ const PAYROLL: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
 const SECRET: &str = "portal-s3cr3t";
 
 /// An OAuth connection descriptor for `client` at `token_url`.
-fn oauth_connection(id: &str, name: &str, token_url: &str, client: &str, secret: &str, auth: &str) -> String {
+pub fn oauth_connection(id: &str, name: &str, token_url: &str, client: &str, secret: &str, auth: &str) -> String {
     format!(
         "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: oauth2\n\
          oauth: {{ scopes: [read], clientAuth: {auth} }}\nparameters:\n  ServiceURL: https://{name}.internal\n  \
@@ -164,7 +164,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn a_thousand_concurrent_requests_cause_one_token_call() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 60);
     runtime().block_on(async {
-        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), false);
+        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), false, Arc::default());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..1000 {
@@ -184,7 +184,7 @@ fn a_thousand_concurrent_requests_cause_one_token_call() {
 fn tokens_are_renewed_in_the_background_before_a_short_ttl_ends() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 2);
     runtime().block_on(async {
-        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), true);
+        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), true, Arc::default());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
         // Renewal is due at 75-85% of the 2s lifetime; it must happen, without any caller,
@@ -205,7 +205,7 @@ fn tokens_are_renewed_in_the_background_before_a_short_ttl_ends() {
 fn without_background_renewal_an_ageing_token_is_renewed_on_demand() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 1);
     runtime().block_on(async {
-        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), false);
+        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), false, Arc::default());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
         let again = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("cached token");

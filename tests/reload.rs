@@ -1,10 +1,12 @@
 //! The reloader on real files: the kubelet's `..data` swap, invalid updates that keep
-//! the last good values, and a remote source that goes down and comes back.
+//! the last good values, and a first resolution that waits for the control plane.
 
+use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
-use crate::support::source::ScriptedSource;
 use crate::support::*;
+use connd::cli::RemoteArgs;
 use connd::metrics::Metrics;
+use connd::remote::Remote;
 use connd::resolve::Options;
 use connd::snapshot::Snapshot;
 use connd::watch::{ReloadConfig, Reloader, StartupError};
@@ -111,46 +113,59 @@ async fn an_invalid_update_keeps_the_last_good_values() {
 }
 
 /// A directory whose `db` connection takes its Password from the remote source.
-fn remote_files() -> Vec<(&'static str, String)> {
+pub fn remote_files() -> Vec<(&'static str, String)> {
     let mut f = files("5432");
     f[2].1 = f[2].1.replace("  HostName: pg.internal\n", "  HostName: pg.internal\n  Password: { remote: true }\n");
     f
 }
 
 #[tokio::test]
-async fn a_source_down_then_back() {
+async fn not_ready_while_the_control_plane_is_down_then_ready() {
     let dir = AtomicDir::new(&refs(&remote_files()));
-    let source = Arc::new(ScriptedSource::default());
-    source.set_down(true);
-    source.set(DB_ID, "Password", "pw-1");
+    let cp = FakeControlPlane::start(false);
+    cp.script(DB_ID, vec![Reply::Status(503)]);
+    let args = RemoteArgs {
+        control_plane: Some(cp.url()),
+        token_file: None,
+        ca_file: Some(cp.ca_file().to_path_buf()),
+        client_cert: None,
+        client_key: None,
+        allow_insecure_http: false,
+        startup_timeout: Duration::from_secs(30),
+    };
+    let metrics = Arc::new(Metrics::default());
+    // Long-running: one attempt per round, so the failure shows at once, not after 30s.
+    let remote = Arc::new(Remote::new(&args, true, metrics.clone()).expect("remote"));
     let mut cfg = config(dir.path(), Duration::from_millis(100));
     cfg.options.control_plane = true;
-    let metrics = Arc::new(Metrics::default());
-    let reloader = Reloader::start(cfg, source.clone(), metrics.clone(), std::future::pending());
-
-    let err = reloader.ready(Duration::from_millis(300)).await.expect_err("not ready while down");
-    assert!(matches!(err, StartupError::NotReady { .. }));
-    assert_contains(&err.to_string(), &["no complete set of values after", "control plane", "connection refused"]);
-
-    source.set_down(false);
-    let s = reloader.ready(Duration::from_secs(5)).await.expect("ready once up");
-    assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"));
+    let reloader = Reloader::start(cfg, remote, metrics.clone(), std::future::pending());
 
     let mut rx = reloader.subscribe();
-    source.set_down(true);
-    source.set(DB_ID, "Password", "pw-2");
-    let s = wait_for(&mut rx, "the outage is reported", |s| s.failure.is_some()).await;
-    assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"), "the last good values stay");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let text = metrics.render();
-    assert!(!text.contains("connd_error_age_seconds 0\n"), "the error's age shows:\n{text}");
+    wait_for(&mut rx, "the outage is reported", |s| s.failure.is_some()).await;
+    let err = reloader.ready(Duration::from_millis(100)).await.expect_err("not ready while down");
+    assert!(matches!(err, StartupError::NotReady { .. }));
+    assert_eq!(err.exit_code(), 69);
+    assert_contains(
+        &err.to_string(),
+        &[
+            "no complete set of values after",
+            "connection \"main-db\"",
+            &cp.url(),
+            "is unavailable: status 503",
+            "retrying",
+        ],
+    );
 
-    source.set_down(false);
-    wait_for(&mut rx, "the new password after recovery", |s| {
-        s.failure.is_none() && env(s, "CHOREO_MAIN_DB_PASSWORD").as_deref() == Some("pw-2")
-    })
-    .await;
-    assert!(metrics.render().contains("connd_error_age_seconds 0\n"));
+    cp.script(DB_ID, vec![Reply::ok("1", &[("Password", "pw-1")])]);
+    let s = reloader.ready(Duration::from_secs(5)).await.expect("ready once up");
+    assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"));
+    let text = metrics.render();
+    assert_contains(
+        &text,
+        &["connd_control_plane_requests_total{result=\"ok\"} 1\n", "connd_reloads_total{result=\"changed\"} 1\n"],
+    );
+    assert!(!text.contains("connd_control_plane_requests_total{result=\"error\"} 0\n"), "{text}");
+    assert!(!text.contains("pw-1"), "{text}");
 }
 
 #[tokio::test]

@@ -1,14 +1,15 @@
-//! `connd serve` in-process over a real Unix socket: every route and error, readiness,
-//! blocking queries, tokens, and a source going down and coming back.
+//! `connd serve` in-process over a real Unix socket, on local values: every route and
+//! error, readiness, blocking queries. The remote sources (control plane down and back,
+//! token refresh) are tested on the binary in `serve_remote`.
 
 use crate::reload::{files, refs, API_ID, DB_ID};
 use crate::support::kubelet::AtomicDir;
-use crate::support::source::ScriptedSource;
 use crate::support::*;
 use connd::api::auth::Allow;
 use connd::api::client::{request, Answer};
 use connd::resolve::Options;
 use connd::serve::{run, ServeSettings};
+use connd::source::Local;
 use connd::watch::ReloadConfig;
 use http::Method;
 use serde_json::Value;
@@ -26,14 +27,14 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(dir: &Path, source: Arc<ScriptedSource>, refresh: Duration) -> Server {
+    pub async fn start(dir: &Path, refresh: Duration) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("run/connd.sock");
         let listener = connd::api::server::bind(&socket, 0o660, None).expect("bind");
         let settings = ServeSettings {
             reload: ReloadConfig {
                 dir: dir.to_path_buf(),
-                options: Options { control_plane: true, ..Options::default() },
+                options: Options::default(),
                 refresh_interval: refresh,
                 rescan_interval: Duration::from_secs(60),
                 debounce: Duration::from_millis(10),
@@ -46,7 +47,7 @@ impl Server {
             sighup: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, settings, source, async {
+        let task = tokio::spawn(run(listener, settings, Arc::new(Local), Arc::default(), async {
             let _ = stopped.await;
         }));
         Server { socket, stop: Some(stop), task, _tmp: tmp }
@@ -94,7 +95,7 @@ fn assert_error(a: &Answer, status: u16, code: &str, needles: &[&str]) {
 #[tokio::test]
 async fn every_route_and_error() {
     let dir = AtomicDir::new(&refs(&files("5432")));
-    let server = Server::start(dir.path(), Arc::new(ScriptedSource::default()), Duration::from_secs(3600)).await;
+    let server = Server::start(dir.path(), Duration::from_secs(3600)).await;
     server.ready().await;
 
     let env = server.get("/v1/env").await;
@@ -182,88 +183,35 @@ async fn every_route_and_error() {
     server.stop().await;
 }
 
-/// A directory whose `main-db` connection takes its Password from the remote source,
-/// and whose `api-x` connection is under OAuth.
-fn remote_files() -> Vec<(&'static str, String)> {
-    let mut f = files("5432");
-    f[2].1 = f[2].1.replace("  HostName: pg.internal\n", "  HostName: pg.internal\n  Password: { remote: true }\n");
-    f[2].1 = f[2].1.replace("name: api-x\n", "name: api-x\nsecurity: oauth2\n").replace(
-        "  ServiceURL: https://api.example\n",
-        "  ServiceURL: https://api.example\n  TokenURL: https://sts.example/token\n  ConsumerKey: ck\n  ConsumerSecret: cs\n",
-    );
-    f
-}
-
 #[tokio::test]
-async fn not_ready_until_resolved_then_down_and_back() {
-    let dir = AtomicDir::new(&refs(&remote_files()));
-    let source = Arc::new(ScriptedSource::default());
-    source.set(DB_ID, "Password", "pw-1");
-    source.set_down(true);
-    let server = Server::start(dir.path(), source.clone(), Duration::from_millis(100)).await;
-    // Until the source answers once: 503 with the reason, on /readyz and on values.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_error(&server.get("/readyz").await, 503, "not_ready", &["not ready", "connection refused"]);
-    assert_error(&server.get("/v1/env").await, 503, "not_ready", &["connection refused"]);
+async fn not_ready_with_the_reason_until_the_directory_is_fixed() {
+    let mut broken = files("5432");
+    broken[2].1 = broken[2].1.replace("name: api-x", "name: api-x\nbogus: 1");
+    let mut dir = AtomicDir::new(&refs(&broken));
+    let server = Server::start(dir.path(), Duration::from_secs(3600)).await;
+    let start = Instant::now();
+    let not_ready = loop {
+        let a = server.get("/readyz").await;
+        if json(&a)["error"].as_str().is_some_and(|e| e.contains("bogus")) {
+            break a;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no reason on /readyz: {}", a.text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_error(&not_ready, 503, "not_ready", &["not ready", "connections.yaml", "bogus"]);
+    assert_error(&server.get("/v1/env").await, 503, "not_ready", &["bogus"]);
     assert_eq!(server.get("/healthz").await.status, 200);
 
-    source.set_down(false);
+    dir.update(&refs(&files("5432")));
     server.ready().await;
-    assert_eq!(json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PASSWORD"], "pw-1");
-
-    // Down again: the last good values stay, the error is counted and aged.
-    let errors = |text: String| -> u64 {
-        let line = text.lines().find(|l| l.starts_with("connd_reloads_total{result=\"error\"}")).unwrap().to_owned();
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    let before = errors(server.get("/metrics").await.text());
-    source.set_down(true);
-    source.set(DB_ID, "Password", "pw-2");
-    let start = Instant::now();
-    while errors(server.get("/metrics").await.text()) == before {
-        assert!(start.elapsed() < Duration::from_secs(5), "{}", server.get("/metrics").await.text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(server.get("/readyz").await.status, 200, "ready stays ready");
-    assert_eq!(json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PASSWORD"], "pw-1");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let text = server.get("/metrics").await.text();
-    assert!(!text.contains("connd_error_age_seconds 0\n"), "{text}");
-
-    source.set_down(false);
-    let start = Instant::now();
-    while json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PASSWORD"] != "pw-2" {
-        assert!(start.elapsed() < Duration::from_secs(5), "the new value never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(server.get("/metrics").await.text().contains("connd_error_age_seconds 0\n"));
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_token_refresh_is_visible_on_token() {
-    let dir = AtomicDir::new(&refs(&remote_files()));
-    let source = Arc::new(ScriptedSource::default());
-    source.set(DB_ID, "Password", "pw-1");
-    *source.token.lock().unwrap() = "tok-1".into();
-    let server = Server::start(dir.path(), source.clone(), Duration::from_secs(3600)).await;
-    server.ready().await;
-    let t = json(&server.get("/v1/connections/api-x/token").await);
-    assert_eq!((t["access_token"].as_str(), t["token_type"].as_str()), (Some("tok-1"), Some("Bearer")));
-    assert_eq!(t["expires_in"], 300);
-    *source.token.lock().unwrap() = "tok-2".into();
-    assert_eq!(json(&server.get("/v1/connections/api-x/token").await)["access_token"], "tok-2");
-    source.set_down(true);
-    let failed = server.get("/v1/connections/api-x/token").await;
-    assert_error(&failed, 502, "token_unavailable", &["no token for \"api-x\"", "connection refused"]);
+    assert_eq!(json(&server.get("/v1/env").await)["CHOREO_MAIN_DB_PORT"], "5432");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_blocking_query_is_woken_by_a_change() {
     let mut dir = AtomicDir::new(&refs(&files("5432")));
-    let server =
-        Arc::new(Server::start(dir.path(), Arc::new(ScriptedSource::default()), Duration::from_secs(3600)).await);
+    let server = Arc::new(Server::start(dir.path(), Duration::from_secs(3600)).await);
     server.ready().await;
     let first = server.get("/v1/env").await;
     let i = index(&first);

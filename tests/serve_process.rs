@@ -14,14 +14,14 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `connd serve`, killed if the test ends early.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl Daemon {
-    fn start(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub fn start(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("run/connd.sock");
         let child = connd()
@@ -38,11 +38,11 @@ impl Daemon {
         Daemon { child, socket, _tmp: tmp }
     }
 
-    fn signal(&self, signal: Signal) {
+    pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal");
     }
 
-    async fn ready(&self) {
+    pub async fn ready(&self) {
         let start = Instant::now();
         loop {
             if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// Waits for the exit and returns its code and stderr.
-    fn wait(mut self) -> (i32, String) {
+    pub fn wait(mut self) -> (i32, String) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -19,3 +19,6 @@ mod run_mode;
 mod serve;
 /// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
 mod serve_process;
+/// `serve` as a process with its real sources: control plane down and back, token
+/// renewal on `/token`, refusals, and the `/metrics` counters of all that.
+mod serve_remote;

@@ -149,6 +149,11 @@ fn read_file(dir: &Path, name: String, diags: &mut Diagnostics) -> Option<Source
     if meta.is_dir() {
         return None;
     }
+    if !meta.is_file() {
+        // A FIFO or a device would block the read or never end.
+        diags.error(origin(), "not a regular file", "connd reads only regular files (or symlinks to them) as YAML");
+        return None;
+    }
     if meta.len() > MAX_FILE_BYTES {
         diags.error(
             origin(),

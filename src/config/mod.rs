@@ -73,22 +73,36 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     loaded
 }
 
-/// What one run of the parser over some files found.
+/// What one run of the parser over some documents found.
 #[derive(Default)]
 struct Parsed {
-    /// `Some` when the files held component.yaml (inner `None`: it was invalid).
+    /// `Some` when the run held component.yaml (inner `None`: it was invalid).
     component: Option<Option<ComponentSpec>>,
     docs: validate::Documents,
     diags: Diagnostics,
 }
 
-fn parse_files(files: &[files::SourceFile]) -> Parsed {
+/// One piece of parsing work: component.yaml whole, or one document of another file.
+enum Unit<'a> {
+    Component(&'a files::SourceFile),
+    Document(&'a files::SourceFile, files::Document<'a>),
+}
+
+impl Unit<'_> {
+    fn bytes(&self) -> usize {
+        match self {
+            Unit::Component(f) => f.text.len(),
+            Unit::Document(_, d) => d.text.len(),
+        }
+    }
+}
+
+fn parse_units(units: &[Unit<'_>]) -> Parsed {
     let mut out = Parsed::default();
-    for file in files {
-        if file.name == files::COMPONENT_FILE {
-            out.component = Some(validate::component_yaml(file, &mut out.diags));
-        } else {
-            validate::connd_documents(file, &mut out.docs, &mut out.diags);
+    for unit in units {
+        match unit {
+            Unit::Component(file) => out.component = Some(validate::component_yaml(file, &mut out.diags)),
+            Unit::Document(file, doc) => validate::connd_document(&file.path, doc, &mut out.docs, &mut out.diags),
         }
     }
     out
@@ -97,27 +111,38 @@ fn parse_files(files: &[files::SourceFile]) -> Parsed {
 /// Below this much YAML a second thread costs more than it saves.
 const PARALLEL_BYTES: usize = 8 * 1024;
 
-/// Parses the files on every core, in contiguous runs of about equal size; the results
-/// come back in file order, so diagnostics read the same however the work was split.
+/// Parses every document on every core, in contiguous runs of about equal size; the
+/// results come back in file and document order, so diagnostics read the same however
+/// the work was split. Documents, not files, are the unit: one large file splits too.
 fn parse_parallel(files: &[files::SourceFile]) -> Vec<Parsed> {
-    let total: usize = files.iter().map(|f| f.text.len()).sum();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len());
+    let units: Vec<Unit<'_>> = files
+        .iter()
+        .flat_map(|f| -> Vec<Unit<'_>> {
+            if f.name == files::COMPONENT_FILE {
+                vec![Unit::Component(f)]
+            } else {
+                files::documents(&f.text).into_iter().map(|d| Unit::Document(f, d)).collect()
+            }
+        })
+        .collect();
+    let total: usize = units.iter().map(Unit::bytes).sum();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(units.len());
     if workers < 2 || total < PARALLEL_BYTES {
-        return vec![parse_files(files)];
+        return vec![parse_units(&units)];
     }
     let mut chunks = Vec::with_capacity(workers);
     let (mut start, mut bytes) = (0, 0);
-    for (i, f) in files.iter().enumerate() {
-        bytes += f.text.len();
+    for (i, u) in units.iter().enumerate() {
+        bytes += u.bytes();
         if bytes * workers >= total * (chunks.len() + 1) && chunks.len() + 1 < workers {
-            chunks.push(&files[start..=i]);
+            chunks.push(&units[start..=i]);
             start = i + 1;
         }
     }
-    chunks.push(&files[start..]);
+    chunks.push(&units[start..]);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks[1..].iter().map(|chunk| scope.spawn(|| parse_files(chunk))).collect();
-        let mut parts = vec![parse_files(chunks[0])];
+        let handles: Vec<_> = chunks[1..].iter().map(|chunk| scope.spawn(|| parse_units(chunk))).collect();
+        let mut parts = vec![parse_units(chunks[0])];
         parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
         parts
     })

@@ -103,9 +103,35 @@ pub struct Connection {
 /// The name of the token parameter that OAuth connections add.
 pub const ACCESS_TOKEN: &str = "AccessToken";
 
-/// Keys with these endings hold secrets unless the descriptor says `secret: false`.
+/// Keys ending in `Secret`, `Password`, `APIKey`, `ApiKey` or `Token` hold secrets unless
+/// the descriptor says `secret: false`. The match ignores case and separators, so that
+/// `client_secret`, `DB_PASSWORD` and `api-key` are secret too: redacting one value too
+/// many is the safe side.
 pub fn secret_by_default(key: &str) -> bool {
-    ["Secret", "Password", "APIKey", "ApiKey", "Token"].iter().any(|end| key.ends_with(end))
+    let folded: String = key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    ["secret", "password", "apikey", "token"].iter().any(|end| folded.ends_with(end))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_keys() {
+        for key in [
+            "ConsumerSecret",
+            "Password",
+            "ChoreoAPIKey",
+            "ApiKey",
+            "AccessToken",
+            "client_secret",
+            "DB_PASSWORD",
+            "api-key",
+        ] {
+            assert!(super::secret_by_default(key), "{key}");
+        }
+        for key in ["ServiceURL", "TokenURL", "Username", "Port", "secretary_name"] {
+            assert!(!super::secret_by_default(key), "{key}");
+        }
+    }
 }
 
 /// The component's `component.yaml`, validated.

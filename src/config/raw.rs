@@ -10,8 +10,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A YAML scalar taken as text: `8080`, `true` and `"x"` are all fine as values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Scalar(pub String);
+
+/// Scalars are values, and values may be secrets.
+impl fmt::Debug for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::secret::REDACTED)
+    }
+}
 
 struct ScalarVisitor;
 
@@ -109,14 +116,51 @@ pub struct ConnectionDoc {
     pub security: Security,
     pub oauth: Option<OAuth>,
     #[serde(default)]
-    pub parameters: BTreeMap<String, Param>,
+    pub parameters: Params,
 }
 
 /// A parameter: a plain scalar is a literal value, a map names its source.
-#[derive(Debug)]
 pub enum Param {
     Plain(String),
     Spec(ParamSpec),
+}
+
+impl fmt::Debug for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Param::Plain(_) => f.write_str(crate::secret::REDACTED),
+            Param::Spec(spec) => spec.fmt(f),
+        }
+    }
+}
+
+/// `parameters`: a map that refuses a key given twice (YAML parsers keep the last one,
+/// which would silently drop a value).
+#[derive(Debug, Default)]
+pub struct Params(pub BTreeMap<String, Param>);
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ParamsVisitor;
+        impl<'de> Visitor<'de> for ParamsVisitor {
+            type Value = Params;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of parameter keys to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("parameter {key} is given twice")));
+                    }
+                    let value = map.next_value::<Param>()?;
+                    out.insert(key, value);
+                }
+                Ok(Params(out))
+            }
+        }
+        d.deserialize_map(ParamsVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

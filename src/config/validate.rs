@@ -85,7 +85,7 @@ fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags
             if message.contains("repetition limit") {
                 message = "YAML aliases expand past the parser's repetition limit (an alias bomb)".into();
             }
-            let fix = if message.starts_with("unknown field") {
+            let fix = if message.contains("unknown field") {
                 format!("remove the key, or correct its spelling; see the {what} format in the README")
             } else if message.contains("repetition limit") || message.contains("recursion limit") {
                 "write the values out instead of nesting aliases (`*name`) in this document".to_owned()
@@ -112,16 +112,25 @@ fn parser_message(e: &serde_yaml::Error) -> String {
 }
 
 fn redact_values(text: &str) -> String {
+    // serde's `Unexpected` renderings, which quote the offending value, and what to say
+    // instead. Under `parameters` a flow-map typo (`Password: {s3cret}`) turns a value
+    // into a "field name", so field names are redacted there too.
+    const QUOTED: [(&str, char, &str); 6] = [
+        ("string \"", '"', "a string"),
+        ("integer `", '`', "an integer"),
+        ("floating point `", '`', "a floating point number"),
+        ("boolean `", '`', "a boolean"),
+        ("character '", '\'', "a character"),
+        ("variant `", '`', "variant"),
+    ];
+    let field = ("field `", '`', "field");
+    let markers: Vec<(&str, char, &str)> =
+        QUOTED.into_iter().chain(text.starts_with("parameters.").then_some(field)).collect();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     loop {
-        let string = rest.find("string \"").map(|i| (i, "string \"", '"', "a string"));
-        let variant = rest.find("variant `").map(|i| (i, "variant `", '`', "variant"));
-        let next = match (string, variant) {
-            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        };
-        let Some((i, open, close, replacement)) = next else {
+        let next = markers.iter().filter_map(|m| rest.find(m.0).map(|i| (i, m))).min_by_key(|(i, _)| *i);
+        let Some((i, &(open, close, replacement))) = next else {
             out.push_str(rest);
             return out;
         };
@@ -171,36 +180,34 @@ pub struct Documents {
 }
 
 /// Reads every document of a non-`component.yaml` file.
-pub fn connd_documents(file: &SourceFile, out: &mut Documents, diags: &mut Diagnostics) {
+/// Reads one document of a file other than `component.yaml`.
+pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diags: &mut Diagnostics) {
     let before = diags.len();
-    for doc in super::files::documents(&file.text) {
-        let origin = Origin::at(&file.path, doc.first_line);
-        match kind_of(&doc).as_deref() {
-            Some("Connection") => {
-                if let Some(raw) = parse::<raw::ConnectionDoc>(&file.path, &doc, "Connection", diags) {
-                    if let Some(c) = connection(raw, &file.path, &doc, diags) {
-                        out.connections.push(Arc::new(c));
-                    }
+    let origin = Origin::at(path, doc.first_line);
+    match kind_of(doc).as_deref() {
+        Some("Connection") => {
+            if let Some(raw) = parse::<raw::ConnectionDoc>(path, doc, "Connection", diags) {
+                if let Some(c) = connection(raw, path, doc, diags) {
+                    out.connections.push(Arc::new(c));
                 }
             }
-            Some("Component") => {
-                if let Some(raw) = parse::<raw::ComponentDoc>(&file.path, &doc, "Component", diags) {
-                    let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
-                    out.identities
-                        .push((Identity { project: raw.project, component: raw.name }, Origin::at(&file.path, line)));
-                }
-            }
-            Some(other) => diags.error(
-                origin,
-                format!("unknown kind {other:?}"),
-                "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
-            ),
-            None => diags.error(
-                origin,
-                "document has no `kind`",
-                "add `kind: Connection` or `kind: Component` as its first line",
-            ),
         }
+        Some("Component") => {
+            if let Some(raw) = parse::<raw::ComponentDoc>(path, doc, "Component", diags) {
+                let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
+                out.identities.push((Identity { project: raw.project, component: raw.name }, Origin::at(path, line)));
+            }
+        }
+        Some(other) => diags.error(
+            origin,
+            format!("unknown kind {other:?}"),
+            "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+        ),
+        None => diags.error(
+            origin,
+            "document has no `kind`",
+            "add `kind: Connection` or `kind: Component` as its first line",
+        ),
     }
     out.had_errors |= diags.len() > before;
 }
@@ -250,7 +257,7 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
         parsed
     });
     let mut parameters = std::collections::BTreeMap::new();
-    for (key, param) in raw.parameters {
+    for (key, param) in raw.parameters.0 {
         // Lines are looked up only for errors: the scan is the costly part of a valid load.
         let origin = || Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
         if key == model::ACCESS_TOKEN {
@@ -546,6 +553,18 @@ mod tests {
             "visibility: unknown variant, expected `project` or `component`"
         );
         assert_eq!(redact_values("unknown field `a`, expected `id`"), "unknown field `a`, expected `id`");
+        assert_eq!(
+            redact_values("parameters.Pw: unknown field `hunter2`, expected one of `value`, `file`"),
+            "parameters.Pw: unknown field, expected one of `value`, `file`"
+        );
+        assert_eq!(
+            redact_values("parameters.B.remote: invalid type: integer `98765432`, expected a boolean"),
+            "parameters.B.remote: invalid type: an integer, expected a boolean"
+        );
+        assert_eq!(
+            redact_values("x: invalid type: floating point `1.5`, expected y"),
+            "x: invalid type: a floating point number, expected y"
+        );
     }
 
     #[test]

@@ -6,7 +6,6 @@
 pub mod control_plane;
 pub mod kubelet;
 pub mod oidc;
-pub mod source;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
