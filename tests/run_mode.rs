@@ -414,3 +414,90 @@ fn a_restart_kills_a_child_that_ignores_the_stop_signal() {
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait(), 137, "{}", s.transcript());
 }
+
+mod remote {
+    //! `run` over the fake control plane: startup retries, and re-fetches every
+    //! `--refresh-interval` that restart the workload only when a value changed.
+
+    use super::*;
+    use crate::support::control_plane::{FakeControlPlane, Reply};
+
+    const ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+
+    fn fixture() -> Fixture {
+        Fixture::with(
+            &component_yaml(&[("hr-connection", "service:/HRProject/users/v1/ad088/PUBLIC")]),
+            &connection(
+                ID,
+                "hr-connection",
+                &[("ServiceURL", "https://hr.internal/v1"), ("ConsumerKey", "{ remote: true }")],
+            ),
+        )
+        .file("token", "sa-token\n")
+    }
+
+    fn key(v: &str) -> Reply {
+        Reply::ok(v, &[("ConsumerKey", &format!("key-{v}"))])
+    }
+
+    fn start(fx: &Fixture, cp: &FakeControlPlane, startup_timeout: &str) -> Supervised {
+        let (url, ca, token) = (cp.url(), cp.ca_file().display().to_string(), fx.join("token").display().to_string());
+        let args = [
+            "--control-plane",
+            &url,
+            "--ca-file",
+            &ca,
+            "--token-file",
+            &token,
+            "--startup-timeout",
+            startup_timeout,
+            "--refresh-interval",
+            "200ms",
+            "--change-debounce",
+            "50ms",
+        ];
+        Supervised::start(fx.path(), &args, "echo \"start key=$CHOREO_HR_CONNECTION_CONSUMERKEY\"; exec sleep 30")
+    }
+
+    #[test]
+    fn a_failing_control_plane_is_retried_before_the_start() {
+        let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+        cp.script(ID, vec![Reply::Status(500), Reply::Status(503), key("7")]);
+        let mut s = start(&fx, &cp, "10s");
+        s.expect("start key=key-7");
+        s.signal(Signal::SIGTERM);
+        assert_eq!(s.wait(), 143, "{}", s.transcript());
+        assert_eq!(&cp.requests_for(ID).iter().map(|r| r.status).take(3).collect::<Vec<_>>(), &[500, 503, 200]);
+    }
+
+    #[test]
+    fn an_unavailable_control_plane_past_the_startup_timeout_is_69_and_no_start() {
+        let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+        cp.script(ID, vec![Reply::Status(500)]);
+        let mut s = start(&fx, &cp, "1s");
+        assert_eq!(s.wait(), 69, "{}", s.transcript());
+        assert_eq!(s.count("start key="), 0, "{}", s.transcript());
+        assert_contains(&s.transcript(), &["is unavailable", "status 500"]);
+    }
+
+    #[test]
+    fn re_fetches_restart_only_when_a_value_changed() {
+        let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+        cp.script(ID, vec![key("7")]);
+        let mut s = start(&fx, &cp, "10s");
+        s.expect("start key=key-7");
+        // Several refreshes that bring the same values (304 or the same 200).
+        let deadline = Instant::now() + PATIENCE;
+        while cp.requests_for(ID).len() < 4 {
+            assert!(Instant::now() < deadline, "no refreshes: {:?}", cp.requests_for(ID));
+            s.collect(Duration::from_millis(50));
+        }
+        s.collect(Duration::from_millis(200));
+        assert_eq!(s.count("start key="), 1, "restarted on equal values:\n{}", s.transcript());
+        cp.script(ID, vec![key("8")]);
+        s.expect("start key=key-8");
+        s.signal(Signal::SIGTERM);
+        assert_eq!(s.wait(), 143, "{}", s.transcript());
+        assert_eq!(s.count("start key="), 2, "{}", s.transcript());
+    }
+}
