@@ -35,6 +35,12 @@ pub enum Command {
     Env(EnvArgs),
     /// Resolve once, then replace connd with CMD, its variables set
     Exec(ExecArgs),
+    /// Supervise CMD: forward signals, reap orphans, restart or signal it when values change
+    Run(RunArgs),
+    /// Serve the values on a Unix socket, reloading them as they change
+    Serve(ServeArgs),
+    /// Exit 0 if the `connd serve` on the socket is ready (for exec probes)
+    Probe(ProbeArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     Completions {
         #[arg(value_enum)]
@@ -46,12 +52,6 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
-    /// Serve the values on a Unix socket, reloading them as they change
-    Serve(ServeArgs),
-    /// Exit 0 if the `connd serve` on the socket is ready (for exec probes)
-    Probe(ProbeArgs),
-    /// Supervise CMD: forward signals, reap orphans, restart or signal it when values change
-    Run(RunArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +61,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Log line format (logs go to stderr)
     #[arg(long, env = "CONND_LOG_FORMAT", value_enum, default_value = "text", global = true)]
@@ -71,6 +72,7 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Config directory")]
 pub struct ConfigArgs {
     /// The connection-config directory: component.yaml plus connection descriptors
     #[arg(long, env = "CONND_CONFIG_DIR", default_value = "/etc/connd", value_name = "DIR")]
@@ -93,6 +95,7 @@ pub struct ConfigArgs {
 
 /// Where remote values and tokens come from: the control plane and how to reach it.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Control plane and TLS")]
 pub struct RemoteArgs {
     /// Base URL of the control plane; needed for `remote: true` parameters
     #[arg(long, env = "CONND_CONTROL_PLANE", value_name = "URL")]
@@ -193,27 +196,13 @@ pub struct RunArgs {
     /// Give the workload its own process group and signal the whole group
     #[arg(long, env = "CONND_FORWARD_TO_GROUP")]
     pub forward_to_group: bool,
-    /// How often the control plane is re-checked (jittered)
-    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
-    pub refresh_interval: Duration,
-    /// How often the directory is re-read even without a change event (a backstop)
-    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub rescan_interval: Duration,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
     /// Also serve the local API on this Unix socket while the workload runs
     #[arg(long, env = "CONND_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Permission bits of the socket, in octal
-    #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
-    pub socket_mode: u32,
-    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
-    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
-    pub socket_group: Option<u32>,
-    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
-    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
-    pub allow_uid: Vec<u32>,
-    /// A gid whose processes may call the API (repeatable, or a comma list)
-    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
-    pub allow_gid: Vec<u32>,
+    #[command(flatten)]
+    pub access: SocketAccessArgs,
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -267,24 +256,10 @@ pub struct ServeArgs {
     /// The Unix socket to serve on; its directory is created
     #[arg(long, env = "CONND_SOCKET", default_value = "/run/connd/connd.sock", value_name = "PATH")]
     pub socket: PathBuf,
-    /// Permission bits of the socket, in octal
-    #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
-    pub socket_mode: u32,
-    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
-    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
-    pub socket_group: Option<u32>,
-    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
-    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
-    pub allow_uid: Vec<u32>,
-    /// A gid whose processes may call the API (repeatable, or a comma list)
-    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
-    pub allow_gid: Vec<u32>,
-    /// How often the control plane is re-checked (jittered)
-    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
-    pub refresh_interval: std::time::Duration,
-    /// How often the directory is re-read even without a change event (a backstop)
-    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub rescan_interval: std::time::Duration,
+    #[command(flatten)]
+    pub access: SocketAccessArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
     /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
     #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: std::time::Duration,
@@ -298,6 +273,36 @@ pub struct ProbeArgs {
     /// How long to wait for the answer
     #[arg(long, env = "CONND_PROBE_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: std::time::Duration,
+}
+
+/// How a long-running mode notices changes (`serve`, `run`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Reloading")]
+pub struct ReloadArgs {
+    /// How often the control plane is re-checked (jittered)
+    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub refresh_interval: Duration,
+    /// How often the directory is re-read even without a change event (a backstop)
+    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub rescan_interval: Duration,
+}
+
+/// Who may use the local API's socket (`serve`, and `run --socket`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Socket API")]
+pub struct SocketAccessArgs {
+    /// Permission bits of the socket, in octal
+    #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
+    pub socket_mode: u32,
+    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
+    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
+    pub socket_group: Option<u32>,
+    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// A gid whose processes may call the API (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
+    pub allow_gid: Vec<u32>,
 }
 
 #[cfg(test)]

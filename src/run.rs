@@ -52,7 +52,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
     let (stop_tx, stop) = watch::channel(false);
     let start_reloader = || {
-        let mut reload = ReloadConfig::new(&args.config, args.refresh_interval, args.rescan_interval);
+        let mut reload = ReloadConfig::new(&args.config, args.reload.refresh_interval, args.reload.rescan_interval);
         if args.socket.is_none() {
             reload.tokens = Tokens::Mapped;
         }
@@ -62,12 +62,12 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut reloader = None;
     let mut server = None;
     if let Some(path) = &args.socket {
-        let listener = server::bind(path, args.socket_mode, args.socket_group)?;
+        let listener = server::bind(path, args.access.socket_mode, args.access.socket_group)?;
         tracing::info!(socket = %path.display(), "serving");
         let r = start_reloader();
         let parts =
             ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: Arc::new(Metrics::default()) };
-        let allow = Allow::new(args.allow_uid.clone(), args.allow_gid.clone());
+        let allow = Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone());
         server = Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))));
         reloader = Some(r);
     }

@@ -37,8 +37,8 @@ pub struct ServeSettings {
 impl ServeSettings {
     pub fn from_args(args: &ServeArgs, notify_socket: Option<String>) -> ServeSettings {
         ServeSettings {
-            reload: ReloadConfig::new(&args.config, args.refresh_interval, args.rescan_interval),
-            allow: Allow::new(args.allow_uid.clone(), args.allow_gid.clone()),
+            reload: ReloadConfig::new(&args.config, args.reload.refresh_interval, args.reload.rescan_interval),
+            allow: Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone()),
             startup_timeout: args.config.remote.startup_timeout,
             grace: args.shutdown_grace,
             notify_socket,
@@ -115,7 +115,7 @@ pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let shutdown = signal::shutdown()?;
-        let listener = server::bind(&args.socket, args.socket_mode, args.socket_group)?;
+        let listener = server::bind(&args.socket, args.access.socket_mode, args.access.socket_group)?;
         tracing::info!(socket = %args.socket.display(), "serving");
         let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
         let metrics = Arc::new(Metrics::default());
