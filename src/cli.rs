@@ -175,9 +175,8 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Supervision")]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// When the variables change: restart, signal:NAME (e.g. signal:SIGHUP), or none
     #[arg(long, env = "CONND_ON_CHANGE", default_value = "restart", value_parser = parse_on_change, value_name = "ACTION")]
     pub on_change: OnChange,
@@ -196,16 +195,18 @@ pub struct RunArgs {
     /// Give the workload its own process group and signal the whole group
     #[arg(long, env = "CONND_FORWARD_TO_GROUP")]
     pub forward_to_group: bool,
-    #[command(flatten)]
-    pub reload: ReloadArgs,
     /// Also serve the local API on this Unix socket while the workload runs
     #[arg(long, env = "CONND_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    #[command(flatten)]
-    pub access: SocketAccessArgs,
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+    #[command(flatten)]
+    pub access: SocketAccessArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 impl RunArgs {
@@ -250,19 +251,20 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Socket API")]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// The Unix socket to serve on; its directory is created
     #[arg(long, env = "CONND_SOCKET", default_value = "/run/connd/connd.sock", value_name = "PATH")]
     pub socket: PathBuf,
+    /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
+    #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: std::time::Duration,
     #[command(flatten)]
     pub access: SocketAccessArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
-    /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
-    #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
-    pub shutdown_grace: std::time::Duration,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
