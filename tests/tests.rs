@@ -17,3 +17,5 @@ mod reload;
 mod serve;
 /// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
 mod serve_process;
+/// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
+mod token_endpoint;
