@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
 use http::{Method, StatusCode, Uri};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -29,24 +29,36 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
+/// Every connection-level error names the connection, the remote parameters it was
+/// fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause (SPEC §3).
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
-    #[error("connection {connection:?}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections")]
-    Refused { connection: String, url: String, status: StatusCode },
-    #[error("connection {connection:?}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names")]
-    NotFound { connection: String, url: String },
+    #[error("connection {connection:?}, parameters {keys}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections")]
+    Refused { connection: String, keys: String, url: String, status: StatusCode },
+    #[error("connection {connection:?}, parameters {keys}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names")]
+    NotFound { connection: String, keys: String, url: String },
     #[error("connection {connection:?}: the control plane's answer from {url} has no parameter {key}: fix the key in the descriptor or add it to the connection in the control plane")]
     MissingKey { connection: String, url: String, key: String },
-    #[error("connection {connection:?}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
-    Unavailable { connection: String, url: String, attempts: u32, elapsed: Duration, cause: String },
-    #[error("connection {connection:?}: the control plane at {url} is unavailable: {cause}; retrying")]
-    Down { connection: String, url: String, cause: String },
-    #[error("connection {connection:?}: cannot talk to the control plane at {url}: {cause}")]
-    Unreachable { connection: String, url: String, cause: String },
-    #[error("connection {connection:?}: bad answer from the control plane at {url}: {cause}")]
-    BadAnswer { connection: String, url: String, cause: String },
+    #[error("connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
+    Unavailable { connection: String, keys: String, url: String, attempts: u32, elapsed: Duration, cause: String },
+    /// Transient, in long-running modes ([`Retries::Caller`]): no attempt count or time,
+    /// so that every round of one outage reads the same and is logged once.
+    #[error(
+        "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: {cause}; retrying"
+    )]
+    Down { connection: String, keys: String, url: String, cause: String },
+    #[error("connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}")]
+    Unreachable { connection: String, keys: String, url: String, cause: String },
+    #[error("connection {connection:?}, parameters {keys}: bad answer from the control plane at {url}: {cause}")]
+    BadAnswer { connection: String, keys: String, url: String, cause: String },
     #[error("cannot read the control-plane credential {}: {cause}", path.display())]
     TokenFile { path: PathBuf, cause: String },
+    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
+    #[error("connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}")]
+    Tls { connection: String, keys: String, url: String, cause: String },
+    /// A fetch task ended without an answer (a bug): the round fails, the process does not.
+    #[error("a control-plane request {what}")]
+    Task { what: &'static str },
 }
 
 impl ControlPlaneError {
@@ -55,11 +67,13 @@ impl ControlPlaneError {
             ControlPlaneError::Refused { .. } => crate::exit::REFUSED,
             ControlPlaneError::NotFound { .. }
             | ControlPlaneError::MissingKey { .. }
-            | ControlPlaneError::TokenFile { .. } => crate::exit::CONFIG,
+            | ControlPlaneError::TokenFile { .. }
+            | ControlPlaneError::Tls { .. } => crate::exit::CONFIG,
             ControlPlaneError::Unavailable { .. }
             | ControlPlaneError::Down { .. }
             | ControlPlaneError::Unreachable { .. }
-            | ControlPlaneError::BadAnswer { .. } => crate::exit::UNAVAILABLE,
+            | ControlPlaneError::BadAnswer { .. }
+            | ControlPlaneError::Task { .. } => crate::exit::UNAVAILABLE,
         }
     }
 }
@@ -75,10 +89,19 @@ pub enum Retries {
     Caller,
 }
 
-/// What one connection's last good answer was.
+/// What one connection's last good answer was: every scalar parameter of the 200, not
+/// only those wanted then, so that a 304 can answer for a key a descriptor adds later.
 struct Cached {
     etag: Option<HeaderValue>,
-    params: HashMap<String, Secret>,
+    params: Params,
+}
+
+/// One 200's parameters: the scalars as text, and the names of the others (objects,
+/// arrays), so that wanting one of those is reported as a bad type, not a missing key.
+#[derive(Debug, Default)]
+struct Params {
+    scalars: HashMap<String, Secret>,
+    not_scalar: HashSet<String>,
 }
 
 /// The bearer credential, re-read whenever the file's identity or mtime changes (a
@@ -96,7 +119,15 @@ struct FileStamp {
 }
 
 impl TokenFile {
-    fn read(&self) -> Result<Secret, ControlPlaneError> {
+    /// [`Self::read_blocking`] on the blocking pool: it stats and reads a file.
+    async fn read(self: &Arc<Self>) -> Result<Secret, ControlPlaneError> {
+        let file = self.clone();
+        tokio::task::spawn_blocking(move || file.read_blocking()).await.unwrap_or_else(|_| {
+            Err(ControlPlaneError::TokenFile { path: self.path.clone(), cause: "the read was interrupted".into() })
+        })
+    }
+
+    fn read_blocking(&self) -> Result<Secret, ControlPlaneError> {
         use std::os::unix::fs::MetadataExt;
         let err = |cause: String| ControlPlaneError::TokenFile { path: self.path.clone(), cause };
         let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
@@ -125,7 +156,7 @@ struct Inner {
     /// The `--control-plane` URL without a trailing `/`.
     base: String,
     http: Arc<HttpClient>,
-    token: Option<TokenFile>,
+    token: Option<Arc<TokenFile>>,
     cache: Mutex<HashMap<String, Cached>>,
     /// Where each request's outcome is counted (`/metrics` in `serve`).
     metrics: Arc<Metrics>,
@@ -155,7 +186,7 @@ impl ControlPlane {
         retries: Retries,
     ) -> ControlPlane {
         let base = base.to_string().trim_end_matches('/').to_owned();
-        let token = token_file.map(|path| TokenFile { path, last: Mutex::new(None) });
+        let token = token_file.map(|path| Arc::new(TokenFile { path, last: Mutex::new(None) }));
         let cache = Mutex::new(HashMap::new());
         ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics, retries }) }
     }
@@ -204,15 +235,20 @@ impl ControlPlane {
         let mut out = HashMap::new();
         // Dropping `tasks` on the first error aborts the rest: the round has failed.
         while let Some(joined) = tasks.join_next().await {
-            let (id, params) = joined.expect("control-plane fetch task panicked")?;
+            let (id, params) = joined.map_err(|e| {
+                // Its request may have been sent; it has no answer, as a transient failure has none.
+                self.inner.metrics.control_plane_call(Call::Error);
+                ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } }
+            })??;
             out.insert(id, params);
         }
         Ok(out)
     }
 
-    /// The last values fetched for connection `id`, if any.
+    /// The last values fetched for connection `id`, if any: every scalar parameter of the
+    /// control plane's last 200, wanted or not.
     pub fn cached(&self, id: &str) -> Option<HashMap<String, Secret>> {
-        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.params.clone())
+        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.params.scalars.clone())
     }
 
     async fn fetch_one(
@@ -224,6 +260,7 @@ impl ControlPlane {
         let started = Instant::now();
         let uri: Uri = url.parse().map_err(|_| ControlPlaneError::BadAnswer {
             connection: w.name.clone(),
+            keys: w.keys.join(", "),
             url: url.into(),
             cause: "the connection's URL is not valid".into(),
         })?;
@@ -237,18 +274,23 @@ impl ControlPlane {
             if self.inner.retries == Retries::Caller {
                 // No attempt count or time in the message: the same outage reads the
                 // same in every round, so it is logged once.
-                return Err(ControlPlaneError::Down { connection: w.name.clone(), url: url.into(), cause });
+                let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.into());
+                return Err(ControlPlaneError::Down { connection, keys, url, cause });
             }
-            let delay = retry_after.unwrap_or_else(|| full_jitter(attempts));
-            if Instant::now() + delay >= deadline {
+            let delay = retry_delay(retry_after, attempts);
+            let now = Instant::now();
+            // `checked_add`: a `Retry-After` of 10^19 seconds must give up, not panic.
+            if now.checked_add(delay).map_or(true, |at| at >= deadline) {
                 let cause = match retry_after {
-                    Some(after) => {
+                    // Only when the server's wish, not connd's own backoff, is what ends it.
+                    Some(after) if now.checked_add(after).map_or(true, |at| at >= deadline) => {
                         format!("{cause} (the server asked to retry after {after:?}, past the startup timeout)")
                     }
-                    None => cause,
+                    _ => cause,
                 };
                 return Err(ControlPlaneError::Unavailable {
                     connection: w.name.clone(),
+                    keys: w.keys.join(", "),
                     url: url.into(),
                     attempts,
                     elapsed: started.elapsed(),
@@ -261,21 +303,34 @@ impl ControlPlane {
     }
 
     async fn attempt(&self, w: &Wanted, url: &str, uri: &Uri, deadline: Instant) -> Result<Attempt, ControlPlaneError> {
-        let bad = |cause: String| ControlPlaneError::BadAnswer { connection: w.name.clone(), url: url.into(), cause };
+        let keys = || w.keys.join(", ");
+        let bad = |cause: String| ControlPlaneError::BadAnswer {
+            connection: w.name.clone(),
+            keys: keys(),
+            url: url.into(),
+            cause,
+        };
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(file) = &self.inner.token {
-            let token = file.read()?;
+            let token = file.read().await?;
             let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                 .map_err(|_| bad("the credential is not a valid header value".into()))?;
             headers.insert(AUTHORIZATION, value);
         }
-        let etag = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&w.id).and_then(|c| c.etag.clone());
+        // Conditional only when the cached answer has every key wanted now: otherwise a 304
+        // could not answer for the missing one, and only a 200 can say whether it exists.
+        let etag = {
+            let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let complete = |c: &&Cached| w.keys.iter().all(|k| c.params.scalars.contains_key(k));
+            cache.get(&w.id).filter(complete).and_then(|c| c.etag.clone())
+        };
         if let Some(etag) = etag {
             headers.insert(IF_NONE_MATCH, etag);
         }
         let request = Request { method: Method::GET, url: uri.clone(), headers, body: Bytes::new() };
         let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
+        let (connection, url) = (w.name.clone(), url.to_owned());
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => {
@@ -286,14 +341,19 @@ impl ControlPlane {
                 self.inner.metrics.control_plane_call(Call::BadAnswer);
                 return Err(bad(e.to_string()));
             }
+            // Unusable TLS settings: counted with the other failures retrying cannot fix,
+            // while the exit code (78) says to fix the files.
+            Err(e @ HttpError::Tls(_)) => {
+                self.inner.metrics.control_plane_call(Call::BadAnswer);
+                return Err(ControlPlaneError::Tls { connection, keys: keys(), url, cause: e.to_string() });
+            }
             Err(e) => {
                 self.inner.metrics.control_plane_call(Call::BadAnswer);
-                let (connection, url, cause) = (w.name.clone(), url.to_owned(), e.to_string());
-                return Err(ControlPlaneError::Unreachable { connection, url, cause });
+                return Err(ControlPlaneError::Unreachable { connection, keys: keys(), url, cause: e.to_string() });
             }
         };
         let status = response.status;
-        let result = self.answered(w, url, response);
+        let result = self.answered(w, &url, response);
         self.inner.metrics.control_plane_call(match &result {
             Ok(Attempt::Done(_)) if status == StatusCode::NOT_MODIFIED => Call::NotModified,
             Ok(Attempt::Done(_)) => Call::Ok,
@@ -312,29 +372,42 @@ impl ControlPlane {
         url: &str,
         response: crate::http_client::Response,
     ) -> Result<Attempt, ControlPlaneError> {
-        let bad = |cause: String| ControlPlaneError::BadAnswer { connection: w.name.clone(), url: url.into(), cause };
+        let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.to_owned());
+        let bad = |cause: String| ControlPlaneError::BadAnswer {
+            connection: connection.clone(),
+            keys: keys.clone(),
+            url: url.clone(),
+            cause,
+        };
+        let missing =
+            |key: String| ControlPlaneError::MissingKey { connection: connection.clone(), url: url.clone(), key };
         let status = response.status;
         match status {
             StatusCode::OK => {
-                let params = parse_body(&response.body, w).map_err(|cause| match cause {
-                    BodyError::Missing(key) => {
-                        ControlPlaneError::MissingKey { connection: w.name.clone(), url: url.into(), key }
-                    }
+                let all = parse_body(&response.body).map_err(bad)?;
+                let params = pick(&all, w).map_err(|e| match e {
+                    BodyError::Missing(key) => missing(key),
                     BodyError::Invalid(cause) => bad(cause),
                 })?;
                 let etag = response.headers.get(ETAG).cloned();
                 let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.insert(w.id.clone(), Cached { etag, params: params.clone() });
+                cache.insert(w.id.clone(), Cached { etag, params: all });
                 Ok(Attempt::Done(params))
             }
-            StatusCode::NOT_MODIFIED => match self.cached(&w.id) {
-                Some(params) => Ok(Attempt::Done(params)),
-                None => Err(bad("304 Not Modified, but connd holds no earlier answer".into())),
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(ControlPlaneError::Refused { connection: w.name.clone(), url: url.into(), status })
+            StatusCode::NOT_MODIFIED => {
+                let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                match cache.get(&w.id) {
+                    Some(c) => pick(&c.params, w).map(Attempt::Done).map_err(|e| match e {
+                        BodyError::Missing(key) => missing(key),
+                        BodyError::Invalid(cause) => bad(cause),
+                    }),
+                    None => Err(bad("304 Not Modified, but connd holds no earlier answer".into())),
+                }
             }
-            StatusCode::NOT_FOUND => Err(ControlPlaneError::NotFound { connection: w.name.clone(), url: url.into() }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(ControlPlaneError::Refused { connection, keys, url, status })
+            }
+            StatusCode::NOT_FOUND => Err(ControlPlaneError::NotFound { connection, keys, url }),
             s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
                 let retry_after = response
                     .headers
@@ -364,20 +437,36 @@ struct Body {
     parameters: HashMap<String, serde_json::Value>,
 }
 
-/// Takes the wanted keys from a 200 body; scalars are turned into their text.
-fn parse_body(body: &[u8], w: &Wanted) -> Result<HashMap<String, Secret>, BodyError> {
-    // serde_json's message names line and column only, never the content.
+/// Every parameter of a 200 body, scalars turned into their text.
+fn parse_body(body: &[u8]) -> Result<Params, String> {
+    // Never `{e}`: serde_json's message quotes the offending value, which may be a secret.
     let body: Body = serde_json::from_slice(body)
-        .map_err(|e| BodyError::Invalid(format!("the body is not the expected JSON ({e})")))?;
-    let mut out = HashMap::new();
-    for key in &w.keys {
-        let value = match body.parameters.get(key) {
-            None | Some(serde_json::Value::Null) => return Err(BodyError::Missing(key.clone())),
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string(),
-            Some(_) => return Err(BodyError::Invalid(format!("parameter {key} is not a string, number or boolean"))),
+        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http_client::json_error(&e)))?;
+    let mut out = Params::default();
+    for (key, value) in body.parameters {
+        let text = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s,
+            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+            _ => {
+                out.not_scalar.insert(key);
+                continue;
+            }
         };
-        out.insert(key.clone(), Secret::new(value));
+        out.scalars.insert(key, Secret::new(text));
+    }
+    Ok(out)
+}
+
+/// The wanted keys of one answer.
+fn pick(all: &Params, w: &Wanted) -> Result<HashMap<String, Secret>, BodyError> {
+    let mut out = HashMap::with_capacity(w.keys.len());
+    for key in &w.keys {
+        if all.not_scalar.contains(key) {
+            return Err(BodyError::Invalid(format!("parameter {key} is not a string, number or boolean")));
+        }
+        let value = all.scalars.get(key).ok_or_else(|| BodyError::Missing(key.clone()))?;
+        out.insert(key.clone(), value.clone());
     }
     Ok(out)
 }
@@ -386,6 +475,16 @@ fn parse_body(body: &[u8], w: &Wanted) -> Result<HashMap<String, Secret>, BodyEr
 pub fn full_jitter(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_CAP);
     ceiling.mul_f64(fastrand::f64())
+}
+
+/// The shortest pause between two attempts, whatever the server says: `Retry-After: 0`
+/// must not turn retrying into a busy loop.
+const MIN_DELAY: Duration = Duration::from_millis(50);
+
+/// The pause before attempt `attempt + 1`: the server's `Retry-After` as a floor, never
+/// shorter than connd's own backoff.
+fn retry_delay(retry_after: Option<Duration>, attempt: u32) -> Duration {
+    retry_after.unwrap_or_default().max(full_jitter(attempt)).max(MIN_DELAY)
 }
 
 /// Percent-encodes one path segment (names and UUIDs are plain, but nothing is assumed).
@@ -417,5 +516,23 @@ mod tests {
             assert!(full_jitter(attempt) <= BACKOFF_CAP);
         }
         assert!(full_jitter(1) < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_and_zero_still_backs_off() {
+        for attempt in 1..20 {
+            assert!(retry_delay(Some(Duration::from_secs(1)), attempt) >= Duration::from_secs(1));
+            assert!(retry_delay(Some(Duration::ZERO), attempt) >= MIN_DELAY);
+            assert!(retry_delay(None, attempt) >= MIN_DELAY);
+        }
+        assert_eq!(retry_delay(Some(Duration::from_secs(u64::MAX)), 1), Duration::from_secs(u64::MAX));
+    }
+
+    #[test]
+    fn bodies_with_wrong_types_are_reported_without_their_content() {
+        let double_encoded = serde_json::to_vec(&r#"{"parameters":{"ConsumerSecret":"TOPSECRET-remote"}}"#).unwrap();
+        let err = parse_body(&double_encoded).unwrap_err();
+        assert!(!err.contains("TOPSECRET"), "{err}");
+        assert!(err.contains("not the expected JSON (a value of the wrong type"), "{err}");
     }
 }

@@ -21,11 +21,49 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bodies larger than this are refused: parameters and tokens are small.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The longest wait computed from user input (a flag, `Retry-After`, `expires_in`): far
+/// enough to mean "never" here, near enough that `Instant` arithmetic cannot overflow.
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + wait`, clamped to [`FOREVER`]: a huge flag value must not panic.
+pub fn deadline_after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(FOREVER)).unwrap_or(now + Duration::from_secs(24 * 3600))
+}
+
+/// What a JSON body failed on, without quoting it: serde_json's own message quotes the
+/// offending value (`invalid type: string "<a secret>"`), so only its category and place.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "a read error",
+        serde_json::error::Category::Syntax => "a syntax error",
+        serde_json::error::Category::Data => "a value of the wrong type or a missing field",
+        serde_json::error::Category::Eof => "an unexpected end",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// `url` for messages: user-info (`user:password@`) replaced by `***@`, as an error about a
+/// URL must not print the credentials in it.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.contains('@') { "(a value with an @, not shown)".into() } else { url.into() };
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => url.into(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
+    /// `url` is shown with any user-info redacted.
     #[error("{url:?} is not an absolute http(s) URL")]
     Invalid { url: String },
-    #[error("{url:?} carries credentials in the URL; give them another way (--token-file, ConsumerSecret)")]
+    /// `url` is the scheme and host only: the rest carried credentials.
+    #[error("{url} carries credentials in the URL; give them another way (--token-file, ConsumerSecret)")]
     UserInfo { url: String },
     #[error("refusing plain http:// to {host:?}, which is not a loopback address: use https://, or pass --allow-insecure-http to send credentials in clear")]
     Insecure { host: String },
@@ -33,18 +71,19 @@ pub enum UrlError {
 
 /// Parses `url` and applies the plain-http rule of SPEC §3.
 pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, UrlError> {
-    let uri: Uri = url.parse().map_err(|_| UrlError::Invalid { url: url.into() })?;
+    let invalid = || UrlError::Invalid { url: redact_url(url) };
+    let uri: Uri = url.parse().map_err(|_| invalid())?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(UrlError::Invalid { url: url.into() });
+        return Err(invalid());
     };
     if authority.as_str().contains('@') {
-        return Err(UrlError::UserInfo { url: url.into() });
+        return Err(UrlError::UserInfo { url: format!("{scheme}://{}", authority.host()) });
     }
     match scheme {
         "https" => Ok(uri),
         "http" if allow_insecure_http || is_loopback(authority.host()) => Ok(uri),
         "http" => Err(UrlError::Insecure { host: authority.host().into() }),
-        _ => Err(UrlError::Invalid { url: url.into() }),
+        _ => Err(invalid()),
     }
 }
 
@@ -89,11 +128,23 @@ pub struct Request {
     pub body: Bytes,
 }
 
-#[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// Parameters or tokens: never printed.
     pub body: Bytes,
+}
+
+/// Status and header names only: bodies carry tokens and parameters, headers may carry
+/// credentials (`Set-Cookie`, `Authorization` echoes).
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 /// Sends requests; cheap to share behind an `Arc`.
@@ -114,12 +165,21 @@ impl HttpClient {
     }
 
     fn connector(&self) -> Result<tokio_rustls::TlsConnector, HttpError> {
-        self.tls
-            .get_or_init(|| {
-                tls::client_config(&self.tls_settings).map(tokio_rustls::TlsConnector::from).map_err(Arc::new)
-            })
-            .clone()
-            .map_err(HttpError::Tls)
+        self.tls.get_or_init(|| build_connector(&self.tls_settings)).clone().map_err(HttpError::Tls)
+    }
+
+    /// [`Self::connector`] for async callers: the first build reads files and the system's
+    /// roots, which blocks, so it runs on the blocking pool. Two racing first callers may
+    /// both build; the first stored wins and both are equivalent.
+    async fn connector_async(&self) -> Result<tokio_rustls::TlsConnector, HttpError> {
+        if let Some(built) = self.tls.get() {
+            return built.clone().map_err(HttpError::Tls);
+        }
+        let settings = self.tls_settings.clone();
+        let built = tokio::task::spawn_blocking(move || build_connector(&settings))
+            .await
+            .map_err(|_| HttpError::Protocol("the TLS setup task failed".into()))?;
+        self.tls.get_or_init(|| built).clone().map_err(HttpError::Tls)
     }
 
     /// Sends `req` and reads the whole response, all before `deadline`.
@@ -145,7 +205,7 @@ impl HttpClient {
         if https {
             let name = rustls::pki_types::ServerName::try_from(host)
                 .map_err(|e| HttpError::Protocol(format!("bad server name: {e}")))?;
-            let tls = self.connector()?.connect(name, tcp).await.map_err(|e| {
+            let tls = self.connector_async().await?.connect(name, tcp).await.map_err(|e| {
                 match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                     Some(rustls::Error::InvalidCertificate(c)) => {
                         HttpError::Untrusted(rustls::Error::InvalidCertificate(c.clone()))
@@ -158,6 +218,10 @@ impl HttpClient {
             exchange_on(tcp, req, authority.as_str()).await
         }
     }
+}
+
+fn build_connector(settings: &TlsSettings) -> Result<tokio_rustls::TlsConnector, Arc<TlsError>> {
+    tls::client_config(settings).map(tokio_rustls::TlsConnector::from).map_err(Arc::new)
 }
 
 async fn exchange_on<IO>(io: IO, req: Request, authority: &str) -> Result<Response, HttpError>
@@ -209,5 +273,40 @@ mod tests {
         assert!(check_url("ftp://cp.example/x", true).is_err());
         assert!(check_url("cp.example", true).is_err());
         assert!(matches!(check_url("https://u:p@cp.example/", false), Err(UrlError::UserInfo { .. })));
+    }
+
+    #[test]
+    fn url_errors_never_show_credentials() {
+        for url in [
+            "https://admin:Sup3rS3cret@cp.example/x",
+            "http://cid:Sup3rS3cret@[::1]:9/token",
+            "https://a:Sup3rS3cret@h:bad/",
+        ] {
+            let err = check_url(url, false).unwrap_err().to_string();
+            assert!(!err.contains("Sup3rS3cret") && !err.contains("admin") && !err.contains("cid"), "{err}");
+        }
+        let err = check_url("https://admin:Sup3rS3cret@cp.example:8443/x", false).unwrap_err().to_string();
+        assert!(err.starts_with("https://cp.example carries credentials"), "{err}");
+    }
+
+    #[test]
+    fn json_errors_name_the_place_not_the_content() {
+        let e = serde_json::from_str::<std::collections::HashMap<String, u8>>("{\"k\": \"TOPSECRET\"}").unwrap_err();
+        assert!(e.to_string().contains("TOPSECRET"), "serde_json changed: the guard is moot");
+        let text = json_error(&e);
+        assert!(!text.contains("TOPSECRET"), "{text}");
+        assert_eq!(text, "a value of the wrong type or a missing field at line 1 column 17");
+    }
+
+    #[test]
+    fn a_response_debug_shows_no_body() {
+        let r = Response { status: StatusCode::OK, headers: HeaderMap::new(), body: Bytes::from_static(b"AT-SECRET") };
+        let text = format!("{r:?}");
+        assert!(!text.contains("AT-SECRET") && text.contains("9 bytes"), "{text}");
+    }
+
+    #[test]
+    fn huge_waits_do_not_overflow() {
+        assert!(deadline_after(Duration::MAX) > Instant::now());
     }
 }

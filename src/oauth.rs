@@ -15,7 +15,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, StatusCode, Uri};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::task::AbortHandle;
@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 /// Lifetime assumed when the token endpoint omits `expires_in`.
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// The longest lifetime believed: a token is renewed at least about daily, and no
+/// `expires_in` (1e20, say) can overflow the instants computed from it.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// One token request's own limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a background renewal keeps retrying before it waits for the next round.
@@ -67,6 +70,9 @@ pub enum OAuthError {
     Down { url: String, cause: String },
     #[error("bad answer from the token endpoint {url}: {cause}")]
     BadAnswer { url: String, cause: String },
+    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
+    #[error("cannot talk to the token endpoint {url}: {cause}")]
+    Tls { url: String, cause: String },
 }
 
 fn describe(description: &Option<String>) -> String {
@@ -80,10 +86,12 @@ impl OAuthError {
             OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
                 crate::exit::UNAVAILABLE
             }
+            OAuthError::Tls { .. } => crate::exit::CONFIG,
         }
     }
 
-    fn is_permanent(&self) -> bool {
+    /// Whether retrying cannot help: the background renewal stops on these.
+    pub fn is_permanent(&self) -> bool {
         !matches!(self, OAuthError::Unavailable { .. } | OAuthError::Down { .. })
     }
 }
@@ -169,6 +177,27 @@ impl TokenCache {
         }
     }
 
+    /// Forgets the applications not in `keep` and stops their renewal: called with the
+    /// applications of the latest plan, so that a connection removed from the directory
+    /// no longer costs token-endpoint calls.
+    pub fn retain(&self, keep: &HashSet<AppKey>) {
+        self.shared.apps.lock().unwrap_or_else(|p| p.into_inner()).retain(|key, _| keep.contains(key));
+        self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner()).retain(|key, task| {
+            let kept = keep.contains(key);
+            if !kept {
+                task.abort();
+            }
+            kept
+        });
+    }
+
+    /// The applications this cache holds, and whether each has a background renewal running.
+    pub fn apps(&self) -> Vec<(AppKey, bool)> {
+        let apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let refreshers = self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner());
+        apps.keys().map(|k| (k.clone(), refreshers.get(k).is_some_and(|t| !t.is_finished()))).collect()
+    }
+
     /// How many token-endpoint calls this cache has made for `key`.
     pub fn calls(&self, key: &AppKey) -> u64 {
         let apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,7 +245,9 @@ impl TokenCache {
     }
 }
 
-/// Renews one application's token ahead of expiry until aborted or the app is gone.
+/// Renews one application's token ahead of expiry until aborted, the app is gone, or the
+/// token endpoint answers with a permanent error (a wrong secret does not fix itself:
+/// the next caller's request, with perhaps a rotated secret, re-arms it).
 async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
     loop {
         let wake = {
@@ -234,6 +265,11 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         let Some(app) = app.upgrade() else { return };
         // A failure is remembered in `failures` and sets the next wake-up; callers see it.
         let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
+        let failures = app.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+            tracing::warn!(token_url = %app.key.token_url, client_id = %app.key.client_id, "background token renewal stopped: {e}");
+            return;
+        }
     }
 }
 
@@ -364,16 +400,24 @@ impl App {
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
+            Err(e @ crate::http_client::HttpError::Tls(_)) => {
+                return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
+            }
             Err(e) => return Err(bad(e.to_string())),
         };
         let status = response.status;
         if status == StatusCode::OK {
-            let answer: TokenAnswer = serde_json::from_slice(&response.body)
-                .map_err(|e| bad(format!("the body is not a token response ({e})")))?;
+            // Never `{e}`: serde_json's message quotes the offending value (the token).
+            let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
+                bad(format!("the body is not a token response ({})", crate::http_client::json_error(&e)))
+            })?;
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));
             }
-            let ttl = answer.expires_in.map_or(DEFAULT_TTL, |s| Duration::from_secs_f64(s.max(1.0)));
+            let ttl = match answer.expires_in {
+                None => DEFAULT_TTL,
+                Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
+            };
             // About 80% of the lifetime, jittered so that many instances do not renew together.
             let refresh_in = ttl.mul_f64(0.75 + 0.1 * fastrand::f64());
             return Ok(CachedToken {
@@ -386,15 +430,27 @@ impl App {
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(Attempt::Transient(format!("status {status}")));
         }
+        let client_id = self.key.client_id.clone();
+        let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
         let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&response.body) else {
+            // 401/403 refuse the client whatever the body (SPEC §3: exit 77).
+            if refused {
+                let (url, error) = (url.clone(), status.to_string());
+                return Err(Attempt::Permanent(OAuthError::Refused { url, client_id, error, description: None }));
+            }
             return Err(bad(format!("unexpected status {status}")));
         };
-        let (client_id, error_code, description) =
-            (self.key.client_id.clone(), error.error, error.error_description.filter(|d| !d.is_empty()));
+        let (error_code, description) = (error.error, error.error_description.filter(|d| !d.is_empty()));
         Err(Attempt::Permanent(match error_code.as_str() {
             "invalid_client" | "unauthorized_client" => {
                 OAuthError::Refused { url: url.clone(), client_id, error: error_code, description }
             }
+            _ if refused => OAuthError::Refused {
+                url: url.clone(),
+                client_id,
+                error: format!("{status}, {error_code}"),
+                description,
+            },
             _ => OAuthError::Rejected { url: url.clone(), client_id, error: error_code, description },
         }))
     }
@@ -409,7 +465,44 @@ enum Attempt {
 struct TokenAnswer {
     access_token: String,
     token_type: Option<String>,
-    expires_in: Option<f64>,
+    expires_in: Option<Seconds>,
+}
+
+/// `expires_in` as RFC 6749 has it (a number) or as some providers send it (`"3599"`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(f64),
+    Text(String),
+}
+
+/// The lifetime `expires_in` gives, within [1 s, MAX_TTL]; `None` when it is no number.
+fn ttl_of(seconds: Seconds) -> Option<Duration> {
+    let seconds = match seconds {
+        Seconds::Number(n) => n,
+        Seconds::Text(t) => t.trim().parse::<f64>().ok()?,
+    };
+    if seconds.is_nan() {
+        return None;
+    }
+    // A huge or infinite value fails the conversion: it means "long", so MAX_TTL.
+    Some(Duration::try_from_secs_f64(seconds.max(1.0)).unwrap_or(MAX_TTL).min(MAX_TTL))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_is_a_number_or_a_numeric_string_within_bounds() {
+        let ttl = |json: &str| ttl_of(serde_json::from_str(json).unwrap());
+        assert_eq!(ttl("3599"), Some(Duration::from_secs(3599)));
+        assert_eq!(ttl("\"3599\""), Some(Duration::from_secs(3599)));
+        assert_eq!(ttl("1e20"), Some(MAX_TTL));
+        assert_eq!(ttl("0"), Some(Duration::from_secs(1)));
+        assert_eq!(ttl("-5"), Some(Duration::from_secs(1)));
+        assert_eq!(ttl("\"soon\""), None);
+    }
 }
 
 #[derive(serde::Deserialize)]

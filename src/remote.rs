@@ -6,7 +6,7 @@
 use crate::cli::RemoteArgs;
 use crate::config::model::{Security, Source, ACCESS_TOKEN};
 use crate::controlplane::{ControlPlane, Retries};
-use crate::http_client::{check_url, HttpClient, HttpError, UrlError};
+use crate::http_client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
 use crate::metrics::Metrics;
 use crate::oauth::{AppKey, Credentials, TokenCache};
 use crate::resolve::{Plan, PlannedConnection};
@@ -15,21 +15,31 @@ use crate::source::{SourceError, Sources, Token, Tokens};
 use crate::tls::TlsSettings;
 use crate::values::Fetched;
 use anyhow::Context;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Messages leave their cause to the `#[source]` chain, which the binary prints with
+/// `{:#}`: repeating it in the message would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("--control-plane: {0}")]
+    #[error("--control-plane")]
     Url(#[source] UrlError),
-    #[error("{0}")]
-    Tls(#[source] HttpError),
-    #[error("connection {connection:?}: {key}: {source}")]
-    TokenUrl { connection: String, key: &'static str, source: UrlError },
+    #[error(transparent)]
+    Tls(HttpError),
+    #[error("connection {connection:?}: {key}")]
+    TokenUrl {
+        connection: String,
+        key: &'static str,
+        #[source]
+        source: UrlError,
+    },
     #[error("connection {connection:?} has no value for {key}, which its OAuth client needs")]
     Credential { connection: String, key: &'static str },
+    #[error("connection {connection:?}: cannot read {key} from {}: {cause}", path.display())]
+    CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
 }
 
 impl SetupError {
@@ -63,13 +73,16 @@ impl Remote {
         let control_plane = match &args.control_plane {
             Some(url) => {
                 let uri = check_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
-                if uri.scheme_str() == Some("https") {
-                    http.prepare_tls().map_err(SetupError::Tls)?;
-                }
                 Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,
         };
+        // TLS files given are read now, whoever uses them (the control plane or a token
+        // endpoint seen only later): a bad one is a config error at startup, reported once.
+        let https_control_plane = args.control_plane.as_deref().is_some_and(|u| u.starts_with("https:"));
+        if https_control_plane || args.ca_file.is_some() || args.client_cert.is_some() || args.client_key.is_some() {
+            http.prepare_tls().map_err(SetupError::Tls)?;
+        }
         Ok(Remote {
             control_plane,
             tokens: TokenCache::new(http, long_running, metrics),
@@ -87,37 +100,31 @@ impl Remote {
         self.tokens.shutdown();
     }
 
-    /// The client credentials of `p`, from its local values or the fetched ones.
+    /// The client credentials of `p`, from its local values or the fetched ones. Reads
+    /// `file:` values, so it blocks; async code uses [`Self::credentials_async`].
     pub fn credentials(
         &self,
         p: &PlannedConnection,
         remote: Option<&HashMap<String, Secret>>,
     ) -> Result<Credentials, SetupError> {
-        let value = |key: &'static str| -> Result<Secret, SetupError> {
-            let missing = || SetupError::Credential { connection: p.name.clone(), key };
-            match &p.connection.parameters.get(key).ok_or_else(missing)?.source {
-                Source::Value(v) => Ok(v.clone()),
-                // `values` reports an unreadable file with its path; here it is only missing.
-                Source::File(path) => crate::values::read_value_file(path).map(Secret::new).map_err(|_| missing()),
-                Source::Remote => remote.and_then(|r| r.get(key)).cloned().ok_or_else(missing),
-            }
-        };
-        let token_url = value("TokenURL")?;
-        let client_id = value("ConsumerKey")?;
-        let secret = value("ConsumerSecret")?;
-        let url = check_url(token_url.expose(), self.allow_insecure_http).map_err(|source| SetupError::TokenUrl {
-            connection: p.name.clone(),
-            key: "TokenURL",
-            source,
-        })?;
-        let oauth = p.connection.oauth.as_ref();
-        let scopes = oauth.map(|o| o.scopes.clone()).unwrap_or_default();
-        Ok(Credentials {
-            key: AppKey::new(token_url.expose(), client_id.expose(), &scopes),
-            url,
-            secret,
-            auth: oauth.map(|o| o.client_auth).unwrap_or_default(),
-        })
+        credentials_of(p, remote, self.allow_insecure_http)
+    }
+
+    /// [`Self::credentials`], with `file:` values read on the blocking pool.
+    async fn credentials_async(
+        &self,
+        p: &PlannedConnection,
+        remote: Option<&HashMap<String, Secret>>,
+    ) -> Result<Credentials, SetupError> {
+        let from_file = CLIENT_KEYS
+            .iter()
+            .any(|k| p.connection.parameters.get(*k).is_some_and(|v| matches!(v.source, Source::File(_))));
+        if !from_file {
+            return self.credentials(p, remote);
+        }
+        let (owned, remote, insecure) = (p.clone(), remote.cloned(), self.allow_insecure_http);
+        let read = tokio::task::spawn_blocking(move || credentials_of(&owned, remote.as_ref(), insecure)).await;
+        read.unwrap_or_else(|_| Err(SetupError::Credential { connection: p.name.clone(), key: "ConsumerSecret" }))
     }
 
     async fn remote_params(
@@ -137,7 +144,16 @@ impl Remote {
         params: &HashMap<String, HashMap<String, Secret>>,
         deadline: Instant,
     ) -> anyhow::Result<Arc<crate::oauth::CachedToken>> {
-        let creds = self.credentials(p, params.get(&p.connection.id))?;
+        let creds = self.credentials_async(p, params.get(&p.connection.id)).await?;
+        self.token_with(p, creds, deadline).await
+    }
+
+    async fn token_with(
+        &self,
+        p: &PlannedConnection,
+        creds: Credentials,
+        deadline: Instant,
+    ) -> anyhow::Result<Arc<crate::oauth::CachedToken>> {
         let token = self.tokens.get(creds, deadline).await.map_err(anyhow::Error::new);
         token.with_context(|| format!("no {ACCESS_TOKEN} for connection {:?}", p.name))
     }
@@ -145,7 +161,7 @@ impl Remote {
 
 impl Sources for Remote {
     async fn fetch(&self, plan: &Plan, tokens: Tokens) -> anyhow::Result<Fetched> {
-        let deadline = Instant::now() + self.startup_timeout;
+        let deadline = deadline_after(self.startup_timeout);
         let params = self.remote_params(plan, deadline).await?;
         let mapped: Vec<usize> = plan.token_vars().collect();
         let wanted: Vec<usize> = match tokens {
@@ -155,10 +171,26 @@ impl Sources for Remote {
                 .collect(),
         };
         let mut fetched = Fetched { params, tokens: HashMap::new() };
+        // The plan's applications: those kept in the token cache once this round succeeds.
+        let mut creds = Vec::with_capacity(wanted.len());
+        let mut apps = HashSet::new();
+        for &i in &wanted {
+            let p = &plan.connections[i];
+            let c = self.credentials_async(p, fetched.params.get(&p.connection.id)).await;
+            if let Ok(c) = &c {
+                apps.insert(c.key.clone());
+            }
+            creds.push(c);
+        }
         // Each application is requested once however many connections share it (the
         // cache's single flight), and distinct applications in parallel.
-        let results =
-            futures_join(wanted.iter().map(|&i| self.token_for(&plan.connections[i], &fetched.params, deadline))).await;
+        let results = futures_join(
+            wanted
+                .iter()
+                .zip(creds)
+                .map(|(&i, c)| async move { self.token_with(&plan.connections[i], c?, deadline).await }),
+        )
+        .await;
         for (&i, result) in wanted.iter().zip(results) {
             let p = &plan.connections[i];
             match result {
@@ -170,6 +202,10 @@ impl Sources for Remote {
                 Err(e) => tracing::warn!(connection = %p.name, "{e:#}"),
             }
         }
+        // Only after a good round: a failing one keeps what was (SPEC: last good state).
+        if tokens == Tokens::All {
+            self.tokens.retain(&apps);
+        }
         Ok(fetched)
     }
 
@@ -178,7 +214,7 @@ impl Sources for Remote {
         if p.connection.security != Security::OAuth2 {
             return Err(SourceError::NotOAuth { connection: p.name.clone() });
         }
-        let deadline = Instant::now() + self.startup_timeout;
+        let deadline = deadline_after(self.startup_timeout);
         let needs_remote = p.connection.parameters.values().any(|v| matches!(v.source, Source::Remote));
         let mut params = HashMap::new();
         if let (Some(cp), true) = (&self.control_plane, needs_remote) {
@@ -198,6 +234,42 @@ impl Sources for Remote {
             expires_in: token.expires_at.saturating_duration_since(Instant::now()),
         })
     }
+}
+
+const CLIENT_KEYS: [&str; 3] = ["TokenURL", "ConsumerKey", "ConsumerSecret"];
+
+/// The client credentials of `p`; reads `file:` values (blocking).
+fn credentials_of(
+    p: &PlannedConnection,
+    remote: Option<&HashMap<String, Secret>>,
+    allow_insecure_http: bool,
+) -> Result<Credentials, SetupError> {
+    let value = |key: &'static str| -> Result<Secret, SetupError> {
+        let missing = || SetupError::Credential { connection: p.name.clone(), key };
+        match &p.connection.parameters.get(key).ok_or_else(missing)?.source {
+            Source::Value(v) => Ok(v.clone()),
+            Source::File(path) => crate::values::read_value_file(path).map(Secret::new).map_err(|cause| {
+                SetupError::CredentialFile { connection: p.name.clone(), key, path: path.clone(), cause }
+            }),
+            Source::Remote => remote.and_then(|r| r.get(key)).cloned().ok_or_else(missing),
+        }
+    };
+    let token_url = value("TokenURL")?;
+    let client_id = value("ConsumerKey")?;
+    let secret = value("ConsumerSecret")?;
+    let url = check_url(token_url.expose(), allow_insecure_http).map_err(|source| SetupError::TokenUrl {
+        connection: p.name.clone(),
+        key: "TokenURL",
+        source,
+    })?;
+    let oauth = p.connection.oauth.as_ref();
+    let scopes = oauth.map(|o| o.scopes.clone()).unwrap_or_default();
+    Ok(Credentials {
+        key: AppKey::new(token_url.expose(), client_id.expose(), &scopes),
+        url,
+        secret,
+        auth: oauth.map(|o| o.client_auth).unwrap_or_default(),
+    })
 }
 
 /// Awaits every future concurrently (on this task), results in order.

@@ -22,7 +22,7 @@ pub struct Token {
 pub enum SourceError {
     #[error("connection {connection:?} is not under OAuth (security: oauth2), so it has no token")]
     NotOAuth { connection: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 

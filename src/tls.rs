@@ -24,8 +24,16 @@ pub enum TlsError {
     File { what: &'static str, path: PathBuf, cause: String },
     #[error("no trusted CA certificates: the system has none and --ca-file is not set")]
     NoRoots,
+    /// The cause is in the message, not a `#[source]`: `HttpError::Tls` shows this error's
+    /// message alone.
     #[error("cannot set up TLS: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> TlsError {
+        TlsError::Rustls(e)
+    }
 }
 
 fn file_err(what: &'static str, path: &Path, cause: impl ToString) -> TlsError {

@@ -250,8 +250,10 @@ impl<S: Sources> Task<S> {
         tokio::pin!(shutdown);
         self.sync_watches(None);
         let mut next_full = Instant::now();
-        let mut rescan =
-            tokio::time::interval_at(Instant::now() + self.config.rescan_interval, self.config.rescan_interval);
+        let mut rescan = tokio::time::interval_at(
+            crate::http_client::deadline_after(self.config.rescan_interval),
+            self.config.rescan_interval,
+        );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut done = None;

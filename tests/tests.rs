@@ -22,3 +22,5 @@ mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token
 /// renewal on `/token`, refusals, and the `/metrics` counters of all that.
 mod serve_remote;
+/// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
+mod token_endpoint;

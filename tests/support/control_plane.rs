@@ -2,6 +2,8 @@
 //! with a CA made here by rcgen. Each connection id has a script of replies (the last
 //! repeats); unscripted ids get 404. It answers 304 when If-None-Match matches the
 //! current version, and records every request (path, If-None-Match, Authorization, time).
+//! Other paths are scripted by their path (`/token`), so one fake can also play a token
+//! endpoint with [`Reply::Raw`] answers.
 //! It runs on its own thread and runtime, so synchronous tests can drive the real binary.
 
 #![allow(dead_code)]
@@ -34,9 +36,20 @@ pub enum Reply {
     Garbage,
     /// 200 with a body of this many bytes.
     Oversized(usize),
+    /// Exactly this status, headers and body.
+    Raw { status: u16, headers: Vec<(String, String)>, body: String },
 }
 
 impl Reply {
+    pub fn raw(status: u16, body: &str) -> Reply {
+        Reply::Raw { status, headers: Vec::new(), body: body.into() }
+    }
+
+    pub fn raw_with(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Reply::Raw { status, headers, body: body.into() }
+    }
+
     pub fn ok(version: &str, params: &[(&str, &str)]) -> Reply {
         Reply::Ok {
             version: version.into(),
@@ -232,7 +245,7 @@ async fn answer(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let id = match segments.as_slice() {
         ["v1", "projects", _, "components", _, "connections", id] => id.to_string(),
-        _ => String::new(),
+        _ => path.clone(),
     };
     let reply = {
         let mut state = state.lock().unwrap();
@@ -278,6 +291,16 @@ async fn answer(
         }
         Some(Reply::Garbage) => response(200, Bytes::from_static(b"<html>502 Bad Gateway</html>")),
         Some(Reply::Oversized(n)) => response(200, Bytes::from(vec![b' '; n])),
+        Some(Reply::Raw { status, headers, body }) => {
+            let mut r = response(status, Bytes::from(body));
+            for (k, v) in headers {
+                r.headers_mut().insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                    v.parse().expect("header value"),
+                );
+            }
+            r
+        }
     };
     state.lock().unwrap().requests.push(Recorded {
         path,

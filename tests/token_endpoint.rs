@@ -1,0 +1,271 @@
+//! The token endpoint's odd answers, scripted by the fake control plane playing a token
+//! endpoint at `/token`: what the user reads (and never reads: the secrets), the exit
+//! code, retries, and the cache's background renewal after failures.
+
+use crate::support::control_plane::{FakeControlPlane, Reply};
+use crate::support::*;
+use connd::config::model::ClientAuth;
+use connd::http_client::{check_url, HttpClient};
+use connd::oauth::{AppKey, Credentials, TokenCache};
+use connd::source::{Sources, Tokens};
+use connd::tls::TlsSettings;
+use std::sync::Arc;
+use std::time::Duration;
+
+const HR: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const PAYROLL: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
+const SECRET: &str = "portal-s3cr3t";
+
+/// An OAuth connection whose client secret is `secret` (a YAML value).
+fn descriptor(id: &str, name: &str, token_url: &str, client: &str, secret: &str) -> String {
+    format!(
+        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: oauth2\n\
+         parameters:\n  TokenURL: {token_url}\n  ConsumerKey: {client}\n  ConsumerSecret: {secret}\n"
+    )
+}
+
+/// `hr-connection` with its `AccessToken` mapped to `HR_TOKEN`.
+fn fixture(token_url: &str, secret: &str) -> Fixture {
+    let mut component = component_yaml(&[("hr-connection", "thirdparty:svc/v1")]);
+    component.push_str(
+        "configurations:\n  env:\n    - name: HR_TOKEN\n      valueFrom:\n        \
+         connectionRef: { name: hr-connection, key: AccessToken }\n",
+    );
+    Fixture::with(&component, &descriptor(HR, "hr-connection", token_url, "portal", secret))
+}
+
+fn token_body(token: &str, expires_in: &str) -> String {
+    format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{expires_in}}}"#)
+}
+
+/// `connd env` trusting the fake's CA.
+fn env(fx: &Fixture, cp: &FakeControlPlane, startup_timeout: &str) -> Run {
+    let ca = cp.ca_file().display().to_string();
+    fx.run("env", &["--ca-file", &ca, "--startup-timeout", startup_timeout])
+}
+
+fn token_url(cp: &FakeControlPlane) -> String {
+    format!("{}/token", cp.url())
+}
+
+#[test]
+fn a_badly_typed_token_body_is_reported_without_the_token() {
+    let cp = FakeControlPlane::start(false);
+    let inner = token_body("AT-SECRET", "60");
+    cp.script("/token", vec![Reply::raw(200, &serde_json::to_string(&inner).unwrap())]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 69, "{out:?}");
+    assert_contains(&out.stderr, &["\"hr-connection\"", "bad answer from the token endpoint", "not a token response"]);
+    assert!(!out.stderr.contains("AT-SECRET"), "the token leaked:\n{out:?}");
+}
+
+#[test]
+fn a_401_without_a_json_body_is_a_refusal() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(401, "Unauthorized")]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 77, "{out:?}");
+    assert_contains(&out.stderr, &["\"hr-connection\"", "refused client \"portal\"", "401 Unauthorized", "permanent"]);
+    assert_eq!(cp.requests_for("/token").len(), 1, "a refusal must not be retried");
+}
+
+#[test]
+fn expires_in_may_be_a_numeric_string() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "\"3599\""))]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["HR_TOKEN='AT-1'"]);
+}
+
+#[test]
+fn a_huge_expires_in_is_not_a_panic() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "1e20"))]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["HR_TOKEN='AT-1'"]);
+}
+
+#[test]
+fn server_errors_of_the_token_endpoint_are_retried() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(503, ""), Reply::raw(200, &token_body("AT-1", "60"))]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["HR_TOKEN='AT-1'"]);
+    assert_eq!(cp.requests_for("/token").iter().map(|r| r.status).collect::<Vec<_>>(), [503, 200]);
+}
+
+#[test]
+fn credentials_in_a_token_url_are_not_echoed() {
+    let fx = fixture("https://cid:CLIENTPW@127.0.0.1:9/token", SECRET);
+    let out = fx.run("env", &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["\"hr-connection\"", "TokenURL", "https://127.0.0.1 carries credentials"]);
+    assert!(!out.stderr.contains("CLIENTPW") && !out.stderr.contains("cid:"), "a credential leaked:\n{out:?}");
+    assert_eq!(out.stderr.matches("carries credentials").count(), 1, "the cause is printed twice:\n{out:?}");
+}
+
+/// The same message and code as for the control plane: the file is the problem, not the
+/// token endpoint's answer.
+#[test]
+fn a_bad_ca_file_seen_only_by_a_token_url_is_a_config_error() {
+    let fx = fixture("https://127.0.0.1:9/token", SECRET);
+    let out = fx.run("env", &["--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["cannot use CA file /nonexistent/ca.pem", "No such file"]);
+    assert_eq!(out.stderr.matches("No such file").count(), 1, "{out:?}");
+}
+
+#[test]
+fn an_unreadable_client_secret_file_names_the_file_and_the_cause() {
+    let fx = fixture("https://127.0.0.1:9/token", "{ file: /nonexistent/client-secret }");
+    let out = fx.run("env", &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["\"hr-connection\"", "ConsumerSecret", "/nonexistent/client-secret", "No such file"],
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// `long_running`: background renewal, one attempt per call (as in `serve`).
+fn cache_for(cp: &FakeControlPlane, long_running: bool) -> TokenCache {
+    let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
+    TokenCache::new(Arc::new(HttpClient::new(tls)), long_running, Arc::default())
+}
+
+fn creds(cp: &FakeControlPlane) -> Credentials {
+    let url = token_url(cp);
+    Credentials {
+        key: AppKey::new(&url, "portal", &[]),
+        url: check_url(&url, false).unwrap(),
+        secret: SECRET.into(),
+        auth: ClientAuth::Basic,
+    }
+}
+
+/// Waits (up to a generous deadline) until the fake has answered `n` token requests.
+async fn requests_reach(cp: &FakeControlPlane, n: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cp.requests_for("/token").len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cp.requests_for("/token").len()
+}
+
+/// The renewal of a 10 s token is due from 7.5-8.5 s; at 8.6 s the endpoint fails, and the
+/// caller still gets the last good token, which has 1.4 s left.
+#[test]
+fn a_failed_renewal_keeps_the_last_good_token() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "10")), Reply::raw(500, "")]);
+    runtime().block_on(async {
+        let cache = cache_for(&cp, false);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let first = cache.get(creds(&cp), deadline).await.expect("first token");
+        tokio::time::sleep_until(first.expires_at - Duration::from_millis(1400)).await;
+        let kept = cache.get(creds(&cp), deadline).await.expect("the last good token");
+        assert_eq!(kept.access_token.expose(), "AT-1");
+    });
+    assert_eq!(cp.requests_for("/token").iter().map(|r| r.status).collect::<Vec<_>>(), [200, 500]);
+}
+
+/// `invalid_client` during a background renewal stops it: a wrong secret does not fix
+/// itself, and retrying every few seconds forever only loads the provider.
+#[test]
+fn no_background_retries_after_invalid_client() {
+    let cp = FakeControlPlane::start(false);
+    let refusal = r#"{"error":"invalid_client","error_description":"client authentication failed"}"#;
+    cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "2")), Reply::raw(401, refusal)]);
+    runtime().block_on(async {
+        let cache = cache_for(&cp, true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        cache.get(creds(&cp), deadline).await.expect("first token");
+        assert_eq!(requests_reach(&cp, 2).await, 2, "no background renewal");
+        // Before the fix, the renewal retried within 50-200 ms, then ever more slowly, ≤ 5 s.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let apps = cache.apps();
+        assert_eq!(apps.len(), 1);
+        assert!(!apps[0].1, "the background renewal still runs after invalid_client");
+        cache.shutdown();
+    });
+    assert_eq!(cp.requests_for("/token").len(), 2, "retried after invalid_client");
+}
+
+/// In long-running mode a 503 during a background renewal fails that one attempt
+/// (transient, not permanent): the renewal goes on, and the next attempt renews the
+/// token. Every attempt is counted in the metrics by its result.
+#[test]
+fn background_renewal_goes_on_after_a_transient_failure() {
+    let cp = FakeControlPlane::start(false);
+    cp.script(
+        "/token",
+        vec![
+            Reply::raw(200, &token_body("AT-1", "2")),
+            Reply::raw(503, ""),
+            Reply::raw(200, &token_body("AT-2", "60")),
+        ],
+    );
+    let metrics = Arc::new(connd::metrics::Metrics::default());
+    runtime().block_on(async {
+        let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
+        let cache = TokenCache::new(Arc::new(HttpClient::new(tls)), true, metrics.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        cache.get(creds(&cp), deadline).await.expect("first token");
+        assert_eq!(requests_reach(&cp, 3).await, 3, "the renewal stopped after a 503");
+        let renewed = cache.get(creds(&cp), deadline).await.expect("renewed token");
+        assert_eq!(renewed.access_token.expose(), "AT-2");
+        let apps = cache.apps();
+        assert!(apps.len() == 1 && apps[0].1, "the background renewal is no longer armed: {apps:?}");
+        cache.shutdown();
+    });
+    assert_eq!(cp.requests_for("/token").iter().map(|r| r.status).collect::<Vec<_>>(), [200, 503, 200]);
+    let text = metrics.render();
+    for line in ["connd_token_requests_total{result=\"ok\"} 2", "connd_token_requests_total{result=\"error\"} 1"] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
+/// `serve`'s fetch keeps only the OAuth applications of the latest plan: a connection
+/// removed from the directory no longer has its token renewed.
+#[test]
+fn applications_no_longer_planned_are_evicted() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "60"))]);
+    let url = token_url(&cp);
+    let both = descriptor(HR, "hr-connection", &url, "portal", SECRET)
+        + &descriptor(PAYROLL, "payroll", &url, "payroll-client", SECRET);
+    let fx = Fixture::with(
+        &component_yaml(&[("hr-connection", "thirdparty:svc/v1"), ("payroll", "thirdparty:svc/v1")]),
+        &both,
+    );
+    let args = connd::cli::RemoteArgs {
+        control_plane: None,
+        token_file: None,
+        ca_file: Some(cp.ca_file().to_path_buf()),
+        client_cert: None,
+        client_key: None,
+        allow_insecure_http: false,
+        startup_timeout: Duration::from_secs(30),
+    };
+    let opts = connd::resolve::Options::default();
+    runtime().block_on(async {
+        let remote = connd::remote::Remote::new(&args, true, Arc::default()).expect("remote");
+        let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
+        remote.fetch(&plan, Tokens::All).await.expect("first round");
+        assert_eq!(remote.token_cache().apps().len(), 2);
+
+        let component = component_yaml(&[("hr-connection", "thirdparty:svc/v1")]);
+        std::fs::write(fx.join("component.yaml"), component).unwrap();
+        let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
+        remote.fetch(&plan, Tokens::All).await.expect("second round");
+        let apps = remote.token_cache().apps();
+        assert_eq!(apps.iter().map(|(k, _)| k.client_id.as_str()).collect::<Vec<_>>(), ["portal"], "{apps:?}");
+        remote.shutdown();
+    });
+}
