@@ -268,10 +268,75 @@ fn idle_rss(client: &tokio::runtime::Runtime) {
     let _ = child.wait();
 }
 
+/// A directory of `n` local connection descriptors, five parameters each.
+fn write_descriptors(dir: &Path, n: usize) {
+    let mut comp = String::from("schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n");
+    for i in 0..n {
+        comp.push_str(&format!("    - name: service-{i}\n      resourceRef: service:/Bench/svc{i}/v1/ep/PUBLIC\n"));
+    }
+    std::fs::write(dir.join("component.yaml"), comp).unwrap();
+    std::fs::write(dir.join("identity.yaml"), "kind: Component\nproject: bench\nname: bench-component\n").unwrap();
+    for (f, chunk) in (0..n).collect::<Vec<_>>().chunks(500).enumerate() {
+        let mut text = String::new();
+        for i in chunk {
+            text.push_str(&format!(
+                "---\nkind: Connection\nid: {i:08x}-0000-4000-8000-{i:012x}\nname: service-{i}\nproject: bench\n\
+                 resourceRef: service:/Bench/svc{i}/v1/ep/PUBLIC\nparameters:\n  ServiceURL: https://svc{i}.bench.internal/v1\n  \
+                 ConsumerKey: client-{i}\n  ConsumerSecret: {{ value: secret-{i} }}\n  ChoreoAPIKey: {{ value: key-{i} }}\n  \
+                 DatabaseName: db{i}\n"
+            ));
+        }
+        std::fs::write(dir.join(format!("connections-{f:03}.yaml")), text).unwrap();
+    }
+}
+
+/// Idle RSS by the size of the directory served: 50 and 10,000 connection descriptors,
+/// after one `GET /v1/env` (so the rendered answer is held too).
+fn idle_rss_by_descriptors(client: &tokio::runtime::Runtime) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/connd");
+    if !bin.exists() {
+        println!("idle RSS by descriptors: skipped, build the binary first: cargo build --release");
+        return;
+    }
+    for n in [50usize, 10_000] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("config");
+        std::fs::create_dir(&dir).unwrap();
+        write_descriptors(&dir, n);
+        let socket = tmp.path().join("connd.sock");
+        let mut child = std::process::Command::new(&bin)
+            .args(["serve", "--log-level", "warn", "--config-dir"])
+            .arg(&dir)
+            .arg("--socket")
+            .arg(&socket)
+            .spawn()
+            .unwrap();
+        client.block_on(async {
+            wait_ready(&socket).await;
+            let stream = UnixStream::connect(&socket).await.unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            let driver = tokio::spawn(conn);
+            let req = http::Request::get("/v1/env").header("host", "x").body(Empty::<Bytes>::new()).unwrap();
+            let body = tx.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes();
+            drop(tx);
+            let _ = driver.await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            println!(
+                "idle RSS of connd serve with {n} connection descriptors ({} KiB /v1/env): {:.1} MiB",
+                body.len() / 1024,
+                rss_kib(child.id()) as f64 / 1024.0
+            );
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     throughput(&rt, &client);
     reload_latency(&rt, &client);
+    idle_rss_by_descriptors(&client);
     idle_rss(&client);
 }
