@@ -7,10 +7,8 @@ use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use connd::api::auth::Allow;
 use connd::api::client::{request, Answer};
-use connd::resolve::Options;
 use connd::serve::{run, ServeSettings};
 use connd::source::Local;
-use connd::watch::ReloadConfig;
 use http::Method;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -32,14 +30,7 @@ impl Server {
         let socket = tmp.path().join("run/connd.sock");
         let listener = connd::api::server::bind(&socket, 0o660, None).expect("bind");
         let settings = ServeSettings {
-            reload: ReloadConfig {
-                dir: dir.to_path_buf(),
-                options: Options::default(),
-                refresh_interval: refresh,
-                rescan_interval: Duration::from_secs(60),
-                debounce: Duration::from_millis(10),
-                tokens: connd::source::Tokens::All,
-            },
+            reload: crate::reload::config(dir, refresh),
             allow: Allow::new(vec![], vec![]),
             startup_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(2),
