@@ -6,11 +6,17 @@
                                     the connection-config directories held in ConfigMaps
                                     (optionally written out, one directory per ConfigMap,
                                     for `connd check`)
+  connd-commands BIN FILE...        every connd command line of the manifests (containers,
+                                    probes) and systemd units (Exec*= lines): its flags parse
+                                    with the built binary BIN, and every CONND_* variable it
+                                    sets is one that subcommand reads
 
 Each prints what it checked and exits 1 on the first file with a problem listed.
 """
 
 import os
+import shlex
+import subprocess
 import sys
 import uuid
 
@@ -177,6 +183,65 @@ def connd_config(files, extract):
     return not problems
 
 
+def connd_invocations(path):
+    """(where, argv after the binary, {CONND_*: value}) for each connd command line."""
+    found = []
+    if path.endswith(".service"):
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                key, _, value = line.strip().partition("=")
+                if not key.startswith("Exec") or not value:
+                    continue
+                argv = shlex.split(value.lstrip("-@+!:"))
+                # `/bin/sh -c 'exec connd ... > file'`: the connd part of the script.
+                if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) == "sh":
+                    script = shlex.split(argv[2].split(">")[0])
+                    argv = script[1:] if script[:1] == ["exec"] else script
+                if argv and os.path.basename(argv[0]) == "connd":
+                    found.append((f"{path}:{n}", argv[1:], {}))
+        return found
+    for doc in load_docs(path):
+        if doc.get("kind") not in POD_KINDS:
+            continue
+        spec = pod_spec(doc)
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            env = {e["name"]: e["value"] for e in c.get("env") or [] if e["name"].startswith("CONND_") and "value" in e}
+            where = f"{path}: container {c.get('name')}"
+            argv = list(c.get("command") or []) + list(c.get("args") or [])
+            if argv and os.path.basename(argv[0]) == "connd":
+                found.append((where, argv[1:], env))
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                cmd = ((c.get(probe) or {}).get("exec") or {}).get("command") or []
+                if cmd and os.path.basename(cmd[0]) == "connd":
+                    # A probe inherits the container's environment, meant for its command.
+                    found.append((f"{where} {probe}", cmd[1:], {}))
+    return found
+
+
+def connd_commands(binary, files):
+    problems = []
+    count = 0
+    for path in files:
+        for where, argv, env in connd_invocations(path):
+            count += 1
+            # The workload's command after `--` is not connd's to parse.
+            flags = argv[: argv.index("--")] if "--" in argv else argv
+            clean = {k: v for k, v in os.environ.items() if not k.startswith("CONND_")}
+            run = subprocess.run([binary, *flags, "--help"], env=clean, capture_output=True, text=True)
+            if run.returncode != 0:
+                problems.append(f"{where}: `connd {' '.join(flags)}` does not parse: {run.stderr.strip()}")
+                continue
+            for name in env:
+                if f"[env: {name}=" not in run.stdout:
+                    problems.append(f"{where}: {name} is not read by `connd {flags[0] if flags else ''}`")
+            print(f"  {where}: connd {' '.join(argv)}" + (f" (env: {', '.join(sorted(env))})" if env else ""))
+    if count == 0:
+        problems.append("no connd command line found")
+    for p in problems:
+        print(f"  FAIL {p}")
+    return not problems
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -186,6 +251,8 @@ def main(argv):
         return 0 if policy(args) else 1
     if cmd == "kustomize-structure":
         return 0 if kustomize_structure(args) else 1
+    if cmd == "connd-commands" and args:
+        return 0 if connd_commands(args[0], args[1:]) else 1
     if cmd == "connd-config":
         extract = None
         if args[:1] == ["--extract"]:
