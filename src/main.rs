@@ -6,6 +6,15 @@ use connd::cli::{Cli, Command, LogFormat};
 use connd::{commands, exit};
 use std::process::ExitCode;
 
+/// The static musl build (the one the image ships, for any base image) gets mimalloc:
+/// loading a directory is allocation-bound (the YAML parser allocates per event and
+/// scalar), and musl's allocator made `exec` on 50 connections 6.9 ms against 2.5 ms with
+/// mimalloc. `no_thp` keeps transparent huge pages out of its arenas, which otherwise
+/// tripled serve's idle RSS. On glibc the system allocator measured better on both.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
