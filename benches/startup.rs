@@ -3,7 +3,9 @@
 //!   (median and p95 wall time, peak RSS);
 //! - `connd check` on a directory of 10,000 connections (median wall time).
 //!
-//! Run: `cargo bench --bench startup` (add `-- --runs N` to change the repetitions).
+//! Run: `cargo bench --bench startup` (add `-- --runs N` to change the repetitions). To time
+//! another build of connd, such as the static musl one the image ships, name it in
+//! `CONND_BENCH_BIN`.
 //! Peak RSS is the child's `ru_maxrss`, measured in a fresh process per command so that
 //! no other child's figure is mixed in.
 
@@ -11,7 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CONND: &str = env!("CARGO_BIN_EXE_connd");
+/// The binary timed: this build's, or `CONND_BENCH_BIN`.
+fn connd() -> String {
+    std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned())
+}
 
 fn write_dir(dir: &Path, connections: usize, per_file: usize) {
     let mut comp = String::from("schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n");
@@ -79,6 +84,8 @@ fn main() {
     if args.first().map(String::as_str) == Some("--rss-of") {
         return rss_of(&args[1..]);
     }
+    let bin = connd();
+    println!("timing {bin}");
     let runs = args
         .iter()
         .position(|a| a == "--runs")
@@ -91,7 +98,7 @@ fn main() {
     let dir = small.path().to_str().unwrap().to_owned();
     // Warm the page cache and check the setup works.
     time_runs(5, || {
-        let mut c = Command::new(CONND);
+        let mut c = Command::new(&bin);
         c.args(["exec", "--config-dir", &dir, "--", "/bin/true"]);
         c
     });
@@ -106,7 +113,7 @@ fn main() {
             c
         }));
         connd.extend(time_runs(1, || {
-            let mut c = Command::new(CONND);
+            let mut c = Command::new(&bin);
             c.args(["exec", "--config-dir", &dir, "--", "/bin/true"]);
             c
         }));
@@ -119,18 +126,18 @@ fn main() {
     println!("  connd exec -- /bin/true    median {}  p95 {}", ms(pct(&connd, 0.5)), ms(pct(&connd, 0.95)));
     println!("  ratio of medians           {ratio:.2}x   (target: at most 1.5x)");
     let rss_env = peak_rss_kib(&["env", "A=1", "/bin/true"]);
-    let rss_connd = peak_rss_kib(&[CONND, "exec", "--config-dir", &dir, "--", "/bin/true"]);
+    let rss_connd = peak_rss_kib(&[bin.as_str(), "exec", "--config-dir", &dir, "--", "/bin/true"]);
     println!("  peak RSS: env {} KiB, connd exec {} KiB (target: at most 8192 KiB)", rss_env, rss_connd);
 
     let big = tempfile::tempdir().unwrap();
     write_dir(big.path(), 10_000, 500);
     let big_dir = big.path().to_str().unwrap().to_owned();
     let check = time_runs(10, || {
-        let mut c = Command::new(CONND);
+        let mut c = Command::new(&bin);
         c.args(["check", "--config-dir", &big_dir]);
         c
     });
-    let rss_check = peak_rss_kib(&[CONND, "check", "--config-dir", &big_dir]);
+    let rss_check = peak_rss_kib(&[bin.as_str(), "check", "--config-dir", &big_dir]);
     println!("check, 10,000 connections, 10 runs:");
     println!(
         "  connd check                median {}  max {}  (target: at most 300 ms)",
