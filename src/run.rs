@@ -65,8 +65,8 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         let listener = server::bind(path, args.access.socket_mode, args.access.socket_group)?;
         tracing::info!(socket = %path.display(), "serving");
         let r = start_reloader();
-        let parts =
-            ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: Arc::new(Metrics::default()) };
+        // The same metrics the reloader and the sources count in: `/metrics` reports them.
+        let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
         let allow = Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone());
         server = Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))));
         reloader = Some(r);

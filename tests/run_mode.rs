@@ -399,6 +399,46 @@ async fn the_api_socket_serves_while_the_workload_runs() {
     assert!(!socket.exists(), "the socket file is removed on exit");
 }
 
+/// The value of the sample line `name` (with its labels) in a `/metrics` text, 0 if absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Polls the API's `/metrics` until `pred` holds for it; returns that text.
+async fn metrics_until(socket: &std::path::Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = connd::api::client::request(socket, http::Method::GET, "/metrics").await.expect("the API answers");
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        if pred(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "/metrics never showed {what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_api_socket_reports_the_metrics_of_the_running_reloader() {
+    let mut d = dir("5432");
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let socket_arg = socket.display().to_string();
+    let mut s = Supervised::start(d.path(), &["--socket", &socket_arg, "--change-debounce", "50ms"], SHOW);
+    s.expect("start port=5432");
+    let text = metrics_until(&socket, "ready", |t| sample(t, "connd_ready") == 1.0).await;
+    assert!(sample(&text, "connd_last_success_age_seconds") >= 0.0, "{text}");
+    let changed = "connd_reloads_total{result=\"changed\"}";
+    let before = sample(&text, changed);
+    assert!(before >= 1.0, "the first resolution is counted:\n{text}");
+    let f = files("6543");
+    d.update(&refs(&f));
+    s.expect("start port=6543");
+    metrics_until(&socket, "the reload", |t| sample(t, changed) > before).await;
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}
+
 #[test]
 fn a_restart_kills_a_child_that_ignores_the_stop_signal() {
     let mut d = dir("5432");
