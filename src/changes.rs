@@ -13,6 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A burst postpones the action by at most this many debounce windows, as in the
+/// reloader: values that never settle still reach the workload.
+const MAX_WINDOWS: u32 = 20;
 
 /// The workload's variables, as one published value.
 pub type Env = Arc<BTreeMap<String, Secret>>;
@@ -54,8 +59,12 @@ async fn watch_changes(mut values: watch::Receiver<Env>, mut applied: Env, timin
         if values.changed().await.is_err() {
             return;
         }
-        // Act only once the publications have been quiet for a whole window.
-        while let Ok(Ok(())) = tokio::time::timeout(timing.debounce, values.changed()).await {}
+        // Act once the publications have been quiet for a whole window, or, when they
+        // keep coming faster than that, after `MAX_WINDOWS` windows with the latest.
+        let limit = Instant::now() + timing.debounce * MAX_WINDOWS;
+        while let Ok(Ok(())) =
+            tokio::time::timeout_at(limit.min(Instant::now() + timing.debounce), values.changed()).await
+        {}
         if !timing.splay.is_zero() {
             let delay = Duration::from_nanos(fastrand::u64(0..=timing.splay.as_nanos().min(u64::MAX as u128) as u64));
             tracing::info!(delay_ms = delay.as_millis() as u64, "values changed; waiting out the restart splay");
@@ -103,6 +112,27 @@ mod tests {
         assert_eq!(changes.recv().await, Some(env(&[("A", "4")])));
         drop(tx);
         assert_eq!(changes.recv().await, None, "nothing else was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_burst_is_acted_on_after_the_cap() {
+        let (tx, rx) = watch::channel(env(&[("A", "0")]));
+        let (_task, mut changes) = Changes::spawn(rx, env(&[("A", "0")]), TIMING);
+        let start = tokio::time::Instant::now();
+        // A publication every half window, for far longer than the cap.
+        let publisher = tokio::spawn(async move {
+            for i in 1.. {
+                tx.send(env(&[("A", &i.to_string())])).unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        // Virtual time: without a cap this would be the timeout, an hour in.
+        let first = tokio::time::timeout(Duration::from_secs(3600), changes.recv()).await;
+        let first = first.expect("acted on despite the burst").expect("the channel is open");
+        let waited = start.elapsed();
+        publisher.abort();
+        assert!(waited <= TIMING.debounce * (MAX_WINDOWS + 1), "waited {waited:?}");
+        assert_ne!(first, env(&[("A", "0")]));
     }
 
     #[tokio::test(start_paused = true)]
