@@ -233,9 +233,9 @@ fn children_of(parent: i32) -> Vec<(i32, String, char, i32)> {
     found
 }
 
-/// The workload leaves orphans: one that exits at once, two that live briefly. Each
-/// must be seen re-parented to connd, then gone: reaped, not a zombie.
-const ORPHANS: &str = "sh -c 'true & sleep 0.4 & sleep 0.6 & exit 0'
+/// The workload leaves orphans: one that exits at once, two that live until the test
+/// ends them. Each must be seen re-parented to connd, then gone: reaped, not a zombie.
+const ORPHANS: &str = "sh -c 'true & sleep 60 & sleep 60 & exit 0'
     echo spawned
     read line
     exit 7";
@@ -245,11 +245,18 @@ fn assert_orphans_reaped(s: &mut Supervised, connd_pid: i32) {
     s.expect("spawned");
     let deadline = Instant::now() + PATIENCE;
     // The sleeps, re-parented to connd (the workload's shell is the other child).
-    while children_of(connd_pid).iter().filter(|c| c.1 == "sleep").count() < 2 {
+    let sleeps = loop {
+        let sleeps: Vec<i32> = children_of(connd_pid).iter().filter(|c| c.1 == "sleep").map(|c| c.0).collect();
+        if sleeps.len() == 2 {
+            break sleeps;
+        }
         assert!(Instant::now() < deadline, "the orphans never became connd's: {:?}", children_of(connd_pid));
         std::thread::sleep(Duration::from_millis(10));
+    };
+    // Then they exit, when the test says so; connd must reap them, leaving only the workload.
+    for pid in sleeps {
+        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("end an orphan");
     }
-    // Then they exit; connd must reap them, leaving only the workload.
     loop {
         let children = children_of(connd_pid);
         if children.len() == 1 && children[0].2 != 'Z' {
