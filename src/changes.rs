@@ -65,15 +65,21 @@ async fn watch_changes(mut values: watch::Receiver<Env>, mut applied: Env, timin
         while let Ok(Ok(())) =
             tokio::time::timeout_at(limit.min(Instant::now() + timing.debounce), values.changed()).await
         {}
+        let mut latest = values.borrow_and_update().clone();
+        if latest == applied {
+            tracing::debug!("values re-read; the workload's variables are unchanged");
+            continue;
+        }
+        // Only a real change waits out the splay; whatever is current after it is acted on.
         if !timing.splay.is_zero() {
             let delay = Duration::from_nanos(fastrand::u64(0..=timing.splay.as_nanos().min(u64::MAX as u128) as u64));
             tracing::info!(delay_ms = delay.as_millis() as u64, "values changed; waiting out the restart splay");
             tokio::time::sleep(delay).await;
-        }
-        let latest = values.borrow_and_update().clone();
-        if latest == applied {
-            tracing::debug!("values re-read; the workload's variables are unchanged");
-            continue;
+            latest = values.borrow_and_update().clone();
+            if latest == applied {
+                tracing::debug!("values changed back during the splay; the workload's variables are unchanged");
+                continue;
+            }
         }
         tracing::info!(variables = %changed_names(&applied, &latest), "the workload's variables changed");
         if tx.send(latest.clone()).await.is_err() {

@@ -324,6 +324,22 @@ fn a_changed_value_restarts_the_child_with_it() {
     assert_eq!(s.count("start port="), 2, "exactly one restart:\n{}", s.transcript());
 }
 
+#[test]
+fn with_a_restart_splay_a_change_still_restarts_once() {
+    let mut d = dir("5432");
+    let args = ["--change-debounce", "50ms", "--restart-splay", "500ms"];
+    let mut s = Supervised::start(d.path(), &args, SHOW);
+    s.expect("start port=5432");
+    let f = files("6543");
+    d.update(&refs(&f));
+    s.expect("waiting out the restart splay");
+    s.expect("start port=6543");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+    assert_eq!(s.count("start port="), 2, "exactly one restart:\n{}", s.transcript());
+    assert_eq!(s.count("waiting out the restart splay"), 1, "{}", s.transcript());
+}
+
 /// A legacy service reference maps only HostName, so a new Port changes the connection
 /// (the reloader publishes) but not the workload's variables.
 fn legacy(host: &str, port: &str) -> Vec<(&'static str, String)> {
