@@ -17,8 +17,11 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::task::Poll;
 use std::time::Duration;
+use terminal::Terminal;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+mod terminal;
 
 /// The signals connd passes on to the workload (SPEC §3).
 pub const FORWARDED: [Signal; 7] = [
@@ -85,7 +88,8 @@ pub async fn supervise(
     // Listening for SIGCHLD before the first spawn, so that no exit is missed.
     let mut reaper = Reaper::new().map_err(SuperviseError::Signals)?;
     let first = values.borrow().clone();
-    let spawner = Spawner { argv, inherited, group: settings.forward_to_group };
+    let terminal = if settings.forward_to_group { Terminal::foreground() } else { None };
+    let spawner = Spawner { argv, inherited, group: settings.forward_to_group, terminal };
     let mut child = spawner.spawn(&first)?;
     let (_changes, mut changed) = match settings.on_change {
         OnChange::None => (None, None),
@@ -176,6 +180,9 @@ struct Spawner<'a> {
     argv: &'a [OsString],
     inherited: Vec<(OsString, OsString)>,
     group: bool,
+    /// With `group`: the terminal whose foreground each new group gets, given back when
+    /// the spawner is dropped.
+    terminal: Option<Terminal>,
 }
 
 impl Spawner<'_> {
@@ -199,6 +206,10 @@ impl Spawner<'_> {
         })?;
         let pid = Pid::from_raw(child.id() as i32);
         tracing::debug!(pid = pid.as_raw(), "started the workload");
+        // Its group exists even if it exited already: nothing reaps it before this.
+        if let Some(terminal) = &self.terminal {
+            terminal.hand_to(pid);
+        }
         Ok(Child { pid, group: self.group })
     }
 }

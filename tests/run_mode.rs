@@ -306,6 +306,46 @@ fn forward_to_group_reaches_the_workloads_children() {
     assert_eq!(s.wait(), 143, "{}", s.transcript());
 }
 
+/// `connd run --config-dir DIR ARGS... -- sh -c SCRIPT` on a terminal of its own: a pty
+/// from `script`, which types the test's stdin into it and prints what appears on it.
+/// The shell there then reads the terminal too: it can once connd has given it back.
+fn start_on_a_terminal(dir: &std::path::Path, args: &[&str], script: &str) -> Supervised {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = vec![quote(connd_bin()), "run".into(), "--config-dir".into(), quote(&dir.display().to_string())];
+    line.extend(args.iter().map(|a| quote(a)));
+    line.extend(["--".into(), "sh".into(), "-c".into(), quote(script)]);
+    let mut cmd = Command::new("script");
+    let line = line.join(" ") + "; echo \"connd exited $?\"; read after; echo \"after:$after\"";
+    cmd.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    Supervised::spawn(cmd)
+}
+
+#[test]
+fn forward_to_group_on_a_terminal_gives_the_workload_the_terminal() {
+    let mut d = dir("5432");
+    // Reads the terminal in each start; the restarted one then exits on its own.
+    let script = "echo \"start port=$CHOREO_MAIN_DB_PORT\"
+        read line; echo \"read:$line port=$CHOREO_MAIN_DB_PORT\"
+        [ \"$CHOREO_MAIN_DB_PORT\" = 6543 ] && exit 5
+        exec sleep 30";
+    let args = ["--forward-to-group", "--change-debounce", "50ms"];
+    let mut s = start_on_a_terminal(d.path(), &args, script);
+    s.expect("start port=5432");
+    s.write_stdin("one\n");
+    s.expect("read:one port=5432");
+    // The restarted workload is a new group: it gets the terminal too.
+    let f = files("6543");
+    d.update(&refs(&f));
+    s.expect("start port=6543");
+    s.write_stdin("two\n");
+    s.expect("read:two port=6543");
+    s.expect("connd exited 5");
+    s.write_stdin("three\n");
+    s.expect("after:three");
+    assert_eq!(s.wait(), 0, "{}", s.transcript());
+}
+
 /// Each start prints the variable and its pid, then waits.
 const SHOW: &str = "echo \"start port=$CHOREO_MAIN_DB_PORT pid=$$\"; exec sleep 30";
 
