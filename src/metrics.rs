@@ -126,6 +126,13 @@ impl Metrics {
         }
     }
 
+    /// A reload of the files that reused values fetched before a still-failing fetch:
+    /// counted by whether answers changed, but neither a success (the values are not
+    /// fresh) nor the end of the error.
+    pub fn files_reload(&self, changed: bool) {
+        self.reloads[usize::from(!changed)].fetch_add(1, Relaxed);
+    }
+
     /// For the control-plane source: one request's outcome.
     pub fn control_plane_call(&self, result: Call) {
         self.control_plane[call_slot(result)].fetch_add(1, Relaxed);

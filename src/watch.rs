@@ -4,7 +4,9 @@
 //!   control-plane changes and token refreshes arrive;
 //! - when the config directory (or a folder holding a `file:` source) changes, after a
 //!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
-//!   create of `..data_tmp` and its rename over `..data`;
+//!   create of `..data_tmp` and its rename over `..data`. Hidden files are ignored, and
+//!   the reload is of the files alone: it fetches only when the files now ask for
+//!   other remote values;
 //! - every `rescan_interval`, from the files alone (a backstop for missed events);
 //! - when asked through [`Reloader::reload`] (SIGHUP, in `serve`).
 //!
@@ -100,11 +102,20 @@ impl Reloader {
         let (events_tx, events) = mpsc::channel(1);
         // The watcher calls back on its own thread; a full channel means a reload is
         // already due, so the event can be dropped. Reads (opens and closes without a
-        // write) are our own and change nothing.
+        // write) are our own and change nothing, and hidden files (editor swap files,
+        // other tools' state) are not connd's, except the kubelet's swap entries and
+        // files that `file:` sources name.
+        let files = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let named = files.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             use notify::event::{AccessKind, AccessMode, EventKind};
             let ours = |k: &EventKind| matches!(k, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write));
-            if res.is_ok_and(|e| !ours(&e.kind)) {
+            let Ok(event) = res else { return };
+            if ours(&event.kind) {
+                return;
+            }
+            let named = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if event.paths.is_empty() || event.paths.iter().any(|p| relevant(p, &named)) {
                 let _ = events_tx.try_send(());
             }
         });
@@ -122,8 +133,10 @@ impl Reloader {
             store: store.clone(),
             watcher,
             watched: BTreeSet::new(),
+            files,
             fetched: None,
             needs: Vec::new(),
+            source_failure: None,
             failures: 0,
         };
         let task = tokio::spawn(task.run(requests_rx, events, shutdown));
@@ -209,10 +222,15 @@ struct Task<S> {
     watcher: Option<notify::RecommendedWatcher>,
     /// Folders currently watched: the config directory and those of `file:` sources.
     watched: BTreeSet<PathBuf>,
+    /// The files `file:` sources name, shared with the watcher's callback.
+    files: Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
     /// The last fetch, reused by `Local` reloads.
     fetched: Option<Fetched>,
     /// What `fetched` was fetched for (see `remote_needs`).
     needs: Vec<(String, Vec<String>, bool)>,
+    /// Why the last fetch failed (message, exit code), until a fetch succeeds: a
+    /// reload that reuses `fetched` meanwhile must not report the outage over.
+    source_failure: Option<(String, u8)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
 }
@@ -220,6 +238,17 @@ struct Task<S> {
 /// A duration shifted by up to ±10%, so that many replicas do not call in step.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+/// Whether a change to `path` may change what connd resolves: not for hidden files,
+/// except the kubelet's `..data`, `..data_tmp` and timestamped `..2024_...` entries
+/// and the files in `named` (those of `file:` sources).
+fn relevant(path: &std::path::Path, named: &BTreeSet<PathBuf>) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return true };
+    if !name.starts_with('.') || named.contains(path) {
+        return true;
+    }
+    name == "..data" || name == "..data_tmp" || name.strip_prefix("..").is_some_and(|n| n.starts_with("20"))
 }
 
 /// What a fetch depends on: the connections with remote parameters or tokens.
@@ -264,9 +293,11 @@ impl<S: Sources> Task<S> {
                     done = Some(reply);
                     Kind::Full
                 }
+                // Files changed: re-read them, and fetch only if they now ask for other
+                // remote values; the control plane is polled on its own schedule.
                 Some(()) = events.recv() => {
                     self.debounce(&mut events).await;
-                    Kind::Full
+                    Kind::Local
                 }
                 () = sleep_until(next_full) => Kind::Full,
                 _ = rescan.tick() => Kind::Local,
@@ -312,15 +343,23 @@ impl<S: Sources> Task<S> {
         };
         self.sync_watches(Some(&plan));
         let needs = remote_needs(&plan);
-        let fetched = match (&self.fetched, kind) {
-            (Some(fetched), Kind::Local) if needs == self.needs => fetched.clone(),
-            _ => match self.sources.fetch(&plan, self.config.tokens).await {
+        let reused = match (&self.fetched, kind) {
+            (Some(fetched), Kind::Local) if needs == self.needs => Some(fetched.clone()),
+            _ => None,
+        };
+        let fetched = match reused {
+            Some(fetched) => fetched,
+            None => match self.sources.fetch(&plan, self.config.tokens).await {
                 Ok(fetched) => {
                     self.fetched = Some(fetched.clone());
                     self.needs = needs;
+                    self.source_failure = None;
                     fetched
                 }
-                Err(e) => return self.failed(e),
+                Err(e) => {
+                    self.source_failure = Some((format!("{e:#}"), crate::exit_code(&e)));
+                    return self.failed(e);
+                }
             },
         };
         let for_values = plan.clone();
@@ -330,17 +369,30 @@ impl<S: Sources> Task<S> {
             Ok(Err(e)) => return self.failed(e.into()),
             Err(e) => return self.failed(anyhow::anyhow!("reading the values failed: {e}")),
         };
-        let recovered = self.store.load().failure.is_some();
-        let changed = self.store.succeed(plan, values);
-        self.metrics.reload(if changed { Reload::Changed } else { Reload::Unchanged });
-        if recovered {
-            tracing::info!("values resolved again; the error above is over");
-        }
+        let failing = self.store.load().failure.is_some();
+        let changed = match self.source_failure.clone() {
+            // The files resolved, but on values fetched before the outage: publish what
+            // the files changed, and leave the failure, its age and the success
+            // metrics as they are.
+            Some(source_failure) => {
+                let changed = self.store.succeed_files(plan, values, source_failure.clone());
+                self.metrics.files_reload(changed);
+                changed
+            }
+            None => {
+                let changed = self.store.succeed(plan, values);
+                self.metrics.reload(if changed { Reload::Changed } else { Reload::Unchanged });
+                if failing {
+                    tracing::info!("values resolved again; the error above is over");
+                }
+                changed
+            }
+        };
         if changed {
             let s = self.store.load();
             tracing::info!(generation = s.generation, "values changed");
         }
-        true
+        self.source_failure.is_none()
     }
 
     fn failed(&mut self, e: anyhow::Error) -> bool {
@@ -362,14 +414,19 @@ impl<S: Sources> Task<S> {
     fn sync_watches(&mut self, plan: Option<&Plan>) {
         let Some(watcher) = &mut self.watcher else { return };
         let mut wanted = BTreeSet::from([self.config.dir.clone()]);
+        let mut files = BTreeSet::new();
         for p in plan.iter().flat_map(|plan| &plan.connections) {
             for param in p.connection.parameters.values() {
                 if let Source::File(path) = &param.source {
                     if let Some(parent) = path.parent() {
                         wanted.insert(parent.to_path_buf());
                     }
+                    files.insert(path.clone());
                 }
             }
+        }
+        if plan.is_some() {
+            *self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = files;
         }
         for gone in self.watched.difference(&wanted).cloned().collect::<Vec<_>>() {
             let _ = watcher.unwatch(&gone);
@@ -380,5 +437,25 @@ impl<S: Sources> Task<S> {
                 self.watched.insert(dir);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relevant;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn hidden_files_are_not_connds_but_the_kubelets_are() {
+        let none = BTreeSet::new();
+        for path in ["/c/component.yaml", "/c/..data", "/c/..data_tmp", "/c/..2026_11_22_03_00_01.123"] {
+            assert!(relevant(Path::new(path), &none), "{path}");
+        }
+        for path in ["/c/.editor.swp", "/c/.git", "/c/..other"] {
+            assert!(!relevant(Path::new(path), &none), "{path}");
+        }
+        let named = BTreeSet::from([PathBuf::from("/s/.token")]);
+        assert!(relevant(Path::new("/s/.token"), &named), "a file a `file:` source names");
     }
 }

@@ -13,6 +13,8 @@ mod control_plane;
 mod oauth;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
+/// The reloader with a remote source: re-scans during an outage, file events.
+mod reload_sources;
 /// `run` supervising real processes: signals, exit codes, reaping, restarts on change.
 mod run_mode;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.

@@ -219,7 +219,7 @@ async fn env<S>(state: &ApiState<S>, q: &Query) -> Response<Body> {
         } else {
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(r.env_json.clone()))
+                .body(Full::new(r.env_json.0.clone()))
                 .expect("valid response")
         };
         with_index(response, r.env_index)
