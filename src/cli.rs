@@ -138,6 +138,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))
 }
 
+/// A period for something done repeatedly: a duration of at least 1ms (a zero period
+/// would mean a busy loop).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{text:?} is too short for an interval: give at least 1ms, e.g. 30s"));
+    }
+    Ok(d)
+}
+
 impl ConfigArgs {
     pub fn options(&self) -> crate::resolve::Options {
         crate::resolve::Options {
@@ -282,10 +292,10 @@ pub struct ProbeArgs {
 #[command(next_help_heading = "Reloading")]
 pub struct ReloadArgs {
     /// How often the control plane is re-checked (jittered)
-    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_interval, value_name = "DURATION")]
     pub refresh_interval: Duration,
     /// How often the directory is re-read even without a change event (a backstop)
-    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_interval, value_name = "DURATION")]
     pub rescan_interval: Duration,
 }
 
@@ -323,5 +333,8 @@ mod tests {
         assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit \"d\""));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(super::parse_interval("1ms"), Ok(Duration::from_millis(1)));
+        assert!(super::parse_interval("0s").unwrap_err().contains("too short for an interval"));
+        assert!(super::parse_interval("0.5ms").unwrap_err().contains("at least 1ms"));
     }
 }

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
+/// A connection's fields as the connection routes show them (see `Resolved::describe`).
+pub type Fields = [(&'static str, String); 5];
+
 /// The last good resolution, with the index of every answer built from it. Its Debug
 /// (below) shows names and indexes only: the plan holds literal values and `values`
 /// and `env_json` hold everything in clear.
@@ -83,25 +86,29 @@ impl Resolved {
         keys
     }
 
+    /// What both connection routes show of connection `i` besides keys and values:
+    /// name, id, type, visibility and security. The routes render these fields, and
+    /// the change checks below compare them, so neither can omit one the other has.
+    pub fn describe(&self, i: usize) -> Fields {
+        let c = &self.plan.connections[i];
+        [
+            ("name", c.name.clone()),
+            ("id", c.connection.id.clone()),
+            ("type", c.kind.as_str().to_owned()),
+            ("visibility", format!("{:?}", c.connection.visibility).to_lowercase()),
+            ("security", format!("{:?}", c.connection.security).to_lowercase()),
+        ]
+    }
+
     /// What `/v1/connections` shows, compared to decide whether its index grows.
-    fn listing(&self) -> Vec<(String, String, String, String, Vec<&str>)> {
-        (0..self.plan.connections.len())
-            .map(|i| {
-                let c = &self.plan.connections[i];
-                (c.name.clone(), c.connection.id.clone(), c.kind.as_str().to_owned(), vis(c), self.keys(i))
-            })
-            .collect()
+    fn listing(&self) -> Vec<(Fields, Vec<&str>)> {
+        (0..self.plan.connections.len()).map(|i| (self.describe(i), self.keys(i))).collect()
     }
 
     /// What `/v1/connections/{name}` shows for connection `i`.
-    fn detail(&self, i: usize) -> (&str, &str, &str, String, &BTreeMap<String, Secret>) {
-        let c = &self.plan.connections[i];
-        (&c.name, &c.connection.id, c.kind.as_str(), vis(c), &self.values.connections[i])
+    fn detail(&self, i: usize) -> (Fields, &BTreeMap<String, Secret>) {
+        (self.describe(i), &self.values.connections[i])
     }
-}
-
-fn vis(c: &crate::resolve::PlannedConnection) -> String {
-    format!("{:?}", c.connection.visibility).to_lowercase()
 }
 
 /// Why the latest resolution failed. The last good values stay served meanwhile.
@@ -352,5 +359,23 @@ mod tests {
         let shown = format!("{:?}", store.load());
         assert!(shown.contains("redacted"), "{shown}");
         assert!(!shown.contains("s3cr3t-level"), "a value leaked through Debug: {shown}");
+    }
+
+    #[test]
+    fn a_changed_security_moves_the_connection_indexes() {
+        let store = Store::default();
+        let (d, first, values) = fixture("5432", "info");
+        store.succeed(first, values);
+        let conns = std::fs::read_to_string(d.path().join("c.yaml")).unwrap();
+        let conns = conns.replace("name: api-x\n", "name: api-x\nsecurity: apiKey\n");
+        std::fs::write(d.path().join("c.yaml"), conns).unwrap();
+        let plan = Arc::new(plan(d.path(), &Options::default()).unwrap());
+        let values = crate::values::materialize(&plan, &Default::default()).unwrap();
+        assert!(store.succeed(plan, values), "a changed security is a changed answer");
+        let s = store.load();
+        let r = s.resolved.as_ref().unwrap();
+        let api = r.position("api-x").unwrap();
+        assert_eq!((r.env_index, r.connections_index, r.connection_index[api]), (1, 2, 2));
+        assert_eq!(r.describe(api)[4], ("security", "apikey".to_owned()));
     }
 }

@@ -165,28 +165,20 @@ impl Reloader {
 
     /// Waits for the first full resolution; after `timeout`, the current failure.
     pub async fn ready(&self, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
-        let mut rx = self.subscribe();
-        let wait = async {
-            loop {
-                let s = rx.borrow_and_update().clone();
-                if s.resolved.is_some() {
-                    return Ok(s);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(StartupError::Stopped);
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => {
-                let s = self.current();
-                let (message, exit_code) = match &s.failure {
-                    Some(f) => (f.message.clone(), f.exit_code),
-                    None => ("the first resolution is still running".to_owned(), crate::exit::UNAVAILABLE),
-                };
-                Err(StartupError::NotReady { waited: timeout, message, exit_code })
-            }
+        ready(&self.store, timeout).await
+    }
+
+    /// Completes only if the task ends although its shutdown future has not completed
+    /// (it panicked): the error a long-running mode must stop with, rather than serve
+    /// values nobody keeps current. Cancel-safe.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        let Some(task) = self.task.as_mut() else { return std::future::pending().await };
+        let result = task.await;
+        self.task = None;
+        match result {
+            Err(e) if e.is_panic() => anyhow::anyhow!("the reloader stopped unexpectedly: it panicked"),
+            Err(e) => anyhow::anyhow!("the reloader stopped unexpectedly: {e}"),
+            Ok(()) => anyhow::anyhow!("the reloader stopped unexpectedly"),
         }
     }
 
@@ -202,6 +194,34 @@ impl Drop for Reloader {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// Waits for the first full resolution published in `store`; after `timeout`, the
+/// current failure.
+pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
+    let mut rx = store.subscribe();
+    let wait = async {
+        loop {
+            let s = rx.borrow_and_update().clone();
+            if s.resolved.is_some() {
+                return Ok(s);
+            }
+            if rx.changed().await.is_err() {
+                return Err(StartupError::Stopped);
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result,
+        Err(_) => {
+            let s = store.load();
+            let (message, exit_code) = match &s.failure {
+                Some(f) => (f.message.clone(), f.exit_code),
+                None => ("the first resolution is still running".to_owned(), crate::exit::UNAVAILABLE),
+            };
+            Err(StartupError::NotReady { waited: timeout, message, exit_code })
         }
     }
 }

@@ -19,6 +19,8 @@ mod reload_sources;
 mod run_mode;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
 mod serve;
+/// `serve`'s lifecycle edges: SIGTERM during a reload, bad intervals, a dying reloader.
+mod serve_lifecycle;
 /// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
 mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token

@@ -227,14 +227,7 @@ async fn env<S>(state: &ApiState<S>, q: &Query) -> Response<Body> {
 }
 
 fn describe(r: &Resolved, i: usize) -> Map<String, Value> {
-    let c = &r.plan.connections[i];
-    let mut m = Map::new();
-    m.insert("name".into(), c.name.clone().into());
-    m.insert("id".into(), c.connection.id.clone().into());
-    m.insert("type".into(), c.kind.as_str().into());
-    m.insert("visibility".into(), format!("{:?}", c.connection.visibility).to_lowercase().into());
-    m.insert("security".into(), format!("{:?}", c.connection.security).to_lowercase().into());
-    m
+    r.describe(i).into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect()
 }
 
 fn list(r: &Resolved) -> Response<Body> {
