@@ -3,6 +3,8 @@
 
 mod support;
 
+/// The API's limits: header-read timeout, idle connections, the connection cap.
+mod api_limits;
 /// `check`, `env` and `exec` end to end on valid directories: names, formats, exec.
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
