@@ -26,7 +26,7 @@ use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -105,8 +105,8 @@ impl Reloader {
         // write) are our own and change nothing, and hidden files (editor swap files,
         // other tools' state) are not connd's, except the kubelet's swap entries and
         // files that `file:` sources name.
-        let files = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-        let named = files.clone();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let seen = shared.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             use notify::event::{AccessKind, AccessMode, EventKind};
             let ours = |k: &EventKind| matches!(k, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write));
@@ -114,8 +114,14 @@ impl Reloader {
             if ours(&event.kind) {
                 return;
             }
-            let named = named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if event.paths.is_empty() || event.paths.iter().any(|p| relevant(p, &named)) {
+            let mut seen = lock(&seen);
+            let seen = &mut *seen;
+            // An event on a watched folder itself (renamed, removed, replaced): its watch
+            // follows the old inode, so the path is to be watched afresh.
+            for path in event.paths.iter().filter(|p| seen.dirs.contains(*p)) {
+                seen.gone.insert(path.clone());
+            }
+            if event.paths.is_empty() || event.paths.iter().any(|p| relevant(p, &seen.files)) {
                 let _ = events_tx.try_send(());
             }
         });
@@ -133,7 +139,8 @@ impl Reloader {
             store: store.clone(),
             watcher,
             watched: BTreeSet::new(),
-            files,
+            shared,
+            wanted: BTreeSet::new(),
             fetched: None,
             needs: Vec::new(),
             source_failure: None,
@@ -242,8 +249,11 @@ struct Task<S> {
     watcher: Option<notify::RecommendedWatcher>,
     /// Folders currently watched: the config directory and those of `file:` sources.
     watched: BTreeSet<PathBuf>,
-    /// The files `file:` sources name, shared with the watcher's callback.
-    files: Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
+    /// What the watcher's callback needs to know, and what it reports back.
+    shared: Arc<Mutex<Shared>>,
+    /// Folders to watch: the config directory and those of the last plan's `file:`
+    /// sources. While one of them is not watched, watching it is retried.
+    wanted: BTreeSet<PathBuf>,
     /// The last fetch, reused by `Local` reloads.
     fetched: Option<Fetched>,
     /// What `fetched` was fetched for (see `remote_needs`).
@@ -259,6 +269,24 @@ struct Task<S> {
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
+
+/// Shared by the reload task and the watcher's callback (which runs on its own thread).
+#[derive(Default)]
+struct Shared {
+    /// The files `file:` sources name: hidden or not, their changes count.
+    files: BTreeSet<PathBuf>,
+    /// The folders watched.
+    dirs: BTreeSet<PathBuf>,
+    /// Watched folders that were renamed or removed since the last sync.
+    gone: BTreeSet<PathBuf>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often watching a wanted folder that could not be watched is tried again.
+const REWATCH: Duration = Duration::from_millis(100);
 
 /// Whether a change to `path` may change what connd resolves: not for hidden files,
 /// except the kubelet's `..data`, `..data_tmp` and timestamped `..2024_...` entries
@@ -321,6 +349,12 @@ impl<S: Sources> Task<S> {
                 }
                 () = sleep_until(next_full) => Kind::Full,
                 _ = rescan.tick() => Kind::Local,
+                () = tokio::time::sleep(REWATCH), if self.unwatched() => {
+                    if !self.sync_watches(None) {
+                        continue;
+                    }
+                    Kind::Local
+                }
             };
             let ok = tokio::select! {
                 () = &mut shutdown => break,
@@ -355,6 +389,9 @@ impl<S: Sources> Task<S> {
 
     /// One resolution; true when it succeeded.
     async fn reload(&mut self, kind: Kind) -> bool {
+        // Before reading: a replaced config directory is watched afresh even if it
+        // cannot be read yet.
+        self.sync_watches(None);
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
             Ok(Ok(plan)) => Arc::new(plan),
@@ -428,35 +465,49 @@ impl<S: Sources> Task<S> {
         false
     }
 
-    /// Watches the config directory and the folders of `file:` sources; folders no
-    /// longer needed are dropped, folders that could not be watched are tried again
-    /// on the next reload.
-    fn sync_watches(&mut self, plan: Option<&Plan>) {
-        let Some(watcher) = &mut self.watcher else { return };
-        let mut wanted = BTreeSet::from([self.config.dir.clone()]);
-        let mut files = BTreeSet::new();
-        for p in plan.iter().flat_map(|plan| &plan.connections) {
-            for param in p.connection.parameters.values() {
-                if let Source::File(path) = &param.source {
-                    if let Some(parent) = path.parent() {
-                        wanted.insert(parent.to_path_buf());
+    /// Watches the config directory and the folders of `file:` sources (those of `plan`,
+    /// or of the last plan without one); folders no longer needed are dropped, and
+    /// folders renamed or removed are watched afresh. True when a folder that was not
+    /// watched now is, so that what changed meanwhile is read.
+    fn sync_watches(&mut self, plan: Option<&Plan>) -> bool {
+        let Some(watcher) = &mut self.watcher else { return false };
+        if plan.is_some() || self.wanted.is_empty() {
+            let mut wanted = BTreeSet::from([self.config.dir.clone()]);
+            let mut files = BTreeSet::new();
+            for p in plan.iter().flat_map(|plan| &plan.connections) {
+                for param in p.connection.parameters.values() {
+                    if let Source::File(path) = &param.source {
+                        if let Some(parent) = path.parent() {
+                            wanted.insert(parent.to_path_buf());
+                        }
+                        files.insert(path.clone());
                     }
-                    files.insert(path.clone());
                 }
             }
+            if plan.is_some() {
+                lock(&self.shared).files = files;
+            }
+            self.wanted = wanted;
         }
-        if plan.is_some() {
-            *self.files.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = files;
+        let gone = std::mem::take(&mut lock(&self.shared).gone);
+        for dir in gone.iter().chain(self.watched.difference(&self.wanted)).cloned().collect::<Vec<_>>() {
+            let _ = watcher.unwatch(&dir);
+            self.watched.remove(&dir);
         }
-        for gone in self.watched.difference(&wanted).cloned().collect::<Vec<_>>() {
-            let _ = watcher.unwatch(&gone);
-            self.watched.remove(&gone);
-        }
-        for dir in wanted {
-            if !self.watched.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
-                self.watched.insert(dir);
+        let mut added = false;
+        for dir in &self.wanted {
+            if !self.watched.contains(dir) && watcher.watch(dir, RecursiveMode::NonRecursive).is_ok() {
+                self.watched.insert(dir.clone());
+                added = true;
             }
         }
+        lock(&self.shared).dirs = self.watched.clone();
+        added
+    }
+
+    /// Whether some wanted folder is not watched (missing, or just replaced).
+    fn unwatched(&self) -> bool {
+        self.watcher.is_some() && (!self.wanted.is_subset(&self.watched) || !lock(&self.shared).gone.is_empty())
     }
 }
 

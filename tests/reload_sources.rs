@@ -1,6 +1,6 @@
-//! The reloader with a remote source: a files-only re-scan during a control-plane
-//! outage keeps the outage reported, and a file change re-reads the files without a
-//! control-plane round.
+//! The reloader on changing sources: a files-only re-scan during a control-plane
+//! outage keeps the outage reported, a file change re-reads the files without a
+//! control-plane round, and a replaced config directory is watched afresh.
 
 use crate::reload::{config, refs, remote_files, wait_for, DB_ID};
 use crate::support::control_plane::{FakeControlPlane, Reply};
@@ -123,4 +123,38 @@ async fn a_file_change_rereads_the_files_without_a_control_plane_round() {
     assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"));
     assert_eq!(cp.requests_for(DB_ID).len(), 1, "a file change is no control-plane round");
     assert!(s.failure.is_none());
+}
+
+#[tokio::test]
+async fn a_replaced_config_directory_is_watched_afresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("cfg");
+    let write = |dir: &std::path::Path, port: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, text) in crate::reload::files(port) {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    };
+    write(&cfg, "5432");
+    // Neither rounds nor re-scans in this test's lifetime: only watches see changes.
+    let mut reload = config(&cfg, Duration::from_secs(3600));
+    reload.rescan_interval = Duration::from_secs(3600);
+    let metrics = Arc::new(Metrics::default());
+    let reloader = Reloader::start(reload, Arc::new(connd::source::Local), metrics, std::future::pending());
+    reloader.ready(PATIENCE).await.expect("ready");
+    let mut rx = reloader.subscribe();
+
+    // The directory replaced by another: `mv cfg cfg.old; mv new cfg`.
+    let new = tmp.path().join("new");
+    write(&new, "6543");
+    std::fs::rename(&cfg, tmp.path().join("cfg.old")).unwrap();
+    std::fs::rename(&new, &cfg).unwrap();
+    wait_for(&mut rx, "the replaced directory's port", |s| env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("6543"))
+        .await;
+
+    // An edit in the new directory is seen: the watch is on it, not on cfg.old.
+    let conns = crate::reload::files("7000").remove(2);
+    std::fs::write(cfg.join(conns.0), conns.1).unwrap();
+    wait_for(&mut rx, "the edit in the new directory", |s| env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("7000"))
+        .await;
 }
