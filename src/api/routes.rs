@@ -70,9 +70,14 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
         return (Route::Other, error(StatusCode::FORBIDDEN, "forbidden", message));
     }
     let path = req.uri().path();
-    let query = match Query::parse(req.uri().query().unwrap_or("")) {
-        Ok(q) => q,
-        Err(message) => return (route_of(path), error(StatusCode::BAD_REQUEST, "bad_query", message)),
+    // Only the routes that read a query parse one: a probe's cache-busting `?index=x`
+    // on `/healthz` is no error.
+    let query = match route_of(path) {
+        Route::Env | Route::Connection => match Query::parse(req.uri().query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(message) => return (route_of(path), error(StatusCode::BAD_REQUEST, "bad_query", message)),
+        },
+        _ => Query::default(),
     };
     match path {
         "/healthz" => (Route::Healthz, json_response(StatusCode::OK, &json!({ "status": "serving" }))),
@@ -93,7 +98,7 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
 fn route_of(path: &str) -> Route {
     match path {
         "/v1/env" => Route::Env,
-        p if p.starts_with("/v1/connections/") => Route::Connection,
+        p if p.starts_with("/v1/connections/") && !p.ends_with("/token") => Route::Connection,
         _ => Route::Other,
     }
 }
@@ -190,6 +195,7 @@ async fn blocking<S>(state: &ApiState<S>, q: &Query, index_of: impl Fn(&Snapshot
     if index_of(&now) != Some(want) {
         return now;
     }
+    let _parked = state.metrics.parked();
     let mut draining = state.draining.clone();
     let deadline = tokio::time::sleep(q.wait.unwrap_or(DEFAULT_WAIT));
     tokio::pin!(deadline);

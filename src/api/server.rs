@@ -54,6 +54,8 @@ pub enum BindError {
     Dir { dir: PathBuf, source: std::io::Error },
     #[error("{} is in use by a running server; stop it or choose another --socket", path.display())]
     InUse { path: PathBuf },
+    #[error("{} exists and cannot be checked for a running server: {source}; remove it or choose another --socket", path.display())]
+    Probe { path: PathBuf, source: std::io::Error },
     #[error("{} exists and is not a socket; remove it or choose another --socket", path.display())]
     NotASocket { path: PathBuf },
     #[error("cannot bind {}: {source}", path.display())]
@@ -72,8 +74,12 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, 
         if !meta.file_type().is_socket() {
             return Err(BindError::NotASocket { path: path.to_path_buf() });
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(BindError::InUse { path: path.to_path_buf() });
+        // Only a refused connection proves nobody listens: any other failure (no
+        // permission, say) may hide a live server, whose socket must stay.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(BindError::InUse { path: path.to_path_buf() }),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(source) => return Err(BindError::Probe { path: path.to_path_buf(), source }),
         }
         let _ = std::fs::remove_file(path);
     }
