@@ -269,6 +269,13 @@ pub struct ServeArgs {
     /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
     #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: std::time::Duration,
+    /// Connections open at once; callers beyond get a 503 and a closed connection
+    #[arg(long, env = "CONND_MAX_CONNECTIONS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+    /// Time allowed for a request's headers, and for a kept-alive connection between
+    /// requests (a blocking query in flight is not cut)
+    #[arg(long, env = "CONND_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_interval, value_name = "DURATION")]
+    pub idle_timeout: std::time::Duration,
     #[command(flatten)]
     pub access: SocketAccessArgs,
     #[command(flatten)]

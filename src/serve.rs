@@ -32,6 +32,8 @@ pub struct ServeSettings {
     pub notify_socket: Option<String>,
     /// Reload on SIGHUP. Off for in-process tests, which share the process's signals.
     pub sighup: bool,
+    /// What one caller may hold of the API.
+    pub limits: server::Limits,
 }
 
 impl ServeSettings {
@@ -43,6 +45,10 @@ impl ServeSettings {
             grace: args.shutdown_grace,
             notify_socket,
             sighup: true,
+            limits: server::Limits {
+                header_read_timeout: args.idle_timeout,
+                max_connections: args.max_connections as usize,
+            },
         }
     }
 }
@@ -75,7 +81,8 @@ pub async fn run<S: Sources>(
     let (stop_tx, stop) = watch::channel(false);
     let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
-    let server = tokio::spawn(server::serve(listener, parts, settings.allow, settings.grace, until(stop.clone())));
+    let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
+    let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));
     let mut hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
     tokio::pin!(shutdown);
 

@@ -36,6 +36,7 @@ impl Server {
             grace: Duration::from_secs(2),
             notify_socket: None,
             sighup: false,
+            limits: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, settings, Arc::new(Local), Arc::default(), async {

@@ -41,9 +41,16 @@ async fn sigterm_during_a_slow_sighup_reload_exits_within_the_grace() {
 }
 
 #[test]
-fn zero_intervals_are_usage_errors() {
+fn zero_intervals_and_limits_are_usage_errors() {
     let dir = Fixture::with(&files("5432")[0].1, &files("5432")[2].1);
-    for (flag, value) in [("--rescan-interval", "0s"), ("--refresh-interval", "0ms"), ("--rescan-interval", "0.1ms")] {
+    let cases = [
+        ("--rescan-interval", "0s", "too short for an interval"),
+        ("--refresh-interval", "0ms", "at least 1ms"),
+        ("--rescan-interval", "0.1ms", "at least 1ms"),
+        ("--idle-timeout", "0s", "at least 1ms"),
+        ("--max-connections", "0", "0 is not in 1.."),
+    ];
+    for (flag, value, message) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("connd.sock");
         let out = connd()
@@ -56,7 +63,7 @@ fn zero_intervals_are_usage_errors() {
             .expect("connd runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{flag} {value}: {stderr}");
-        assert_contains(&stderr, &[flag, "too short for an interval", "at least 1ms"]);
+        assert_contains(&stderr, &[flag, message]);
         assert!(!socket.exists(), "no socket for a usage error");
     }
 }
@@ -76,6 +83,7 @@ async fn a_reloader_that_dies_stops_serve_with_an_error() {
         grace: Duration::from_secs(1),
         notify_socket: None,
         sighup: false,
+        limits: Default::default(),
     };
     let served = run(listener, settings, Arc::new(connd::source::Local), Arc::default(), std::future::pending());
     let result = tokio::time::timeout(PATIENCE, served).await.expect("serve ends when its reloader dies");
