@@ -94,6 +94,7 @@ fn settings(dir: &Path) -> ServeSettings {
         grace: Duration::from_secs(1),
         notify_socket: None,
         sighup: false,
+        limits: Default::default(),
     }
 }
 
@@ -241,6 +242,8 @@ fn idle_rss(client: &tokio::runtime::Runtime) {
         .arg(example_dir())
         .arg("--socket")
         .arg(&socket)
+        // 10,000 idle connections held on purpose: above the default cap and timeout.
+        .args(["--max-connections", "20000", "--idle-timeout", "1h"])
         .spawn()
         .unwrap();
     client.block_on(async {

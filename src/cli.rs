@@ -138,6 +138,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))
 }
 
+/// A period for something done repeatedly: a duration of at least 1ms (a zero period
+/// would mean a busy loop).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{text:?} is too short for an interval: give at least 1ms, e.g. 30s"));
+    }
+    Ok(d)
+}
+
 impl ConfigArgs {
     pub fn options(&self) -> crate::resolve::Options {
         crate::resolve::Options {
@@ -259,6 +269,13 @@ pub struct ServeArgs {
     /// How long SIGTERM/SIGINT wait for in-flight requests before closing them
     #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: std::time::Duration,
+    /// Connections open at once; callers beyond get a 503 and a closed connection
+    #[arg(long, env = "CONND_MAX_CONNECTIONS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+    /// Time allowed for a request's headers, and for a kept-alive connection between
+    /// requests (a blocking query in flight is not cut)
+    #[arg(long, env = "CONND_IDLE_TIMEOUT", default_value = "10s", value_parser = parse_interval, value_name = "DURATION")]
+    pub idle_timeout: std::time::Duration,
     #[command(flatten)]
     pub access: SocketAccessArgs,
     #[command(flatten)]
@@ -282,10 +299,10 @@ pub struct ProbeArgs {
 #[command(next_help_heading = "Reloading")]
 pub struct ReloadArgs {
     /// How often the control plane is re-checked (jittered)
-    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "CONND_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_interval, value_name = "DURATION")]
     pub refresh_interval: Duration,
     /// How often the directory is re-read even without a change event (a backstop)
-    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "CONND_RESCAN_INTERVAL", default_value = "30s", value_parser = parse_interval, value_name = "DURATION")]
     pub rescan_interval: Duration,
 }
 
@@ -323,5 +340,8 @@ mod tests {
         assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit \"d\""));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(super::parse_interval("1ms"), Ok(Duration::from_millis(1)));
+        assert!(super::parse_interval("0s").unwrap_err().contains("too short for an interval"));
+        assert!(super::parse_interval("0.5ms").unwrap_err().contains("at least 1ms"));
     }
 }

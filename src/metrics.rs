@@ -90,6 +90,17 @@ pub struct Metrics {
     last_success_ms: AtomicU64,
     /// Unix milliseconds since which resolution has been failing; 0 while it succeeds.
     error_since_ms: AtomicU64,
+    /// Blocking queries waiting for a change right now.
+    parked: AtomicU64,
+}
+
+/// Counts one parked blocking query while it lives.
+pub struct Parked<'a>(&'a AtomicU64);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -124,6 +135,19 @@ impl Metrics {
                 self.error_since_ms.store(0, Relaxed);
             }
         }
+    }
+
+    /// A reload of the files that reused values fetched before a still-failing fetch:
+    /// counted by whether answers changed, but neither a success (the values are not
+    /// fresh) nor the end of the error.
+    pub fn files_reload(&self, changed: bool) {
+        self.reloads[usize::from(!changed)].fetch_add(1, Relaxed);
+    }
+
+    /// A blocking query starts waiting; it is counted until the guard drops.
+    pub fn parked(&self) -> Parked<'_> {
+        self.parked.fetch_add(1, Relaxed);
+        Parked(&self.parked)
     }
 
     /// For the control-plane source: one request's outcome.
@@ -167,6 +191,8 @@ impl Metrics {
                 }
             }
         }
+        header(&mut out, "connd_api_parked_queries", "gauge", "Blocking queries waiting for a change.");
+        let _ = writeln!(out, "connd_api_parked_queries {}", self.parked.load(Relaxed));
         let age = |since: u64| if since == 0 { 0.0 } else { now.saturating_sub(since) as f64 / 1000.0 };
         let last = self.last_success_ms.load(Relaxed);
         header(

@@ -31,13 +31,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a background renewal keeps retrying before it waits for the next round.
 const RENEWAL_BUDGET: Duration = Duration::from_secs(30);
 
-/// One OAuth application: where tokens come from and for whom.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One OAuth application: where tokens come from and for whom. Its Debug shows the
+/// client ID as logs do (not at all when it is secret).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AppKey {
     pub token_url: String,
     pub client_id: String,
     /// Sorted, without duplicates: `[a, b]` and `[b, a]` are one application.
     pub scopes: Vec<String>,
+    /// The descriptor marks ConsumerKey `secret`: logs and errors do not show it.
+    pub client_id_secret: bool,
 }
 
 impl AppKey {
@@ -45,7 +48,32 @@ impl AppKey {
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
-        AppKey { token_url: token_url.to_owned(), client_id: client_id.to_owned(), scopes }
+        AppKey { token_url: token_url.to_owned(), client_id: client_id.to_owned(), scopes, client_id_secret: false }
+    }
+
+    /// The same application, its client ID a secret (never logged nor in errors).
+    pub fn secret_client_id(mut self, secret: bool) -> AppKey {
+        self.client_id_secret = secret;
+        self
+    }
+
+    /// The client ID as logs and errors show it: quoted, or a placeholder if secret.
+    pub fn shown_client_id(&self) -> String {
+        if self.client_id_secret {
+            "(ConsumerKey, secret)".to_owned()
+        } else {
+            format!("{:?}", self.client_id)
+        }
+    }
+}
+
+impl std::fmt::Debug for AppKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppKey")
+            .field("token_url", &self.token_url)
+            .field("client_id", &format_args!("{}", self.shown_client_id()))
+            .field("scopes", &self.scopes)
+            .finish()
     }
 }
 
@@ -60,9 +88,9 @@ pub struct Credentials {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
-    #[error("the token endpoint {url} refused client {client_id:?}: {error}{}; check ConsumerKey and ConsumerSecret (this is permanent: connd will not retry)", describe(description))]
+    #[error("the token endpoint {url} refused client {client_id}: {error}{}; check ConsumerKey and ConsumerSecret (this is permanent: connd will not retry)", describe(description))]
     Refused { url: String, client_id: String, error: String, description: Option<String> },
-    #[error("the token endpoint {url} rejected the request of client {client_id:?}: {error}{}", describe(description))]
+    #[error("the token endpoint {url} rejected the request of client {client_id}: {error}{}", describe(description))]
     Rejected { url: String, client_id: String, error: String, description: Option<String> },
     #[error("the token endpoint {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
     Unavailable { url: String, attempts: u32, elapsed: Duration, cause: String },
@@ -267,7 +295,7 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
         let failures = app.failures.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
-            tracing::warn!(token_url = %app.key.token_url, client_id = %app.key.client_id, "background token renewal stopped: {e}");
+            tracing::warn!(token_url = %app.key.token_url, client_id = %app.key.shown_client_id(), "background token renewal stopped: {e}");
             return;
         }
     }
@@ -335,7 +363,7 @@ impl App {
             };
             let delay = self.record_failure(&error, now);
             if let Some(t) = self.unexpired(now) {
-                tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.client_id, "token renewal failed, keeping the current token until it expires: {error}");
+                tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.shown_client_id(), "token renewal failed, keeping the current token until it expires: {error}");
                 return Ok(t);
             }
             if error.is_permanent() || self.retries == Retries::Caller || now + delay >= deadline {
@@ -430,7 +458,7 @@ impl App {
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(Attempt::Transient(format!("status {status}")));
         }
-        let client_id = self.key.client_id.clone();
+        let client_id = self.key.shown_client_id();
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
         let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&response.body) else {
             // 401/403 refuse the client whatever the body (SPEC §3: exit 77).

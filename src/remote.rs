@@ -265,7 +265,8 @@ fn credentials_of(
     let oauth = p.connection.oauth.as_ref();
     let scopes = oauth.map(|o| o.scopes.clone()).unwrap_or_default();
     Ok(Credentials {
-        key: AppKey::new(token_url.expose(), client_id.expose(), &scopes),
+        key: AppKey::new(token_url.expose(), client_id.expose(), &scopes)
+            .secret_client_id(p.connection.parameters.get("ConsumerKey").is_some_and(|k| k.secret)),
         url,
         secret,
         auth: oauth.map(|o| o.client_auth).unwrap_or_default(),

@@ -32,6 +32,8 @@ pub struct ServeSettings {
     pub notify_socket: Option<String>,
     /// Reload on SIGHUP. Off for in-process tests, which share the process's signals.
     pub sighup: bool,
+    /// What one caller may hold of the API.
+    pub limits: server::Limits,
 }
 
 impl ServeSettings {
@@ -43,6 +45,10 @@ impl ServeSettings {
             grace: args.shutdown_grace,
             notify_socket,
             sighup: true,
+            limits: server::Limits {
+                header_read_timeout: args.idle_timeout,
+                max_connections: args.max_connections as usize,
+            },
         }
     }
 }
@@ -73,14 +79,17 @@ pub async fn run<S: Sources>(
 ) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
     let (stop_tx, stop) = watch::channel(false);
-    let reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
-    let server = tokio::spawn(server::serve(listener, parts, settings.allow, settings.grace, until(stop.clone())));
+    let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
+    let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));
     let mut hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
     tokio::pin!(shutdown);
 
+    let store = reloader.store().clone();
     let started = tokio::select! {
-        ready = reloader.ready(settings.startup_timeout) => Some(ready),
+        ready = crate::watch::ready(&store, settings.startup_timeout) => Some(ready.map_err(anyhow::Error::from)),
+        e = reloader.failed() => Some(Err(e)),
         () = &mut shutdown => None,
     };
     let mut result = Ok(());
@@ -91,16 +100,24 @@ pub async fn run<S: Sources>(
             loop {
                 tokio::select! {
                     () = &mut shutdown => break,
+                    e = reloader.failed() => {
+                        result = Err(e);
+                        break;
+                    }
                     () = hangup(&mut hangups) => {
                         tracing::info!("SIGHUP: reloading");
                         notifier.reloading();
-                        reloader.reload().await;
-                        notifier.ready();
+                        // Shutdown must not wait for a reload (a control plane may be
+                        // slow to answer): the grace period bounds it either way.
+                        tokio::select! {
+                            () = reloader.reload() => notifier.ready(),
+                            () = &mut shutdown => break,
+                        }
                     }
                 }
             }
         }
-        Some(Err(e)) => result = Err(e.into()),
+        Some(Err(e)) => result = Err(e),
         None => {}
     }
     notifier.stopping();
@@ -115,11 +132,16 @@ pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let shutdown = signal::shutdown()?;
-        let listener = server::bind(&args.socket, args.access.socket_mode, args.access.socket_group)?;
-        tracing::info!(socket = %args.socket.display(), "serving");
+        // Installed now, so that a SIGHUP before `run` takes over does not kill connd
+        // (the handler stays installed once made).
+        let _early_hangups = signal::hangups()?;
+        // Everything that can fail is set up before the socket exists, so that an
+        // error leaves no socket file behind.
         let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
         let metrics = Arc::new(Metrics::default());
         let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
+        let listener = server::bind(&args.socket, args.access.socket_mode, args.access.socket_group)?;
+        tracing::info!(socket = %args.socket.display(), "serving");
         let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
         sources.shutdown();
         let _ = std::fs::remove_file(&args.socket);

@@ -14,8 +14,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
-/// The last good resolution, with the index of every answer built from it.
-#[derive(Debug)]
+/// A connection's fields as the connection routes show them (see `Resolved::describe`).
+pub type Fields = [(&'static str, String); 5];
+
+/// The last good resolution, with the index of every answer built from it. Its Debug
+/// (below) shows names and indexes only: the plan holds literal values and `values`
+/// and `env_json` hold everything in clear.
 pub struct Resolved {
     pub plan: Arc<Plan>,
     pub values: Values,
@@ -27,7 +31,34 @@ pub struct Resolved {
     pub connection_index: Vec<u64>,
     pub resolved_at: SystemTime,
     /// `/v1/env` as JSON, rendered once per change: it is the hot path of the API.
-    pub env_json: bytes::Bytes,
+    pub env_json: RenderedEnv,
+}
+
+/// A rendered answer holding values in clear; its Debug shows only its length, so a
+/// snapshot printed in a log or a failed assertion leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RenderedEnv(pub bytes::Bytes);
+
+impl std::fmt::Debug for RenderedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RenderedEnv(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.plan.connections.iter().map(|c| c.name.as_str()).collect();
+        let vars: Vec<&str> = self.values.env.keys().map(String::as_str).collect();
+        f.debug_struct("Resolved")
+            .field("connections", &names)
+            .field("variables", &vars)
+            .field("env_index", &self.env_index)
+            .field("connections_index", &self.connections_index)
+            .field("connection_index", &self.connection_index)
+            .field("resolved_at", &self.resolved_at)
+            .field("env_json", &self.env_json)
+            .finish()
+    }
 }
 
 /// The variables as one JSON object, with a trailing newline.
@@ -55,25 +86,29 @@ impl Resolved {
         keys
     }
 
+    /// What both connection routes show of connection `i` besides keys and values:
+    /// name, id, type, visibility and security. The routes render these fields, and
+    /// the change checks below compare them, so neither can omit one the other has.
+    pub fn describe(&self, i: usize) -> Fields {
+        let c = &self.plan.connections[i];
+        [
+            ("name", c.name.clone()),
+            ("id", c.connection.id.clone()),
+            ("type", c.kind.as_str().to_owned()),
+            ("visibility", format!("{:?}", c.connection.visibility).to_lowercase()),
+            ("security", format!("{:?}", c.connection.security).to_lowercase()),
+        ]
+    }
+
     /// What `/v1/connections` shows, compared to decide whether its index grows.
-    fn listing(&self) -> Vec<(String, String, String, String, Vec<&str>)> {
-        (0..self.plan.connections.len())
-            .map(|i| {
-                let c = &self.plan.connections[i];
-                (c.name.clone(), c.connection.id.clone(), c.kind.as_str().to_owned(), vis(c), self.keys(i))
-            })
-            .collect()
+    fn listing(&self) -> Vec<(Fields, Vec<&str>)> {
+        (0..self.plan.connections.len()).map(|i| (self.describe(i), self.keys(i))).collect()
     }
 
     /// What `/v1/connections/{name}` shows for connection `i`.
-    fn detail(&self, i: usize) -> (&str, &str, &str, String, &BTreeMap<String, Secret>) {
-        let c = &self.plan.connections[i];
-        (&c.name, &c.connection.id, c.kind.as_str(), vis(c), &self.values.connections[i])
+    fn detail(&self, i: usize) -> (Fields, &BTreeMap<String, Secret>) {
+        (self.describe(i), &self.values.connections[i])
     }
-}
-
-fn vis(c: &crate::resolve::PlannedConnection) -> String {
-    format!("{:?}", c.connection.visibility).to_lowercase()
 }
 
 /// Why the latest resolution failed. The last good values stay served meanwhile.
@@ -136,9 +171,22 @@ impl Store {
         self.tx.send_replace(next);
     }
 
-    /// Records a successful resolution. Publishes, and returns true, only when some
-    /// answer changed or a failure is cleared; indexes of unchanged answers are kept.
+    /// Records a successful resolution. Publishes when some answer changed or a
+    /// failure is cleared; returns true only when some answer changed. Indexes of
+    /// unchanged answers are kept.
     pub fn succeed(&self, plan: Arc<Plan>, values: Values) -> bool {
+        self.update(plan, values, None)
+    }
+
+    /// Records a resolution of the files that reused the last fetch while the sources
+    /// are failing with `source_failure` (message, exit code): changed answers are
+    /// published, but the failure stays, with its age if it is the current one. Only
+    /// a successful fetch ends a source failure.
+    pub fn succeed_files(&self, plan: Arc<Plan>, values: Values, source_failure: (String, u8)) -> bool {
+        self.update(plan, values, Some(source_failure))
+    }
+
+    fn update(&self, plan: Arc<Plan>, values: Values, keep: Option<(String, u8)>) -> bool {
         let prev = self.load();
         let generation = prev.generation + 1;
         let mut next = Resolved {
@@ -148,7 +196,7 @@ impl Store {
             env_index: generation,
             connections_index: generation,
             resolved_at: SystemTime::now(),
-            env_json: bytes::Bytes::new(),
+            env_json: RenderedEnv::default(),
         };
         let mut changed = true;
         if let Some(old) = &prev.resolved {
@@ -170,15 +218,25 @@ impl Store {
                 }
             }
         }
-        if !changed && prev.failure.is_none() {
+        let failure = match keep {
+            None => None,
+            Some((message, _)) if prev.failure.as_ref().is_some_and(|f| f.message == message) => prev.failure.clone(),
+            Some((message, exit_code)) => Some(Arc::new(Failure { message, exit_code, since: SystemTime::now() })),
+        };
+        let same_failure = match (&prev.failure, &failure) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !changed && same_failure {
             return false;
         }
         if changed {
-            next.env_json = render_env_json(&next.values.env);
+            next.env_json = RenderedEnv(render_env_json(&next.values.env));
         }
         let resolved = if changed { Arc::new(next) } else { prev.resolved.clone().expect("resolved before") };
-        self.publish(Snapshot { generation, resolved: Some(resolved), failure: None });
-        true
+        self.publish(Snapshot { generation, resolved: Some(resolved), failure });
+        changed
     }
 
     /// Records a failed resolution; the last good values stay. Publishes, and returns
@@ -263,10 +321,61 @@ mod tests {
         let s = store.load();
         assert_eq!(s.failure.as_ref().unwrap().message, "other");
         assert_eq!(s.env().unwrap().1, 1);
-        // Success with the same values clears the failure without moving any index.
-        assert!(store.succeed(plan, values));
+        // Success with the same values clears the failure without moving any index (and
+        // says that no answer changed).
+        let generation = store.load().generation;
+        assert!(!store.succeed(plan, values));
         let s = store.load();
+        assert_eq!(s.generation, generation + 1, "the cleared failure is published");
         assert!(s.failure.is_none());
         assert_eq!(s.env().unwrap().1, 1);
+    }
+
+    #[test]
+    fn a_files_only_success_keeps_the_source_failure() {
+        let store = Store::default();
+        let (_d, plan, values) = fixture("5432", "info");
+        store.succeed(plan.clone(), values.clone());
+        assert!(store.fail("control plane down".into(), 69));
+        let since = store.load().failure.as_ref().unwrap().since;
+        let generation = store.load().generation;
+        let down = || ("control plane down".to_owned(), 69);
+        // Nothing changed in the files: nothing published, the failure stays.
+        assert!(!store.succeed_files(plan, values, down()));
+        assert_eq!(store.load().generation, generation);
+        // The files changed: published, the same failure (same age) kept.
+        let (_d, plan, values) = fixture("6543", "info");
+        assert!(store.succeed_files(plan, values, down()));
+        let s = store.load();
+        assert_eq!(s.failure.as_ref().map(|f| f.since), Some(since));
+        assert_eq!(s.env().unwrap().0["CHOREO_MAIN_DB_PORT"].expose(), "6543");
+    }
+
+    #[test]
+    fn a_snapshot_debug_shows_no_value() {
+        let store = Store::default();
+        let (_d, plan, values) = fixture("5432", "s3cr3t-level");
+        store.succeed(plan, values);
+        let shown = format!("{:?}", store.load());
+        assert!(shown.contains("redacted"), "{shown}");
+        assert!(!shown.contains("s3cr3t-level"), "a value leaked through Debug: {shown}");
+    }
+
+    #[test]
+    fn a_changed_security_moves_the_connection_indexes() {
+        let store = Store::default();
+        let (d, first, values) = fixture("5432", "info");
+        store.succeed(first, values);
+        let conns = std::fs::read_to_string(d.path().join("c.yaml")).unwrap();
+        let conns = conns.replace("name: api-x\n", "name: api-x\nsecurity: apiKey\n");
+        std::fs::write(d.path().join("c.yaml"), conns).unwrap();
+        let plan = Arc::new(plan(d.path(), &Options::default()).unwrap());
+        let values = crate::values::materialize(&plan, &Default::default()).unwrap();
+        assert!(store.succeed(plan, values), "a changed security is a changed answer");
+        let s = store.load();
+        let r = s.resolved.as_ref().unwrap();
+        let api = r.position("api-x").unwrap();
+        assert_eq!((r.env_index, r.connections_index, r.connection_index[api]), (1, 2, 2));
+        assert_eq!(r.describe(api)[4], ("security", "apikey".to_owned()));
     }
 }

@@ -4,7 +4,9 @@
 //!   control-plane changes and token refreshes arrive;
 //! - when the config directory (or a folder holding a `file:` source) changes, after a
 //!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
-//!   create of `..data_tmp` and its rename over `..data`;
+//!   create of `..data_tmp` and its rename over `..data`. Hidden files are ignored, and
+//!   the reload is of the files alone: it fetches only when the files now ask for
+//!   other remote values;
 //! - every `rescan_interval`, from the files alone (a backstop for missed events);
 //! - when asked through [`Reloader::reload`] (SIGHUP, in `serve`).
 //!
@@ -24,7 +26,7 @@ use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -100,11 +102,26 @@ impl Reloader {
         let (events_tx, events) = mpsc::channel(1);
         // The watcher calls back on its own thread; a full channel means a reload is
         // already due, so the event can be dropped. Reads (opens and closes without a
-        // write) are our own and change nothing.
+        // write) are our own and change nothing, and hidden files (editor swap files,
+        // other tools' state) are not connd's, except the kubelet's swap entries and
+        // files that `file:` sources name.
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let seen = shared.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             use notify::event::{AccessKind, AccessMode, EventKind};
             let ours = |k: &EventKind| matches!(k, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write));
-            if res.is_ok_and(|e| !ours(&e.kind)) {
+            let Ok(event) = res else { return };
+            if ours(&event.kind) {
+                return;
+            }
+            let mut seen = lock(&seen);
+            let seen = &mut *seen;
+            // An event on a watched folder itself (renamed, removed, replaced): its watch
+            // follows the old inode, so the path is to be watched afresh.
+            for path in event.paths.iter().filter(|p| seen.dirs.contains(*p)) {
+                seen.gone.insert(path.clone());
+            }
+            if event.paths.is_empty() || event.paths.iter().any(|p| relevant(p, &seen.files)) {
                 let _ = events_tx.try_send(());
             }
         });
@@ -122,8 +139,11 @@ impl Reloader {
             store: store.clone(),
             watcher,
             watched: BTreeSet::new(),
+            shared,
+            wanted: BTreeSet::new(),
             fetched: None,
             needs: Vec::new(),
+            source_failure: None,
             failures: 0,
         };
         let task = tokio::spawn(task.run(requests_rx, events, shutdown));
@@ -152,28 +172,20 @@ impl Reloader {
 
     /// Waits for the first full resolution; after `timeout`, the current failure.
     pub async fn ready(&self, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
-        let mut rx = self.subscribe();
-        let wait = async {
-            loop {
-                let s = rx.borrow_and_update().clone();
-                if s.resolved.is_some() {
-                    return Ok(s);
-                }
-                if rx.changed().await.is_err() {
-                    return Err(StartupError::Stopped);
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(result) => result,
-            Err(_) => {
-                let s = self.current();
-                let (message, exit_code) = match &s.failure {
-                    Some(f) => (f.message.clone(), f.exit_code),
-                    None => ("the first resolution is still running".to_owned(), crate::exit::UNAVAILABLE),
-                };
-                Err(StartupError::NotReady { waited: timeout, message, exit_code })
-            }
+        ready(&self.store, timeout).await
+    }
+
+    /// Completes only if the task ends although its shutdown future has not completed
+    /// (it panicked): the error a long-running mode must stop with, rather than serve
+    /// values nobody keeps current. Cancel-safe.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        let Some(task) = self.task.as_mut() else { return std::future::pending().await };
+        let result = task.await;
+        self.task = None;
+        match result {
+            Err(e) if e.is_panic() => anyhow::anyhow!("the reloader stopped unexpectedly: it panicked"),
+            Err(e) => anyhow::anyhow!("the reloader stopped unexpectedly: {e}"),
+            Ok(()) => anyhow::anyhow!("the reloader stopped unexpectedly"),
         }
     }
 
@@ -189,6 +201,34 @@ impl Drop for Reloader {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// Waits for the first full resolution published in `store`; after `timeout`, the
+/// current failure.
+pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
+    let mut rx = store.subscribe();
+    let wait = async {
+        loop {
+            let s = rx.borrow_and_update().clone();
+            if s.resolved.is_some() {
+                return Ok(s);
+            }
+            if rx.changed().await.is_err() {
+                return Err(StartupError::Stopped);
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result,
+        Err(_) => {
+            let s = store.load();
+            let (message, exit_code) = match &s.failure {
+                Some(f) => (f.message.clone(), f.exit_code),
+                None => ("the first resolution is still running".to_owned(), crate::exit::UNAVAILABLE),
+            };
+            Err(StartupError::NotReady { waited: timeout, message, exit_code })
         }
     }
 }
@@ -209,10 +249,18 @@ struct Task<S> {
     watcher: Option<notify::RecommendedWatcher>,
     /// Folders currently watched: the config directory and those of `file:` sources.
     watched: BTreeSet<PathBuf>,
+    /// What the watcher's callback needs to know, and what it reports back.
+    shared: Arc<Mutex<Shared>>,
+    /// Folders to watch: the config directory and those of the last plan's `file:`
+    /// sources. While one of them is not watched, watching it is retried.
+    wanted: BTreeSet<PathBuf>,
     /// The last fetch, reused by `Local` reloads.
     fetched: Option<Fetched>,
     /// What `fetched` was fetched for (see `remote_needs`).
     needs: Vec<(String, Vec<String>, bool)>,
+    /// Why the last fetch failed (message, exit code), until a fetch succeeds: a
+    /// reload that reuses `fetched` meanwhile must not report the outage over.
+    source_failure: Option<(String, u8)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
 }
@@ -220,6 +268,35 @@ struct Task<S> {
 /// A duration shifted by up to ±10%, so that many replicas do not call in step.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+/// Shared by the reload task and the watcher's callback (which runs on its own thread).
+#[derive(Default)]
+struct Shared {
+    /// The files `file:` sources name: hidden or not, their changes count.
+    files: BTreeSet<PathBuf>,
+    /// The folders watched.
+    dirs: BTreeSet<PathBuf>,
+    /// Watched folders that were renamed or removed since the last sync.
+    gone: BTreeSet<PathBuf>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How often watching a wanted folder that could not be watched is tried again.
+const REWATCH: Duration = Duration::from_millis(100);
+
+/// Whether a change to `path` may change what connd resolves: not for hidden files,
+/// except the kubelet's `..data`, `..data_tmp` and timestamped `..2024_...` entries
+/// and the files in `named` (those of `file:` sources).
+fn relevant(path: &std::path::Path, named: &BTreeSet<PathBuf>) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return true };
+    if !name.starts_with('.') || named.contains(path) {
+        return true;
+    }
+    name == "..data" || name == "..data_tmp" || name.strip_prefix("..").is_some_and(|n| n.starts_with("20"))
 }
 
 /// What a fetch depends on: the connections with remote parameters or tokens.
@@ -264,12 +341,20 @@ impl<S: Sources> Task<S> {
                     done = Some(reply);
                     Kind::Full
                 }
+                // Files changed: re-read them, and fetch only if they now ask for other
+                // remote values; the control plane is polled on its own schedule.
                 Some(()) = events.recv() => {
                     self.debounce(&mut events).await;
-                    Kind::Full
+                    Kind::Local
                 }
                 () = sleep_until(next_full) => Kind::Full,
                 _ = rescan.tick() => Kind::Local,
+                () = tokio::time::sleep(REWATCH), if self.unwatched() => {
+                    if !self.sync_watches(None) {
+                        continue;
+                    }
+                    Kind::Local
+                }
             };
             let ok = tokio::select! {
                 () = &mut shutdown => break,
@@ -304,6 +389,9 @@ impl<S: Sources> Task<S> {
 
     /// One resolution; true when it succeeded.
     async fn reload(&mut self, kind: Kind) -> bool {
+        // Before reading: a replaced config directory is watched afresh even if it
+        // cannot be read yet.
+        self.sync_watches(None);
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
             Ok(Ok(plan)) => Arc::new(plan),
@@ -312,15 +400,23 @@ impl<S: Sources> Task<S> {
         };
         self.sync_watches(Some(&plan));
         let needs = remote_needs(&plan);
-        let fetched = match (&self.fetched, kind) {
-            (Some(fetched), Kind::Local) if needs == self.needs => fetched.clone(),
-            _ => match self.sources.fetch(&plan, self.config.tokens).await {
+        let reused = match (&self.fetched, kind) {
+            (Some(fetched), Kind::Local) if needs == self.needs => Some(fetched.clone()),
+            _ => None,
+        };
+        let fetched = match reused {
+            Some(fetched) => fetched,
+            None => match self.sources.fetch(&plan, self.config.tokens).await {
                 Ok(fetched) => {
                     self.fetched = Some(fetched.clone());
                     self.needs = needs;
+                    self.source_failure = None;
                     fetched
                 }
-                Err(e) => return self.failed(e),
+                Err(e) => {
+                    self.source_failure = Some((format!("{e:#}"), crate::exit_code(&e)));
+                    return self.failed(e);
+                }
             },
         };
         let for_values = plan.clone();
@@ -330,17 +426,30 @@ impl<S: Sources> Task<S> {
             Ok(Err(e)) => return self.failed(e.into()),
             Err(e) => return self.failed(anyhow::anyhow!("reading the values failed: {e}")),
         };
-        let recovered = self.store.load().failure.is_some();
-        let changed = self.store.succeed(plan, values);
-        self.metrics.reload(if changed { Reload::Changed } else { Reload::Unchanged });
-        if recovered {
-            tracing::info!("values resolved again; the error above is over");
-        }
+        let failing = self.store.load().failure.is_some();
+        let changed = match self.source_failure.clone() {
+            // The files resolved, but on values fetched before the outage: publish what
+            // the files changed, and leave the failure, its age and the success
+            // metrics as they are.
+            Some(source_failure) => {
+                let changed = self.store.succeed_files(plan, values, source_failure.clone());
+                self.metrics.files_reload(changed);
+                changed
+            }
+            None => {
+                let changed = self.store.succeed(plan, values);
+                self.metrics.reload(if changed { Reload::Changed } else { Reload::Unchanged });
+                if failing {
+                    tracing::info!("values resolved again; the error above is over");
+                }
+                changed
+            }
+        };
         if changed {
             let s = self.store.load();
             tracing::info!(generation = s.generation, "values changed");
         }
-        true
+        self.source_failure.is_none()
     }
 
     fn failed(&mut self, e: anyhow::Error) -> bool {
@@ -356,29 +465,68 @@ impl<S: Sources> Task<S> {
         false
     }
 
-    /// Watches the config directory and the folders of `file:` sources; folders no
-    /// longer needed are dropped, folders that could not be watched are tried again
-    /// on the next reload.
-    fn sync_watches(&mut self, plan: Option<&Plan>) {
-        let Some(watcher) = &mut self.watcher else { return };
-        let mut wanted = BTreeSet::from([self.config.dir.clone()]);
-        for p in plan.iter().flat_map(|plan| &plan.connections) {
-            for param in p.connection.parameters.values() {
-                if let Source::File(path) = &param.source {
-                    if let Some(parent) = path.parent() {
-                        wanted.insert(parent.to_path_buf());
+    /// Watches the config directory and the folders of `file:` sources (those of `plan`,
+    /// or of the last plan without one); folders no longer needed are dropped, and
+    /// folders renamed or removed are watched afresh. True when a folder that was not
+    /// watched now is, so that what changed meanwhile is read.
+    fn sync_watches(&mut self, plan: Option<&Plan>) -> bool {
+        let Some(watcher) = &mut self.watcher else { return false };
+        if plan.is_some() || self.wanted.is_empty() {
+            let mut wanted = BTreeSet::from([self.config.dir.clone()]);
+            let mut files = BTreeSet::new();
+            for p in plan.iter().flat_map(|plan| &plan.connections) {
+                for param in p.connection.parameters.values() {
+                    if let Source::File(path) = &param.source {
+                        if let Some(parent) = path.parent() {
+                            wanted.insert(parent.to_path_buf());
+                        }
+                        files.insert(path.clone());
                     }
                 }
             }
+            if plan.is_some() {
+                lock(&self.shared).files = files;
+            }
+            self.wanted = wanted;
         }
-        for gone in self.watched.difference(&wanted).cloned().collect::<Vec<_>>() {
-            let _ = watcher.unwatch(&gone);
-            self.watched.remove(&gone);
+        let gone = std::mem::take(&mut lock(&self.shared).gone);
+        for dir in gone.iter().chain(self.watched.difference(&self.wanted)).cloned().collect::<Vec<_>>() {
+            let _ = watcher.unwatch(&dir);
+            self.watched.remove(&dir);
         }
-        for dir in wanted {
-            if !self.watched.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
-                self.watched.insert(dir);
+        let mut added = false;
+        for dir in &self.wanted {
+            if !self.watched.contains(dir) && watcher.watch(dir, RecursiveMode::NonRecursive).is_ok() {
+                self.watched.insert(dir.clone());
+                added = true;
             }
         }
+        lock(&self.shared).dirs = self.watched.clone();
+        added
+    }
+
+    /// Whether some wanted folder is not watched (missing, or just replaced).
+    fn unwatched(&self) -> bool {
+        self.watcher.is_some() && (!self.wanted.is_subset(&self.watched) || !lock(&self.shared).gone.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relevant;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn hidden_files_are_not_connds_but_the_kubelets_are() {
+        let none = BTreeSet::new();
+        for path in ["/c/component.yaml", "/c/..data", "/c/..data_tmp", "/c/..2026_11_22_03_00_01.123"] {
+            assert!(relevant(Path::new(path), &none), "{path}");
+        }
+        for path in ["/c/.editor.swp", "/c/.git", "/c/..other"] {
+            assert!(!relevant(Path::new(path), &none), "{path}");
+        }
+        let named = BTreeSet::from([PathBuf::from("/s/.token")]);
+        assert!(relevant(Path::new("/s/.token"), &named), "a file a `file:` source names");
     }
 }

@@ -36,6 +36,7 @@ impl Server {
             grace: Duration::from_secs(2),
             notify_socket: None,
             sighup: false,
+            limits: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, settings, Arc::new(Local), Arc::default(), async {
@@ -129,6 +130,9 @@ async fn every_route_and_error() {
     assert_error(&server.get("/v1/env?index=abc").await, 400, "bad_query", &["index=\"abc\" is not a whole number"]);
     assert_error(&server.get("/v1/env?wait=soon").await, 400, "bad_query", &["\"soon\" is not a duration"]);
     assert_error(&server.get("/v1/env?format=yaml").await, 400, "bad_query", &["use json or dotenv"]);
+    // Routes that read no query ignore one.
+    assert_eq!(server.get("/healthz?index=x").await.status, 200);
+    assert_eq!(server.get("/readyz?index=x&wait=soon").await.status, 200);
     let post = server.call(Method::POST, "/v1/env").await;
     assert_error(&post, 405, "method_not_allowed", &["POST is not allowed"]);
     assert_eq!(post.headers["allow"], "GET, HEAD");
@@ -207,26 +211,51 @@ async fn a_blocking_query_is_woken_by_a_change() {
     let first = server.get("/v1/env").await;
     let i = index(&first);
 
-    // `wait` runs out: the same index again, after the wait.
-    let start = Instant::now();
+    // `wait` runs out: the same index and body again.
     let same = server.get(&format!("/v1/env?index={i}&wait=200ms")).await;
-    assert!(start.elapsed() >= Duration::from_millis(200));
     assert_eq!((index(&same), same.body.clone()), (i, first.body.clone()));
     // An older index answers at once.
     assert_eq!(index(&server.get("/v1/env?index=0&wait=30s").await), i);
 
-    let s = server.clone();
-    let env_waiter = tokio::spawn(async move { s.get(&format!("/v1/env?index={i}&wait=30s")).await });
-    let s = server.clone();
-    let api_waiter = tokio::spawn(async move { s.get("/v1/connections/api-x?index=1&wait=400ms").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!env_waiter.is_finished(), "the query waits");
+    let socket = server.socket.clone();
+    let env_waiter =
+        tokio::spawn(async move { request(&socket, Method::GET, &format!("/v1/env?index={i}&wait=30s")).await });
+    let socket = server.socket.clone();
+    let api_waiter =
+        tokio::spawn(async move { request(&socket, Method::GET, "/v1/connections/api-x?index=1&wait=30s").await });
+    parked_until(&server, |n| n == 2).await;
     dir.update(&refs(&files("6543")));
-    let woken = tokio::time::timeout(Duration::from_secs(5), env_waiter).await.expect("woken").unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), env_waiter).await.expect("woken").unwrap().unwrap();
     assert!(index(&woken) > i);
     assert_eq!(json(&woken)["CHOREO_MAIN_DB_PORT"], "6543");
-    // api-x did not change: its query is not woken by the db change, only by its wait.
-    let api = api_waiter.await.unwrap();
+    // api-x did not change: its query stays parked after the db change was served ...
+    parked_until(&server, |n| n <= 1).await;
+    assert_eq!(index(&server.get("/v1/env").await), index(&woken));
+    assert_eq!(parked(&server).await, 1, "the api-x query was woken by the db change");
+    assert!(!api_waiter.is_finished());
+    // ... until draining answers it, with its unchanged index.
+    let server = Arc::into_inner(server).expect("one owner");
+    server.stop().await;
+    let api = tokio::time::timeout(Duration::from_secs(5), api_waiter).await.expect("answered").unwrap().unwrap();
     assert_eq!(index(&api), 1);
-    Arc::into_inner(server).expect("one owner").stop().await;
+}
+
+/// Blocking queries parked now, from `/metrics`.
+pub async fn parked(server: &Server) -> u64 {
+    let text = server.get("/metrics").await.text();
+    let line = text.lines().find_map(|l| l.strip_prefix("connd_api_parked_queries "));
+    line.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no parked-queries gauge in:\n{text}"))
+}
+
+/// Waits (up to 5 s) until the number of parked queries satisfies `pred`.
+pub async fn parked_until(server: &Server, pred: impl Fn(u64) -> bool) {
+    let start = Instant::now();
+    loop {
+        let n = parked(server).await;
+        if pred(n) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{n} queries parked, not the number awaited");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -3,6 +3,8 @@
 
 mod support;
 
+/// The API's limits: header-read timeout, idle connections, the connection cap.
+mod api_limits;
 /// `check`, `env` and `exec` end to end on valid directories: names, formats, exec.
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
@@ -13,10 +15,14 @@ mod control_plane;
 mod oauth;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
+/// The reloader with a remote source: re-scans during an outage, file events.
+mod reload_sources;
 /// `run` supervising real processes: signals, exit codes, reaping, restarts on change.
 mod run_mode;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
 mod serve;
+/// `serve`'s lifecycle edges: SIGTERM during a reload, bad intervals, a dying reloader.
+mod serve_lifecycle;
 /// `serve` and `probe` as processes: signals, sd_notify, other uids, the socket file.
 mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token

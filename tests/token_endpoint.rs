@@ -70,6 +70,21 @@ fn a_401_without_a_json_body_is_a_refusal() {
 }
 
 #[test]
+fn a_secret_consumer_key_is_not_shown_in_a_refusal() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(401, "Unauthorized")]);
+    let fx = fixture(&token_url(&cp), SECRET);
+    let conns = fx.join("connections.yaml");
+    let text = std::fs::read_to_string(&conns).unwrap();
+    let text = text.replace("ConsumerKey: portal", "ConsumerKey: { value: portal-id-9, secret: true }");
+    std::fs::write(&conns, text).unwrap();
+    let out = env(&fx, &cp, "30s");
+    assert_eq!(out.code, 77, "{out:?}");
+    assert_contains(&out.stderr, &["refused client (ConsumerKey, secret)", "401 Unauthorized"]);
+    assert!(!out.stderr.contains("portal-id-9"), "the secret client ID leaked:\n{out:?}");
+}
+
+#[test]
 fn expires_in_may_be_a_numeric_string() {
     let cp = FakeControlPlane::start(false);
     cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "\"3599\""))]);

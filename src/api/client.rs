@@ -16,12 +16,21 @@ pub enum ClientError {
     Http { path: PathBuf, source: hyper::Error },
 }
 
-/// What the API answered.
-#[derive(Debug)]
+/// What the API answered. Its Debug leaves the body out: a 200 body holds values.
 pub struct Answer {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &format_args!("<{} bytes redacted>", self.body.len()))
+            .finish()
+    }
 }
 
 impl Answer {
@@ -58,5 +67,19 @@ pub async fn request(socket: &Path, method: Method, target: &str) -> Result<Answ
             Err(e) => Err(http(e)),
             Ok(()) => exchange.await.map_err(http),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_answers_debug_shows_no_body() {
+        let a = super::Answer {
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"{\"DB_PASSWORD\":\"hunter2\"}"),
+        };
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("bytes redacted"), "{shown}");
     }
 }

@@ -70,9 +70,14 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
         return (Route::Other, error(StatusCode::FORBIDDEN, "forbidden", message));
     }
     let path = req.uri().path();
-    let query = match Query::parse(req.uri().query().unwrap_or("")) {
-        Ok(q) => q,
-        Err(message) => return (route_of(path), error(StatusCode::BAD_REQUEST, "bad_query", message)),
+    // Only the routes that read a query parse one: a probe's cache-busting `?index=x`
+    // on `/healthz` is no error.
+    let query = match route_of(path) {
+        Route::Env | Route::Connection => match Query::parse(req.uri().query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(message) => return (route_of(path), error(StatusCode::BAD_REQUEST, "bad_query", message)),
+        },
+        _ => Query::default(),
     };
     match path {
         "/healthz" => (Route::Healthz, json_response(StatusCode::OK, &json!({ "status": "serving" }))),
@@ -93,7 +98,7 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
 fn route_of(path: &str) -> Route {
     match path {
         "/v1/env" => Route::Env,
-        p if p.starts_with("/v1/connections/") => Route::Connection,
+        p if p.starts_with("/v1/connections/") && !p.ends_with("/token") => Route::Connection,
         _ => Route::Other,
     }
 }
@@ -190,6 +195,7 @@ async fn blocking<S>(state: &ApiState<S>, q: &Query, index_of: impl Fn(&Snapshot
     if index_of(&now) != Some(want) {
         return now;
     }
+    let _parked = state.metrics.parked();
     let mut draining = state.draining.clone();
     let deadline = tokio::time::sleep(q.wait.unwrap_or(DEFAULT_WAIT));
     tokio::pin!(deadline);
@@ -219,7 +225,7 @@ async fn env<S>(state: &ApiState<S>, q: &Query) -> Response<Body> {
         } else {
             Response::builder()
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(r.env_json.clone()))
+                .body(Full::new(r.env_json.0.clone()))
                 .expect("valid response")
         };
         with_index(response, r.env_index)
@@ -227,14 +233,7 @@ async fn env<S>(state: &ApiState<S>, q: &Query) -> Response<Body> {
 }
 
 fn describe(r: &Resolved, i: usize) -> Map<String, Value> {
-    let c = &r.plan.connections[i];
-    let mut m = Map::new();
-    m.insert("name".into(), c.name.clone().into());
-    m.insert("id".into(), c.connection.id.clone().into());
-    m.insert("type".into(), c.kind.as_str().into());
-    m.insert("visibility".into(), format!("{:?}", c.connection.visibility).to_lowercase().into());
-    m.insert("security".into(), format!("{:?}", c.connection.security).to_lowercase().into());
-    m
+    r.describe(i).into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect()
 }
 
 fn list(r: &Resolved) -> Response<Body> {

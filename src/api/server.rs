@@ -2,13 +2,19 @@
 //! file, mode, group); `serve` accepts until shutdown, then drains: no new
 //! connections, blocking queries answered at once, in-flight requests given `grace`
 //! to finish, the rest closed. Each connection is a task in one `JoinSet` owned here.
+//!
+//! [`Limits`] bound what callers can hold: a request head must arrive within
+//! `header_read_timeout` (which also closes a keep-alive connection idle that long
+//! between requests; a blocking query, once read, is in flight and not cut), and at
+//! most `max_connections` are open at once; a caller over the cap gets a 503 and a
+//! closed connection at once, so it holds nothing.
 
 use super::auth::Allow;
 use super::{routes, ApiState};
 use crate::source::Sources;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -16,11 +22,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// Largest request head (request line and headers) read; a bigger one gets 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// What one caller may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed for a request head, and for the next one on a kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { header_read_timeout: Duration::from_secs(10), max_connections: 4096 }
+    }
+}
+
+/// What a caller over the connection cap reads before its connection is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 74\r\n\r\n\
+{\"error\":\"too many open connections to connd; retry later\",\"code\":\"busy\"}\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -28,6 +54,8 @@ pub enum BindError {
     Dir { dir: PathBuf, source: std::io::Error },
     #[error("{} is in use by a running server; stop it or choose another --socket", path.display())]
     InUse { path: PathBuf },
+    #[error("{} exists and cannot be checked for a running server: {source}; remove it or choose another --socket", path.display())]
+    Probe { path: PathBuf, source: std::io::Error },
     #[error("{} exists and is not a socket; remove it or choose another --socket", path.display())]
     NotASocket { path: PathBuf },
     #[error("cannot bind {}: {source}", path.display())]
@@ -46,8 +74,12 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, 
         if !meta.file_type().is_socket() {
             return Err(BindError::NotASocket { path: path.to_path_buf() });
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(BindError::InUse { path: path.to_path_buf() });
+        // Only a refused connection proves nobody listens: any other failure (no
+        // permission, say) may hide a live server, whose socket must stay.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(BindError::InUse { path: path.to_path_buf() }),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(source) => return Err(BindError::Probe { path: path.to_path_buf(), source }),
         }
         let _ = std::fs::remove_file(path);
     }
@@ -60,12 +92,24 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, 
     Ok(listener)
 }
 
-/// Accepts connections until `shutdown`, then drains within `grace`.
+/// Accepts connections until `shutdown`, then drains within `grace`; default [`Limits`].
 pub async fn serve<S: Sources>(
     listener: UnixListener,
     state: ApiStateParts<S>,
     allow: Allow,
     grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_with(listener, state, allow, grace, Limits::default(), shutdown).await;
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with<S: Sources>(
+    listener: UnixListener,
+    state: ApiStateParts<S>,
+    allow: Allow,
+    grace: Duration,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let (drain_tx, draining) = watch::channel(false);
@@ -76,19 +120,47 @@ pub async fn serve<S: Sources>(
         draining: draining.clone(),
     });
     let mut conns = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Consecutive failed accepts (out of descriptors, say): the backoff grows with them,
+    // and only the first of a run is logged.
+    let mut accept_errors = 0u32;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    accept_errors = 0;
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        // One non-blocking write, then the close: a refused caller
+                        // holds neither a task nor a descriptor.
+                        let _ = stream.try_write(OVER_CAPACITY);
+                        state.metrics.request(crate::metrics::Route::Other, 503);
+                        tracing::debug!("over {} connections: refused one", limits.max_connections);
+                        continue;
+                    };
                     let allowed = allow.permits(&stream);
-                    conns.spawn(connection(stream, allowed, state.clone(), draining.clone()));
+                    let conn = connection(stream, allowed, state.clone(), draining.clone(), limits);
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if accept_errors == 0 {
+                        tracing::warn!("accept failed, backing off: {e}");
+                    }
+                    let backoff = Duration::from_millis(50).saturating_mul(1 << accept_errors.min(5));
+                    accept_errors = accept_errors.saturating_add(1);
+                    // Finished connections free descriptors meanwhile.
+                    let pause = tokio::time::sleep(backoff.min(Duration::from_secs(1)));
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            () = &mut pause => break,
+                            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                        }
+                    }
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -120,12 +192,17 @@ async fn connection<S: Sources>(
     allowed: bool,
     state: Arc<ApiState<S>>,
     mut draining: watch::Receiver<bool>,
+    limits: Limits,
 ) {
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(routes::handle(&state, allowed, req).await) }
     });
-    let conn = http1::Builder::new().max_buf_size(MAX_HEAD_BYTES).serve_connection(TokioIo::new(stream), service);
+    let conn = http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

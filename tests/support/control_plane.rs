@@ -74,6 +74,8 @@ pub struct Recorded {
 struct State {
     scripts: HashMap<String, VecDeque<Reply>>,
     requests: Vec<Recorded>,
+    /// Requests received so far, counted on arrival (before any `Slow` answer).
+    arrivals: usize,
 }
 
 /// Certificates made for one fake, written as PEM files in a temp dir.
@@ -188,6 +190,11 @@ impl FakeControlPlane {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// Requests received so far, answered or not.
+    pub fn arrivals(&self) -> usize {
+        self.state.lock().unwrap().arrivals
+    }
+
     pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| r.id == id).collect()
     }
@@ -239,6 +246,7 @@ async fn answer(
     state: Arc<Mutex<State>>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let arrived = Instant::now();
+    state.lock().unwrap().arrivals += 1;
     let path = req.uri().path().to_owned();
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (if_none_match, authorization) = (header("if-none-match"), header("authorization"));
