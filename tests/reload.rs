@@ -4,7 +4,6 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
-use connd::cli::RemoteArgs;
 use connd::metrics::Metrics;
 use connd::remote::Remote;
 use connd::resolve::Options;
@@ -124,15 +123,7 @@ async fn not_ready_while_the_control_plane_is_down_then_ready() {
     let dir = AtomicDir::new(&refs(&remote_files()));
     let cp = FakeControlPlane::start(false);
     cp.script(DB_ID, vec![Reply::Status(503)]);
-    let args = RemoteArgs {
-        control_plane: Some(cp.url()),
-        token_file: None,
-        ca_file: Some(cp.ca_file().to_path_buf()),
-        client_cert: None,
-        client_key: None,
-        allow_insecure_http: false,
-        startup_timeout: Duration::from_secs(30),
-    };
+    let args = cp.remote_args();
     let metrics = Arc::new(Metrics::default());
     // Long-running: one attempt per round, so the failure shows at once, not after 30s.
     let remote = Arc::new(Remote::new(&args, true, metrics.clone()).expect("remote"));

@@ -5,7 +5,6 @@
 use crate::reload::{config, refs, remote_files, wait_for, DB_ID};
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
-use connd::cli::RemoteArgs;
 use connd::metrics::Metrics;
 use connd::remote::Remote;
 use connd::snapshot::Snapshot;
@@ -16,15 +15,7 @@ use std::time::{Duration, Instant};
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn remote(cp: &FakeControlPlane, metrics: &Arc<Metrics>) -> Arc<Remote> {
-    let args = RemoteArgs {
-        control_plane: Some(cp.url()),
-        token_file: None,
-        ca_file: Some(cp.ca_file().to_path_buf()),
-        client_cert: None,
-        client_key: None,
-        allow_insecure_http: false,
-        startup_timeout: Duration::from_secs(30),
-    };
+    let args = cp.remote_args();
     Arc::new(Remote::new(&args, true, metrics.clone()).expect("remote"))
 }
 

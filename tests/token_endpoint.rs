@@ -259,15 +259,7 @@ fn applications_no_longer_planned_are_evicted() {
         &component_yaml(&[("hr-connection", "thirdparty:svc/v1"), ("payroll", "thirdparty:svc/v1")]),
         &both,
     );
-    let args = connd::cli::RemoteArgs {
-        control_plane: None,
-        token_file: None,
-        ca_file: Some(cp.ca_file().to_path_buf()),
-        client_cert: None,
-        client_key: None,
-        allow_insecure_http: false,
-        startup_timeout: Duration::from_secs(30),
-    };
+    let args = connd::cli::RemoteArgs { control_plane: None, ..cp.remote_args() };
     let opts = connd::resolve::Options::default();
     runtime().block_on(async {
         let remote = connd::remote::Remote::new(&args, true, Arc::default()).expect("remote");

@@ -181,6 +181,20 @@ impl FakeControlPlane {
         &self.pki.ca_file
     }
 
+    /// Settings that reach this fake: its URL and its CA, no bearer token, and a startup
+    /// timeout long enough for a loaded machine.
+    pub fn remote_args(&self) -> connd::cli::RemoteArgs {
+        connd::cli::RemoteArgs {
+            control_plane: Some(self.url()),
+            token_file: None,
+            ca_file: Some(self.ca_file().to_path_buf()),
+            client_cert: None,
+            client_key: None,
+            allow_insecure_http: false,
+            startup_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
     /// Replies for connection `id`, in order; the last one repeats.
     pub fn script(&self, id: &str, replies: Vec<Reply>) {
         self.state.lock().unwrap().scripts.insert(id.into(), replies.into());
