@@ -89,10 +89,6 @@ impl Plan {
         self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
     }
 
-    pub fn connection(&self, name: &str) -> Option<&PlannedConnection> {
-        self.connections.iter().find(|c| c.name == name)
-    }
-
     /// Indexes of connections whose `AccessToken` some variable names.
     pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
         self.vars.iter().filter_map(|b| match &b.target {

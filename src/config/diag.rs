@@ -3,7 +3,7 @@
 //! collected, not thrown, so that one run reports all of them.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a diagnostic points: a file and, where known, a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,13 +54,9 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(Vec<Diagnostic>);
 
 impl Diagnostics {
-    pub fn push(&mut self, origin: Origin, message: impl Into<String>, fix: impl Into<Option<String>>) {
-        self.0.push(Diagnostic { origin, message: message.into(), fix: fix.into() });
-    }
-
-    /// A diagnostic with a fix, the common case.
+    /// One problem and what to do about it.
     pub fn error(&mut self, origin: Origin, message: impl Into<String>, fix: impl Into<String>) {
-        self.push(origin, message, Some(fix.into()));
+        self.0.push(Diagnostic { origin, message: message.into(), fix: Some(fix.into()) });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,15 +74,6 @@ impl Diagnostics {
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
-
-    /// `Ok(value)` when nothing was reported, else the collected errors.
-    pub fn into_result<T>(self, dir: &Path, value: T) -> Result<T, ConfigError> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigError { dir: dir.to_path_buf(), diagnostics: self })
-        }
-    }
 }
 
 /// The connection-config directory is invalid. Exit code 78.
@@ -94,14 +81,6 @@ impl Diagnostics {
 pub struct ConfigError {
     pub dir: PathBuf,
     pub diagnostics: Diagnostics,
-}
-
-impl ConfigError {
-    pub fn single(dir: &Path, origin: Origin, message: impl Into<String>, fix: impl Into<String>) -> Self {
-        let mut diagnostics = Diagnostics::default();
-        diagnostics.error(origin, message, fix);
-        ConfigError { dir: dir.to_path_buf(), diagnostics }
-    }
 }
 
 impl fmt::Display for ConfigError {
