@@ -6,11 +6,11 @@
 //! 3. idle RSS of the real binary with 50 and with 10,000 open connections.
 
 use bytes::Bytes;
-use connd::api::auth::Allow;
+use connd::reload::ReloadConfig;
 use connd::resolve::Options;
+use connd::serve::api::auth::Allow;
 use connd::serve::{run, ServeSettings};
 use connd::source::Local;
-use connd::watch::ReloadConfig;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use std::os::unix::fs::symlink;
@@ -98,13 +98,13 @@ fn settings(dir: &Path) -> ServeSettings {
     }
 }
 
-async fn get(socket: &Path, target: &str) -> connd::api::client::Answer {
-    connd::api::client::request(socket, http::Method::GET, target).await.expect("request")
+async fn get(socket: &Path, target: &str) -> connd::serve::api::client::Answer {
+    connd::serve::api::client::request(socket, http::Method::GET, target).await.expect("request")
 }
 
 async fn wait_ready(socket: &Path) {
     for _ in 0..500 {
-        if let Ok(a) = connd::api::client::request(socket, http::Method::GET, "/readyz").await {
+        if let Ok(a) = connd::serve::api::client::request(socket, http::Method::GET, "/readyz").await {
             if a.status == 200 {
                 return;
             }
@@ -121,7 +121,7 @@ fn example_dir() -> PathBuf {
 fn throughput(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime) {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("connd.sock");
-    let listener = rt.block_on(async { connd::api::server::bind(&socket, 0o660, None).unwrap() });
+    let listener = rt.block_on(async { connd::serve::api::server::bind(&socket, 0o660, None).unwrap() });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(run(listener, settings(&example_dir()), Arc::new(Local), Arc::default(), async {
         let _ = stopped.await;
@@ -189,7 +189,7 @@ fn reload_latency(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime
     std::fs::create_dir(&dir).unwrap();
     kubelet_update(&dir, 0, &example_files(0));
     let socket = tmp.path().join("connd.sock");
-    let listener = rt.block_on(async { connd::api::server::bind(&socket, 0o660, None).unwrap() });
+    let listener = rt.block_on(async { connd::serve::api::server::bind(&socket, 0o660, None).unwrap() });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(run(listener, settings(&dir), Arc::new(Local), Arc::default(), async {
         let _ = stopped.await;

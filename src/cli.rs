@@ -2,7 +2,7 @@
 //! flag wins. Subcommands carry only the settings they use, so each `--help` is short.
 
 use crate::output::Format;
-use crate::supervise::OnChange;
+use crate::run::supervise::OnChange;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
@@ -220,12 +220,12 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub fn settings(&self) -> crate::supervise::Settings {
-        crate::supervise::Settings {
+    pub fn settings(&self) -> crate::run::supervise::Settings {
+        crate::run::supervise::Settings {
             on_change: self.on_change,
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
-            timing: crate::changes::Timing { debounce: self.change_debounce, splay: self.restart_splay },
+            timing: crate::run::changes::Timing { debounce: self.change_debounce, splay: self.restart_splay },
             forward_to_group: self.forward_to_group,
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RunArgs};
 use crate::resolve::{self, Plan};
-use crate::values::{self, Fetched, Values};
+use crate::source::values::{self, Fetched, Values};
 use crate::{exec, output};
 use std::io::Write;
 
@@ -12,7 +12,7 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
     let plan = resolve::plan(&config.config_dir, &config.options())?;
     // Directories that need nothing remote stay on this thread: no runtime, no TLS setup.
     let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
-        crate::remote::fetch_once(&config.remote, &plan)?
+        crate::source::remote::fetch_once(&config.remote, &plan)?
     } else {
         Fetched::default()
     };

@@ -1,12 +1,12 @@
 //! Exit codes of SPEC §3, and the mapping from an error chain to one of them.
 
-use crate::api::server::BindError;
 use crate::config::ConfigError;
 use crate::exec::ExecError;
-use crate::probe::ProbeError;
-use crate::supervise::SuperviseError;
-use crate::values::ValueError;
-use crate::watch::StartupError;
+use crate::reload::StartupError;
+use crate::run::supervise::SuperviseError;
+use crate::serve::api::server::BindError;
+use crate::serve::probe::ProbeError;
+use crate::source::values::ValueError;
 
 pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
@@ -28,13 +28,13 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 ValueError::Missing { .. } => UNAVAILABLE,
             };
         }
-        if let Some(e) = cause.downcast_ref::<crate::controlplane::ControlPlaneError>() {
+        if let Some(e) = cause.downcast_ref::<crate::source::controlplane::ControlPlaneError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<crate::oauth::OAuthError>() {
+        if let Some(e) = cause.downcast_ref::<crate::source::oauth::OAuthError>() {
             return e.exit_code();
         }
-        if let Some(e) = cause.downcast_ref::<crate::remote::SetupError>() {
+        if let Some(e) = cause.downcast_ref::<crate::source::remote::SetupError>() {
             return e.exit_code();
         }
         if cause.is::<ProbeError>() {

@@ -19,34 +19,22 @@
 //!   completions and man pages from the flags.
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod controlplane;
 pub mod docs;
 pub mod exec;
 pub mod exit;
-pub mod http_client;
+pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod oauth;
 pub mod output;
-pub mod probe;
-pub mod reap;
-pub mod remote;
+pub mod reload;
 pub mod resolve;
 pub mod run;
-pub mod sdnotify;
 pub mod secret;
 pub mod serve;
 pub mod signal;
-pub mod snapshot;
 pub mod source;
-pub mod supervise;
-pub mod tls;
-pub mod values;
-pub mod watch;
 
 pub use exit::exit_code;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Command::Man { out_dir: Some(dir) } => connd::docs::man_pages(dir).map(|()| 0).map_err(Into::into),
         Command::Man { out_dir: None } => connd::docs::man_page(&mut std::io::stdout()).map(|()| 0).map_err(Into::into),
         Command::Serve(args) => connd::serve::command(args),
-        Command::Probe(args) => connd::probe::command(args),
+        Command::Probe(args) => connd::serve::probe::command(args),
         Command::Run(args) => commands::run(args),
     };
     match result {

@@ -4,7 +4,7 @@
 use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
 use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
-use crate::values::read_value_file;
+use crate::source::values::read_value_file;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

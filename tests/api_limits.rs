@@ -4,11 +4,11 @@
 
 use crate::reload::{config, files, refs};
 use crate::support::kubelet::AtomicDir;
-use connd::api::auth::Allow;
-use connd::api::client::request;
-use connd::api::server::{self, ApiStateParts, Limits};
 use connd::metrics::Metrics;
-use connd::watch::Reloader;
+use connd::reload::Reloader;
+use connd::serve::api::auth::Allow;
+use connd::serve::api::client::request;
+use connd::serve::api::server::{self, ApiStateParts, Limits};
 use http::Method;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,8 +6,8 @@ use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::oidc::{Client, OidcProvider};
 use crate::support::*;
 use connd::config::model::ClientAuth;
-use connd::http_client::{check_url, HttpClient};
-use connd::oauth::{AppKey, Credentials, TokenCache};
+use connd::http::client::{check_url, HttpClient};
+use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use std::sync::Arc;
 use std::time::Duration;
 

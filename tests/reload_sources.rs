@@ -6,9 +6,9 @@ use crate::reload::{config, refs, remote_files, wait_for, DB_ID};
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use connd::metrics::Metrics;
-use connd::remote::Remote;
-use connd::snapshot::Snapshot;
-use connd::watch::{ReloadConfig, Reloader};
+use connd::reload::snapshot::Snapshot;
+use connd::reload::{ReloadConfig, Reloader};
+use connd::source::remote::Remote;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

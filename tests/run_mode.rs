@@ -454,7 +454,8 @@ async fn the_api_socket_serves_while_the_workload_runs() {
     let socket_arg = socket.display().to_string();
     let mut s = Supervised::start(d.path(), &["--socket", &socket_arg], "echo ready; read line; exit 3");
     s.expect("ready");
-    let answer = connd::api::client::request(&socket, http::Method::GET, "/v1/env").await.expect("the API answers");
+    let answer =
+        connd::serve::api::client::request(&socket, http::Method::GET, "/v1/env").await.expect("the API answers");
     assert_eq!(answer.status, 200);
     assert_contains(&String::from_utf8_lossy(&answer.body), &["\"CHOREO_MAIN_DB_PORT\":\"5432\""]);
     s.write_stdin("done\n");
@@ -471,7 +472,8 @@ fn sample(text: &str, name: &str) -> f64 {
 async fn metrics_until(socket: &std::path::Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let answer = connd::api::client::request(socket, http::Method::GET, "/metrics").await.expect("the API answers");
+        let answer =
+            connd::serve::api::client::request(socket, http::Method::GET, "/metrics").await.expect("the API answers");
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         if pred(&text) {
             return text;

@@ -5,8 +5,8 @@
 use crate::reload::{files, refs, API_ID, DB_ID};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
-use connd::api::auth::Allow;
-use connd::api::client::{request, Answer};
+use connd::serve::api::auth::Allow;
+use connd::serve::api::client::{request, Answer};
 use connd::serve::{run, ServeSettings};
 use connd::source::Local;
 use http::Method;
@@ -28,7 +28,7 @@ impl Server {
     pub async fn start(dir: &Path, refresh: Duration) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("run/connd.sock");
-        let listener = connd::api::server::bind(&socket, 0o660, None).expect("bind");
+        let listener = connd::serve::api::server::bind(&socket, 0o660, None).expect("bind");
         let settings = ServeSettings {
             reload: crate::reload::config(dir, refresh),
             allow: Allow::new(vec![], vec![]),

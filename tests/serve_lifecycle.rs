@@ -7,7 +7,7 @@ use crate::serve_process::Daemon;
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
-use connd::api::auth::Allow;
+use connd::serve::api::auth::Allow;
 use connd::serve::{run, ServeSettings};
 use nix::sys::signal::Signal;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ fn zero_intervals_and_limits_are_usage_errors() {
 async fn a_reloader_that_dies_stops_serve_with_an_error() {
     let dir = AtomicDir::new(&refs(&files("5432")));
     let tmp = tempfile::tempdir().unwrap();
-    let listener = connd::api::server::bind(&tmp.path().join("connd.sock"), 0o660, None).expect("bind");
+    let listener = connd::serve::api::server::bind(&tmp.path().join("connd.sock"), 0o660, None).expect("bind");
     let mut reload = crate::reload::config(dir.path(), Duration::from_secs(3600));
     // A zero period (which the command line refuses) makes the reloader panic.
     reload.rescan_interval = Duration::ZERO;

@@ -4,7 +4,7 @@
 use crate::reload::{files, refs};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
-use connd::api::client::request;
+use connd::serve::api::client::request;
 use http::Method;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

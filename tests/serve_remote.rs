@@ -9,7 +9,7 @@ use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::oidc::{Client, OidcProvider};
 use crate::support::*;
-use connd::api::client::{request, Answer};
+use connd::serve::api::client::{request, Answer};
 use http::Method;
 use nix::sys::signal::Signal;
 use serde_json::Value;

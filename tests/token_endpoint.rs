@@ -5,10 +5,10 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::*;
 use connd::config::model::ClientAuth;
-use connd::http_client::{check_url, HttpClient};
-use connd::oauth::{AppKey, Credentials, TokenCache};
+use connd::http::client::{check_url, HttpClient};
+use connd::http::tls::TlsSettings;
+use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use connd::source::{Sources, Tokens};
-use connd::tls::TlsSettings;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,7 +262,7 @@ fn applications_no_longer_planned_are_evicted() {
     let args = connd::cli::RemoteArgs { control_plane: None, ..cp.remote_args() };
     let opts = connd::resolve::Options::default();
     runtime().block_on(async {
-        let remote = connd::remote::Remote::new(&args, true, Arc::default()).expect("remote");
+        let remote = connd::source::remote::Remote::new(&args, true, Arc::default()).expect("remote");
         let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
         remote.fetch(&plan, Tokens::All).await.expect("first round");
         assert_eq!(remote.token_cache().apps().len(), 2);

@@ -3,7 +3,7 @@
 //! timeout, an overall deadline and a cap on the response body. It knows nothing of what
 //! it fetches; callers classify statuses. Errors say whether a retry may help.
 
-use crate::tls::{self, TlsError, TlsSettings};
+use crate::http::tls::{self, TlsError, TlsSettings};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, HOST, USER_AGENT};
 use http::{Method, StatusCode, Uri};

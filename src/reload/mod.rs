@@ -15,13 +15,15 @@
 //! Signals are not handled here: `serve` maps SIGHUP to `reload`, while `run` forwards
 //! it to its child.
 
+pub mod snapshot;
+
 use crate::cli::ConfigArgs;
 use crate::config::model::{Security, Source};
 use crate::metrics::{Metrics, Reload};
+use crate::reload::snapshot::{Snapshot, Store};
 use crate::resolve::{self, Plan};
-use crate::snapshot::{Snapshot, Store};
+use crate::source::values::{self, Fetched};
 use crate::source::{Sources, Tokens};
-use crate::values::{self, Fetched};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -328,7 +330,7 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let mut next_full = Instant::now();
         let mut rescan = tokio::time::interval_at(
-            crate::http_client::deadline_after(self.config.rescan_interval),
+            crate::http::client::deadline_after(self.config.rescan_interval),
             self.config.rescan_interval,
         );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -7,7 +7,7 @@
 use crate::config::model::{Security, ACCESS_TOKEN};
 use crate::resolve::Plan;
 use crate::secret::Secret;
-use crate::values::Values;
+use crate::source::values::Values;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -271,7 +271,7 @@ mod tests {
         );
         std::fs::write(dir.path().join("c.yaml"), conns).unwrap();
         let plan = Arc::new(plan(dir.path(), &Options::default()).unwrap());
-        let values = crate::values::materialize(&plan, &Default::default()).unwrap();
+        let values = crate::source::values::materialize(&plan, &Default::default()).unwrap();
         (dir, plan, values)
     }
 
@@ -370,7 +370,7 @@ mod tests {
         let conns = conns.replace("name: api-x\n", "name: api-x\nsecurity: apiKey\n");
         std::fs::write(d.path().join("c.yaml"), conns).unwrap();
         let plan = Arc::new(plan(d.path(), &Options::default()).unwrap());
-        let values = crate::values::materialize(&plan, &Default::default()).unwrap();
+        let values = crate::source::values::materialize(&plan, &Default::default()).unwrap();
         assert!(store.succeed(plan, values), "a changed security is a changed answer");
         let s = store.load();
         let r = s.resolved.as_ref().unwrap();

@@ -5,19 +5,24 @@
 //! Boundary: wiring and lifecycle only. Change detection is the reloader's (`watch`),
 //! which changes count is `changes`', the process work is `supervise`'s.
 
-use crate::api::auth::Allow;
-use crate::api::server::{self, ApiStateParts};
-use crate::changes::Env;
+pub mod changes;
+pub mod reap;
+pub mod supervise;
+pub mod terminal;
+
 use crate::cli::RunArgs;
 use crate::metrics::Metrics;
+use crate::reload::snapshot::Snapshot;
+use crate::reload::{ReloadConfig, Reloader};
 use crate::resolve;
-use crate::snapshot::Snapshot;
+use crate::run::changes::Env;
+use crate::serve::api::auth::Allow;
+use crate::serve::api::server::{self, ApiStateParts};
+use crate::source::values::{self, Fetched};
 use crate::source::{Sources, Tokens};
-use crate::supervise::{self, Forwarded, SuperviseError};
-use crate::values::{self, Fetched};
-use crate::watch::{ReloadConfig, Reloader};
 use std::sync::Arc;
 use std::time::Duration;
+use supervise::{Forwarded, SuperviseError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -49,7 +54,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
-    let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
+    let sources = Arc::new(crate::source::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
     let (stop_tx, stop) = watch::channel(false);
     let start_reloader = || {
         let mut reload = ReloadConfig::new(&args.config, args.reload.refresh_interval, args.reload.rescan_interval);

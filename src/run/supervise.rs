@@ -8,20 +8,18 @@
 //! changes count is `changes`' business. Runs on a current-thread runtime: spawning and
 //! reaping then never interleave.
 
-use crate::changes::{Changes, Env, Timing};
+use super::terminal::Terminal;
 use crate::exec::{self, ExecError};
-use crate::reap::{self, Reaper};
+use crate::run::changes::{Changes, Env, Timing};
+use crate::run::reap::{self, Reaper};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::task::Poll;
 use std::time::Duration;
-use terminal::Terminal;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-mod terminal;
 
 /// The signals connd passes on to the workload (SPEC §3).
 pub const FORWARDED: [Signal; 7] = [

@@ -7,14 +7,18 @@
 //! reloads (`RELOADING=1`, then `READY=1`); shutdown sends `STOPPING=1`, stops the
 //! reloader and drains the server within its grace period.
 
-use crate::api::auth::Allow;
-use crate::api::server::{self, ApiStateParts};
+pub mod api;
+pub mod probe;
+pub mod sdnotify;
+
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
-use crate::sdnotify::Notifier;
+use crate::reload::{ReloadConfig, Reloader};
+use crate::serve::api::auth::Allow;
+use crate::serve::api::server::{self, ApiStateParts};
+use crate::serve::sdnotify::Notifier;
 use crate::signal;
 use crate::source::Sources;
-use crate::watch::{ReloadConfig, Reloader};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +92,7 @@ pub async fn run<S: Sources>(
 
     let store = reloader.store().clone();
     let started = tokio::select! {
-        ready = crate::watch::ready(&store, settings.startup_timeout) => Some(ready.map_err(anyhow::Error::from)),
+        ready = crate::reload::ready(&store, settings.startup_timeout) => Some(ready.map_err(anyhow::Error::from)),
         e = reloader.failed() => Some(Err(e)),
         () = &mut shutdown => None,
     };
@@ -139,7 +143,7 @@ pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
         // error leaves no socket file behind.
         let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
         let metrics = Arc::new(Metrics::default());
-        let sources = Arc::new(crate::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
+        let sources = Arc::new(crate::source::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
         let listener = server::bind(&args.socket, args.access.socket_mode, args.access.socket_group)?;
         tracing::info!(socket = %args.socket.display(), "serving");
         let result = run(listener, settings, sources.clone(), metrics, shutdown).await;

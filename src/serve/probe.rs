@@ -1,8 +1,8 @@
 //! `connd probe`: asks `/readyz` of the server on a socket; exit 0 only when it answers
 //! 200. Meant for exec probes in a pod, where no HTTP client can reach a Unix socket.
 
-use crate::api::client::{self, ClientError};
 use crate::cli::ProbeArgs;
+use crate::serve::api::client::{self, ClientError};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

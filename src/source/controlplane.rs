@@ -8,7 +8,7 @@
 //! fix fail at once.
 
 use crate::config::model::Source;
-use crate::http_client::{HttpClient, HttpError, Request};
+use crate::http::client::{HttpClient, HttpError, Request};
 use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
 use crate::secret::Secret;
@@ -138,7 +138,7 @@ impl TokenFile {
                 return Ok(token.clone());
             }
         }
-        let text = crate::values::read_value_file(&self.path).map_err(err)?;
+        let text = crate::source::values::read_value_file(&self.path).map_err(err)?;
         let token = text.trim();
         if token.is_empty() {
             return Err(err("the file is empty".into()));
@@ -370,7 +370,7 @@ impl ControlPlane {
         &self,
         w: &Wanted,
         url: &str,
-        response: crate::http_client::Response,
+        response: crate::http::client::Response,
     ) -> Result<Attempt, ControlPlaneError> {
         let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.to_owned());
         let bad = |cause: String| ControlPlaneError::BadAnswer {
@@ -441,7 +441,7 @@ struct Body {
 fn parse_body(body: &[u8]) -> Result<Params, String> {
     // Never `{e}`: serde_json's message quotes the offending value, which may be a secret.
     let body: Body = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http_client::json_error(&e)))?;
+        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::client::json_error(&e)))?;
     let mut out = Params::default();
     for (key, value) in body.parameters {
         let text = match value {

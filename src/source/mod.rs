@@ -3,9 +3,14 @@
 //! token endpoint); the control-plane and OAuth sources implement the same trait, so
 //! `exec`, `run` and `serve` resolve the same way whichever is configured.
 
+pub mod controlplane;
+pub mod oauth;
+pub mod remote;
+pub mod values;
+
 use crate::resolve::Plan;
 use crate::secret::Secret;
-use crate::values::Fetched;
+use crate::source::values::Fetched;
 use std::future::Future;
 use std::time::Duration;
 

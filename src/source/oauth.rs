@@ -6,10 +6,10 @@
 //! and backs off. This module does not know connections: `remote` maps them to apps.
 
 use crate::config::model::ClientAuth;
-use crate::controlplane::{full_jitter, Retries};
-use crate::http_client::{HttpClient, Request};
+use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
 use crate::secret::Secret;
+use crate::source::controlplane::{full_jitter, Retries};
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use bytes::Bytes;
@@ -428,7 +428,7 @@ impl App {
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
-            Err(e @ crate::http_client::HttpError::Tls(_)) => {
+            Err(e @ crate::http::client::HttpError::Tls(_)) => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
             Err(e) => return Err(bad(e.to_string())),
@@ -437,7 +437,7 @@ impl App {
         if status == StatusCode::OK {
             // Never `{e}`: serde_json's message quotes the offending value (the token).
             let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
-                bad(format!("the body is not a token response ({})", crate::http_client::json_error(&e)))
+                bad(format!("the body is not a token response ({})", crate::http::client::json_error(&e)))
             })?;
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));

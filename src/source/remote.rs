@@ -5,15 +5,15 @@
 
 use crate::cli::RemoteArgs;
 use crate::config::model::{Security, Source, ACCESS_TOKEN};
-use crate::controlplane::{ControlPlane, Retries};
-use crate::http_client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
+use crate::http::client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
+use crate::http::tls::TlsSettings;
 use crate::metrics::Metrics;
-use crate::oauth::{AppKey, Credentials, TokenCache};
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
+use crate::source::controlplane::{ControlPlane, Retries};
+use crate::source::oauth::{AppKey, Credentials, TokenCache};
+use crate::source::values::Fetched;
 use crate::source::{SourceError, Sources, Token, Tokens};
-use crate::tls::TlsSettings;
-use crate::values::Fetched;
 use anyhow::Context;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -143,7 +143,7 @@ impl Remote {
         p: &PlannedConnection,
         params: &HashMap<String, HashMap<String, Secret>>,
         deadline: Instant,
-    ) -> anyhow::Result<Arc<crate::oauth::CachedToken>> {
+    ) -> anyhow::Result<Arc<crate::source::oauth::CachedToken>> {
         let creds = self.credentials_async(p, params.get(&p.connection.id)).await?;
         self.token_with(p, creds, deadline).await
     }
@@ -153,7 +153,7 @@ impl Remote {
         p: &PlannedConnection,
         creds: Credentials,
         deadline: Instant,
-    ) -> anyhow::Result<Arc<crate::oauth::CachedToken>> {
+    ) -> anyhow::Result<Arc<crate::source::oauth::CachedToken>> {
         let token = self.tokens.get(creds, deadline).await.map_err(anyhow::Error::new);
         token.with_context(|| format!("no {ACCESS_TOKEN} for connection {:?}", p.name))
     }
@@ -248,7 +248,7 @@ fn credentials_of(
         let missing = || SetupError::Credential { connection: p.name.clone(), key };
         match &p.connection.parameters.get(key).ok_or_else(missing)?.source {
             Source::Value(v) => Ok(v.clone()),
-            Source::File(path) => crate::values::read_value_file(path).map(Secret::new).map_err(|cause| {
+            Source::File(path) => crate::source::values::read_value_file(path).map(Secret::new).map_err(|cause| {
                 SetupError::CredentialFile { connection: p.name.clone(), key, path: path.clone(), cause }
             }),
             Source::Remote => remote.and_then(|r| r.get(key)).cloned().ok_or_else(missing),

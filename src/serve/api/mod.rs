@@ -8,7 +8,7 @@ pub mod routes;
 pub mod server;
 
 use crate::metrics::Metrics;
-use crate::snapshot::Store;
+use crate::reload::snapshot::Store;
 use std::sync::Arc;
 use tokio::sync::watch;
 

@@ -6,7 +6,7 @@
 use super::ApiState;
 use crate::metrics::Route;
 use crate::output::{render_env, Format};
-use crate::snapshot::{Resolved, Snapshot};
+use crate::reload::snapshot::{Resolved, Snapshot};
 use crate::source::{SourceError, Sources};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};

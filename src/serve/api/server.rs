@@ -182,7 +182,7 @@ pub async fn serve_with<S: Sources>(
 
 /// What `serve` shares with every request, before it adds the drain signal.
 pub struct ApiStateParts<S> {
-    pub store: Arc<crate::snapshot::Store>,
+    pub store: Arc<crate::reload::snapshot::Store>,
     pub sources: Arc<S>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
