@@ -7,7 +7,6 @@
 //! attempt and the reloader retries (see [`Retries`]). Statuses that retrying cannot
 //! fix fail at once.
 
-use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, HttpError, Request};
 use crate::metrics::{Call, Metrics};
@@ -211,13 +210,7 @@ impl ControlPlane {
     ) -> Result<HashMap<String, HashMap<String, Secret>>, ControlPlaneError> {
         let mut wanted: Vec<Wanted> = Vec::new();
         for p in &plan.connections {
-            let keys: Vec<String> = p
-                .connection
-                .parameters
-                .iter()
-                .filter(|(_, param)| matches!(param.source, Source::Remote))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys: Vec<String> = p.connection.remote_keys().map(str::to_owned).collect();
             // A connection referenced twice (two names) is fetched once.
             if !keys.is_empty() && !wanted.iter().any(|w| w.id == p.connection.id) {
                 wanted.push(Wanted { name: p.name.clone(), id: p.connection.id.clone(), keys });
