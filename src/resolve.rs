@@ -1,6 +1,8 @@
 //! From the loaded directory to the plan: who the component is, which connections it
-//! references (and may see), and the name and origin of every variable it gets. No value
-//! is read here; `values` does that.
+//! references (and may see), and the name and origin of every variable it gets.
+//!
+//! Boundary: no value is read here (`source::values` does that), and every check of a
+//! single document is `config`'s; this module checks what documents say of each other.
 
 use crate::config::model::{self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Visibility};
 use crate::config::validate::valid_env_name;

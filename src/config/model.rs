@@ -1,5 +1,7 @@
 //! The validated connection config: types that cannot hold what the checks refuse.
-//! Built by `validate` from the raw documents; read by `resolve`.
+//! Built by `validate` from the raw documents; read by `resolve` and every layer after
+//! it. What a connection offers (its keys, which are remote, whether it is OAuth) is
+//! answered here, once, by methods on [`Connection`].
 
 pub use super::raw::{ClientAuth, Security, Visibility};
 use crate::config::diag::Origin;

@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 client on hyper 1.x for the few calls connd makes (control plane,
 //! token endpoints): one connection per request, http or https (rustls), a connect
 //! timeout, an overall deadline and a cap on the response body. It knows nothing of what
-//! it fetches; callers classify statuses. Errors say whether a retry may help.
+//! it fetches; callers classify statuses. Errors report their `error::Class`, which says
+//! whether a retry may help.
 
 use crate::error::{Class, Classify};
 use crate::http::tls::{self, TlsError, TlsSettings};

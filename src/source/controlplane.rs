@@ -255,7 +255,7 @@ impl Wanted {
 }
 
 impl ControlPlane {
-    /// `base` was checked by `http_client::check_url`.
+    /// `base` was checked by `http::client::check_url`.
     pub fn new(
         base: &Uri,
         token_file: Option<PathBuf>,
