@@ -1,6 +1,8 @@
 //! The integration tests: one binary, one module per area. Each starts the real `connd`
 //! binary or drives the library over real files, sockets and processes.
 
+/// Shared fixtures and helpers: config directories, the real binary, fake and real peers.
+/// Test modules import from here only, never from each other.
 mod support;
 
 /// The API's limits: header-read timeout, idle connections, the connection cap.
