@@ -302,10 +302,19 @@ fn mtls_is_accepted_with_a_client_certificate_and_refused_without() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_contains(&out.stdout, &["CHOREO_HR_CONNECTION_CONSUMERKEY='key-1'"]);
 
-    let out = env_failing(&fx, &cp, &[]);
-    assert_eq!(out.code, 69, "{out:?}");
-    assert_contains(&out.stderr, &["\"hr-connection\"", "is unavailable"]);
+    // Without one: the true cause and its fix, at once (a 30 s startup timeout would
+    // allow many retries), as a config error.
+    let (arrivals, connections) = (cp.arrivals(), cp.connections());
+    let out = env(&fx, &cp, &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["\"hr-connection\"", "requires a client certificate (mTLS)", "pass --client-cert and --client-key"],
+    );
+    assert!(!out.stderr.contains("retrying") && !out.stderr.contains("attempt"), "{out:?}");
     assert_eq!(cp.requests().len(), 1, "only the mTLS client got through");
+    assert_eq!(cp.arrivals(), arrivals, "no request got past the handshake");
+    assert_eq!(cp.connections(), connections + 1, "a missing client certificate is not retried");
 }
 
 #[test]

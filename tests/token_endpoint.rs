@@ -5,8 +5,10 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::*;
 use connd::config::model::ClientAuth;
-use connd::http::client::{check_url, HttpClient};
+use connd::http::client::HttpClient;
+use connd::http::proxy::Proxies;
 use connd::http::tls::TlsSettings;
+use connd::http::url::check_url;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use connd::source::{Sources, Tokens};
 use std::sync::Arc;
@@ -151,7 +153,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// `long_running`: background renewal, one attempt per call (as in `serve`).
 fn cache_for(cp: &FakeControlPlane, long_running: bool) -> TokenCache {
     let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
-    TokenCache::new(Arc::new(HttpClient::new(tls)), long_running, Arc::default())
+    TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), long_running, Arc::default())
 }
 
 fn creds(cp: &FakeControlPlane) -> Credentials {
@@ -229,7 +231,7 @@ fn background_renewal_goes_on_after_a_transient_failure() {
     let metrics = Arc::new(connd::metrics::Metrics::default());
     runtime().block_on(async {
         let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
-        let cache = TokenCache::new(Arc::new(HttpClient::new(tls)), true, metrics.clone());
+        let cache = TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), true, metrics.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         cache.get(creds(&cp), deadline).await.expect("first token");
         assert_eq!(requests_reach(&cp, 3).await, 3, "the renewal stopped after a 503");

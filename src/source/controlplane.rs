@@ -341,9 +341,10 @@ impl ControlPlane {
                 self.inner.metrics.control_plane_call(Call::BadAnswer);
                 return Err(bad(e.to_string()));
             }
-            // Unusable TLS settings: counted with the other failures retrying cannot fix,
-            // while the exit code (78) says to fix the files.
-            Err(e @ HttpError::Tls(_)) => {
+            // Unusable TLS settings, or a client certificate the server requires or
+            // refuses: counted with the other failures retrying cannot fix, while the exit
+            // code (78) says to fix connd's own settings.
+            Err(e) if e.is_own_settings() => {
                 self.inner.metrics.control_plane_call(Call::BadAnswer);
                 return Err(ControlPlaneError::Tls { connection, keys: keys(), url, cause: e.to_string() });
             }
@@ -441,7 +442,7 @@ struct Body {
 fn parse_body(body: &[u8]) -> Result<Params, String> {
     // Never `{e}`: serde_json's message quotes the offending value, which may be a secret.
     let body: Body = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::client::json_error(&e)))?;
+        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
     for (key, value) in body.parameters {
         let text = match value {

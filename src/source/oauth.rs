@@ -428,7 +428,7 @@ impl App {
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
-            Err(e @ crate::http::client::HttpError::Tls(_)) => {
+            Err(e) if e.is_own_settings() => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
             Err(e) => return Err(bad(e.to_string())),
@@ -437,7 +437,7 @@ impl App {
         if status == StatusCode::OK {
             // Never `{e}`: serde_json's message quotes the offending value (the token).
             let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
-                bad(format!("the body is not a token response ({})", crate::http::client::json_error(&e)))
+                bad(format!("the body is not a token response ({})", crate::http::json::json_error(&e)))
             })?;
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));

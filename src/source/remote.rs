@@ -5,8 +5,11 @@
 
 use crate::cli::RemoteArgs;
 use crate::config::model::{Security, Source, ACCESS_TOKEN};
-use crate::http::client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
+use crate::http::client::{HttpClient, HttpError};
+use crate::http::deadline::deadline_after;
+use crate::http::proxy::{Proxies, ProxyError};
 use crate::http::tls::TlsSettings;
+use crate::http::url::{check_base_url, check_url, UrlError};
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
@@ -29,6 +32,8 @@ pub enum SetupError {
     Url(#[source] UrlError),
     #[error(transparent)]
     Tls(HttpError),
+    #[error(transparent)]
+    Proxy(ProxyError),
     #[error("connection {connection:?}: {key}")]
     TokenUrl {
         connection: String,
@@ -44,7 +49,10 @@ pub enum SetupError {
 
 impl SetupError {
     pub fn exit_code(&self) -> u8 {
-        crate::exit::CONFIG
+        match self {
+            SetupError::Url(e) if e.is_usage() => crate::exit::USAGE,
+            _ => crate::exit::CONFIG,
+        }
     }
 }
 
@@ -65,14 +73,17 @@ impl Remote {
     /// Every control-plane and token-endpoint call is counted into `metrics`.
     pub fn new(args: &RemoteArgs, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
         let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
-        let http = Arc::new(HttpClient::new(TlsSettings {
+        let proxies =
+            if args.no_proxy_env { Proxies::none() } else { Proxies::from_env().map_err(SetupError::Proxy)? };
+        let tls = TlsSettings {
             ca_file: args.ca_file.clone(),
             client_cert: args.client_cert.clone(),
             client_key: args.client_key.clone(),
-        }));
+        };
+        let http = Arc::new(HttpClient::new(tls, proxies));
         let control_plane = match &args.control_plane {
             Some(url) => {
-                let uri = check_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
+                let uri = check_base_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
                 Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,

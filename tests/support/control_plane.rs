@@ -76,6 +76,9 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests received so far, counted on arrival (before any `Slow` answer).
     arrivals: usize,
+    /// TCP connections accepted, whether their TLS handshake succeeds or not: a client's
+    /// attempts, even those refused before any request.
+    connections: usize,
 }
 
 /// Certificates made for one fake, written as PEM files in a temp dir.
@@ -191,6 +194,7 @@ impl FakeControlPlane {
             client_cert: None,
             client_key: None,
             allow_insecure_http: false,
+            no_proxy_env: true,
             startup_timeout: std::time::Duration::from_secs(30),
         }
     }
@@ -207,6 +211,11 @@ impl FakeControlPlane {
     /// Requests received so far, answered or not.
     pub fn arrivals(&self) -> usize {
         self.state.lock().unwrap().arrivals
+    }
+
+    /// TCP connections accepted so far, handshakes that failed included.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
@@ -238,6 +247,7 @@ async fn serve(
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
+                    state.lock().unwrap().connections += 1;
                     // Without it, Nagle's algorithm and delayed ACKs add 40 ms to replies.
                     let _ = tcp.set_nodelay(true);
                     tcp
