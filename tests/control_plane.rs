@@ -491,3 +491,27 @@ fn remote_for(fx: &Fixture, cp: &FakeControlPlane) -> connd::source::remote::Rem
     let args = connd::cli::RemoteArgs { token_file: Some(fx.join("token")), ..cp.remote_args() };
     connd::source::remote::Remote::new(&args, false, Arc::default()).expect("remote")
 }
+
+#[test]
+fn a_control_plane_url_with_a_query_or_fragment_is_a_usage_error() {
+    let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+    cp.script(ID, vec![good()]);
+    for (url, part) in [(format!("{}?x=1", cp.url()), "has a query"), (format!("{}/#top", cp.url()), "has a fragment")]
+    {
+        let out = fx.run("env", &["--control-plane", &url, "--ca-file", &cp.ca_file().display().to_string()]);
+        assert_eq!(out.code, 64, "{out:?}");
+        assert_contains(&out.stderr, &["--control-plane", part, "give scheme, host, port and optional path only"]);
+    }
+    assert!(cp.requests().is_empty(), "{:?}", cp.requests());
+}
+
+#[test]
+fn a_token_file_with_a_byte_order_mark_sends_the_token_without_it() {
+    let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+    cp.script(ID, vec![good()]);
+    let fx = fx.file("token", &format!("\u{feff}{BEARER}\r\n"));
+    let out = env(&fx, &cp, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let requests = cp.requests_for(ID);
+    assert_eq!(requests[0].authorization.as_deref(), Some(format!("Bearer {BEARER}").as_str()));
+}

@@ -221,15 +221,16 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// What a proxy's refusal of a CONNECT means, by its status: a policy (403, other 4xx) or
-/// wrong credentials (407) will not change by retrying; a 5xx (it could not reach the
+/// wrong credentials (407, or 401 from proxies that answer so, tinyproxy among them) will
+/// not change by retrying; a 5xx (it could not reach the
 /// server) may.
 fn refused(proxy: &str, target: &str, host: &str, status: StatusCode, with_credentials: bool) -> HttpError {
     let (message, permanent) = match status {
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED if with_credentials => (
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED if with_credentials => (
             format!("the proxy {proxy} refused the credentials in its URL ({status}): fix the user and password in the proxy variable"),
             true,
         ),
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED => (
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED => (
             format!("the proxy {proxy} asks for credentials ({status}): give them in the proxy variable, as http://user:password@host:port"),
             true,
         ),

@@ -64,6 +64,9 @@ pub struct Proxies {
 }
 
 struct Rules {
+    /// `NO_PROXY=*` (or an entry `*`): every host bypasses the proxy, IP addresses too
+    /// (hyper-util's `*` matches names only; curl's matches every host).
+    bypass_all: bool,
     /// The proxies, and the `NO_PROXY` entries without a port.
     matcher: Matcher,
     /// `NO_PROXY` entries with a port, grouped by port: a matcher per port whose `no` list
@@ -103,6 +106,7 @@ impl Proxies {
             check_proxy_url(variable, value)?;
         }
         let no = first(NO_VARS).map(|(_, v)| v).unwrap_or_default();
+        let bypass_all = no.split(',').any(|entry| entry.trim() == "*");
         let (plain, with_port) = split_no_proxy(&no);
         let value = |v: &Option<(&str, String)>| v.as_ref().map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
         let matcher = Matcher::builder().https(value(&https)).http(value(&http)).all(value(&all)).no(plain).build();
@@ -111,12 +115,12 @@ impl Proxies {
             // Any proxy will do: only whether the `no` list matches is asked of it.
             by_port.push((port, Matcher::builder().all("http://no-proxy.invalid").no(hosts).build()));
         }
-        Ok(Proxies { rules: Some(Arc::new(Rules { matcher, by_port })) })
+        Ok(Proxies { rules: Some(Arc::new(Rules { bypass_all, matcher, by_port })) })
     }
 
     /// Where a request to `uri` goes.
     pub fn route(&self, uri: &Uri) -> Route {
-        let Some(rules) = &self.rules else { return Route::Direct };
+        let Some(rules) = self.rules.as_ref().filter(|r| !r.bypass_all) else { return Route::Direct };
         let Some(intercept) = rules.matcher.intercept(uri) else { return Route::Direct };
         let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
         let bypassed = rules.by_port.iter().any(|(p, m)| *p == port && m.intercept(uri).is_none());
@@ -228,6 +232,7 @@ mod tests {
         }
         let star = proxies(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")]);
         assert_eq!(via(&star, "https://anything.example/"), None);
+        assert_eq!(via(&star, "https://10.1.2.3/"), None);
     }
 
     #[test]

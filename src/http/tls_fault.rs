@@ -111,7 +111,7 @@ fn certificate(c: &CertificateError, host: &str, settings: &TlsSettings) -> Stri
         ),
         CertificateError::NotValidForNameContext { presented, .. } => format!(
             "the server's certificate is not valid for {host:?}: it names only {}: use one of those in the URL, or reissue it with {host} in its subjectAltName",
-            presented.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+            presented.iter().map(|n| format!("{:?}", bare_name(n))).collect::<Vec<_>>().join(", ")
         ),
         CertificateError::NotValidForName => {
             format!("the server's certificate is not valid for {host:?}: reissue it with {host} in its subjectAltName")
@@ -137,6 +137,13 @@ fn certificate(c: &CertificateError, host: &str, settings: &TlsSettings) -> Stri
         CertificateError::BadSignature => format!("{not_trusted}: its signature does not verify (BadSignature)"),
         other => format!("{not_trusted} ({other:?})"),
     }
+}
+
+/// A presented name as the certificate holds it: webpki gives `DnsName("a.example")` and
+/// `IpAddress(10.0.0.1)`.
+fn bare_name(presented: &str) -> &str {
+    let inner = |prefix: &str, suffix: &str| presented.strip_prefix(prefix).and_then(|s| s.strip_suffix(suffix));
+    inner("DnsName(\"", "\")").or_else(|| inner("IpAddress(", ")")).unwrap_or(presented)
 }
 
 /// An instant as `Tue, 15 Nov 1994 08:12:31 GMT` (RFC 9110's date format).

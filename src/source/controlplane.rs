@@ -139,7 +139,10 @@ impl TokenFile {
             }
         }
         let text = crate::source::values::read_value_file(&self.path).map_err(err)?;
-        let token = text.trim();
+        // SPEC §5: a UTF-8 byte-order mark (Windows editors write one) and surrounding
+        // whitespace are not part of the token; `trim` alone keeps the mark, which is not
+        // whitespace.
+        let token = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
         if token.is_empty() {
             return Err(err("the file is empty".into()));
         }
