@@ -89,6 +89,12 @@ impl Plan {
         self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
     }
 
+    /// Whether resolving needs the sources: some parameter is remote, or some variable
+    /// takes a token.
+    pub fn needs_fetch(&self) -> bool {
+        self.needs_remote() || self.token_vars().next().is_some()
+    }
+
     /// Indexes of connections whose `AccessToken` some variable names.
     pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
         self.vars.iter().filter_map(|b| match &b.target {

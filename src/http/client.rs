@@ -4,6 +4,7 @@
 //! nothing of what it fetches; callers classify statuses. Errors say whether a retry may
 //! help. URL policy is in [`crate::http::url`], deadlines in [`crate::http::deadline`].
 
+use crate::error::{Class, Classify};
 use crate::http::connect::{Conn, Connector};
 use crate::http::proxy::Proxies;
 use crate::http::tls::{TlsError, TlsSettings};
@@ -46,27 +47,21 @@ pub enum HttpError {
     TooLarge,
 }
 
-impl HttpError {
-    /// Whether trying again later may succeed (the network or the server), as opposed to
-    /// a setup that will fail the same way every time.
-    pub fn is_transient(&self) -> bool {
+/// The network or the server (worth retrying), unusable TLS settings (a setup error), or
+/// a peer connd cannot use.
+impl Classify for HttpError {
+    fn class(&self) -> Class {
         match self {
             HttpError::Connect { .. }
             | HttpError::Handshake { .. }
             | HttpError::Timeout(_)
-            | HttpError::Protocol(_) => true,
-            HttpError::Proxy { permanent, .. } => !permanent,
-            HttpError::Tls(_) | HttpError::TlsFault(_) | HttpError::TooLarge => false,
-        }
-    }
-
-    /// Whether connd's own settings are at fault (unusable TLS files, a client
-    /// certificate the server requires or refuses): a config error, not an outage.
-    pub fn is_own_settings(&self) -> bool {
-        match self {
-            HttpError::Tls(_) => true,
-            HttpError::TlsFault(fault) => fault.own_settings,
-            _ => false,
+            | HttpError::Protocol(_)
+            | HttpError::Proxy { permanent: false, .. } => Class::Unavailable,
+            // connd's own settings: the TLS files, a client certificate the server
+            // requires or refuses.
+            HttpError::Tls(_) => Class::Config,
+            HttpError::TlsFault(fault) if fault.own_settings => Class::Config,
+            HttpError::TlsFault(_) | HttpError::Proxy { permanent: true, .. } | HttpError::TooLarge => Class::BadAnswer,
         }
     }
 }
