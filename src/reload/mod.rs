@@ -326,7 +326,7 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let mut next_full = Instant::now();
         let mut rescan = tokio::time::interval_at(
-            crate::http::client::deadline_after(self.config.rescan_interval),
+            crate::http::deadline::deadline_after(self.config.rescan_interval),
             self.config.rescan_interval,
         );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
