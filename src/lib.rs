@@ -6,7 +6,8 @@
 //! - `resolve`: identity, references, visibility and variable names: the `Plan`.
 //! - `values`: reads local values and combines them with fetched ones: `Values`.
 //! - `source`: the seam for remote values and tokens; `remote` implements it with
-//!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http_client` + `tls`.
+//!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http` (the client, its
+//!   proxy-aware connector, TLS and TLS faults in words, URL policy).
 //! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
 //! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
 //!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
