@@ -17,7 +17,7 @@
 
 pub mod snapshot;
 
-use crate::config::model::{Security, Source};
+use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::metrics::{Metrics, Reload};
 use crate::reload::snapshot::{Snapshot, Store};
@@ -308,13 +308,8 @@ fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
         .iter()
         .filter_map(|p| {
             let c = &p.connection;
-            let remote: Vec<String> = c
-                .parameters
-                .iter()
-                .filter(|(_, v)| matches!(v.source, Source::Remote))
-                .map(|(k, _)| k.clone())
-                .collect();
-            let oauth = c.security == Security::OAuth2;
+            let remote: Vec<String> = c.remote_keys().map(str::to_owned).collect();
+            let oauth = c.is_oauth();
             (oauth || !remote.is_empty()).then(|| (c.id.clone(), remote, oauth))
         })
         .collect()

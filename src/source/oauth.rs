@@ -81,7 +81,7 @@ impl std::fmt::Debug for AppKey {
 /// What a token request needs besides the key.
 pub struct Credentials {
     pub key: AppKey,
-    /// Checked by `http_client::check_url`.
+    /// Checked by `http::client::check_url`.
     pub url: Uri,
     pub secret: Secret,
     pub auth: ClientAuth,
@@ -335,10 +335,9 @@ impl App {
             let result = self.request(http, deadline).await;
             self.metrics.token_call(match &result {
                 Ok(_) => Call::Ok,
-                Err(Attempt::Transient(_)) => Call::Error,
-                Err(Attempt::Permanent(OAuthError::Refused { .. })) => Call::Refused,
+                Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
                 Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
-                Err(Attempt::Permanent(_)) => Call::BadAnswer,
+                Err(Attempt::Permanent(e)) => Call::failed(e.class()),
             });
             let now = Instant::now();
             let error = match result {

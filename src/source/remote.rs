@@ -3,7 +3,7 @@
 //! connections (always available: their client credentials may be local values). It maps
 //! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`.
 
-use crate::config::model::{Security, Source};
+use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, HttpError};
 use crate::http::deadline::deadline_after;
@@ -197,9 +197,7 @@ impl Sources for Remote {
         let mapped: Vec<usize> = plan.token_vars().collect();
         let wanted: Vec<usize> = match tokens {
             Tokens::Mapped => mapped.clone(),
-            Tokens::All => (0..plan.connections.len())
-                .filter(|&i| plan.connections[i].connection.security == Security::OAuth2)
-                .collect(),
+            Tokens::All => (0..plan.connections.len()).filter(|&i| plan.connections[i].connection.is_oauth()).collect(),
         };
         let mut fetched = Fetched { params, tokens: HashMap::new() };
         // The plan's applications: those kept in the token cache once this round succeeds.
@@ -242,13 +240,12 @@ impl Sources for Remote {
 
     async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
         let p = &plan.connections[conn];
-        if p.connection.security != Security::OAuth2 {
+        if !p.connection.is_oauth() {
             return Err(SourceError::NotOAuth { connection: p.name.clone() });
         }
         let deadline = deadline_after(self.startup_timeout);
-        let needs_remote = p.connection.parameters.values().any(|v| matches!(v.source, Source::Remote));
         let mut params = HashMap::new();
-        if let (Some(cp), true) = (&self.control_plane, needs_remote) {
+        if let (Some(cp), true) = (&self.control_plane, p.connection.needs_remote()) {
             let cached = match cp.cached(&p.connection.id) {
                 Some(values) => values,
                 None => {
