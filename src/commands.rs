@@ -39,7 +39,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    write_stdout(&output::render_env(&values.env, args.format))?;
+    write_stdout(&output::render_env(&values.env, args.format.format()))?;
     Ok(0)
 }
 
