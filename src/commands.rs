@@ -4,8 +4,7 @@
 use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RunArgs};
 use crate::resolve::{self, Plan};
 use crate::source::values::{self, Fetched, Values};
-use crate::{exec, output};
-use std::io::Write;
+use crate::{exec, output, stdout};
 
 /// Loads the directory, builds the plan and resolves every value once.
 pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
@@ -24,13 +23,13 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
     values::check_local(&plan)?;
-    write_stdout(&output::render_plan(&plan))?;
+    stdout::write(output::render_plan(&plan).as_bytes())?;
     Ok(0)
 }
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    write_stdout(&output::render_env(&values.env, args.format))?;
+    stdout::write(output::render_env(&values.env, args.format).as_bytes())?;
     Ok(0)
 }
 
@@ -44,10 +43,4 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
 /// Supervises the command with values kept current; returns its exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     crate::run::command(args)
-}
-
-fn write_stdout(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
 }

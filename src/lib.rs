@@ -16,7 +16,8 @@
 //!   keeps the workload as a child; `reap` collects every exited child; `changes`
 //!   decides which value changes the workload must act on.
 //! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes; `docs`:
-//!   completions and man pages from the flags.
+//!   completions and man pages from the flags; `stdout`: their output, and `logging`
+//!   the log records, written so that a failing stream never stops connd.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -36,5 +37,6 @@ pub mod secret;
 pub mod serve;
 pub mod signal;
 pub mod source;
+pub mod stdout;
 
 pub use exit::exit_code;

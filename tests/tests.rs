@@ -28,5 +28,7 @@ mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token
 /// renewal on `/token`, refusals, and the `/metrics` counters of all that.
 mod serve_remote;
+/// connd's own stderr and stdout failing (closed pipe, full disk); what logs look like.
+mod streams;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;
