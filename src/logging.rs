@@ -9,8 +9,10 @@
 //! record's first are indented (`kubectl logs` and journald show them under it); in
 //! JSON, one object per line, with an error's config problems as an array of
 //! `{file, line, message, fix}` under `problems` (see [`problems`]).
+//!
+//! Boundary: set up once by the binary from [`Settings`]; every other module only emits
+//! events.
 
-use crate::cli::{LogArgs, LogFormat};
 use crate::config::ConfigError;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -35,17 +37,34 @@ pub fn write_failures() -> u64 {
     WRITE_FAILURES.load(Relaxed)
 }
 
-/// Installs the global logger: `--log-format`, `--log-level`. Text carries colour only
-/// when stderr is a terminal and `NO_COLOR` is unset or empty (no-color.org).
-pub fn init(args: &LogArgs) {
-    let format = args.log_format;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One record per line, continuation lines indented.
+    Text,
+    /// One JSON object per line, the event's fields flattened into it.
+    Json,
+}
+
+/// What the logger needs from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub format: Format,
+    /// The least severe level written.
+    pub level: tracing::level_filters::LevelFilter,
+}
+
+/// Installs the global logger. Text carries colour only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty (no-color.org).
+pub fn init(settings: &Settings) {
+    let format = settings.format;
     let builder = tracing_subscriber::fmt()
         .with_writer(move || RecordWriter { format })
-        .with_max_level(args.log_level)
+        .with_max_level(settings.level)
         .log_internal_errors(false);
-    match args.log_format {
-        LogFormat::Json => builder.event_format(JsonLines).init(),
-        LogFormat::Text => {
+    match settings.format {
+        Format::Json => builder.event_format(JsonLines).init(),
+        Format::Text => {
             let colour =
                 std::io::stderr().is_terminal() && !matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty());
             let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
@@ -63,7 +82,7 @@ pub fn init(args: &LogArgs) {
 /// log does. A failure is counted and otherwise ignored; for the final error of a
 /// command, which has nowhere else to go.
 pub fn write_stderr(text: &str) {
-    let _ = RecordWriter { format: LogFormat::Text }.write_all(text.as_bytes());
+    let _ = RecordWriter { format: Format::Text }.write_all(text.as_bytes());
 }
 
 /// The config problems in `err`'s chain, as a value for the [`PROBLEMS`] field: JSON
@@ -89,7 +108,7 @@ pub fn problems(err: &anyhow::Error) -> Option<String> {
 /// The subscriber's writer: each `write_all` is one formatted record.
 struct RecordWriter {
     /// Text records get their continuation lines indented.
-    format: LogFormat,
+    format: Format,
 }
 
 impl Write for RecordWriter {
@@ -100,8 +119,8 @@ impl Write for RecordWriter {
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         let record = match self.format {
-            LogFormat::Text => indent_continuations(buf),
-            LogFormat::Json => buf.to_vec(),
+            Format::Text => indent_continuations(buf),
+            Format::Json => buf.to_vec(),
         };
         let _one_at_a_time = STDERR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if write_fd2(&record).is_err() {

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    logging::init(&cli.log);
+    logging::init(&cli.log.settings());
     let result = match &cli.command {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
@@ -33,8 +33,8 @@ fn main() -> ExitCode {
         }
         Command::Man { out_dir: Some(dir) } => connd::docs::man_pages(dir).map(|()| 0).map_err(Into::into),
         Command::Man { out_dir: None } => stdout::write(&connd::docs::man_page()).map(|()| 0).map_err(Into::into),
-        Command::Serve(args) => connd::serve::command(args),
-        Command::Probe(args) => connd::serve::probe::command(args),
+        Command::Serve(args) => commands::serve(args),
+        Command::Probe(args) => commands::probe(args),
         Command::Run(args) => commands::run(args),
     };
     match result {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         // The reader of the output chose to stop reading: nothing to report (as ripgrep).
         Err(e) if stdout::reader_gone(&e) => ExitCode::from(exit::OK),
         Err(e) => {
-            let code = connd::exit_code(&e);
+            let code = commands::exit_code(&e);
             // Neither way panics when stderr fails: the message is then dropped.
             match cli.log.log_format {
                 LogFormat::Json => {

@@ -3,7 +3,6 @@
 //! supervising, one-shot commands keep their exit codes, printing commands end quietly;
 //! and what the logs look like to a person and to a log pipeline.
 
-use crate::reload::{files, refs};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use connd::serve::api::client::request;

@@ -13,6 +13,8 @@ mod config_errors;
 mod control_plane;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
+mod proxy_env;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
 /// The reloader with a remote source: re-scans during an outage, file events.
@@ -30,5 +32,7 @@ mod serve_process;
 mod serve_remote;
 /// connd's own stderr and stdout failing (closed pipe, full disk); what logs look like.
 mod streams;
+/// TLS failures from real certificates: the cause and fix a user reads, tried once.
+mod tls;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;
