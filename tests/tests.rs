@@ -19,6 +19,8 @@ mod proxy_env;
 mod reload;
 /// The reloader with a remote source: re-scans during an outage, file events.
 mod reload_sources;
+/// `run` and the workload's process group: children stopped with it, SIGKILL, setsid.
+mod run_group;
 /// `run` supervising real processes: signals, exit codes, reaping, restarts on change.
 mod run_mode;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
