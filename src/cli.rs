@@ -219,7 +219,7 @@ pub struct RunArgs {
     /// Changes closer together than this count as one
     #[arg(long, env = "CONND_CHANGE_DEBOUNCE", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
     pub change_debounce: Duration,
-    /// Give the workload its own process group and signal the whole group
+    /// Forward signals to the workload's whole process group, not only its main process
     #[arg(long, env = "CONND_FORWARD_TO_GROUP")]
     pub forward_to_group: bool,
     /// Also serve the local API on this Unix socket while the workload runs

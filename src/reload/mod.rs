@@ -455,10 +455,11 @@ impl<S: Sources> Task<S> {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
         if self.store.fail(format!("{e:#}"), class) {
+            let problems = crate::logging::problems(&e);
             if serving {
-                tracing::warn!("reload failed, the last good values stay: {e:#}");
+                tracing::warn!(problems = problems.as_deref(), "reload failed, the last good values stay: {e:#}");
             } else {
-                tracing::warn!("resolution failed, will retry: {e:#}");
+                tracing::warn!(problems = problems.as_deref(), "resolution failed, will retry: {e:#}");
             }
         }
         false
