@@ -326,7 +326,7 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let mut next_full = Instant::now();
         let mut rescan = tokio::time::interval_at(
-            crate::http::client::deadline_after(self.config.rescan_interval),
+            crate::http::deadline::deadline_after(self.config.rescan_interval),
             self.config.rescan_interval,
         );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -455,10 +455,11 @@ impl<S: Sources> Task<S> {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
         if self.store.fail(format!("{e:#}"), class) {
+            let problems = crate::logging::problems(&e);
             if serving {
-                tracing::warn!("reload failed, the last good values stay: {e:#}");
+                tracing::warn!(problems = problems.as_deref(), "reload failed, the last good values stay: {e:#}");
             } else {
-                tracing::warn!("resolution failed, will retry: {e:#}");
+                tracing::warn!(problems = problems.as_deref(), "resolution failed, will retry: {e:#}");
             }
         }
         false
