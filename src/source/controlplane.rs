@@ -312,8 +312,9 @@ impl ControlPlane {
         while let Some(joined) = tasks.join_next().await {
             let (id, params) = joined.map_err(|e| {
                 // Its request may have been sent; it has no answer, as a transient failure has none.
-                self.inner.metrics.control_plane_call(Call::Error);
-                ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } }
+                let e = ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } };
+                self.inner.metrics.control_plane_call(Call::failed(e.class()));
+                e
             })??;
             out.insert(id, params);
         }
