@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod output;
 pub mod reload;
 pub mod resolve;
+pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod serve;

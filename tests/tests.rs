@@ -11,10 +11,14 @@ mod cli;
 mod config_errors;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// Retries until the startup timeout, the last attempt made at the deadline.
+mod deadline;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
+/// `serve` and `run` as processes: a retargeted config-dir symlink, reload log lines.
+mod reload_process;
 /// The reloader with a remote source: re-scans during an outage, file events.
 mod reload_sources;
 /// `run` supervising real processes: signals, exit codes, reaping, restarts on change.

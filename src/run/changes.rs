@@ -89,13 +89,7 @@ async fn watch_changes(mut values: watch::Receiver<Env>, mut applied: Env, timin
     }
 }
 
-/// The names (never the values) of the variables added, removed or changed.
-pub fn changed_names(old: &BTreeMap<String, Secret>, new: &BTreeMap<String, Secret>) -> String {
-    let mut names: Vec<&str> = new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, _)| k.as_str()).collect();
-    names.extend(old.keys().filter(|k| !new.contains_key(*k)).map(String::as_str));
-    names.sort_unstable();
-    names.join(",")
-}
+pub use crate::reload::snapshot::changed_names;
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
 use crate::resolve;
+use crate::retry::{self, retry, Failure, Until};
 use crate::run::changes::Env;
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use supervise::{Forwarded, SuperviseError};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How long API requests in flight get once the workload has exited.
 const API_GRACE: Duration = Duration::from_secs(1);
@@ -46,22 +47,19 @@ pub fn command(args: &RunArgs) -> anyhow::Result<u8> {
     result
 }
 
-async fn until(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
     let sources = Arc::new(crate::source::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
-    let (stop_tx, stop) = watch::channel(false);
+    // Stops the reloader and the API, each through a child token.
+    let stop = CancellationToken::new();
     let start_reloader = || {
         let mut reload = ReloadConfig::new(&args.config, args.reload.refresh_interval, args.reload.rescan_interval);
         if args.socket.is_none() {
             reload.tokens = Tokens::Mapped;
         }
-        Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()))
+        Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned())
     };
     // With an API, the reloader starts at once: the API serves its snapshot.
     let mut reloader = None;
@@ -73,7 +71,8 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
         let allow = Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone());
-        server = Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))));
+        let serving = server::serve(listener, parts, allow, API_GRACE, stop.child_token().cancelled_owned());
+        server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
         reloader = Some(r);
     }
 
@@ -92,7 +91,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
             code = &mut supervised => code?,
             () = tokio::time::sleep(delay) => {
                 let r = reloader.get_or_insert_with(start_reloader);
-                let _forward = Forward(tokio::spawn(forward_env(r.subscribe(), env_tx)));
+                let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(r.subscribe(), env_tx)));
                 supervised.await?
             }
         };
@@ -100,14 +99,14 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
     .await;
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     if let Some(server) = server {
         let _ = server.await;
     }
     if let Some(reloader) = reloader {
         reloader.stopped().await;
     }
-    sources.shutdown();
+    sources.token_cache().shutdown().await;
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
     }
@@ -121,19 +120,15 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
 async fn first_resolution(args: &RunArgs, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
     let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
-        let deadline = Instant::now() + args.config.remote.startup_timeout;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match sources.fetch(&plan, Tokens::Mapped).await {
-                Ok(fetched) => break fetched,
-                Err(e) if crate::exit_code(&e) == crate::exit::UNAVAILABLE && Instant::now() + backoff < deadline => {
-                    tracing::warn!(retry_in = ?backoff, "values unavailable, will retry: {e:#}");
-                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let deadline = crate::http::client::deadline_after(args.config.remote.startup_timeout);
+        let fetch = |_| async {
+            sources.fetch(&plan, Tokens::Mapped).await.map_err(|e| match crate::exit_code(&e) {
+                crate::exit::UNAVAILABLE => Failure::transient(e),
+                _ => Failure::Permanent(e),
+            })
+        };
+        let fetched = retry(&retry::REQUESTS, Until::Deadline(deadline), "resolution", fetch).await;
+        fetched.map_err(|gave_up| gave_up.error)?
     } else {
         Fetched::default()
     };
@@ -170,14 +165,5 @@ async fn forward_env(mut snapshots: watch::Receiver<Arc<Snapshot>>, env: watch::
         if snapshots.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// The forwarding task, stopped with the supervisor that reads it.
-struct Forward(JoinHandle<()>);
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -4,6 +4,7 @@
 //! `exec`, `run` and `serve` resolve the same way whichever is configured.
 
 pub mod controlplane;
+pub mod credentials;
 pub mod oauth;
 pub mod remote;
 pub mod values;
