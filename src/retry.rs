@@ -69,7 +69,8 @@ impl Backoff {
     pub fn next(&self, failures: u32, retry_after: Option<Duration>, now: Instant, deadline: Option<Instant>) -> Next {
         let delay = self.delay(failures, retry_after);
         let Some(deadline) = deadline else {
-            return Next::At(now.checked_add(delay).unwrap_or_else(|| now + crate::http::client::FOREVER));
+            // A `Retry-After` past what an instant can hold waits the cap instead.
+            return Next::At(now.checked_add(delay).unwrap_or(now + self.cap));
         };
         if now >= deadline {
             return Next::Deadline;
@@ -117,6 +118,36 @@ impl<E> Failure<E> {
     }
 }
 
+/// How a failure reads in a log line: the whole chain of its causes, as the binary
+/// prints a fatal error (`{:#}`), so that a retried failure's log says why.
+pub trait Report {
+    fn report(&self) -> String;
+}
+
+impl Report for anyhow::Error {
+    fn report(&self) -> String {
+        format!("{self:#}")
+    }
+}
+
+impl Report for &str {
+    fn report(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+/// The chain of `e` and its sources, joined with ": ".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Why [`retry`] stopped without a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -144,7 +175,7 @@ pub struct GaveUp<E> {
 /// Each retry is logged at warn level with `what` and the error as fields.
 pub async fn retry<T, E, F, Fut>(policy: &Backoff, until: Until, what: &str, mut attempt: F) -> Result<T, GaveUp<E>>
 where
-    E: std::fmt::Display,
+    E: Report,
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = Result<T, Failure<E>>>,
 {
@@ -170,7 +201,7 @@ where
             Next::RetryAfter(after) => return Err(gave_up(error, Reason::RetryAfter(after))),
         };
         let retry_in = at.saturating_duration_since(Instant::now());
-        tracing::warn!(error = %format_args!("{error:#}"), attempt = number, ?retry_in, "{what} failed, will retry");
+        tracing::warn!(error = error.report(), attempt = number, ?retry_in, "{what} failed, will retry");
         tokio::time::sleep_until(at).await;
     }
 }

@@ -15,15 +15,6 @@ const HR: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
 const PAYROLL: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
 const SECRET: &str = "portal-s3cr3t";
 
-/// An OAuth connection descriptor for `client` at `token_url`.
-pub fn oauth_connection(id: &str, name: &str, token_url: &str, client: &str, secret: &str, auth: &str) -> String {
-    format!(
-        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: oauth2\n\
-         oauth: {{ scopes: [read], clientAuth: {auth} }}\nparameters:\n  ServiceURL: https://{name}.internal\n  \
-         TokenURL: {token_url}\n  ConsumerKey: {client}\n  ConsumerSecret: {{ value: \"{secret}\" }}\n"
-    )
-}
-
 /// A component.yaml that maps the `AccessToken` of each named reference.
 fn component_with_tokens(names: &[&str]) -> String {
     let mut s = component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>());

@@ -2,7 +2,6 @@
 //! (`ln -s release-2 tmp && mv -T tmp current`) is seen by the watcher, not at the next
 //! re-scan; and what reloads log: nothing at start, the changed names (never values) after.
 
-use crate::reload::{files, refs};
 use crate::support::*;
 use connd::serve::api::client::request;
 use http::Method;

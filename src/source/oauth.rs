@@ -6,6 +6,7 @@
 //! and backs off. This module does not know connections: `remote` maps them to apps.
 
 use crate::config::model::ClientAuth;
+use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
 use crate::retry::{self, retry, Failure, GaveUp, Reason, Until};
@@ -85,7 +86,7 @@ impl std::fmt::Debug for AppKey {
 /// What a token request needs besides the key.
 pub struct Credentials {
     pub key: AppKey,
-    /// Checked by `http_client::check_url`.
+    /// Checked by `http::client::check_url`.
     pub url: Uri,
     pub secret: Secret,
     pub auth: ClientAuth,
@@ -112,20 +113,15 @@ fn describe(description: &Option<String>) -> String {
     description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
-impl OAuthError {
-    pub fn exit_code(&self) -> u8 {
+/// Only an unavailable endpoint is worth retrying: the background renewal stops on the others.
+impl Classify for OAuthError {
+    fn class(&self) -> Class {
         match self {
-            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => crate::exit::REFUSED,
-            OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
-                crate::exit::UNAVAILABLE
-            }
-            OAuthError::Tls { .. } => crate::exit::CONFIG,
+            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => Class::Refused,
+            OAuthError::Unavailable { .. } | OAuthError::Down { .. } => Class::Unavailable,
+            OAuthError::BadAnswer { .. } => Class::BadAnswer,
+            OAuthError::Tls { .. } => Class::Config,
         }
-    }
-
-    /// Whether retrying cannot help: the background renewal stops on these.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, OAuthError::Unavailable { .. } | OAuthError::Down { .. })
     }
 }
 
@@ -305,7 +301,7 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         // A failure is remembered in `failures` and sets the next wake-up; callers see it.
         let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
         let failures = app.failures.lock();
-        if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+        if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
             let client_id = app.key.shown_client_id();
             tracing::warn!(error = %e, token_url = %app.key.token_url, client_id, "background token renewal stopped");
             return;
@@ -338,7 +334,7 @@ impl App {
                 if let Some(t) = self.unexpired(now) {
                     return Ok(t);
                 }
-                if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+                if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
                     return Err(e.clone());
                 }
             }
@@ -370,10 +366,9 @@ impl App {
         let result = self.request(http, deadline).await;
         self.metrics.token_call(match &result {
             Ok(_) => Call::Ok,
-            Err(Attempt::Transient(_)) => Call::Error,
-            Err(Attempt::Permanent(OAuthError::Refused { .. })) => Call::Refused,
+            Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
             Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
-            Err(Attempt::Permanent(_)) => Call::BadAnswer,
+            Err(Attempt::Permanent(e)) => Call::failed(e.class()),
         });
         let now = Instant::now();
         let error = match result {
@@ -392,7 +387,7 @@ impl App {
             tracing::warn!(error = %error, "token renewal failed, keeping the current token until it expires");
             return Ok(t);
         }
-        Err(if error.is_permanent() { Failure::Permanent(error) } else { Failure::transient(error) })
+        Err(if error.class().is_transient() { Failure::transient(error) } else { Failure::Permanent(error) })
     }
 
     /// Remembers a failure, and when callers and the renewal may try again.
@@ -446,7 +441,7 @@ impl App {
         let sent = Instant::now();
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
+            Err(e) if e.class().is_transient() => return Err(Attempt::Transient(e.to_string())),
             Err(e @ crate::http::client::HttpError::Tls(_)) => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
@@ -534,6 +529,12 @@ fn ttl_of(seconds: Seconds) -> Option<Duration> {
     }
     // A huge or infinite value fails the conversion: it means "long", so MAX_TTL.
     Some(Duration::try_from_secs_f64(seconds.max(1.0)).unwrap_or(MAX_TTL).min(MAX_TTL))
+}
+
+impl crate::retry::Report for OAuthError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
+    }
 }
 
 #[cfg(test)]
