@@ -164,6 +164,9 @@ impl ConfigArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Output format: text for people, json for CI (values redacted as in text)
+    #[arg(long, env = "CONND_CHECK_FORMAT", value_enum, default_value = "text")]
+    pub format: crate::output::PlanFormat,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use std::io::Write;
 /// Loads the directory, builds the plan and resolves every value once.
 pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
     let plan = resolve::plan(&config.config_dir, &config.options())?;
+    log_warnings(&plan);
     // Directories that need nothing remote stay on this thread: no runtime, no TLS setup.
     let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
         crate::source::remote::fetch_once(&config.remote, &plan)?
@@ -21,11 +22,26 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
     Ok((plan, values))
 }
 
+/// `check` reads every local source and contacts nothing: remote parameters are shown
+/// as `remote` whether or not a control plane is given (SPEC §3).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
+    let options = resolve::Options { control_plane: true, ..args.config.options() };
+    let plan = resolve::plan(&args.config.config_dir, &options)?;
+    log_warnings(&plan);
     values::check_local(&plan)?;
-    write_stdout(&output::render_plan(&plan))?;
+    let text = match args.format {
+        output::PlanFormat::Text => output::render_plan(&plan),
+        output::PlanFormat::Json => output::render_plan_json(&plan),
+    };
+    write_stdout(&text)?;
     Ok(0)
+}
+
+/// The plan's warnings (likely typos), one log record each.
+pub fn log_warnings(plan: &Plan) {
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
 }
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {

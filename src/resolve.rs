@@ -3,8 +3,9 @@
 //! is read here; `values` does that.
 
 use crate::config::model::{self, Connection, EnvValue, Identity, RefKind, Security, Source, Visibility};
+use crate::config::suggest::did_you_mean;
 use crate::config::validate::valid_env_name;
-use crate::config::{self, ConfigError, Diagnostics, Origin};
+use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,12 @@ impl PlannedConnection {
             || (key == model::ACCESS_TOKEN && self.connection.security == Security::OAuth2)
     }
 
+    /// Every key [`has_key`](Self::has_key) accepts.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        let token = (self.connection.security == Security::OAuth2).then_some(model::ACCESS_TOKEN);
+        self.connection.parameters.keys().map(String::as_str).chain(token)
+    }
+
     pub fn is_secret(&self, key: &str) -> bool {
         key == model::ACCESS_TOKEN || self.connection.parameters.get(key).is_some_and(|p| p.secret)
     }
@@ -81,6 +88,9 @@ pub struct Plan {
     pub vars: Vec<Binding>,
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
+    /// Likely mistakes that leave the directory valid (a key one edit away from one
+    /// connd reads): to be shown, not to stop anything.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Plan {
@@ -127,7 +137,10 @@ pub fn plan(dir: &Path, opts: &Options) -> Result<Plan, ConfigError> {
     let loaded = config::load(dir, &mut diags);
     let plan = build(dir, loaded, opts, &mut diags);
     match plan {
-        Some(plan) if diags.is_empty() => Ok(plan),
+        Some(mut plan) if diags.is_empty() => {
+            plan.warnings = diags.warnings().to_vec();
+            Ok(plan)
+        }
         _ => Err(ConfigError { dir: dir.to_path_buf(), diagnostics: diags }),
     }
 }
@@ -153,7 +166,8 @@ fn identity(dir: &Path, loaded: &config::Loaded, opts: &Options, diags: &mut Dia
     match (project, component) {
         (Some(project), Some(component)) => Some(Identity { project, component }),
         _ => {
-            if loaded.identities.len() <= 1 {
+            // Nothing read, or a `kind: Component` with errors: the error above says why.
+            if loaded.identities.len() <= 1 && loaded.read_any && !loaded.failed_identity {
                 diags.error(
                     Origin::file(dir),
                     "connd does not know which component this is",
@@ -232,11 +246,16 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
                             me.project, c.origin
                         ),
                     ),
-                    None => diags.error(
-                        r.origin.clone(),
-                        format!("no connection descriptor named {:?}{hint}", r.name),
-                        "add a `kind: Connection` document with that name to the directory, or remove the reference",
-                    ),
+                    // The descriptor meant has errors, reported at its own lines.
+                    None if loaded.failed.iter().any(|f| f.name.as_deref() == Some(&r.name)) => {}
+                    None => {
+                        let names = by_name.keys().copied().chain(loaded.failed.iter().filter_map(|f| f.name.as_deref()));
+                        diags.error(
+                            r.origin.clone(),
+                            format!("no connection descriptor named {:?}{}{hint}", r.name, did_you_mean(&r.name, names)),
+                            "add a `kind: Connection` document with that name to the directory, or correct the reference",
+                        )
+                    }
                 }
                 continue;
             }
@@ -275,6 +294,9 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
 
     for s in &spec.service_refs {
         let Some(&c) = by_id.get(s.connection_id.as_str()) else {
+            if loaded.failed.iter().any(|f| f.id.as_deref() == Some(&s.connection_id)) {
+                continue;
+            }
             diags.error(
                 s.origin.clone(),
                 format!(
@@ -295,7 +317,12 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
             if !connections[i].has_key(from) {
                 diags.error(
                     s.origin.clone(),
-                    format!("service reference {:?} maps {from}, which connection {:?} does not have", s.name, c.name),
+                    format!(
+                        "service reference {:?} maps {from}, which connection {:?} does not have{}",
+                        s.name,
+                        c.name,
+                        did_you_mean(from, connections[i].keys())
+                    ),
                     format!("map one of: {}", keys_of(&connections[i])),
                 );
                 continue;
@@ -316,9 +343,15 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
             }
             EnvValue::ConnectionRef { name, key } => {
                 let Some(&i) = by_ref.get(name.as_str()) else {
+                    // A reference that is listed but failed has its own error above:
+                    // this entry is not wrong.
+                    if spec.connection_refs.iter().any(|r| &r.name == name) {
+                        continue;
+                    }
+                    let listed = spec.connection_refs.iter().map(|r| r.name.as_str());
                     diags.error(
                         e.origin.clone(),
-                        format!("variable {} takes {key} from connection {name:?}, which is not in dependencies.connectionReferences", e.name),
+                        format!("variable {} takes {key} from connection {name:?}, which is not in dependencies.connectionReferences{}", e.name, did_you_mean(name, listed)),
                         "add the connection to dependencies.connectionReferences, or correct the name",
                     );
                     continue;
@@ -326,7 +359,11 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
                 if !connections[i].has_key(key) {
                     diags.error(
                         e.origin.clone(),
-                        format!("variable {} takes {key} from connection {name:?}, which has no such key", e.name),
+                        format!(
+                            "variable {} takes {key} from connection {name:?}, which has no such key{}",
+                            e.name,
+                            did_you_mean(key, connections[i].keys())
+                        ),
                         format!("use one of: {}", keys_of(&connections[i])),
                     );
                     continue;
@@ -387,7 +424,29 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
         }
     }
 
-    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped })
+    check_file_sources(&connections, diags);
+    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped, warnings: Vec::new() })
+}
+
+/// Reads every `file:` source of the planned connections, so that a missing or
+/// unreadable one is reported with every other problem, at its parameter's line.
+fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics) {
+    let mut seen = std::collections::HashSet::new();
+    for p in connections {
+        for (key, param) in &p.connection.parameters {
+            let Source::File(path) = &param.source else { continue };
+            if !seen.insert((path, &param.origin)) {
+                continue;
+            }
+            if let Err(cause) = crate::source::values::read_value_file(path) {
+                diags.error(
+                    param.origin.clone(),
+                    format!("cannot read {key} of connection {:?} from {}: {cause}", p.connection.name, path.display()),
+                    "create the file (a relative path is taken from the config directory), correct `file:`, or give the value with `value:`",
+                );
+            }
+        }
+    }
 }
 
 fn keys_of(c: &PlannedConnection) -> String {

@@ -9,6 +9,8 @@ mod api_limits;
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
 mod config_errors;
+/// Config messages that suggest, warn on typos and never blame a correct line; `check`'s JSON.
+mod config_messages;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
 /// OAuth client-credentials tokens against a real OpenID provider.
@@ -30,3 +32,5 @@ mod serve_process;
 mod serve_remote;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;
+/// Values as written: YAML scalars and JSON numbers keep their text; nulls say quote it.
+mod values_as_written;

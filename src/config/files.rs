@@ -16,6 +16,9 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// The component's own source config, in the platform's format.
 pub const COMPONENT_FILE: &str = "component.yaml";
 
+/// A name often written for it, which connd does not take for it.
+pub const COMPONENT_FILE_YML: &str = "component.yml";
+
 /// One YAML file of the directory, read whole.
 #[derive(Debug)]
 pub struct SourceFile {
