@@ -99,6 +99,19 @@ impl Plan {
         self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
     }
 
+    /// Whether resolving needs the sources: some parameter is remote, or some variable
+    /// takes a token.
+    pub fn needs_fetch(&self) -> bool {
+        self.needs_remote() || self.token_vars().next().is_some()
+    }
+
+    /// The plan's warnings (likely typos), one log record each.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
+    }
+
     /// Indexes of connections whose `AccessToken` some variable names.
     pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
         self.vars.iter().filter_map(|b| match &b.target {
