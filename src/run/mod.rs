@@ -83,6 +83,9 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     if let Some((socket, allow)) = &args.api {
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
         let r = start_reloader();
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };

@@ -140,6 +140,9 @@ pub fn command(settings: ServeSettings, socket: &Socket, remote: &remote::Settin
         let sources = Arc::new(Remote::new(remote, true, metrics.clone())?);
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in settings.allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
         let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
         sources.shutdown();
         let _ = std::fs::remove_file(&socket.path);
