@@ -216,6 +216,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub access: SocketAccessArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub config: ConfigArgs,
 }
 
@@ -279,9 +281,21 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub access: SocketAccessArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// The TCP listener for scrapes and probes (`serve`, `run`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Metrics and probes")]
+pub struct MetricsArgs {
+    /// Also serve /metrics, /healthz and /readyz (never a value) over TCP on this address,
+    /// e.g. 0.0.0.0:9090, for Prometheus scrapes and kubelet httpGet probes
+    #[arg(long, env = "CONND_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -66,6 +66,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         reload: reload_config(&args.config, &args.reload),
         remote: args.config.remote.settings(),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
+        metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::run::command(&settings)
 }
@@ -83,6 +84,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             header_read_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
         },
+        metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings())?;
     Ok(exit::OK)
@@ -125,6 +127,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<crate::source::remote::SetupError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<BindError>(cause))
+        .or_else(|| as_class::<crate::serve::metrics_listen::ListenError>(cause))
         .or_else(|| as_class::<StartupError>(cause))
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))

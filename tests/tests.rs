@@ -13,6 +13,8 @@ mod config_errors;
 mod config_messages;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.
+mod metrics_listen;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.

@@ -16,7 +16,7 @@ use crate::reload::{ReloadConfig, Reloader};
 use crate::run::changes::Env;
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
-use crate::serve::Socket;
+use crate::serve::{metrics_listen, Socket};
 use crate::source::once::{self, Retry};
 use crate::source::remote::{self, Remote};
 use crate::source::{Sources, Tokens};
@@ -48,6 +48,8 @@ pub struct Settings {
     pub remote: remote::Settings,
     /// With `--socket`: the local API's socket and who may call it.
     pub api: Option<(Socket, Allow)>,
+    /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// The binary's `run`: returns the workload's exit code (or 128+N).
@@ -92,6 +94,13 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
         server = Some(tokio::spawn(server::serve(listener, parts, allow.clone(), API_GRACE, until(stop.clone()))));
         reloader = Some(r);
     }
+    // Probes and scrapes read the reloader's snapshot, so it starts at once too.
+    let mut metrics_server = None;
+    if let Some(listener) = &args.metrics_listener {
+        let r = reloader.get_or_insert_with(start_reloader);
+        let serving = metrics_listen::serve(listener.clone(), r.store().clone(), metrics.clone(), until(stop.clone()));
+        metrics_server = Some(tokio::spawn(serving));
+    }
 
     let result = async {
         let first = tokio::select! {
@@ -118,6 +127,9 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     let _ = stop_tx.send(true);
     if let Some(server) = server {
         let _ = server.await;
+    }
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
     }
     if let Some(reloader) = reloader {
         reloader.stopped().await;

@@ -8,6 +8,7 @@
 //! reloader and drains the server within its grace period.
 
 pub mod api;
+pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;
 
@@ -39,6 +40,8 @@ pub struct ServeSettings {
     pub sighup: bool,
     /// What one caller may hold of the API.
     pub limits: server::Limits,
+    /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// The API's socket file: where it is made and who may open it (`serve`, `run --socket`).
@@ -79,6 +82,10 @@ pub async fn run<S: Sources>(
     let notifier = Notifier::new(settings.notify_socket.as_deref());
     let (stop_tx, stop) = watch::channel(false);
     let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    let metrics_server = settings.metrics_listener.map(|listener| {
+        let (store, metrics) = (reloader.store().clone(), metrics.clone());
+        tokio::spawn(metrics_listen::serve(listener, store, metrics, until(stop.clone())))
+    });
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
     let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));
@@ -122,6 +129,9 @@ pub async fn run<S: Sources>(
     notifier.stopping();
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     reloader.stopped().await;
     result
 }
