@@ -30,11 +30,15 @@ pub fn shell_quote(value: &str) -> String {
     out
 }
 
-/// Single quotes where the value holds no `'`, `\` or line break: every dotenv reader
-/// (systemd's `EnvironmentFile=`, docker compose, python-dotenv) takes those literally,
-/// `$` included. Otherwise double quotes, written for systemd (the reader the units in
-/// `deploy/systemd` use): `\`, `"`, `$` and `` ` `` escaped, line breaks kept as they are
-/// (all three readers take a quoted value over several lines).
+/// Single quotes where the value holds no `'`, `\` or line break: systemd's
+/// `EnvironmentFile=` and python-dotenv take those literally, `$` included (but see below).
+/// Otherwise double quotes with only `\` and `"` escaped, the two escapes both readers
+/// decode alike (python-dotenv keeps `\$` and `` \` `` as two characters, where systemd
+/// drops the backslash); line breaks are kept as they are, inside the quotes, which both
+/// read as part of the value. python-dotenv, with its default `interpolate=True`,
+/// expands `${NAME}` in every value, quoted or not, and has no escape for it: such a
+/// value is exact only with `interpolate=False` (`tests/dotenv_readers.rs` checks these
+/// claims against python-dotenv 1.2).
 pub fn dotenv_quote(value: &str) -> String {
     if !value.contains(['\'', '\\', '\n', '\r']) {
         return format!("'{value}'");
@@ -44,8 +48,6 @@ pub fn dotenv_quote(value: &str) -> String {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            '$' => out.push_str("\\$"),
-            '`' => out.push_str("\\`"),
             c => out.push(c),
         }
     }
@@ -240,7 +242,7 @@ mod tests {
     #[test]
     fn dotenv_quoting() {
         assert_eq!(dotenv_quote("a $b ${HOME}"), "'a $b ${HOME}'");
-        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\n\\\"\\$x\\\"\"");
+        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\n\\\"$x\\\"\"");
         assert_eq!(dotenv_quote("x\\y"), "\"x\\\\y\"");
         assert_eq!(dotenv_quote("ends in \\"), "\"ends in \\\\\"");
     }

@@ -13,6 +13,10 @@ mod config_errors;
 mod config_messages;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// `env --format dotenv` read back by python-dotenv, the real reader.
+mod dotenv_readers;
+/// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
+mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.
 mod metrics_listen;
 /// OAuth client-credentials tokens against a real OpenID provider.

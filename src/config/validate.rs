@@ -67,6 +67,43 @@ pub fn parse_resource_ref(text: &str) -> Option<ResourceRef> {
     Some(ResourceRef { kind, text: text.to_owned() })
 }
 
+/// Flow collections (`[`, `{`) open at once past this are refused before parsing:
+/// libyaml's work grows with the square of the nesting (15,000 levels took seconds), and
+/// the deserializer refuses anything past 128 levels anyway.
+const MAX_FLOW_NESTING: usize = 1000;
+
+/// The line where `doc` opens more than [`MAX_FLOW_NESTING`] flow collections at once,
+/// if it does: a linear scan that over-counts brackets inside scalars, which is harmless
+/// at this limit.
+fn too_deep(doc: &Document<'_>) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, doc.first_line);
+    for b in doc.text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_NESTING {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Refuses a document nested too deeply to parse in bounded time.
+fn refuse_deep(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) -> bool {
+    let Some(line) = too_deep(doc) else { return false };
+    diags.error(
+        Origin::at(path, line),
+        format!("YAML nested more than {MAX_FLOW_NESTING} levels deep"),
+        "write the document with the few levels its format has",
+    );
+    true
+}
+
 /// Deserializes one document, turning a parser error into a diagnostic at its line.
 fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags: &mut Diagnostics) -> Option<T> {
     // Keys that connd ignores are skipped unexpanded, so an alias bomb under one would
@@ -245,6 +282,10 @@ pub struct FailedDescriptor {
 /// Reads one document of a file other than `component.yaml`.
 pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diags: &mut Diagnostics) {
     let before = diags.len();
+    if refuse_deep(path, doc, diags) {
+        out.had_errors = true;
+        return;
+    }
     let origin = Origin::at(path, doc.first_line);
     let kind = kind_of(doc);
     match kind.as_deref() {
@@ -516,6 +557,9 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
         return None;
     };
     let path = &file.path;
+    if refuse_deep(path, doc, diags) {
+        return None;
+    }
     typo_warnings(path, doc, diags);
     let raw: raw::ComponentYaml = parse(path, doc, "component.yaml", diags)?;
     let before = diags.len();
