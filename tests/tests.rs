@@ -21,6 +21,8 @@ mod loader_fuzz;
 mod metrics_listen;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// The README's first directory, copied from its text, gives what the text says.
+mod readme;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
 /// The reloader with a remote source: re-scans during an outage, file events.
