@@ -21,12 +21,16 @@ mod loader_fuzz;
 mod metrics_listen;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
+mod proxy_env;
 /// The README's first directory, copied from its text, gives what the text says.
 mod readme;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
 /// The reloader with a remote source: re-scans during an outage, file events.
 mod reload_sources;
+/// `run` and the workload's process group: children stopped with it, SIGKILL, setsid.
+mod run_group;
 /// `run` supervising real processes: signals, exit codes, reaping, restarts on change.
 mod run_mode;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
@@ -38,6 +42,10 @@ mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token
 /// renewal on `/token`, refusals, and the `/metrics` counters of all that.
 mod serve_remote;
+/// connd's own stderr and stdout failing (closed pipe, full disk); what logs look like.
+mod streams;
+/// TLS failures from real certificates: the cause and fix a user reads, tried once.
+mod tls;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;
 /// Values as written: YAML scalars and JSON numbers keep their text; nulls say quote it.

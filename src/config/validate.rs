@@ -560,8 +560,9 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
     if refuse_deep(path, doc, diags) {
         return None;
     }
-    typo_warnings(path, doc, diags);
     let raw: raw::ComponentYaml = parse(path, doc, "component.yaml", diags)?;
+    // After the parse, which refuses alias bombs: this reads the document a second time.
+    typo_warnings(path, doc, diags);
     let before = diags.len();
     let lines = doc.entry_lines();
     let schema_version = schema_version(raw.schema_version, path, doc, diags);

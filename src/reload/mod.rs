@@ -17,7 +17,7 @@
 
 pub mod snapshot;
 
-use crate::config::model::{Security, Source};
+use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::metrics::{Metrics, Reload};
 use crate::reload::snapshot::{Snapshot, Store};
@@ -311,13 +311,8 @@ fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
         .iter()
         .filter_map(|p| {
             let c = &p.connection;
-            let remote: Vec<String> = c
-                .parameters
-                .iter()
-                .filter(|(_, v)| matches!(v.source, Source::Remote))
-                .map(|(k, _)| k.clone())
-                .collect();
-            let oauth = c.security == Security::OAuth2;
+            let remote: Vec<String> = c.remote_keys().map(str::to_owned).collect();
+            let oauth = c.is_oauth();
             (oauth || !remote.is_empty()).then(|| (c.id.clone(), remote, oauth))
         })
         .collect()
@@ -334,7 +329,7 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let mut next_full = Instant::now();
         let mut rescan = tokio::time::interval_at(
-            crate::http::client::deadline_after(self.config.rescan_interval),
+            crate::http::deadline::deadline_after(self.config.rescan_interval),
             self.config.rescan_interval,
         );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -469,10 +464,11 @@ impl<S: Sources> Task<S> {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
         if self.store.fail(format!("{e:#}"), class) {
+            let problems = crate::logging::problems(&e);
             if serving {
-                tracing::warn!("reload failed, the last good values stay: {e:#}");
+                tracing::warn!(problems = problems.as_deref(), "reload failed, the last good values stay: {e:#}");
             } else {
-                tracing::warn!("resolution failed, will retry: {e:#}");
+                tracing::warn!(problems = problems.as_deref(), "resolution failed, will retry: {e:#}");
             }
         }
         false

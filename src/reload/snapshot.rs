@@ -4,7 +4,6 @@
 //! request path) and announces each new one on a `watch` channel (for blocking queries
 //! and for `run`). Only the reloader publishes; everything else reads.
 
-use crate::config::model::{Security, ACCESS_TOKEN};
 use crate::error::Class;
 use crate::resolve::Plan;
 use crate::secret::Secret;
@@ -79,12 +78,7 @@ impl Resolved {
     /// The keys `/v1/connections` lists for connection `i`: its parameters and, under
     /// OAuth, `AccessToken`.
     pub fn keys(&self, i: usize) -> Vec<&str> {
-        let c = &self.plan.connections[i];
-        let mut keys: Vec<&str> = c.connection.parameters.keys().map(String::as_str).collect();
-        if c.connection.security == Security::OAuth2 {
-            keys.push(ACCESS_TOKEN);
-        }
-        keys
+        self.plan.connections[i].connection.keys().collect()
     }
 
     /// What both connection routes show of connection `i` besides keys and values:

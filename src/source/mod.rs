@@ -2,6 +2,9 @@
 //! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
 //! token endpoint); the control-plane and OAuth sources implement the same trait, so
 //! `exec`, `run` and `serve` resolve the same way whichever is configured.
+//!
+//! Boundary: below the reloader and the modes, above `resolve`; a failed fetch is a
+//! [`FetchError`], whose class says whether it is worth retrying.
 
 pub mod controlplane;
 pub mod oauth;

@@ -81,7 +81,7 @@ impl std::fmt::Debug for AppKey {
 /// What a token request needs besides the key.
 pub struct Credentials {
     pub key: AppKey,
-    /// Checked by `http_client::check_url`.
+    /// Checked by `http::client::check_url`.
     pub url: Uri,
     pub secret: Secret,
     pub auth: ClientAuth,
@@ -335,10 +335,9 @@ impl App {
             let result = self.request(http, deadline).await;
             self.metrics.token_call(match &result {
                 Ok(_) => Call::Ok,
-                Err(Attempt::Transient(_)) => Call::Error,
-                Err(Attempt::Permanent(OAuthError::Refused { .. })) => Call::Refused,
+                Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
                 Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
-                Err(Attempt::Permanent(_)) => Call::BadAnswer,
+                Err(Attempt::Permanent(e)) => Call::failed(e.class()),
             });
             let now = Instant::now();
             let error = match result {
@@ -424,22 +423,31 @@ impl App {
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
             Err(e) if e.class().is_transient() => return Err(Attempt::Transient(e.to_string())),
-            Err(e @ crate::http::client::HttpError::Tls(_)) => {
+            Err(e) if e.class() == crate::error::Class::Config => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
             Err(e) => return Err(bad(e.to_string())),
         };
         let status = response.status;
-        if status == StatusCode::OK {
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(Attempt::Transient(format!("status {status}")));
+        }
+        // SPEC §5: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some
+        // endpoints answer `200 {"error": "invalid_client"}`.
+        let error = serde_json::from_slice::<ErrorAnswer>(&response.body).ok();
+        if status == StatusCode::OK && error.is_none() {
             // Never `{e}`: serde_json's message quotes the offending value (the token).
             let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
-                bad(format!("the body is not a token response ({})", crate::http::client::json_error(&e)))
+                bad(format!("the body is not a token response ({})", crate::http::json::json_error(&e)))
             })?;
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));
             }
             let ttl = match answer.expires_in {
-                None => DEFAULT_TTL,
+                None => {
+                    tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
+                    DEFAULT_TTL
+                }
                 Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
             };
             // About 80% of the lifetime, jittered so that many instances do not renew together.
@@ -451,12 +459,9 @@ impl App {
                 refresh_at: sent + refresh_in,
             });
         }
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(Attempt::Transient(format!("status {status}")));
-        }
         let client_id = self.key.shown_client_id();
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
-        let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&response.body) else {
+        let Some(error) = error else {
             // 401/403 refuse the client whatever the body (SPEC §3: exit 77).
             if refused {
                 let (url, error) = (url.clone(), status.to_string());

@@ -42,7 +42,7 @@ where
     Ok((plan, values))
 }
 
-/// [`resolve`] on this thread, for a `fetch` that does not wait on a runtime (it makes
+/// [`resolve()`] on this thread, for a `fetch` that does not wait on a runtime (it makes
 /// its own): a directory that needs nothing remote starts no runtime at all.
 pub fn resolve_blocking(
     dir: &Path,

@@ -3,10 +3,13 @@
 //! connections (always available: their client credentials may be local values). It maps
 //! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`.
 
-use crate::config::model::{Security, Source};
+use crate::config::model::Source;
 use crate::error::{Class, Classify};
-use crate::http::client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
+use crate::http::client::{HttpClient, HttpError};
+use crate::http::deadline::deadline_after;
+use crate::http::proxy::{Proxies, ProxyError};
 use crate::http::tls::TlsSettings;
+use crate::http::url::{check_base_url, check_url, UrlError};
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
@@ -37,6 +40,8 @@ pub struct Settings {
     pub allow_insecure_http: bool,
     /// How long one-shot modes keep retrying an unavailable peer.
     pub startup_timeout: Duration,
+    /// Ignore the proxy variables (`--no-proxy-env`): every request goes direct.
+    pub no_proxy_env: bool,
 }
 
 /// Messages leave their cause to the `#[source]` chain, which the binary prints with
@@ -47,6 +52,8 @@ pub enum SetupError {
     Url(#[source] UrlError),
     #[error(transparent)]
     Tls(HttpError),
+    #[error(transparent)]
+    Proxy(ProxyError),
     #[error("connection {connection:?}: {key}")]
     TokenUrl {
         connection: String,
@@ -62,7 +69,10 @@ pub enum SetupError {
 
 impl Classify for SetupError {
     fn class(&self) -> Class {
-        Class::Config
+        match self {
+            SetupError::Url(e) if e.is_usage() => Class::Usage,
+            _ => Class::Config,
+        }
     }
 }
 
@@ -83,14 +93,17 @@ impl Remote {
     /// Every control-plane and token-endpoint call is counted into `metrics`.
     pub fn new(args: &Settings, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
         let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
-        let http = Arc::new(HttpClient::new(TlsSettings {
+        let proxies =
+            if args.no_proxy_env { Proxies::none() } else { Proxies::from_env().map_err(SetupError::Proxy)? };
+        let tls = TlsSettings {
             ca_file: args.ca_file.clone(),
             client_cert: args.client_cert.clone(),
             client_key: args.client_key.clone(),
-        }));
+        };
+        let http = Arc::new(HttpClient::new(tls, proxies));
         let control_plane = match &args.control_plane {
             Some(url) => {
-                let uri = check_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
+                let uri = check_base_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
                 Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,
@@ -184,9 +197,7 @@ impl Sources for Remote {
         let mapped: Vec<usize> = plan.token_vars().collect();
         let wanted: Vec<usize> = match tokens {
             Tokens::Mapped => mapped.clone(),
-            Tokens::All => (0..plan.connections.len())
-                .filter(|&i| plan.connections[i].connection.security == Security::OAuth2)
-                .collect(),
+            Tokens::All => (0..plan.connections.len()).filter(|&i| plan.connections[i].connection.is_oauth()).collect(),
         };
         let mut fetched = Fetched { params, tokens: HashMap::new() };
         // The plan's applications: those kept in the token cache once this round succeeds.
@@ -229,13 +240,12 @@ impl Sources for Remote {
 
     async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
         let p = &plan.connections[conn];
-        if p.connection.security != Security::OAuth2 {
+        if !p.connection.is_oauth() {
             return Err(SourceError::NotOAuth { connection: p.name.clone() });
         }
         let deadline = deadline_after(self.startup_timeout);
-        let needs_remote = p.connection.parameters.values().any(|v| matches!(v.source, Source::Remote));
         let mut params = HashMap::new();
-        if let (Some(cp), true) = (&self.control_plane, needs_remote) {
+        if let (Some(cp), true) = (&self.control_plane, p.connection.needs_remote()) {
             let cached = match cp.cached(&p.connection.id) {
                 Some(values) => values,
                 None => {
