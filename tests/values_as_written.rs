@@ -119,7 +119,13 @@ fn typed_scalar() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CONND_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128),
+        // A fixed seed: CI runs the same cases every time; change it to explore.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5ca1a2),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Text in = text out, in every value position, with odd spacing and a comment.
     #[test]
