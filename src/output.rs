@@ -1,10 +1,10 @@
 //! What `check` and `env` print. Every format is safe for any value: shell output can be
 //! `eval`ed, dotenv output is quoted for the common parsers, JSON is JSON.
 
+use crate::config::files::read_value_file;
 use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
 use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
-use crate::source::values::read_value_file;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

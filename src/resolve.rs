@@ -517,7 +517,7 @@ fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics
             if !seen.insert((path, &param.origin)) {
                 continue;
             }
-            if let Err(cause) = crate::source::values::read_value_file(path) {
+            if let Err(cause) = config::files::read_value_file(path) {
                 diags.error(
                     param.origin.clone(),
                     format!("cannot read {key} of connection {:?} from {}: {cause}", p.connection.name, path.display()),
