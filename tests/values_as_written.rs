@@ -96,6 +96,24 @@ fn a_control_plane_number_keeps_its_digits() {
     assert_eq!(env["CHOREO_HR_SERVICE_RATE"], "22.10");
 }
 
+/// Every JSON number (RFC 8259 §6) keeps its text, also one no f64 can hold.
+#[test]
+fn a_control_plane_number_beyond_a_float_keeps_its_digits() {
+    let cp = FakeControlPlane::start(false);
+    let body = r#"{"id": "x", "version": "1", "parameters": {"Big": 1e400, "Small": -2.5E-400, "Neg": -0}}"#;
+    cp.script(ID1, vec![Reply::raw(200, body)]);
+    let params = [("Big", "{ remote: true }"), ("Small", "{ remote: true }"), ("Neg", "{ remote: true }")];
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &connection(ID1, "hr-service", &params))
+        .file("token", "t\n");
+    let (url, ca, token) = (cp.url(), cp.ca_file().display().to_string(), f.join("token").display().to_string());
+    let out = f.run("env", &["--control-plane", &url, "--ca-file", &ca, "--token-file", &token, "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let env: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(env["CHOREO_HR_SERVICE_BIG"], "1e400");
+    assert_eq!(env["CHOREO_HR_SERVICE_SMALL"], "-2.5E-400");
+    assert_eq!(env["CHOREO_HR_SERVICE_NEG"], "-0");
+}
+
 /// Plain scalars YAML would type, in their many spellings.
 fn typed_scalar() -> impl Strategy<Value = String> {
     prop_oneof![

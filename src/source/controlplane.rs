@@ -501,6 +501,12 @@ fn parse_body(body: &[u8]) -> Result<Params, String> {
         .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
     for (key, raw) in body.parameters {
+        // A number is its text as sent: already checked as JSON by the parse above, and
+        // never read as an f64, which refuses `1e400` and rounds long digits.
+        if raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            out.scalars.insert(key, Secret::new(raw.get().to_owned()));
+            continue;
+        }
         let value: serde_json::Value = serde_json::from_str(raw.get())
             .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
         let text = match value {
