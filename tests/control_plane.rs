@@ -506,6 +506,18 @@ fn a_control_plane_url_with_a_query_or_fragment_is_a_usage_error() {
     assert!(cp.requests().is_empty(), "{:?}", cp.requests());
 }
 
+/// A port outside 0-65535 is not a port: never read as "no port", which would call 80/443.
+#[test]
+fn a_control_plane_url_with_a_port_out_of_range_is_refused() {
+    let fx = fixture();
+    for url in ["http://127.0.0.1:99999", "https://cp.example:65536/api"] {
+        let out = fx.run("env", &["--control-plane", url, "--startup-timeout", "1s"]);
+        assert_eq!(out.code, 64, "{out:?}");
+        assert_contains(&out.stderr, &["--control-plane", "port", "0-65535"]);
+        assert!(!out.stderr.contains(":80") && !out.stderr.contains("unavailable"), "{out:?}");
+    }
+}
+
 #[test]
 fn a_token_file_with_a_byte_order_mark_sends_the_token_without_it() {
     let (fx, cp) = (fixture(), FakeControlPlane::start(false));

@@ -20,13 +20,17 @@ pub enum UrlError {
     /// so `?x=1` would end up in the middle of every request's path (SPEC §5).
     #[error("{url:?} has a {part}, which a base URL cannot have (paths are appended to it): give scheme, host, port and optional path only")]
     NotABase { url: String, part: &'static str },
+    /// A port outside 0-65535, which `http::Uri` accepts and then reads as no port at all
+    /// (the scheme's default): refused, never a call to port 80 or 443.
+    #[error("{url:?} has port {port}, which is not a port (0-65535)")]
+    BadPort { url: String, port: String },
 }
 
 impl UrlError {
     /// Whether this is the caller's mistake in a flag (a usage error, exit 64) rather than
     /// a setting that conflicts with policy.
     pub fn is_usage(&self) -> bool {
-        matches!(self, UrlError::NotABase { .. })
+        matches!(self, UrlError::NotABase { .. } | UrlError::BadPort { .. })
     }
 }
 
@@ -39,6 +43,11 @@ pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, UrlError> 
     };
     if authority.as_str().contains('@') {
         return Err(UrlError::UserInfo { url: format!("{scheme}://{}", authority.host()) });
+    }
+    if let (None, Some((_, port))) = (authority.port_u16(), authority.as_str().rsplit_once(':')) {
+        if !port.is_empty() && !port.ends_with(']') {
+            return Err(UrlError::BadPort { url: redact_url(url), port: port.into() });
+        }
     }
     match scheme {
         "https" => Ok(uri),
