@@ -171,4 +171,9 @@ fn an_unusable_proxy_variable_is_a_config_error_that_hides_its_value() {
     assert_eq!(out.code, 78, "{out:?}");
     assert_contains(&out.stderr, &["HTTPS_PROXY names a socks5:// proxy", "--no-proxy-env"]);
     assert!(!out.stderr.contains(PROXY_PASSWORD), "{out:?}");
+    // A port out of range is not the default port: nothing is tried through it.
+    let out = env(&fx, &cp, &[("HTTPS_PROXY", "http://bob:pr0xy-s3cret@127.0.0.1:99999")], &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["HTTPS_PROXY is not a proxy URL", "--no-proxy-env"]);
+    assert!(!out.stderr.contains(PROXY_PASSWORD) && !out.stderr.contains("99999"), "{out:?}");
 }

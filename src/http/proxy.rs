@@ -139,8 +139,12 @@ fn route_of(intercept: &Intercept) -> Route {
 /// value that is not a URL, and proxies other than `http://` (https://, socks5://).
 fn check_proxy_url(variable: &'static str, value: &str) -> Result<(), ProxyError> {
     let uri: Uri = value.trim().parse().map_err(|_| ProxyError::Invalid { variable })?;
-    if uri.authority().is_none() {
-        return Err(ProxyError::Invalid { variable });
+    let Some(authority) = uri.authority() else { return Err(ProxyError::Invalid { variable }) };
+    // A port outside 0-65535 parses, and would be read as the default port 80.
+    if let (None, Some((_, port))) = (authority.port_u16(), authority.as_str().rsplit_once(':')) {
+        if !port.is_empty() && !port.ends_with(']') {
+            return Err(ProxyError::Invalid { variable });
+        }
     }
     match uri.scheme_str() {
         None | Some("http") => Ok(()),
