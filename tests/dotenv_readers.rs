@@ -102,4 +102,9 @@ fn what_python_dotenv_misreads_is_what_the_readme_lists() {
             "python-dotenv now reads {text:?}: update the README"
         );
     }
+    // The README's claim: a value ending in a backslash takes the next variable with it.
+    let (_f, path, text) = dotenv_file(&["ends in \\", "next 'one'", "third"]);
+    let read = python_dotenv(&path, false);
+    assert_eq!(read.get("V1"), None, "python-dotenv now reads the value after {text:?}: update the README");
+    assert_eq!(read.get("V2").map(String::as_str), Some("third"), "{text:?}");
 }
