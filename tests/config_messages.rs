@@ -88,6 +88,34 @@ fn keys_one_edit_away_are_warnings_naming_the_key_meant() {
     assert_contains(&json.stdout, &["\"warnings\"", "did you mean `env`?"]);
 }
 
+/// A typo in a field connd requires is said as a typo, not only as the field missing; and
+/// the same typo twice is warned at each of its lines.
+#[test]
+fn a_typo_of_a_required_key_names_the_key_meant() {
+    let comp = "schemaVersion: 1.2\ndependencies:\n  serviceReferences:\n    - name: hr\n      connectionConfg: 19d2648b-d29c-4452-afdd-1b9311e81412\n      env:\n        - {from: ServiceURL, to: HR_URL}\n";
+    let f = Fixture::with(comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    config_error(
+        &f,
+        &[
+            "missing field `connectionConfig`",
+            "component.yaml:5: `connectionConfg` under `dependencies.serviceReferences` is not a key connd reads",
+            "did you mean `connectionConfig`?",
+        ],
+        &[],
+    );
+
+    let comp = "schemaVersion: 1.2\ndependencies:\n  serviceReferences:\n    - name: hr\n      connectionConfig: 19d2648b-d29c-4452-afdd-1b9311e81412\n      envs:\n        - {from: ServiceURL, to: HR_URL}\nconfigurations:\n  envs:\n    - {name: A, value: b}\n";
+    let f = Fixture::with(comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    let out = f.run("check", &[]);
+    assert_contains(
+        &out.stderr,
+        &[
+            "component.yaml:6: `envs` under `dependencies.serviceReferences` is not a key connd reads",
+            "component.yaml:9: `envs` under `configurations` is not a key connd reads",
+        ],
+    );
+}
+
 #[test]
 fn unknown_names_get_the_nearest_known_one() {
     let comp = component_yaml(&[("inventory-servce", HR_REF), ("hr-service", HR_REF)])

@@ -560,9 +560,12 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
     if refuse_deep(path, doc, diags) {
         return None;
     }
-    let raw: raw::ComponentYaml = parse(path, doc, "component.yaml", diags)?;
+    let raw = parse::<raw::ComponentYaml>(path, doc, "component.yaml", diags);
     // After the parse, which refuses alias bombs: this reads the document a second time.
+    // Also when the parse failed: a typo of a required key (`connectionConfg`) is said
+    // as a typo beside the "missing field" error it causes.
     typo_warnings(path, doc, diags);
+    let raw = raw?;
     let before = diags.len();
     let lines = doc.entry_lines();
     let schema_version = schema_version(raw.schema_version, path, doc, diags);
@@ -745,28 +748,37 @@ fn keys_read_at(place: &[&str]) -> &'static [&'static str] {
 /// `component.yaml` accepts keys it does not know, so `dependancies:` or `envs:` would
 /// otherwise drop variables without a word.
 fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
+    /// Where the next search for a key's line starts (document-relative), per key: the
+    /// walk goes in document order, so a typo written twice is found at each line.
+    type From<'a> = std::collections::HashMap<&'a str, usize>;
     fn walk<'a>(
         value: &'a serde_yaml::Value,
         place: &mut Vec<&'a str>,
+        from: &mut From<'a>,
         path: &Path,
         doc: &Document<'_>,
         diags: &mut Diagnostics,
     ) {
         match value {
-            serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| walk(v, place, path, doc, diags)),
+            serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| walk(v, place, from, path, doc, diags)),
             serde_yaml::Value::Mapping(map) => {
                 let known = keys_read_at(place);
                 for (key, value) in map {
                     let Some(key) = key.as_str() else { continue };
                     if known.contains(&key) {
                         place.push(key);
-                        walk(value, place, path, doc, diags);
+                        walk(value, place, from, path, doc, diags);
                         place.pop();
                     } else if let Some(meant) = known.iter().find(|k| suggest::one_edit(key, k)) {
                         let under =
                             if place.is_empty() { String::new() } else { format!(" under `{}`", place.join(".")) };
+                        let start = from.entry(key).or_default();
+                        let line = doc.line_of(key, *start);
+                        if let Some(line) = line {
+                            *start = line - doc.first_line + 1;
+                        }
                         diags.warn(
-                            Origin::at(path, doc.line_of(key, 0).unwrap_or(doc.first_line)),
+                            Origin::at(path, line.unwrap_or(doc.first_line)),
                             format!("`{key}`{under} is not a key connd reads, and is ignored: did you mean `{meant}`?"),
                             format!("rename it to `{meant}`"),
                         );
@@ -777,7 +789,7 @@ fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
         }
     }
     if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(doc.text) {
-        walk(&value, &mut Vec::new(), path, doc, diags);
+        walk(&value, &mut Vec::new(), &mut From::new(), path, doc, diags);
     }
 }
 
