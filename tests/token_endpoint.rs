@@ -300,6 +300,21 @@ fn an_oauth_error_body_with_200_is_a_refusal_of_the_client() {
     assert_contains(&out.stderr, &["rejected the request of client \"portal\": invalid_scope"]);
 }
 
+/// The endpoint's own words are shown, but never the client secret they may quote back.
+#[test]
+fn an_error_description_that_quotes_the_secret_is_shown_without_it() {
+    let cp = FakeControlPlane::start(false);
+    let echo = format!(r#"{{"error":"invalid_grant","error_description":"bad secret {SECRET} for portal"}}"#);
+    cp.script("/token", vec![Reply::raw(400, &echo)]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 77, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["rejected the request of client \"portal\": invalid_grant (bad secret", "for portal)"],
+    );
+    assert!(!out.stderr.contains(SECRET), "{out:?}");
+}
+
 #[test]
 fn a_missing_expires_in_is_300_seconds_said_at_debug_level() {
     let cp = FakeControlPlane::start(false);

@@ -488,7 +488,20 @@ impl App {
             }
             return Err(bad(format!("unexpected status {status}")));
         };
-        let (error_code, description) = (error.error, error.error_description.filter(|d| !d.is_empty()));
+        // The endpoint's words may quote what it was sent: never show the secret in them.
+        let secret = self.secret.lock().clone();
+        let hide = |text: String| {
+            let text = match secret.expose() {
+                s if !s.is_empty() && text.contains(s) => text.replace(s, "(ConsumerSecret)"),
+                _ => text,
+            };
+            match self.key.client_id.as_str() {
+                id if self.key.client_id_secret && !id.is_empty() => text.replace(id, "(ConsumerKey)"),
+                _ => text,
+            }
+        };
+        let (error_code, description) =
+            (hide(error.error), error.error_description.filter(|d| !d.is_empty()).map(hide));
         Err(Attempt::Permanent(match error_code.as_str() {
             "invalid_client" | "unauthorized_client" => {
                 OAuthError::Refused { url: url.clone(), client_id, error: error_code, description }
