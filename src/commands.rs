@@ -32,6 +32,9 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> 
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
     values::check_local(&plan)?;
+    // What the kernel would refuse, as far as it is known here: remote values are not.
+    let local = values::local_env(&plan)?;
+    exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
     stdout::write(output::render_plan(&plan).as_bytes())?;
     Ok(0)
 }

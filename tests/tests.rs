@@ -11,6 +11,8 @@ mod cli;
 mod config_errors;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
+mod exec_failures;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
 /// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
