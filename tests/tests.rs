@@ -11,6 +11,8 @@ mod cli;
 mod config_errors;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// `serve` and `run` non-dumpable: their memory closed to their own uid, the workload's not.
+mod dumpable;
 /// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
 mod exec_failures;
 /// OAuth client-credentials tokens against a real OpenID provider.
