@@ -2,7 +2,6 @@
 //! flag wins. Subcommands carry only the settings they use, so each `--help` is short.
 
 use crate::duration::{parse_duration, parse_interval};
-use crate::output::Format;
 use crate::run::supervise::OnChange;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
@@ -173,7 +172,24 @@ pub struct EnvArgs {
     pub config: ConfigArgs,
     /// Output format: dotenv, json, or shell (`eval "$(connd env --format shell)"`)
     #[arg(long, env = "CONND_FORMAT", value_enum, default_value = "dotenv")]
-    pub format: Format,
+    pub format: EnvFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    Dotenv,
+    Json,
+    Shell,
+}
+
+impl EnvFormat {
+    pub fn format(self) -> crate::output::Format {
+        match self {
+            EnvFormat::Dotenv => crate::output::Format::Dotenv,
+            EnvFormat::Json => crate::output::Format::Json,
+            EnvFormat::Shell => crate::output::Format::Shell,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

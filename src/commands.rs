@@ -41,7 +41,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    stdout::write(output::render_env(&values.env, args.format).as_bytes())?;
+    stdout::write(output::render_env(&values.env, args.format.format()).as_bytes())?;
     Ok(0)
 }
 

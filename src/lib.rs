@@ -17,7 +17,8 @@
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
 //!   `output` renders `check` and `env`.
-//! - beside the path: `http/`, the outbound client and TLS that the sources use.
+//! - beside the path: `http/`, the outbound client that the sources use, with its
+//!   proxy-aware connector, TLS (and TLS faults in words) and URL policy.
 //! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
 //!   subcommands, and the walk from an error chain to its exit code), `docs`
 //!   (completions and man pages from the flags), `stdout` (their output, where a

@@ -2,7 +2,8 @@
 //! token endpoints): one connection per request from [`Connector`] (direct or through a
 //! proxy, http or https), an overall deadline and a cap on the response body. It knows
 //! nothing of what it fetches; callers classify statuses. Errors report their
-//! `error::Class`, which says whether a retry may help. URL policy is in [`crate::http::url`], deadlines in [`crate::http::deadline`].
+//! `error::Class`, which says whether a retry may help. URL policy is in
+//! [`crate::http::url`], deadlines in [`crate::http::deadline`].
 
 use crate::error::{Class, Classify};
 use crate::http::connect::{Conn, Connector};

@@ -334,3 +334,53 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use std::sync::Mutex;
+
+    /// A loopback HTTP server that answers 200 and records each request's target as sent.
+    async fn recording_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        record.lock().unwrap().push(req.uri().to_string());
+                        async { Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new())) }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// The egress proxy builds its pooled client on this connector: direct, and plain
+    /// http through a proxy, which then gets the request in absolute form.
+    #[tokio::test]
+    async fn hyper_utils_pooled_client_uses_the_connector() {
+        let (addr, seen) = recording_server().await;
+        let direct = Client::builder(TokioExecutor::new())
+            .build::<_, Empty<Bytes>>(Connector::new(TlsSettings::default(), Proxies::none()));
+        let response = direct.get(format!("http://{addr}/direct").parse().unwrap()).await.expect("direct GET");
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let proxy = format!("http://{addr}");
+        let proxies = Proxies::from_lookup(|name| (name == "HTTP_PROXY").then(|| proxy.clone())).unwrap();
+        let via_proxy = Client::builder(TokioExecutor::new())
+            .build::<_, Empty<Bytes>>(Connector::new(TlsSettings::default(), proxies));
+        let response =
+            via_proxy.get("http://upstream.invalid/through".parse().unwrap()).await.expect("GET through the proxy");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(*seen.lock().unwrap(), ["/direct", "http://upstream.invalid/through"]);
+    }
+}

@@ -398,7 +398,7 @@ impl ControlPlane {
                 return match e {
                     e if e.class().is_transient() => Ok(Attempt::Retry { cause, retry_after: None }),
                     HttpError::TooLarge => Err(bad(cause)),
-                    // connd's own TLS settings: its files, or a client certificate the
+                    // connd's own settings: the TLS files, or a client certificate the
                     // server requires or refuses.
                     e if e.class() == Class::Config => Err(w.error(url, Problem::Tls { cause })),
                     _ => Err(w.error(url, Problem::Unreachable { cause })),
