@@ -213,3 +213,12 @@ fn a_process_that_leaves_the_group_with_setsid_is_out_of_reach() {
     assert!(!running(stayed), "the child in the group is stopped:\n{}", s.transcript());
     assert!(running(escaped), "the process in its own session is not connd's to stop");
 }
+
+#[test]
+fn a_stop_timeout_beyond_the_clock_is_a_usage_error_not_a_crash() {
+    // Once a deadline of now + 3e15 h overflowed the clock when SIGTERM came: a panic,
+    // which the release build turns into an abort that leaves the workload behind.
+    let out = run(&["run", "--stop-timeout", "3000000000000000h", "--", "true"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert_contains(&out.stderr, &["longer than connd can wait", "at most 876000h"]);
+}
