@@ -65,6 +65,30 @@ fn an_environment_over_arg_max_is_refused_before_execve() {
     assert_eq!(f.run("check", &[]).code, 0);
 }
 
+#[test]
+fn a_nul_byte_in_a_literal_value_is_refused_with_its_name() {
+    // Once passed to the workload as an empty environment entry, silently.
+    let mut f = Fixture::new();
+    for entry in std::fs::read_dir(example()).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            f = f.file(&name, &text.replace("      value: info", "      value: \"in\\0fo\""));
+        }
+    }
+    let secrets = Path::new(&example()).join("secrets");
+    std::fs::create_dir_all(f.join("secrets")).unwrap();
+    for entry in std::fs::read_dir(secrets).unwrap().flatten() {
+        std::fs::copy(entry.path(), f.join("secrets").join(entry.file_name())).unwrap();
+    }
+    for mode in ["check", "exec", "run"] {
+        let args: &[&str] = if mode == "check" { &[] } else { &["--", "true"] };
+        let out = f.run(mode, args);
+        assert_eq!(out.code, 78, "{mode}: {out:?}");
+        assert_contains(&out.stderr, &["variable LOG_LEVEL contains a NUL byte"]);
+    }
+}
+
 /// An executable file in a temporary folder, with `content`.
 fn script(dir: &Path, name: &str, content: &[u8]) -> String {
     let path = dir.join(name);
