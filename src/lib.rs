@@ -9,10 +9,10 @@
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
-//!   (SPEC §5) and `oauth` (the token cache); `once` is the one resolution (plan →
-//!   fetch → materialise) of `env`, `exec` and `run`'s start.
-//! - `reload/`: the reloader that keeps a resolution current (file events, re-scans,
-//!   refreshes) and the `snapshot` it publishes, versioned per answer.
+//!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
+//!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
+//! - `reload/`: the reloader that keeps a resolution current (file events from its
+//!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
 //! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
@@ -24,8 +24,8 @@
 //!   (completions and man pages from the flags), `stdout` (their output, where a
 //!   reader that went away ends the command quietly); `main.rs` is the thin binary.
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
-//!   retrying and `/metrics` results), `exit` (the exit-code constants), `metrics`,
-//!   `logging`, `secret`, `signal`, `duration`.
+//!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
+//!   backoff and deadline rule), `metrics`, `logging`, `secret`, `signal`, `duration`.
 //!
 //! Coming next, in their own folders: `files/` (rendering and atomic writes) beside
 //! `output`, and `proxy/` (the egress proxy) beside `serve/api/`.
@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod output;
 pub mod reload;
 pub mod resolve;
+pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod serve;

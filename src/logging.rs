@@ -14,9 +14,9 @@
 //! events.
 
 use crate::config::ConfigError;
+use parking_lot::Mutex;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -122,7 +122,7 @@ impl Write for RecordWriter {
             Format::Text => indent_continuations(buf),
             Format::Json => buf.to_vec(),
         };
-        let _one_at_a_time = STDERR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _one_at_a_time = STDERR.lock();
         if write_fd2(&record).is_err() {
             WRITE_FAILURES.fetch_add(1, Relaxed);
         }

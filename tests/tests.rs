@@ -11,6 +11,8 @@ mod cli;
 mod config_errors;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// Retries until the startup timeout, the last attempt made at the deadline.
+mod deadline;
 /// `serve` and `run` non-dumpable: their memory closed to their own uid, the workload's not.
 mod dumpable;
 /// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
@@ -21,6 +23,8 @@ mod oauth;
 mod proxy_env;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
+/// `serve` and `run` as processes: a retargeted config-dir symlink, reload log lines.
+mod reload_process;
 /// The reloader with a remote source: re-scans during an outage, file events.
 mod reload_sources;
 /// `run` and the workload's process group: children stopped with it, SIGKILL, setsid.

@@ -340,7 +340,7 @@ mod tests {
     use super::*;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     /// A loopback HTTP server that answers 200 and records each request's target as sent.
     async fn recording_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -353,7 +353,7 @@ mod tests {
                 let record = record.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        record.lock().unwrap().push(req.uri().to_string());
+                        record.lock().push(req.uri().to_string());
                         async { Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new())) }
                     });
                     let _ =
@@ -381,6 +381,6 @@ mod tests {
         let response =
             via_proxy.get("http://upstream.invalid/through".parse().unwrap()).await.expect("GET through the proxy");
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(*seen.lock().unwrap(), ["/direct", "http://upstream.invalid/through"]);
+        assert_eq!(*seen.lock(), ["/direct", "http://upstream.invalid/through"]);
     }
 }

@@ -7,6 +7,7 @@
 //! [`FetchError`], whose class says whether it is worth retrying.
 
 pub mod controlplane;
+pub mod credentials;
 pub mod oauth;
 pub mod once;
 pub mod remote;
@@ -96,5 +97,11 @@ impl Sources for Local {
 
     async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
         Err(SourceError::NotOAuth { connection: plan.connections[conn].name.clone() })
+    }
+}
+
+impl crate::retry::Report for FetchError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
     }
 }
