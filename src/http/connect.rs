@@ -11,7 +11,7 @@
 //! sending plain `http://` through a proxy adds [`Connector::route`]'s
 //! `Proxy-Authorization` to its requests itself, as hyper-util's client does not.
 
-use crate::http::client::HttpError;
+use crate::http::error::HttpError;
 use crate::http::proxy::{Proxies, Route};
 use crate::http::tls::{self, TlsError, TlsSettings};
 use crate::http::tls_fault;
