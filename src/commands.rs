@@ -113,7 +113,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<FetchError>(cause))
         .or_else(|| as_class::<crate::source::controlplane::ControlPlaneError>(cause))
         .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
-        .or_else(|| as_class::<crate::source::remote::SetupError>(cause))
+        .or_else(|| as_class::<crate::source::SetupError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<BindError>(cause))
         .or_else(|| as_class::<StartupError>(cause))
