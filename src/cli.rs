@@ -48,7 +48,7 @@ pub enum Command {
     },
     /// Print the man page, or write one page per command into a directory
     Man {
-        /// Write connd.1 and connd-<command>.1 here instead of printing connd.1
+        /// Write connd.1 and connd-COMMAND.1 here instead of printing connd.1
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },

@@ -108,7 +108,7 @@ impl Connector {
         Ok(Conn { io: TokioIo::new(Stream::Tls(Box::new(tls))), proxied_http: false, proxy_authorization: None })
     }
 
-    /// What a TLS failure talking to `host` means: a [`TlsFault`] in words when rustls
+    /// What a TLS failure talking to `host` means: a [`tls_fault::TlsFault`] in words when rustls
     /// refused something, else a transient handshake failure (the connection broke).
     pub fn tls_error(&self, e: &(dyn std::error::Error + 'static), host: &str) -> HttpError {
         match tls_fault::find_rustls(e) {

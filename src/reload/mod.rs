@@ -184,7 +184,7 @@ const LAST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
 /// Waits for the first full resolution published in `store`. Its deadline, `timeout`
 /// from now, is also the reloader's: its last attempt is made at the deadline (SPEC §3),
 /// and the verdict is that attempt's (or that of the one in flight at the deadline),
-/// waited for at most [`LAST_ATTEMPT_WAIT`] more. On failure, the current failure.
+/// waited for at most `LAST_ATTEMPT_WAIT` more. On failure, the current failure.
 pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
     let deadline = crate::http::deadline::deadline_after(timeout);
     store.set_startup_deadline(deadline);
