@@ -1,6 +1,6 @@
 //! The connection-config directory: reading it (`files`), the YAML as written (`raw`),
 //! the checks (`validate`) and the validated model (`model`). `load` runs them all and
-//! collects every problem into one set of diagnostics.
+//! collects every problem into one set of diagnostics (`diag`).
 
 pub mod diag;
 pub mod files;

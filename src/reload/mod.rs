@@ -3,7 +3,7 @@
 //!   while failing): a full resolution, `Sources::fetch` included, which is how
 //!   control-plane changes and token refreshes arrive;
 //! - when the config directory (or a folder holding a `file:` source) changes, after a
-//!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
+//!   short debounce: inotify (its `watcher`), which sees the kubelet's atomic writer as a
 //!   create of `..data_tmp` and its rename over `..data`. Hidden files are ignored, and
 //!   the reload is of the files alone: it fetches only when the files now ask for
 //!   other remote values;

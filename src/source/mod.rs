@@ -1,7 +1,7 @@
 //! Where values from outside the directory come from, as every mode sees them: remote
 //! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
-//! token endpoint); the control-plane and OAuth sources implement the same trait, so
-//! `exec`, `run` and `serve` resolve the same way whichever is configured.
+//! token endpoint); `remote::Remote` (the control plane and OAuth tokens) implements the
+//! same trait, so `exec`, `run` and `serve` resolve the same way whichever is configured.
 //!
 //! Boundary: below the reloader and the modes, above `resolve`; a failed fetch is a
 //! [`FetchError`], whose class says whether it is worth retrying; unusable settings are a
