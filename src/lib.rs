@@ -6,7 +6,7 @@
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
-//!   are remote, whether it is OAuth).
+//!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
@@ -16,7 +16,8 @@
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
 //! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
-//!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
+//!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
+//!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
 //!   `output` renders `check` and `env`.
 //! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
 //!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS

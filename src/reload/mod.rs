@@ -125,6 +125,7 @@ impl Reloader {
             needs: Vec::new(),
             source_failure: None,
             failures: 0,
+            warned: Vec::new(),
         };
         let task = AbortOnDropHandle::new(tokio::spawn(task.run(requests_rx, events, shutdown)));
         Reloader { store, requests, task: Some(task) }
@@ -247,6 +248,8 @@ struct Task<S> {
     source_failure: Option<(String, Class)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
+    /// The config warnings last logged: each is logged when it appears, not at every reload.
+    warned: Vec<crate::config::Diagnostic>,
 }
 
 /// A duration shifted by up to ±10%, so that many replicas do not call in step.
@@ -377,7 +380,13 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
-            Ok(Ok(plan)) => Arc::new(plan),
+            Ok(Ok(plan)) => {
+                if plan.warnings != self.warned {
+                    plan.log_warnings();
+                    self.warned = plan.warnings.clone();
+                }
+                Arc::new(plan)
+            }
             Ok(Err(e)) => return self.failed(e.class(), e.into()),
             Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the config directory failed: {e}")),
         };
