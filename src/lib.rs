@@ -2,7 +2,8 @@
 //!
 //! A value travels down this list. Each folder uses only those above it, `http/` and
 //! the leaves at the end, never one below it; among the modes, `run` stands on `exec`
-//! and on `serve`'s API, and `serve` on `output`. Only the command line knows clap.
+//! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
+//! line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
