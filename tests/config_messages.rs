@@ -175,3 +175,18 @@ fn check_contacts_nothing_and_shows_remote_values_as_remote() {
     assert_eq!((password["redacted"].as_bool(), password["value"].is_null()), (Some(true), true), "{password}");
     assert_eq!(var("CHOREO_HR_SERVICE_SERVICEURL")["value"], "https://hr");
 }
+
+#[test]
+fn a_descriptor_with_its_kind_mistyped_is_reported_once() {
+    let conn =
+        connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("kind: Connection", "kind: Conection");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(
+        &f,
+        &["(1 error)", "unknown kind \"Conection\" (did you mean `Connection`?)"],
+        &["no connection descriptor named"],
+    );
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("kind: Connection\n", "");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(&f, &["(1 error)", "document has no `kind`"], &["no connection descriptor named"]);
+}

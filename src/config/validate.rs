@@ -306,16 +306,24 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
             }
             out.failed_identity |= diags.len() > before;
         }
-        Some(other) => diags.error(
-            origin,
-            format!("unknown kind {other:?}{}", suggest::did_you_mean(other, KINDS)),
-            "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
-        ),
-        None => diags.error(
-            origin,
-            "document has no `kind`",
-            "add `kind: Connection` or `kind: Component` as its first line",
-        ),
+        // Likely a descriptor with its kind mistyped or left out: what it names is
+        // explained here, not again by the references to it.
+        Some(other) => {
+            diags.error(
+                origin,
+                format!("unknown kind {other:?}{}", suggest::did_you_mean(other, KINDS)),
+                "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+            );
+            out.failed.push(failed_descriptor(doc));
+        }
+        None => {
+            diags.error(
+                origin,
+                "document has no `kind`",
+                "add `kind: Connection` or `kind: Component` as its first line",
+            );
+            out.failed.push(failed_descriptor(doc));
+        }
     }
     out.had_errors |= diags.len() > before;
 }
