@@ -131,7 +131,7 @@ fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags
 fn explain(e: &serde_yaml::Error, doc: &Document<'_>, line: usize, what: &str) -> (String, String) {
     let raw = e.to_string();
     let message = parser_message(e);
-    let line_text = doc.text.lines().nth(line - doc.first_line).unwrap_or("");
+    let line_text = doc.text.lines().nth(line.saturating_sub(doc.first_line)).unwrap_or("");
     let indent = &line_text[..line_text.len() - line_text.trim_start().len()];
     if indent.contains('\t') || (raw.contains("cannot start any token") && line_text.trim_start().starts_with('\t')) {
         return (
