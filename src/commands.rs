@@ -16,9 +16,8 @@ use crate::serve::{ServeSettings, Socket};
 use crate::source::once;
 use crate::source::values::{self, ValueError, Values};
 use crate::source::FetchError;
-use crate::{exec, exit, output};
+use crate::{exec, exit, output, stdout};
 use std::error::Error;
-use std::io::Write;
 use std::sync::Arc;
 
 /// Loads the directory, builds the plan and resolves every value once.
@@ -33,13 +32,13 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> 
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
     values::check_local(&plan)?;
-    write_stdout(&output::render_plan(&plan))?;
+    stdout::write(output::render_plan(&plan).as_bytes())?;
     Ok(0)
 }
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    write_stdout(&output::render_env(&values.env, args.format))?;
+    stdout::write(output::render_env(&values.env, args.format.format()).as_bytes())?;
     Ok(0)
 }
 
@@ -120,10 +119,4 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<StartupError>(cause))
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))
-}
-
-fn write_stdout(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
 }

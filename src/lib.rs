@@ -17,10 +17,12 @@
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
 //!   `output` renders `check` and `env`.
-//! - beside the path: `http/`, the outbound client and TLS that the sources use.
+//! - beside the path: `http/`, the outbound client that the sources use, with its
+//!   proxy-aware connector, TLS (and TLS faults in words) and URL policy.
 //! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
 //!   subcommands, and the walk from an error chain to its exit code), `docs`
-//!   (completions and man pages from the flags); `main.rs` is the thin binary.
+//!   (completions and man pages from the flags), `stdout` (their output, where a
+//!   reader that went away ends the command quietly); `main.rs` is the thin binary.
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
 //!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
 //!   backoff and deadline rule), `metrics`, `logging`, `secret`, `signal`, `duration`.
@@ -49,3 +51,4 @@ pub mod secret;
 pub mod serve;
 pub mod signal;
 pub mod source;
+pub mod stdout;

@@ -225,6 +225,9 @@ impl Metrics {
         let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
         header(&mut out, "connd_ready", "gauge", "1 once the first full resolution succeeded.");
         let _ = writeln!(out, "connd_ready {}", u8::from(last != 0));
+        let name = "connd_log_write_failures_total";
+        header(&mut out, name, "counter", "Log records dropped because stderr could not take them.");
+        let _ = writeln!(out, "{name} {}", crate::logging::write_failures());
         out
     }
 }

@@ -67,15 +67,22 @@ async fn sd_notify_ready_reloading_stopping() {
 
 /// `connd probe` run as uid/gid 65534 (nobody), through setpriv from util-linux.
 fn probe_as_nobody(socket: &Path) -> Run {
-    std::process::Command::new("setpriv")
+    probe_as_nobody_with_pid(socket).1
+}
+
+/// The same, and the prober's pid (setpriv execs connd in its place).
+fn probe_as_nobody_with_pid(socket: &Path) -> (u32, Run) {
+    let child = std::process::Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
         .arg(connd_bin())
         .args(["probe", "--socket"])
         .arg(socket)
         .env_clear()
-        .output()
-        .expect("setpriv runs")
-        .into()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv runs");
+    (child.id(), child.wait_with_output().expect("setpriv ends").into())
 }
 
 #[tokio::test]
@@ -90,10 +97,14 @@ async fn a_caller_of_another_uid_is_refused_unless_allowed() {
     std::fs::set_permissions(refused.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(refused.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(std::fs::metadata(&refused.socket).unwrap().permissions().mode() & 0o777, 0o666);
-    let out = probe_as_nobody(&refused.socket);
+    let (pid, out) = probe_as_nobody_with_pid(&refused.socket);
     assert_eq!(out.code, 69, "{out:?}");
     assert_contains(&out.stderr, &["not ready (403)", "forbidden", "not allowed", "--allow-uid"]);
-    drop(refused);
+    // The operator learns who knocked.
+    refused.signal(Signal::SIGTERM);
+    let (_, log) = refused.wait();
+    let line = log.lines().find(|l| l.contains("refused an API caller")).unwrap_or_else(|| panic!("{log}"));
+    assert_contains(line, &["uid=65534", "gid=65534", &format!("pid={pid}"), "--allow-uid"]);
 
     let allowed = Daemon::start(dir.path(), &["--socket-mode", "0666", "--allow-uid", "1,65534"], &[]);
     allowed.ready().await;

@@ -186,7 +186,7 @@ const LAST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
 /// and the verdict is that attempt's (or that of the one in flight at the deadline),
 /// waited for at most [`LAST_ATTEMPT_WAIT`] more. On failure, the current failure.
 pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
-    let deadline = crate::http::client::deadline_after(timeout);
+    let deadline = crate::http::deadline::deadline_after(timeout);
     store.set_startup_deadline(deadline);
     let mut rx = store.subscribe();
     let resolved = async {
@@ -299,7 +299,7 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let mut next_full = Instant::now();
         let mut rescan = tokio::time::interval_at(
-            crate::http::client::deadline_after(self.config.rescan_interval),
+            crate::http::deadline::deadline_after(self.config.rescan_interval),
             self.config.rescan_interval,
         );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -447,11 +447,12 @@ impl<S: Sources> Task<S> {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
         if self.store.fail(format!("{e:#}"), class) {
+            let problems = crate::logging::problems(&e);
             let error = format!("{e:#}");
             if serving {
-                tracing::warn!(error, "reload failed, the last good values stay");
+                tracing::warn!(error = %error, problems = problems.as_deref(), "reload failed, the last good values stay");
             } else {
-                tracing::warn!(error, "resolution failed, will retry");
+                tracing::warn!(error = %error, problems = problems.as_deref(), "resolution failed, will retry");
             }
         }
         false

@@ -130,7 +130,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
 /// With an API, the workload then starts once the API is ready too, on its values.
 async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let fetch = |plan: Arc<_>| async move {
-        let retry = Retry::Until(crate::http::client::deadline_after(args.remote.startup_timeout));
+        let retry = Retry::Until(crate::http::deadline::deadline_after(args.remote.startup_timeout));
         Ok(once::fetch(&plan, sources, retry).await?)
     };
     let (_, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;

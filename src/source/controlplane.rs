@@ -211,7 +211,10 @@ impl TokenFile {
             }
         }
         let text = crate::source::values::read_value_file(&self.path).map_err(err)?;
-        let token = text.trim();
+        // SPEC §5: a UTF-8 byte-order mark (Windows editors write one) and surrounding
+        // whitespace are not part of the token; `trim` alone keeps the mark, which is not
+        // whitespace.
+        let token = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
         if token.is_empty() {
             return Err(err("the file is empty".into()));
         }
@@ -311,8 +314,9 @@ impl ControlPlane {
         while let Some(joined) = tasks.join_next().await {
             let (id, params) = joined.map_err(|e| {
                 // Its request may have been sent; it has no answer, as a transient failure has none.
-                self.inner.metrics.control_plane_call(Call::Error);
-                ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } }
+                let e = ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } };
+                self.inner.metrics.control_plane_call(Call::failed(e.class()));
+                e
             })??;
             out.insert(id, params);
         }
@@ -400,13 +404,15 @@ impl ControlPlane {
             Ok(r) => r,
             Err(e) => {
                 // Unusable TLS settings are counted with the other failures retrying cannot
-                // fix, while the exit code (78) says to fix the files.
+                // fix, while the exit code (78) says to fix connd's own settings.
                 self.inner.metrics.control_plane_call(Call::failed(e.class()));
                 let cause = e.to_string();
                 return match e {
                     e if e.class().is_transient() => Ok(Attempt::Retry { cause, retry_after: None }),
                     HttpError::TooLarge => Err(bad(cause)),
-                    HttpError::Tls(_) => Err(w.error(url, Problem::Tls { cause })),
+                    // connd's own settings: the TLS files, or a client certificate the
+                    // server requires or refuses.
+                    e if e.class() == Class::Config => Err(w.error(url, Problem::Tls { cause })),
                     _ => Err(w.error(url, Problem::Unreachable { cause })),
                 };
             }
@@ -490,7 +496,7 @@ struct Body {
 fn parse_body(body: &[u8]) -> Result<Params, String> {
     // Never `{e}`: serde_json's message quotes the offending value, which may be a secret.
     let body: Body = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::client::json_error(&e)))?;
+        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
     for (key, value) in body.parameters {
         let text = match value {

@@ -5,7 +5,7 @@
 //! Boundary: reading and checking only; `remote` decides when, `oauth` uses them.
 
 use crate::config::model::Source;
-use crate::http::client::check_url;
+use crate::http::url::check_url;
 use crate::resolve::PlannedConnection;
 use crate::secret::Secret;
 use crate::source::oauth::{AppKey, Credentials};

@@ -442,22 +442,31 @@ impl App {
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
             Err(e) if e.class().is_transient() => return Err(Attempt::Transient(e.to_string())),
-            Err(e @ crate::http::client::HttpError::Tls(_)) => {
+            Err(e) if e.class() == crate::error::Class::Config => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
             Err(e) => return Err(bad(e.to_string())),
         };
         let status = response.status;
-        if status == StatusCode::OK {
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(Attempt::Transient(format!("status {status}")));
+        }
+        // SPEC §5: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some
+        // endpoints answer `200 {"error": "invalid_client"}`.
+        let error = serde_json::from_slice::<ErrorAnswer>(&response.body).ok();
+        if status == StatusCode::OK && error.is_none() {
             // Never `{e}`: serde_json's message quotes the offending value (the token).
             let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
-                bad(format!("the body is not a token response ({})", crate::http::client::json_error(&e)))
+                bad(format!("the body is not a token response ({})", crate::http::json::json_error(&e)))
             })?;
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));
             }
             let ttl = match answer.expires_in {
-                None => DEFAULT_TTL,
+                None => {
+                    tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
+                    DEFAULT_TTL
+                }
                 Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
             };
             // About 80% of the lifetime, jittered so that many instances do not renew together.
@@ -469,12 +478,9 @@ impl App {
                 refresh_at: sent + refresh_in,
             });
         }
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(Attempt::Transient(format!("status {status}")));
-        }
         let client_id = self.key.shown_client_id();
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
-        let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&response.body) else {
+        let Some(error) = error else {
             // 401/403 refuse the client whatever the body (SPEC §3: exit 77).
             if refused {
                 let (url, error) = (url.clone(), status.to_string());

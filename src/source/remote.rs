@@ -5,8 +5,11 @@
 //! reading the client credentials in `credentials`.
 
 use crate::error::{Class, Classify};
-use crate::http::client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
+use crate::http::client::{HttpClient, HttpError};
+use crate::http::deadline::deadline_after;
+use crate::http::proxy::{Proxies, ProxyError};
 use crate::http::tls::TlsSettings;
+use crate::http::url::{check_base_url, UrlError};
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
@@ -40,6 +43,8 @@ pub struct Settings {
     pub allow_insecure_http: bool,
     /// How long one-shot modes keep retrying an unavailable peer.
     pub startup_timeout: Duration,
+    /// Ignore the proxy variables (`--no-proxy-env`): every request goes direct.
+    pub no_proxy_env: bool,
 }
 
 /// Messages leave their cause to the `#[source]` chain, which the binary prints with
@@ -50,6 +55,8 @@ pub enum SetupError {
     Url(#[source] UrlError),
     #[error(transparent)]
     Tls(HttpError),
+    #[error(transparent)]
+    Proxy(ProxyError),
     #[error("connection {connection:?}: {key}")]
     TokenUrl {
         connection: String,
@@ -65,7 +72,10 @@ pub enum SetupError {
 
 impl Classify for SetupError {
     fn class(&self) -> Class {
-        Class::Config
+        match self {
+            SetupError::Url(e) if e.is_usage() => Class::Usage,
+            _ => Class::Config,
+        }
     }
 }
 
@@ -86,14 +96,17 @@ impl Remote {
     /// Every control-plane and token-endpoint call is counted into `metrics`.
     pub fn new(args: &Settings, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
         let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
-        let http = Arc::new(HttpClient::new(TlsSettings {
+        let proxies =
+            if args.no_proxy_env { Proxies::none() } else { Proxies::from_env().map_err(SetupError::Proxy)? };
+        let tls = TlsSettings {
             ca_file: args.ca_file.clone(),
             client_cert: args.client_cert.clone(),
             client_key: args.client_key.clone(),
-        }));
+        };
+        let http = Arc::new(HttpClient::new(tls, proxies));
         let control_plane = match &args.control_plane {
             Some(url) => {
-                let uri = check_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
+                let uri = check_base_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
                 Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod fixtures;
 pub mod kubelet;
 pub mod oidc;
+pub mod tinyproxy;
 
 pub use daemon::Daemon;
 pub use fixtures::*;
