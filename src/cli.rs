@@ -48,7 +48,7 @@ pub enum Command {
     },
     /// Print the man page, or write one page per command into a directory
     Man {
-        /// Write connd.1 and connd-<command>.1 here instead of printing connd.1
+        /// Write connd.1 and connd-COMMAND.1 here instead of printing connd.1
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
@@ -197,11 +197,11 @@ impl EnvFormat {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -229,7 +229,13 @@ pub struct RunArgs {
     #[arg(long, env = "CONND_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// The command and its arguments, after `--`
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        help_heading = "Arguments"
+    )]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub reload: ReloadArgs,

@@ -36,6 +36,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &options)?;
     plan.log_warnings();
     values::check_local(&plan)?;
+    // What the kernel would refuse, as far as it is known here: remote values are not.
+    let local = values::local_env(&plan)?;
+    exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
     let text = match args.format {
         output::PlanFormat::Text => output::render_plan(&plan),
         output::PlanFormat::Json => output::render_plan_json(&plan),
@@ -123,7 +126,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<FetchError>(cause))
         .or_else(|| as_class::<crate::source::controlplane::ControlPlaneError>(cause))
         .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
-        .or_else(|| as_class::<crate::source::remote::SetupError>(cause))
+        .or_else(|| as_class::<crate::source::SetupError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<BindError>(cause))
         .or_else(|| as_class::<crate::serve::metrics_listen::ListenError>(cause))

@@ -510,14 +510,18 @@ fn remote_without_control_plane(connections: &[PlannedConnection], diags: &mut D
 /// Reads every `file:` source of the planned connections, so that a missing or
 /// unreadable one is reported with every other problem, at its parameter's line.
 fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics) {
-    let mut seen = std::collections::HashSet::new();
+    // Each file once (many connections often share one mounted key); each parameter
+    // that reads a bad one reported once, at its own line.
+    let mut read: HashMap<&Path, Result<(), String>> = HashMap::new();
+    let mut reported = std::collections::HashSet::new();
     for p in connections {
         for (key, param) in &p.connection.parameters {
             let Source::File(path) = &param.source else { continue };
-            if !seen.insert((path, &param.origin)) {
-                continue;
-            }
-            if let Err(cause) = config::files::read_value_file(path) {
+            let result = read.entry(path).or_insert_with(|| config::files::read_value_file(path).map(drop));
+            if let Err(cause) = result {
+                if !reported.insert(&param.origin) {
+                    continue;
+                }
                 diags.error(
                     param.origin.clone(),
                     format!("cannot read {key} of connection {:?} from {}: {cause}", p.connection.name, path.display()),

@@ -203,3 +203,49 @@ fn check_contacts_nothing_and_shows_remote_values_as_remote() {
     assert_eq!((password["redacted"].as_bool(), password["value"].is_null()), (Some(true), true), "{password}");
     assert_eq!(var("CHOREO_HR_SERVICE_SERVICEURL")["value"], "https://hr");
 }
+
+#[test]
+fn a_descriptor_with_its_kind_mistyped_is_reported_once() {
+    let conn =
+        connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("kind: Connection", "kind: Conection");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(
+        &f,
+        &["(1 error)", "unknown kind \"Conection\" (did you mean `Connection`?)"],
+        &["no connection descriptor named"],
+    );
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("kind: Connection\n", "");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(&f, &["(1 error)", "document has no `kind`"], &["no connection descriptor named"]);
+}
+
+#[tokio::test]
+async fn serve_logs_a_typo_warning_once_not_at_every_reload() {
+    use crate::support::daemon::Daemon;
+    use nix::sys::signal::Signal;
+    let comp =
+        component_yaml(&[("hr-service", HR_REF)]) + "configurations:\n  envs:\n    - name: HR_URL\n      value: x\n";
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    let daemon = Daemon::start(f.path(), &[], &[]);
+    daemon.ready().await;
+    let reloads = || async {
+        let text =
+            connd::serve::api::client::request(&daemon.socket, http::Method::GET, "/metrics").await.unwrap().text();
+        text.lines()
+            .filter(|l| l.starts_with("connd_reloads_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before = reloads().await;
+    daemon.signal(Signal::SIGHUP);
+    let start = std::time::Instant::now();
+    while reloads().await <= before {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the SIGHUP reload never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    daemon.signal(Signal::SIGTERM);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("did you mean `env`?").count(), 1, "{stderr}");
+    assert_contains(&stderr, &["component.yaml:7: `envs` under `configurations` is not a key connd reads"]);
+}

@@ -1,6 +1,7 @@
-//! The connection-config directory: reading it (`files`), the YAML as written (`raw`),
-//! the checks (`validate`) and the validated model (`model`). `load` runs them all and
-//! collects every problem into one set of diagnostics.
+//! The connection-config directory: reading it (`files`), the YAML as written (`raw`,
+//! whose values keep their text: `scalar`), the checks (`validate`; `suggest` offers the
+//! nearest known name, here and in `resolve`) and the validated model (`model`). `load`
+//! runs them all and collects every problem into one set of diagnostics (`diag`).
 
 pub mod diag;
 pub mod files;

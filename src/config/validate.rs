@@ -131,7 +131,7 @@ fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags
 fn explain(e: &serde_yaml::Error, doc: &Document<'_>, line: usize, what: &str) -> (String, String) {
     let raw = e.to_string();
     let message = parser_message(e);
-    let line_text = doc.text.lines().nth(line - doc.first_line).unwrap_or("");
+    let line_text = doc.text.lines().nth(line.saturating_sub(doc.first_line)).unwrap_or("");
     let indent = &line_text[..line_text.len() - line_text.trim_start().len()];
     if indent.contains('\t') || (raw.contains("cannot start any token") && line_text.trim_start().starts_with('\t')) {
         return (
@@ -306,16 +306,24 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
             }
             out.failed_identity |= diags.len() > before;
         }
-        Some(other) => diags.error(
-            origin,
-            format!("unknown kind {other:?}{}", suggest::did_you_mean(other, KINDS)),
-            "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
-        ),
-        None => diags.error(
-            origin,
-            "document has no `kind`",
-            "add `kind: Connection` or `kind: Component` as its first line",
-        ),
+        // Likely a descriptor with its kind mistyped or left out: what it names is
+        // explained here, not again by the references to it.
+        Some(other) => {
+            diags.error(
+                origin,
+                format!("unknown kind {other:?}{}", suggest::did_you_mean(other, KINDS)),
+                "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+            );
+            out.failed.push(failed_descriptor(doc));
+        }
+        None => {
+            diags.error(
+                origin,
+                "document has no `kind`",
+                "add `kind: Connection` or `kind: Component` as its first line",
+            );
+            out.failed.push(failed_descriptor(doc));
+        }
     }
     out.had_errors |= diags.len() > before;
 }

@@ -3,7 +3,7 @@
 //!   while failing): a full resolution, `Sources::fetch` included, which is how
 //!   control-plane changes and token refreshes arrive;
 //! - when the config directory (or a folder holding a `file:` source) changes, after a
-//!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
+//!   short debounce: inotify (its `watcher`), which sees the kubelet's atomic writer as a
 //!   create of `..data_tmp` and its rename over `..data`. Hidden files are ignored, and
 //!   the reload is of the files alone: it fetches only when the files now ask for
 //!   other remote values;
@@ -185,7 +185,7 @@ const LAST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
 /// Waits for the first full resolution published in `store`. Its deadline, `timeout`
 /// from now, is also the reloader's: its last attempt is made at the deadline (SPEC §3),
 /// and the verdict is that attempt's (or that of the one in flight at the deadline),
-/// waited for at most [`LAST_ATTEMPT_WAIT`] more. On failure, the current failure.
+/// waited for at most `LAST_ATTEMPT_WAIT` more. On failure, the current failure.
 pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
     let deadline = crate::http::deadline::deadline_after(timeout);
     store.set_startup_deadline(deadline);

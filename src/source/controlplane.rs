@@ -260,7 +260,7 @@ impl Wanted {
 }
 
 impl ControlPlane {
-    /// `base` was checked by `http::client::check_url`.
+    /// `base` was checked by `http::url::check_base_url`.
     pub fn new(
         base: &Uri,
         token_file: Option<PathBuf>,
