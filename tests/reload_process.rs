@@ -91,6 +91,27 @@ async fn a_retargeted_config_dir_symlink_is_seen_by_the_watcher() {
     }
 }
 
+/// A chain of links (`current` -> `releases/live` -> `release-1`, as deploy tools make):
+/// retargeting the inner link is seen by the watcher too.
+#[tokio::test]
+async fn a_retargeted_link_further_down_the_config_dir_chain_is_seen_by_the_watcher() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("releases")).unwrap();
+    write_release(&root.path().join("releases"), "release-1", "5432");
+    write_release(&root.path().join("releases"), "release-2", "6543");
+    symlink("release-1", root.path().join("releases/live")).unwrap();
+    symlink("releases/live", root.path().join("current")).unwrap();
+    let child = serve_in(root.path());
+    let socket = root.path().join("run/connd.sock");
+    env_until(&socket, "release-1's port", |t| t.contains("\"CHOREO_MAIN_DB_PORT\":\"5432\"")).await;
+
+    symlink("release-2", root.path().join("releases/tmp")).unwrap();
+    std::fs::rename(root.path().join("releases/tmp"), root.path().join("releases/live")).unwrap();
+    env_until(&socket, "release-2's port", |t| t.contains("\"CHOREO_MAIN_DB_PORT\":\"6543\"")).await;
+    let (code, stderr) = stop(child);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// A real folder as `--config-dir` that is itself replaced by a symlink: the path is
 /// watched afresh, pointing at the new target.
 #[tokio::test]

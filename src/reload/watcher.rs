@@ -12,7 +12,7 @@
 
 use notify::{RecursiveMode, Watcher};
 use parking_lot::Mutex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -38,6 +38,10 @@ struct Shared {
     dirs: BTreeSet<PathBuf>,
     /// Wanted folders that are symlinks: a change of the link itself counts.
     links: BTreeSet<PathBuf>,
+    /// The links further down a wanted link's chain (`current` -> `releases/live` ->
+    /// `release-1`: `releases/live`), each with the wanted path it leads from: when one
+    /// is retargeted, that wanted path is watched afresh.
+    chains: BTreeMap<PathBuf, PathBuf>,
     /// Folders watched only because they hold a link: only events on links count there.
     link_parents: BTreeSet<PathBuf>,
     /// Watched paths that were renamed, removed or retargeted since the last sync.
@@ -77,8 +81,11 @@ impl DirWatcher {
     /// folder that was not watched now is, so that what changed meanwhile is read.
     pub fn sync(&mut self) -> bool {
         let links: BTreeSet<PathBuf> = self.wanted.iter().filter(|d| is_symlink(d)).cloned().collect();
+        let chains: BTreeMap<PathBuf, PathBuf> =
+            links.iter().flat_map(|l| chain_of(l).into_iter().map(move |inner| (inner, l.clone()))).collect();
         let link_parents: BTreeSet<PathBuf> = links
             .iter()
+            .chain(chains.keys())
             .filter_map(|l| l.parent().filter(|p| !p.as_os_str().is_empty()))
             .filter(|p| !self.wanted.contains(*p))
             .map(Path::to_path_buf)
@@ -87,6 +94,7 @@ impl DirWatcher {
         let gone = {
             let mut shared = self.shared.lock();
             shared.links = links;
+            shared.chains = chains;
             shared.link_parents = link_parents;
             std::mem::take(&mut shared.gone)
         };
@@ -125,12 +133,15 @@ impl Shared {
             if self.dirs.contains(path) || self.links.contains(path) {
                 self.gone.insert(path.clone());
             }
+            if let Some(wanted) = self.chains.get(path) {
+                self.gone.insert(wanted.clone());
+            }
         }
         event.paths.is_empty() || event.paths.iter().any(|p| self.counts(p))
     }
 
     fn counts(&self, path: &Path) -> bool {
-        if self.links.contains(path) {
+        if self.links.contains(path) || self.chains.contains_key(path) {
             return true;
         }
         if path.parent().is_some_and(|p| self.link_parents.contains(p)) {
@@ -142,6 +153,23 @@ impl Shared {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The links that `link`'s target goes through after `link` itself, in order, as
+/// written (a relative target is taken from the link's folder); at most 40, as the kernel.
+fn chain_of(link: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut at = link.to_path_buf();
+    while out.len() < 40 {
+        let Ok(target) = std::fs::read_link(&at) else { break };
+        let next = at.parent().map_or(target.clone(), |p| p.join(&target));
+        if !is_symlink(&next) {
+            break;
+        }
+        out.push(next.clone());
+        at = next;
+    }
+    out
 }
 
 fn is_symlink(path: &Path) -> bool {
