@@ -286,6 +286,29 @@ fn a_file_that_is_not_utf8() {
     );
 }
 
+/// Editors on Windows save UTF-8 with a byte-order mark: YAML allows it at the start.
+#[test]
+fn a_byte_order_mark_starts_a_file_as_yaml_allows() {
+    let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    for name in ["component.yaml", "connections.yaml", "identity.yaml"] {
+        let text = std::fs::read_to_string(f.join(name)).unwrap();
+        std::fs::write(f.join(name), format!("\u{feff}{text}")).unwrap();
+    }
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["ok: 1 connections"]);
+}
+
+/// The file that holds `kind: Component` cannot be read: that is the one error, not
+/// also "does not know which component this is".
+#[test]
+fn an_unreadable_identity_file_is_one_error() {
+    let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[]));
+    std::fs::write(f.join("identity.yaml"), b"kind: Component\nproject: hr-project\nname: caf\xe9\n").unwrap();
+    let out = expect_config_error(&f, &["(1 error)", "identity.yaml:3: file is not UTF-8"]);
+    assert!(!out.stderr.contains("does not know which component"), "{out:?}");
+}
+
 #[test]
 fn a_dangling_symlink() {
     let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[]));

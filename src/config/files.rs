@@ -183,7 +183,15 @@ fn read_file(dir: &Path, name: String, diags: &mut Diagnostics) -> Option<Source
         return None;
     }
     match String::from_utf8(bytes) {
-        Ok(text) => Some(SourceFile { path, name, text }),
+        // A byte-order mark may start a YAML stream (YAML 1.2 §5.2); the parser would
+        // take it for content.
+        Ok(text) => {
+            let text = match text.strip_prefix('\u{feff}') {
+                Some(rest) => rest.to_owned(),
+                None => text,
+            };
+            Some(SourceFile { path, name, text })
+        }
         Err(e) => {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;

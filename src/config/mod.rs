@@ -39,6 +39,9 @@ pub struct Loaded {
 pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     let before = diags.len();
     let files = files::read_dir(dir, diags);
+    // A file that could not be read (not UTF-8, a dangling link) may hold the identity or
+    // a descriptor: what is missing because of it is not reported a second time.
+    let unread = diags.len() > before;
     let mut loaded = Loaded::default();
     if files.is_empty() && diags.len() == before {
         diags.error(
@@ -82,9 +85,9 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     }
     loaded.identities = docs.identities;
     loaded.connections = docs.connections;
-    loaded.had_descriptor_errors = docs.had_errors;
+    loaded.had_descriptor_errors = docs.had_errors || unread;
     loaded.failed = docs.failed;
-    loaded.failed_identity = docs.failed_identity;
+    loaded.failed_identity = docs.failed_identity || unread;
     loaded
 }
 
