@@ -170,6 +170,27 @@ fn component_yml_says_component_yaml() {
     );
 }
 
+/// Near names of component.yaml (a case, a letter) are taken for it, not for documents
+/// without a kind; a near name that holds kinds is read as connd's own file.
+#[test]
+fn near_names_of_component_yaml_say_component_yaml() {
+    for name in ["Component.yaml", "componet.yaml", "Component.yml"] {
+        let f = Fixture::new()
+            .file(name, &component_yaml(&[("hr-service", HR_REF)]))
+            .file("identity.yaml", IDENTITY)
+            .file("connections.yaml", &connection(ID1, "hr-service", &[]));
+        config_error(
+            &f,
+            &["(1 error)", &format!("{name}: connd reads the component's config from component.yaml, not {name}")],
+            &["no `kind`", "has no component.yaml"],
+        );
+    }
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &connection(ID1, "hr-service", &[("A", "b")]))
+        .file("Component.yaml", IDENTITY);
+    let out = f.run("check", &[]);
+    assert!(!out.stderr.contains("connd reads the component's config"), "{out:?}");
+}
+
 #[test]
 fn an_unreadable_config_dir_is_one_error() {
     let out = run(&["check", "--config-dir", "/nonexistent/connd"]);

@@ -21,6 +21,18 @@ pub const COMPONENT_FILE: &str = "component.yaml";
 /// A name often written for it, which connd does not take for it.
 pub const COMPONENT_FILE_YML: &str = "component.yml";
 
+/// Whether `file` is the component's config under another name: `component.yml`, or a
+/// name one edit or a case away from `component.yaml` (`Component.yaml`, `componet.yaml`)
+/// that holds no `kind:` document (a file of that name with kinds is connd's own).
+pub fn misnamed_component(file: &SourceFile) -> bool {
+    if file.name == COMPONENT_FILE || file.name == COMPONENT_FILE_YML {
+        return file.name == COMPONENT_FILE_YML;
+    }
+    let name = file.name.to_lowercase();
+    let near = [COMPONENT_FILE, COMPONENT_FILE_YML].iter().any(|k| strsim::osa_distance(&name, k) <= 1);
+    near && !file.text.lines().any(|l| l.starts_with("kind:"))
+}
+
 /// One YAML file of the directory, read whole.
 #[derive(Debug)]
 pub struct SourceFile {

@@ -66,7 +66,7 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
         diags.extend(part.diags);
     }
     loaded.read_any = !files.is_empty();
-    if !saw_component && !files.iter().any(|f| f.name == files::COMPONENT_FILE_YML) && !files.is_empty() {
+    if !saw_component && !files.iter().any(files::misnamed_component) && !files.is_empty() {
         diags.error(
             Origin::file(dir.join(files::COMPONENT_FILE)),
             "the config directory has no component.yaml",
@@ -103,7 +103,7 @@ struct Parsed {
 /// One piece of parsing work: component.yaml whole, or one document of another file.
 enum Unit<'a> {
     Component(&'a files::SourceFile),
-    /// `component.yml`: the platform's name is `component.yaml`.
+    /// `component.yml` or a near name: the platform's name is `component.yaml`.
     MisnamedComponent(&'a files::SourceFile),
     Document(&'a files::SourceFile, files::Document<'a>),
 }
@@ -125,7 +125,7 @@ fn parse_units(units: &[Unit<'_>]) -> Parsed {
             Unit::Document(file, doc) => validate::connd_document(&file.path, doc, &mut out.docs, &mut out.diags),
             Unit::MisnamedComponent(file) => out.diags.error(
                 Origin::file(&file.path),
-                "connd reads the component's config from component.yaml, not component.yml",
+                format!("connd reads the component's config from component.yaml, not {}", file.name),
                 "rename the file to component.yaml (the name the platform gives .choreo/component.yaml)",
             ),
         }
@@ -147,7 +147,7 @@ fn parse_parallel(files: &[files::SourceFile]) -> Vec<Parsed> {
         .flat_map(|f| -> Vec<Unit<'_>> {
             if f.name == files::COMPONENT_FILE {
                 vec![Unit::Component(f)]
-            } else if f.name == files::COMPONENT_FILE_YML {
+            } else if files::misnamed_component(f) {
                 vec![Unit::MisnamedComponent(f)]
             } else {
                 files::documents(&f.text).into_iter().map(|d| Unit::Document(f, d)).collect()
