@@ -260,6 +260,32 @@ impl RunArgs {
 }
 
 /// A signal by name, with or without `SIG`, any case: `SIGHUP`, `hup`.
+/// The variables of this process's environment that look like a misspelled `CONND_*`
+/// setting (one edit or a case away from one, SPEC §2's typo rule), each with the one
+/// meant. Names only: values are never read.
+pub fn misspelled_env_vars() -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    fn collect(cmd: &clap::Command, known: &mut std::collections::BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
+                known.insert(name.to_owned());
+            }
+        }
+        cmd.get_subcommands().for_each(|sub| collect(sub, known));
+    }
+    let mut known = std::collections::BTreeSet::new();
+    collect(&Cli::command(), &mut known);
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.to_ascii_uppercase().starts_with("CONND_") && !known.contains(name))
+        .filter_map(|name| {
+            let upper = name.to_ascii_uppercase();
+            let meant = known.iter().find(|k| strsim::osa_distance(&upper, k) <= 1)?;
+            Some((name, meant.clone()))
+        })
+        .collect()
+}
+
 pub fn parse_signal(text: &str) -> Result<Signal, String> {
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };

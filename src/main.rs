@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cli.log.settings());
+    for (name, meant) in connd::cli::misspelled_env_vars() {
+        tracing::warn!("{name} is not a variable connd reads, and is ignored: did you mean {meant}?");
+    }
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         connd::secret::forbid_dumps();
     }

@@ -337,3 +337,23 @@ fn the_command_argument_has_its_own_heading_in_help() {
         assert_eq!(heading, "Arguments:", "{sub} --help:\n{}", out.stdout);
     }
 }
+
+/// A `CONND_*` variable one edit (or a case) away from one connd reads is a warning naming
+/// the variable meant, never silently ignored; its value is not shown.
+#[test]
+fn a_misspelled_connd_variable_is_a_warning_naming_the_one_meant() {
+    for (typo, meant) in [("CONND_CONFIG_DIRR", "CONND_CONFIG_DIR"), ("connd_env_prefix", "CONND_ENV_PREFIX")] {
+        let out: Run = connd()
+            .args(["check", "--config-dir", EXAMPLE])
+            .env(typo, "hunter2-value")
+            .output()
+            .expect("connd runs")
+            .into();
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_contains(
+            &out.stderr,
+            &[&format!("{typo} is not a variable connd reads, and is ignored: did you mean {meant}?")],
+        );
+        assert!(!out.stderr.contains("hunter2-value"), "{out:?}");
+    }
+}
