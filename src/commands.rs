@@ -36,6 +36,15 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &options)?;
     plan.log_warnings();
     values::check_local(&plan)?;
+    // The token URLs `env` would refuse, where they are local (not from the control plane).
+    for p in plan.connections.iter().filter(|p| p.connection.is_oauth()) {
+        let local = crate::source::credentials::CLIENT_KEYS.iter().all(|k| {
+            p.connection.parameters.get(*k).is_some_and(|v| !matches!(v.source, crate::config::model::Source::Remote))
+        });
+        if local {
+            crate::source::credentials::read(p, None, args.config.remote.allow_insecure_http)?;
+        }
+    }
     // What the kernel would refuse, as far as it is known here: remote values are not.
     let local = values::local_env(&plan)?;
     exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;

@@ -191,6 +191,23 @@ fn near_names_of_component_yaml_say_component_yaml() {
     assert!(!out.stderr.contains("connd reads the component's config"), "{out:?}");
 }
 
+/// A literal TokenURL that `env` would refuse is refused by `check` too: `check` says
+/// ok only for what resolves.
+#[test]
+fn check_refuses_a_token_url_that_env_refuses() {
+    for (url, words) in [
+        ("http://sts.example/token", "refusing plain http:// to \"sts.example\""),
+        ("ftp://sts.example/token", "is not an absolute http(s) URL"),
+        ("https://sts.example:99999/token", "which is not a port"),
+    ] {
+        let params = [("TokenURL", url), ("ConsumerKey", "portal"), ("ConsumerSecret", "portal-s3cr3t")];
+        let conn = connection(ID1, "hr-service", &params).replace("parameters:", "security: oauth2\nparameters:");
+        let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+        let out = config_error(&f, &["connection \"hr-service\": TokenURL:", words], &["portal-s3cr3t"]);
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+}
+
 #[test]
 fn an_unreadable_config_dir_is_one_error() {
     let out = run(&["check", "--config-dir", "/nonexistent/connd"]);
