@@ -1,7 +1,7 @@
 //! The subcommands, as library functions the binary calls. Each returns the exit code
 //! for success; failures are typed errors that `exit_code` maps.
 
-use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RunArgs};
+use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RenderArgs, RunArgs};
 use crate::resolve::{self, Plan};
 use crate::source::values::{self, Fetched, Values};
 use crate::{exec, output};
@@ -24,7 +24,9 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
     values::check_local(&plan)?;
-    write_stdout(&output::render_plan(&plan))?;
+    let mut text = output::render_plan(&plan);
+    text.push_str(&crate::files::describe(&plan));
+    write_stdout(&text)?;
     Ok(0)
 }
 
@@ -34,9 +36,22 @@ pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Resolves, then execs; returns only on failure.
+/// Resolves once and writes the files (SPEC §7), then exits: for init containers and
+/// `ExecStartPre`. Nothing is written when any file fails to render.
+pub fn render(args: &RenderArgs) -> anyhow::Result<u8> {
+    let (plan, values) = resolve_once(&args.config)?;
+    let changed = crate::files::write_all(&plan, &values)?;
+    tracing::info!(files = plan.files.len(), changed, "files rendered");
+    Ok(0)
+}
+
+/// Resolves, writes the files, then execs; returns only on failure. No workload starts
+/// with a file missing or partly rendered.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
-    let (_, values) = resolve_once(&args.config)?;
+    let (plan, values) = resolve_once(&args.config)?;
+    if !plan.files.is_empty() {
+        crate::files::write_all(&plan, &values)?;
+    }
     let env = exec::child_env(std::env::vars_os(), &values.env);
     Err(exec::exec(&args.command, env).into())
 }

@@ -37,6 +37,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::source::remote::SetupError>() {
             return e.exit_code();
         }
+        if let Some(e) = cause.downcast_ref::<crate::files::FileError>() {
+            return e.exit_code();
+        }
         if cause.is::<ProbeError>() {
             return UNAVAILABLE;
         }

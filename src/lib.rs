@@ -8,6 +8,8 @@
 //! - `source`: the seam for remote values and tokens; `remote` implements it with
 //!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http_client` + `tls`.
 //! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
+//! - `files`: the files of SPEC §7, planned with the rest, rendered per format, written
+//!   atomically under `--files-root` and kept current in `run` and `serve`.
 //! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
 //!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
 //! - `serve`: the Unix-socket API (`api`) over the reloader, with `signal` and
@@ -25,6 +27,7 @@ pub mod config;
 pub mod docs;
 pub mod exec;
 pub mod exit;
+pub mod files;
 pub mod http;
 pub mod logging;
 pub mod metrics;

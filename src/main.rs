@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
         Command::Exec(args) => commands::exec(args),
+        Command::Render(args) => commands::render(args),
         Command::Completions { shell } => {
             connd::docs::completions(*shell, &mut std::io::stdout());
             Ok(0)

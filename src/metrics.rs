@@ -53,6 +53,20 @@ const CONTROL_PLANE_CALLS: [Call; 6] =
     [Call::Ok, Call::NotModified, Call::Refused, Call::NotFound, Call::BadAnswer, Call::Error];
 const TOKEN_CALLS: [Call; 5] = [Call::Ok, Call::Refused, Call::Rejected, Call::BadAnswer, Call::Error];
 
+/// How one write of a rendered file (SPEC §7) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileWrite {
+    /// New content was written.
+    Written,
+    /// The file was already right: not touched.
+    Unchanged,
+    /// It could not be rendered or written; the last good file stays.
+    Error,
+}
+
+const FILE_WRITES: [(FileWrite, &str); 3] =
+    [(FileWrite::Written, "written"), (FileWrite::Unchanged, "unchanged"), (FileWrite::Error, "error")];
+
 /// The API's routes, as `/metrics` labels them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -92,6 +106,10 @@ pub struct Metrics {
     error_since_ms: AtomicU64,
     /// Blocking queries waiting for a change right now.
     parked: AtomicU64,
+    /// Renders of files, by [`FILE_WRITES`] result.
+    file_writes: [AtomicU64; 3],
+    /// Files whose last render or write failed.
+    files_failing: AtomicU64,
 }
 
 /// Counts one parked blocking query while it lives.
@@ -148,6 +166,17 @@ impl Metrics {
     pub fn parked(&self) -> Parked<'_> {
         self.parked.fetch_add(1, Relaxed);
         Parked(&self.parked)
+    }
+
+    /// One render and write of a file.
+    pub fn file_write(&self, result: FileWrite) {
+        let slot = FILE_WRITES.iter().position(|(x, _)| *x == result).unwrap_or(2);
+        self.file_writes[slot].fetch_add(1, Relaxed);
+    }
+
+    /// How many files currently keep their last good content because of an error.
+    pub fn files_failing(&self, n: usize) {
+        self.files_failing.store(n as u64, Relaxed);
     }
 
     /// For the control-plane source: one request's outcome.
@@ -210,6 +239,13 @@ impl Metrics {
             "Seconds the current resolution error has lasted (0 when resolving fine).",
         );
         let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
+        header(&mut out, "connd_file_renders_total", "counter", "Renders of files (SPEC §7), by result.");
+        for (i, (_, result)) in FILE_WRITES.iter().enumerate() {
+            let _ =
+                writeln!(out, "connd_file_renders_total{{result=\"{result}\"}} {}", self.file_writes[i].load(Relaxed));
+        }
+        header(&mut out, "connd_files_failing", "gauge", "Files keeping their last good content after an error.");
+        let _ = writeln!(out, "connd_files_failing {}", self.files_failing.load(Relaxed));
         header(&mut out, "connd_ready", "gauge", "1 once the first full resolution succeeded.");
         let _ = writeln!(out, "connd_ready {}", u8::from(last != 0));
         out

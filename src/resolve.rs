@@ -20,6 +20,8 @@ pub struct Options {
     pub ignore_unsupported: bool,
     /// A control plane is configured, so `remote: true` parameters can be fetched.
     pub control_plane: bool,
+    /// Where files (SPEC §7) are written: every file's path is joined under it.
+    pub files_root: PathBuf,
 }
 
 impl Default for Options {
@@ -30,6 +32,7 @@ impl Default for Options {
             env_prefix: "CHOREO".into(),
             ignore_unsupported: false,
             control_plane: false,
+            files_root: PathBuf::from("/"),
         }
     }
 }
@@ -81,6 +84,10 @@ pub struct Plan {
     pub vars: Vec<Binding>,
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
+    /// The files to render (SPEC §7), in declaration order.
+    pub files: Vec<crate::files::PlannedFile>,
+    /// `--files-root`: every file's target is under it.
+    pub files_root: PathBuf,
 }
 
 impl Plan {
@@ -89,12 +96,13 @@ impl Plan {
         self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
     }
 
-    /// Indexes of connections whose `AccessToken` some variable names.
+    /// Indexes of connections whose `AccessToken` some variable or file uses.
     pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
-        self.vars.iter().filter_map(|b| match &b.target {
+        let vars = self.vars.iter().filter_map(|b| match &b.target {
             Target::Param { conn, key } if key == model::ACCESS_TOKEN => Some(*conn),
             _ => None,
-        })
+        });
+        vars.chain(self.files.iter().flat_map(|f| f.tokens.iter().copied()))
     }
 }
 
@@ -387,7 +395,21 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
         }
     }
 
-    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped })
+    let specs: Vec<_> = spec.files.iter().chain(&loaded.files).cloned().collect();
+    let files = if specs.is_empty() {
+        Vec::new()
+    } else {
+        crate::files::plan::build(&specs, &connections, &vars, &opts.files_root, opts.ignore_unsupported, diags)
+    };
+    Some(Plan {
+        dir: dir.to_path_buf(),
+        identity: me,
+        connections,
+        vars,
+        skipped,
+        files,
+        files_root: opts.files_root.clone(),
+    })
 }
 
 fn keys_of(c: &PlannedConnection) -> String {

@@ -4,6 +4,7 @@
 
 pub mod diag;
 pub mod files;
+pub mod filespec;
 pub mod model;
 pub mod raw;
 pub mod validate;
@@ -21,6 +22,8 @@ pub struct Loaded {
     pub component: Option<ComponentSpec>,
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
+    /// `kind: File` documents (SPEC §7).
+    pub files: Vec<filespec::FileSpec>,
     /// Some descriptor failed to parse, so a missing reference may be explained above.
     pub had_descriptor_errors: bool,
 }
@@ -47,6 +50,7 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
         }
         docs.identities.extend(part.docs.identities);
         docs.connections.extend(part.docs.connections);
+        docs.files.extend(part.docs.files);
         docs.had_errors |= part.docs.had_errors;
         diags.extend(part.diags);
     }
@@ -69,6 +73,7 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     }
     loaded.identities = docs.identities;
     loaded.connections = docs.connections;
+    loaded.files = docs.files;
     loaded.had_descriptor_errors = docs.had_errors;
     loaded
 }

@@ -175,6 +175,8 @@ fn kind_of(doc: &Document<'_>) -> Option<String> {
 pub struct Documents {
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
+    /// `kind: File` documents.
+    pub files: Vec<super::filespec::FileSpec>,
     /// Some document failed to parse: a reference to it would be a confusing second error.
     pub had_errors: bool,
 }
@@ -192,6 +194,11 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
                 }
             }
         }
+        Some("File") => {
+            if let Some(raw) = parse::<super::filespec::FileDoc>(path, doc, "File", diags) {
+                out.files.extend(super::filespec::file_document(raw, path, doc, diags));
+            }
+        }
         Some("Component") => {
             if let Some(raw) = parse::<raw::ComponentDoc>(path, doc, "Component", diags) {
                 let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
@@ -201,7 +208,7 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
         Some(other) => diags.error(
             origin,
             format!("unknown kind {other:?}"),
-            "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+            "use `kind: Connection`, `kind: Component` or `kind: File`; the component's own config belongs in component.yaml",
         ),
         None => diags.error(
             origin,
@@ -450,7 +457,11 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
             "keep one: `configurations` is the current spelling",
         );
     }
-    for e in raw.configurations.or(raw.configuration).unwrap_or_default().env {
+    let configurations = raw.configurations.or(raw.configuration).unwrap_or_default();
+    if !configurations.file.is_empty() {
+        spec.files = super::filespec::component_files(configurations.file, path, doc, diags);
+    }
+    for e in configurations.env {
         let origin = entry_origin("name", &e.name);
         if !valid_env_name(&e.name) {
             diags.error(

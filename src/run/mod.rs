@@ -85,7 +85,9 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         let (env_tx, env_rx) = watch::channel(first);
         let inherited = std::env::vars_os().collect();
         let settings = args.settings();
-        let supervised = supervise::supervise(&args.command, inherited, env_rx, &settings, signals);
+        let (file_tx, file_rx) = tokio::sync::mpsc::channel(1);
+        let file_changes = (settings.on_file_change != supervise::OnChange::None).then_some(file_rx);
+        let supervised = supervise::supervise(&args.command, inherited, env_rx, &settings, signals, file_changes);
         tokio::pin!(supervised);
         let delay = if reloader.is_some() { Duration::ZERO } else { WATCH_DELAY };
         let code = tokio::select! {
@@ -93,6 +95,14 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
             () = tokio::time::sleep(delay) => {
                 let r = reloader.get_or_insert_with(start_reloader);
                 let _forward = Forward(tokio::spawn(forward_env(r.subscribe(), env_tx)));
+                // Files written before the start are kept current from now on.
+                let _files = crate::files::keep::Keeper::start(
+                    r.store().clone(),
+                    sources.clone(),
+                    metrics.clone(),
+                    Some(file_tx),
+                    until(stop.clone()),
+                );
                 supervised.await?
             }
         };
@@ -139,6 +149,10 @@ async fn first_resolution(args: &RunArgs, sources: &impl Sources, api: Option<&R
     };
     let values = values::materialize(&plan, &fetched)?;
     tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
+    // As `exec`: the workload never starts with a file missing or partly rendered.
+    if !plan.files.is_empty() {
+        crate::files::write_all(&plan, &values)?;
+    }
     if let Some(reloader) = api {
         let ready = reloader.ready(args.config.remote.startup_timeout).await?;
         if let Some((env, _)) = ready.env() {

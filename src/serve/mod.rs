@@ -84,6 +84,14 @@ pub async fn run<S: Sources>(
     let notifier = Notifier::new(settings.notify_socket.as_deref());
     let (stop_tx, stop) = watch::channel(false);
     let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    // Files (SPEC §7) follow the same snapshots, and token renewals.
+    let _files = crate::files::keep::Keeper::start(
+        reloader.store().clone(),
+        sources.clone(),
+        metrics.clone(),
+        None,
+        until(stop.clone()),
+    );
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
     let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));

@@ -156,6 +156,8 @@ struct App {
     /// Counts them by result, for `/metrics`.
     metrics: Arc<Metrics>,
     retries: Retries,
+    /// Bumped on every new token, for those who keep a token elsewhere (rendered files).
+    renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 struct Shared {
@@ -166,6 +168,8 @@ struct Shared {
     long_running: bool,
     refreshers: Mutex<HashMap<AppKey, AbortHandle>>,
     metrics: Arc<Metrics>,
+    /// Counts the tokens obtained: see [`TokenCache::renewals`].
+    renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Drop for Shared {
@@ -194,8 +198,15 @@ impl TokenCache {
                 long_running,
                 refreshers: Mutex::new(HashMap::new()),
                 metrics,
+                renewed: Arc::new(tokio::sync::watch::Sender::new(0)),
             }),
         }
+    }
+
+    /// A receiver that changes whenever any application gets a new token (a first one
+    /// or a renewal), so that copies of tokens (rendered files) can follow.
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.renewed.subscribe()
     }
 
     /// Stops every background renewal; tokens already obtained stay usable.
@@ -250,6 +261,7 @@ impl TokenCache {
                     calls: Default::default(),
                     metrics: self.shared.metrics.clone(),
                     retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
+                    renewed: self.shared.renewed.clone(),
                 })
             });
             *app.secret.lock().unwrap_or_else(|p| p.into_inner()) = creds.secret;
@@ -350,6 +362,7 @@ impl App {
                     let token = Arc::new(token);
                     self.current.store(Some(token.clone()));
                     *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
+                    self.renewed.send_modify(|n| *n += 1);
                     return Ok(token);
                 }
                 Err(Attempt::Permanent(e)) => e,

@@ -234,6 +234,10 @@ impl Sources for Remote {
             expires_in: token.expires_at.saturating_duration_since(Instant::now()),
         })
     }
+
+    fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.tokens.renewals())
+    }
 }
 
 const CLIENT_KEYS: [&str; 3] = ["TokenURL", "ConsumerKey", "ConsumerSecret"];

@@ -1,0 +1,201 @@
+//! Files (SPEC §7): the files a workload reads, rendered from the connections' values.
+//! - `plan`: from the checked file entries to [`PlannedFile`]s, with the checks that need
+//!   the whole directory (connections, keys, templates, paths under `--files-root`).
+//! - `render`: a planned file plus values → bytes, one writer per format.
+//! - `write`: atomic writes under the root (temp file, mode and owner, fsync, rename).
+//! - `keep`: the task that keeps files current in `run` and `serve`.
+//!
+//! `render_all` and `write_all` are the one-shot path of `render` and `exec`: every file
+//! is rendered before the first is written, so a bad value writes nothing.
+
+pub mod keep;
+pub mod plan;
+pub mod render;
+pub mod write;
+
+use crate::config::filespec::FileFormat;
+use crate::config::Origin;
+use crate::resolve::Plan;
+use crate::secret::Secret;
+use crate::source::values::Values;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One file connd renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// As declared (`mountPath` + `name`, or `path`): what messages and `check` show.
+    pub path: PathBuf,
+    /// `path` under `--files-root`: where it is written.
+    pub target: PathBuf,
+    pub format: FileFormat,
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub content: Content,
+    pub origin: Origin,
+    /// Positions in `Plan::connections` of the connections whose `AccessToken` it uses.
+    pub tokens: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Values(Vec<PlannedValue>),
+    Template(Arc<Template>),
+}
+
+/// One value of a structured file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedValue {
+    /// Dotted for nesting formats.
+    pub name: String,
+    pub from: ValueFrom,
+    /// The config-file line of the entry.
+    pub line: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueFrom {
+    Literal(Secret),
+    Param { conn: usize, key: String },
+}
+
+/// A template's text and where it starts in its config file. Its Debug shows no text.
+#[derive(PartialEq, Eq)]
+pub struct Template {
+    pub text: String,
+    pub first_line: usize,
+    /// The (connection position, key) pairs it read when checked, for `check`.
+    pub reads: Vec<(usize, String)>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Template({} bytes at line {})", self.text.len(), self.first_line)
+    }
+}
+
+/// A file that could not be rendered or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A render failure: the config (a template, a value for the format) is at fault.
+    #[error("{origin}: cannot render {}: {}\n  fix: {}", path.display(), error.message, error.fix)]
+    Render { path: PathBuf, origin: Origin, error: Box<render::RenderError> },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: write::WriteError,
+    },
+}
+
+impl FileError {
+    /// 78 for what the config must fix, 73 (EX_CANTCREAT) for a file that cannot be written.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            FileError::Render { .. } => crate::exit::CONFIG,
+            FileError::Write { .. } => crate::exit::CANT_CREATE,
+        }
+    }
+}
+
+/// Renders one file, its error located in the config.
+pub fn render_one(file: &PlannedFile, plan: &Plan, values: &Values) -> Result<Vec<u8>, FileError> {
+    render::render(file, plan, values).map_err(|error| {
+        let origin = match error.line {
+            Some(line) => Origin::at(&file.origin.file, line),
+            None => file.origin.clone(),
+        };
+        FileError::Render { path: file.path.clone(), origin, error: Box::new(error) }
+    })
+}
+
+/// Renders every planned file; the first failure stops it, before anything is written.
+pub fn render_all(plan: &Plan, values: &Values) -> Result<Vec<Vec<u8>>, FileError> {
+    plan.files.iter().map(|f| render_one(f, plan, values)).collect()
+}
+
+/// Renders, then writes every planned file under `plan.files_root`; returns how many
+/// changed. Nothing is written when any file fails to render.
+pub fn write_all(plan: &Plan, values: &Values) -> Result<usize, FileError> {
+    let root = &plan.files_root;
+    let rendered = render_all(plan, values)?;
+    let mut changed = 0;
+    for (file, bytes) in plan.files.iter().zip(rendered) {
+        let outcome = write::write(root, file, &bytes)
+            .map_err(|source| FileError::Write { path: file.target.clone(), source })?;
+        if outcome == write::Outcome::Written {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// The files as `check` lists them: path, format, mode (and owner), and each value's
+/// source, redacted as variables are. Empty when the plan has no files.
+pub fn describe(plan: &Plan) -> String {
+    use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
+    use crate::secret::REDACTED;
+    use std::fmt::Write;
+    if plan.files.is_empty() {
+        return String::new();
+    }
+    let source = |conn: usize, key: &str| -> (String, String) {
+        let c = &plan.connections[conn];
+        let from = format!("{}.{key}", c.name);
+        if key == ACCESS_TOKEN {
+            return (from, format!("oauth2 token  {REDACTED}"));
+        }
+        let Some(param) = c.connection.parameters.get(key) else { return (from, String::new()) };
+        let shown = match &param.source {
+            _ if param.secret => REDACTED.to_owned(),
+            Source::Value(v) => v.expose().to_owned(),
+            Source::File(_) | Source::Remote => String::new(),
+        };
+        (from, format!("{}  {shown}", param.source.describe()))
+    };
+    let mut out = String::from("\nfiles:\n");
+    for f in &plan.files {
+        let owner = match (f.owner, f.group) {
+            (None, None) => String::new(),
+            (o, g) => format!(
+                "  owner {}:{}",
+                o.map_or("-".into(), |o| o.to_string()),
+                g.map_or("-".into(), |g| g.to_string())
+            ),
+        };
+        let _ = writeln!(out, "  {}  {}  {:04o}{owner}  ({})", f.path.display(), f.format.as_str(), f.mode, f.origin);
+        let rows: Vec<(String, String, String)> = match &f.content {
+            Content::Values(values) => values
+                .iter()
+                .map(|v| match &v.from {
+                    ValueFrom::Literal(s) => {
+                        let last = v.name.rsplit('.').next().unwrap_or(&v.name);
+                        let shown = if secret_by_default(last) { REDACTED.to_owned() } else { s.expose().to_owned() };
+                        (v.name.clone(), "(literal)".to_owned(), format!("value  {shown}"))
+                    }
+                    ValueFrom::Param { conn, key } => {
+                        let (from, rest) = source(*conn, key);
+                        (v.name.clone(), from, rest)
+                    }
+                })
+                .collect(),
+            Content::Template(t) => t
+                .reads
+                .iter()
+                .map(|(conn, key)| {
+                    let (from, rest) = source(*conn, key);
+                    ("(template)".to_owned(), from, rest)
+                })
+                .collect(),
+        };
+        let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+        for (name, from, rest) in rows {
+            let rest = if rest.chars().any(char::is_control) { rest.escape_debug().to_string() } else { rest };
+            let _ = writeln!(out, "    {name:<w0$}  {from:<w1$}  {rest}");
+        }
+    }
+    let _ = writeln!(out, "\nok: {} files under {}", plan.files.len(), plan.files_root.display());
+    out
+}
