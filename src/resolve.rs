@@ -399,7 +399,16 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
     let files = if specs.is_empty() {
         Vec::new()
     } else {
-        crate::files::plan::build(&specs, &connections, &vars, &opts.files_root, opts.ignore_unsupported, diags)
+        let referenced: Vec<&str> = spec.connection_refs.iter().map(|r| r.name.as_str()).collect();
+        crate::files::plan::build(
+            &specs,
+            &referenced,
+            &connections,
+            &vars,
+            &opts.files_root,
+            opts.ignore_unsupported,
+            diags,
+        )
     };
     Some(Plan {
         dir: dir.to_path_buf(),

@@ -11,6 +11,9 @@ mod cli;
 mod config_errors;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
+/// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
+mod files;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.

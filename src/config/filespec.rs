@@ -145,19 +145,19 @@ pub const DEFAULT_MODE: u32 = 0o600;
 /// The path as given, checked: absolute, no `..`, no empty name. `what` names the key.
 fn checked_path(text: &str, what: &str, origin: &Origin, diags: &mut Diagnostics) -> Option<PathBuf> {
     let path = Path::new(text);
-    if !path.is_absolute() {
-        diags.error(
-            origin.clone(),
-            format!("{what} {text:?} is not absolute"),
-            "write the path from /, e.g. /run/app/db.env",
-        );
-        return None;
-    }
     if path.components().any(|c| c == Component::ParentDir) {
         diags.error(
             origin.clone(),
             format!("{what} {text:?} contains `..`"),
             "write the path without `..`: every file lands under --files-root",
+        );
+        return None;
+    }
+    if !path.is_absolute() {
+        diags.error(
+            origin.clone(),
+            format!("{what} {text:?} is not absolute"),
+            "write the path from /, e.g. /run/app/db.env",
         );
         return None;
     }

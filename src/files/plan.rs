@@ -54,10 +54,12 @@ pub fn escapes_root(root: &Path, target: &Path) -> Option<String> {
 }
 
 /// Plans `specs` (component.yaml's first, then `kind: File` documents) against the
-/// planned connections and variables. Values from unsupported sources are left out under
-/// `ignore_unsupported`, else an error.
+/// planned connections and variables. `referenced` names every connection reference,
+/// planned or not: one that failed is reported once, where it is referenced. Values
+/// from unsupported sources are left out under `ignore_unsupported`, else an error.
 pub fn build(
     specs: &[FileSpec],
+    referenced: &[&str],
     connections: &[PlannedConnection],
     vars: &[Binding],
     root: &Path,
@@ -69,6 +71,7 @@ pub fn build(
     let position = |name: &str| connections.iter().position(|c| c.name == name);
     for spec in specs {
         let before = diags.len();
+        let mut failed = false;
         let target = under_root(root, &spec.path);
         if let Some(first) = by_target.get(&target) {
             diags.error(
@@ -96,6 +99,11 @@ pub fn build(
                         ValueSource::Literal(text) => ValueFrom::Literal(text.as_str().into()),
                         ValueSource::ConnectionRef { name, key } => {
                             let Some(i) = position(name) else {
+                                if referenced.contains(&name.as_str()) {
+                                    // Its reference failed, and said why.
+                                    failed = true;
+                                    continue;
+                                }
                                 diags.error(
                                     v.origin.clone(),
                                     format!("value {} of {} takes {key} from connection {name:?}, which the component does not reference", v.name, spec.path.display()),
@@ -163,7 +171,7 @@ pub fn build(
                 Content::Template(Arc::new(Template { text: text.clone(), first_line: *first_line, reads }))
             }
         };
-        if diags.len() > before {
+        if failed || diags.len() > before {
             continue;
         }
         tokens.sort_unstable();

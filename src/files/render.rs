@@ -468,7 +468,8 @@ pub fn template(text: &str, first_line: usize, inputs: &Inputs) -> Result<Render
     env.set_fuel(Some(FUEL));
     env.set_keep_trailing_newline(true);
     env.add_filter("urlencode", urlencode);
-    let at = |line: Option<usize>| line.map(|l| first_line + l.saturating_sub(1));
+    // A line within the template, else the template's first line.
+    let at = |line: Option<usize>| Some(line.map_or(first_line, |l| first_line + l.saturating_sub(1)));
     let compiled = env.template_from_str(text).map_err(|e| RenderError {
         line: at(e.line()),
         message: format!("the template does not parse: {}", e.detail().unwrap_or(&e.kind().to_string())),
