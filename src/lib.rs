@@ -25,6 +25,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod docs;
+pub mod duration;
+pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod files;
@@ -39,5 +41,3 @@ pub mod secret;
 pub mod serve;
 pub mod signal;
 pub mod source;
-
-pub use exit::exit_code;

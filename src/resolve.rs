@@ -96,6 +96,12 @@ impl Plan {
         self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
     }
 
+    /// Whether resolving needs the sources: some parameter is remote, or some variable
+    /// or file takes a token.
+    pub fn needs_fetch(&self) -> bool {
+        self.needs_remote() || self.token_vars().next().is_some()
+    }
+
     /// Indexes of connections whose `AccessToken` some variable or file uses.
     pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
         let vars = self.vars.iter().filter_map(|b| match &b.target {

@@ -374,7 +374,7 @@ fn exec_fails_closed_without_the_remote_values() {
 fn later_rounds_are_conditional_and_reread_the_token_file() {
     let (fx, cp) = (fixture(), FakeControlPlane::start(false));
     cp.script(ID, vec![good()]);
-    let args = connd::cli::RemoteArgs { token_file: Some(fx.join("token")), ..cp.remote_args() };
+    let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
     let opts = connd::resolve::Options { control_plane: true, ..Default::default() };
     let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -479,6 +479,6 @@ fn a_304_for_a_key_the_server_never_had_names_the_key() {
 }
 
 fn remote_for(fx: &Fixture, cp: &FakeControlPlane) -> connd::source::remote::Remote {
-    let args = connd::cli::RemoteArgs { token_file: Some(fx.join("token")), ..cp.remote_args() };
+    let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
     connd::source::remote::Remote::new(&args, false, Arc::default()).expect("remote")
 }

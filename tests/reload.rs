@@ -4,6 +4,7 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
+use connd::error::Classify;
 use connd::metrics::Metrics;
 use connd::reload::snapshot::Snapshot;
 use connd::reload::{ReloadConfig, Reloader, StartupError};
@@ -100,7 +101,7 @@ async fn an_invalid_update_keeps_the_last_good_values() {
     let s = wait_for(&mut rx, "a failure is reported", |s| s.failure.is_some()).await;
     let failure = s.failure.clone().unwrap();
     assert_contains(&failure.message, &["connections.yaml", "bogus"]);
-    assert_eq!(failure.exit_code, 78);
+    assert_eq!(failure.class.exit_code(), 78);
     assert_eq!(env(&s, "CHOREO_MAIN_DB_PORT").as_deref(), Some("5432"), "the last good values stay");
     assert!(metrics.render().contains("connd_reloads_total{result=\"error\"} 1"), "{}", metrics.render());
 
@@ -135,7 +136,7 @@ async fn not_ready_while_the_control_plane_is_down_then_ready() {
     wait_for(&mut rx, "the outage is reported", |s| s.failure.is_some()).await;
     let err = reloader.ready(Duration::from_millis(100)).await.expect_err("not ready while down");
     assert!(matches!(err, StartupError::NotReady { .. }));
-    assert_eq!(err.exit_code(), 69);
+    assert_eq!(err.class().exit_code(), 69);
     assert_contains(
         &err.to_string(),
         &[

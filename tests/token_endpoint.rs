@@ -259,7 +259,7 @@ fn applications_no_longer_planned_are_evicted() {
         &component_yaml(&[("hr-connection", "thirdparty:svc/v1"), ("payroll", "thirdparty:svc/v1")]),
         &both,
     );
-    let args = connd::cli::RemoteArgs { control_plane: None, ..cp.remote_args() };
+    let args = connd::source::remote::Settings { control_plane: None, ..cp.remote_args() };
     let opts = connd::resolve::Options::default();
     runtime().block_on(async {
         let remote = connd::source::remote::Remote::new(&args, true, Arc::default()).expect("remote");

@@ -89,12 +89,13 @@ pub enum FileError {
     },
 }
 
-impl FileError {
-    /// 78 for what the config must fix, 73 (EX_CANTCREAT) for a file that cannot be written.
-    pub fn exit_code(&self) -> u8 {
+/// A render failure is the config's to fix (78); a file that cannot be written is
+/// EX_CANTCREAT (73).
+impl crate::error::Classify for FileError {
+    fn class(&self) -> crate::error::Class {
         match self {
-            FileError::Render { .. } => crate::exit::CONFIG,
-            FileError::Write { .. } => crate::exit::CANT_CREATE,
+            FileError::Render { .. } => crate::error::Class::Config,
+            FileError::Write { .. } => crate::error::Class::CantCreate,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! timeout, an overall deadline and a cap on the response body. It knows nothing of what
 //! it fetches; callers classify statuses. Errors say whether a retry may help.
 
+use crate::error::{Class, Classify};
 use crate::http::tls::{self, TlsError, TlsSettings};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, HOST, USER_AGENT};
@@ -110,13 +111,16 @@ pub enum HttpError {
     TooLarge,
 }
 
-impl HttpError {
-    /// Whether trying again later may succeed (the network or the server), as opposed to
-    /// a setup that will fail the same way every time.
-    pub fn is_transient(&self) -> bool {
+/// The network or the server (worth retrying), unusable TLS settings (a setup error), or
+/// a peer connd cannot use.
+impl Classify for HttpError {
+    fn class(&self) -> Class {
         match self {
-            HttpError::Connect(_) | HttpError::Handshake(_) | HttpError::Timeout(_) | HttpError::Protocol(_) => true,
-            HttpError::Tls(_) | HttpError::Untrusted(_) | HttpError::TooLarge => false,
+            HttpError::Connect(_) | HttpError::Handshake(_) | HttpError::Timeout(_) | HttpError::Protocol(_) => {
+                Class::Unavailable
+            }
+            HttpError::Tls(_) => Class::Config,
+            HttpError::Untrusted(_) | HttpError::TooLarge => Class::BadAnswer,
         }
     }
 }

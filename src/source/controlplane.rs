@@ -8,6 +8,7 @@
 //! fix fail at once.
 
 use crate::config::model::Source;
+use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, HttpError, Request};
 use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
@@ -61,19 +62,19 @@ pub enum ControlPlaneError {
     Task { what: &'static str },
 }
 
-impl ControlPlaneError {
-    pub fn exit_code(&self) -> u8 {
+impl Classify for ControlPlaneError {
+    fn class(&self) -> Class {
         match self {
-            ControlPlaneError::Refused { .. } => crate::exit::REFUSED,
+            ControlPlaneError::Refused { .. } => Class::Refused,
             ControlPlaneError::NotFound { .. }
             | ControlPlaneError::MissingKey { .. }
             | ControlPlaneError::TokenFile { .. }
-            | ControlPlaneError::Tls { .. } => crate::exit::CONFIG,
-            ControlPlaneError::Unavailable { .. }
-            | ControlPlaneError::Down { .. }
-            | ControlPlaneError::Unreachable { .. }
-            | ControlPlaneError::BadAnswer { .. }
-            | ControlPlaneError::Task { .. } => crate::exit::UNAVAILABLE,
+            | ControlPlaneError::Tls { .. } => Class::Config,
+            // A task that ended without an answer had none, as a transient failure has none.
+            ControlPlaneError::Unavailable { .. } | ControlPlaneError::Down { .. } | ControlPlaneError::Task { .. } => {
+                Class::Unavailable
+            }
+            ControlPlaneError::Unreachable { .. } | ControlPlaneError::BadAnswer { .. } => Class::BadAnswer,
         }
     }
 }
@@ -333,7 +334,7 @@ impl ControlPlane {
         let (connection, url) = (w.name.clone(), url.to_owned());
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => {
+            Err(e) if e.class().is_transient() => {
                 self.inner.metrics.control_plane_call(Call::Error);
                 return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None });
             }

@@ -6,6 +6,7 @@
 //! and backs off. This module does not know connections: `remote` maps them to apps.
 
 use crate::config::model::ClientAuth;
+use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
 use crate::secret::Secret;
@@ -107,20 +108,15 @@ fn describe(description: &Option<String>) -> String {
     description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
-impl OAuthError {
-    pub fn exit_code(&self) -> u8 {
+/// Only an unavailable endpoint is worth retrying: the background renewal stops on the others.
+impl Classify for OAuthError {
+    fn class(&self) -> Class {
         match self {
-            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => crate::exit::REFUSED,
-            OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
-                crate::exit::UNAVAILABLE
-            }
-            OAuthError::Tls { .. } => crate::exit::CONFIG,
+            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => Class::Refused,
+            OAuthError::Unavailable { .. } | OAuthError::Down { .. } => Class::Unavailable,
+            OAuthError::BadAnswer { .. } => Class::BadAnswer,
+            OAuthError::Tls { .. } => Class::Config,
         }
-    }
-
-    /// Whether retrying cannot help: the background renewal stops on these.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, OAuthError::Unavailable { .. } | OAuthError::Down { .. })
     }
 }
 
@@ -306,7 +302,7 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         // A failure is remembered in `failures` and sets the next wake-up; callers see it.
         let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
         let failures = app.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+        if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
             tracing::warn!(token_url = %app.key.token_url, client_id = %app.key.shown_client_id(), "background token renewal stopped: {e}");
             return;
         }
@@ -338,7 +334,7 @@ impl App {
                 if let Some(t) = self.unexpired(now) {
                     return Ok(t);
                 }
-                if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+                if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
                     return Err(e.clone());
                 }
             }
@@ -379,7 +375,7 @@ impl App {
                 tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.shown_client_id(), "token renewal failed, keeping the current token until it expires: {error}");
                 return Ok(t);
             }
-            if error.is_permanent() || self.retries == Retries::Caller || now + delay >= deadline {
+            if !error.class().is_transient() || self.retries == Retries::Caller || now + delay >= deadline {
                 return Err(error);
             }
             tracing::warn!(token_url = %self.key.token_url, attempt = attempts, retry_in = ?delay, "token request failed: {error}");
@@ -440,7 +436,7 @@ impl App {
         let sent = Instant::now();
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
+            Err(e) if e.class().is_transient() => return Err(Attempt::Transient(e.to_string())),
             Err(e @ crate::http::client::HttpError::Tls(_)) => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }

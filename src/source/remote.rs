@@ -3,8 +3,8 @@
 //! connections (always available: their client credentials may be local values). It maps
 //! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`.
 
-use crate::cli::RemoteArgs;
-use crate::config::model::{Security, Source, ACCESS_TOKEN};
+use crate::config::model::{Security, Source};
+use crate::error::{Class, Classify};
 use crate::http::client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
 use crate::http::tls::TlsSettings;
 use crate::metrics::Metrics;
@@ -13,13 +13,31 @@ use crate::secret::Secret;
 use crate::source::controlplane::{ControlPlane, Retries};
 use crate::source::oauth::{AppKey, Credentials, TokenCache};
 use crate::source::values::Fetched;
-use crate::source::{SourceError, Sources, Token, Tokens};
+use crate::source::{FetchError, SourceError, Sources, Token, Tokens};
 use anyhow::Context;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Where remote values and tokens come from, and how to reach them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL of the control plane; `None` when no parameter is `remote: true`.
+    pub control_plane: Option<String>,
+    /// File holding the control plane's bearer credential, re-read when it changes.
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for HTTPS instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its key, for mTLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Plain http:// to hosts other than loopback.
+    pub allow_insecure_http: bool,
+    /// How long one-shot modes keep retrying an unavailable peer.
+    pub startup_timeout: Duration,
+}
 
 /// Messages leave their cause to the `#[source]` chain, which the binary prints with
 /// `{:#}`: repeating it in the message would print it twice.
@@ -42,9 +60,9 @@ pub enum SetupError {
     CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
 }
 
-impl SetupError {
-    pub fn exit_code(&self) -> u8 {
-        crate::exit::CONFIG
+impl Classify for SetupError {
+    fn class(&self) -> Class {
+        Class::Config
     }
 }
 
@@ -63,7 +81,7 @@ impl Remote {
     /// transient failure fails the call at once, for the reloader to retry (see
     /// [`Retries`]); otherwise (env, exec) each call retries until `--startup-timeout`.
     /// Every control-plane and token-endpoint call is counted into `metrics`.
-    pub fn new(args: &RemoteArgs, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
+    pub fn new(args: &Settings, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
         let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
         let http = Arc::new(HttpClient::new(TlsSettings {
             ca_file: args.ca_file.clone(),
@@ -131,7 +149,7 @@ impl Remote {
         &self,
         plan: &Plan,
         deadline: Instant,
-    ) -> anyhow::Result<HashMap<String, HashMap<String, Secret>>> {
+    ) -> Result<HashMap<String, HashMap<String, Secret>>, FetchError> {
         match &self.control_plane {
             Some(cp) if plan.needs_remote() => Ok(cp.fetch(plan, deadline).await?),
             _ => Ok(HashMap::new()),
@@ -143,7 +161,7 @@ impl Remote {
         p: &PlannedConnection,
         params: &HashMap<String, HashMap<String, Secret>>,
         deadline: Instant,
-    ) -> anyhow::Result<Arc<crate::source::oauth::CachedToken>> {
+    ) -> Result<Arc<crate::source::oauth::CachedToken>, FetchError> {
         let creds = self.credentials_async(p, params.get(&p.connection.id)).await?;
         self.token_with(p, creds, deadline).await
     }
@@ -153,14 +171,14 @@ impl Remote {
         p: &PlannedConnection,
         creds: Credentials,
         deadline: Instant,
-    ) -> anyhow::Result<Arc<crate::source::oauth::CachedToken>> {
-        let token = self.tokens.get(creds, deadline).await.map_err(anyhow::Error::new);
-        token.with_context(|| format!("no {ACCESS_TOKEN} for connection {:?}", p.name))
+    ) -> Result<Arc<crate::source::oauth::CachedToken>, FetchError> {
+        let token = self.tokens.get(creds, deadline).await;
+        token.map_err(|source| FetchError::Token { connection: p.name.clone(), source })
     }
 }
 
 impl Sources for Remote {
-    async fn fetch(&self, plan: &Plan, tokens: Tokens) -> anyhow::Result<Fetched> {
+    async fn fetch(&self, plan: &Plan, tokens: Tokens) -> Result<Fetched, FetchError> {
         let deadline = deadline_after(self.startup_timeout);
         let params = self.remote_params(plan, deadline).await?;
         let mapped: Vec<usize> = plan.token_vars().collect();
@@ -199,7 +217,7 @@ impl Sources for Remote {
                 }
                 Err(e) if mapped.contains(&i) => return Err(e),
                 // Unmapped tokens are served live by the local API, which reports the error there.
-                Err(e) => tracing::warn!(connection = %p.name, "{e:#}"),
+                Err(e) => tracing::warn!(connection = %p.name, "{:#}", anyhow::Error::from(e)),
             }
         }
         // Only after a good round: a failing one keeps what was (SPEC: last good state).
@@ -227,7 +245,7 @@ impl Sources for Remote {
             };
             params.insert(p.connection.id.clone(), cached);
         }
-        let token = self.token_for(p, &params, deadline).await?;
+        let token = self.token_for(p, &params, deadline).await.map_err(anyhow::Error::from)?;
         Ok(Token {
             access_token: token.access_token.clone(),
             token_type: token.token_type.clone(),
@@ -303,11 +321,11 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
 
 /// One resolution on a private single-threaded runtime, for `env` and `exec`: only the
 /// mapped tokens, no background renewal, and no one to report metrics to.
-pub fn fetch_once(args: &RemoteArgs, plan: &Plan) -> anyhow::Result<Fetched> {
+pub fn fetch_once(args: &Settings, plan: &Plan) -> anyhow::Result<Fetched> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async {
         let remote = Remote::new(args, false, Arc::default())?;
-        remote.fetch(plan, Tokens::Mapped).await
+        Ok(remote.fetch(plan, Tokens::Mapped).await?)
     })
 }

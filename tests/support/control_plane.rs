@@ -183,8 +183,8 @@ impl FakeControlPlane {
 
     /// Settings that reach this fake: its URL and its CA, no bearer token, and a startup
     /// timeout long enough for a loaded machine.
-    pub fn remote_args(&self) -> connd::cli::RemoteArgs {
-        connd::cli::RemoteArgs {
+    pub fn remote_args(&self) -> connd::source::remote::Settings {
+        connd::source::remote::Settings {
             control_plane: Some(self.url()),
             token_file: None,
             ca_file: Some(self.ca_file().to_path_buf()),
