@@ -604,3 +604,61 @@ fn run_signals_the_workload_when_only_a_file_changes() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn an_owner_is_refused_when_connd_is_not_root() {
+    let fx = Fixture::with(
+        &component_yaml(&[("orders-db", "database:pg/orders")]),
+        &connection(DB, "orders-db", &[("HostName", "db")]),
+    )
+    .file("f.yaml", "kind: File\npath: /f\nformat: json\nowner: \"0\"\ngroup: root\nvalues: []\n");
+    // Readable by the unprivileged user the check runs as.
+    std::fs::set_permissions(fx.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(fx.path()).unwrap() {
+        std::fs::set_permissions(entry.unwrap().path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out: Run = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", connd_bin(), "check", "--config-dir"])
+        .arg(fx.path())
+        .env_clear()
+        .output()
+        .expect("setpriv runs")
+        .into();
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[
+            "f.yaml:4: `owner` is set, but connd does not run as root",
+            "f.yaml:5: `group` is set, but connd does not run as root",
+        ],
+    );
+}
+
+#[test]
+fn a_full_file_system_keeps_the_old_file_and_leaves_no_temporary_file() {
+    let Some(fs) = Tmpfs::mount() else {
+        panic!("cannot mount a tmpfs: this test needs root (CI runs as root)");
+    };
+    let big = |n: usize| {
+        let fx = Fixture::with(
+            &component_yaml(&[("orders-db", "database:pg/orders")]),
+            &connection(DB, "orders-db", &[("HostName", "db")]),
+        );
+        fx.file("f.yaml", &format!("kind: File\npath: /big.txt\nformat: template\ntemplate: \"{{% for i in range({n}) %}}0123456789{{% endfor %}}\"\n"))
+    };
+    let root = fs.0.path().display().to_string();
+    let out = big(1000).run("render", &["--files-root", &root]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // The tmpfs holds 1 MiB: with the filler, 200,000 new bytes cannot fit.
+    let filler = fs.0.path().join("filler");
+    std::fs::write(&filler, vec![b'x'; 900 * 1024]).unwrap();
+    let out = big(20_000).run("render", &["--files-root", &root]);
+    assert_eq!(out.code, 73, "{out:?}");
+    assert_contains(&out.stderr, &["cannot write", "big.txt", "No space left on device"]);
+    assert_eq!(std::fs::read_to_string(fs.0.path().join("big.txt")).unwrap().len(), 10_000, "the old file stays");
+    let names: Vec<String> = std::fs::read_dir(fs.0.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file left behind: {names:?}");
+}
