@@ -275,6 +275,10 @@ mod tests {
         m.request(Route::Env, 200);
         m.request(Route::Env, 200);
         m.request(Route::Other, 405);
+        m.file_write(FileWrite::Written);
+        m.file_write(FileWrite::Error);
+        m.file_write(FileWrite::Error);
+        m.files_failing(1);
         let text = m.render();
         for line in [
             "connd_reloads_total{result=\"error\"} 2",
@@ -287,6 +291,10 @@ mod tests {
             "connd_api_requests_total{route=\"env\",code=\"200\"} 2",
             "connd_api_requests_total{route=\"other\",code=\"405\"} 1",
             "connd_ready 1",
+            "connd_file_renders_total{result=\"written\"} 1",
+            "connd_file_renders_total{result=\"unchanged\"} 0",
+            "connd_file_renders_total{result=\"error\"} 2",
+            "connd_files_failing 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
