@@ -6,7 +6,8 @@
 //!   two are run alternately, and the figure is the median (and p95) of the paired
 //!   differences.
 //!
-//! Run: `cargo bench --bench files` (add `-- --runs N` to change the repetitions).
+//! Run: `cargo bench --bench files` (add `-- --runs N` to change the repetitions, and
+//! `--only swap|render|exec` for one figure).
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -103,8 +104,16 @@ impl Kubelet {
     }
 }
 
-fn swap_to_file(runs: usize) -> Vec<Duration> {
-    let tmp = tempfile::tempdir().unwrap();
+/// A temporary folder on tmpfs (`/dev/shm`) where there is one, as the sidecar's
+/// in-memory emptyDir is; else the default temporary folder.
+fn memory_dir() -> tempfile::TempDir {
+    match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn swap_to_file(runs: usize, tmp: &tempfile::TempDir) -> Vec<Duration> {
     let (dir, root) = (tmp.path().join("config"), tmp.path().join("root"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&root).unwrap();
@@ -147,80 +156,96 @@ fn swap_to_file(runs: usize) -> Vec<Duration> {
 
 fn wall(args: &[&str]) -> Duration {
     let mut c = Command::new(CONND);
-    c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     let start = Instant::now();
-    let status = c.status().unwrap();
+    let out = c.output().unwrap();
     let elapsed = start.elapsed();
-    assert!(status.success(), "connd {args:?} failed");
+    assert!(out.status.success(), "connd {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     elapsed
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut runs = 100;
+    let mut only = None;
     while let Some(a) = args.next() {
         if a == "--runs" {
             runs = args.next().and_then(|n| n.parse().ok()).unwrap_or(runs);
         }
+        if a == "--only" {
+            only = args.next();
+        }
+    }
+    let wanted = |name: &str| only.as_deref().map_or(true, |o| o == name);
+
+    for (what, tmp) in [("tmpfs", memory_dir()), ("the default temporary folder", tempfile::tempdir().unwrap())] {
+        if !wanted("swap") {
+            break;
+        }
+        let mut swaps = swap_to_file(runs, &tmp);
+        swaps.sort();
+        println!(
+            "kubelet ..data swap -> re-rendered file ({runs} swaps, serve, 10 files, on {what}): p50 {}, p99 {}, max {}",
+            ms(pct(&swaps, 0.5)),
+            ms(pct(&swaps, 0.99)),
+            ms(*swaps.last().unwrap())
+        );
     }
 
-    let mut swaps = swap_to_file(runs);
-    swaps.sort();
-    println!(
-        "kubelet ..data swap -> re-rendered file ({runs} swaps, serve, 10 files): p50 {}, p99 {}, max {}",
-        ms(pct(&swaps, 0.5)),
-        ms(pct(&swaps, 0.99)),
-        ms(*swaps.last().unwrap())
-    );
-
-    let tmp = tempfile::tempdir().unwrap();
+    // Files on tmpfs, as in the sidecar's in-memory emptyDir.
+    let tmp = memory_dir();
     let (dir, root) = (tmp.path().join("config"), tmp.path().join("root"));
     std::fs::create_dir_all(&dir).unwrap();
-    write_plain(&dir, &config(50, 100, "x"));
-    let (d, r) = (dir.display().to_string(), root.display().to_string());
-    let mut renders: Vec<Duration> =
-        (0..runs).map(|_| wall(&["render", "--config-dir", &d, "--files-root", &r])).collect();
-    renders.sort();
-    println!(
-        "connd render, 100 files from 50 connections (unchanged after the first): p50 {}, p95 {}",
-        ms(pct(&renders, 0.5)),
-        ms(pct(&renders, 0.95))
-    );
-    let mut fresh: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let _ = std::fs::remove_dir_all(&root);
-            wall(&["render", "--config-dir", &d, "--files-root", &r])
-        })
-        .collect();
-    fresh.sort();
-    println!(
-        "connd render, 100 files from 50 connections (all written): p50 {}, p95 {}",
-        ms(pct(&fresh, 0.5)),
-        ms(pct(&fresh, 0.95))
-    );
+    let r = root.display().to_string();
+    if wanted("render") {
+        write_plain(&dir, &config(50, 100, "x"));
+        let d = dir.display().to_string();
+        let mut renders: Vec<Duration> =
+            (0..runs).map(|_| wall(&["render", "--config-dir", &d, "--files-root", &r])).collect();
+        renders.sort();
+        println!(
+            "connd render, 100 files from 50 connections (unchanged after the first): p50 {}, p95 {}",
+            ms(pct(&renders, 0.5)),
+            ms(pct(&renders, 0.95))
+        );
+        let mut fresh: Vec<Duration> = (0..runs)
+            .map(|_| {
+                let _ = std::fs::remove_dir_all(&root);
+                wall(&["render", "--config-dir", &d, "--files-root", &r])
+            })
+            .collect();
+        fresh.sort();
+        println!(
+            "connd render, 100 files from 50 connections (all written): p50 {}, p95 {}",
+            ms(pct(&fresh, 0.5)),
+            ms(pct(&fresh, 0.95))
+        );
+    }
 
-    // exec with 10 files against the same directory without them.
-    let with = tmp.path().join("with");
-    let without = tmp.path().join("without");
-    std::fs::create_dir_all(&with).unwrap();
-    std::fs::create_dir_all(&without).unwrap();
-    let files = config(10, 10, "x");
-    write_plain(&with, &files);
-    write_plain(&without, &files[..2]);
-    let (w, wo) = (with.display().to_string(), without.display().to_string());
-    let mut diffs: Vec<f64> = (0..runs)
-        .map(|_| {
-            let _ = std::fs::remove_dir_all(&root);
-            let a = wall(&["exec", "--config-dir", &w, "--files-root", &r, "--", "/bin/true"]);
-            let b = wall(&["exec", "--config-dir", &wo, "--files-root", &r, "--", "/bin/true"]);
-            a.as_secs_f64() - b.as_secs_f64()
-        })
-        .collect();
-    diffs.sort_by(f64::total_cmp);
-    let at = |p: f64| diffs[((diffs.len() - 1) as f64 * p).round() as usize] * 1000.0;
-    println!(
-        "exec -- /bin/true, 10 files written minus none ({runs} pairs): median {:+.2} ms, p95 {:+.2} ms",
-        at(0.5),
-        at(0.95)
-    );
+    if wanted("exec") {
+        // exec with 10 files against the same directory without them.
+        let with = tmp.path().join("with");
+        let without = tmp.path().join("without");
+        std::fs::create_dir_all(&with).unwrap();
+        std::fs::create_dir_all(&without).unwrap();
+        let files = config(10, 10, "x");
+        write_plain(&with, &files);
+        write_plain(&without, &files[..2]);
+        let (w, wo) = (with.display().to_string(), without.display().to_string());
+        let mut diffs: Vec<f64> = (0..runs)
+            .map(|_| {
+                let _ = std::fs::remove_dir_all(&root);
+                let a = wall(&["exec", "--config-dir", &w, "--files-root", &r, "--", "/bin/true"]);
+                let b = wall(&["exec", "--config-dir", &wo, "--files-root", &r, "--", "/bin/true"]);
+                a.as_secs_f64() - b.as_secs_f64()
+            })
+            .collect();
+        diffs.sort_by(f64::total_cmp);
+        let at = |p: f64| diffs[((diffs.len() - 1) as f64 * p).round() as usize] * 1000.0;
+        println!(
+            "exec -- /bin/true, 10 files written minus none ({runs} pairs): median {:+.2} ms, p95 {:+.2} ms",
+            at(0.5),
+            at(0.95)
+        );
+    }
 }

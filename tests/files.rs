@@ -662,3 +662,14 @@ fn a_full_file_system_keeps_the_old_file_and_leaves_no_temporary_file() {
         .collect();
     assert_eq!(names.len(), 2, "no temporary file left behind: {names:?}");
 }
+
+#[test]
+fn a_missing_files_root_is_created() {
+    let fx = fixture_with_file("json", &[("a".into(), "1".into())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("not/yet");
+    let out = fx.run("render", &["--files-root", &root.display().to_string()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(root.join("out/file.json").is_file());
+    assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o700);
+}

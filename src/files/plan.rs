@@ -28,28 +28,45 @@ pub fn under_root(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Why `target`'s folder leaves `root` through a symlink, if it does: the deepest folder
-/// that exists is resolved and must still be inside the resolved root. The target
-/// itself may be a symlink: it is replaced, never followed.
+/// `path` with its deepest existing ancestor resolved (symlinks followed) and the
+/// missing rest appended: what it will be once created (the missing part holds no
+/// symlink). An error only when nothing of it can be resolved.
+fn resolve_existing(path: &Path) -> std::io::Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    loop {
+        match std::fs::canonicalize(at) {
+            Ok(real) => return Ok(missing.iter().rev().fold(real, |p, part| p.join(part))),
+            Err(e) => match (at.parent(), at.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name.to_owned());
+                    at = parent;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+/// Why `target`'s folder leaves `root` through a symlink, if it does: both are resolved
+/// as far as they exist, and the folder must stay inside the root (which need not exist
+/// yet: it is created). The target itself may be a symlink: it is replaced, never
+/// followed.
 pub fn escapes_root(root: &Path, target: &Path) -> Option<String> {
-    let root = match std::fs::canonicalize(root) {
+    let real_root = match resolve_existing(root) {
         Ok(root) => root,
         Err(e) => return Some(format!("the files root {} cannot be resolved: {e}", root.display())),
     };
-    let mut folder = target.parent()?;
-    loop {
-        match std::fs::canonicalize(folder) {
-            Ok(real) if real.starts_with(&root) => return None,
-            Ok(real) => {
-                return Some(format!(
-                    "{} resolves to {}, outside the files root {}",
-                    folder.display(),
-                    real.display(),
-                    root.display()
-                ))
-            }
-            Err(_) => folder = folder.parent()?,
-        }
+    let folder = target.parent()?;
+    match resolve_existing(folder) {
+        Ok(real) if real.starts_with(&real_root) => None,
+        Ok(real) => Some(format!(
+            "{} resolves to {}, outside the files root {}",
+            folder.display(),
+            real.display(),
+            real_root.display()
+        )),
+        Err(e) => Some(format!("{} cannot be resolved: {e}", folder.display())),
     }
 }
 
