@@ -150,8 +150,9 @@ impl<S: Sources> State<S> {
         let written = std::mem::take(&mut self.written);
         let job = tokio::task::spawn_blocking(move || {
             let mut results = Vec::with_capacity(plan.files.len());
+            let batch = super::render::Batch::new(&plan, &values);
             for file in &plan.files {
-                let result = super::render_one(file, &plan, &values).and_then(|bytes| {
+                let result = super::render_one(&batch, file).and_then(|bytes| {
                     write::write(&plan.files_root, file, &bytes)
                         .map_err(|source| super::FileError::Write { path: file.target.clone(), source })
                 });

@@ -100,9 +100,9 @@ impl crate::error::Classify for FileError {
     }
 }
 
-/// Renders one file, its error located in the config.
-pub fn render_one(file: &PlannedFile, plan: &Plan, values: &Values) -> Result<Vec<u8>, FileError> {
-    render::render(file, plan, values).map_err(|error| {
+/// Renders one file of `batch`, its error located in the config.
+pub fn render_one(batch: &render::Batch<'_>, file: &PlannedFile) -> Result<Vec<u8>, FileError> {
+    batch.render(file).map_err(|error| {
         let origin = match error.line {
             Some(line) => Origin::at(&file.origin.file, line),
             None => file.origin.clone(),
@@ -113,7 +113,8 @@ pub fn render_one(file: &PlannedFile, plan: &Plan, values: &Values) -> Result<Ve
 
 /// Renders every planned file; the first failure stops it, before anything is written.
 pub fn render_all(plan: &Plan, values: &Values) -> Result<Vec<Vec<u8>>, FileError> {
-    plan.files.iter().map(|f| render_one(f, plan, values)).collect()
+    let batch = render::Batch::new(plan, values);
+    plan.files.iter().map(|f| render_one(&batch, f)).collect()
 }
 
 /// Renders, then writes every planned file under `plan.files_root`; returns how many

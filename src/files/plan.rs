@@ -86,6 +86,8 @@ pub fn build(
     let mut out: Vec<PlannedFile> = Vec::with_capacity(specs.len());
     let mut by_target: HashMap<PathBuf, Origin> = HashMap::new();
     let position = |name: &str| connections.iter().position(|c| c.name == name);
+    // What templates are checked against, built on the first template.
+    let mut placeholders: Option<Inputs> = None;
     for spec in specs {
         let before = diags.len();
         let mut failed = false;
@@ -161,10 +163,14 @@ pub fn build(
                 Content::Values(planned)
             }
             Body::Template { text, first_line } => {
-                let conns: Vec<(String, Vec<String>)> = connections.iter().map(|c| (c.name.clone(), keys(c))).collect();
-                let names: Vec<String> = vars.iter().map(|b| b.var.clone()).collect();
+                let inputs = placeholders.get_or_insert_with(|| {
+                    let conns: Vec<(String, Vec<String>)> =
+                        connections.iter().map(|c| (c.name.clone(), keys(c))).collect();
+                    let names: Vec<String> = vars.iter().map(|b| b.var.clone()).collect();
+                    Inputs::placeholders(&conns, &names)
+                });
                 let reads: Vec<(usize, String)>;
-                match render::template(text, *first_line, &Inputs::placeholders(&conns, &names)) {
+                match render::template(text, *first_line, inputs) {
                     Ok(rendered) => {
                         reads = rendered.read.iter().cloned().collect();
                         tokens.extend(rendered.read.iter().filter(|(_, k)| k == ACCESS_TOKEN).map(|(i, _)| *i));

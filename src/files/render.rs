@@ -39,8 +39,31 @@ impl RenderError {
     }
 }
 
-/// The rendered bytes of `file`, from `values` (which `plan` resolved).
-pub fn render(file: &PlannedFile, plan: &Plan, values: &Values) -> Result<Vec<u8>, RenderError> {
+/// Renders the files of one plan from one set of values; what templates see is built
+/// once, on the first template, and shared by the rest.
+pub struct Batch<'a> {
+    plan: &'a Plan,
+    values: &'a Values,
+    inputs: std::cell::OnceCell<Inputs>,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(plan: &'a Plan, values: &'a Values) -> Batch<'a> {
+        Batch { plan, values, inputs: std::cell::OnceCell::new() }
+    }
+
+    /// The rendered bytes of `file`, one of the plan's.
+    pub fn render(&self, file: &PlannedFile) -> Result<Vec<u8>, RenderError> {
+        render(file, self.plan, self.values, || self.inputs.get_or_init(|| Inputs::real(self.plan, self.values)))
+    }
+}
+
+fn render<'i>(
+    file: &PlannedFile,
+    plan: &Plan,
+    values: &Values,
+    inputs: impl FnOnce() -> &'i Inputs,
+) -> Result<Vec<u8>, RenderError> {
     let out = match &file.content {
         Content::Values(entries) => {
             let resolved = entries
@@ -50,7 +73,7 @@ pub fn render(file: &PlannedFile, plan: &Plan, values: &Values) -> Result<Vec<u8
             structured(file.format, &resolved)?
         }
         Content::Template(t) => {
-            let text = template(&t.text, t.first_line, &Inputs::real(plan, values))?.text;
+            let text = template(&t.text, t.first_line, inputs())?.text;
             if text.contains('\0') {
                 return Err(RenderError::new(
                     "the rendered template holds a NUL byte (from a value), which a text file cannot hold",
@@ -256,14 +279,31 @@ pub fn properties_escape(out: &mut String, text: &str, key: bool) {
 
 // ---- templates ----
 
-/// What a template sees: `connections[NAME][KEY]` and `env[VAR]`. In a check the values
-/// are placeholders; the keys are the real ones.
+/// What a template sees: `connections[NAME][KEY]` and `env[VAR]`, built once and used
+/// by every template of a batch (one at a time). In a check the values are
+/// placeholders; the keys are the real ones.
 pub struct Inputs {
-    connections: Vec<(String, BTreeMap<String, Value>)>,
-    env: BTreeMap<String, Value>,
+    connections: Value,
+    env: Value,
+    trace: SharedTrace,
 }
 
 impl Inputs {
+    fn new(connections: Vec<(String, BTreeMap<String, Value>)>, env: BTreeMap<String, Value>) -> Inputs {
+        let trace = SharedTrace::default();
+        let names = connections.iter().map(|(n, _)| n.clone()).collect();
+        let conns = connections
+            .into_iter()
+            .enumerate()
+            .map(|(index, (name, values))| Value::from_object(Conn { index, name, values, trace: trace.clone() }))
+            .collect();
+        Inputs {
+            connections: Value::from_object(Connections { names, conns, trace: trace.clone() }),
+            env: Value::from_object(Env { vars: env, trace: trace.clone() }),
+            trace,
+        }
+    }
+
     fn real(plan: &Plan, values: &Values) -> Inputs {
         let connections = plan
             .connections
@@ -272,19 +312,19 @@ impl Inputs {
             .map(|(p, v)| (p.name.clone(), v.iter().map(|(k, s)| (k.clone(), Value::from(s.expose()))).collect()))
             .collect();
         let env = values.env.iter().map(|(k, v)| (k.clone(), Value::from(v.expose()))).collect();
-        Inputs { connections, env }
+        Inputs::new(connections, env)
     }
 
     /// Placeholders for every key of every planned connection and every variable.
     pub fn placeholders(plan_connections: &[(String, Vec<String>)], vars: &[String]) -> Inputs {
         let placeholder = |k: &str| Value::from(format!("{k}-value"));
-        Inputs {
-            connections: plan_connections
+        Inputs::new(
+            plan_connections
                 .iter()
                 .map(|(name, keys)| (name.clone(), keys.iter().map(|k| (k.clone(), placeholder(k))).collect()))
                 .collect(),
-            env: vars.iter().map(|v| (v.clone(), placeholder(v))).collect(),
-        }
+            vars.iter().map(|v| (v.clone(), placeholder(v))).collect(),
+        )
     }
 }
 
@@ -422,6 +462,21 @@ impl Object for Env {
     }
 }
 
+/// The one template environment: strict, bounded by [`FUEL`] (counted per render), our
+/// `urlencode`, trailing newlines kept. Built once: building it costs more than most
+/// renders.
+fn environment() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_keep_trailing_newline(true);
+        env.add_filter("urlencode", urlencode);
+        env
+    })
+}
+
 /// `urlencode` for any part of a URL: every byte outside RFC 3986's unreserved set
 /// (`A-Z a-z 0-9 - . _ ~`) percent-encoded, `/`, `@` and `:` included, so that a
 /// password is safe in a DSN's userinfo. (minijinja's builtin, like Jinja's, keeps `/`.)
@@ -463,34 +518,16 @@ impl std::io::Write for Bounded {
 /// (never an empty string), and so is running past [`FUEL`] or [`MAX_OUTPUT`].
 /// `first_line` is the config-file line of the template's first line.
 pub fn template(text: &str, first_line: usize, inputs: &Inputs) -> Result<Rendered, RenderError> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(FUEL));
-    env.set_keep_trailing_newline(true);
-    env.add_filter("urlencode", urlencode);
     // A line within the template, else the template's first line.
     let at = |line: Option<usize>| Some(line.map_or(first_line, |l| first_line + l.saturating_sub(1)));
-    let compiled = env.template_from_str(text).map_err(|e| RenderError {
+    let compiled = environment().template_from_str(text).map_err(|e| RenderError {
         line: at(e.line()),
         message: format!("the template does not parse: {}", e.detail().unwrap_or(&e.kind().to_string())),
         fix: "correct the template's syntax (every `{% for %}` and `{% if %}` needs its `{% end... %}`)".to_owned(),
     })?;
-    let shared = SharedTrace::default();
-    let conns: Vec<Value> = inputs
-        .connections
-        .iter()
-        .enumerate()
-        .map(|(index, (name, values))| {
-            Value::from_object(Conn { index, name: name.clone(), values: values.clone(), trace: shared.clone() })
-        })
-        .collect();
-    let connections = Value::from_object(Connections {
-        names: inputs.connections.iter().map(|(n, _)| n.clone()).collect(),
-        conns,
-        trace: shared.clone(),
-    });
-    let env_vars = Value::from_object(Env { vars: inputs.env.clone(), trace: shared.clone() });
-    let ctx = minijinja::context! { connections => connections, env => env_vars };
+    let shared = inputs.trace.clone();
+    *trace(&shared) = Trace::default();
+    let ctx = minijinja::context! { connections => inputs.connections.clone(), env => inputs.env.clone() };
     let mut out = Bounded { buf: Vec::new(), over: false };
     let result = compiled.render_captured_to(ctx, &mut out).map(drop);
     let mut t = trace(&shared);
