@@ -2,7 +2,6 @@
 //! flag wins. Subcommands carry only the settings they use, so each `--help` is short.
 
 use crate::duration::{parse_duration, parse_interval};
-use crate::output::Format;
 use crate::run::supervise::OnChange;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
@@ -121,6 +120,9 @@ pub struct RemoteArgs {
     /// Allow plain http:// to hosts other than loopback (credentials then travel in clear)
     #[arg(long, env = "CONND_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// Ignore HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY: connect to every host directly
+    #[arg(long, env = "CONND_NO_PROXY_ENV")]
+    pub no_proxy_env: bool,
     /// How long to keep retrying an unavailable control plane or token endpoint at startup
     #[arg(long, env = "CONND_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub startup_timeout: Duration,
@@ -146,6 +148,7 @@ impl RemoteArgs {
             client_key: self.client_key.clone(),
             allow_insecure_http: self.allow_insecure_http,
             startup_timeout: self.startup_timeout,
+            no_proxy_env: self.no_proxy_env,
         }
     }
 }
@@ -181,7 +184,24 @@ pub struct EnvArgs {
     pub config: ConfigArgs,
     /// Output format: dotenv, json, or shell (`eval "$(connd env --format shell)"`)
     #[arg(long, env = "CONND_FORMAT", value_enum, default_value = "dotenv")]
-    pub format: Format,
+    pub format: EnvFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    Dotenv,
+    Json,
+    Shell,
+}
+
+impl EnvFormat {
+    pub fn format(self) -> crate::output::Format {
+        match self {
+            EnvFormat::Dotenv => crate::output::Format::Dotenv,
+            EnvFormat::Json => crate::output::Format::Json,
+            EnvFormat::Shell => crate::output::Format::Shell,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +234,7 @@ pub struct RunArgs {
     /// Changes closer together than this count as one
     #[arg(long, env = "CONND_CHANGE_DEBOUNCE", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
     pub change_debounce: Duration,
-    /// Give the workload its own process group and signal the whole group
+    /// Forward signals to the workload's whole process group, not only its main process
     #[arg(long, env = "CONND_FORWARD_TO_GROUP")]
     pub forward_to_group: bool,
     /// Also serve the local API on this Unix socket while the workload runs

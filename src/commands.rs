@@ -18,9 +18,8 @@ use crate::serve::{ServeSettings, Socket};
 use crate::source::once;
 use crate::source::values::{self, ValueError, Values};
 use crate::source::FetchError;
-use crate::{exec, exit, output};
+use crate::{exec, exit, output, stdout};
 use std::error::Error;
-use std::io::Write;
 use std::sync::Arc;
 
 /// Loads the directory, builds the plan and resolves every value once.
@@ -37,13 +36,13 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     values::check_local(&plan)?;
     let mut text = output::render_plan(&plan);
     text.push_str(&crate::files::describe(&plan));
-    write_stdout(&text)?;
+    stdout::write(text.as_bytes())?;
     Ok(0)
 }
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    write_stdout(&output::render_env(&values.env, args.format))?;
+    stdout::write(output::render_env(&values.env, args.format.format()).as_bytes())?;
     Ok(0)
 }
 
@@ -138,10 +137,4 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))
         .or_else(|| as_class::<crate::files::FileError>(cause))
-}
-
-fn write_stdout(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
 }

@@ -61,3 +61,27 @@ impl Class {
 pub trait Classify {
     fn class(&self) -> Class;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Class;
+
+    #[test]
+    fn exit_codes_of_spec_section_3() {
+        let codes = [
+            (Class::Usage, 64),
+            (Class::Config, 78),
+            (Class::Refused, 77),
+            (Class::Unavailable, 69),
+            (Class::BadAnswer, 69),
+            (Class::CantCreate, 73),
+            (Class::CommandNotFound, 127),
+            (Class::NotExecutable, 126),
+            (Class::Internal, 1),
+        ];
+        for (class, code) in codes {
+            assert_eq!(class.exit_code(), code, "{class:?}");
+            assert_eq!(class.is_transient(), class == Class::Unavailable, "{class:?}");
+        }
+    }
+}

@@ -1,24 +1,35 @@
 //! connd gives a workload the values of its connections.
 //!
-//! The path of a value, module by module:
-//! - `config`: reads the connection-config directory (kubelet-aware) and checks every
-//!   document, collecting diagnostics that name file, line and fix.
-//! - `resolve`: identity, references, visibility and variable names: the `Plan`.
-//! - `values`: reads local values and combines them with fetched ones: `Values`.
-//! - `source`: the seam for remote values and tokens; `remote` implements it with
-//!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http_client` + `tls`.
-//! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
-//! - `files`: the files of SPEC §7, planned with the rest, rendered per format, written
-//!   atomically under `--files-root` and kept current in `run` and `serve`.
-//! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
-//!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
-//! - `serve`: the Unix-socket API (`api`) over the reloader, with `signal` and
-//!   `sdnotify` for its lifecycle; `probe` asks it whether it is ready.
-//! - `run`: run mode, the reloader and optionally the API around `supervise`, which
-//!   keeps the workload as a child; `reap` collects every exited child; `changes`
-//!   decides which value changes the workload must act on.
-//! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes; `docs`:
-//!   completions and man pages from the flags.
+//! A value travels down this list; each folder uses only those above it in the list
+//! and the leaves at the end, never one below it, and only the command line knows clap.
+//! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
+//!   document, collecting diagnostics that name file, line and fix; `config::model` is
+//!   the validated model, which also answers what a connection offers (its keys, which
+//!   are remote, whether it is OAuth).
+//! - `resolve`: identity, references and visibility, variable names: the `Plan`.
+//! - `source/`: where values come from. `values` reads the local ones and materialises
+//!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
+//!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
+//!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
+//! - `reload/`: the reloader that keeps a resolution current (file events from its
+//!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
+//! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
+//!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
+//!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
+//!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
+//!   rest, rendered per format, written atomically under `--files-root`, and kept
+//!   current in `run` and `serve` by its `keep` task).
+//! - beside the path: `http/`, the outbound client that the sources use, with its
+//!   proxy-aware connector, TLS (and TLS faults in words) and URL policy.
+//! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
+//!   subcommands, and the walk from an error chain to its exit code), `docs`
+//!   (completions and man pages from the flags), `stdout` (their output, where a
+//!   reader that went away ends the command quietly); `main.rs` is the thin binary.
+//! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
+//!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
+//!   backoff and deadline rule), `metrics`, `logging`, `secret`, `signal`, `duration`.
+//!
+//! Coming next, in its own folder: `proxy/` (the egress proxy) beside `serve/api/`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -36,8 +47,10 @@ pub mod metrics;
 pub mod output;
 pub mod reload;
 pub mod resolve;
+pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod signal;
 pub mod source;
+pub mod stdout;

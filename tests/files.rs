@@ -5,8 +5,6 @@
 //! current: a kubelet swap, a renewed token from the real OpenID provider, a removed
 //! entry, a read-only target folder, `--on-file-change`.
 
-use crate::oauth::oauth_connection;
-use crate::serve_process::Daemon;
 use crate::support::kubelet::AtomicDir;
 use crate::support::oidc::{Client, OidcProvider};
 use crate::support::*;

@@ -1,6 +1,8 @@
 //! The integration tests: one binary, one module per area. Each starts the real `connd`
 //! binary or drives the library over real files, sockets and processes.
 
+/// Shared fixtures and helpers: config directories, the real binary, fake and real peers.
+/// Test modules import from here only, never from each other.
 mod support;
 
 /// The API's limits: header-read timeout, idle connections, the connection cap.
@@ -11,15 +13,23 @@ mod cli;
 mod config_errors;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
+/// Retries until the startup timeout, the last attempt made at the deadline.
+mod deadline;
 /// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
+mod proxy_env;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
+/// `serve` and `run` as processes: a retargeted config-dir symlink, reload log lines.
+mod reload_process;
 /// The reloader with a remote source: re-scans during an outage, file events.
 mod reload_sources;
+/// `run` and the workload's process group: children stopped with it, SIGKILL, setsid.
+mod run_group;
 /// `run` supervising real processes: signals, exit codes, reaping, restarts on change.
 mod run_mode;
 /// `serve` in-process over a real socket: routes, errors, readiness, blocking queries, tokens.
@@ -31,5 +41,9 @@ mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token
 /// renewal on `/token`, refusals, and the `/metrics` counters of all that.
 mod serve_remote;
+/// connd's own stderr and stdout failing (closed pipe, full disk); what logs look like.
+mod streams;
+/// TLS failures from real certificates: the cause and fix a user reads, tried once.
+mod tls;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;

@@ -7,20 +7,16 @@
 use super::render::{self, Inputs};
 use super::{Content, PlannedFile, PlannedValue, Template, ValueFrom};
 use crate::config::filespec::{Body, FileSpec, ValueSource};
-use crate::config::model::{Security, ACCESS_TOKEN};
+use crate::config::model::ACCESS_TOKEN;
 use crate::config::{Diagnostics, Origin};
 use crate::resolve::{Binding, PlannedConnection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The keys a planned connection offers: its parameters and, under OAuth, `AccessToken`.
+/// The keys a planned connection offers (`config::model`'s rule).
 fn keys(c: &PlannedConnection) -> Vec<String> {
-    let mut keys: Vec<String> = c.connection.parameters.keys().cloned().collect();
-    if c.connection.security == Security::OAuth2 {
-        keys.push(ACCESS_TOKEN.to_owned());
-    }
-    keys
+    c.connection.keys().map(str::to_owned).collect()
 }
 
 /// `path` (absolute) joined under `root`.
@@ -177,11 +173,7 @@ pub fn build(
                         // A token read only on some branch is still renewed and re-rendered.
                         if text.contains(ACCESS_TOKEN) {
                             tokens.extend(
-                                rendered
-                                    .read
-                                    .iter()
-                                    .map(|(i, _)| *i)
-                                    .filter(|&i| connections[i].connection.security == Security::OAuth2),
+                                rendered.read.iter().map(|(i, _)| *i).filter(|&i| connections[i].connection.is_oauth()),
                             );
                         }
                     }

@@ -13,9 +13,10 @@ use crate::secret::Secret;
 use crate::source::values::Values;
 use minijinja::value::{Enumerator, Object, Value};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The largest file connd renders: a template that expands past it is an error.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -351,8 +352,8 @@ struct Trace {
 
 type SharedTrace = Arc<Mutex<Trace>>;
 
-fn trace(t: &SharedTrace) -> std::sync::MutexGuard<'_, Trace> {
-    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn trace(t: &SharedTrace) -> parking_lot::MutexGuard<'_, Trace> {
+    t.lock()
 }
 
 /// `connections`: looks connections up by name.

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use supervise::{Forwarded, SuperviseError};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How long API requests in flight get once the workload has exited.
 const API_GRACE: Duration = Duration::from_secs(1);
@@ -60,22 +60,19 @@ pub fn command(args: &Settings) -> anyhow::Result<u8> {
     result
 }
 
-async fn until(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
     let sources = Arc::new(Remote::new(&args.remote, true, metrics.clone())?);
-    let (stop_tx, stop) = watch::channel(false);
+    // Stops the reloader and the API, each through a child token.
+    let stop = CancellationToken::new();
     let start_reloader = || {
         let mut reload = args.reload.clone();
         if args.api.is_none() {
             reload.tokens = Tokens::Mapped;
         }
-        Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()))
+        Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned())
     };
     // With an API, the reloader starts at once: the API serves its snapshot.
     let mut reloader = None;
@@ -86,7 +83,8 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
         let r = start_reloader();
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
-        server = Some(tokio::spawn(server::serve(listener, parts, allow.clone(), API_GRACE, until(stop.clone()))));
+        let serving = server::serve(listener, parts, allow.clone(), API_GRACE, stop.child_token().cancelled_owned());
+        server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
         reloader = Some(r);
     }
 
@@ -106,14 +104,14 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
             code = &mut supervised => code?,
             () = tokio::time::sleep(delay) => {
                 let r = reloader.get_or_insert_with(start_reloader);
-                let _forward = Forward(tokio::spawn(forward_env(r.subscribe(), env_tx)));
+                let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(r.subscribe(), env_tx)));
                 // Files written before the start are kept current from now on.
                 let _files = crate::files::keep::Keeper::start(
                     r.store().clone(),
                     sources.clone(),
                     metrics.clone(),
                     Some(file_tx),
-                    until(stop.clone()),
+                    stop.child_token().cancelled_owned(),
                 );
                 supervised.await?
             }
@@ -122,14 +120,14 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     }
     .await;
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     if let Some(server) = server {
         let _ = server.await;
     }
     if let Some(reloader) = reloader {
         reloader.stopped().await;
     }
-    sources.shutdown();
+    sources.token_cache().shutdown().await;
     if let Some((socket, _)) = &args.api {
         let _ = std::fs::remove_file(&socket.path);
     }
@@ -142,7 +140,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
 /// With an API, the workload then starts once the API is ready too, on its values.
 async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let fetch = |plan: Arc<_>| async move {
-        let retry = Retry::Until(Instant::now() + args.remote.startup_timeout);
+        let retry = Retry::Until(crate::http::deadline::deadline_after(args.remote.startup_timeout));
         Ok(once::fetch(&plan, sources, retry).await?)
     };
     let (plan, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
@@ -181,14 +179,5 @@ async fn forward_env(mut snapshots: watch::Receiver<Arc<Snapshot>>, env: watch::
         if snapshots.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// The forwarding task, stopped with the supervisor that reads it.
-struct Forward(JoinHandle<()>);
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

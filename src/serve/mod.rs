@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -52,10 +53,6 @@ pub struct Socket {
     pub group: Option<u32>,
 }
 
-async fn until(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
     match hangups {
         Some(s) => {
@@ -77,19 +74,22 @@ pub async fn run<S: Sources>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
-    let (stop_tx, stop) = watch::channel(false);
-    let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    // Stops the reloader and the server, each through a child token.
+    let stop = CancellationToken::new();
+    let mut reloader =
+        Reloader::start(settings.reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
     // Files (SPEC §7) follow the same snapshots, and token renewals.
     let _files = crate::files::keep::Keeper::start(
         reloader.store().clone(),
         sources.clone(),
         metrics.clone(),
         None,
-        until(stop.clone()),
+        stop.child_token().cancelled_owned(),
     );
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
-    let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));
+    let serving = server::serve_with(listener, parts, allow, grace, limits, stop.child_token().cancelled_owned());
+    let server = AbortOnDropHandle::new(tokio::spawn(serving));
     let mut hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
     tokio::pin!(shutdown);
 
@@ -128,7 +128,7 @@ pub async fn run<S: Sources>(
         None => {}
     }
     notifier.stopping();
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = server.await;
     reloader.stopped().await;
     result
@@ -149,7 +149,7 @@ pub fn command(settings: ServeSettings, socket: &Socket, remote: &remote::Settin
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
         let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
-        sources.shutdown();
+        sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);
         result
     });

@@ -7,74 +7,145 @@
 //! attempt and the reloader retries (see [`Retries`]). Statuses that retrying cannot
 //! fix fail at once.
 
-use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, HttpError, Request};
 use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
+use crate::retry::{self, retry, Failure, Reason, Until};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
 use http::{Method, StatusCode, Uri};
+use parking_lot::Mutex;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Requests in flight at once: enough to hide latency, few enough not to stampede.
 pub const CONCURRENCY: usize = 16;
 /// One request's own limit, within the caller's overall deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-/// Every connection-level error names the connection, the remote parameters it was
-/// fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause (SPEC §3).
+/// A failed fetch: one connection's request, the bearer credential, or a fetch task.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
-    #[error("connection {connection:?}, parameters {keys}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections")]
-    Refused { connection: String, keys: String, url: String, status: StatusCode },
-    #[error("connection {connection:?}, parameters {keys}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names")]
-    NotFound { connection: String, keys: String, url: String },
-    #[error("connection {connection:?}: the control plane's answer from {url} has no parameter {key}: fix the key in the descriptor or add it to the connection in the control plane")]
-    MissingKey { connection: String, url: String, key: String },
-    #[error("connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
-    Unavailable { connection: String, keys: String, url: String, attempts: u32, elapsed: Duration, cause: String },
-    /// Transient, in long-running modes ([`Retries::Caller`]): no attempt count or time,
-    /// so that every round of one outage reads the same and is logged once.
-    #[error(
-        "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: {cause}; retrying"
-    )]
-    Down { connection: String, keys: String, url: String, cause: String },
-    #[error("connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}")]
-    Unreachable { connection: String, keys: String, url: String, cause: String },
-    #[error("connection {connection:?}, parameters {keys}: bad answer from the control plane at {url}: {cause}")]
-    BadAnswer { connection: String, keys: String, url: String, cause: String },
+    #[error("{0}")]
+    Request(Box<RequestError>),
     #[error("cannot read the control-plane credential {}: {cause}", path.display())]
     TokenFile { path: PathBuf, cause: String },
-    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
-    #[error("connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}")]
-    Tls { connection: String, keys: String, url: String, cause: String },
     /// A fetch task ended without an answer (a bug): the round fails, the process does not.
     #[error("a control-plane request {what}")]
     Task { what: &'static str },
 }
 
+/// One connection's request failed. It names the connection, the remote parameters it
+/// was fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause
+/// (SPEC §3).
+#[derive(Debug)]
+pub struct RequestError {
+    pub connection: String,
+    pub keys: String,
+    pub url: String,
+    pub problem: Problem,
+}
+
+/// What went wrong with one connection's request.
+#[derive(Debug)]
+pub enum Problem {
+    /// 401 or 403.
+    Refused {
+        status: StatusCode,
+    },
+    /// 404: the control plane has no such connection.
+    NotFound,
+    /// A 200 without a wanted parameter.
+    MissingKey {
+        key: String,
+    },
+    /// Transient failures until the deadline ([`Retries::UntilDeadline`]).
+    Unavailable {
+        attempts: u32,
+        elapsed: Duration,
+        cause: String,
+    },
+    /// Transient, in long-running modes ([`Retries::Caller`]): no attempt count or time,
+    /// so that every round of one outage reads the same and is logged once.
+    Down {
+        cause: String,
+    },
+    /// A failure of the exchange that retrying cannot fix (an untrusted certificate).
+    Unreachable {
+        cause: String,
+    },
+    BadAnswer {
+        cause: String,
+    },
+    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
+    Tls {
+        cause: String,
+    },
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RequestError { connection, keys, url, problem } = self;
+        match problem {
+            Problem::MissingKey { key } => write!(
+                f,
+                "connection {connection:?}: the control plane's answer from {url} has no parameter {key}: fix the key in the descriptor or add it to the connection in the control plane"
+            ),
+            Problem::Refused { status } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections"
+            ),
+            Problem::NotFound => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names"
+            ),
+            Problem::Unavailable { attempts, elapsed, cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}"
+            ),
+            Problem::Down { cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: {cause}; retrying"
+            ),
+            Problem::Unreachable { cause } | Problem::Tls { cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}"
+            ),
+            Problem::BadAnswer { cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: bad answer from the control plane at {url}: {cause}"
+            ),
+        }
+    }
+}
+
+impl ControlPlaneError {
+    /// The control plane said 404 for a connection: counted as `not_found`.
+    fn is_not_found(&self) -> bool {
+        matches!(self, ControlPlaneError::Request(r) if matches!(r.problem, Problem::NotFound))
+    }
+}
+
 impl Classify for ControlPlaneError {
     fn class(&self) -> Class {
         match self {
-            ControlPlaneError::Refused { .. } => Class::Refused,
-            ControlPlaneError::NotFound { .. }
-            | ControlPlaneError::MissingKey { .. }
-            | ControlPlaneError::TokenFile { .. }
-            | ControlPlaneError::Tls { .. } => Class::Config,
+            ControlPlaneError::Request(r) => match r.problem {
+                Problem::Refused { .. } => Class::Refused,
+                Problem::NotFound | Problem::MissingKey { .. } | Problem::Tls { .. } => Class::Config,
+                Problem::Unavailable { .. } | Problem::Down { .. } => Class::Unavailable,
+                Problem::Unreachable { .. } | Problem::BadAnswer { .. } => Class::BadAnswer,
+            },
+            ControlPlaneError::TokenFile { .. } => Class::Config,
             // A task that ended without an answer had none, as a transient failure has none.
-            ControlPlaneError::Unavailable { .. } | ControlPlaneError::Down { .. } | ControlPlaneError::Task { .. } => {
-                Class::Unavailable
-            }
-            ControlPlaneError::Unreachable { .. } | ControlPlaneError::BadAnswer { .. } => Class::BadAnswer,
+            ControlPlaneError::Task { .. } => Class::Unavailable,
         }
     }
 }
@@ -133,14 +204,17 @@ impl TokenFile {
         let err = |cause: String| ControlPlaneError::TokenFile { path: self.path.clone(), cause };
         let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
         let stamp = FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() };
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         if let Some((seen, token)) = last.as_ref() {
             if *seen == stamp {
                 return Ok(token.clone());
             }
         }
         let text = crate::source::values::read_value_file(&self.path).map_err(err)?;
-        let token = text.trim();
+        // SPEC §5: a UTF-8 byte-order mark (Windows editors write one) and surrounding
+        // whitespace are not part of the token; `trim` alone keeps the mark, which is not
+        // whitespace.
+        let token = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
         if token.is_empty() {
             return Err(err("the file is empty".into()));
         }
@@ -177,8 +251,16 @@ struct Wanted {
     keys: Vec<String>,
 }
 
+impl Wanted {
+    /// The error of this connection's request to `url`.
+    fn error(&self, url: &str, problem: Problem) -> ControlPlaneError {
+        let (connection, keys, url) = (self.name.clone(), self.keys.join(", "), url.to_owned());
+        ControlPlaneError::Request(Box::new(RequestError { connection, keys, url, problem }))
+    }
+}
+
 impl ControlPlane {
-    /// `base` was checked by `http_client::check_url`.
+    /// `base` was checked by `http::client::check_url`.
     pub fn new(
         base: &Uri,
         token_file: Option<PathBuf>,
@@ -211,13 +293,7 @@ impl ControlPlane {
     ) -> Result<HashMap<String, HashMap<String, Secret>>, ControlPlaneError> {
         let mut wanted: Vec<Wanted> = Vec::new();
         for p in &plan.connections {
-            let keys: Vec<String> = p
-                .connection
-                .parameters
-                .iter()
-                .filter(|(_, param)| matches!(param.source, Source::Remote))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys: Vec<String> = p.connection.remote_keys().map(str::to_owned).collect();
             // A connection referenced twice (two names) is fetched once.
             if !keys.is_empty() && !wanted.iter().any(|w| w.id == p.connection.id) {
                 wanted.push(Wanted { name: p.name.clone(), id: p.connection.id.clone(), keys });
@@ -238,8 +314,9 @@ impl ControlPlane {
         while let Some(joined) = tasks.join_next().await {
             let (id, params) = joined.map_err(|e| {
                 // Its request may have been sent; it has no answer, as a transient failure has none.
-                self.inner.metrics.control_plane_call(Call::Error);
-                ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } }
+                let e = ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } };
+                self.inner.metrics.control_plane_call(Call::failed(e.class()));
+                e
             })??;
             out.insert(id, params);
         }
@@ -249,7 +326,7 @@ impl ControlPlane {
     /// The last values fetched for connection `id`, if any: every scalar parameter of the
     /// control plane's last 200, wanted or not.
     pub fn cached(&self, id: &str) -> Option<HashMap<String, Secret>> {
-        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.params.scalars.clone())
+        self.inner.cache.lock().get(id).map(|c| c.params.scalars.clone())
     }
 
     async fn fetch_one(
@@ -258,59 +335,51 @@ impl ControlPlane {
         url: &str,
         deadline: Instant,
     ) -> Result<HashMap<String, Secret>, ControlPlaneError> {
-        let started = Instant::now();
-        let uri: Uri = url.parse().map_err(|_| ControlPlaneError::BadAnswer {
-            connection: w.name.clone(),
-            keys: w.keys.join(", "),
-            url: url.into(),
-            cause: "the connection's URL is not valid".into(),
-        })?;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let (cause, retry_after) = match self.attempt(w, url, &uri, deadline).await? {
-                Attempt::Done(params) => return Ok(params),
-                Attempt::Retry { cause, retry_after } => (cause, retry_after),
-            };
-            if self.inner.retries == Retries::Caller {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| w.error(url, Problem::BadAnswer { cause: "the connection's URL is not valid".into() }))?;
+        let until = match self.inner.retries {
+            Retries::Caller => Until::Once(deadline),
+            Retries::UntilDeadline => Until::Deadline(deadline),
+        };
+        let (span, uri) = (tracing::info_span!("connection", connection = %w.name, url), &uri);
+        let attempts = retry(&retry::REQUESTS, until, "control-plane request", |a| async move {
+            match self.attempt(w, url, uri, a.deadline).await {
+                Ok(Attempt::Done(params)) => Ok(params),
                 // No attempt count or time in the message: the same outage reads the
-                // same in every round, so it is logged once.
-                let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.into());
-                return Err(ControlPlaneError::Down { connection, keys, url, cause });
+                // same in every round of the reloader, so it is logged once.
+                Ok(Attempt::Retry { cause, retry_after }) => {
+                    Err(Failure::Transient { error: w.error(url, Problem::Down { cause }), retry_after })
+                }
+                Err(e) => Err(Failure::Permanent(e)),
             }
-            let delay = retry_delay(retry_after, attempts);
-            let now = Instant::now();
-            // `checked_add`: a `Retry-After` of 10^19 seconds must give up, not panic.
-            if now.checked_add(delay).map_or(true, |at| at >= deadline) {
-                let cause = match retry_after {
-                    // Only when the server's wish, not connd's own backoff, is what ends it.
-                    Some(after) if now.checked_add(after).map_or(true, |at| at >= deadline) => {
-                        format!("{cause} (the server asked to retry after {after:?}, past the startup timeout)")
-                    }
-                    _ => cause,
-                };
-                return Err(ControlPlaneError::Unavailable {
-                    connection: w.name.clone(),
-                    keys: w.keys.join(", "),
-                    url: url.into(),
-                    attempts,
-                    elapsed: started.elapsed(),
-                    cause,
-                });
+        });
+        let gave_up = match attempts.instrument(span).await {
+            Ok(params) => return Ok(params),
+            Err(gave_up) => gave_up,
+        };
+        let (attempts, elapsed) = (gave_up.attempts, gave_up.elapsed);
+        match (gave_up.error, gave_up.reason) {
+            (ControlPlaneError::Request(mut r), reason @ (Reason::Deadline | Reason::RetryAfter(_))) => {
+                // Only transient failures (`Down`) end by the deadline.
+                if let Problem::Down { cause } = &r.problem {
+                    let cause = match reason {
+                        // Only when the server's wish, not connd's own backoff, is what ends it.
+                        Reason::RetryAfter(after) => {
+                            format!("{cause} (the server asked to retry after {after:?}, past the startup timeout)")
+                        }
+                        _ => cause.clone(),
+                    };
+                    r.problem = Problem::Unavailable { attempts, elapsed, cause };
+                }
+                Err(ControlPlaneError::Request(r))
             }
-            tracing::warn!(connection = %w.name, url, attempt = attempts, retry_in = ?delay, "control plane: {cause}");
-            tokio::time::sleep(delay).await;
+            (error, _) => Err(error),
         }
     }
 
     async fn attempt(&self, w: &Wanted, url: &str, uri: &Uri, deadline: Instant) -> Result<Attempt, ControlPlaneError> {
-        let keys = || w.keys.join(", ");
-        let bad = |cause: String| ControlPlaneError::BadAnswer {
-            connection: w.name.clone(),
-            keys: keys(),
-            url: url.into(),
-            cause,
-        };
+        let bad = |cause: String| w.error(url, Problem::BadAnswer { cause });
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(file) = &self.inner.token {
@@ -322,7 +391,7 @@ impl ControlPlane {
         // Conditional only when the cached answer has every key wanted now: otherwise a 304
         // could not answer for the missing one, and only a 200 can say whether it exists.
         let etag = {
-            let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.inner.cache.lock();
             let complete = |c: &&Cached| w.keys.iter().all(|k| c.params.scalars.contains_key(k));
             cache.get(&w.id).filter(complete).and_then(|c| c.etag.clone())
         };
@@ -331,37 +400,31 @@ impl ControlPlane {
         }
         let request = Request { method: Method::GET, url: uri.clone(), headers, body: Bytes::new() };
         let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
-        let (connection, url) = (w.name.clone(), url.to_owned());
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
-            Err(e) if e.class().is_transient() => {
-                self.inner.metrics.control_plane_call(Call::Error);
-                return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None });
-            }
-            Err(e @ HttpError::TooLarge) => {
-                self.inner.metrics.control_plane_call(Call::BadAnswer);
-                return Err(bad(e.to_string()));
-            }
-            // Unusable TLS settings: counted with the other failures retrying cannot fix,
-            // while the exit code (78) says to fix the files.
-            Err(e @ HttpError::Tls(_)) => {
-                self.inner.metrics.control_plane_call(Call::BadAnswer);
-                return Err(ControlPlaneError::Tls { connection, keys: keys(), url, cause: e.to_string() });
-            }
             Err(e) => {
-                self.inner.metrics.control_plane_call(Call::BadAnswer);
-                return Err(ControlPlaneError::Unreachable { connection, keys: keys(), url, cause: e.to_string() });
+                // Unusable TLS settings are counted with the other failures retrying cannot
+                // fix, while the exit code (78) says to fix connd's own settings.
+                self.inner.metrics.control_plane_call(Call::failed(e.class()));
+                let cause = e.to_string();
+                return match e {
+                    e if e.class().is_transient() => Ok(Attempt::Retry { cause, retry_after: None }),
+                    HttpError::TooLarge => Err(bad(cause)),
+                    // connd's own settings: the TLS files, or a client certificate the
+                    // server requires or refuses.
+                    e if e.class() == Class::Config => Err(w.error(url, Problem::Tls { cause })),
+                    _ => Err(w.error(url, Problem::Unreachable { cause })),
+                };
             }
         };
         let status = response.status;
-        let result = self.answered(w, &url, response);
+        let result = self.answered(w, url, response);
         self.inner.metrics.control_plane_call(match &result {
             Ok(Attempt::Done(_)) if status == StatusCode::NOT_MODIFIED => Call::NotModified,
             Ok(Attempt::Done(_)) => Call::Ok,
-            Ok(Attempt::Retry { .. }) => Call::Error,
-            Err(ControlPlaneError::Refused { .. }) => Call::Refused,
-            Err(ControlPlaneError::NotFound { .. }) => Call::NotFound,
-            Err(_) => Call::BadAnswer,
+            Ok(Attempt::Retry { .. }) => Call::failed(Class::Unavailable),
+            Err(e) if e.is_not_found() => Call::NotFound,
+            Err(e) => Call::failed(e.class()),
         });
         result
     }
@@ -373,15 +436,8 @@ impl ControlPlane {
         url: &str,
         response: crate::http::client::Response,
     ) -> Result<Attempt, ControlPlaneError> {
-        let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.to_owned());
-        let bad = |cause: String| ControlPlaneError::BadAnswer {
-            connection: connection.clone(),
-            keys: keys.clone(),
-            url: url.clone(),
-            cause,
-        };
-        let missing =
-            |key: String| ControlPlaneError::MissingKey { connection: connection.clone(), url: url.clone(), key };
+        let bad = |cause: String| w.error(url, Problem::BadAnswer { cause });
+        let missing = |key: String| w.error(url, Problem::MissingKey { key });
         let status = response.status;
         match status {
             StatusCode::OK => {
@@ -391,12 +447,12 @@ impl ControlPlane {
                     BodyError::Invalid(cause) => bad(cause),
                 })?;
                 let etag = response.headers.get(ETAG).cloned();
-                let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let mut cache = self.inner.cache.lock();
                 cache.insert(w.id.clone(), Cached { etag, params: all });
                 Ok(Attempt::Done(params))
             }
             StatusCode::NOT_MODIFIED => {
-                let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let cache = self.inner.cache.lock();
                 match cache.get(&w.id) {
                     Some(c) => pick(&c.params, w).map(Attempt::Done).map_err(|e| match e {
                         BodyError::Missing(key) => missing(key),
@@ -405,10 +461,8 @@ impl ControlPlane {
                     None => Err(bad("304 Not Modified, but connd holds no earlier answer".into())),
                 }
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(ControlPlaneError::Refused { connection, keys, url, status })
-            }
-            StatusCode::NOT_FOUND => Err(ControlPlaneError::NotFound { connection, keys, url }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(w.error(url, Problem::Refused { status })),
+            StatusCode::NOT_FOUND => Err(w.error(url, Problem::NotFound)),
             s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
                 let retry_after = response
                     .headers
@@ -442,7 +496,7 @@ struct Body {
 fn parse_body(body: &[u8]) -> Result<Params, String> {
     // Never `{e}`: serde_json's message quotes the offending value, which may be a secret.
     let body: Body = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::client::json_error(&e)))?;
+        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
     for (key, value) in body.parameters {
         let text = match value {
@@ -472,61 +526,65 @@ fn pick(all: &Params, w: &Wanted) -> Result<HashMap<String, Secret>, BodyError> 
     Ok(out)
 }
 
-/// Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)).
-pub fn full_jitter(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_CAP);
-    ceiling.mul_f64(fastrand::f64())
-}
+/// What a path segment keeps as is: RFC 3986 §2.3's unreserved characters; everything
+/// else is percent-encoded (names and UUIDs are plain, but nothing is assumed).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// The shortest pause between two attempts, whatever the server says: `Retry-After: 0`
-/// must not turn retrying into a busy loop.
-const MIN_DELAY: Duration = Duration::from_millis(50);
-
-/// The pause before attempt `attempt + 1`: the server's `Retry-After` as a floor, never
-/// shorter than connd's own backoff.
-fn retry_delay(retry_after: Option<Duration>, attempt: u32) -> Duration {
-    retry_after.unwrap_or_default().max(full_jitter(attempt)).max(MIN_DELAY)
-}
-
-/// Percent-encodes one path segment (names and UUIDs are plain, but nothing is assumed).
+/// Percent-encodes one path segment.
 fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+impl crate::retry::Report for ControlPlaneError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The texts users and scripts read, whole: one per problem.
+    #[test]
+    fn request_errors_name_connection_keys_and_url() {
+        let w = Wanted { name: "hr".into(), id: "id".into(), keys: vec!["ConsumerKey".into(), "Secret".into()] };
+        let text = |problem| w.error("https://cp/x", problem).to_string();
+        let head = "connection \"hr\", parameters ConsumerKey, Secret: ";
+        assert_eq!(
+            text(Problem::Refused { status: StatusCode::FORBIDDEN }),
+            format!("{head}the control plane refused the request to https://cp/x (403 Forbidden): check the credential in --token-file and that it may read this component's connections")
+        );
+        assert_eq!(
+            text(Problem::NotFound),
+            format!("{head}the control plane has no such connection at https://cp/x (404 Not Found): check the connection id and the project and component names")
+        );
+        assert_eq!(
+            text(Problem::MissingKey { key: "Secret".into() }),
+            "connection \"hr\": the control plane's answer from https://cp/x has no parameter Secret: fix the key in the descriptor or add it to the connection in the control plane"
+        );
+        let elapsed = Duration::from_millis(1500);
+        assert_eq!(
+            text(Problem::Unavailable { attempts: 3, elapsed, cause: "status 503".into() }),
+            format!("{head}the control plane at https://cp/x is unavailable: gave up after 3 attempt(s) in 1.5s; last cause: status 503")
+        );
+        assert_eq!(
+            text(Problem::Down { cause: "status 503".into() }),
+            format!("{head}the control plane at https://cp/x is unavailable: status 503; retrying")
+        );
+        for problem in [Problem::Unreachable { cause: "c".into() }, Problem::Tls { cause: "c".into() }] {
+            assert_eq!(text(problem), format!("{head}cannot talk to the control plane at https://cp/x: c"));
+        }
+        assert_eq!(
+            text(Problem::BadAnswer { cause: "c".into() }),
+            format!("{head}bad answer from the control plane at https://cp/x: c")
+        );
+    }
+
     #[test]
     fn segments_are_escaped() {
         assert_eq!(segment("hr-project"), "hr-project");
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
-    }
-
-    #[test]
-    fn backoff_stays_under_its_ceiling() {
-        for attempt in 0..40 {
-            assert!(full_jitter(attempt) <= BACKOFF_CAP);
-        }
-        assert!(full_jitter(1) < Duration::from_millis(200));
-    }
-
-    #[test]
-    fn retry_after_is_a_floor_and_zero_still_backs_off() {
-        for attempt in 1..20 {
-            assert!(retry_delay(Some(Duration::from_secs(1)), attempt) >= Duration::from_secs(1));
-            assert!(retry_delay(Some(Duration::ZERO), attempt) >= MIN_DELAY);
-            assert!(retry_delay(None, attempt) >= MIN_DELAY);
-        }
-        assert_eq!(retry_delay(Some(Duration::from_secs(u64::MAX)), 1), Duration::from_secs(u64::MAX));
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
 //! token endpoint); the control-plane and OAuth sources implement the same trait, so
 //! `exec`, `run` and `serve` resolve the same way whichever is configured.
+//!
+//! Boundary: below the reloader and the modes, above `resolve`; a failed fetch is a
+//! [`FetchError`], whose class says whether it is worth retrying.
 
 pub mod controlplane;
+pub mod credentials;
 pub mod oauth;
 pub mod once;
 pub mod remote;
@@ -99,5 +103,11 @@ impl Sources for Local {
 
     async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
         Err(SourceError::NotOAuth { connection: plan.connections[conn].name.clone() })
+    }
+}
+
+impl crate::retry::Report for FetchError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
     }
 }

@@ -13,12 +13,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One scripted answer.
@@ -76,6 +77,9 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests received so far, counted on arrival (before any `Slow` answer).
     arrivals: usize,
+    /// TCP connections accepted, whether their TLS handshake succeeds or not: a client's
+    /// attempts, even those refused before any request.
+    connections: usize,
 }
 
 /// Certificates made for one fake, written as PEM files in a temp dir.
@@ -88,6 +92,7 @@ pub struct Pki {
     server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
     ca_der: CertificateDer<'static>,
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -122,8 +127,30 @@ impl Pki {
             server_chain: vec![server.der().clone()],
             server_key: server_key.serialize_pem().into_bytes(),
             ca_der: ca.der().clone(),
+            ca,
             dir,
         }
+    }
+
+    /// The server presents a certificate made from `params`, signed by this CA.
+    pub fn set_server(&mut self, params: CertificateParams) {
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("leaf cert");
+        self.server_chain = vec![cert.der().clone()];
+        self.server_key = key.serialize_pem().into_bytes();
+    }
+
+    /// The server presents this PEM certificate and key (made elsewhere, e.g. by openssl).
+    pub fn set_server_pem(&mut self, cert_pem: &str, key_pem: &str) {
+        self.server_chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate PEM");
+        self.server_key = key_pem.as_bytes().to_vec();
+    }
+
+    /// The CA's private key, PEM, for signing with other tools.
+    pub fn ca_key_pem(&self) -> String {
+        self.ca.key().serialize_pem()
     }
 }
 
@@ -138,7 +165,11 @@ pub struct FakeControlPlane {
 impl FakeControlPlane {
     /// Starts a fake over TLS; with `require_client_cert`, only mTLS clients get through.
     pub fn start(require_client_cert: bool) -> FakeControlPlane {
-        let pki = Pki::new();
+        FakeControlPlane::start_with(Pki::new(), require_client_cert)
+    }
+
+    /// [`Self::start`] with certificates set up by the caller.
+    pub fn start_with(pki: Pki, require_client_cert: bool) -> FakeControlPlane {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -146,15 +177,20 @@ impl FakeControlPlane {
         let builder = if require_client_cert {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(pki.ca_der.clone()).expect("CA root");
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .expect("client verifier");
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .expect("client verifier");
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
         };
         let key = PrivateKeyDer::from_pem_slice(&pki.server_key).expect("server key");
-        let config = Arc::new(builder.with_single_cert(pki.server_chain.clone(), key).expect("server cert"));
+        // Not `with_single_cert`: it refuses what a test may want to present (an X.509 v1
+        // certificate), as connd should.
+        let key = provider.key_provider.load_private_key(key).expect("server key type");
+        let certified = rustls::sign::CertifiedKey::new(pki.server_chain.clone(), key);
+        let config = Arc::new(builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -191,22 +227,28 @@ impl FakeControlPlane {
             client_cert: None,
             client_key: None,
             allow_insecure_http: false,
+            no_proxy_env: true,
             startup_timeout: std::time::Duration::from_secs(30),
         }
     }
 
     /// Replies for connection `id`, in order; the last one repeats.
     pub fn script(&self, id: &str, replies: Vec<Reply>) {
-        self.state.lock().unwrap().scripts.insert(id.into(), replies.into());
+        self.state.lock().scripts.insert(id.into(), replies.into());
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().unwrap().requests.clone()
+        self.state.lock().requests.clone()
     }
 
     /// Requests received so far, answered or not.
     pub fn arrivals(&self) -> usize {
-        self.state.lock().unwrap().arrivals
+        self.state.lock().arrivals
+    }
+
+    /// TCP connections accepted so far, handshakes that failed included.
+    pub fn connections(&self) -> usize {
+        self.state.lock().connections
     }
 
     pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
@@ -238,6 +280,7 @@ async fn serve(
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
+                    state.lock().connections += 1;
                     // Without it, Nagle's algorithm and delayed ACKs add 40 ms to replies.
                     let _ = tcp.set_nodelay(true);
                     tcp
@@ -260,7 +303,7 @@ async fn answer(
     state: Arc<Mutex<State>>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let arrived = Instant::now();
-    state.lock().unwrap().arrivals += 1;
+    state.lock().arrivals += 1;
     let path = req.uri().path().to_owned();
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (if_none_match, authorization) = (header("if-none-match"), header("authorization"));
@@ -270,7 +313,7 @@ async fn answer(
         _ => path.clone(),
     };
     let reply = {
-        let mut state = state.lock().unwrap();
+        let mut state = state.lock();
         match state.scripts.get_mut(&id) {
             Some(script) if script.len() > 1 => script.pop_front(),
             Some(script) => script.front().cloned(),
@@ -324,7 +367,7 @@ async fn answer(
             r
         }
     };
-    state.lock().unwrap().requests.push(Recorded {
+    state.lock().requests.push(Recorded {
         path,
         id,
         if_none_match,

@@ -22,7 +22,18 @@ impl Allow {
         match stream.peer_cred() {
             Ok(cred) => {
                 let (uid, gid) = (cred.uid(), cred.gid());
-                uid == self.own_uid || self.uids.contains(&uid) || self.gids.contains(&gid)
+                let allowed = uid == self.own_uid || self.uids.contains(&uid) || self.gids.contains(&gid);
+                if !allowed {
+                    // Who knocked, for the operator: the answer itself is a 403.
+                    let pid = cred.pid().unwrap_or(0);
+                    tracing::warn!(
+                        uid,
+                        gid,
+                        pid,
+                        "refused an API caller: its uid and gid are not allowed (--allow-uid, --allow-gid)"
+                    );
+                }
+                allowed
             }
             Err(e) => {
                 tracing::warn!("cannot read the caller's credentials, refusing: {e}");

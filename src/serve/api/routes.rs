@@ -130,25 +130,10 @@ impl Query {
     }
 }
 
-/// Percent-decodes a path segment (connection names may hold spaces).
+/// Percent-decodes a path segment (connection names may hold spaces); a `%` not
+/// followed by two hex digits stays as it is.
 fn decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 fn not_ready(s: &Snapshot) -> Response<Body> {
@@ -196,7 +181,6 @@ async fn blocking<S>(state: &ApiState<S>, q: &Query, index_of: impl Fn(&Snapshot
         return now;
     }
     let _parked = state.metrics.parked();
-    let mut draining = state.draining.clone();
     let deadline = tokio::time::sleep(q.wait.unwrap_or(DEFAULT_WAIT));
     tokio::pin!(deadline);
     loop {
@@ -207,7 +191,7 @@ async fn blocking<S>(state: &ApiState<S>, q: &Query, index_of: impl Fn(&Snapshot
                 }
             }
             () = &mut deadline => break,
-            _ = draining.wait_for(|d| *d) => break,
+            () = state.draining.cancelled() => break,
         }
     }
     state.store.load()
