@@ -151,9 +151,11 @@ impl<S: Sources> State<S> {
         let job = tokio::task::spawn_blocking(move || {
             let mut results = Vec::with_capacity(plan.files.len());
             let batch = super::render::Batch::new(&plan, &values);
+            let root = super::plan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
             for file in &plan.files {
                 let result = super::render_one(&batch, file).and_then(|bytes| {
-                    write::write(&plan.files_root, file, &bytes)
+                    let root = root.as_ref().map_err(|e| write::WriteError::Escapes(e.to_string()));
+                    root.and_then(|root| write::write(root, file, &bytes))
                         .map_err(|source| super::FileError::Write { path: file.target.clone(), source })
                 });
                 results.push((file.target.clone(), result));

@@ -120,11 +120,12 @@ pub fn render_all(plan: &Plan, values: &Values) -> Result<Vec<Vec<u8>>, FileErro
 /// Renders, then writes every planned file under `plan.files_root`; returns how many
 /// changed. Nothing is written when any file fails to render.
 pub fn write_all(plan: &Plan, values: &Values) -> Result<usize, FileError> {
-    let root = &plan.files_root;
     let rendered = render_all(plan, values)?;
+    let root = plan::resolve_root(&plan.files_root)
+        .map_err(|why| FileError::Write { path: plan.files_root.clone(), source: write::WriteError::Escapes(why) })?;
     let mut changed = 0;
     for (file, bytes) in plan.files.iter().zip(rendered) {
-        let outcome = write::write(root, file, &bytes)
+        let outcome = write::write(&root, file, &bytes)
             .map_err(|source| FileError::Write { path: file.target.clone(), source })?;
         if outcome == write::Outcome::Written {
             changed += 1;

@@ -44,18 +44,20 @@ fn resolve_existing(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
-/// Why `target`'s folder leaves `root` through a symlink, if it does: both are resolved
-/// as far as they exist, and the folder must stay inside the root (which need not exist
-/// yet: it is created). The target itself may be a symlink: it is replaced, never
-/// followed.
-pub fn escapes_root(root: &Path, target: &Path) -> Option<String> {
-    let real_root = match resolve_existing(root) {
-        Ok(root) => root,
-        Err(e) => return Some(format!("the files root {} cannot be resolved: {e}", root.display())),
-    };
+/// The files root resolved (symlinks followed) as far as it exists: what
+/// [`escapes_root`] compares against.
+pub fn resolve_root(root: &Path) -> Result<PathBuf, String> {
+    resolve_existing(root).map_err(|e| format!("the files root {} cannot be resolved: {e}", root.display()))
+}
+
+/// Why `target`'s folder leaves the root (`real_root`, from [`resolve_root`]) through a
+/// symlink, if it does: the folder is resolved as far as it exists and must stay inside
+/// the root (which need not exist yet: it is created). The target itself may be a
+/// symlink: it is replaced, never followed.
+pub fn escapes_root(real_root: &Path, target: &Path) -> Option<String> {
     let folder = target.parent()?;
     match resolve_existing(folder) {
-        Ok(real) if real.starts_with(&real_root) => None,
+        Ok(real) if real.starts_with(real_root) => None,
         Ok(real) => Some(format!(
             "{} resolves to {}, outside the files root {}",
             folder.display(),
@@ -82,6 +84,7 @@ pub fn build(
     let mut out: Vec<PlannedFile> = Vec::with_capacity(specs.len());
     let mut by_target: HashMap<PathBuf, Origin> = HashMap::new();
     let position = |name: &str| connections.iter().position(|c| c.name == name);
+    let real_root = resolve_root(root);
     // What templates are checked against, built on the first template.
     let mut placeholders: Option<Inputs> = None;
     for spec in specs {
@@ -97,7 +100,7 @@ pub fn build(
             continue;
         }
         by_target.insert(target.clone(), spec.origin.clone());
-        if let Some(why) = escapes_root(root, &target) {
+        if let Some(why) = real_root.as_ref().map_or_else(|e| Some(e.clone()), |r| escapes_root(r, &target)) {
             diags.error(
                 spec.origin.clone(),
                 format!("{} would leave the files root: {why}", spec.path.display()),

@@ -57,11 +57,12 @@ fn libc_o_nofollow() -> i32 {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `bytes` to `file.target` atomically, under `root`.
-pub fn write(root: &Path, file: &PlannedFile, bytes: &[u8]) -> Result<Outcome, WriteError> {
+/// Writes `bytes` to `file.target` atomically, under `real_root` (the files root as
+/// `plan::resolve_root` resolves it).
+pub fn write(real_root: &Path, file: &PlannedFile, bytes: &[u8]) -> Result<Outcome, WriteError> {
     let target = &file.target;
     let folder = target.parent().ok_or_else(|| WriteError::Escapes("the path names no file".into()))?;
-    if let Some(why) = escapes_root(root, target) {
+    if let Some(why) = escapes_root(real_root, target) {
         return Err(WriteError::Escapes(why));
     }
     if same(target, bytes, file) {
@@ -70,7 +71,7 @@ pub fn write(root: &Path, file: &PlannedFile, bytes: &[u8]) -> Result<Outcome, W
     if !folder.is_dir() {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(folder).map_err(io("creating the folder"))?;
         // Created through no symlink that appeared meanwhile.
-        if let Some(why) = escapes_root(root, target) {
+        if let Some(why) = escapes_root(real_root, target) {
             return Err(WriteError::Escapes(why));
         }
     }
