@@ -30,6 +30,8 @@ const CLIENTS: usize = 64;
 const DB_ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
 const SWAP_EVERY: Duration = Duration::from_millis(100);
 const OUTAGE_EVERY: Duration = Duration::from_secs(5);
+/// How often RSS and descriptors are printed during the run, to tell growth from a plateau.
+const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 
 fn env_secs(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -101,7 +103,9 @@ async fn client(socket: PathBuf, pause: Duration, stop: Arc<AtomicBool>, tally: 
             tokio::time::sleep(pause).await;
         }
         driver.abort();
-        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+        if !stop.load(Ordering::Relaxed) {
+            tally.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -157,7 +161,13 @@ fn main() {
 
     let start = Instant::now();
     let (mut serial, mut outage, mut next_flip) = (0u64, false, start + OUTAGE_EVERY);
+    let mut next_sample = start + SAMPLE_EVERY;
     while start.elapsed() < duration {
+        if Instant::now() >= next_sample {
+            let (rss, fds) = usage(pid);
+            println!("  at {:>4}s: RSS {rss} KiB, {fds} fds", start.elapsed().as_secs());
+            next_sample += SAMPLE_EVERY;
+        }
         serial += 1;
         dir.update(&refs(&files(serial)));
         if Instant::now() >= next_flip {

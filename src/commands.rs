@@ -31,11 +31,17 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> 
     })
 }
 
+/// `check` reads every local source and contacts nothing: remote parameters are shown
+/// as `remote` whether or not a control plane is given (SPEC §3).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
+    let options = resolve::Options { control_plane: true, ..args.config.options() };
+    let plan = resolve::plan(&args.config.config_dir, &options)?;
+    plan.log_warnings();
     values::check_local(&plan)?;
-    let mut text = output::render_plan(&plan);
-    text.push_str(&crate::files::describe(&plan));
+    let text = match args.format {
+        output::PlanFormat::Text => output::render_plan(&plan) + &crate::files::describe(&plan),
+        output::PlanFormat::Json => output::render_plan_json(&plan),
+    };
     stdout::write(text.as_bytes())?;
     Ok(0)
 }
@@ -74,6 +80,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         reload: reload_config(&args.config, &args.reload),
         remote: args.config.remote.settings(),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
+        metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::run::command(&settings)
 }
@@ -91,6 +98,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             header_read_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
         },
+        metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings())?;
     Ok(exit::OK)
@@ -130,9 +138,10 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<FetchError>(cause))
         .or_else(|| as_class::<crate::source::controlplane::ControlPlaneError>(cause))
         .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
-        .or_else(|| as_class::<crate::source::remote::SetupError>(cause))
+        .or_else(|| as_class::<crate::source::SetupError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<BindError>(cause))
+        .or_else(|| as_class::<crate::serve::metrics_listen::ListenError>(cause))
         .or_else(|| as_class::<StartupError>(cause))
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))

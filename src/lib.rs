@@ -1,11 +1,13 @@
 //! connd gives a workload the values of its connections.
 //!
-//! A value travels down this list; each folder uses only those above it in the list
-//! and the leaves at the end, never one below it, and only the command line knows clap.
+//! A value travels down this list. Each folder uses only those above it, `http/` and
+//! the leaves at the end, never one below it; among the modes, `run` stands on `exec`
+//! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
+//! line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
-//!   are remote, whether it is OAuth).
+//!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
@@ -15,19 +17,23 @@
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
 //! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
-//!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
+//!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
+//!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
 //!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
 //!   rest, rendered per format, written atomically under `--files-root`, and kept
 //!   current in `run` and `serve` by its `keep` task).
-//! - beside the path: `http/`, the outbound client that the sources use, with its
-//!   proxy-aware connector, TLS (and TLS faults in words) and URL policy.
+//! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
+//!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
+//!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
+//!   helpers.
 //! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
 //!   subcommands, and the walk from an error chain to its exit code), `docs`
 //!   (completions and man pages from the flags), `stdout` (their output, where a
 //!   reader that went away ends the command quietly); `main.rs` is the thin binary.
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
 //!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
-//!   backoff and deadline rule), `metrics`, `logging`, `secret`, `signal`, `duration`.
+//!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
+//!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
 //!
 //! Coming next, in its own folder: `proxy/` (the egress proxy) beside `serve/api/`.
 #![forbid(unsafe_code)]

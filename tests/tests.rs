@@ -11,17 +11,27 @@ mod api_limits;
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
 mod config_errors;
+/// Config messages that suggest, warn on typos and never blame a correct line; `check`'s JSON.
+mod config_messages;
 /// Remote parameters from a fake control plane over TLS: answers, retries, CA, mTLS.
 mod control_plane;
 /// Retries until the startup timeout, the last attempt made at the deadline.
 mod deadline;
+/// `env --format dotenv` read back by python-dotenv, the real reader.
+mod dotenv_readers;
 /// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
+/// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
+mod loader_fuzz;
+/// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.
+mod metrics_listen;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
 /// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
 mod proxy_env;
+/// The README's first directory, copied from its text, gives what the text says.
+mod readme;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
 /// `serve` and `run` as processes: a retargeted config-dir symlink, reload log lines.
@@ -47,3 +57,5 @@ mod streams;
 mod tls;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;
+/// Values as written: YAML scalars and JSON numbers keep their text; nulls say quote it.
+mod values_as_written;

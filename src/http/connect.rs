@@ -11,7 +11,7 @@
 //! sending plain `http://` through a proxy adds [`Connector::route`]'s
 //! `Proxy-Authorization` to its requests itself, as hyper-util's client does not.
 
-use crate::http::client::HttpError;
+use crate::http::error::HttpError;
 use crate::http::proxy::{Proxies, Route};
 use crate::http::tls::{self, TlsError, TlsSettings};
 use crate::http::tls_fault;
@@ -108,7 +108,7 @@ impl Connector {
         Ok(Conn { io: TokioIo::new(Stream::Tls(Box::new(tls))), proxied_http: false, proxy_authorization: None })
     }
 
-    /// What a TLS failure talking to `host` means: a [`TlsFault`] in words when rustls
+    /// What a TLS failure talking to `host` means: a [`tls_fault::TlsFault`] in words when rustls
     /// refused something, else a transient handshake failure (the connection broke).
     pub fn tls_error(&self, e: &(dyn std::error::Error + 'static), host: &str) -> HttpError {
         match tls_fault::find_rustls(e) {

@@ -3,7 +3,7 @@
 //!   while failing): a full resolution, `Sources::fetch` included, which is how
 //!   control-plane changes and token refreshes arrive;
 //! - when the config directory (or a folder holding a `file:` source) changes, after a
-//!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
+//!   short debounce: inotify (its `watcher`), which sees the kubelet's atomic writer as a
 //!   create of `..data_tmp` and its rename over `..data`. Hidden files are ignored, and
 //!   the reload is of the files alone: it fetches only when the files now ask for
 //!   other remote values;
@@ -125,6 +125,7 @@ impl Reloader {
             needs: Vec::new(),
             source_failure: None,
             failures: 0,
+            warned: Vec::new(),
         };
         let task = AbortOnDropHandle::new(tokio::spawn(task.run(requests_rx, events, shutdown)));
         Reloader { store, requests, task: Some(task) }
@@ -184,7 +185,7 @@ const LAST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
 /// Waits for the first full resolution published in `store`. Its deadline, `timeout`
 /// from now, is also the reloader's: its last attempt is made at the deadline (SPEC §3),
 /// and the verdict is that attempt's (or that of the one in flight at the deadline),
-/// waited for at most [`LAST_ATTEMPT_WAIT`] more. On failure, the current failure.
+/// waited for at most `LAST_ATTEMPT_WAIT` more. On failure, the current failure.
 pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
     let deadline = crate::http::deadline::deadline_after(timeout);
     store.set_startup_deadline(deadline);
@@ -247,6 +248,8 @@ struct Task<S> {
     source_failure: Option<(String, Class)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
+    /// The config warnings last logged: each is logged when it appears, not at every reload.
+    warned: Vec<crate::config::Diagnostic>,
 }
 
 /// A duration shifted by up to ±10%, so that many replicas do not call in step.
@@ -377,7 +380,13 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
-            Ok(Ok(plan)) => Arc::new(plan),
+            Ok(Ok(plan)) => {
+                if plan.warnings != self.warned {
+                    plan.log_warnings();
+                    self.warned = plan.warnings.clone();
+                }
+                Arc::new(plan)
+            }
             Ok(Err(e)) => return self.failed(e.class(), e.into()),
             Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the config directory failed: {e}")),
         };

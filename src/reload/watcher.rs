@@ -161,9 +161,34 @@ fn relevant(path: &Path, named: &BTreeSet<PathBuf>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::relevant;
+    use super::{relevant, Shared};
+    use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
     use std::collections::BTreeSet;
     use std::path::{Path, PathBuf};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        let mut e = notify::Event::new(kind);
+        e.paths = paths.iter().map(PathBuf::from).collect();
+        e
+    }
+
+    /// `/r/current` links to a release; `/r` is watched only for the link.
+    #[test]
+    fn in_a_link_s_folder_only_the_link_counts_and_is_watched_afresh() {
+        let mut shared = Shared {
+            dirs: BTreeSet::from([PathBuf::from("/r/current"), PathBuf::from("/r")]),
+            links: BTreeSet::from([PathBuf::from("/r/current")]),
+            link_parents: BTreeSet::from([PathBuf::from("/r")]),
+            ..Shared::default()
+        };
+        assert!(!shared.notice(&event(EventKind::Create(CreateKind::Any), &["/r/release-3"])));
+        assert!(!shared.notice(&event(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &["/r/tmp"])));
+        assert!(shared.gone.is_empty());
+        assert!(shared.notice(&event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/r/current"])));
+        assert_eq!(shared.gone, BTreeSet::from([PathBuf::from("/r/current")]));
+        // Inside the link's target, files count as in any watched folder.
+        assert!(shared.notice(&event(EventKind::Create(CreateKind::Any), &["/r/current/component.yaml"])));
+    }
 
     #[test]
     fn hidden_files_are_not_connds_but_the_kubelets_are() {

@@ -16,7 +16,7 @@ use crate::reload::{ReloadConfig, Reloader};
 use crate::run::changes::Env;
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
-use crate::serve::Socket;
+use crate::serve::{metrics_listen, Socket};
 use crate::source::once::{self, Retry};
 use crate::source::remote::{self, Remote};
 use crate::source::{Sources, Tokens};
@@ -48,6 +48,8 @@ pub struct Settings {
     pub remote: remote::Settings,
     /// With `--socket`: the local API's socket and who may call it.
     pub api: Option<(Socket, Allow)>,
+    /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// The binary's `run`: returns the workload's exit code (or 128+N).
@@ -80,12 +82,27 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     if let Some((socket, allow)) = &args.api {
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
         let r = start_reloader();
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
         let serving = server::serve(listener, parts, allow.clone(), API_GRACE, stop.child_token().cancelled_owned());
         server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
         reloader = Some(r);
+    }
+    // Probes and scrapes read the reloader's snapshot, so it starts at once too.
+    let mut metrics_server = None;
+    if let Some(listener) = &args.metrics_listener {
+        let r = reloader.get_or_insert_with(start_reloader);
+        let serving = metrics_listen::serve(
+            listener.clone(),
+            r.store().clone(),
+            metrics.clone(),
+            stop.child_token().cancelled_owned(),
+        );
+        metrics_server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
     }
 
     let result = async {
@@ -123,6 +140,9 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     stop.cancel();
     if let Some(server) = server {
         let _ = server.await;
+    }
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
     }
     if let Some(reloader) = reloader {
         reloader.stopped().await;

@@ -8,6 +8,7 @@
 //! reloader and drains the server within its grace period.
 
 pub mod api;
+pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;
 
@@ -40,6 +41,8 @@ pub struct ServeSettings {
     pub sighup: bool,
     /// What one caller may hold of the API.
     pub limits: server::Limits,
+    /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// The API's socket file: where it is made and who may open it (`serve`, `run --socket`).
@@ -86,6 +89,15 @@ pub async fn run<S: Sources>(
         None,
         stop.child_token().cancelled_owned(),
     );
+    let metrics_server = settings.metrics_listener.map(|listener| {
+        let (store, metrics) = (reloader.store().clone(), metrics.clone());
+        AbortOnDropHandle::new(tokio::spawn(metrics_listen::serve(
+            listener,
+            store,
+            metrics,
+            stop.child_token().cancelled_owned(),
+        )))
+    });
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
     let serving = server::serve_with(listener, parts, allow, grace, limits, stop.child_token().cancelled_owned());
@@ -130,6 +142,9 @@ pub async fn run<S: Sources>(
     notifier.stopping();
     stop.cancel();
     let _ = server.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     reloader.stopped().await;
     result
 }
@@ -148,6 +163,9 @@ pub fn command(settings: ServeSettings, socket: &Socket, remote: &remote::Settin
         let sources = Arc::new(Remote::new(remote, true, metrics.clone())?);
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in settings.allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
         let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
         sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);

@@ -260,7 +260,7 @@ impl Wanted {
 }
 
 impl ControlPlane {
-    /// `base` was checked by `http::client::check_url`.
+    /// `base` was checked by `http::url::check_base_url`.
     pub fn new(
         base: &Uri,
         token_file: Option<PathBuf>,
@@ -489,7 +489,9 @@ enum BodyError {
 
 #[derive(serde::Deserialize)]
 struct Body {
-    parameters: HashMap<String, serde_json::Value>,
+    /// Raw, so that a number keeps its digits (SPEC §5): `18446744073709551616` is not
+    /// turned into `1.8446744073709552e19`.
+    parameters: HashMap<String, Box<serde_json::value::RawValue>>,
 }
 
 /// Every parameter of a 200 body, scalars turned into their text.
@@ -498,11 +500,14 @@ fn parse_body(body: &[u8]) -> Result<Params, String> {
     let body: Body = serde_json::from_slice(body)
         .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
-    for (key, value) in body.parameters {
+    for (key, raw) in body.parameters {
+        let value: serde_json::Value = serde_json::from_str(raw.get())
+            .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
         let text = match value {
             serde_json::Value::Null => continue,
             serde_json::Value::String(s) => s,
-            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+            serde_json::Value::Number(_) => raw.get().to_owned(),
+            v @ serde_json::Value::Bool(_) => v.to_string(),
             _ => {
                 out.not_scalar.insert(key);
                 continue;
@@ -593,5 +598,18 @@ mod tests {
         let err = parse_body(&double_encoded).unwrap_err();
         assert!(!err.contains("TOPSECRET"), "{err}");
         assert!(err.contains("not the expected JSON (a value of the wrong type"), "{err}");
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let body =
+            br#"{"parameters":{"AccountId": 18446744073709551616, "Rate": 22.10, "Exp": 1E3, "Neg": -0, "On": true}}"#;
+        let params = parse_body(body).unwrap();
+        let text = |k: &str| params.scalars[k].expose().to_owned();
+        assert_eq!(text("AccountId"), "18446744073709551616");
+        assert_eq!(text("Rate"), "22.10");
+        assert_eq!(text("Exp"), "1E3");
+        assert_eq!(text("Neg"), "-0");
+        assert_eq!(text("On"), "true");
     }
 }

@@ -9,7 +9,7 @@ use crate::http::url::check_url;
 use crate::resolve::PlannedConnection;
 use crate::secret::Secret;
 use crate::source::oauth::{AppKey, Credentials};
-use crate::source::remote::SetupError;
+use crate::source::SetupError;
 use std::collections::HashMap;
 
 /// The parameters an OAuth client needs.

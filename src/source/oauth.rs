@@ -86,7 +86,7 @@ impl std::fmt::Debug for AppKey {
 /// What a token request needs besides the key.
 pub struct Credentials {
     pub key: AppKey,
-    /// Checked by `http::client::check_url`.
+    /// Checked by `http::url::check_url`.
     pub url: Uri,
     pub secret: Secret,
     pub auth: ClientAuth,

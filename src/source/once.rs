@@ -35,6 +35,7 @@ where
     Fut: Future<Output = anyhow::Result<Fetched>>,
 {
     let plan = Arc::new(resolve::plan(dir, options)?);
+    plan.log_warnings();
     let fetched = if plan.needs_fetch() { fetch(plan.clone()).await? } else { Fetched::default() };
     let values = values::materialize(&plan, &fetched)?;
     tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");

@@ -4,12 +4,11 @@
 //! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`,
 //! reading the client credentials in `credentials`.
 
-use crate::error::{Class, Classify};
-use crate::http::client::{HttpClient, HttpError};
+use crate::http::client::HttpClient;
 use crate::http::deadline::deadline_after;
-use crate::http::proxy::{Proxies, ProxyError};
+use crate::http::proxy::Proxies;
 use crate::http::tls::TlsSettings;
-use crate::http::url::{check_base_url, UrlError};
+use crate::http::url::check_base_url;
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
@@ -17,7 +16,7 @@ use crate::source::controlplane::{ControlPlane, Retries};
 use crate::source::credentials;
 use crate::source::oauth::{Credentials, TokenCache};
 use crate::source::values::Fetched;
-use crate::source::{FetchError, SourceError, Sources, Token, Tokens};
+use crate::source::{FetchError, SetupError, SourceError, Sources, Token, Tokens};
 use anyhow::Context;
 use futures_util::future::join_all;
 use std::collections::{HashMap, HashSet};
@@ -45,38 +44,6 @@ pub struct Settings {
     pub startup_timeout: Duration,
     /// Ignore the proxy variables (`--no-proxy-env`): every request goes direct.
     pub no_proxy_env: bool,
-}
-
-/// Messages leave their cause to the `#[source]` chain, which the binary prints with
-/// `{:#}`: repeating it in the message would print it twice.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("--control-plane")]
-    Url(#[source] UrlError),
-    #[error(transparent)]
-    Tls(HttpError),
-    #[error(transparent)]
-    Proxy(ProxyError),
-    #[error("connection {connection:?}: {key}")]
-    TokenUrl {
-        connection: String,
-        key: &'static str,
-        #[source]
-        source: UrlError,
-    },
-    #[error("connection {connection:?} has no value for {key}, which its OAuth client needs")]
-    Credential { connection: String, key: &'static str },
-    #[error("connection {connection:?}: cannot read {key} from {}: {cause}", path.display())]
-    CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
-}
-
-impl Classify for SetupError {
-    fn class(&self) -> Class {
-        match self {
-            SetupError::Url(e) if e.is_usage() => Class::Usage,
-            _ => Class::Config,
-        }
-    }
 }
 
 /// Control plane plus token cache, shared by every caller of one process.

@@ -80,7 +80,7 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
         _ => Query::default(),
     };
     match path {
-        "/healthz" => (Route::Healthz, json_response(StatusCode::OK, &json!({ "status": "serving" }))),
+        "/healthz" => (Route::Healthz, healthz()),
         "/readyz" => (Route::Readyz, readyz(&state.store.load())),
         "/metrics" => (Route::Metrics, metrics(state)),
         "/v1/env" => (Route::Env, env(state, &query).await),
@@ -144,7 +144,8 @@ fn not_ready(s: &Snapshot) -> Response<Body> {
     error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
 }
 
-fn readyz(s: &Snapshot) -> Response<Body> {
+/// `/readyz`: 200 once the first full resolution succeeded, else 503 with the reason.
+pub fn readyz(s: &Snapshot) -> Response<Body> {
     match &s.resolved {
         Some(_) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
         None => not_ready(s),
@@ -152,10 +153,20 @@ fn readyz(s: &Snapshot) -> Response<Body> {
 }
 
 fn metrics<S>(state: &ApiState<S>) -> Response<Body> {
+    metrics_text(&state.metrics)
+}
+
+/// `/metrics`: the Prometheus text exposition of `metrics`.
+pub fn metrics_text(metrics: &crate::metrics::Metrics) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-        .body(Full::new(Bytes::from(state.metrics.render())))
+        .body(Full::new(Bytes::from(metrics.render())))
         .expect("valid response")
+}
+
+/// `/healthz`: 200 while the process serves.
+pub fn healthz() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({ "status": "serving" }))
 }
 
 fn with_resolved(s: &Snapshot, answer: impl FnOnce(&Resolved) -> Response<Body>) -> Response<Body> {
