@@ -40,7 +40,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     values::check_local(&plan)?;
     let text = match args.format {
         output::PlanFormat::Text => output::render_plan(&plan) + &crate::files::describe(&plan),
-        output::PlanFormat::Json => output::render_plan_json(&plan),
+        output::PlanFormat::Json => with_files_json(output::render_plan_json(&plan), &plan),
     };
     stdout::write(text.as_bytes())?;
     Ok(0)
@@ -50,6 +50,22 @@ pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
     stdout::write(output::render_env(&values.env, args.format.format()).as_bytes())?;
     Ok(0)
+}
+
+/// The JSON plan with its files (SPEC §7) under `"files"`.
+fn with_files_json(plan_json: String, plan: &Plan) -> String {
+    if plan.files.is_empty() {
+        return plan_json;
+    }
+    match serde_json::from_str::<serde_json::Value>(&plan_json) {
+        Ok(serde_json::Value::Object(mut doc)) => {
+            doc.insert("files".into(), crate::files::describe_json(plan));
+            let mut text = serde_json::to_string_pretty(&doc).unwrap_or(plan_json);
+            text.push('\n');
+            text
+        }
+        _ => plan_json,
+    }
 }
 
 /// Resolves once and writes the files (SPEC §7), then exits: for init containers and

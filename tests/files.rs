@@ -228,6 +228,17 @@ fn a_template_builds_a_dsn_strictly() {
         &["/run/app/db.env  template  0400", "orders-db.Password", "<redacted>", "orders-db.HostName"],
     );
     assert!(!out.stdout.contains("p@ss"), "{out:?}");
+    let out = fx.run("check", &["--files-root", &root.path().display().to_string(), "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let file = &plan["files"][0];
+    assert_eq!(
+        (file["path"].as_str(), file["format"].as_str(), file["mode"].as_str()),
+        (Some("/run/app/db.env"), Some("template"), Some("0400"))
+    );
+    let password = file["values"].as_array().unwrap().iter().find(|v| v["from"] == "orders-db.Password").unwrap();
+    assert_eq!((&password["value"], &password["redacted"]), (&serde_json::Value::Null, &serde_json::Value::Bool(true)));
+    assert!(!out.stdout.contains("p@ss"), "{out:?}");
 }
 
 #[test]

@@ -134,29 +134,62 @@ pub fn write_all(plan: &Plan, values: &Values) -> Result<usize, FileError> {
     Ok(changed)
 }
 
+/// One value of a file as `check` shows it.
+struct ValueRow {
+    /// The value's name, or `(template)` for what a template reads.
+    name: String,
+    /// `(literal)`, or `connection.KEY`.
+    from: String,
+    /// `value`, `file:PATH`, `remote`, `oauth2 token`.
+    source: String,
+    /// The value, when it is local and not secret.
+    value: Option<String>,
+    redacted: bool,
+}
+
+/// Each file's values as `check` shows them, redacted as variables are.
+fn rows(plan: &Plan, file: &PlannedFile) -> Vec<ValueRow> {
+    use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
+    let param = |name: String, conn: usize, key: &str| -> ValueRow {
+        let c = &plan.connections[conn];
+        let from = format!("{}.{key}", c.name);
+        if key == ACCESS_TOKEN {
+            return ValueRow { name, from, source: "oauth2 token".into(), value: None, redacted: true };
+        }
+        let Some(p) = c.connection.parameters.get(key) else {
+            return ValueRow { name, from, source: String::new(), value: None, redacted: false };
+        };
+        let value = match &p.source {
+            Source::Value(v) if !p.secret => Some(v.expose().to_owned()),
+            _ => None,
+        };
+        ValueRow { name, from, source: p.source.describe(), value, redacted: p.secret }
+    };
+    match &file.content {
+        Content::Values(values) => values
+            .iter()
+            .map(|v| match &v.from {
+                ValueFrom::Literal(s) => {
+                    let last = v.name.rsplit('.').next().unwrap_or(&v.name);
+                    let redacted = secret_by_default(last);
+                    let value = (!redacted).then(|| s.expose().to_owned());
+                    ValueRow { name: v.name.clone(), from: "(literal)".into(), source: "value".into(), value, redacted }
+                }
+                ValueFrom::Param { conn, key } => param(v.name.clone(), *conn, key),
+            })
+            .collect(),
+        Content::Template(t) => t.reads.iter().map(|(conn, key)| param("(template)".into(), *conn, key)).collect(),
+    }
+}
+
 /// The files as `check` lists them: path, format, mode (and owner), and each value's
 /// source, redacted as variables are. Empty when the plan has no files.
 pub fn describe(plan: &Plan) -> String {
-    use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
     use crate::secret::REDACTED;
     use std::fmt::Write;
     if plan.files.is_empty() {
         return String::new();
     }
-    let source = |conn: usize, key: &str| -> (String, String) {
-        let c = &plan.connections[conn];
-        let from = format!("{}.{key}", c.name);
-        if key == ACCESS_TOKEN {
-            return (from, format!("oauth2 token  {REDACTED}"));
-        }
-        let Some(param) = c.connection.parameters.get(key) else { return (from, String::new()) };
-        let shown = match &param.source {
-            _ if param.secret => REDACTED.to_owned(),
-            Source::Value(v) => v.expose().to_owned(),
-            Source::File(_) | Source::Remote => String::new(),
-        };
-        (from, format!("{}  {shown}", param.source.describe()))
-    };
     let mut out = String::from("\nfiles:\n");
     for f in &plan.files {
         let owner = match (f.owner, f.group) {
@@ -168,37 +201,41 @@ pub fn describe(plan: &Plan) -> String {
             ),
         };
         let _ = writeln!(out, "  {}  {}  {:04o}{owner}  ({})", f.path.display(), f.format.as_str(), f.mode, f.origin);
-        let rows: Vec<(String, String, String)> = match &f.content {
-            Content::Values(values) => values
-                .iter()
-                .map(|v| match &v.from {
-                    ValueFrom::Literal(s) => {
-                        let last = v.name.rsplit('.').next().unwrap_or(&v.name);
-                        let shown = if secret_by_default(last) { REDACTED.to_owned() } else { s.expose().to_owned() };
-                        (v.name.clone(), "(literal)".to_owned(), format!("value  {shown}"))
-                    }
-                    ValueFrom::Param { conn, key } => {
-                        let (from, rest) = source(*conn, key);
-                        (v.name.clone(), from, rest)
-                    }
-                })
-                .collect(),
-            Content::Template(t) => t
-                .reads
-                .iter()
-                .map(|(conn, key)| {
-                    let (from, rest) = source(*conn, key);
-                    ("(template)".to_owned(), from, rest)
-                })
-                .collect(),
-        };
-        let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-        let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
-        for (name, from, rest) in rows {
-            let rest = if rest.chars().any(char::is_control) { rest.escape_debug().to_string() } else { rest };
-            let _ = writeln!(out, "    {name:<w0$}  {from:<w1$}  {rest}");
+        let rows = rows(plan, f);
+        let w0 = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(0);
+        let w1 = rows.iter().map(|r| r.from.chars().count()).max().unwrap_or(0);
+        for r in rows {
+            let shown = match (&r.value, r.redacted) {
+                (_, true) => REDACTED.to_owned(),
+                (Some(v), false) => v.clone(),
+                (None, false) => String::new(),
+            };
+            // A line break or an escape sequence in a value must not break the table.
+            let shown = if shown.chars().any(char::is_control) { shown.escape_debug().to_string() } else { shown };
+            let _ = writeln!(out, "    {:<w0$}  {:<w1$}  {}  {shown}", r.name, r.from, r.source);
         }
     }
     let _ = writeln!(out, "\nok: {} files under {}", plan.files.len(), plan.files_root.display());
     out
+}
+
+/// The files as `check --format json` lists them, under `"files"`: the same facts as
+/// [`describe`], values redacted the same way (`null`, with `"redacted": true`).
+pub fn describe_json(plan: &Plan) -> serde_json::Value {
+    use serde_json::json;
+    let files: Vec<serde_json::Value> = plan
+        .files
+        .iter()
+        .map(|f| {
+            let values: Vec<serde_json::Value> = rows(plan, f)
+                .into_iter()
+                .map(|r| json!({"name": r.name, "from": r.from, "source": r.source, "value": r.value, "redacted": r.redacted}))
+                .collect();
+            json!({
+                "path": f.path, "target": f.target, "format": f.format.as_str(), "mode": format!("{:04o}", f.mode),
+                "owner": f.owner, "group": f.group, "file": f.origin.file, "line": f.origin.line, "values": values,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(files)
 }
