@@ -209,11 +209,11 @@ impl EnvFormat {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -244,7 +244,13 @@ pub struct RunArgs {
     #[arg(long, env = "CONND_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// The command and its arguments, after `--`
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        help_heading = "Arguments"
+    )]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub reload: ReloadArgs,

@@ -19,6 +19,10 @@ mod control_plane;
 mod deadline;
 /// `env --format dotenv` read back by python-dotenv, the real reader.
 mod dotenv_readers;
+/// `serve` and `run` non-dumpable: their memory closed to their own uid, the workload's not.
+mod dumpable;
+/// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
+mod exec_failures;
 /// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
