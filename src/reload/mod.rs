@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, Reload};
 use crate::reload::snapshot::{changed_names, Resolved, Snapshot, Store};
 use crate::reload::watcher::DirWatcher;
 use crate::resolve::{self, Plan};
-use crate::retry::{Backoff, Next};
+use crate::retry::{self, Backoff, Next};
 use crate::source::values::{self, Fetched};
 use crate::source::{Sources, Tokens};
 use std::collections::BTreeSet;
@@ -252,11 +252,6 @@ struct Task<S> {
     warned: Vec<crate::config::Diagnostic>,
 }
 
-/// A duration shifted by up to ±10%, so that many replicas do not call in step.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.9 + fastrand::f64() * 0.2)
-}
-
 /// How often watching a wanted folder that could not be watched is tried again.
 const REWATCH: Duration = Duration::from_millis(100);
 
@@ -355,7 +350,8 @@ impl<S: Sources> Task<S> {
         let (refresh, now) = (self.config.refresh_interval, Instant::now());
         if ok {
             self.failures = 0;
-            return now + jitter(refresh);
+            // Shifted by up to ±10%, so that many replicas do not call in step.
+            return now + retry::jitter(refresh, 0.9..=1.1);
         }
         self.failures = self.failures.saturating_add(1);
         let backoff = Backoff::new(Duration::from_millis(100), refresh);
