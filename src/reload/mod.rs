@@ -125,6 +125,7 @@ impl Reloader {
             needs: Vec::new(),
             source_failure: None,
             failures: 0,
+            retry_after: None,
             warned: Vec::new(),
         };
         let task = AbortOnDropHandle::new(tokio::spawn(task.run(requests_rx, events, shutdown)));
@@ -248,6 +249,9 @@ struct Task<S> {
     source_failure: Option<(String, Class)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
+    /// The control plane's `Retry-After` with the last reload's failed fetch: the
+    /// least wait before the next full reload (SPEC §5).
+    retry_after: Option<Duration>,
     /// The config warnings last logged: each is logged when it appears, not at every reload.
     warned: Vec<crate::config::Diagnostic>,
 }
@@ -344,8 +348,8 @@ impl<S: Sources> Task<S> {
 
     /// When the next full reload is due after one that succeeded (`ok`) or failed: the
     /// refresh interval, jittered; after failures, the backoff (up to the refresh
-    /// interval), stopping at the first resolution's deadline so that an attempt is
-    /// made there.
+    /// interval, and never under the control plane's `Retry-After`), stopping at the
+    /// first resolution's deadline so that an attempt is made there.
     fn next_full(&mut self, ok: bool) -> Instant {
         let (refresh, now) = (self.config.refresh_interval, Instant::now());
         if ok {
@@ -355,9 +359,13 @@ impl<S: Sources> Task<S> {
         }
         self.failures = self.failures.saturating_add(1);
         let backoff = Backoff::new(Duration::from_millis(100), refresh);
-        match backoff.next(self.failures, None, now, self.store.startup_deadline()) {
+        let retry_after = self.retry_after;
+        match backoff.next(self.failures, retry_after, now, self.store.startup_deadline()) {
             Next::At(at) => at,
-            Next::Deadline | Next::RetryAfter(_) => now + backoff.delay(self.failures, None),
+            // Past the first resolution's deadline, or asked to wait past it.
+            Next::Deadline | Next::RetryAfter(_) => {
+                now.checked_add(backoff.delay(self.failures, retry_after)).unwrap_or(now + refresh)
+            }
         }
     }
 
@@ -374,6 +382,7 @@ impl<S: Sources> Task<S> {
         // Before reading: a replaced config directory is watched afresh even if it
         // cannot be read yet.
         self.sync_watches(None);
+        self.retry_after = None;
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
             Ok(Ok(plan)) => {
@@ -441,6 +450,7 @@ impl<S: Sources> Task<S> {
                 Ok(fetched)
             }
             Err(e) => {
+                self.retry_after = e.retry_after();
                 let (class, e) = (e.class(), anyhow::Error::from(e));
                 self.source_failure = Some((format!("{e:#}"), class));
                 Err((class, e))
