@@ -160,7 +160,7 @@ pub async fn supervise(
                 _ if stopping => {}
                 OnChange::Restart => {
                     if let Err(e) = spawner.check(&env) {
-                        tracing::error!("not restarting the workload, it keeps its current values: {e}");
+                        tracing::error!(error = %e, "not restarting the workload, it keeps its current values");
                     } else if restart_with.replace(env).is_none() {
                         tracing::info!(signal = settings.stop_signal.as_str(), "restarting the workload");
                         child.signal(settings.stop_signal);

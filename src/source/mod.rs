@@ -62,6 +62,17 @@ pub enum FetchError {
     Setup(#[from] SetupError),
 }
 
+impl FetchError {
+    /// The control plane's `Retry-After` with a transient failure: a floor for the
+    /// caller's next attempt (SPEC §5); see [`ControlPlaneError::retry_after`].
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            FetchError::ControlPlane(e) => e.retry_after(),
+            FetchError::Token { .. } | FetchError::Setup(_) => None,
+        }
+    }
+}
+
 impl Classify for FetchError {
     fn class(&self) -> Class {
         match self {

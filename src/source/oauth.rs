@@ -483,7 +483,7 @@ impl App {
                 Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
             };
             // About 80% of the lifetime, jittered so that many instances do not renew together.
-            let refresh_in = ttl.mul_f64(0.75 + 0.1 * fastrand::f64());
+            let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
             return Ok(CachedToken {
                 access_token: Secret::new(answer.access_token),
                 token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
