@@ -334,3 +334,103 @@ async fn serve_keeps_a_file_source_s_last_value_when_its_file_goes() {
     );
     assert!(!stderr.contains("pw-1") && !stderr.contains("pw-2"), "a value leaked into the log:\n{stderr}");
 }
+
+/// Whether `pid` runs: exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()).is_some_and(|state| state != 'Z'),
+        Err(_) => false,
+    }
+}
+
+/// The workload killed by SIGKILL from outside (the OOM killer, `kill -9`): `run` exits
+/// 137 as a shell would, and what the workload started is stopped with it.
+#[test]
+fn a_workload_killed_by_sigkill_ends_run_with_137_and_its_children() {
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    let script = "sleep 100 & echo \"grandchild=$!\"; echo \"main=$$\"; wait";
+    let mut s = Supervised::start(dir.path(), &["--stop-timeout", "5s"], script);
+    s.expect_count("main=", 1);
+    let pid_of = |s: &Supervised, key: &str| -> i32 {
+        let line = s.seen.iter().find(|l| l.starts_with(key)).unwrap();
+        line[key.len()..].trim().parse().unwrap()
+    };
+    let (main, grandchild) = (pid_of(&s, "main="), pid_of(&s, "grandchild="));
+    kill(Pid::from_raw(main), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let code = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "connd did not exit after its workload died");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let alive = running(grandchild);
+    let _ = kill(Pid::from_raw(grandchild), Signal::SIGKILL);
+    assert_eq!(code, Some(137), "128 + SIGKILL");
+    assert!(!alive, "the workload's child outlived it and connd");
+}
+
+/// `run --config-dir current` where `current` is a symlink retargeted as a release tool
+/// does (`ln -s release-2 tmp && mv -T tmp current`): the workload restarts with the new
+/// release's values, seen by the watcher (re-scans and refreshes are 10 minutes apart).
+#[test]
+fn run_sees_a_retargeted_config_dir_symlink() {
+    let root = tempfile::tempdir().unwrap();
+    for (release, port) in [("release-1", "5432"), ("release-2", "6543")] {
+        let dir = root.path().join(release);
+        std::fs::create_dir(&dir).unwrap();
+        for (file, text) in refs(&files(port)) {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("release-1", root.path().join("current")).unwrap();
+    let current = root.path().join("current");
+    let socket = root.path().join("connd.sock");
+    let args = ["--rescan-interval", "10m", "--refresh-interval", "10m", "--change-debounce", "50ms", "--socket"];
+    let mut s = Supervised::start(&current, &[&args[..], &[socket.to_str().unwrap()]].concat(), SHOW_PORT);
+    s.expect_count("start port=5432", 1);
+    // The watcher is up once the reloader's first resolution is done (100 ms into the
+    // workload's life): from then on, only the watcher can see the retarget.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(metrics_until(&socket, "a first success", |t| sample(t, "connd_last_success_age_seconds") >= 0.0));
+    std::os::unix::fs::symlink("release-2", root.path().join("tmp")).unwrap();
+    std::fs::rename(root.path().join("tmp"), &current).unwrap();
+    s.expect_count("start port=6543", 1);
+    assert_eq!(s.stop(), 143, "{}", s.transcript());
+    assert_eq!(s.count("start port="), 2, "{}", s.transcript());
+}
+
+/// A token endpoint that refuses the client when `run` starts: exit 77 naming the
+/// connection and the refusal, and the workload never starts.
+#[test]
+fn run_with_a_refusing_token_endpoint_exits_77_without_starting() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(401, r#"{"error":"invalid_client"}"#)]);
+    let mut component = component_yaml(&[("hr-connection", "thirdparty:svc/v1")]);
+    component.push_str(
+        "configurations:\n  env:\n    - name: HR_TOKEN\n      valueFrom:\n        \
+         connectionRef: { name: hr-connection, key: AccessToken }\n",
+    );
+    let descriptor =
+        oauth_connection(DB_ID, "hr-connection", &format!("{}/token", cp.url()), "portal", "s3cr3t", "basic");
+    let fx = Fixture::with(&component, &descriptor);
+    let ca = cp.ca_file().display().to_string();
+    let mut s = Supervised::start(fx.path(), &["--ca-file", &ca, "--startup-timeout", "10s"], "echo started");
+    let deadline = Instant::now() + PATIENCE;
+    let code = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "connd did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while let Ok(line) = s.lines.recv_timeout(Duration::from_millis(200)) {
+        s.seen.push(line);
+    }
+    assert_eq!(code, Some(77), "{}", s.transcript());
+    assert_eq!(s.count("started"), 0, "the workload started without its token:\n{}", s.transcript());
+    assert_contains(&s.transcript(), &["\"hr-connection\"", "refused client \"portal\"", "invalid_client"]);
+    assert!(!s.transcript().contains("s3cr3t"), "the secret leaked");
+    assert_eq!(cp.requests_for("/token").len(), 1, "a refusal is not retried");
+}
