@@ -40,6 +40,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<ProbeError>() {
             return UNAVAILABLE;
         }
+        if let Some(e) = cause.downcast_ref::<crate::proxy::ListenError>() {
+            return e.exit_code();
+        }
         if cause.is::<BindError>() {
             return CANT_CREATE;
         }

@@ -12,6 +12,8 @@
 //!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
 //! - `serve`: the Unix-socket API (`api`) over the reloader, with `signal` and
 //!   `sdnotify` for its lifecycle; `probe` asks it whether it is ready.
+//! - `proxy`: the egress proxy (SPEC §8): calls to `/<connection>/...` forwarded to the
+//!   connection's `ServiceURL` with its credentials attached, in `serve` and `run`.
 //! - `run`: run mode, the reloader and optionally the API around `supervise`, which
 //!   keeps the workload as a child; `reap` collects every exited child; `changes`
 //!   decides which value changes the workload must act on.
@@ -29,6 +31,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+pub mod proxy;
 pub mod reload;
 pub mod resolve;
 pub mod run;

@@ -47,8 +47,7 @@ pub struct PlannedConnection {
 impl PlannedConnection {
     /// The keys this connection offers: its parameters and, under OAuth, `AccessToken`.
     pub fn has_key(&self, key: &str) -> bool {
-        self.connection.parameters.contains_key(key)
-            || (key == model::ACCESS_TOKEN && self.connection.security == Security::OAuth2)
+        self.connection.offers(key)
     }
 
     pub fn is_secret(&self, key: &str) -> bool {

@@ -97,7 +97,30 @@ pub struct Connection {
     /// Set exactly when `security` is `oauth2`.
     pub oauth: Option<OAuth>,
     pub parameters: BTreeMap<String, Parameter>,
+    /// Headers the egress proxy sets from parameters (`proxy.headers`), in name order.
+    pub proxy_headers: Vec<ProxyHeader>,
     pub origin: Origin,
+}
+
+/// One `proxy.headers` entry: the egress proxy sends `name: <value of key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// A valid field name (RFC 9110 §5.1), not one the proxy manages itself.
+    pub name: http::HeaderName,
+    /// A key the connection offers (see [`offers`]).
+    pub key: String,
+}
+
+impl Connection {
+    /// Whether the connection has a value for `key`: see [`offers`].
+    pub fn offers(&self, key: &str) -> bool {
+        offers(self.security, &self.parameters, key)
+    }
+}
+
+/// The keys a connection offers: its parameters and, under OAuth, `AccessToken`.
+pub fn offers(security: Security, parameters: &BTreeMap<String, Parameter>, key: &str) -> bool {
+    parameters.contains_key(key) || (key == ACCESS_TOKEN && security == Security::OAuth2)
 }
 
 /// The name of the token parameter that OAuth connections add.

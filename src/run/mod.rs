@@ -63,18 +63,27 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
         Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()))
     };
-    // With an API, the reloader starts at once: the API serves its snapshot.
+    let proxy_settings =
+        args.proxy.settings(&args.access, &args.config.remote, crate::serve::api::server::Limits::default(), API_GRACE);
+    let proxy = crate::proxy::bind(proxy_settings)?;
+    // With an API or the proxy, the reloader starts at once: they serve its snapshot.
     let mut reloader = None;
     let mut server = None;
+    let mut proxy_task = None;
+    if let Some(bound) = proxy {
+        let r = start_reloader();
+        let serving = bound.serve(r.store().clone(), sources.clone(), metrics.clone(), until(stop.clone()));
+        proxy_task = Some(tokio::spawn(serving));
+        reloader = Some(r);
+    }
     if let Some(path) = &args.socket {
         let listener = server::bind(path, args.access.socket_mode, args.access.socket_group)?;
         tracing::info!(socket = %path.display(), "serving");
-        let r = start_reloader();
+        let r = reloader.get_or_insert_with(start_reloader);
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
         let allow = Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone());
         server = Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))));
-        reloader = Some(r);
     }
 
     let result = async {
@@ -103,6 +112,9 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let _ = stop_tx.send(true);
     if let Some(server) = server {
         let _ = server.await;
+    }
+    if let Some(proxy) = proxy_task {
+        let _ = proxy.await;
     }
     if let Some(reloader) = reloader {
         reloader.stopped().await;

@@ -81,9 +81,26 @@ pub async fn run<S: Sources>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with_proxy(listener, None, settings, sources, metrics, shutdown).await
+}
+
+/// [`run`], with the egress proxy (SPEC §8) on its bound listeners when given: it
+/// serves the reloader's snapshot with the same sources and metrics as the API.
+pub async fn run_with_proxy<S: Sources>(
+    listener: UnixListener,
+    proxy: Option<crate::proxy::Bound>,
+    settings: ServeSettings,
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
     let (stop_tx, stop) = watch::channel(false);
     let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    let proxy = proxy.map(|bound| {
+        let serving = bound.serve(reloader.store().clone(), sources.clone(), metrics.clone(), until(stop.clone()));
+        tokio::spawn(serving)
+    });
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
     let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));
@@ -127,6 +144,9 @@ pub async fn run<S: Sources>(
     notifier.stopping();
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(proxy) = proxy {
+        let _ = proxy.await;
+    }
     reloader.stopped().await;
     result
 }
@@ -144,9 +164,12 @@ pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
         let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
         let metrics = Arc::new(Metrics::default());
         let sources = Arc::new(crate::source::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
+        let limits = settings.limits;
+        let proxy =
+            crate::proxy::bind(args.proxy.settings(&args.access, &args.config.remote, limits, args.shutdown_grace))?;
         let listener = server::bind(&args.socket, args.access.socket_mode, args.access.socket_group)?;
         tracing::info!(socket = %args.socket.display(), "serving");
-        let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
+        let result = run_with_proxy(listener, proxy, settings, sources.clone(), metrics, shutdown).await;
         sources.shutdown();
         let _ = std::fs::remove_file(&args.socket);
         result

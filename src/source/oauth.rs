@@ -232,6 +232,21 @@ impl TokenCache {
         apps.get(key).map_or(0, |a| a.calls.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Drops `key`'s cached token if it is still `token` (an upstream refused it), so
+    /// that the next [`TokenCache::get`] requests a new one. A token already replaced
+    /// (by a concurrent caller that saw the same refusal) is left alone, so one refusal
+    /// seen by many requests costs one token request. Returns whether it was dropped.
+    pub fn invalidate(&self, key: &AppKey, token: &Secret) -> bool {
+        let app = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        let Some(app) = app else { return false };
+        let current = app.current.load();
+        if current.as_ref().is_some_and(|t| t.access_token == *token) {
+            let previous = app.current.compare_and_swap(&current, None);
+            return previous.as_ref().is_some_and(|t| t.access_token == *token);
+        }
+        false
+    }
+
     /// A token for `creds`' application: the cached one while it is fresh, else one
     /// request shared by every concurrent caller, retried on transient failures until
     /// `deadline`.

@@ -228,6 +228,28 @@ impl Sources for Remote {
             params.insert(p.connection.id.clone(), cached);
         }
         let token = self.token_for(p, &params, deadline).await?;
+        self.handed_out(token)
+    }
+
+    async fn invalidate_token(&self, plan: &Plan, conn: usize, token: &Secret) {
+        let p = &plan.connections[conn];
+        if p.connection.security != Security::OAuth2 {
+            return;
+        }
+        let mut params = HashMap::new();
+        if let Some(values) = self.control_plane.as_ref().and_then(|cp| cp.cached(&p.connection.id)) {
+            params.insert(p.connection.id.clone(), values);
+        }
+        if let Ok(creds) = self.credentials_async(p, params.get(&p.connection.id)).await {
+            if self.tokens.invalidate(&creds.key, token) {
+                tracing::debug!(connection = %p.name, "an upstream refused the cached token: dropped it");
+            }
+        }
+    }
+}
+
+impl Remote {
+    fn handed_out(&self, token: Arc<crate::source::oauth::CachedToken>) -> Result<Token, SourceError> {
         Ok(Token {
             access_token: token.access_token.clone(),
             token_type: token.token_type.clone(),
