@@ -13,6 +13,8 @@ mod config_errors;
 mod control_plane;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// The egress proxy end to end: credentials, routing, streaming, refusals, metrics.
+mod proxy;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
 /// The reloader with a remote source: re-scans during an outage, file events.

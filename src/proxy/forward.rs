@@ -28,6 +28,8 @@ use tokio::time::Instant;
 
 /// Longest request target accepted (414 beyond).
 pub const MAX_TARGET: usize = 8 * 1024;
+/// Largest header block accepted, names and values counted (431 beyond).
+pub const MAX_HEADERS: usize = 16 * 1024;
 /// A request body up to this size is kept, so the request can be sent again with a
 /// fresh token after an upstream 401.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
@@ -143,6 +145,11 @@ impl<S: Sources> Proxy<S> {
         if target_len > MAX_TARGET {
             let message = format!("the request target is {target_len} bytes, over the limit of {MAX_TARGET}");
             return Err(refuse(StatusCode::URI_TOO_LONG, "uri_too_long", message));
+        }
+        let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        if header_bytes > MAX_HEADERS {
+            let message = format!("the request's headers are {header_bytes} bytes, over the limit of {MAX_HEADERS}");
+            return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
         }
         aimed_here(caller, &req)?;
         if req.method() == Method::CONNECT {

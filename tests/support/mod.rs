@@ -6,6 +6,7 @@
 pub mod control_plane;
 pub mod kubelet;
 pub mod oidc;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
