@@ -1,7 +1,7 @@
 //! The command line. Every setting is a flag with a `CONND_*` variable behind it; the
 //! flag wins. Subcommands carry only the settings they use, so each `--help` is short.
 
-use crate::output::Format;
+use crate::duration::{parse_duration, parse_interval};
 use crate::run::supervise::OnChange;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
@@ -115,37 +115,37 @@ pub struct RemoteArgs {
     /// Allow plain http:// to hosts other than loopback (credentials then travel in clear)
     #[arg(long, env = "CONND_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// Ignore HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY: connect to every host directly
+    #[arg(long, env = "CONND_NO_PROXY_ENV")]
+    pub no_proxy_env: bool,
     /// How long to keep retrying an unavailable control plane or token endpoint at startup
     #[arg(long, env = "CONND_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub startup_timeout: Duration,
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: write a number and a unit, e.g. 500ms, 30s, 2m, 1h"))?;
-    let secs = match unit.trim() {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))
+impl LogArgs {
+    pub fn settings(&self) -> crate::logging::Settings {
+        let format = match self.log_format {
+            LogFormat::Text => crate::logging::Format::Text,
+            LogFormat::Json => crate::logging::Format::Json,
+        };
+        crate::logging::Settings { format, level: self.log_level }
+    }
 }
 
-/// A period for something done repeatedly: a duration of at least 1ms (a zero period
-/// would mean a busy loop).
-pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if d < Duration::from_millis(1) {
-        return Err(format!("{text:?} is too short for an interval: give at least 1ms, e.g. 30s"));
+impl RemoteArgs {
+    pub fn settings(&self) -> crate::source::remote::Settings {
+        crate::source::remote::Settings {
+            control_plane: self.control_plane.clone(),
+            token_file: self.token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            allow_insecure_http: self.allow_insecure_http,
+            startup_timeout: self.startup_timeout,
+            no_proxy_env: self.no_proxy_env,
+        }
     }
-    Ok(d)
 }
 
 impl ConfigArgs {
@@ -172,7 +172,24 @@ pub struct EnvArgs {
     pub config: ConfigArgs,
     /// Output format: dotenv, json, or shell (`eval "$(connd env --format shell)"`)
     #[arg(long, env = "CONND_FORMAT", value_enum, default_value = "dotenv")]
-    pub format: Format,
+    pub format: EnvFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvFormat {
+    Dotenv,
+    Json,
+    Shell,
+}
+
+impl EnvFormat {
+    pub fn format(self) -> crate::output::Format {
+        match self {
+            EnvFormat::Dotenv => crate::output::Format::Dotenv,
+            EnvFormat::Json => crate::output::Format::Json,
+            EnvFormat::Shell => crate::output::Format::Shell,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -311,39 +328,6 @@ pub struct ProxyArgs {
     pub proxy_response_timeout: Duration,
 }
 
-impl ProxyArgs {
-    /// The proxy's settings; the socket access, TLS and plain-http rules are the API's
-    /// and the control plane's.
-    pub fn settings(
-        &self,
-        access: &SocketAccessArgs,
-        remote: &RemoteArgs,
-        limits: crate::serve::api::server::Limits,
-        grace: Duration,
-    ) -> crate::proxy::ProxySettings {
-        crate::proxy::ProxySettings {
-            listen: self.proxy_listen,
-            allow_remote: self.proxy_allow_remote,
-            socket: self.proxy_socket.clone(),
-            socket_mode: access.socket_mode,
-            socket_group: access.socket_group,
-            allow: crate::serve::api::auth::Allow::new(access.allow_uid.clone(), access.allow_gid.clone()),
-            tls: crate::http::tls::TlsSettings {
-                ca_file: remote.ca_file.clone(),
-                client_cert: remote.client_cert.clone(),
-                client_key: remote.client_key.clone(),
-            },
-            connect_timeout: self.proxy_connect_timeout,
-            forwarding: crate::proxy::Forwarding {
-                allow_insecure_http: remote.allow_insecure_http,
-                response_timeout: self.proxy_response_timeout,
-            },
-            limits,
-            grace,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// The socket of the `connd serve` to ask
@@ -382,26 +366,4 @@ pub struct SocketAccessArgs {
     /// A gid whose processes may call the API (repeatable, or a comma list)
     #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
     pub allow_gid: Vec<u32>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit \"d\""));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(super::parse_interval("1ms"), Ok(Duration::from_millis(1)));
-        assert!(super::parse_interval("0s").unwrap_err().contains("too short for an interval"));
-        assert!(super::parse_interval("0.5ms").unwrap_err().contains("at least 1ms"));
-    }
 }

@@ -1,24 +1,35 @@
-//! The subcommands, as library functions the binary calls. Each returns the exit code
-//! for success; failures are typed errors that `exit_code` maps.
+//! The subcommands, as library functions the binary calls, and the one place where flags
+//! become each layer's settings. Each returns the exit code for success; a failure is an
+//! error chain whose first classified cause gives the exit code ([`exit_code`]).
 
-use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, RunArgs};
+use crate::cli::{
+    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, ProbeArgs, ProxyArgs, RemoteArgs, RunArgs, ServeArgs, SocketAccessArgs,
+};
+use crate::config::ConfigError;
+use crate::error::{Class, Classify};
+use crate::exec::ExecError;
+use crate::reload::{ReloadConfig, StartupError};
 use crate::resolve::{self, Plan};
-use crate::source::values::{self, Fetched, Values};
-use crate::{exec, output};
+use crate::run::supervise::SuperviseError;
+use crate::serve::api::auth::Allow;
+use crate::serve::api::server::{self, BindError};
+use crate::serve::probe::ProbeError;
+use crate::serve::{ServeSettings, Socket};
+use crate::source::once;
+use crate::source::values::{self, ValueError, Values};
+use crate::source::FetchError;
+use crate::{exec, exit, output};
+use std::error::Error;
 use std::io::Write;
+use std::sync::Arc;
 
 /// Loads the directory, builds the plan and resolves every value once.
-pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Plan, Values)> {
-    let plan = resolve::plan(&config.config_dir, &config.options())?;
+pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> {
+    let remote = config.remote.settings();
     // Directories that need nothing remote stay on this thread: no runtime, no TLS setup.
-    let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
-        crate::source::remote::fetch_once(&config.remote, &plan)?
-    } else {
-        Fetched::default()
-    };
-    let values = values::materialize(&plan, &fetched)?;
-    tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
-    Ok((plan, values))
+    once::resolve_blocking(&config.config_dir, &config.options(), |plan| {
+        crate::source::remote::fetch_once(&remote, plan)
+    })
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
@@ -30,7 +41,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    write_stdout(&output::render_env(&values.env, args.format))?;
+    write_stdout(&output::render_env(&values.env, args.format.format()))?;
     Ok(0)
 }
 
@@ -43,7 +54,112 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
 
 /// Supervises the command with values kept current; returns its exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    crate::run::command(args)
+    let settings = crate::run::Settings {
+        command: args.command.clone(),
+        supervise: args.settings(),
+        reload: reload_config(&args.config, &args.reload),
+        remote: args.config.remote.settings(),
+        api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
+        proxy: proxy(&args.proxy, &args.access, &args.config.remote, server::Limits::default(), RUN_API_GRACE),
+    };
+    crate::run::command(&settings)
+}
+
+/// Serves the values on a socket until SIGTERM or SIGINT.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
+    let settings = ServeSettings {
+        reload: reload_config(&args.config, &args.reload),
+        allow: allow(&args.access),
+        startup_timeout: args.config.remote.startup_timeout,
+        grace: args.shutdown_grace,
+        notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
+        sighup: true,
+        limits: server::Limits {
+            header_read_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+        },
+    };
+    let proxy = proxy(&args.proxy, &args.access, &args.config.remote, settings.limits, args.shutdown_grace);
+    crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings(), &proxy)?;
+    Ok(exit::OK)
+}
+
+/// Exits 0 when the server on the socket is ready.
+pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
+    crate::serve::probe::command(&args.socket, args.timeout)?;
+    Ok(exit::OK)
+}
+
+fn reload_config(config: &ConfigArgs, reload: &crate::cli::ReloadArgs) -> ReloadConfig {
+    ReloadConfig::new(config.config_dir.clone(), config.options(), reload.refresh_interval, reload.rescan_interval)
+}
+
+fn socket(path: &std::path::Path, access: &SocketAccessArgs) -> Socket {
+    Socket { path: path.to_path_buf(), mode: access.socket_mode, group: access.socket_group }
+}
+
+/// How long the proxy's requests in flight get once `run`'s workload has exited.
+const RUN_API_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The egress proxy's settings: its own flags, the API's socket access and limits, and
+/// the TLS, outbound-proxy and plain-http rules of the control plane.
+fn proxy(
+    args: &ProxyArgs,
+    access: &SocketAccessArgs,
+    remote: &RemoteArgs,
+    limits: server::Limits,
+    grace: std::time::Duration,
+) -> crate::proxy::ProxySettings {
+    crate::proxy::ProxySettings {
+        listen: args.proxy_listen,
+        allow_remote: args.proxy_allow_remote,
+        socket: args.proxy_socket.clone(),
+        socket_mode: access.socket_mode,
+        socket_group: access.socket_group,
+        allow: allow(access),
+        tls: crate::http::tls::TlsSettings {
+            ca_file: remote.ca_file.clone(),
+            client_cert: remote.client_cert.clone(),
+            client_key: remote.client_key.clone(),
+        },
+        no_proxy_env: remote.no_proxy_env,
+        connect_timeout: args.proxy_connect_timeout,
+        forwarding: crate::proxy::Forwarding {
+            allow_insecure_http: remote.allow_insecure_http,
+            response_timeout: args.proxy_response_timeout,
+        },
+        limits,
+        grace,
+    }
+}
+
+fn allow(access: &SocketAccessArgs) -> Allow {
+    Allow::new(access.allow_uid.clone(), access.allow_gid.clone())
+}
+
+/// The exit code for a failure (SPEC §3): the class of the first cause in the chain
+/// that has one; 1 when none has.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.chain().find_map(class_of).map_or(exit::FAILURE, Class::exit_code)
+}
+
+/// The class of one cause, if it is one of connd's errors.
+fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
+    fn as_class<E: Error + Classify + 'static>(cause: &(dyn Error + 'static)) -> Option<Class> {
+        cause.downcast_ref::<E>().map(Classify::class)
+    }
+    as_class::<ConfigError>(cause)
+        .or_else(|| as_class::<ValueError>(cause))
+        .or_else(|| as_class::<FetchError>(cause))
+        .or_else(|| as_class::<crate::source::controlplane::ControlPlaneError>(cause))
+        .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
+        .or_else(|| as_class::<crate::source::remote::SetupError>(cause))
+        .or_else(|| as_class::<ProbeError>(cause))
+        .or_else(|| as_class::<crate::proxy::ListenError>(cause))
+        .or_else(|| as_class::<BindError>(cause))
+        .or_else(|| as_class::<StartupError>(cause))
+        .or_else(|| as_class::<ExecError>(cause))
+        .or_else(|| as_class::<SuperviseError>(cause))
 }
 
 fn write_stdout(text: &str) -> std::io::Result<()> {

@@ -3,6 +3,7 @@
 //! on top. The command is searched in the workload's `PATH` by hand, so that "not found"
 //! (127) and "not executable" (126) are told apart before `execve`.
 
+use crate::error::{Class, Classify};
 use crate::secret::Secret;
 use nix::unistd::{access, AccessFlags};
 use std::collections::BTreeMap;
@@ -23,12 +24,12 @@ pub enum ExecError {
     NoCommand,
 }
 
-impl ExecError {
-    /// 127 for a command that does not exist, 126 for one that cannot run.
-    pub fn exit_code(&self) -> u8 {
+/// 127 for a command that does not exist, 126 for one that cannot run.
+impl Classify for ExecError {
+    fn class(&self) -> Class {
         match self {
-            ExecError::NotFound { .. } => 127,
-            ExecError::NotExecutable { .. } | ExecError::NoCommand => 126,
+            ExecError::NotFound { .. } => Class::CommandNotFound,
+            ExecError::NotExecutable { .. } | ExecError::NoCommand => Class::NotExecutable,
         }
     }
 }

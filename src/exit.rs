@@ -1,60 +1,16 @@
-//! Exit codes of SPEC §3, and the mapping from an error chain to one of them.
-
-use crate::config::ConfigError;
-use crate::exec::ExecError;
-use crate::reload::StartupError;
-use crate::run::supervise::SuperviseError;
-use crate::serve::api::server::BindError;
-use crate::serve::probe::ProbeError;
-use crate::source::values::ValueError;
+//! Exit codes of SPEC §3 (sysexits where one fits). Which error gets which code is
+//! `error::Class::exit_code`; the walk over an error chain is `commands::exit_code`.
 
 pub const OK: u8 = 0;
+/// Any failure without a class of its own.
+pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
-pub const REFUSED: u8 = 77;
-pub const CONFIG: u8 = 78;
 /// The socket cannot be created (sysexits' EX_CANTCREAT).
 pub const CANT_CREATE: u8 = 73;
-
-/// The exit code for a failure: the first cause in the chain that has one decides.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if cause.is::<ConfigError>() {
-            return CONFIG;
-        }
-        if let Some(e) = cause.downcast_ref::<ValueError>() {
-            return match e {
-                ValueError::File { .. } | ValueError::Nul { .. } => CONFIG,
-                ValueError::Missing { .. } => UNAVAILABLE,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<crate::source::controlplane::ControlPlaneError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::source::oauth::OAuthError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::source::remote::SetupError>() {
-            return e.exit_code();
-        }
-        if cause.is::<ProbeError>() {
-            return UNAVAILABLE;
-        }
-        if let Some(e) = cause.downcast_ref::<crate::proxy::ListenError>() {
-            return e.exit_code();
-        }
-        if cause.is::<BindError>() {
-            return CANT_CREATE;
-        }
-        if let Some(e) = cause.downcast_ref::<StartupError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<ExecError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<SuperviseError>() {
-            return e.exit_code();
-        }
-    }
-    1
-}
+pub const REFUSED: u8 = 77;
+pub const CONFIG: u8 = 78;
+/// The workload's command cannot be run (as a shell reports it).
+pub const NOT_EXECUTABLE: u8 = 126;
+/// The workload's command was not found (as a shell reports it).
+pub const NOT_FOUND: u8 = 127;

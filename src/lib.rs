@@ -1,30 +1,42 @@
 //! connd gives a workload the values of its connections.
 //!
-//! The path of a value, module by module:
-//! - `config`: reads the connection-config directory (kubelet-aware) and checks every
-//!   document, collecting diagnostics that name file, line and fix.
-//! - `resolve`: identity, references, visibility and variable names: the `Plan`.
-//! - `values`: reads local values and combines them with fetched ones: `Values`.
-//! - `source`: the seam for remote values and tokens; `remote` implements it with
-//!   `controlplane` (SPEC §5) and `oauth` (the token cache), over `http_client` + `tls`.
-//! - `output`: `check` and `env` renderings; `exec`: the workload replaces connd.
-//! - `snapshot`: the resolved state, versioned per answer; `watch`: the reloader that
-//!   keeps it current (file events, re-scans, refreshes); `metrics`: its counters.
-//! - `serve`: the Unix-socket API (`api`) over the reloader, with `signal` and
-//!   `sdnotify` for its lifecycle; `probe` asks it whether it is ready.
-//! - `proxy`: the egress proxy (SPEC §8): calls to `/<connection>/...` forwarded to the
-//!   connection's `ServiceURL` with its credentials attached, in `serve` and `run`.
-//! - `run`: run mode, the reloader and optionally the API around `supervise`, which
-//!   keeps the workload as a child; `reap` collects every exited child; `changes`
-//!   decides which value changes the workload must act on.
-//! - `commands`: the subcommands; `cli`: their flags; `exit`: exit codes; `docs`:
-//!   completions and man pages from the flags.
+//! A value travels down this list; each folder uses only those above it in the list
+//! and the leaves at the end, never one below it, and only the command line knows clap.
+//! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
+//!   document, collecting diagnostics that name file, line and fix; `config::model` is
+//!   the validated model, which also answers what a connection offers (its keys, which
+//!   are remote, whether it is OAuth).
+//! - `resolve`: identity, references and visibility, variable names: the `Plan`.
+//! - `source/`: where values come from. `values` reads the local ones and materialises
+//!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
+//!   (SPEC §5) and `oauth` (the token cache); `once` is the one resolution (plan →
+//!   fetch → materialise) of `env`, `exec` and `run`'s start.
+//! - `reload/`: the reloader that keeps a resolution current (file events, re-scans,
+//!   refreshes) and the `snapshot` it publishes, versioned per answer.
+//! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
+//!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
+//!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
+//!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
+//!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
+//!   `output` renders `check` and `env`.
+//! - beside the path: `http/`, the outbound client that the sources use, with its
+//!   proxy-aware connector, TLS (and TLS faults in words) and URL policy.
+//! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
+//!   subcommands, and the walk from an error chain to its exit code), `docs`
+//!   (completions and man pages from the flags); `main.rs` is the thin binary.
+//! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
+//!   retrying and `/metrics` results), `exit` (the exit-code constants), `metrics`,
+//!   `logging`, `secret`, `signal`, `duration`.
+//!
+//! Coming next, in its own folder: `files/` (rendering and atomic writes) beside `output`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod docs;
+pub mod duration;
+pub mod error;
 pub mod exec;
 pub mod exit;
 pub mod http;
@@ -39,5 +51,3 @@ pub mod secret;
 pub mod serve;
 pub mod signal;
 pub mod source;
-
-pub use exit::exit_code;

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    connd::logging::init(&cli.log);
+    connd::logging::init(&cli.log.settings());
     let result = match &cli.command {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
@@ -34,14 +34,14 @@ fn main() -> ExitCode {
         }
         Command::Man { out_dir: Some(dir) } => connd::docs::man_pages(dir).map(|()| 0).map_err(Into::into),
         Command::Man { out_dir: None } => connd::docs::man_page(&mut std::io::stdout()).map(|()| 0).map_err(Into::into),
-        Command::Serve(args) => connd::serve::command(args),
-        Command::Probe(args) => connd::serve::probe::command(args),
+        Command::Serve(args) => commands::serve(args),
+        Command::Probe(args) => commands::probe(args),
         Command::Run(args) => commands::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = connd::exit_code(&e);
+            let code = commands::exit_code(&e);
             match cli.log.log_format {
                 LogFormat::Json => tracing::error!(exit_code = code, "{e:#}"),
                 LogFormat::Text => eprintln!("connd: {e:#}"),

@@ -3,6 +3,7 @@
 //! hand in the Prometheus text format. No labels beyond fixed sets, so no locking and
 //! no unbounded growth.
 
+use crate::error::Class;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,6 +37,18 @@ pub enum Call {
     BadAnswer,
     /// Failed, may succeed later (cannot connect, timeouts, 429, 5xx).
     Error,
+}
+
+impl Call {
+    /// The result of a call that failed with `class`; a protocol's own finer results
+    /// (`NotFound`, `Rejected`) are chosen by its client before this.
+    pub fn failed(class: Class) -> Call {
+        match class {
+            Class::Unavailable => Call::Error,
+            Class::Refused => Call::Refused,
+            _ => Call::BadAnswer,
+        }
+    }
 }
 
 /// Every result with its label, in the order `/metrics` lists them.

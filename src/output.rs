@@ -8,7 +8,8 @@ use crate::source::values::read_value_file;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How `env` prints the variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Dotenv,
     Json,

@@ -1,8 +1,10 @@
 //! From the loaded directory to the plan: who the component is, which connections it
-//! references (and may see), and the name and origin of every variable it gets. No value
-//! is read here; `values` does that.
+//! references (and may see), and the name and origin of every variable it gets.
+//!
+//! Boundary: no value is read here (`source::values` does that), and every check of a
+//! single document is `config`'s; this module checks what documents say of each other.
 
-use crate::config::model::{self, Connection, EnvValue, Identity, RefKind, Security, Source, Visibility};
+use crate::config::model::{self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Visibility};
 use crate::config::validate::valid_env_name;
 use crate::config::{self, ConfigError, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
@@ -44,17 +46,6 @@ pub struct PlannedConnection {
     pub connection: Arc<Connection>,
 }
 
-impl PlannedConnection {
-    /// The keys this connection offers: its parameters and, under OAuth, `AccessToken`.
-    pub fn has_key(&self, key: &str) -> bool {
-        self.connection.offers(key)
-    }
-
-    pub fn is_secret(&self, key: &str) -> bool {
-        key == model::ACCESS_TOKEN || self.connection.parameters.get(key).is_some_and(|p| p.secret)
-    }
-}
-
 /// Where a variable's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -85,7 +76,13 @@ pub struct Plan {
 impl Plan {
     /// Whether any referenced connection needs the control plane.
     pub fn needs_remote(&self) -> bool {
-        self.connections.iter().any(|c| c.connection.parameters.values().any(|p| matches!(p.source, Source::Remote)))
+        self.connections.iter().any(|c| c.connection.needs_remote())
+    }
+
+    /// Whether resolving needs the sources: some parameter is remote, or some variable
+    /// takes a token.
+    pub fn needs_fetch(&self) -> bool {
+        self.needs_remote() || self.token_vars().next().is_some()
     }
 
     /// Indexes of connections whose `AccessToken` some variable names.
@@ -181,63 +178,126 @@ fn invisible(c: &Connection, me: &Identity) -> Option<String> {
     }
 }
 
+/// The plan in three steps: who the component is, which connections it references and
+/// may see, and the name of every variable. Each step reports what it finds wrong and
+/// goes on, so that one run shows every problem.
 fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnostics) -> Option<Plan> {
     let me = identity(dir, &loaded, opts, diags);
     let spec = loaded.component.as_ref()?;
     let me = me?;
-    let hint = if loaded.had_descriptor_errors { " (a descriptor with errors above may be the one meant)" } else { "" };
-
-    let mut connections: Vec<PlannedConnection> = Vec::new();
-    let mut by_ref: HashMap<&str, usize> = HashMap::new();
-    let mut vars: Vec<Binding> = Vec::new();
-    // Default names of connectionReferences: (conn, key) -> index in `vars`, removed on rename.
-    let mut defaults: BTreeMap<(usize, String), Binding> = BTreeMap::new();
-
-    // Lookups by name and id, so that a directory of thousands of connections stays linear.
-    let mut by_name: HashMap<&str, Vec<&Arc<Connection>>> = HashMap::new();
-    let mut by_id: HashMap<&str, &Arc<Connection>> = HashMap::new();
-    for c in &loaded.connections {
-        by_name.entry(c.name.as_str()).or_default().push(c);
-        by_id.entry(c.id.as_str()).or_insert(c);
+    let mut refs = References::new(&loaded, &me);
+    let accepted = refs.connection_refs(spec, diags);
+    let mapped = refs.service_refs(spec, diags);
+    let References { connections, by_ref, .. } = refs;
+    let (vars, skipped) = variables(spec, opts, &connections, &by_ref, &accepted, mapped, diags);
+    if !opts.control_plane {
+        remote_without_control_plane(&connections, diags);
     }
-    let mut planned: HashMap<(String, String), usize> = HashMap::new();
-    let mut add = |connections: &mut Vec<PlannedConnection>, name: &str, kind: RefKind, c: &Arc<Connection>| -> usize {
-        *planned.entry((c.id.clone(), name.to_owned())).or_insert_with(|| {
+    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped })
+}
+
+/// The references of `component.yaml`, matched to the descriptors this component may see.
+struct References<'a> {
+    me: &'a Identity,
+    /// Appended to "no descriptor" errors when some descriptor failed to parse.
+    hint: &'static str,
+    /// Lookups by name and id, so that a directory of thousands of connections stays linear.
+    by_name: HashMap<&'a str, Vec<&'a Arc<Connection>>>,
+    by_id: HashMap<&'a str, &'a Arc<Connection>>,
+    /// A connection used under one name is planned once: (id, name) -> index.
+    planned: HashMap<(String, String), usize>,
+    connections: Vec<PlannedConnection>,
+    /// `connectionReferences` names -> index in `connections`.
+    by_ref: HashMap<&'a str, usize>,
+}
+
+impl<'a> References<'a> {
+    fn new(loaded: &'a config::Loaded, me: &'a Identity) -> Self {
+        let mut by_name: HashMap<&str, Vec<&Arc<Connection>>> = HashMap::new();
+        let mut by_id: HashMap<&str, &Arc<Connection>> = HashMap::new();
+        for c in &loaded.connections {
+            by_name.entry(c.name.as_str()).or_default().push(c);
+            by_id.entry(c.id.as_str()).or_insert(c);
+        }
+        let hint =
+            if loaded.had_descriptor_errors { " (a descriptor with errors above may be the one meant)" } else { "" };
+        References {
+            me,
+            hint,
+            by_name,
+            by_id,
+            planned: HashMap::new(),
+            connections: Vec::new(),
+            by_ref: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, name: &str, kind: RefKind, c: &Arc<Connection>) -> usize {
+        let connections = &mut self.connections;
+        *self.planned.entry((c.id.clone(), name.to_owned())).or_insert_with(|| {
             connections.push(PlannedConnection { name: name.to_owned(), kind, connection: Arc::clone(c) });
             connections.len() - 1
         })
-    };
+    }
 
-    for r in &spec.connection_refs {
-        if by_ref.contains_key(r.name.as_str()) {
-            diags.error(
-                r.origin.clone(),
-                format!("connection {:?} is referenced twice", r.name),
-                "remove the second entry from dependencies.connectionReferences",
-            );
-            continue;
+    /// Plans every `connectionReferences` entry that names exactly one visible descriptor
+    /// with a matching `resourceRef`; returns them with their index.
+    fn connection_refs(&mut self, spec: &'a ComponentSpec, diags: &mut Diagnostics) -> Vec<(usize, &'a ConnectionRef)> {
+        let mut accepted = Vec::new();
+        for r in &spec.connection_refs {
+            if self.by_ref.contains_key(r.name.as_str()) {
+                diags.error(
+                    r.origin.clone(),
+                    format!("connection {:?} is referenced twice", r.name),
+                    "remove the second entry from dependencies.connectionReferences",
+                );
+                continue;
+            }
+            let Some(c) = self.visible(r, diags) else { continue };
+            if let Some(own) = &c.resource_ref {
+                if own != &r.resource_ref {
+                    diags.error(
+                        r.origin.clone(),
+                        format!(
+                            "resourceRef mismatch for {:?}: component.yaml says {} but the descriptor at {} says {}",
+                            r.name, r.resource_ref, c.origin, own
+                        ),
+                        "make the reference's resourceRef match the connection it points at",
+                    );
+                    continue;
+                }
+            }
+            let i = self.add(&r.name, r.resource_ref.kind, c);
+            self.by_ref.insert(&r.name, i);
+            accepted.push((i, r));
         }
-        let named: &[&Arc<Connection>] = by_name.get(r.name.as_str()).map_or(&[], Vec::as_slice);
-        let visible: Vec<&Arc<Connection>> = named.iter().copied().filter(|c| invisible(c, &me).is_none()).collect();
-        let c = match visible.as_slice() {
-            [c] => *c,
+        accepted
+    }
+
+    /// The one descriptor named as `r` is that this component may see, or why there is none.
+    fn visible(&self, r: &ConnectionRef, diags: &mut Diagnostics) -> Option<&'a Arc<Connection>> {
+        let named: &[&Arc<Connection>] = self.by_name.get(r.name.as_str()).map_or(&[], Vec::as_slice);
+        let visible: Vec<&Arc<Connection>> =
+            named.iter().copied().filter(|c| invisible(c, self.me).is_none()).collect();
+        match visible.as_slice() {
+            [c] => Some(*c),
             [] => {
                 match named.first() {
                     Some(c) => diags.error(
                         r.origin.clone(),
-                        invisible(c, &me).unwrap_or_default(),
+                        invisible(c, self.me).unwrap_or_default(),
                         format!(
                             "reference a connection of this component or a project connection of {:?}; the descriptor is at {}",
-                            me.project, c.origin
+                            self.me.project, c.origin
                         ),
                     ),
                     None => diags.error(
                         r.origin.clone(),
-                        format!("no connection descriptor named {:?}{hint}", r.name),
+                        format!("no connection descriptor named {:?}{}", r.name, self.hint),
                         "add a `kind: Connection` document with that name to the directory, or remove the reference",
                     ),
                 }
-                continue;
+                None
             }
             [a, b, ..] => {
                 diags.error(
@@ -245,25 +305,72 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
                     format!("two visible connections are named {:?}: at {} and at {}", r.name, a.origin, b.origin),
                     "rename one of them, or remove the copy",
                 );
-                continue;
-            }
-        };
-        if let Some(own) = &c.resource_ref {
-            if own != &r.resource_ref {
-                diags.error(
-                    r.origin.clone(),
-                    format!(
-                        "resourceRef mismatch for {:?}: component.yaml says {} but the descriptor at {} says {}",
-                        r.name, r.resource_ref, c.origin, own
-                    ),
-                    "make the reference's resourceRef match the connection it points at",
-                );
-                continue;
+                None
             }
         }
-        let i = add(&mut connections, &r.name, r.resource_ref.kind, c);
-        by_ref.insert(&r.name, i);
-        for key in c.parameters.keys() {
+    }
+
+    /// Plans every legacy `serviceReferences` entry; returns the variables its `env`
+    /// mappings name.
+    fn service_refs(&mut self, spec: &ComponentSpec, diags: &mut Diagnostics) -> Vec<Binding> {
+        let mut vars = Vec::new();
+        for s in &spec.service_refs {
+            let Some(&c) = self.by_id.get(s.connection_id.as_str()) else {
+                diags.error(
+                    s.origin.clone(),
+                    format!(
+                        "service reference {:?} names connection {}, which has no descriptor{}",
+                        s.name, s.connection_id, self.hint
+                    ),
+                    "add a `kind: Connection` document with that id, or correct connectionConfig",
+                );
+                continue;
+            };
+            if let Some(why) = invisible(c, self.me) {
+                diags.error(s.origin.clone(), why, format!("the descriptor is at {}", c.origin));
+                continue;
+            }
+            let kind = c.resource_ref.as_ref().map_or(RefKind::Service, |r| r.kind);
+            let i = self.add(&c.name, kind, c);
+            for (from, to) in &s.env {
+                if !c.has_key(from) {
+                    diags.error(
+                        s.origin.clone(),
+                        format!(
+                            "service reference {:?} maps {from}, which connection {:?} does not have",
+                            s.name, c.name
+                        ),
+                        format!("map one of: {}", keys_of(c)),
+                    );
+                    continue;
+                }
+                vars.push(Binding {
+                    var: to.clone(),
+                    target: Target::Param { conn: i, key: from.clone() },
+                    origin: s.origin.clone(),
+                });
+            }
+        }
+        vars
+    }
+}
+
+/// Every variable's name and target: the service references' mappings, then
+/// `configurations.env`, then the default names of `connectionReferences` parameters
+/// that no entry renamed. Sorted by name; invalid and doubled names are reported.
+fn variables(
+    spec: &ComponentSpec,
+    opts: &Options,
+    connections: &[PlannedConnection],
+    by_ref: &HashMap<&str, usize>,
+    accepted: &[(usize, &ConnectionRef)],
+    mut vars: Vec<Binding>,
+    diags: &mut Diagnostics,
+) -> (Vec<Binding>, Vec<(String, &'static str)>) {
+    // Default names of connectionReferences: (conn, key) -> binding, removed on rename.
+    let mut defaults: BTreeMap<(usize, String), Binding> = BTreeMap::new();
+    for &(i, r) in accepted {
+        for key in connections[i].connection.parameters.keys() {
             let var = default_var_name(&opts.env_prefix, &r.name, key);
             defaults.insert(
                 (i, key.clone()),
@@ -271,42 +378,6 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
             );
         }
     }
-
-    for s in &spec.service_refs {
-        let Some(&c) = by_id.get(s.connection_id.as_str()) else {
-            diags.error(
-                s.origin.clone(),
-                format!(
-                    "service reference {:?} names connection {}, which has no descriptor{hint}",
-                    s.name, s.connection_id
-                ),
-                "add a `kind: Connection` document with that id, or correct connectionConfig",
-            );
-            continue;
-        };
-        if let Some(why) = invisible(c, &me) {
-            diags.error(s.origin.clone(), why, format!("the descriptor is at {}", c.origin));
-            continue;
-        }
-        let kind = c.resource_ref.as_ref().map_or(RefKind::Service, |r| r.kind);
-        let i = add(&mut connections, &c.name, kind, c);
-        for (from, to) in &s.env {
-            if !connections[i].has_key(from) {
-                diags.error(
-                    s.origin.clone(),
-                    format!("service reference {:?} maps {from}, which connection {:?} does not have", s.name, c.name),
-                    format!("map one of: {}", keys_of(&connections[i])),
-                );
-                continue;
-            }
-            vars.push(Binding {
-                var: to.clone(),
-                target: Target::Param { conn: i, key: from.clone() },
-                origin: s.origin.clone(),
-            });
-        }
-    }
-
     let mut skipped = Vec::new();
     for e in &spec.env {
         match &e.value {
@@ -322,11 +393,12 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
                     );
                     continue;
                 };
-                if !connections[i].has_key(key) {
+                let c = &connections[i].connection;
+                if !c.has_key(key) {
                     diags.error(
                         e.origin.clone(),
                         format!("variable {} takes {key} from connection {name:?}, which has no such key", e.name),
-                        format!("use one of: {}", keys_of(&connections[i])),
+                        format!("use one of: {}", keys_of(c)),
                     );
                     continue;
                 }
@@ -347,8 +419,13 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
         }
     }
     vars.extend(defaults.into_values());
+    check_names(&mut vars, connections, diags);
+    (vars, skipped)
+}
 
-    for b in &vars {
+/// Reports names no environment can hold and names with two sources; sorts by name.
+fn check_names(vars: &mut [Binding], connections: &[PlannedConnection], diags: &mut Diagnostics) {
+    for b in vars.iter() {
         if !valid_env_name(&b.var) {
             diags.error(
                 b.origin.clone(),
@@ -371,30 +448,25 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
             );
         }
     }
-
-    if !opts.control_plane {
-        for p in &connections {
-            for (key, param) in &p.connection.parameters {
-                if matches!(param.source, Source::Remote) {
-                    diags.error(
-                        p.connection.origin.clone(),
-                        format!("parameter {key} of connection {:?} is `remote: true`, which needs a control plane", p.name),
-                        "pass --control-plane URL (or CONND_CONTROL_PLANE), or give the value locally with `value:` or `file:`",
-                    );
-                }
-            }
-        }
-    }
-
-    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped })
 }
 
-fn keys_of(c: &PlannedConnection) -> String {
-    let mut keys: Vec<&str> = c.connection.parameters.keys().map(String::as_str).collect();
-    if c.connection.security == Security::OAuth2 {
-        keys.push(model::ACCESS_TOKEN);
+/// Without a control plane, a `remote: true` parameter of a planned connection can never
+/// have a value.
+fn remote_without_control_plane(connections: &[PlannedConnection], diags: &mut Diagnostics) {
+    for p in connections {
+        for key in p.connection.remote_keys() {
+            diags.error(
+                p.connection.origin.clone(),
+                format!("parameter {key} of connection {:?} is `remote: true`, which needs a control plane", p.name),
+                "pass --control-plane URL (or CONND_CONTROL_PLANE), or give the value locally with `value:` or `file:`",
+            );
+        }
     }
-    keys.join(", ")
+}
+
+/// The keys `c` offers, for a message.
+fn keys_of(c: &Connection) -> String {
+    c.keys().collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

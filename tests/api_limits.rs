@@ -2,8 +2,8 @@
 //! header-read timeout (a blocking query in flight is not), and connections over the cap
 //! are answered 503 and closed at once.
 
-use crate::reload::{config, files, refs};
 use crate::support::kubelet::AtomicDir;
+use crate::support::*;
 use connd::metrics::Metrics;
 use connd::reload::Reloader;
 use connd::serve::api::auth::Allow;

@@ -302,10 +302,19 @@ fn mtls_is_accepted_with_a_client_certificate_and_refused_without() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_contains(&out.stdout, &["CHOREO_HR_CONNECTION_CONSUMERKEY='key-1'"]);
 
-    let out = env_failing(&fx, &cp, &[]);
-    assert_eq!(out.code, 69, "{out:?}");
-    assert_contains(&out.stderr, &["\"hr-connection\"", "is unavailable"]);
+    // Without one: the true cause and its fix, at once (a 30 s startup timeout would
+    // allow many retries), as a config error.
+    let (arrivals, connections) = (cp.arrivals(), cp.connections());
+    let out = env(&fx, &cp, &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["\"hr-connection\"", "requires a client certificate (mTLS)", "pass --client-cert and --client-key"],
+    );
+    assert!(!out.stderr.contains("retrying") && !out.stderr.contains("attempt"), "{out:?}");
     assert_eq!(cp.requests().len(), 1, "only the mTLS client got through");
+    assert_eq!(cp.arrivals(), arrivals, "no request got past the handshake");
+    assert_eq!(cp.connections(), connections + 1, "a missing client certificate is not retried");
 }
 
 #[test]
@@ -374,7 +383,7 @@ fn exec_fails_closed_without_the_remote_values() {
 fn later_rounds_are_conditional_and_reread_the_token_file() {
     let (fx, cp) = (fixture(), FakeControlPlane::start(false));
     cp.script(ID, vec![good()]);
-    let args = connd::cli::RemoteArgs { token_file: Some(fx.join("token")), ..cp.remote_args() };
+    let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
     let opts = connd::resolve::Options { control_plane: true, ..Default::default() };
     let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -479,6 +488,30 @@ fn a_304_for_a_key_the_server_never_had_names_the_key() {
 }
 
 fn remote_for(fx: &Fixture, cp: &FakeControlPlane) -> connd::source::remote::Remote {
-    let args = connd::cli::RemoteArgs { token_file: Some(fx.join("token")), ..cp.remote_args() };
+    let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
     connd::source::remote::Remote::new(&args, false, Arc::default()).expect("remote")
+}
+
+#[test]
+fn a_control_plane_url_with_a_query_or_fragment_is_a_usage_error() {
+    let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+    cp.script(ID, vec![good()]);
+    for (url, part) in [(format!("{}?x=1", cp.url()), "has a query"), (format!("{}/#top", cp.url()), "has a fragment")]
+    {
+        let out = fx.run("env", &["--control-plane", &url, "--ca-file", &cp.ca_file().display().to_string()]);
+        assert_eq!(out.code, 64, "{out:?}");
+        assert_contains(&out.stderr, &["--control-plane", part, "give scheme, host, port and optional path only"]);
+    }
+    assert!(cp.requests().is_empty(), "{:?}", cp.requests());
+}
+
+#[test]
+fn a_token_file_with_a_byte_order_mark_sends_the_token_without_it() {
+    let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+    cp.script(ID, vec![good()]);
+    let fx = fx.file("token", &format!("\u{feff}{BEARER}\r\n"));
+    let out = env(&fx, &cp, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let requests = cp.requests_for(ID);
+    assert_eq!(requests[0].authorization.as_deref(), Some(format!("Bearer {BEARER}").as_str()));
 }

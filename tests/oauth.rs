@@ -6,7 +6,9 @@ use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::oidc::{Client, OidcProvider};
 use crate::support::*;
 use connd::config::model::ClientAuth;
-use connd::http::client::{check_url, HttpClient};
+use connd::http::client::HttpClient;
+use connd::http::proxy::Proxies;
+use connd::http::url::check_url;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +16,6 @@ use std::time::Duration;
 const HR: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
 const PAYROLL: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
 const SECRET: &str = "portal-s3cr3t";
-
-/// An OAuth connection descriptor for `client` at `token_url`.
-pub fn oauth_connection(id: &str, name: &str, token_url: &str, client: &str, secret: &str, auth: &str) -> String {
-    format!(
-        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: oauth2\n\
-         oauth: {{ scopes: [read], clientAuth: {auth} }}\nparameters:\n  ServiceURL: https://{name}.internal\n  \
-         TokenURL: {token_url}\n  ConsumerKey: {client}\n  ConsumerSecret: {{ value: \"{secret}\" }}\n"
-    )
-}
 
 /// A component.yaml that maps the `AccessToken` of each named reference.
 fn component_with_tokens(names: &[&str]) -> String {
@@ -166,7 +159,8 @@ fn runtime() -> tokio::runtime::Runtime {
 fn a_thousand_concurrent_requests_cause_one_token_call() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 60);
     runtime().block_on(async {
-        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), false, Arc::default());
+        let cache =
+            TokenCache::new(Arc::new(HttpClient::new(Default::default(), Proxies::none())), false, Arc::default());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..1000 {
@@ -188,7 +182,8 @@ fn a_thousand_concurrent_requests_cause_one_token_call() {
 fn tokens_are_renewed_in_the_background() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 5);
     runtime().block_on(async {
-        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), true, Arc::default());
+        let cache =
+            TokenCache::new(Arc::new(HttpClient::new(Default::default(), Proxies::none())), true, Arc::default());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
         while idp.token_successes() < 2 && tokio::time::Instant::now() < deadline {
@@ -209,7 +204,8 @@ fn without_background_renewal_an_ageing_token_is_renewed_on_demand() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 60);
     let short = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 2);
     runtime().block_on(async {
-        let cache = TokenCache::new(Arc::new(HttpClient::new(Default::default())), false, Arc::default());
+        let cache =
+            TokenCache::new(Arc::new(HttpClient::new(Default::default(), Proxies::none())), false, Arc::default());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
         let again = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("cached token");

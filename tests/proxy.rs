@@ -2,6 +2,7 @@
 //! upstream over TLS with its own CA, and the real OpenID provider for tokens.
 
 use crate::support::oidc::{Client, OidcProvider};
+use crate::support::tinyproxy::{Options, Tinyproxy};
 use crate::support::upstream::{Generated, Upstream};
 use crate::support::*;
 use bytes::Bytes;
@@ -58,15 +59,20 @@ struct ProxyDaemon {
 
 impl ProxyDaemon {
     fn start(config_dir: &Path, extra: &[&str]) -> ProxyDaemon {
-        ProxyDaemon::spawn("serve", config_dir, extra, &[])
+        ProxyDaemon::spawn("serve", config_dir, extra, &[], &[])
+    }
+
+    /// `connd serve` with these environment variables.
+    fn start_with_env(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ProxyDaemon {
+        ProxyDaemon::spawn("serve", config_dir, extra, &[], env)
     }
 
     /// `connd run` with the proxy, supervising `command`.
     fn run(config_dir: &Path, extra: &[&str], command: &[&str]) -> ProxyDaemon {
-        ProxyDaemon::spawn("run", config_dir, extra, command)
+        ProxyDaemon::spawn("run", config_dir, extra, command, &[])
     }
 
-    fn spawn(sub: &str, config_dir: &Path, extra: &[&str], command: &[&str]) -> ProxyDaemon {
+    fn spawn(sub: &str, config_dir: &Path, extra: &[&str], command: &[&str], env: &[(&str, &str)]) -> ProxyDaemon {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("connd.sock");
         let mut cmd = connd();
@@ -75,7 +81,8 @@ impl ProxyDaemon {
             .arg("--socket")
             .arg(&socket)
             .args(["--proxy-listen", "127.0.0.1:0"])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         if !command.is_empty() {
             cmd.arg("--").args(command);
         }
@@ -628,4 +635,19 @@ async fn run_serves_the_proxy_while_the_workload_runs() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["headers"]["choreo-api-key"], serde_json::json!([API_KEY]));
     assert_eq!(r.json()["target"], "/from-run");
+}
+
+#[tokio::test]
+async fn upstreams_are_reached_through_https_proxy() {
+    let up = Upstream::tls();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let forward = Tinyproxy::start(Options::default());
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start_with_env(fx.path(), &["--ca-file", &ca], &[("HTTPS_PROXY", &forward.url(None))]);
+    daemon.ready().await;
+    let r = call(daemon.addr, "GET", "/keyed/via-proxy", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/via-proxy");
+    let connects: Vec<String> = forward.requests().into_iter().filter(|l| l.starts_with("CONNECT ")).collect();
+    assert_eq!(connects, [format!("CONNECT 127.0.0.1:{} HTTP/1.1", up.port())], "{}", forward.log());
 }

@@ -4,59 +4,13 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
+use connd::error::Classify;
 use connd::metrics::Metrics;
 use connd::reload::snapshot::Snapshot;
-use connd::reload::{ReloadConfig, Reloader, StartupError};
-use connd::resolve::Options;
+use connd::reload::{Reloader, StartupError};
 use connd::source::remote::Remote;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-
-pub const DB_ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
-pub const API_ID: &str = "29d2648b-d29c-4452-afdd-1b9311e81412";
-
-/// component.yaml, identity and two connections: `db` (its Port given) and `api`.
-pub fn files(port: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("component.yaml", component_yaml(&[("main-db", "database:pg/main"), ("api-x", "thirdparty:api/v1")])),
-        ("identity.yaml", IDENTITY.to_owned()),
-        (
-            "connections.yaml",
-            connection(DB_ID, "main-db", &[("HostName", "pg.internal"), ("Port", &format!("\"{port}\""))])
-                + &connection(API_ID, "api-x", &[("ServiceURL", "https://api.example")]),
-        ),
-    ]
-}
-
-pub fn refs<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files.iter().map(|(n, t)| (*n, t.as_str())).collect()
-}
-
-pub fn config(dir: &std::path::Path, refresh: Duration) -> ReloadConfig {
-    ReloadConfig {
-        dir: dir.to_path_buf(),
-        options: Options::default(),
-        refresh_interval: refresh,
-        rescan_interval: Duration::from_secs(60),
-        debounce: Duration::from_millis(10),
-        tokens: connd::source::Tokens::All,
-    }
-}
-
-/// Waits (up to 5 s) for a snapshot that satisfies `pred`.
-pub async fn wait_for(
-    rx: &mut watch::Receiver<Arc<Snapshot>>,
-    what: &str,
-    pred: impl Fn(&Snapshot) -> bool,
-) -> Arc<Snapshot> {
-    let found = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| pred(s))).await;
-    let found = found.ok().and_then(|r| r.ok()).map(|s| s.clone());
-    match found {
-        Some(s) => s,
-        None => panic!("no snapshot where {what}; the last one: {:?}", rx.borrow().clone()),
-    }
-}
 
 fn env(s: &Snapshot, var: &str) -> Option<String> {
     s.env().and_then(|(env, _)| env.get(var).map(|v| v.expose().to_owned()))
@@ -100,7 +54,7 @@ async fn an_invalid_update_keeps_the_last_good_values() {
     let s = wait_for(&mut rx, "a failure is reported", |s| s.failure.is_some()).await;
     let failure = s.failure.clone().unwrap();
     assert_contains(&failure.message, &["connections.yaml", "bogus"]);
-    assert_eq!(failure.exit_code, 78);
+    assert_eq!(failure.class.exit_code(), 78);
     assert_eq!(env(&s, "CHOREO_MAIN_DB_PORT").as_deref(), Some("5432"), "the last good values stay");
     assert!(metrics.render().contains("connd_reloads_total{result=\"error\"} 1"), "{}", metrics.render());
 
@@ -109,13 +63,6 @@ async fn an_invalid_update_keeps_the_last_good_values() {
         s.failure.is_none() && env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("7000")
     })
     .await;
-}
-
-/// A directory whose `db` connection takes its Password from the remote source.
-pub fn remote_files() -> Vec<(&'static str, String)> {
-    let mut f = files("5432");
-    f[2].1 = f[2].1.replace("  HostName: pg.internal\n", "  HostName: pg.internal\n  Password: { remote: true }\n");
-    f
 }
 
 #[tokio::test]
@@ -135,7 +82,7 @@ async fn not_ready_while_the_control_plane_is_down_then_ready() {
     wait_for(&mut rx, "the outage is reported", |s| s.failure.is_some()).await;
     let err = reloader.ready(Duration::from_millis(100)).await.expect_err("not ready while down");
     assert!(matches!(err, StartupError::NotReady { .. }));
-    assert_eq!(err.exit_code(), 69);
+    assert_eq!(err.class().exit_code(), 69);
     assert_contains(
         &err.to_string(),
         &[

@@ -2,9 +2,9 @@
 //! outage keeps the outage reported, a file change re-reads the files without a
 //! control-plane round, and a replaced config directory is watched afresh.
 
-use crate::reload::{config, refs, remote_files, wait_for, DB_ID};
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
+use crate::support::*;
 use connd::metrics::Metrics;
 use connd::reload::snapshot::Snapshot;
 use connd::reload::{ReloadConfig, Reloader};
@@ -122,7 +122,7 @@ async fn a_replaced_config_directory_is_watched_afresh() {
     let cfg = tmp.path().join("cfg");
     let write = |dir: &std::path::Path, port: &str| {
         std::fs::create_dir_all(dir).unwrap();
-        for (name, text) in crate::reload::files(port) {
+        for (name, text) in crate::support::files(port) {
             std::fs::write(dir.join(name), text).unwrap();
         }
     };
@@ -144,7 +144,7 @@ async fn a_replaced_config_directory_is_watched_afresh() {
         .await;
 
     // An edit in the new directory is seen: the watch is on it, not on cfg.old.
-    let conns = crate::reload::files("7000").remove(2);
+    let conns = crate::support::files("7000").remove(2);
     std::fs::write(cfg.join(conns.0), conns.1).unwrap();
     wait_for(&mut rx, "the edit in the new directory", |s| env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("7000"))
         .await;

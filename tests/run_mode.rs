@@ -4,7 +4,6 @@
 //! stdin passed through, the API socket while the workload runs. The behaviours follow
 //! what tini's and dumb-init's own test suites check.
 
-use crate::reload::{files, refs, DB_ID};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use nix::sys::signal::{kill, Signal};

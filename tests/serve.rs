@@ -2,7 +2,6 @@
 //! error, readiness, blocking queries. The remote sources (control plane down and back,
 //! token refresh) are tested on the binary in `serve_remote`.
 
-use crate::reload::{files, refs, API_ID, DB_ID};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use connd::serve::api::auth::Allow;
@@ -30,7 +29,7 @@ impl Server {
         let socket = tmp.path().join("run/connd.sock");
         let listener = connd::serve::api::server::bind(&socket, 0o660, None).expect("bind");
         let settings = ServeSettings {
-            reload: crate::reload::config(dir, refresh),
+            reload: crate::support::config(dir, refresh),
             allow: Allow::new(vec![], vec![]),
             startup_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(2),

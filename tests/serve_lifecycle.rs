@@ -2,8 +2,6 @@
 //! plane, intervals that would spin or panic, a reloader that dies, and the socket
 //! file after a setup error.
 
-use crate::reload::{files, refs, remote_files, DB_ID};
-use crate::serve_process::Daemon;
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
@@ -73,7 +71,7 @@ async fn a_reloader_that_dies_stops_serve_with_an_error() {
     let dir = AtomicDir::new(&refs(&files("5432")));
     let tmp = tempfile::tempdir().unwrap();
     let listener = connd::serve::api::server::bind(&tmp.path().join("connd.sock"), 0o660, None).expect("bind");
-    let mut reload = crate::reload::config(dir.path(), Duration::from_secs(3600));
+    let mut reload = crate::support::config(dir.path(), Duration::from_secs(3600));
     // A zero period (which the command line refuses) makes the reloader panic.
     reload.rescan_interval = Duration::ZERO;
     let settings = ServeSettings {

@@ -1,82 +1,15 @@
 //! `connd serve` and `connd probe` as real processes: signals (drain on SIGTERM, reload
 //! on SIGHUP), sd_notify, callers of another uid, the socket file, startup failures.
 
-use crate::reload::{files, refs};
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use connd::serve::api::client::request;
 use http::Method;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// A running `connd serve`, killed if the test ends early.
-pub struct Daemon {
-    pub child: Child,
-    pub socket: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Daemon {
-    pub fn start(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let tmp = tempfile::tempdir().unwrap();
-        let socket = tmp.path().join("run/connd.sock");
-        let child = connd()
-            .args(["serve", "--config-dir"])
-            .arg(config_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("connd serve starts");
-        Daemon { child, socket, _tmp: tmp }
-    }
-
-    pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal");
-    }
-
-    pub async fn ready(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
-                if a.status == 200 {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "connd serve never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the exit and returns its code and stderr.
-    pub fn wait(mut self) -> (i32, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                return (status.code().unwrap_or(-1), err);
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "connd serve did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn sigterm_answers_an_in_flight_blocking_query_then_exits_0() {
@@ -154,7 +87,7 @@ async fn a_caller_of_another_uid_is_refused_unless_allowed() {
     // A socket anyone may connect to: only the peer-credential check stands in the way.
     let refused = Daemon::start(dir.path(), &["--socket-mode", "0666"], &[]);
     refused.ready().await;
-    std::fs::set_permissions(refused._tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(refused.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(refused.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(std::fs::metadata(&refused.socket).unwrap().permissions().mode() & 0o777, 0o666);
     let out = probe_as_nobody(&refused.socket);
@@ -164,7 +97,7 @@ async fn a_caller_of_another_uid_is_refused_unless_allowed() {
 
     let allowed = Daemon::start(dir.path(), &["--socket-mode", "0666", "--allow-uid", "1,65534"], &[]);
     allowed.ready().await;
-    std::fs::set_permissions(allowed._tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(allowed.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(allowed.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = probe_as_nobody(&allowed.socket);
     assert_eq!(out.code, 0, "{out:?}");

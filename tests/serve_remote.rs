@@ -2,9 +2,6 @@
 //! going down and coming back, OAuth tokens from the real OpenID provider renewed in the
 //! background, refusals, and what `/metrics` counts of all that.
 
-use crate::oauth::oauth_connection;
-use crate::reload::{refs, remote_files, DB_ID};
-use crate::serve_process::Daemon;
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::kubelet::AtomicDir;
 use crate::support::oidc::{Client, OidcProvider};

@@ -15,6 +15,8 @@ mod control_plane;
 mod oauth;
 /// The egress proxy end to end: credentials, routing, streaming, refusals, metrics.
 mod proxy;
+/// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
+mod proxy_env;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.
 mod reload;
 /// The reloader with a remote source: re-scans during an outage, file events.
@@ -30,5 +32,7 @@ mod serve_process;
 /// `serve` as a process with its real sources: control plane down and back, token
 /// renewal on `/token`, refusals, and the `/metrics` counters of all that.
 mod serve_remote;
+/// TLS failures from real certificates: the cause and fix a user reads, tried once.
+mod tls;
 /// The token endpoint's odd answers from a scripted fake: leaks, codes, retries, renewal.
 mod token_endpoint;

@@ -5,8 +5,10 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::*;
 use connd::config::model::ClientAuth;
-use connd::http::client::{check_url, HttpClient};
+use connd::http::client::HttpClient;
+use connd::http::proxy::Proxies;
 use connd::http::tls::TlsSettings;
+use connd::http::url::check_url;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use connd::source::{Sources, Tokens};
 use std::sync::Arc;
@@ -151,7 +153,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// `long_running`: background renewal, one attempt per call (as in `serve`).
 fn cache_for(cp: &FakeControlPlane, long_running: bool) -> TokenCache {
     let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
-    TokenCache::new(Arc::new(HttpClient::new(tls)), long_running, Arc::default())
+    TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), long_running, Arc::default())
 }
 
 fn creds(cp: &FakeControlPlane) -> Credentials {
@@ -229,7 +231,7 @@ fn background_renewal_goes_on_after_a_transient_failure() {
     let metrics = Arc::new(connd::metrics::Metrics::default());
     runtime().block_on(async {
         let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
-        let cache = TokenCache::new(Arc::new(HttpClient::new(tls)), true, metrics.clone());
+        let cache = TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), true, metrics.clone());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         cache.get(creds(&cp), deadline).await.expect("first token");
         assert_eq!(requests_reach(&cp, 3).await, 3, "the renewal stopped after a 503");
@@ -259,7 +261,7 @@ fn applications_no_longer_planned_are_evicted() {
         &component_yaml(&[("hr-connection", "thirdparty:svc/v1"), ("payroll", "thirdparty:svc/v1")]),
         &both,
     );
-    let args = connd::cli::RemoteArgs { control_plane: None, ..cp.remote_args() };
+    let args = connd::source::remote::Settings { control_plane: None, ..cp.remote_args() };
     let opts = connd::resolve::Options::default();
     runtime().block_on(async {
         let remote = connd::source::remote::Remote::new(&args, true, Arc::default()).expect("remote");
@@ -274,5 +276,50 @@ fn applications_no_longer_planned_are_evicted() {
         let apps = remote.token_cache().apps();
         assert_eq!(apps.iter().map(|(k, _)| k.client_id.as_str()).collect::<Vec<_>>(), ["portal"], "{apps:?}");
         remote.shutdown();
+    });
+}
+
+#[test]
+fn an_oauth_error_body_with_200_is_a_refusal_of_the_client() {
+    let cp = FakeControlPlane::start(false);
+    let refusal = r#"{"error":"invalid_client","error_description":"unknown client"}"#;
+    cp.script("/token", vec![Reply::raw(200, refusal)]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 77, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["refused client \"portal\": invalid_client (unknown client)", "check ConsumerKey and ConsumerSecret"],
+    );
+    assert!(!out.stderr.contains("not a token response"), "{out:?}");
+    assert_eq!(cp.requests_for("/token").len(), 1, "a refusal must not be retried");
+
+    // Any other OAuth error in a 200 is the endpoint's rejection of the request, also 77.
+    cp.script("/token", vec![Reply::raw(200, r#"{"error":"invalid_scope"}"#)]);
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 77, "{out:?}");
+    assert_contains(&out.stderr, &["rejected the request of client \"portal\": invalid_scope"]);
+}
+
+#[test]
+fn a_missing_expires_in_is_300_seconds_said_at_debug_level() {
+    let cp = FakeControlPlane::start(false);
+    cp.script("/token", vec![Reply::raw(200, r#"{"access_token":"AT-1","token_type":"Bearer"}"#)]);
+    let fx = fixture(&token_url(&cp), SECRET);
+    let ca = cp.ca_file().display().to_string();
+    let said = "the token response has no expires_in: taking the default lifetime";
+    let out = fx.run("env", &["--ca-file", &ca, "--log-level", "debug"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stderr, &[said, "300s"]);
+    let quiet = fx.run("env", &["--ca-file", &ca]);
+    assert_eq!(quiet.code, 0, "{quiet:?}");
+    assert!(!quiet.stderr.contains(said), "said above debug level:\n{quiet:?}");
+
+    runtime().block_on(async {
+        let cache = cache_for(&cp, false);
+        let asked = tokio::time::Instant::now();
+        let token = cache.get(creds(&cp), asked + Duration::from_secs(60)).await.expect("a token");
+        let (answered, ttl) = (tokio::time::Instant::now(), Duration::from_secs(300));
+        // Counted from when the request was sent: between asking and the answer.
+        assert!(token.expires_at >= asked + ttl && token.expires_at <= answered + ttl, "{token:?}");
     });
 }

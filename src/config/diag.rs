@@ -2,6 +2,7 @@
 //! naming the file, the line where it is known, what is wrong and what to do. They are
 //! collected, not thrown, so that one run reports all of them.
 
+use crate::error::{Class, Classify};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -95,3 +96,9 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl Classify for ConfigError {
+    fn class(&self) -> Class {
+        Class::Config
+    }
+}

@@ -1,5 +1,7 @@
 //! The validated connection config: types that cannot hold what the checks refuse.
-//! Built by `validate` from the raw documents; read by `resolve`.
+//! Built by `validate` from the raw documents; read by `resolve` and every layer after
+//! it. What a connection offers (its keys, which are remote, whether it is OAuth) is
+//! answered here, once, by methods on [`Connection`].
 
 pub use super::raw::{ClientAuth, Security, Visibility};
 use crate::config::diag::Origin;
@@ -111,20 +113,42 @@ pub struct ProxyHeader {
     pub key: String,
 }
 
-impl Connection {
-    /// Whether the connection has a value for `key`: see [`offers`].
-    pub fn offers(&self, key: &str) -> bool {
-        offers(self.security, &self.parameters, key)
-    }
-}
-
 /// The keys a connection offers: its parameters and, under OAuth, `AccessToken`.
+/// [`Connection::has_key`] asks it; so does validation, before the connection is built.
 pub fn offers(security: Security, parameters: &BTreeMap<String, Parameter>, key: &str) -> bool {
     parameters.contains_key(key) || (key == ACCESS_TOKEN && security == Security::OAuth2)
 }
 
 /// The name of the token parameter that OAuth connections add.
 pub const ACCESS_TOKEN: &str = "AccessToken";
+
+/// What a connection offers; every layer asks these, none works them out itself.
+impl Connection {
+    /// Under OAuth (`security: oauth2`): connd obtains its `AccessToken`.
+    pub fn is_oauth(&self) -> bool {
+        self.security == Security::OAuth2
+    }
+
+    /// The keys it offers, as `/v1/connections` lists them: its parameters in key order,
+    /// then `AccessToken` under OAuth.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.parameters.keys().map(String::as_str).chain(self.is_oauth().then_some(ACCESS_TOKEN))
+    }
+
+    pub fn has_key(&self, key: &str) -> bool {
+        offers(self.security, &self.parameters, key)
+    }
+
+    /// Its `remote: true` parameters, in key order: what the control plane is asked for.
+    pub fn remote_keys(&self) -> impl Iterator<Item = &str> {
+        self.parameters.iter().filter(|(_, p)| matches!(p.source, Source::Remote)).map(|(k, _)| k.as_str())
+    }
+
+    /// Whether some parameter comes from the control plane.
+    pub fn needs_remote(&self) -> bool {
+        self.remote_keys().next().is_some()
+    }
+}
 
 /// Keys ending in `Secret`, `Password`, `APIKey`, `ApiKey` or `Token` hold secrets unless
 /// the descriptor says `secret: false`. The match ignores case and separators, so that

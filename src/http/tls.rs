@@ -50,13 +50,29 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
+/// Why a certificate from connd's own `flag` cannot be used, and the fix.
+fn own_certificate_error(e: &rustls::Error, flag: &str) -> String {
+    if crate::http::tls_fault::is_v1_certificate(e) {
+        return format!(
+            "it is an X.509 v1 certificate (what `openssl x509 -req` makes without -extfile), which connd does not accept; \
+             it is connd's own ({flag}), not the server's: reissue it as v3"
+        );
+    }
+    match e {
+        rustls::Error::InconsistentKeys(_) => {
+            "it does not match the key in --client-key: give the key it was issued for".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Builds the client configuration; reads every file now, so a bad path fails at startup.
 pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     match &settings.ca_file {
         Some(path) => {
             for cert in read_certs("CA file", path)? {
-                roots.add(cert).map_err(|e| file_err("CA file", path, e))?;
+                roots.add(cert).map_err(|e| file_err("CA file", path, own_certificate_error(&e, "--ca-file")))?;
             }
         }
         None => {
@@ -77,7 +93,9 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsErr
             let chain = read_certs("client certificate", cert)?;
             let pem = std::fs::read(key).map_err(|e| file_err("client key", key, e))?;
             let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_err("client key", key, e))?;
-            builder.with_client_auth_cert(chain, key_der)?
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| file_err("client certificate", cert, own_certificate_error(&e, "--client-cert")))?
         }
         _ => builder.with_no_client_auth(),
     };

@@ -7,7 +7,7 @@
 use super::route;
 use super::upstream::{self, Connector, Failure};
 use crate::config::model::{Security, ACCESS_TOKEN};
-use crate::http::client::check_url;
+use crate::http::url::check_url;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::{Resolved, Store};
 use crate::secret::Secret;
@@ -59,6 +59,7 @@ pub struct Proxy<S> {
     pub(super) store: Arc<Store>,
     pub(super) sources: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
+    connector: Connector,
     client: Client<Connector, UpstreamBody>,
     settings: Forwarding,
 }
@@ -104,7 +105,7 @@ impl<S: Sources> Proxy<S> {
         connector: Connector,
         settings: Forwarding,
     ) -> Proxy<S> {
-        Proxy { store, sources, metrics, client: upstream::client(connector), settings }
+        Proxy { store, sources, metrics, client: upstream::client(connector.clone()), connector, settings }
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
@@ -189,7 +190,10 @@ impl<S: Sources> Proxy<S> {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let (parts, body) = req.into_parts();
-        let headers = upstream_headers(&parts.headers, &base);
+        let mut headers = upstream_headers(&parts.headers, &base);
+        if let Some(authorization) = self.connector.proxy_authorization(&uri) {
+            headers.insert(header::PROXY_AUTHORIZATION, authorization);
+        }
         let oauth = creds.token.is_some();
         let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
             RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),

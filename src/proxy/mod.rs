@@ -15,6 +15,7 @@ pub mod route;
 pub mod server;
 pub mod upstream;
 
+use crate::http::proxy::Proxies;
 use crate::http::tls::TlsSettings;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Store;
@@ -49,6 +50,8 @@ pub struct ProxySettings {
     pub allow: Allow,
     /// Trust and client certificate for upstreams (`--ca-file`, `--client-cert`).
     pub tls: TlsSettings,
+    /// `--no-proxy-env`: upstreams are connected directly whatever `HTTPS_PROXY` says.
+    pub no_proxy_env: bool,
     pub connect_timeout: Duration,
     pub forwarding: Forwarding,
     pub limits: Limits,
@@ -57,6 +60,24 @@ pub struct ProxySettings {
 }
 
 impl ProxySettings {
+    /// No listener: the proxy is off. The rest are the defaults.
+    pub fn off() -> ProxySettings {
+        ProxySettings {
+            listen: None,
+            allow_remote: false,
+            socket: None,
+            socket_mode: 0o660,
+            socket_group: None,
+            allow: Allow::new(Vec::new(), Vec::new()),
+            tls: TlsSettings::default(),
+            no_proxy_env: false,
+            connect_timeout: CONNECT_TIMEOUT,
+            forwarding: Forwarding { allow_insecure_http: false, response_timeout: RESPONSE_TIMEOUT },
+            limits: Limits::default(),
+            grace: Duration::from_secs(5),
+        }
+    }
+
     /// Whether any listener is asked for.
     pub fn enabled(&self) -> bool {
         self.listen.is_some() || self.socket.is_some()
@@ -71,7 +92,8 @@ pub struct Bound {
     connector: upstream::Connector,
 }
 
-/// Binds what `settings` asks for; `None` when it asks for nothing.
+/// Binds what `settings` asks for; `None` when it asks for nothing. Also reads the
+/// outbound proxy variables, the ones the rest of connd uses.
 pub fn bind(settings: ProxySettings) -> Result<Option<Bound>, ListenError> {
     if !settings.enabled() {
         return Ok(None);
@@ -83,10 +105,8 @@ pub fn bind(settings: ProxySettings) -> Result<Option<Bound>, ListenError> {
     if let Some(path) = &settings.socket {
         listeners.push(server::bind_unix(path, settings.socket_mode, settings.socket_group, settings.allow.clone())?);
     }
-    let connector = upstream::Connector::new(&settings.tls, settings.connect_timeout);
-    if let Some(e) = connector.tls_error() {
-        tracing::warn!("egress proxy: https upstreams will fail: {e}");
-    }
+    let proxies = if settings.no_proxy_env { Proxies::none() } else { Proxies::from_env()? };
+    let connector = upstream::Connector::new(settings.tls.clone(), proxies, settings.connect_timeout);
     Ok(Some(Bound { listeners, settings, connector }))
 }
 

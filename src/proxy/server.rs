@@ -6,6 +6,7 @@
 //! connections, in-flight requests finish within the grace period, the rest are closed.
 
 use super::forward::{Caller, Proxy};
+use crate::error::{Class, Classify};
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{BindError, Limits};
 use crate::source::Sources;
@@ -39,13 +40,18 @@ pub enum ListenError {
     Tcp { addr: SocketAddr, source: std::io::Error },
     #[error("--proxy-socket: {0}")]
     Unix(#[from] BindError),
+    #[error(transparent)]
+    ProxyVariable(#[from] crate::http::proxy::ProxyError),
 }
 
-impl ListenError {
-    pub fn exit_code(&self) -> u8 {
+/// A listen address the flags forbid is a usage error; a port or socket in use, a
+/// socket that cannot be made, cannot-create; a bad proxy variable, a setting.
+impl Classify for ListenError {
+    fn class(&self) -> Class {
         match self {
-            ListenError::NotLoopback { .. } => crate::exit::USAGE,
-            ListenError::Tcp { .. } | ListenError::Unix(_) => crate::exit::CANT_CREATE,
+            ListenError::NotLoopback { .. } => Class::Usage,
+            ListenError::Tcp { .. } | ListenError::Unix(_) => Class::CantCreate,
+            ListenError::ProxyVariable(_) => Class::Config,
         }
     }
 }

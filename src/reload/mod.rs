@@ -17,8 +17,8 @@
 
 pub mod snapshot;
 
-use crate::cli::ConfigArgs;
-use crate::config::model::{Security, Source};
+use crate::config::model::Source;
+use crate::error::{Class, Classify};
 use crate::metrics::{Metrics, Reload};
 use crate::reload::snapshot::{Snapshot, Store};
 use crate::resolve::{self, Plan};
@@ -52,10 +52,10 @@ pub struct ReloadConfig {
 }
 
 impl ReloadConfig {
-    pub fn new(config: &ConfigArgs, refresh_interval: Duration, rescan_interval: Duration) -> Self {
+    pub fn new(dir: PathBuf, options: resolve::Options, refresh_interval: Duration, rescan_interval: Duration) -> Self {
         ReloadConfig {
-            dir: config.config_dir.clone(),
-            options: config.options(),
+            dir,
+            options,
             refresh_interval,
             rescan_interval,
             debounce: Duration::from_millis(10),
@@ -68,16 +68,17 @@ impl ReloadConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("no complete set of values after {}s: {message}", waited.as_secs_f32())]
-    NotReady { waited: Duration, message: String, exit_code: u8 },
+    NotReady { waited: Duration, message: String, class: Class },
     #[error("the reloader stopped before the first resolution")]
     Stopped,
 }
 
-impl StartupError {
-    pub fn exit_code(&self) -> u8 {
+/// Not ready: the class of the failure that kept it so (unavailable while none is known).
+impl Classify for StartupError {
+    fn class(&self) -> Class {
         match self {
-            StartupError::NotReady { exit_code, .. } => *exit_code,
-            StartupError::Stopped => crate::exit::UNAVAILABLE,
+            StartupError::NotReady { class, .. } => *class,
+            StartupError::Stopped => Class::Unavailable,
         }
     }
 }
@@ -226,11 +227,11 @@ pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, St
         Ok(result) => result,
         Err(_) => {
             let s = store.load();
-            let (message, exit_code) = match &s.failure {
-                Some(f) => (f.message.clone(), f.exit_code),
-                None => ("the first resolution is still running".to_owned(), crate::exit::UNAVAILABLE),
+            let (message, class) = match &s.failure {
+                Some(f) => (f.message.clone(), f.class),
+                None => ("the first resolution is still running".to_owned(), Class::Unavailable),
             };
-            Err(StartupError::NotReady { waited: timeout, message, exit_code })
+            Err(StartupError::NotReady { waited: timeout, message, class })
         }
     }
 }
@@ -260,9 +261,9 @@ struct Task<S> {
     fetched: Option<Fetched>,
     /// What `fetched` was fetched for (see `remote_needs`).
     needs: Vec<(String, Vec<String>, bool)>,
-    /// Why the last fetch failed (message, exit code), until a fetch succeeds: a
+    /// Why the last fetch failed (message, class), until a fetch succeeds: a
     /// reload that reuses `fetched` meanwhile must not report the outage over.
-    source_failure: Option<(String, u8)>,
+    source_failure: Option<(String, Class)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
 }
@@ -307,13 +308,8 @@ fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
         .iter()
         .filter_map(|p| {
             let c = &p.connection;
-            let remote: Vec<String> = c
-                .parameters
-                .iter()
-                .filter(|(_, v)| matches!(v.source, Source::Remote))
-                .map(|(k, _)| k.clone())
-                .collect();
-            let oauth = c.security == Security::OAuth2;
+            let remote: Vec<String> = c.remote_keys().map(str::to_owned).collect();
+            let oauth = c.is_oauth();
             (oauth || !remote.is_empty()).then(|| (c.id.clone(), remote, oauth))
         })
         .collect()
@@ -330,7 +326,7 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let mut next_full = Instant::now();
         let mut rescan = tokio::time::interval_at(
-            crate::http::client::deadline_after(self.config.rescan_interval),
+            crate::http::deadline::deadline_after(self.config.rescan_interval),
             self.config.rescan_interval,
         );
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -397,8 +393,8 @@ impl<S: Sources> Task<S> {
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
             Ok(Ok(plan)) => Arc::new(plan),
-            Ok(Err(e)) => return self.failed(e.into()),
-            Err(e) => return self.failed(anyhow::anyhow!("reading the config directory failed: {e}")),
+            Ok(Err(e)) => return self.failed(e.class(), e.into()),
+            Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the config directory failed: {e}")),
         };
         self.sync_watches(Some(&plan));
         let needs = remote_needs(&plan);
@@ -416,8 +412,9 @@ impl<S: Sources> Task<S> {
                     fetched
                 }
                 Err(e) => {
-                    self.source_failure = Some((format!("{e:#}"), crate::exit_code(&e)));
-                    return self.failed(e);
+                    let (class, e) = (e.class(), anyhow::Error::from(e));
+                    self.source_failure = Some((format!("{e:#}"), class));
+                    return self.failed(class, e);
                 }
             },
         };
@@ -425,8 +422,8 @@ impl<S: Sources> Task<S> {
         let materialized = tokio::task::spawn_blocking(move || values::materialize(&for_values, &fetched)).await;
         let values = match materialized {
             Ok(Ok(values)) => values,
-            Ok(Err(e)) => return self.failed(e.into()),
-            Err(e) => return self.failed(anyhow::anyhow!("reading the values failed: {e}")),
+            Ok(Err(e)) => return self.failed(e.class(), e.into()),
+            Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the values failed: {e}")),
         };
         let failing = self.store.load().failure.is_some();
         let changed = match self.source_failure.clone() {
@@ -454,10 +451,10 @@ impl<S: Sources> Task<S> {
         self.source_failure.is_none()
     }
 
-    fn failed(&mut self, e: anyhow::Error) -> bool {
+    fn failed(&mut self, class: Class, e: anyhow::Error) -> bool {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
-        if self.store.fail(format!("{e:#}"), crate::exit_code(&e)) {
+        if self.store.fail(format!("{e:#}"), class) {
             if serving {
                 tracing::warn!("reload failed, the last good values stay: {e:#}");
             } else {

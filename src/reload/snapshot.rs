@@ -4,7 +4,7 @@
 //! request path) and announces each new one on a `watch` channel (for blocking queries
 //! and for `run`). Only the reloader publishes; everything else reads.
 
-use crate::config::model::{Security, ACCESS_TOKEN};
+use crate::error::Class;
 use crate::resolve::Plan;
 use crate::secret::Secret;
 use crate::source::values::Values;
@@ -78,12 +78,7 @@ impl Resolved {
     /// The keys `/v1/connections` lists for connection `i`: its parameters and, under
     /// OAuth, `AccessToken`.
     pub fn keys(&self, i: usize) -> Vec<&str> {
-        let c = &self.plan.connections[i];
-        let mut keys: Vec<&str> = c.connection.parameters.keys().map(String::as_str).collect();
-        if c.connection.security == Security::OAuth2 {
-            keys.push(ACCESS_TOKEN);
-        }
-        keys
+        self.plan.connections[i].connection.keys().collect()
     }
 
     /// What both connection routes show of connection `i` besides keys and values:
@@ -116,8 +111,8 @@ impl Resolved {
 pub struct Failure {
     /// The whole error chain, as a user reads it (values are never part of it).
     pub message: String,
-    /// The exit code this failure means when it stops a start (SPEC §3).
-    pub exit_code: u8,
+    /// What kind of failure it is: the exit code it means when it stops a start.
+    pub class: Class,
     /// When this failure (this message) was first seen.
     pub since: SystemTime,
 }
@@ -179,14 +174,14 @@ impl Store {
     }
 
     /// Records a resolution of the files that reused the last fetch while the sources
-    /// are failing with `source_failure` (message, exit code): changed answers are
+    /// are failing with `source_failure` (message, class): changed answers are
     /// published, but the failure stays, with its age if it is the current one. Only
     /// a successful fetch ends a source failure.
-    pub fn succeed_files(&self, plan: Arc<Plan>, values: Values, source_failure: (String, u8)) -> bool {
+    pub fn succeed_files(&self, plan: Arc<Plan>, values: Values, source_failure: (String, Class)) -> bool {
         self.update(plan, values, Some(source_failure))
     }
 
-    fn update(&self, plan: Arc<Plan>, values: Values, keep: Option<(String, u8)>) -> bool {
+    fn update(&self, plan: Arc<Plan>, values: Values, keep: Option<(String, Class)>) -> bool {
         let prev = self.load();
         let generation = prev.generation + 1;
         let mut next = Resolved {
@@ -221,7 +216,7 @@ impl Store {
         let failure = match keep {
             None => None,
             Some((message, _)) if prev.failure.as_ref().is_some_and(|f| f.message == message) => prev.failure.clone(),
-            Some((message, exit_code)) => Some(Arc::new(Failure { message, exit_code, since: SystemTime::now() })),
+            Some((message, class)) => Some(Arc::new(Failure { message, class, since: SystemTime::now() })),
         };
         let same_failure = match (&prev.failure, &failure) {
             (None, None) => true,
@@ -242,12 +237,12 @@ impl Store {
     /// Records a failed resolution; the last good values stay. Publishes, and returns
     /// true, only when the message differs from the current failure's, so each distinct
     /// error is announced (and logged) once.
-    pub fn fail(&self, message: String, exit_code: u8) -> bool {
+    pub fn fail(&self, message: String, class: Class) -> bool {
         let prev = self.load();
         if prev.failure.as_ref().is_some_and(|f| f.message == message) {
             return false;
         }
-        let failure = Failure { message, exit_code, since: SystemTime::now() };
+        let failure = Failure { message, class, since: SystemTime::now() };
         self.publish(Snapshot {
             generation: prev.generation + 1,
             resolved: prev.resolved.clone(),
@@ -315,9 +310,9 @@ mod tests {
         let store = Store::default();
         let (_d, plan, values) = fixture("5432", "info");
         store.succeed(plan.clone(), values.clone());
-        assert!(store.fail("boom".into(), 69));
-        assert!(!store.fail("boom".into(), 69));
-        assert!(store.fail("other".into(), 78));
+        assert!(store.fail("boom".into(), Class::Unavailable));
+        assert!(!store.fail("boom".into(), Class::Unavailable));
+        assert!(store.fail("other".into(), Class::Config));
         let s = store.load();
         assert_eq!(s.failure.as_ref().unwrap().message, "other");
         assert_eq!(s.env().unwrap().1, 1);
@@ -336,10 +331,10 @@ mod tests {
         let store = Store::default();
         let (_d, plan, values) = fixture("5432", "info");
         store.succeed(plan.clone(), values.clone());
-        assert!(store.fail("control plane down".into(), 69));
+        assert!(store.fail("control plane down".into(), Class::Unavailable));
         let since = store.load().failure.as_ref().unwrap().since;
         let generation = store.load().generation;
-        let down = || ("control plane down".to_owned(), 69);
+        let down = || ("control plane down".to_owned(), Class::Unavailable);
         // Nothing changed in the files: nothing published, the failure stays.
         assert!(!store.succeed_files(plan, values, down()));
         assert_eq!(store.load().generation, generation);

@@ -2,7 +2,7 @@
 //! supervisor runs the workload on them, and, with `--socket`, the local API serves the
 //! same snapshot so that the workload can ask for fresh tokens.
 //!
-//! Boundary: wiring and lifecycle only. Change detection is the reloader's (`watch`),
+//! Boundary: wiring and lifecycle only. Change detection is the reloader's (`reload`),
 //! which changes count is `changes`', the process work is `supervise`'s.
 
 pub mod changes;
@@ -10,16 +10,17 @@ pub mod reap;
 pub mod supervise;
 pub mod terminal;
 
-use crate::cli::RunArgs;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
-use crate::resolve;
 use crate::run::changes::Env;
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
-use crate::source::values::{self, Fetched};
+use crate::serve::Socket;
+use crate::source::once::{self, Retry};
+use crate::source::remote::{self, Remote};
 use crate::source::{Sources, Tokens};
+use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 use supervise::{Forwarded, SuperviseError};
@@ -36,8 +37,23 @@ const API_GRACE: Duration = Duration::from_secs(1);
 /// The reloader's first resolution catches up on anything that changed meanwhile.
 const WATCH_DELAY: Duration = Duration::from_millis(100);
 
+/// What `connd run` does, as its flags say.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The workload's command and its arguments.
+    pub command: Vec<OsString>,
+    pub supervise: supervise::Settings,
+    /// What is resolved and how often; its `tokens` are set here.
+    pub reload: ReloadConfig,
+    pub remote: remote::Settings,
+    /// With `--socket`: the local API's socket and who may call it.
+    pub api: Option<(Socket, Allow)>,
+    /// The egress proxy (`--proxy-listen`, `--proxy-socket`); off when neither is given.
+    pub proxy: crate::proxy::ProxySettings,
+}
+
 /// The binary's `run`: returns the workload's exit code (or 128+N).
-pub fn command(args: &RunArgs) -> anyhow::Result<u8> {
+pub fn command(args: &Settings) -> anyhow::Result<u8> {
     // One thread: spawning (std's fork/exec) and reaping (`waitpid(-1)`) must never run
     // at the same time, or a failed spawn's own wait could find its child gone.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -50,22 +66,20 @@ async fn until(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn run(args: &RunArgs) -> anyhow::Result<u8> {
+async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
-    let sources = Arc::new(crate::source::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
+    let sources = Arc::new(Remote::new(&args.remote, true, metrics.clone())?);
     let (stop_tx, stop) = watch::channel(false);
     let start_reloader = || {
-        let mut reload = ReloadConfig::new(&args.config, args.reload.refresh_interval, args.reload.rescan_interval);
-        if args.socket.is_none() {
+        let mut reload = args.reload.clone();
+        if args.api.is_none() {
             reload.tokens = Tokens::Mapped;
         }
         Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()))
     };
-    let proxy_settings =
-        args.proxy.settings(&args.access, &args.config.remote, crate::serve::api::server::Limits::default(), API_GRACE);
-    let proxy = crate::proxy::bind(proxy_settings)?;
+    let proxy = crate::proxy::bind(args.proxy.clone())?;
     // With an API or the proxy, the reloader starts at once: they serve its snapshot.
     let mut reloader = None;
     let mut server = None;
@@ -76,14 +90,13 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         proxy_task = Some(tokio::spawn(serving));
         reloader = Some(r);
     }
-    if let Some(path) = &args.socket {
-        let listener = server::bind(path, args.access.socket_mode, args.access.socket_group)?;
-        tracing::info!(socket = %path.display(), "serving");
+    if let Some((socket, allow)) = &args.api {
+        let listener = server::bind(&socket.path, socket.mode, socket.group)?;
+        tracing::info!(socket = %socket.path.display(), "serving");
         let r = reloader.get_or_insert_with(start_reloader);
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
-        let allow = Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone());
-        server = Some(tokio::spawn(server::serve(listener, parts, allow, API_GRACE, until(stop.clone()))));
+        server = Some(tokio::spawn(server::serve(listener, parts, allow.clone(), API_GRACE, until(stop.clone()))));
     }
 
     let result = async {
@@ -93,8 +106,7 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         };
         let (env_tx, env_rx) = watch::channel(first);
         let inherited = std::env::vars_os().collect();
-        let settings = args.settings();
-        let supervised = supervise::supervise(&args.command, inherited, env_rx, &settings, signals);
+        let supervised = supervise::supervise(&args.command, inherited, env_rx, &args.supervise, signals);
         tokio::pin!(supervised);
         let delay = if reloader.is_some() { Duration::ZERO } else { WATCH_DELAY };
         let code = tokio::select! {
@@ -120,8 +132,8 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
         reloader.stopped().await;
     }
     sources.shutdown();
-    if let Some(path) = &args.socket {
-        let _ = std::fs::remove_file(path);
+    if let Some((socket, _)) = &args.api {
+        let _ = std::fs::remove_file(&socket.path);
     }
     result
 }
@@ -130,29 +142,14 @@ async fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// only the tokens variables map. The long-running sources fail a transient failure at
 /// once, so it is retried here, with backoff, until `--startup-timeout`.
 /// With an API, the workload then starts once the API is ready too, on its values.
-async fn first_resolution(args: &RunArgs, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
-    let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
-    let fetched = if plan.needs_remote() || plan.token_vars().next().is_some() {
-        let deadline = Instant::now() + args.config.remote.startup_timeout;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match sources.fetch(&plan, Tokens::Mapped).await {
-                Ok(fetched) => break fetched,
-                Err(e) if crate::exit_code(&e) == crate::exit::UNAVAILABLE && Instant::now() + backoff < deadline => {
-                    tracing::warn!(retry_in = ?backoff, "values unavailable, will retry: {e:#}");
-                    tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    } else {
-        Fetched::default()
+async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
+    let fetch = |plan: Arc<_>| async move {
+        let retry = Retry::Until(Instant::now() + args.remote.startup_timeout);
+        Ok(once::fetch(&plan, sources, retry).await?)
     };
-    let values = values::materialize(&plan, &fetched)?;
-    tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
+    let (_, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
     if let Some(reloader) = api {
-        let ready = reloader.ready(args.config.remote.startup_timeout).await?;
+        let ready = reloader.ready(args.remote.startup_timeout).await?;
         if let Some((env, _)) = ready.env() {
             return Ok(Arc::new(env.clone()));
         }

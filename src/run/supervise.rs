@@ -9,6 +9,7 @@
 //! reaping then never interleave.
 
 use super::terminal::Terminal;
+use crate::error::{Class, Classify};
 use crate::exec::{self, ExecError};
 use crate::run::changes::{Changes, Env, Timing};
 use crate::run::reap::{self, Reaper};
@@ -64,11 +65,11 @@ pub enum SuperviseError {
     Signals(#[source] std::io::Error),
 }
 
-impl SuperviseError {
-    pub fn exit_code(&self) -> u8 {
+impl Classify for SuperviseError {
+    fn class(&self) -> Class {
         match self {
-            SuperviseError::Spawn(e) => e.exit_code(),
-            SuperviseError::Signals(_) => 1,
+            SuperviseError::Spawn(e) => e.class(),
+            SuperviseError::Signals(_) => Class::Internal,
         }
     }
 }

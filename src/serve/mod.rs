@@ -11,15 +11,16 @@ pub mod api;
 pub mod probe;
 pub mod sdnotify;
 
-use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadConfig, Reloader};
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
 use crate::serve::sdnotify::Notifier;
 use crate::signal;
+use crate::source::remote::{self, Remote};
 use crate::source::Sources;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -40,21 +41,15 @@ pub struct ServeSettings {
     pub limits: server::Limits,
 }
 
-impl ServeSettings {
-    pub fn from_args(args: &ServeArgs, notify_socket: Option<String>) -> ServeSettings {
-        ServeSettings {
-            reload: ReloadConfig::new(&args.config, args.reload.refresh_interval, args.reload.rescan_interval),
-            allow: Allow::new(args.access.allow_uid.clone(), args.access.allow_gid.clone()),
-            startup_timeout: args.config.remote.startup_timeout,
-            grace: args.shutdown_grace,
-            notify_socket,
-            sighup: true,
-            limits: server::Limits {
-                header_read_timeout: args.idle_timeout,
-                max_connections: args.max_connections as usize,
-            },
-        }
-    }
+/// The API's socket file: where it is made and who may open it (`serve`, `run --socket`).
+#[derive(Debug, Clone)]
+pub struct Socket {
+    /// Its directory is created.
+    pub path: PathBuf,
+    /// Permission bits.
+    pub mode: u32,
+    /// The group it is given, if any.
+    pub group: Option<u32>,
 }
 
 async fn until(mut stop: watch::Receiver<bool>) {
@@ -152,7 +147,12 @@ pub async fn run_with_proxy<S: Sources>(
 }
 
 /// The binary's `serve`: binds the socket, runs until SIGTERM/SIGINT, removes the socket.
-pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
+pub fn command(
+    settings: ServeSettings,
+    socket: &Socket,
+    remote: &remote::Settings,
+    proxy: &crate::proxy::ProxySettings,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let shutdown = signal::shutdown()?;
@@ -161,20 +161,17 @@ pub fn command(args: &ServeArgs) -> anyhow::Result<u8> {
         let _early_hangups = signal::hangups()?;
         // Everything that can fail is set up before the socket exists, so that an
         // error leaves no socket file behind.
-        let settings = ServeSettings::from_args(args, std::env::var("NOTIFY_SOCKET").ok());
         let metrics = Arc::new(Metrics::default());
-        let sources = Arc::new(crate::source::remote::Remote::new(&args.config.remote, true, metrics.clone())?);
-        let limits = settings.limits;
-        let proxy =
-            crate::proxy::bind(args.proxy.settings(&args.access, &args.config.remote, limits, args.shutdown_grace))?;
-        let listener = server::bind(&args.socket, args.access.socket_mode, args.access.socket_group)?;
-        tracing::info!(socket = %args.socket.display(), "serving");
+        let sources = Arc::new(Remote::new(remote, true, metrics.clone())?);
+        let proxy = crate::proxy::bind(proxy.clone())?;
+        let listener = server::bind(&socket.path, socket.mode, socket.group)?;
+        tracing::info!(socket = %socket.path.display(), "serving");
         let result = run_with_proxy(listener, proxy, settings, sources.clone(), metrics, shutdown).await;
         sources.shutdown();
-        let _ = std::fs::remove_file(&args.socket);
+        let _ = std::fs::remove_file(&socket.path);
         result
     });
     // In-flight work is done or past its grace period; do not wait on stray tasks.
     rt.shutdown_timeout(Duration::from_millis(100));
-    result.map(|()| crate::exit::OK)
+    result
 }

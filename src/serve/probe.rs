@@ -1,8 +1,9 @@
 //! `connd probe`: asks `/readyz` of the server on a socket; exit 0 only when it answers
 //! 200. Meant for exec probes in a pod, where no HTTP client can reach a Unix socket.
 
-use crate::cli::ProbeArgs;
+use crate::error::{Class, Classify};
 use crate::serve::api::client::{self, ClientError};
+use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,17 +16,25 @@ pub enum ProbeError {
     Timeout(Duration),
 }
 
-pub async fn probe(args: &ProbeArgs) -> Result<(), ProbeError> {
-    let ask = client::request(&args.socket, http::Method::GET, "/readyz");
-    let answer = tokio::time::timeout(args.timeout, ask).await.map_err(|_| ProbeError::Timeout(args.timeout))??;
+/// No ready server on the socket: what a probe reports, whatever the cause.
+impl Classify for ProbeError {
+    fn class(&self) -> Class {
+        Class::Unavailable
+    }
+}
+
+/// Asks the server on `socket` whether it is ready, waiting at most `timeout`.
+pub async fn probe(socket: &Path, timeout: Duration) -> Result<(), ProbeError> {
+    let ask = client::request(socket, http::Method::GET, "/readyz");
+    let answer = tokio::time::timeout(timeout, ask).await.map_err(|_| ProbeError::Timeout(timeout))??;
     if answer.status == http::StatusCode::OK {
         return Ok(());
     }
     Err(ProbeError::NotReady { status: answer.status.as_u16(), body: answer.text().trim().to_owned() })
 }
 
-pub fn command(args: &ProbeArgs) -> anyhow::Result<u8> {
+pub fn command(socket: &Path, timeout: Duration) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(probe(args))?;
-    Ok(crate::exit::OK)
+    rt.block_on(probe(socket, timeout))?;
+    Ok(())
 }

@@ -7,7 +7,7 @@
 //! attempt and the reloader retries (see [`Retries`]). Statuses that retrying cannot
 //! fix fail at once.
 
-use crate::config::model::Source;
+use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, HttpError, Request};
 use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
@@ -29,51 +29,121 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-/// Every connection-level error names the connection, the remote parameters it was
-/// fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause (SPEC §3).
+/// A failed fetch: one connection's request, the bearer credential, or a fetch task.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
-    #[error("connection {connection:?}, parameters {keys}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections")]
-    Refused { connection: String, keys: String, url: String, status: StatusCode },
-    #[error("connection {connection:?}, parameters {keys}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names")]
-    NotFound { connection: String, keys: String, url: String },
-    #[error("connection {connection:?}: the control plane's answer from {url} has no parameter {key}: fix the key in the descriptor or add it to the connection in the control plane")]
-    MissingKey { connection: String, url: String, key: String },
-    #[error("connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
-    Unavailable { connection: String, keys: String, url: String, attempts: u32, elapsed: Duration, cause: String },
-    /// Transient, in long-running modes ([`Retries::Caller`]): no attempt count or time,
-    /// so that every round of one outage reads the same and is logged once.
-    #[error(
-        "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: {cause}; retrying"
-    )]
-    Down { connection: String, keys: String, url: String, cause: String },
-    #[error("connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}")]
-    Unreachable { connection: String, keys: String, url: String, cause: String },
-    #[error("connection {connection:?}, parameters {keys}: bad answer from the control plane at {url}: {cause}")]
-    BadAnswer { connection: String, keys: String, url: String, cause: String },
+    #[error("{0}")]
+    Request(Box<RequestError>),
     #[error("cannot read the control-plane credential {}: {cause}", path.display())]
     TokenFile { path: PathBuf, cause: String },
-    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
-    #[error("connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}")]
-    Tls { connection: String, keys: String, url: String, cause: String },
     /// A fetch task ended without an answer (a bug): the round fails, the process does not.
     #[error("a control-plane request {what}")]
     Task { what: &'static str },
 }
 
+/// One connection's request failed. It names the connection, the remote parameters it
+/// was fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause
+/// (SPEC §3).
+#[derive(Debug)]
+pub struct RequestError {
+    pub connection: String,
+    pub keys: String,
+    pub url: String,
+    pub problem: Problem,
+}
+
+/// What went wrong with one connection's request.
+#[derive(Debug)]
+pub enum Problem {
+    /// 401 or 403.
+    Refused {
+        status: StatusCode,
+    },
+    /// 404: the control plane has no such connection.
+    NotFound,
+    /// A 200 without a wanted parameter.
+    MissingKey {
+        key: String,
+    },
+    /// Transient failures until the deadline ([`Retries::UntilDeadline`]).
+    Unavailable {
+        attempts: u32,
+        elapsed: Duration,
+        cause: String,
+    },
+    /// Transient, in long-running modes ([`Retries::Caller`]): no attempt count or time,
+    /// so that every round of one outage reads the same and is logged once.
+    Down {
+        cause: String,
+    },
+    /// A failure of the exchange that retrying cannot fix (an untrusted certificate).
+    Unreachable {
+        cause: String,
+    },
+    BadAnswer {
+        cause: String,
+    },
+    /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
+    Tls {
+        cause: String,
+    },
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RequestError { connection, keys, url, problem } = self;
+        match problem {
+            Problem::MissingKey { key } => write!(
+                f,
+                "connection {connection:?}: the control plane's answer from {url} has no parameter {key}: fix the key in the descriptor or add it to the connection in the control plane"
+            ),
+            Problem::Refused { status } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane refused the request to {url} ({status}): check the credential in --token-file and that it may read this component's connections"
+            ),
+            Problem::NotFound => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane has no such connection at {url} (404 Not Found): check the connection id and the project and component names"
+            ),
+            Problem::Unavailable { attempts, elapsed, cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}"
+            ),
+            Problem::Down { cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: {cause}; retrying"
+            ),
+            Problem::Unreachable { cause } | Problem::Tls { cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: cannot talk to the control plane at {url}: {cause}"
+            ),
+            Problem::BadAnswer { cause } => write!(
+                f,
+                "connection {connection:?}, parameters {keys}: bad answer from the control plane at {url}: {cause}"
+            ),
+        }
+    }
+}
+
 impl ControlPlaneError {
-    pub fn exit_code(&self) -> u8 {
+    /// The control plane said 404 for a connection: counted as `not_found`.
+    fn is_not_found(&self) -> bool {
+        matches!(self, ControlPlaneError::Request(r) if matches!(r.problem, Problem::NotFound))
+    }
+}
+
+impl Classify for ControlPlaneError {
+    fn class(&self) -> Class {
         match self {
-            ControlPlaneError::Refused { .. } => crate::exit::REFUSED,
-            ControlPlaneError::NotFound { .. }
-            | ControlPlaneError::MissingKey { .. }
-            | ControlPlaneError::TokenFile { .. }
-            | ControlPlaneError::Tls { .. } => crate::exit::CONFIG,
-            ControlPlaneError::Unavailable { .. }
-            | ControlPlaneError::Down { .. }
-            | ControlPlaneError::Unreachable { .. }
-            | ControlPlaneError::BadAnswer { .. }
-            | ControlPlaneError::Task { .. } => crate::exit::UNAVAILABLE,
+            ControlPlaneError::Request(r) => match r.problem {
+                Problem::Refused { .. } => Class::Refused,
+                Problem::NotFound | Problem::MissingKey { .. } | Problem::Tls { .. } => Class::Config,
+                Problem::Unavailable { .. } | Problem::Down { .. } => Class::Unavailable,
+                Problem::Unreachable { .. } | Problem::BadAnswer { .. } => Class::BadAnswer,
+            },
+            ControlPlaneError::TokenFile { .. } => Class::Config,
+            // A task that ended without an answer had none, as a transient failure has none.
+            ControlPlaneError::Task { .. } => Class::Unavailable,
         }
     }
 }
@@ -139,7 +209,10 @@ impl TokenFile {
             }
         }
         let text = crate::source::values::read_value_file(&self.path).map_err(err)?;
-        let token = text.trim();
+        // SPEC §5: a UTF-8 byte-order mark (Windows editors write one) and surrounding
+        // whitespace are not part of the token; `trim` alone keeps the mark, which is not
+        // whitespace.
+        let token = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
         if token.is_empty() {
             return Err(err("the file is empty".into()));
         }
@@ -176,8 +249,16 @@ struct Wanted {
     keys: Vec<String>,
 }
 
+impl Wanted {
+    /// The error of this connection's request to `url`.
+    fn error(&self, url: &str, problem: Problem) -> ControlPlaneError {
+        let (connection, keys, url) = (self.name.clone(), self.keys.join(", "), url.to_owned());
+        ControlPlaneError::Request(Box::new(RequestError { connection, keys, url, problem }))
+    }
+}
+
 impl ControlPlane {
-    /// `base` was checked by `http_client::check_url`.
+    /// `base` was checked by `http::client::check_url`.
     pub fn new(
         base: &Uri,
         token_file: Option<PathBuf>,
@@ -210,13 +291,7 @@ impl ControlPlane {
     ) -> Result<HashMap<String, HashMap<String, Secret>>, ControlPlaneError> {
         let mut wanted: Vec<Wanted> = Vec::new();
         for p in &plan.connections {
-            let keys: Vec<String> = p
-                .connection
-                .parameters
-                .iter()
-                .filter(|(_, param)| matches!(param.source, Source::Remote))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys: Vec<String> = p.connection.remote_keys().map(str::to_owned).collect();
             // A connection referenced twice (two names) is fetched once.
             if !keys.is_empty() && !wanted.iter().any(|w| w.id == p.connection.id) {
                 wanted.push(Wanted { name: p.name.clone(), id: p.connection.id.clone(), keys });
@@ -258,12 +333,9 @@ impl ControlPlane {
         deadline: Instant,
     ) -> Result<HashMap<String, Secret>, ControlPlaneError> {
         let started = Instant::now();
-        let uri: Uri = url.parse().map_err(|_| ControlPlaneError::BadAnswer {
-            connection: w.name.clone(),
-            keys: w.keys.join(", "),
-            url: url.into(),
-            cause: "the connection's URL is not valid".into(),
-        })?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| w.error(url, Problem::BadAnswer { cause: "the connection's URL is not valid".into() }))?;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -274,8 +346,7 @@ impl ControlPlane {
             if self.inner.retries == Retries::Caller {
                 // No attempt count or time in the message: the same outage reads the
                 // same in every round, so it is logged once.
-                let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.into());
-                return Err(ControlPlaneError::Down { connection, keys, url, cause });
+                return Err(w.error(url, Problem::Down { cause }));
             }
             let delay = retry_delay(retry_after, attempts);
             let now = Instant::now();
@@ -288,14 +359,7 @@ impl ControlPlane {
                     }
                     _ => cause,
                 };
-                return Err(ControlPlaneError::Unavailable {
-                    connection: w.name.clone(),
-                    keys: w.keys.join(", "),
-                    url: url.into(),
-                    attempts,
-                    elapsed: started.elapsed(),
-                    cause,
-                });
+                return Err(w.error(url, Problem::Unavailable { attempts, elapsed: started.elapsed(), cause }));
             }
             tracing::warn!(connection = %w.name, url, attempt = attempts, retry_in = ?delay, "control plane: {cause}");
             tokio::time::sleep(delay).await;
@@ -303,13 +367,7 @@ impl ControlPlane {
     }
 
     async fn attempt(&self, w: &Wanted, url: &str, uri: &Uri, deadline: Instant) -> Result<Attempt, ControlPlaneError> {
-        let keys = || w.keys.join(", ");
-        let bad = |cause: String| ControlPlaneError::BadAnswer {
-            connection: w.name.clone(),
-            keys: keys(),
-            url: url.into(),
-            cause,
-        };
+        let bad = |cause: String| w.error(url, Problem::BadAnswer { cause });
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(file) = &self.inner.token {
@@ -330,37 +388,31 @@ impl ControlPlane {
         }
         let request = Request { method: Method::GET, url: uri.clone(), headers, body: Bytes::new() };
         let request_deadline = deadline.min(Instant::now() + REQUEST_TIMEOUT);
-        let (connection, url) = (w.name.clone(), url.to_owned());
         let response = match self.inner.http.send(request, request_deadline).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => {
-                self.inner.metrics.control_plane_call(Call::Error);
-                return Ok(Attempt::Retry { cause: e.to_string(), retry_after: None });
-            }
-            Err(e @ HttpError::TooLarge) => {
-                self.inner.metrics.control_plane_call(Call::BadAnswer);
-                return Err(bad(e.to_string()));
-            }
-            // Unusable TLS settings: counted with the other failures retrying cannot fix,
-            // while the exit code (78) says to fix the files.
-            Err(e @ HttpError::Tls(_)) => {
-                self.inner.metrics.control_plane_call(Call::BadAnswer);
-                return Err(ControlPlaneError::Tls { connection, keys: keys(), url, cause: e.to_string() });
-            }
             Err(e) => {
-                self.inner.metrics.control_plane_call(Call::BadAnswer);
-                return Err(ControlPlaneError::Unreachable { connection, keys: keys(), url, cause: e.to_string() });
+                // Unusable TLS settings are counted with the other failures retrying cannot
+                // fix, while the exit code (78) says to fix connd's own settings.
+                self.inner.metrics.control_plane_call(Call::failed(e.class()));
+                let cause = e.to_string();
+                return match e {
+                    e if e.class().is_transient() => Ok(Attempt::Retry { cause, retry_after: None }),
+                    HttpError::TooLarge => Err(bad(cause)),
+                    // connd's own settings: the TLS files, or a client certificate the
+                    // server requires or refuses.
+                    e if e.class() == Class::Config => Err(w.error(url, Problem::Tls { cause })),
+                    _ => Err(w.error(url, Problem::Unreachable { cause })),
+                };
             }
         };
         let status = response.status;
-        let result = self.answered(w, &url, response);
+        let result = self.answered(w, url, response);
         self.inner.metrics.control_plane_call(match &result {
             Ok(Attempt::Done(_)) if status == StatusCode::NOT_MODIFIED => Call::NotModified,
             Ok(Attempt::Done(_)) => Call::Ok,
-            Ok(Attempt::Retry { .. }) => Call::Error,
-            Err(ControlPlaneError::Refused { .. }) => Call::Refused,
-            Err(ControlPlaneError::NotFound { .. }) => Call::NotFound,
-            Err(_) => Call::BadAnswer,
+            Ok(Attempt::Retry { .. }) => Call::failed(Class::Unavailable),
+            Err(e) if e.is_not_found() => Call::NotFound,
+            Err(e) => Call::failed(e.class()),
         });
         result
     }
@@ -372,15 +424,8 @@ impl ControlPlane {
         url: &str,
         response: crate::http::client::Response,
     ) -> Result<Attempt, ControlPlaneError> {
-        let (connection, keys, url) = (w.name.clone(), w.keys.join(", "), url.to_owned());
-        let bad = |cause: String| ControlPlaneError::BadAnswer {
-            connection: connection.clone(),
-            keys: keys.clone(),
-            url: url.clone(),
-            cause,
-        };
-        let missing =
-            |key: String| ControlPlaneError::MissingKey { connection: connection.clone(), url: url.clone(), key };
+        let bad = |cause: String| w.error(url, Problem::BadAnswer { cause });
+        let missing = |key: String| w.error(url, Problem::MissingKey { key });
         let status = response.status;
         match status {
             StatusCode::OK => {
@@ -404,10 +449,8 @@ impl ControlPlane {
                     None => Err(bad("304 Not Modified, but connd holds no earlier answer".into())),
                 }
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(ControlPlaneError::Refused { connection, keys, url, status })
-            }
-            StatusCode::NOT_FOUND => Err(ControlPlaneError::NotFound { connection, keys, url }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(w.error(url, Problem::Refused { status })),
+            StatusCode::NOT_FOUND => Err(w.error(url, Problem::NotFound)),
             s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
                 let retry_after = response
                     .headers
@@ -441,7 +484,7 @@ struct Body {
 fn parse_body(body: &[u8]) -> Result<Params, String> {
     // Never `{e}`: serde_json's message quotes the offending value, which may be a secret.
     let body: Body = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::client::json_error(&e)))?;
+        .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
     for (key, value) in body.parameters {
         let text = match value {
@@ -503,6 +546,42 @@ fn segment(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The texts users and scripts read, whole: one per problem.
+    #[test]
+    fn request_errors_name_connection_keys_and_url() {
+        let w = Wanted { name: "hr".into(), id: "id".into(), keys: vec!["ConsumerKey".into(), "Secret".into()] };
+        let text = |problem| w.error("https://cp/x", problem).to_string();
+        let head = "connection \"hr\", parameters ConsumerKey, Secret: ";
+        assert_eq!(
+            text(Problem::Refused { status: StatusCode::FORBIDDEN }),
+            format!("{head}the control plane refused the request to https://cp/x (403 Forbidden): check the credential in --token-file and that it may read this component's connections")
+        );
+        assert_eq!(
+            text(Problem::NotFound),
+            format!("{head}the control plane has no such connection at https://cp/x (404 Not Found): check the connection id and the project and component names")
+        );
+        assert_eq!(
+            text(Problem::MissingKey { key: "Secret".into() }),
+            "connection \"hr\": the control plane's answer from https://cp/x has no parameter Secret: fix the key in the descriptor or add it to the connection in the control plane"
+        );
+        let elapsed = Duration::from_millis(1500);
+        assert_eq!(
+            text(Problem::Unavailable { attempts: 3, elapsed, cause: "status 503".into() }),
+            format!("{head}the control plane at https://cp/x is unavailable: gave up after 3 attempt(s) in 1.5s; last cause: status 503")
+        );
+        assert_eq!(
+            text(Problem::Down { cause: "status 503".into() }),
+            format!("{head}the control plane at https://cp/x is unavailable: status 503; retrying")
+        );
+        for problem in [Problem::Unreachable { cause: "c".into() }, Problem::Tls { cause: "c".into() }] {
+            assert_eq!(text(problem), format!("{head}cannot talk to the control plane at https://cp/x: c"));
+        }
+        assert_eq!(
+            text(Problem::BadAnswer { cause: "c".into() }),
+            format!("{head}bad answer from the control plane at https://cp/x: c")
+        );
+    }
 
     #[test]
     fn segments_are_escaped() {

@@ -2,14 +2,23 @@
 //! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
 //! token endpoint); the control-plane and OAuth sources implement the same trait, so
 //! `exec`, `run` and `serve` resolve the same way whichever is configured.
+//!
+//! Boundary: below the reloader and the modes, above `resolve`; a failed fetch is a
+//! [`FetchError`], whose class says whether it is worth retrying.
 
 pub mod controlplane;
 pub mod oauth;
+pub mod once;
 pub mod remote;
 pub mod values;
 
+use crate::config::model::ACCESS_TOKEN;
+use crate::error::{Class, Classify};
 use crate::resolve::Plan;
 use crate::secret::Secret;
+use crate::source::controlplane::ControlPlaneError;
+use crate::source::oauth::OAuthError;
+use crate::source::remote::SetupError;
 use crate::source::values::Fetched;
 use std::future::Future;
 use std::time::Duration;
@@ -31,6 +40,33 @@ pub enum SourceError {
     Other(#[from] anyhow::Error),
 }
 
+/// Why a fetch failed. Each variant prints as its cause does (a token's names its
+/// connection first), so `{:#}` of the chain reads as the user needs it.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
+    #[error("no {ACCESS_TOKEN} for connection {connection:?}")]
+    Token {
+        connection: String,
+        #[source]
+        source: OAuthError,
+    },
+    /// The sources' settings, or a connection's OAuth client settings.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+}
+
+impl Classify for FetchError {
+    fn class(&self) -> Class {
+        match self {
+            FetchError::ControlPlane(e) => e.class(),
+            FetchError::Token { source, .. } => source.class(),
+            FetchError::Setup(e) => e.class(),
+        }
+    }
+}
+
 /// Which tokens a fetch obtains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tokens {
@@ -43,7 +79,7 @@ pub enum Tokens {
 pub trait Sources: Send + Sync + 'static {
     /// Remote parameters and tokens for `plan`. Long-running callers call it again on
     /// every refresh; implementations keep what they need (ETags, cached tokens).
-    fn fetch(&self, plan: &Plan, tokens: Tokens) -> impl Future<Output = anyhow::Result<Fetched>> + Send;
+    fn fetch(&self, plan: &Plan, tokens: Tokens) -> impl Future<Output = Result<Fetched, FetchError>> + Send;
 
     /// A token for `plan.connections[conn]`, fresh from the cache.
     fn token(&self, plan: &Plan, conn: usize) -> impl Future<Output = Result<Token, SourceError>> + Send;
@@ -62,7 +98,7 @@ pub trait Sources: Send + Sync + 'static {
 pub struct Local;
 
 impl Sources for Local {
-    async fn fetch(&self, _plan: &Plan, _tokens: Tokens) -> anyhow::Result<Fetched> {
+    async fn fetch(&self, _plan: &Plan, _tokens: Tokens) -> Result<Fetched, FetchError> {
         Ok(Fetched::default())
     }
 

@@ -6,6 +6,7 @@
 //! and backs off. This module does not know connections: `remote` maps them to apps.
 
 use crate::config::model::ClientAuth;
+use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
 use crate::secret::Secret;
@@ -80,7 +81,7 @@ impl std::fmt::Debug for AppKey {
 /// What a token request needs besides the key.
 pub struct Credentials {
     pub key: AppKey,
-    /// Checked by `http_client::check_url`.
+    /// Checked by `http::client::check_url`.
     pub url: Uri,
     pub secret: Secret,
     pub auth: ClientAuth,
@@ -107,20 +108,15 @@ fn describe(description: &Option<String>) -> String {
     description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
-impl OAuthError {
-    pub fn exit_code(&self) -> u8 {
+/// Only an unavailable endpoint is worth retrying: the background renewal stops on the others.
+impl Classify for OAuthError {
+    fn class(&self) -> Class {
         match self {
-            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => crate::exit::REFUSED,
-            OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
-                crate::exit::UNAVAILABLE
-            }
-            OAuthError::Tls { .. } => crate::exit::CONFIG,
+            OAuthError::Refused { .. } | OAuthError::Rejected { .. } => Class::Refused,
+            OAuthError::Unavailable { .. } | OAuthError::Down { .. } => Class::Unavailable,
+            OAuthError::BadAnswer { .. } => Class::BadAnswer,
+            OAuthError::Tls { .. } => Class::Config,
         }
-    }
-
-    /// Whether retrying cannot help: the background renewal stops on these.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, OAuthError::Unavailable { .. } | OAuthError::Down { .. })
     }
 }
 
@@ -309,7 +305,7 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         // A failure is remembered in `failures` and sets the next wake-up; callers see it.
         let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
         let failures = app.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+        if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
             tracing::warn!(token_url = %app.key.token_url, client_id = %app.key.shown_client_id(), "background token renewal stopped: {e}");
             return;
         }
@@ -341,7 +337,7 @@ impl App {
                 if let Some(t) = self.unexpired(now) {
                     return Ok(t);
                 }
-                if let Some(e) = failures.last.as_ref().filter(|e| e.is_permanent()) {
+                if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
                     return Err(e.clone());
                 }
             }
@@ -354,10 +350,9 @@ impl App {
             let result = self.request(http, deadline).await;
             self.metrics.token_call(match &result {
                 Ok(_) => Call::Ok,
-                Err(Attempt::Transient(_)) => Call::Error,
-                Err(Attempt::Permanent(OAuthError::Refused { .. })) => Call::Refused,
+                Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
                 Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
-                Err(Attempt::Permanent(_)) => Call::BadAnswer,
+                Err(Attempt::Permanent(e)) => Call::failed(e.class()),
             });
             let now = Instant::now();
             let error = match result {
@@ -381,7 +376,7 @@ impl App {
                 tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.shown_client_id(), "token renewal failed, keeping the current token until it expires: {error}");
                 return Ok(t);
             }
-            if error.is_permanent() || self.retries == Retries::Caller || now + delay >= deadline {
+            if !error.class().is_transient() || self.retries == Retries::Caller || now + delay >= deadline {
                 return Err(error);
             }
             tracing::warn!(token_url = %self.key.token_url, attempt = attempts, retry_in = ?delay, "token request failed: {error}");
@@ -442,23 +437,32 @@ impl App {
         let sent = Instant::now();
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
-            Err(e) if e.is_transient() => return Err(Attempt::Transient(e.to_string())),
-            Err(e @ crate::http::client::HttpError::Tls(_)) => {
+            Err(e) if e.class().is_transient() => return Err(Attempt::Transient(e.to_string())),
+            Err(e) if e.class() == crate::error::Class::Config => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
             Err(e) => return Err(bad(e.to_string())),
         };
         let status = response.status;
-        if status == StatusCode::OK {
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(Attempt::Transient(format!("status {status}")));
+        }
+        // SPEC §5: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some
+        // endpoints answer `200 {"error": "invalid_client"}`.
+        let error = serde_json::from_slice::<ErrorAnswer>(&response.body).ok();
+        if status == StatusCode::OK && error.is_none() {
             // Never `{e}`: serde_json's message quotes the offending value (the token).
             let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
-                bad(format!("the body is not a token response ({})", crate::http::client::json_error(&e)))
+                bad(format!("the body is not a token response ({})", crate::http::json::json_error(&e)))
             })?;
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));
             }
             let ttl = match answer.expires_in {
-                None => DEFAULT_TTL,
+                None => {
+                    tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
+                    DEFAULT_TTL
+                }
                 Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
             };
             // About 80% of the lifetime, jittered so that many instances do not renew together.
@@ -470,12 +474,9 @@ impl App {
                 refresh_at: sent + refresh_in,
             });
         }
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(Attempt::Transient(format!("status {status}")));
-        }
         let client_id = self.key.shown_client_id();
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
-        let Ok(error) = serde_json::from_slice::<ErrorAnswer>(&response.body) else {
+        let Some(error) = error else {
             // 401/403 refuse the client whatever the body (SPEC §3: exit 77).
             if refused {
                 let (url, error) = (url.clone(), status.to_string());

@@ -3,23 +3,46 @@
 //! connections (always available: their client credentials may be local values). It maps
 //! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`.
 
-use crate::cli::RemoteArgs;
-use crate::config::model::{Security, Source, ACCESS_TOKEN};
-use crate::http::client::{check_url, deadline_after, HttpClient, HttpError, UrlError};
+use crate::config::model::Source;
+use crate::error::{Class, Classify};
+use crate::http::client::{HttpClient, HttpError};
+use crate::http::deadline::deadline_after;
+use crate::http::proxy::{Proxies, ProxyError};
 use crate::http::tls::TlsSettings;
+use crate::http::url::{check_base_url, check_url, UrlError};
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
 use crate::source::controlplane::{ControlPlane, Retries};
 use crate::source::oauth::{AppKey, Credentials, TokenCache};
 use crate::source::values::Fetched;
-use crate::source::{SourceError, Sources, Token, Tokens};
+use crate::source::{FetchError, SourceError, Sources, Token, Tokens};
 use anyhow::Context;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Where remote values and tokens come from, and how to reach them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL of the control plane; `None` when no parameter is `remote: true`.
+    pub control_plane: Option<String>,
+    /// File holding the control plane's bearer credential, re-read when it changes.
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for HTTPS instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its key, for mTLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Plain http:// to hosts other than loopback.
+    pub allow_insecure_http: bool,
+    /// How long one-shot modes keep retrying an unavailable peer.
+    pub startup_timeout: Duration,
+    /// Ignore the proxy variables (`--no-proxy-env`): every request goes direct.
+    pub no_proxy_env: bool,
+}
 
 /// Messages leave their cause to the `#[source]` chain, which the binary prints with
 /// `{:#}`: repeating it in the message would print it twice.
@@ -29,6 +52,8 @@ pub enum SetupError {
     Url(#[source] UrlError),
     #[error(transparent)]
     Tls(HttpError),
+    #[error(transparent)]
+    Proxy(ProxyError),
     #[error("connection {connection:?}: {key}")]
     TokenUrl {
         connection: String,
@@ -42,9 +67,12 @@ pub enum SetupError {
     CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
 }
 
-impl SetupError {
-    pub fn exit_code(&self) -> u8 {
-        crate::exit::CONFIG
+impl Classify for SetupError {
+    fn class(&self) -> Class {
+        match self {
+            SetupError::Url(e) if e.is_usage() => Class::Usage,
+            _ => Class::Config,
+        }
     }
 }
 
@@ -63,16 +91,19 @@ impl Remote {
     /// transient failure fails the call at once, for the reloader to retry (see
     /// [`Retries`]); otherwise (env, exec) each call retries until `--startup-timeout`.
     /// Every control-plane and token-endpoint call is counted into `metrics`.
-    pub fn new(args: &RemoteArgs, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
+    pub fn new(args: &Settings, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
         let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
-        let http = Arc::new(HttpClient::new(TlsSettings {
+        let proxies =
+            if args.no_proxy_env { Proxies::none() } else { Proxies::from_env().map_err(SetupError::Proxy)? };
+        let tls = TlsSettings {
             ca_file: args.ca_file.clone(),
             client_cert: args.client_cert.clone(),
             client_key: args.client_key.clone(),
-        }));
+        };
+        let http = Arc::new(HttpClient::new(tls, proxies));
         let control_plane = match &args.control_plane {
             Some(url) => {
-                let uri = check_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
+                let uri = check_base_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
                 Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
             }
             None => None,
@@ -131,7 +162,7 @@ impl Remote {
         &self,
         plan: &Plan,
         deadline: Instant,
-    ) -> anyhow::Result<HashMap<String, HashMap<String, Secret>>> {
+    ) -> Result<HashMap<String, HashMap<String, Secret>>, FetchError> {
         match &self.control_plane {
             Some(cp) if plan.needs_remote() => Ok(cp.fetch(plan, deadline).await?),
             _ => Ok(HashMap::new()),
@@ -143,7 +174,7 @@ impl Remote {
         p: &PlannedConnection,
         params: &HashMap<String, HashMap<String, Secret>>,
         deadline: Instant,
-    ) -> anyhow::Result<Arc<crate::source::oauth::CachedToken>> {
+    ) -> Result<Arc<crate::source::oauth::CachedToken>, FetchError> {
         let creds = self.credentials_async(p, params.get(&p.connection.id)).await?;
         self.token_with(p, creds, deadline).await
     }
@@ -153,22 +184,20 @@ impl Remote {
         p: &PlannedConnection,
         creds: Credentials,
         deadline: Instant,
-    ) -> anyhow::Result<Arc<crate::source::oauth::CachedToken>> {
-        let token = self.tokens.get(creds, deadline).await.map_err(anyhow::Error::new);
-        token.with_context(|| format!("no {ACCESS_TOKEN} for connection {:?}", p.name))
+    ) -> Result<Arc<crate::source::oauth::CachedToken>, FetchError> {
+        let token = self.tokens.get(creds, deadline).await;
+        token.map_err(|source| FetchError::Token { connection: p.name.clone(), source })
     }
 }
 
 impl Sources for Remote {
-    async fn fetch(&self, plan: &Plan, tokens: Tokens) -> anyhow::Result<Fetched> {
+    async fn fetch(&self, plan: &Plan, tokens: Tokens) -> Result<Fetched, FetchError> {
         let deadline = deadline_after(self.startup_timeout);
         let params = self.remote_params(plan, deadline).await?;
         let mapped: Vec<usize> = plan.token_vars().collect();
         let wanted: Vec<usize> = match tokens {
             Tokens::Mapped => mapped.clone(),
-            Tokens::All => (0..plan.connections.len())
-                .filter(|&i| plan.connections[i].connection.security == Security::OAuth2)
-                .collect(),
+            Tokens::All => (0..plan.connections.len()).filter(|&i| plan.connections[i].connection.is_oauth()).collect(),
         };
         let mut fetched = Fetched { params, tokens: HashMap::new() };
         // The plan's applications: those kept in the token cache once this round succeeds.
@@ -199,7 +228,7 @@ impl Sources for Remote {
                 }
                 Err(e) if mapped.contains(&i) => return Err(e),
                 // Unmapped tokens are served live by the local API, which reports the error there.
-                Err(e) => tracing::warn!(connection = %p.name, "{e:#}"),
+                Err(e) => tracing::warn!(connection = %p.name, "{:#}", anyhow::Error::from(e)),
             }
         }
         // Only after a good round: a failing one keeps what was (SPEC: last good state).
@@ -211,13 +240,12 @@ impl Sources for Remote {
 
     async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
         let p = &plan.connections[conn];
-        if p.connection.security != Security::OAuth2 {
+        if !p.connection.is_oauth() {
             return Err(SourceError::NotOAuth { connection: p.name.clone() });
         }
         let deadline = deadline_after(self.startup_timeout);
-        let needs_remote = p.connection.parameters.values().any(|v| matches!(v.source, Source::Remote));
         let mut params = HashMap::new();
-        if let (Some(cp), true) = (&self.control_plane, needs_remote) {
+        if let (Some(cp), true) = (&self.control_plane, p.connection.needs_remote()) {
             let cached = match cp.cached(&p.connection.id) {
                 Some(values) => values,
                 None => {
@@ -227,13 +255,17 @@ impl Sources for Remote {
             };
             params.insert(p.connection.id.clone(), cached);
         }
-        let token = self.token_for(p, &params, deadline).await?;
-        self.handed_out(token)
+        let token = self.token_for(p, &params, deadline).await.map_err(anyhow::Error::from)?;
+        Ok(Token {
+            access_token: token.access_token.clone(),
+            token_type: token.token_type.clone(),
+            expires_in: token.expires_at.saturating_duration_since(Instant::now()),
+        })
     }
 
     async fn invalidate_token(&self, plan: &Plan, conn: usize, token: &Secret) {
         let p = &plan.connections[conn];
-        if p.connection.security != Security::OAuth2 {
+        if !p.connection.is_oauth() {
             return;
         }
         let mut params = HashMap::new();
@@ -245,16 +277,6 @@ impl Sources for Remote {
                 tracing::debug!(connection = %p.name, "an upstream refused the cached token: dropped it");
             }
         }
-    }
-}
-
-impl Remote {
-    fn handed_out(&self, token: Arc<crate::source::oauth::CachedToken>) -> Result<Token, SourceError> {
-        Ok(Token {
-            access_token: token.access_token.clone(),
-            token_type: token.token_type.clone(),
-            expires_in: token.expires_at.saturating_duration_since(Instant::now()),
-        })
     }
 }
 
@@ -321,11 +343,11 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
 
 /// One resolution on a private single-threaded runtime, for `env` and `exec`: only the
 /// mapped tokens, no background renewal, and no one to report metrics to.
-pub fn fetch_once(args: &RemoteArgs, plan: &Plan) -> anyhow::Result<Fetched> {
+pub fn fetch_once(args: &Settings, plan: &Plan) -> anyhow::Result<Fetched> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async {
         let remote = Remote::new(args, false, Arc::default())?;
-        remote.fetch(plan, Tokens::Mapped).await
+        Ok(remote.fetch(plan, Tokens::Mapped).await?)
     })
 }

@@ -3,6 +3,7 @@
 //! that names the connection, the key and the cause; nothing is ever left out silently.
 
 use crate::config::model::{Source, ACCESS_TOKEN};
+use crate::error::{Class, Classify};
 use crate::resolve::{Plan, Target};
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,17 @@ pub enum ValueError {
     Missing { connection: String, key: String, cause: String },
     #[error("{key} of connection {connection:?} contains a NUL byte, which no environment can hold")]
     Nul { connection: String, key: String },
+}
+
+/// A file that cannot be read or holds a NUL is the directory's to fix; a missing value
+/// could not be obtained.
+impl Classify for ValueError {
+    fn class(&self) -> Class {
+        match self {
+            ValueError::File { .. } | ValueError::Nul { .. } => Class::Config,
+            ValueError::Missing { .. } => Class::Unavailable,
+        }
+    }
 }
 
 /// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed.

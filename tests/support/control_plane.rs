@@ -76,6 +76,9 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests received so far, counted on arrival (before any `Slow` answer).
     arrivals: usize,
+    /// TCP connections accepted, whether their TLS handshake succeeds or not: a client's
+    /// attempts, even those refused before any request.
+    connections: usize,
 }
 
 /// Certificates made for one fake, written as PEM files in a temp dir.
@@ -88,6 +91,7 @@ pub struct Pki {
     server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
     ca_der: CertificateDer<'static>,
+    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -122,8 +126,30 @@ impl Pki {
             server_chain: vec![server.der().clone()],
             server_key: server_key.serialize_pem().into_bytes(),
             ca_der: ca.der().clone(),
+            ca,
             dir,
         }
+    }
+
+    /// The server presents a certificate made from `params`, signed by this CA.
+    pub fn set_server(&mut self, params: CertificateParams) {
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("leaf cert");
+        self.server_chain = vec![cert.der().clone()];
+        self.server_key = key.serialize_pem().into_bytes();
+    }
+
+    /// The server presents this PEM certificate and key (made elsewhere, e.g. by openssl).
+    pub fn set_server_pem(&mut self, cert_pem: &str, key_pem: &str) {
+        self.server_chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate PEM");
+        self.server_key = key_pem.as_bytes().to_vec();
+    }
+
+    /// The CA's private key, PEM, for signing with other tools.
+    pub fn ca_key_pem(&self) -> String {
+        self.ca.key().serialize_pem()
     }
 }
 
@@ -154,7 +180,11 @@ pub struct FakeControlPlane {
 impl FakeControlPlane {
     /// Starts a fake over TLS; with `require_client_cert`, only mTLS clients get through.
     pub fn start(require_client_cert: bool) -> FakeControlPlane {
-        let pki = Pki::new();
+        FakeControlPlane::start_with(Pki::new(), require_client_cert)
+    }
+
+    /// [`Self::start`] with certificates set up by the caller.
+    pub fn start_with(pki: Pki, require_client_cert: bool) -> FakeControlPlane {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -162,15 +192,20 @@ impl FakeControlPlane {
         let builder = if require_client_cert {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(pki.ca_der.clone()).expect("CA root");
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .expect("client verifier");
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .expect("client verifier");
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
         };
         let key = PrivateKeyDer::from_pem_slice(&pki.server_key).expect("server key");
-        let config = Arc::new(builder.with_single_cert(pki.server_chain.clone(), key).expect("server cert"));
+        // Not `with_single_cert`: it refuses what a test may want to present (an X.509 v1
+        // certificate), as connd should.
+        let key = provider.key_provider.load_private_key(key).expect("server key type");
+        let certified = rustls::sign::CertifiedKey::new(pki.server_chain.clone(), key);
+        let config = Arc::new(builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -199,14 +234,15 @@ impl FakeControlPlane {
 
     /// Settings that reach this fake: its URL and its CA, no bearer token, and a startup
     /// timeout long enough for a loaded machine.
-    pub fn remote_args(&self) -> connd::cli::RemoteArgs {
-        connd::cli::RemoteArgs {
+    pub fn remote_args(&self) -> connd::source::remote::Settings {
+        connd::source::remote::Settings {
             control_plane: Some(self.url()),
             token_file: None,
             ca_file: Some(self.ca_file().to_path_buf()),
             client_cert: None,
             client_key: None,
             allow_insecure_http: false,
+            no_proxy_env: true,
             startup_timeout: std::time::Duration::from_secs(30),
         }
     }
@@ -223,6 +259,11 @@ impl FakeControlPlane {
     /// Requests received so far, answered or not.
     pub fn arrivals(&self) -> usize {
         self.state.lock().unwrap().arrivals
+    }
+
+    /// TCP connections accepted so far, handshakes that failed included.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
@@ -254,6 +295,7 @@ async fn serve(
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
+                    state.lock().unwrap().connections += 1;
                     // Without it, Nagle's algorithm and delayed ACKs add 40 ms to replies.
                     let _ = tcp.set_nodelay(true);
                     tcp

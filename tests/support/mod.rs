@@ -4,9 +4,15 @@
 #![allow(dead_code)]
 
 pub mod control_plane;
+pub mod daemon;
+pub mod fixtures;
 pub mod kubelet;
 pub mod oidc;
+pub mod tinyproxy;
 pub mod upstream;
+
+pub use daemon::Daemon;
+pub use fixtures::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -117,7 +117,7 @@ impl Query {
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "index" => q.index = Some(value.parse().map_err(|_| format!("index={value:?} is not a whole number"))?),
-                "wait" => q.wait = Some(crate::cli::parse_duration(&value)?.min(MAX_WAIT)),
+                "wait" => q.wait = Some(crate::duration::parse_duration(&value)?.min(MAX_WAIT)),
                 "format" => match &*value {
                     "json" => q.dotenv = false,
                     "dotenv" => q.dotenv = true,

@@ -11,6 +11,7 @@
 
 use super::auth::Allow;
 use super::{routes, ApiState};
+use crate::error::{Class, Classify};
 use crate::source::Sources;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -62,6 +63,12 @@ pub enum BindError {
     Bind { path: PathBuf, source: std::io::Error },
     #[error("cannot set mode {mode:o} or group on {}: {source}", path.display())]
     Permissions { path: PathBuf, mode: u32, source: std::io::Error },
+}
+
+impl Classify for BindError {
+    fn class(&self) -> Class {
+        Class::CantCreate
+    }
 }
 
 /// Binds `path`, creating its directory. A socket file left by a process that died is

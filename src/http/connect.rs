@@ -1,0 +1,386 @@
+//! Outbound connections: TCP (hyper-util's `HttpConnector`: DNS, a connect timeout,
+//! `TCP_NODELAY`), through a forward proxy when [`Proxies`] says so (a CONNECT tunnel by
+//! hyper's own CONNECT and upgrade for https; the proxy itself for http, which then takes
+//! absolute-form requests), then TLS by rustls for https. Every failure is an
+//! [`HttpError`] that says its cause in words and whether a retry may help.
+//!
+//! [`Connector`] is a `tower_service::Service<Uri>` whose connections implement hyper's
+//! `Read`/`Write` and hyper-util's `Connection`, so it serves both connd's one-shot
+//! [`crate::http::client::HttpClient`] and a pooled
+//! `hyper_util::client::legacy::Client::builder(..).build(connector)`. A pooled client
+//! sending plain `http://` through a proxy adds [`Connector::route`]'s
+//! `Proxy-Authorization` to its requests itself, as hyper-util's client does not.
+
+use crate::http::client::HttpError;
+use crate::http::proxy::{Proxies, Route};
+use crate::http::tls::{self, TlsError, TlsSettings};
+use crate::http::tls_fault;
+use bytes::Bytes;
+use http::header::{HOST, PROXY_AUTHORIZATION};
+use http::{HeaderValue, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+/// How long a TCP connect (to the server or the proxy) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens connections; cheap to clone (clones share the TLS setup and the proxy rules).
+#[derive(Clone)]
+pub struct Connector {
+    tcp: HttpConnector,
+    tls: Arc<LazyTls>,
+    proxies: Proxies,
+}
+
+/// The rustls client configuration, built on the first https connection: a plain-http
+/// setup never reads certificates.
+struct LazyTls {
+    settings: TlsSettings,
+    built: OnceLock<Result<tokio_rustls::TlsConnector, Arc<TlsError>>>,
+}
+
+impl Connector {
+    /// A connector trusting and presenting what `tls` names, routing by `proxies`.
+    pub fn new(tls: TlsSettings, proxies: Proxies) -> Connector {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        Connector { tcp, tls: Arc::new(LazyTls { settings: tls, built: OnceLock::new() }), proxies }
+    }
+
+    /// Where a request to `uri` goes: directly or through which proxy.
+    pub fn route(&self, uri: &Uri) -> Route {
+        self.proxies.route(uri)
+    }
+
+    /// Reads the TLS files now (blocking), so that a bad `--ca-file` is reported at startup.
+    pub fn prepare_tls(&self) -> Result<(), HttpError> {
+        self.tls.built.get_or_init(|| build(&self.tls.settings)).clone().map(|_| ()).map_err(HttpError::Tls)
+    }
+
+    /// The TLS connector; its first build reads files and the system's roots, which
+    /// blocks, so it runs on the blocking pool. Two racing first callers may both build;
+    /// the first stored wins and both are equivalent.
+    async fn tls(&self) -> Result<tokio_rustls::TlsConnector, HttpError> {
+        if let Some(built) = self.tls.built.get() {
+            return built.clone().map_err(HttpError::Tls);
+        }
+        let settings = self.tls.settings.clone();
+        let built = tokio::task::spawn_blocking(move || build(&settings))
+            .await
+            .map_err(|_| HttpError::Protocol("the TLS setup task failed".into()))?;
+        self.tls.built.get_or_init(|| built).clone().map_err(HttpError::Tls)
+    }
+
+    /// A connection to `uri`'s host, ready for an HTTP/1.1 exchange.
+    pub async fn connect(&self, uri: Uri) -> Result<Conn, HttpError> {
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host().ok_or_else(|| HttpError::Protocol("the URL has no host".into()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let route = self.route(&uri);
+        let proxied_http = !https && matches!(route, Route::Proxy { .. });
+        let (tcp, proxy_authorization) = match (route, https) {
+            (Route::Direct, _) => (self.tcp_to(&uri, format!("{host}:{port}")).await?, None),
+            (Route::Proxy { uri: proxy, authorization }, true) => {
+                (self.tunnel(&proxy, authorization, &host, port).await?, None)
+            }
+            (Route::Proxy { uri: proxy, authorization }, false) => {
+                (self.tcp_to(&proxy, format!("the proxy {}", shown(&proxy))).await?, authorization)
+            }
+        };
+        if !https {
+            return Ok(Conn { io: TokioIo::new(Stream::Tcp(tcp)), proxied_http, proxy_authorization });
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| HttpError::Protocol(format!("bad server name {host:?}: {e}")))?;
+        let tls = self.tls().await?.connect(name, tcp).await.map_err(|e| self.tls_error(&e, &host))?;
+        Ok(Conn { io: TokioIo::new(Stream::Tls(Box::new(tls))), proxied_http: false, proxy_authorization: None })
+    }
+
+    /// What a TLS failure talking to `host` means: a [`TlsFault`] in words when rustls
+    /// refused something, else a transient handshake failure (the connection broke).
+    pub fn tls_error(&self, e: &(dyn std::error::Error + 'static), host: &str) -> HttpError {
+        match tls_fault::find_rustls(e) {
+            Some(rustls) => HttpError::TlsFault(tls_fault::explain(rustls, host, &self.tls.settings)),
+            None => HttpError::Handshake { host: host.to_owned(), cause: chain(e) },
+        }
+    }
+
+    /// A TCP stream to `host:port` through the proxy's CONNECT tunnel (RFC 9110 §9.3.6).
+    /// hyper's own CONNECT and upgrade rather than hyper-util's `Tunnel`, whose error
+    /// drops the proxy's status: a 403 from a proxy's policy is told apart from a 502.
+    async fn tunnel(
+        &self,
+        proxy: &Uri,
+        authorization: Option<HeaderValue>,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpStream, HttpError> {
+        let proxy_shown = shown(proxy);
+        let target = format!("{}:{port}", bracketed(host));
+        let tcp = self.tcp_to(proxy, format!("the proxy {proxy_shown}")).await?;
+        let broke = |cause: String| HttpError::Proxy {
+            message: format!("the proxy {proxy_shown} broke off the CONNECT to {target}: {cause}"),
+            permanent: false,
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| broke(e.to_string()))?;
+        let mut request = http::Request::connect(target.as_str())
+            .header(HOST, target.as_str())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| broke(e.to_string()))?;
+        let with_credentials = authorization.is_some();
+        if let Some(auth) = authorization {
+            request.headers_mut().insert(PROXY_AUTHORIZATION, auth);
+        }
+        let (sender_proxy, sender_target) = (&proxy_shown, &target);
+        let ask = async move {
+            let response = sender.send_request(request).await.map_err(|e| broke(e.to_string()))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(refused(sender_proxy, sender_target, host, status, with_credentials));
+            }
+            hyper::upgrade::on(response).await.map_err(|e| broke(e.to_string()))
+        };
+        // The connection is driven next to the request; it hands its stream over on upgrade.
+        let (upgraded, _) = tokio::join!(ask, connection.with_upgrades());
+        let parts = upgraded?
+            .downcast::<TokioIo<TcpStream>>()
+            .map_err(|_| HttpError::Protocol("the CONNECT tunnel is not a TCP stream".into()))?;
+        if !parts.read_buf.is_empty() {
+            return Err(HttpError::Protocol(format!("the proxy {} sent data before the TLS handshake", shown(proxy))));
+        }
+        Ok(parts.io.into_inner())
+    }
+
+    async fn tcp_to(&self, uri: &Uri, shown: String) -> Result<TcpStream, HttpError> {
+        let mut tcp = self.tcp.clone();
+        match tcp.call(uri.clone()).await {
+            Ok(stream) => Ok(stream.into_inner()),
+            Err(e) => Err(HttpError::Connect { to: shown, cause: chain(&e) }),
+        }
+    }
+}
+
+impl Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, HttpError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), HttpError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri).await })
+    }
+}
+
+fn build(settings: &TlsSettings) -> Result<tokio_rustls::TlsConnector, Arc<TlsError>> {
+    tls::client_config(settings).map(tokio_rustls::TlsConnector::from).map_err(Arc::new)
+}
+
+/// A proxy as messages show it: scheme, host and port (its URL never keeps credentials).
+fn shown(proxy: &Uri) -> String {
+    format!("{}://{}", proxy.scheme_str().unwrap_or("http"), proxy.authority().map_or("", |a| a.as_str()))
+}
+
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// `e` and its causes, `: `-separated (hyper-util's errors keep the OS's words in a source).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// What a proxy's refusal of a CONNECT means, by its status: a policy (403, other 4xx) or
+/// wrong credentials (407, or 401 from proxies that answer so, tinyproxy among them) will
+/// not change by retrying; a 5xx (it could not reach the
+/// server) may.
+fn refused(proxy: &str, target: &str, host: &str, status: StatusCode, with_credentials: bool) -> HttpError {
+    let (message, permanent) = match status {
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED if with_credentials => (
+            format!("the proxy {proxy} refused the credentials in its URL ({status}): fix the user and password in the proxy variable"),
+            true,
+        ),
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED => (
+            format!("the proxy {proxy} asks for credentials ({status}): give them in the proxy variable, as http://user:password@host:port"),
+            true,
+        ),
+        s if s.is_server_error() => (
+            format!("the proxy {proxy} could not open a tunnel (CONNECT) to {target} ({status})"),
+            false,
+        ),
+        _ => (
+            format!("the proxy {proxy} refused to open a tunnel (CONNECT) to {target} ({status}): it may not allow CONNECT to that host or port; ask its administrator, or list {host} in NO_PROXY to bypass the proxy"),
+            true,
+        ),
+    };
+    HttpError::Proxy { message, permanent }
+}
+
+/// One connection: TCP or TLS over TCP, tunneled or not.
+pub struct Conn {
+    io: TokioIo<Stream>,
+    /// Plain http through a proxy: requests go in absolute form (`GET http://host/path`).
+    proxied_http: bool,
+    /// For those requests: the proxy's credentials, to send as `Proxy-Authorization`.
+    proxy_authorization: Option<HeaderValue>,
+}
+
+impl Conn {
+    /// Whether requests on this connection go to a proxy in absolute form.
+    pub fn is_proxied_http(&self) -> bool {
+        self.proxied_http
+    }
+
+    /// The `Proxy-Authorization` value requests on this connection carry (plain http
+    /// through a proxy whose URL has credentials); sensitive, never logged.
+    pub fn proxy_authorization(&self) -> Option<&HeaderValue> {
+        self.proxy_authorization.as_ref()
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new().proxy(self.proxied_http)
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use std::sync::Mutex;
+
+    /// A loopback HTTP server that answers 200 and records each request's target as sent.
+    async fn recording_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        record.lock().unwrap().push(req.uri().to_string());
+                        async { Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new())) }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// The egress proxy builds its pooled client on this connector: direct, and plain
+    /// http through a proxy, which then gets the request in absolute form.
+    #[tokio::test]
+    async fn hyper_utils_pooled_client_uses_the_connector() {
+        let (addr, seen) = recording_server().await;
+        let direct = Client::builder(TokioExecutor::new())
+            .build::<_, Empty<Bytes>>(Connector::new(TlsSettings::default(), Proxies::none()));
+        let response = direct.get(format!("http://{addr}/direct").parse().unwrap()).await.expect("direct GET");
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let proxy = format!("http://{addr}");
+        let proxies = Proxies::from_lookup(|name| (name == "HTTP_PROXY").then(|| proxy.clone())).unwrap();
+        let via_proxy = Client::builder(TokioExecutor::new())
+            .build::<_, Empty<Bytes>>(Connector::new(TlsSettings::default(), proxies));
+        let response =
+            via_proxy.get("http://upstream.invalid/through".parse().unwrap()).await.expect("GET through the proxy");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(*seen.lock().unwrap(), ["/direct", "http://upstream.invalid/through"]);
+    }
+}
