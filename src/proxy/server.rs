@@ -56,10 +56,17 @@ impl Classify for ListenError {
     }
 }
 
-/// A bound listener of the proxy.
+/// A bound listener of the proxy, not yet tied to a runtime: the proxy serves on a
+/// thread of its own (see `Bound::serve`).
 pub enum Listener {
-    Tcp(TcpListener),
+    Tcp(std::net::TcpListener),
     /// With who may call through it.
+    Unix(std::os::unix::net::UnixListener, Allow),
+}
+
+/// A listener registered with the serving runtime.
+enum Live {
+    Tcp(TcpListener),
     Unix(UnixListener, Allow),
 }
 
@@ -68,10 +75,10 @@ pub fn bind_tcp(addr: SocketAddr, allow_remote: bool) -> Result<Listener, Listen
     if !allow_remote && !addr.ip().is_loopback() {
         return Err(ListenError::NotLoopback { addr });
     }
-    let tcp = || -> std::io::Result<TcpListener> {
+    let tcp = || -> std::io::Result<std::net::TcpListener> {
         let std = std::net::TcpListener::bind(addr)?;
         std.set_nonblocking(true)?;
-        TcpListener::from_std(std)
+        Ok(std)
     };
     tcp().map(Listener::Tcp).map_err(|source| ListenError::Tcp { addr, source })
 }
@@ -79,6 +86,9 @@ pub fn bind_tcp(addr: SocketAddr, allow_remote: bool) -> Result<Listener, Listen
 /// Binds the Unix socket as the API's is bound (directory, stale file, mode, group).
 pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>, allow: Allow) -> Result<Listener, ListenError> {
     let listener = crate::serve::api::server::bind(path, mode, group)?;
+    let listener = listener
+        .into_std()
+        .map_err(|source| ListenError::Unix(BindError::Bind { path: path.to_path_buf(), source }))?;
     Ok(Listener::Unix(listener, allow))
 }
 
@@ -92,7 +102,8 @@ impl Listener {
     }
 }
 
-/// Serves `listener` until `shutdown`, then drains within `grace`.
+/// Serves `listener` until `shutdown`, then drains within `grace`. Runs in the runtime
+/// that serves the proxy (its listeners are registered there).
 pub async fn serve<S: Sources>(
     listener: Listener,
     proxy: Arc<Proxy<S>>,
@@ -100,6 +111,17 @@ pub async fn serve<S: Sources>(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    let live = match listener {
+        Listener::Tcp(l) => TcpListener::from_std(l).map(Live::Tcp),
+        Listener::Unix(l, allow) => UnixListener::from_std(l).map(|l| Live::Unix(l, allow)),
+    };
+    let listener = match live {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::error!("egress proxy: cannot use a listener: {e}");
+            return;
+        }
+    };
     let (drain_tx, draining) = watch::channel(false);
     let mut conns = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -171,14 +193,14 @@ impl Accepted {
     }
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<(Accepted, Caller)> {
+async fn accept(listener: &Live) -> std::io::Result<(Accepted, Caller)> {
     match listener {
-        Listener::Tcp(l) => {
+        Live::Tcp(l) => {
             let (stream, _) = l.accept().await?;
             let _ = stream.set_nodelay(true);
             Ok((Accepted::Tcp(stream), Caller { tcp: true, allowed: true }))
         }
-        Listener::Unix(l, allow) => {
+        Live::Unix(l, allow) => {
             let (stream, _) = l.accept().await?;
             let allowed = allow.permits(&stream);
             Ok((Accepted::Unix(stream), Caller { tcp: false, allowed }))
