@@ -189,29 +189,34 @@ impl<S: Sources> Proxy<S> {
         let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
-        let (parts, body) = req.into_parts();
-        let mut headers = upstream_headers(&parts.headers, &base);
-        if let Some(authorization) = self.connector.proxy_authorization(&uri) {
-            headers.insert(header::PROXY_AUTHORIZATION, authorization);
-        }
+        let (mut parts, body) = req.into_parts();
         let oauth = creds.token.is_some();
         let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
             RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
             RequestBody::Streamed(watched) => (Either::Left(watched), None),
         };
-        let first = self.send(&parts.method, &uri, &headers, &creds, body).await?;
-        let response = match (first.status() == StatusCode::UNAUTHORIZED, &creds.token, kept) {
-            (true, Some(token), Some(kept)) => {
+        upstream_headers(&mut parts.headers, &base, &creds);
+        if let Some(authorization) = self.connector.proxy_authorization(&uri) {
+            parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
+        }
+        // Kept for a second send only when one may follow (an OAuth token and a kept body).
+        let again = (oauth && kept.is_some()).then(|| parts.headers.clone());
+        let first = self.send(parts.method.clone(), uri.clone(), parts.headers, body).await?;
+        let response = match (first.status() == StatusCode::UNAUTHORIZED, &creds.token, kept, again) {
+            (true, Some(token), Some(kept), Some(mut headers)) => {
                 drop(first);
                 let plan = &resolved.plan;
                 self.sources.invalidate_token(plan, i, token).await;
                 let fresh = self.credentials(&resolved, i).await.inspect_err(|_| {
                     self.metrics.proxy_credential_failure(connection);
                 })?;
+                for (name, value) in &fresh.headers {
+                    headers.insert(name.clone(), value.clone());
+                }
                 tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
-                self.send(&parts.method, &uri, &headers, &fresh, Either::Right(Full::new(kept))).await?
+                self.send(parts.method, uri, headers, Either::Right(Full::new(kept))).await?
             }
-            _ => first,
+            (_, _, _, _) => first,
         };
         Ok(downstream(response))
     }
@@ -271,19 +276,14 @@ impl<S: Sources> Proxy<S> {
 
     async fn send(
         &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        creds: &Credentials,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
         body: UpstreamBody,
     ) -> Result<Response<Incoming>, Refusal> {
         let mut req = Request::new(body);
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.clone();
-        let mut headers = headers.clone();
-        for (name, value) in &creds.headers {
-            headers.insert(name.clone(), value.clone());
-        }
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         let activity = match req.body() {
             Either::Left(watched) => watched.activity.clone(),
@@ -393,40 +393,42 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// `headers` without the hop-by-hop fields, those named in `Connection` included.
-fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if HOP_BY_HOP.contains(name) || named.contains(name) {
-            continue;
+/// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
-        out.append(name.clone(), value.clone());
     }
-    out
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
 }
 
-/// The caller's headers as the upstream gets them: end-to-end only, `Host` the
-/// upstream's, no `Expect` (connd answered it). Credentials are set per send.
-fn upstream_headers(caller: &HeaderMap, base: &Uri) -> HeaderMap {
-    let mut headers = end_to_end(caller);
+/// The caller's headers made the upstream's: end-to-end only, `Host` the upstream's, no
+/// `Expect` (connd answered it), the credentials set (a caller's own value replaced).
+fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
+    strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
     if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
         headers.insert(header::HOST, host);
     }
-    headers
+    for (name, value) in &creds.headers {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 /// The upstream's answer as the caller gets it: end-to-end headers, body streamed.
 fn downstream(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    parts.headers = end_to_end(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))
 }
 

@@ -249,23 +249,35 @@ impl TokenCache {
     pub async fn get(&self, creds: Credentials, deadline: Instant) -> Result<Arc<CachedToken>, OAuthError> {
         let app = {
             let mut apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
-            let app = apps.entry(creds.key.clone()).or_insert_with(|| {
-                Arc::new(App {
-                    key: creds.key.clone(),
-                    url: creds.url.clone(),
-                    auth: creds.auth,
-                    secret: Mutex::new(creds.secret.clone()),
-                    current: ArcSwapOption::empty(),
-                    gate: tokio::sync::Mutex::new(()),
-                    failures: Mutex::new(Failures::default()),
-                    calls: Default::default(),
-                    metrics: self.shared.metrics.clone(),
-                    retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
-                })
-            });
-            *app.secret.lock().unwrap_or_else(|p| p.into_inner()) = creds.secret;
-            app.clone()
+            // The common case, a known application, clones no key.
+            let known = apps.get(&creds.key).cloned();
+            match known {
+                Some(app) => app,
+                None => {
+                    let app = apps.entry(creds.key.clone()).or_insert_with(|| {
+                        Arc::new(App {
+                            key: creds.key.clone(),
+                            url: creds.url.clone(),
+                            auth: creds.auth,
+                            secret: Mutex::new(creds.secret.clone()),
+                            current: ArcSwapOption::empty(),
+                            gate: tokio::sync::Mutex::new(()),
+                            failures: Mutex::new(Failures::default()),
+                            calls: Default::default(),
+                            metrics: self.shared.metrics.clone(),
+                            retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
+                        })
+                    });
+                    app.clone()
+                }
+            }
         };
+        {
+            let mut secret = app.secret.lock().unwrap_or_else(|p| p.into_inner());
+            if *secret != creds.secret {
+                *secret = creds.secret;
+            }
+        }
         let token = app.get(&self.shared.http, deadline).await?;
         if self.shared.long_running {
             self.arm_refresher(&app);
