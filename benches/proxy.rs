@@ -10,6 +10,7 @@
 //! Reported per way: requests/s, p50/p99 latency, server CPU per request (the proxy
 //! process's user+system time over the requests served), and connd's peak RSS.
 //! Then one connection, to show the latency each proxy adds at p50.
+//! `CONND_BENCH_BIN=path` runs another connd build than the one cargo built.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -122,11 +123,14 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A child stopped by SIGTERM when dropped: nginx's master then stops its worker too
+/// (SIGKILL would leave the worker running, holding the port).
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = self.0.wait();
     }
 }
@@ -178,7 +182,9 @@ fn connd(dir: &Path, upstream: u16, token_port: u16) -> (Killed, u16) {
     )
     .unwrap();
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_connd"))
+    // `CONND_BENCH_BIN` times another build (one with symbols, for a profiler, say).
+    let bin = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
+    let child = Command::new(bin)
         .args(["--log-level", "warn", "serve", "--config-dir"])
         .arg(&config)
         .arg("--socket")
