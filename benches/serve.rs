@@ -95,6 +95,7 @@ fn settings(dir: &Path) -> ServeSettings {
         notify_socket: None,
         sighup: false,
         limits: Default::default(),
+        metrics_listener: None,
     }
 }
 

@@ -48,7 +48,7 @@ pub enum Command {
     },
     /// Print the man page, or write one page per command into a directory
     Man {
-        /// Write connd.1 and connd-<command>.1 here instead of printing connd.1
+        /// Write connd.1 and connd-COMMAND.1 here instead of printing connd.1
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
@@ -164,6 +164,9 @@ impl ConfigArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Output format: text for people, json for CI (values redacted as in text)
+    #[arg(long, env = "CONND_CHECK_FORMAT", value_enum, default_value = "text")]
+    pub format: crate::output::PlanFormat,
 }
 
 #[derive(Debug, Args)]
@@ -219,7 +222,7 @@ pub struct RunArgs {
     /// Changes closer together than this count as one
     #[arg(long, env = "CONND_CHANGE_DEBOUNCE", default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
     pub change_debounce: Duration,
-    /// Give the workload its own process group and signal the whole group
+    /// Forward signals to the workload's whole process group, not only its main process
     #[arg(long, env = "CONND_FORWARD_TO_GROUP")]
     pub forward_to_group: bool,
     /// Also serve the local API on this Unix socket while the workload runs
@@ -234,6 +237,8 @@ pub struct RunArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub access: SocketAccessArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -300,6 +305,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -326,6 +333,16 @@ pub struct ProxyArgs {
     /// Time allowed for an upstream's response head once the request is sent
     #[arg(long, env = "CONND_PROXY_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_interval, value_name = "DURATION")]
     pub proxy_response_timeout: Duration,
+}
+
+/// The TCP listener for scrapes and probes (`serve`, `run`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Metrics and probes")]
+pub struct MetricsArgs {
+    /// Also serve /metrics, /healthz and /readyz (never a value) over TCP on this address,
+    /// e.g. 0.0.0.0:9090, for Prometheus scrapes and kubelet httpGet probes
+    #[arg(long, env = "CONND_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -357,13 +374,41 @@ pub struct SocketAccessArgs {
     /// Permission bits of the socket, in octal
     #[arg(long, env = "CONND_SOCKET_MODE", default_value = "0660", value_parser = parse_mode, value_name = "MODE")]
     pub socket_mode: u32,
-    /// The socket's group (a gid); callers in it still need --allow-gid or --allow-uid
-    #[arg(long, env = "CONND_SOCKET_GROUP", value_name = "GID")]
+    /// The socket's group (a gid or a group name); callers in it still need --allow-gid or --allow-uid
+    #[arg(long, env = "CONND_SOCKET_GROUP", value_parser = parse_gid, value_name = "GROUP")]
     pub socket_group: Option<u32>,
-    /// A uid allowed to call the API, besides connd's own (repeatable, or a comma list)
-    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_name = "UID")]
+    /// A user allowed to call the API, besides connd's own: a uid or a user name
+    /// (repeatable, or a comma list)
+    #[arg(long, env = "CONND_ALLOW_UID", value_delimiter = ',', value_parser = parse_uid, value_name = "USER")]
     pub allow_uid: Vec<u32>,
-    /// A gid whose processes may call the API (repeatable, or a comma list)
-    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_name = "GID")]
+    /// A group whose processes may call the API: a gid or a group name (repeatable, or a
+    /// comma list)
+    #[arg(long, env = "CONND_ALLOW_GID", value_delimiter = ',', value_parser = parse_gid, value_name = "GROUP")]
     pub allow_gid: Vec<u32>,
+}
+
+/// A uid, or a user name looked up in the system's user database (`/etc/passwd`, NSS).
+pub fn parse_uid(text: &str) -> Result<u32, String> {
+    if let Ok(uid) = text.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(text) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no user named {text:?} on this system: give a uid, or the name of an existing user")),
+        Err(e) => Err(format!("cannot look up the user {text:?}: {e}")),
+    }
+}
+
+/// A gid, or a group name looked up in the system's group database (`/etc/group`, NSS).
+pub fn parse_gid(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => {
+            Err(format!("no group named {text:?} on this system: give a gid, or the name of an existing group"))
+        }
+        Err(e) => Err(format!("cannot look up the group {text:?}: {e}")),
+    }
 }

@@ -18,9 +18,8 @@ use crate::serve::{ServeSettings, Socket};
 use crate::source::once;
 use crate::source::values::{self, ValueError, Values};
 use crate::source::FetchError;
-use crate::{exec, exit, output};
+use crate::{exec, exit, output, stdout};
 use std::error::Error;
-use std::io::Write;
 use std::sync::Arc;
 
 /// Loads the directory, builds the plan and resolves every value once.
@@ -32,16 +31,24 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> 
     })
 }
 
+/// `check` reads every local source and contacts nothing: remote parameters are shown
+/// as `remote` whether or not a control plane is given (SPEC §3).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let plan = resolve::plan(&args.config.config_dir, &args.config.options())?;
+    let options = resolve::Options { control_plane: true, ..args.config.options() };
+    let plan = resolve::plan(&args.config.config_dir, &options)?;
+    plan.log_warnings();
     values::check_local(&plan)?;
-    write_stdout(&output::render_plan(&plan))?;
+    let text = match args.format {
+        output::PlanFormat::Text => output::render_plan(&plan),
+        output::PlanFormat::Json => output::render_plan_json(&plan),
+    };
+    stdout::write(text.as_bytes())?;
     Ok(0)
 }
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     let (_, values) = resolve_once(&args.config)?;
-    write_stdout(&output::render_env(&values.env, args.format.format()))?;
+    stdout::write(output::render_env(&values.env, args.format.format()).as_bytes())?;
     Ok(0)
 }
 
@@ -61,6 +68,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         remote: args.config.remote.settings(),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
         proxy: proxy(&args.proxy, &args.access, &args.config.remote, server::Limits::default(), RUN_API_GRACE),
+        metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::run::command(&settings)
 }
@@ -78,6 +86,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
             header_read_timeout: args.idle_timeout,
             max_connections: args.max_connections as usize,
         },
+        metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     let proxy = proxy(&args.proxy, &args.access, &args.config.remote, settings.limits, args.shutdown_grace);
     crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings(), &proxy)?;
@@ -153,17 +162,12 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<FetchError>(cause))
         .or_else(|| as_class::<crate::source::controlplane::ControlPlaneError>(cause))
         .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
-        .or_else(|| as_class::<crate::source::remote::SetupError>(cause))
+        .or_else(|| as_class::<crate::source::SetupError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<crate::proxy::ListenError>(cause))
         .or_else(|| as_class::<BindError>(cause))
+        .or_else(|| as_class::<crate::serve::metrics_listen::ListenError>(cause))
         .or_else(|| as_class::<StartupError>(cause))
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))
-}
-
-fn write_stdout(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
 }

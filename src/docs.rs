@@ -3,16 +3,22 @@
 
 use crate::cli::Cli;
 use clap::CommandFactory;
-use std::io::Write;
 use std::path::Path;
 
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
-    clap_complete::generate(shell, &mut Cli::command(), "connd", out);
+/// The completion script for `shell`. Generated into memory: the generators panic on a
+/// failed write, and stdout may be a pipe whose reader has gone.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "connd", &mut out);
+    out
 }
 
-/// `connd.1` on `out`.
-pub fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(out)
+/// `connd.1`, as roff.
+pub fn man_page() -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = clap_mangen::Man::new(Cli::command()).render(&mut out);
+    out
 }
 
 /// `connd.1` and one `connd-<command>.1` per subcommand, into `dir`.

@@ -1,32 +1,39 @@
 //! connd gives a workload the values of its connections.
 //!
-//! A value travels down this list; each folder uses only those above it in the list
-//! and the leaves at the end, never one below it, and only the command line knows clap.
+//! A value travels down this list. Each folder uses only those above it, `http/` and
+//! the leaves at the end, never one below it; among the modes, `run` stands on `exec`
+//! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
+//! line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
-//!   are remote, whether it is OAuth).
+//!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
-//!   (SPEC §5) and `oauth` (the token cache); `once` is the one resolution (plan →
-//!   fetch → materialise) of `env`, `exec` and `run`'s start.
-//! - `reload/`: the reloader that keeps a resolution current (file events, re-scans,
-//!   refreshes) and the `snapshot` it publishes, versioned per answer.
+//!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
+//!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
+//! - `reload/`: the reloader that keeps a resolution current (file events from its
+//!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
 //! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
-//!   Unix-socket `api/` over the reloader, `sdnotify`, and `probe`, which asks it).
+//!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
+//!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
 //!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
 //!   `output` renders `check` and `env`.
-//! - beside the path: `http/`, the outbound client that the sources use, with its
-//!   proxy-aware connector, TLS (and TLS faults in words) and URL policy.
+//! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
+//!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
+//!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
+//!   helpers.
 //! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
 //!   subcommands, and the walk from an error chain to its exit code), `docs`
-//!   (completions and man pages from the flags); `main.rs` is the thin binary.
+//!   (completions and man pages from the flags), `stdout` (their output, where a
+//!   reader that went away ends the command quietly); `main.rs` is the thin binary.
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
-//!   retrying and `/metrics` results), `exit` (the exit-code constants), `metrics`,
-//!   `logging`, `secret`, `signal`, `duration`.
+//!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
+//!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
+//!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
 //!
 //! Coming next, in its own folder: `files/` (rendering and atomic writes) beside `output`.
 #![forbid(unsafe_code)]
@@ -46,8 +53,10 @@ pub mod output;
 pub mod proxy;
 pub mod reload;
 pub mod resolve;
+pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod signal;
 pub mod source;
+pub mod stdout;

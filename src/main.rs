@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use connd::cli::{Cli, Command, LogFormat};
-use connd::{commands, exit};
+use connd::{commands, exit, logging, stdout};
 use std::process::ExitCode;
 
 /// The static musl build (the one the image ships, for any base image) gets mimalloc:
@@ -23,28 +23,32 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    connd::logging::init(&cli.log.settings());
+    logging::init(&cli.log.settings());
     let result = match &cli.command {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
         Command::Exec(args) => commands::exec(args),
         Command::Completions { shell } => {
-            connd::docs::completions(*shell, &mut std::io::stdout());
-            Ok(0)
+            stdout::write(&connd::docs::completions(*shell)).map(|()| 0).map_err(Into::into)
         }
         Command::Man { out_dir: Some(dir) } => connd::docs::man_pages(dir).map(|()| 0).map_err(Into::into),
-        Command::Man { out_dir: None } => connd::docs::man_page(&mut std::io::stdout()).map(|()| 0).map_err(Into::into),
+        Command::Man { out_dir: None } => stdout::write(&connd::docs::man_page()).map(|()| 0).map_err(Into::into),
         Command::Serve(args) => commands::serve(args),
         Command::Probe(args) => commands::probe(args),
         Command::Run(args) => commands::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader of the output chose to stop reading: nothing to report (as ripgrep).
+        Err(e) if stdout::reader_gone(&e) => ExitCode::from(exit::OK),
         Err(e) => {
             let code = commands::exit_code(&e);
+            // Neither way panics when stderr fails: the message is then dropped.
             match cli.log.log_format {
-                LogFormat::Json => tracing::error!(exit_code = code, "{e:#}"),
-                LogFormat::Text => eprintln!("connd: {e:#}"),
+                LogFormat::Json => {
+                    tracing::error!(exit_code = code, problems = logging::problems(&e).as_deref(), "{e:#}")
+                }
+                LogFormat::Text => logging::write_stderr(&format!("connd: {e:#}\n")),
             }
             ExitCode::from(code)
         }

@@ -127,15 +127,15 @@ struct ProxyCounters {
 
 #[derive(Debug, Default)]
 struct ProxyMetrics {
-    by_connection: std::sync::RwLock<std::collections::BTreeMap<String, std::sync::Arc<ProxyCounters>>>,
+    by_connection: parking_lot::RwLock<std::collections::BTreeMap<String, std::sync::Arc<ProxyCounters>>>,
 }
 
 impl ProxyMetrics {
     fn counters(&self, connection: &str) -> std::sync::Arc<ProxyCounters> {
-        if let Some(c) = self.by_connection.read().unwrap_or_else(|p| p.into_inner()).get(connection) {
+        if let Some(c) = self.by_connection.read().get(connection) {
             return c.clone();
         }
-        let mut map = self.by_connection.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.by_connection.write();
         map.entry(connection.to_owned()).or_default().clone()
     }
 }
@@ -235,7 +235,7 @@ impl Metrics {
     }
 
     fn render_proxy(&self, out: &mut String) {
-        let map = self.proxy.by_connection.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.proxy.by_connection.read();
         let name = "connd_proxy_requests_total";
         header(out, name, "counter", "Egress proxy requests, by connection and status class.");
         for (conn, c) in map.iter() {
@@ -311,6 +311,9 @@ impl Metrics {
         let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
         header(&mut out, "connd_ready", "gauge", "1 once the first full resolution succeeded.");
         let _ = writeln!(out, "connd_ready {}", u8::from(last != 0));
+        let name = "connd_log_write_failures_total";
+        header(&mut out, name, "counter", "Log records dropped because stderr could not take them.");
+        let _ = writeln!(out, "{name} {}", crate::logging::write_failures());
         self.render_proxy(&mut out);
         out
     }

@@ -1,10 +1,10 @@
 //! What `check` and `env` print. Every format is safe for any value: shell output can be
 //! `eval`ed, dotenv output is quoted for the common parsers, JSON is JSON.
 
+use crate::config::files::read_value_file;
 use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
 use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
-use crate::source::values::read_value_file;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -31,11 +31,15 @@ pub fn shell_quote(value: &str) -> String {
     out
 }
 
-/// Single quotes where the value holds no `'`, `\` or line break: every dotenv reader
-/// (systemd's `EnvironmentFile=`, docker compose, python-dotenv) takes those literally,
-/// `$` included. Otherwise double quotes, written for systemd (the reader the units in
-/// `deploy/systemd` use): `\`, `"`, `$` and `` ` `` escaped, line breaks kept as they are
-/// (all three readers take a quoted value over several lines).
+/// Single quotes where the value holds no `'`, `\` or line break: systemd's
+/// `EnvironmentFile=` and python-dotenv take those literally, `$` included (but see below).
+/// Otherwise double quotes with only `\` and `"` escaped, the two escapes both readers
+/// decode alike (python-dotenv keeps `\$` and `` \` `` as two characters, where systemd
+/// drops the backslash); line breaks are kept as they are, inside the quotes, which both
+/// read as part of the value. python-dotenv, with its default `interpolate=True`,
+/// expands `${NAME}` in every value, quoted or not, and has no escape for it: such a
+/// value is exact only with `interpolate=False` (`tests/dotenv_readers.rs` checks these
+/// claims against python-dotenv 1.2).
 pub fn dotenv_quote(value: &str) -> String {
     if !value.contains(['\'', '\\', '\n', '\r']) {
         return format!("'{value}'");
@@ -45,8 +49,6 @@ pub fn dotenv_quote(value: &str) -> String {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            '$' => out.push_str("\\$"),
-            '`' => out.push_str("\\`"),
             c => out.push(c),
         }
     }
@@ -76,6 +78,13 @@ pub fn render_env(env: &BTreeMap<String, Secret>, format: Format) -> String {
     out
 }
 
+/// How `check` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
 /// The plan as `check` prints it: connections, then variables with their source and, for
 /// values that are not secret and are known locally, the value.
 pub fn render_plan(plan: &Plan) -> String {
@@ -90,13 +99,27 @@ pub fn render_plan(plan: &Plan) -> String {
             "  {:<24} {:<10} {:<9} {:<7} {}",
             c.name,
             c.kind.as_str(),
-            format!("{:?}", conn.visibility).to_lowercase(),
-            format!("{:?}", conn.security).to_lowercase(),
+            visibility(c),
+            security(c),
             conn.id
         );
     }
     let _ = writeln!(out, "\nvariables:");
-    let rows: Vec<[String; 4]> = plan.vars.iter().map(|b| plan_row(plan, b)).collect();
+    let rows: Vec<[String; 4]> = plan
+        .vars
+        .iter()
+        .map(|b| {
+            let row = plan_row(plan, b);
+            let shown = match row.value {
+                Shown::Value(v) => v,
+                Shown::Redacted => REDACTED.to_owned(),
+                Shown::Remote => "<remote>".to_owned(),
+            };
+            // A line break or an escape sequence in a value must not break the table or the terminal.
+            let shown = if shown.chars().any(char::is_control) { shown.escape_debug().to_string() } else { shown };
+            [b.var.clone(), row.from, row.source, shown]
+        })
+        .collect();
     let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
     let (w0, w1, w2) = (width(0), width(1), width(2));
     for [var, from, source, shown] in &rows {
@@ -109,36 +132,101 @@ pub fn render_plan(plan: &Plan) -> String {
     out
 }
 
-/// One line of the plan: variable, origin, source, and the value or why it is not shown.
-fn plan_row(plan: &Plan, b: &Binding) -> [String; 4] {
-    let (from, source, shown) = match &b.target {
-        Target::Literal(_) if secret_by_default(&b.var) => {
-            ("(literal)".to_owned(), "value".to_owned(), REDACTED.to_owned())
-        }
-        Target::Literal(v) => ("(literal)".to_owned(), "value".to_owned(), v.clone()),
+/// The plan as `check --format json` prints it, for CI: the same content as the text,
+/// values redacted the same way. Shape:
+/// `{component, project, dir, connections: [{name, kind, visibility, security, id}],
+/// variables: [{name, from, source, value, redacted}], skipped: [{name, source}],
+/// warnings: [{file, line, message, fix}]}`; `value` is null when it is not shown
+/// (`redacted: true`, or a `remote` source, which `check` does not contact).
+pub fn render_plan_json(plan: &Plan) -> String {
+    use serde_json::{json, Value};
+    let connections: Vec<Value> = plan
+        .connections
+        .iter()
+        .map(|c| {
+            json!({"name": c.name, "kind": c.kind.as_str(), "visibility": visibility(c),
+                   "security": security(c), "id": c.connection.id})
+        })
+        .collect();
+    let variables: Vec<Value> = plan
+        .vars
+        .iter()
+        .map(|b| {
+            let row = plan_row(plan, b);
+            let (value, redacted) = match row.value {
+                Shown::Value(v) => (Value::String(v), false),
+                Shown::Redacted => (Value::Null, true),
+                Shown::Remote => (Value::Null, false),
+            };
+            json!({"name": b.var, "from": row.from, "source": row.source, "value": value, "redacted": redacted})
+        })
+        .collect();
+    let skipped: Vec<Value> = plan.skipped.iter().map(|(var, what)| json!({"name": var, "source": what})).collect();
+    let warnings: Vec<Value> = plan
+        .warnings
+        .iter()
+        .map(|w| json!({"file": w.origin.file, "line": w.origin.line, "message": w.message, "fix": w.fix}))
+        .collect();
+    let doc = json!({
+        "component": plan.identity.component,
+        "project": plan.identity.project,
+        "dir": plan.dir,
+        "connections": connections,
+        "variables": variables,
+        "skipped": skipped,
+        "warnings": warnings,
+    });
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+fn visibility(c: &crate::resolve::PlannedConnection) -> String {
+    format!("{:?}", c.connection.visibility).to_lowercase()
+}
+
+fn security(c: &crate::resolve::PlannedConnection) -> String {
+    format!("{:?}", c.connection.security).to_lowercase()
+}
+
+/// What `check` shows of a value.
+enum Shown {
+    Value(String),
+    Redacted,
+    /// From the control plane, which `check` does not contact.
+    Remote,
+}
+
+struct Row {
+    from: String,
+    source: String,
+    value: Shown,
+}
+
+/// One variable of the plan: where it comes from, and the value or why it is not shown.
+fn plan_row(plan: &Plan, b: &Binding) -> Row {
+    let row = |from: String, source: &str, value| Row { from, source: source.to_owned(), value };
+    match &b.target {
+        Target::Literal(_) if secret_by_default(&b.var) => row("(literal)".into(), "value", Shown::Redacted),
+        Target::Literal(v) => row("(literal)".into(), "value", Shown::Value(v.clone())),
         Target::Param { conn, key } => {
             let c = &plan.connections[*conn];
             let from = format!("{}.{key}", c.name);
             if key == ACCESS_TOKEN {
-                (from, "oauth2 token".to_owned(), REDACTED.to_owned())
-            } else {
-                let param = &c.connection.parameters[key];
-                let shown = if param.secret {
-                    REDACTED.to_owned()
-                } else {
-                    match &param.source {
-                        Source::Value(v) => v.expose().to_owned(),
-                        Source::File(path) => read_value_file(path).unwrap_or_else(|e| format!("<unreadable: {e}>")),
-                        Source::Remote => "<from the control plane>".to_owned(),
-                    }
-                };
-                (from, param.source.describe(), shown)
+                return row(from, "oauth2 token", Shown::Redacted);
             }
+            let param = &c.connection.parameters[key];
+            let value = match &param.source {
+                _ if param.secret => Shown::Redacted,
+                Source::Value(v) => Shown::Value(v.expose().to_owned()),
+                Source::File(path) => {
+                    Shown::Value(read_value_file(path).unwrap_or_else(|e| format!("<unreadable: {e}>")))
+                }
+                Source::Remote => Shown::Remote,
+            };
+            Row { from, source: param.source.describe(), value }
         }
-    };
-    // A line break or an escape sequence in a value must not break the table or the terminal.
-    let shown = if shown.chars().any(char::is_control) { shown.escape_debug().to_string() } else { shown };
-    [b.var.clone(), from, source, shown]
+    }
 }
 
 #[cfg(test)]
@@ -155,7 +243,7 @@ mod tests {
     #[test]
     fn dotenv_quoting() {
         assert_eq!(dotenv_quote("a $b ${HOME}"), "'a $b ${HOME}'");
-        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\n\\\"\\$x\\\"\"");
+        assert_eq!(dotenv_quote("it's\n\"$x\""), "\"it's\n\\\"$x\\\"\"");
         assert_eq!(dotenv_quote("x\\y"), "\"x\\\\y\"");
         assert_eq!(dotenv_quote("ends in \\"), "\"ends in \\\\\"");
     }

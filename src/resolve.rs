@@ -4,9 +4,12 @@
 //! Boundary: no value is read here (`source::values` does that), and every check of a
 //! single document is `config`'s; this module checks what documents say of each other.
 
-use crate::config::model::{self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Visibility};
+use crate::config::model::{
+    self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Source, Visibility,
+};
+use crate::config::suggest::did_you_mean;
 use crate::config::validate::valid_env_name;
-use crate::config::{self, ConfigError, Diagnostics, Origin};
+use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +74,9 @@ pub struct Plan {
     pub vars: Vec<Binding>,
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
+    /// Likely mistakes that leave the directory valid (a key one edit away from one
+    /// connd reads): to be shown, not to stop anything.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Plan {
@@ -83,6 +89,13 @@ impl Plan {
     /// takes a token.
     pub fn needs_fetch(&self) -> bool {
         self.needs_remote() || self.token_vars().next().is_some()
+    }
+
+    /// The plan's warnings (likely typos), one log record each.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
     }
 
     /// Indexes of connections whose `AccessToken` some variable names.
@@ -123,7 +136,10 @@ pub fn plan(dir: &Path, opts: &Options) -> Result<Plan, ConfigError> {
     let loaded = config::load(dir, &mut diags);
     let plan = build(dir, loaded, opts, &mut diags);
     match plan {
-        Some(plan) if diags.is_empty() => Ok(plan),
+        Some(mut plan) if diags.is_empty() => {
+            plan.warnings = diags.warnings().to_vec();
+            Ok(plan)
+        }
         _ => Err(ConfigError { dir: dir.to_path_buf(), diagnostics: diags }),
     }
 }
@@ -149,7 +165,8 @@ fn identity(dir: &Path, loaded: &config::Loaded, opts: &Options, diags: &mut Dia
     match (project, component) {
         (Some(project), Some(component)) => Some(Identity { project, component }),
         _ => {
-            if loaded.identities.len() <= 1 {
+            // Nothing read, or a `kind: Component` with errors: the error above says why.
+            if loaded.identities.len() <= 1 && loaded.read_any && !loaded.failed_identity {
                 diags.error(
                     Origin::file(dir),
                     "connd does not know which component this is",
@@ -193,7 +210,8 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
     if !opts.control_plane {
         remote_without_control_plane(&connections, diags);
     }
-    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped })
+    check_file_sources(&connections, diags);
+    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped, warnings: Vec::new() })
 }
 
 /// The references of `component.yaml`, matched to the descriptors this component may see.
@@ -201,6 +219,9 @@ struct References<'a> {
     me: &'a Identity,
     /// Appended to "no descriptor" errors when some descriptor failed to parse.
     hint: &'static str,
+    /// The descriptors with errors, by what could be read of their name and id: a
+    /// reference to one of them is explained above and not reported again.
+    failed: &'a [config::validate::FailedDescriptor],
     /// Lookups by name and id, so that a directory of thousands of connections stays linear.
     by_name: HashMap<&'a str, Vec<&'a Arc<Connection>>>,
     by_id: HashMap<&'a str, &'a Arc<Connection>>,
@@ -224,6 +245,7 @@ impl<'a> References<'a> {
         References {
             me,
             hint,
+            failed: &loaded.failed,
             by_name,
             by_id,
             planned: HashMap::new(),
@@ -291,11 +313,17 @@ impl<'a> References<'a> {
                             self.me.project, c.origin
                         ),
                     ),
-                    None => diags.error(
-                        r.origin.clone(),
-                        format!("no connection descriptor named {:?}{}", r.name, self.hint),
-                        "add a `kind: Connection` document with that name to the directory, or remove the reference",
-                    ),
+                    // The descriptor meant has errors, reported at its own lines.
+                    None if self.failed.iter().any(|f| f.name.as_deref() == Some(&r.name)) => {}
+                    None => {
+                        let failed = self.failed.iter().filter_map(|f| f.name.as_deref());
+                        let names = self.by_name.keys().copied().chain(failed);
+                        diags.error(
+                            r.origin.clone(),
+                            format!("no connection descriptor named {:?}{}{}", r.name, did_you_mean(&r.name, names), self.hint),
+                            "add a `kind: Connection` document with that name to the directory, or correct the reference",
+                        )
+                    }
                 }
                 None
             }
@@ -316,6 +344,9 @@ impl<'a> References<'a> {
         let mut vars = Vec::new();
         for s in &spec.service_refs {
             let Some(&c) = self.by_id.get(s.connection_id.as_str()) else {
+                if self.failed.iter().any(|f| f.id.as_deref() == Some(&s.connection_id)) {
+                    continue;
+                }
                 diags.error(
                     s.origin.clone(),
                     format!(
@@ -337,8 +368,10 @@ impl<'a> References<'a> {
                     diags.error(
                         s.origin.clone(),
                         format!(
-                            "service reference {:?} maps {from}, which connection {:?} does not have",
-                            s.name, c.name
+                            "service reference {:?} maps {from}, which connection {:?} does not have{}",
+                            s.name,
+                            c.name,
+                            did_you_mean(from, c.keys())
                         ),
                         format!("map one of: {}", keys_of(c)),
                     );
@@ -386,9 +419,15 @@ fn variables(
             }
             EnvValue::ConnectionRef { name, key } => {
                 let Some(&i) = by_ref.get(name.as_str()) else {
+                    // A reference that is listed but failed has its own error above:
+                    // this entry is not wrong.
+                    if spec.connection_refs.iter().any(|r| &r.name == name) {
+                        continue;
+                    }
+                    let listed = spec.connection_refs.iter().map(|r| r.name.as_str());
                     diags.error(
                         e.origin.clone(),
-                        format!("variable {} takes {key} from connection {name:?}, which is not in dependencies.connectionReferences", e.name),
+                        format!("variable {} takes {key} from connection {name:?}, which is not in dependencies.connectionReferences{}", e.name, did_you_mean(name, listed)),
                         "add the connection to dependencies.connectionReferences, or correct the name",
                     );
                     continue;
@@ -397,7 +436,11 @@ fn variables(
                 if !c.has_key(key) {
                     diags.error(
                         e.origin.clone(),
-                        format!("variable {} takes {key} from connection {name:?}, which has no such key", e.name),
+                        format!(
+                            "variable {} takes {key} from connection {name:?}, which has no such key{}",
+                            e.name,
+                            did_you_mean(key, c.keys())
+                        ),
                         format!("use one of: {}", keys_of(c)),
                     );
                     continue;
@@ -460,6 +503,31 @@ fn remote_without_control_plane(connections: &[PlannedConnection], diags: &mut D
                 format!("parameter {key} of connection {:?} is `remote: true`, which needs a control plane", p.name),
                 "pass --control-plane URL (or CONND_CONTROL_PLANE), or give the value locally with `value:` or `file:`",
             );
+        }
+    }
+}
+
+/// Reads every `file:` source of the planned connections, so that a missing or
+/// unreadable one is reported with every other problem, at its parameter's line.
+fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics) {
+    // Each file once (many connections often share one mounted key); each parameter
+    // that reads a bad one reported once, at its own line.
+    let mut read: HashMap<&Path, Result<(), String>> = HashMap::new();
+    let mut reported = std::collections::HashSet::new();
+    for p in connections {
+        for (key, param) in &p.connection.parameters {
+            let Source::File(path) = &param.source else { continue };
+            let result = read.entry(path).or_insert_with(|| config::files::read_value_file(path).map(drop));
+            if let Err(cause) = result {
+                if !reported.insert(&param.origin) {
+                    continue;
+                }
+                diags.error(
+                    param.origin.clone(),
+                    format!("cannot read {key} of connection {:?} from {}: {cause}", p.connection.name, path.display()),
+                    "create the file (a relative path is taken from the config directory), correct `file:`, or give the value with `value:`",
+                );
+            }
         }
     }
 }

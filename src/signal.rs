@@ -1,6 +1,7 @@
 //! Process signals as futures: one `shutdown()` for SIGTERM/SIGINT, and the SIGHUP
-//! stream that asks for a reload. Only the command layer calls these, so that library
-//! code and in-process tests never depend on process-wide signal state.
+//! stream that asks for a reload. Only the command layer asks for these (`serve::run`
+//! takes SIGHUP only when its settings say so), so that library code and in-process
+//! tests never depend on process-wide signal state.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 

@@ -237,8 +237,11 @@ fn config_group_and_form_need_ignore_unsupported() {
 #[test]
 fn remote_parameters_need_a_control_plane() {
     let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("ConsumerKey", "{ remote: true }")]));
-    expect_config_error(
-        &f,
+    // `check` contacts nothing and needs no control plane; `env` needs one.
+    let out = f.run("env", &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
         &[
             "parameter ConsumerKey of connection \"hr-service\" is `remote: true`, which needs a control plane",
             "fix: pass --control-plane URL",
@@ -347,7 +350,7 @@ fn a_parameter_with_two_sources() {
 #[test]
 fn every_error_is_reported_at_once() {
     let comp = component_yaml(&[("hr-service", HR_REF), ("gone-service", HR_REF)]);
-    let conns = connection("not-a-uuid", "x", &[]) + &connection(ID1, "hr-service", &[("Key", "{ remote: true }")]);
+    let conns = connection("not-a-uuid", "x", &[]) + &connection(ID1, "hr-service", &[("Key", "{ file: missing }")]);
     let f = Fixture::with(&comp, &conns);
     let out = expect_config_error(
         &f,
@@ -356,7 +359,7 @@ fn every_error_is_reported_at_once() {
             "is not a UUID",
             "breaks the naming rule",
             "no connection descriptor named \"gone-service\"",
-            "needs a control plane",
+            "cannot read Key of connection \"hr-service\" from",
         ],
     );
     assert_eq!(out.stderr.matches("  fix: ").count(), 4, "{out:?}");

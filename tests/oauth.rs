@@ -193,7 +193,7 @@ fn tokens_are_renewed_in_the_background() {
         let second = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("second token");
         assert_ne!(first.access_token.expose(), second.access_token.expose());
         assert!(second.expires_at > first.expires_at);
-        cache.shutdown();
+        cache.shutdown().await;
     });
 }
 

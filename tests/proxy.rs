@@ -10,11 +10,12 @@ use connd::serve::api::client::request;
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -97,14 +98,14 @@ impl ProxyDaemon {
                 if let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
                 }
-                let mut log = sink.lock().unwrap();
+                let mut log = sink.lock();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
         let addr = match rx.recv_timeout(PATIENCE) {
             Ok(addr) => addr.parse().expect("an address"),
-            Err(_) => panic!("connd never said where the proxy listens:\n{}", log.lock().unwrap()),
+            Err(_) => panic!("connd never said where the proxy listens:\n{}", log.lock()),
         };
         ProxyDaemon { child, addr, socket, log, _tmp: tmp }
     }
@@ -123,7 +124,7 @@ impl ProxyDaemon {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.lock().clone()
     }
 
     async fn metrics(&self) -> String {

@@ -36,6 +36,7 @@ impl Server {
             notify_socket: None,
             sighup: false,
             limits: Default::default(),
+            metrics_listener: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, settings, Arc::new(Local), Arc::default(), async {

@@ -82,6 +82,7 @@ async fn a_reloader_that_dies_stops_serve_with_an_error() {
         notify_socket: None,
         sighup: false,
         limits: Default::default(),
+        metrics_listener: None,
     };
     let served = run(listener, settings, Arc::new(connd::source::Local), Arc::default(), std::future::pending());
     let result = tokio::time::timeout(PATIENCE, served).await.expect("serve ends when its reloader dies");

@@ -67,15 +67,22 @@ async fn sd_notify_ready_reloading_stopping() {
 
 /// `connd probe` run as uid/gid 65534 (nobody), through setpriv from util-linux.
 fn probe_as_nobody(socket: &Path) -> Run {
-    std::process::Command::new("setpriv")
+    probe_as_nobody_with_pid(socket).1
+}
+
+/// The same, and the prober's pid (setpriv execs connd in its place).
+fn probe_as_nobody_with_pid(socket: &Path) -> (u32, Run) {
+    let child = std::process::Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
         .arg(connd_bin())
         .args(["probe", "--socket"])
         .arg(socket)
         .env_clear()
-        .output()
-        .expect("setpriv runs")
-        .into()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv runs");
+    (child.id(), child.wait_with_output().expect("setpriv ends").into())
 }
 
 #[tokio::test]
@@ -90,10 +97,14 @@ async fn a_caller_of_another_uid_is_refused_unless_allowed() {
     std::fs::set_permissions(refused.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(refused.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(std::fs::metadata(&refused.socket).unwrap().permissions().mode() & 0o777, 0o666);
-    let out = probe_as_nobody(&refused.socket);
+    let (pid, out) = probe_as_nobody_with_pid(&refused.socket);
     assert_eq!(out.code, 69, "{out:?}");
     assert_contains(&out.stderr, &["not ready (403)", "forbidden", "not allowed", "--allow-uid"]);
-    drop(refused);
+    // The operator learns who knocked.
+    refused.signal(Signal::SIGTERM);
+    let (_, log) = refused.wait();
+    let line = log.lines().find(|l| l.contains("refused an API caller")).unwrap_or_else(|| panic!("{log}"));
+    assert_contains(line, &["uid=65534", "gid=65534", &format!("pid={pid}"), "--allow-uid"]);
 
     let allowed = Daemon::start(dir.path(), &["--socket-mode", "0666", "--allow-uid", "1,65534"], &[]);
     allowed.ready().await;
@@ -154,4 +165,56 @@ fn probe_without_a_server_fails() {
     let out = run(&["probe", "--socket", "/nonexistent/connd.sock"]);
     assert_eq!(out.code, 69, "{out:?}");
     assert_contains(&out.stderr, &["cannot connect to /nonexistent/connd.sock"]);
+}
+
+#[tokio::test]
+async fn an_allowed_user_the_socket_keeps_out_is_a_warning_naming_the_fix() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test switches uid with setpriv, so it must run as root (CI does)");
+    }
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    // By name: `nobody` is uid 65534. The default 0660 root:root socket keeps it out.
+    let kept_out = Daemon::start(dir.path(), &["--allow-uid", "nobody"], &[]);
+    kept_out.ready().await;
+    kept_out.signal(Signal::SIGTERM);
+    let (code, stderr) = kept_out.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_contains(
+        &stderr,
+        &[
+            "--allow-uid 65534: nobody (uid 65534) cannot connect",
+            "is 0660 root (uid 0):root (gid 0)",
+            "--socket-group",
+            "--socket-mode 0666",
+        ],
+    );
+
+    // The fix the warning names works: the socket's group is nobody's group.
+    let fixed = Daemon::start(dir.path(), &["--allow-uid", "nobody", "--socket-group", "65534"], &[]);
+    fixed.ready().await;
+    std::fs::set_permissions(fixed.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(fixed.socket.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = probe_as_nobody(&fixed.socket);
+    assert_eq!(out.code, 0, "{out:?}");
+    fixed.signal(Signal::SIGTERM);
+    let (_, stderr) = fixed.wait();
+    assert!(!stderr.contains("cannot connect"), "{stderr}");
+
+    let group = Daemon::start(dir.path(), &["--allow-gid", "65534"], &[]);
+    group.ready().await;
+    group.signal(Signal::SIGTERM);
+    let (_, stderr) = group.wait();
+    assert_contains(&stderr, &["--allow-gid 65534: processes of group", "cannot connect", "pass --socket-group 65534"]);
+}
+
+#[test]
+fn unknown_user_and_group_names_are_usage_errors() {
+    for (flag, needle) in
+        [("--allow-uid", "no user named \"no-such-user\""), ("--allow-gid", "no group named \"no-such-user\"")]
+    {
+        let out = run(&["serve", "--config-dir", "/nonexistent", flag, "no-such-user"]);
+        assert_eq!(out.code, 64, "{out:?}");
+        assert_contains(&out.stderr, &[needle, "give a"]);
+        assert!(!out.stderr.contains("invalid digit"), "{out:?}");
+    }
 }

@@ -209,7 +209,7 @@ fn no_background_retries_after_invalid_client() {
         let apps = cache.apps();
         assert_eq!(apps.len(), 1);
         assert!(!apps[0].1, "the background renewal still runs after invalid_client");
-        cache.shutdown();
+        cache.shutdown().await;
     });
     assert_eq!(cp.requests_for("/token").len(), 2, "retried after invalid_client");
 }
@@ -239,7 +239,7 @@ fn background_renewal_goes_on_after_a_transient_failure() {
         assert_eq!(renewed.access_token.expose(), "AT-2");
         let apps = cache.apps();
         assert!(apps.len() == 1 && apps[0].1, "the background renewal is no longer armed: {apps:?}");
-        cache.shutdown();
+        cache.shutdown().await;
     });
     assert_eq!(cp.requests_for("/token").iter().map(|r| r.status).collect::<Vec<_>>(), [200, 503, 200]);
     let text = metrics.render();
@@ -275,7 +275,7 @@ fn applications_no_longer_planned_are_evicted() {
         remote.fetch(&plan, Tokens::All).await.expect("second round");
         let apps = remote.token_cache().apps();
         assert_eq!(apps.iter().map(|(k, _)| k.client_id.as_str()).collect::<Vec<_>>(), ["portal"], "{apps:?}");
-        remote.shutdown();
+        remote.token_cache().shutdown().await;
     });
 }
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// Where a diagnostic points: a file and, where known, a 1-based line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     pub file: PathBuf,
     pub line: Option<usize>,
@@ -50,30 +50,47 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Every diagnostic of one load. Empty means the directory is valid.
+/// Every diagnostic of one load: errors, and warnings (a likely typo, SPEC §2) that do
+/// not stop it. No errors means the directory is valid.
 #[derive(Debug, Default, Clone)]
-pub struct Diagnostics(Vec<Diagnostic>);
+pub struct Diagnostics {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
 
 impl Diagnostics {
     /// One problem and what to do about it.
     pub fn error(&mut self, origin: Origin, message: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Diagnostic { origin, message: message.into(), fix: Some(fix.into()) });
+        self.errors.push(Diagnostic { origin, message: message.into(), fix: Some(fix.into()) });
     }
 
+    /// Something that is probably a mistake but leaves the directory valid.
+    pub fn warn(&mut self, origin: Origin, message: impl Into<String>, fix: impl Into<String>) {
+        self.warnings.push(Diagnostic { origin, message: message.into(), fix: Some(fix.into()) });
+    }
+
+    /// Whether there is no error (warnings do not count).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.errors.is_empty()
     }
 
+    /// The number of errors.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.errors.len()
     }
 
+    /// The errors.
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.0.iter()
+        self.errors.iter()
+    }
+
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
+        self.errors.extend(other.errors);
+        self.warnings.extend(other.warnings);
     }
 }
 
@@ -90,6 +107,9 @@ impl fmt::Display for ConfigError {
         write!(f, "invalid connection config in {} ({n} error{})", self.dir.display(), if n == 1 { "" } else { "s" })?;
         for d in self.diagnostics.iter() {
             write!(f, "\n{d}")?;
+        }
+        for d in self.diagnostics.warnings() {
+            write!(f, "\nwarning: {d}")?;
         }
         Ok(())
     }

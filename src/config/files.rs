@@ -3,6 +3,8 @@
 //! kubelet swaps atomically. Hidden names (`.`-prefixed, `..data` included) are skipped,
 //! every `*.yaml` / `*.yml` is read whole, bounded in size and checked to be UTF-8, and
 //! split into YAML documents that remember their first line. Parsing is elsewhere.
+//! The `file:` sources of parameters are read here too ([`read_value_file`]), by the
+//! same rules for planning (`resolve` checks them) and for values (`source::values`).
 
 use super::diag::{Diagnostics, Origin};
 use std::fs;
@@ -15,6 +17,9 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The component's own source config, in the platform's format.
 pub const COMPONENT_FILE: &str = "component.yaml";
+
+/// A name often written for it, which connd does not take for it.
+pub const COMPONENT_FILE_YML: &str = "component.yml";
 
 /// One YAML file of the directory, read whole.
 #[derive(Debug)]
@@ -190,6 +195,32 @@ fn read_file(dir: &Path, name: String, diags: &mut Diagnostics) -> Option<Source
             None
         }
     }
+}
+
+/// A `file:` source larger than this is refused: it holds a key or a URL, not a blob.
+pub const MAX_VALUE_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed.
+pub fn read_value_file(path: &Path) -> Result<String, String> {
+    // A FIFO or a device would block the read or never end.
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_owned());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_VALUE_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_VALUE_FILE_BYTES {
+        return Err(format!("the file is over {MAX_VALUE_FILE_BYTES} bytes"));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// Splits a YAML stream at its `---` document markers. A marker at column 0 cannot be

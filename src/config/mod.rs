@@ -1,11 +1,14 @@
-//! The connection-config directory: reading it (`files`), the YAML as written (`raw`),
-//! the checks (`validate`) and the validated model (`model`). `load` runs them all and
-//! collects every problem into one set of diagnostics.
+//! The connection-config directory: reading it (`files`), the YAML as written (`raw`,
+//! whose values keep their text: `scalar`), the checks (`validate`; `suggest` offers the
+//! nearest known name, here and in `resolve`) and the validated model (`model`). `load`
+//! runs them all and collects every problem into one set of diagnostics (`diag`).
 
 pub mod diag;
 pub mod files;
 pub mod model;
 pub mod raw;
+pub mod scalar;
+pub mod suggest;
 pub mod validate;
 
 pub use diag::{ConfigError, Diagnostic, Diagnostics, Origin};
@@ -23,6 +26,13 @@ pub struct Loaded {
     pub connections: Vec<Arc<Connection>>,
     /// Some descriptor failed to parse, so a missing reference may be explained above.
     pub had_descriptor_errors: bool,
+    /// The descriptors that failed, by what could be read of their name and id: a
+    /// reference to one of them is explained above and is not reported again.
+    pub failed: Vec<validate::FailedDescriptor>,
+    /// Whether any file was read: when none was, the directory's error says it all.
+    pub read_any: bool,
+    /// A `kind: Component` document had errors, reported above.
+    pub failed_identity: bool,
 }
 
 /// Reads and checks every file of `dir`.
@@ -48,9 +58,12 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
         docs.identities.extend(part.docs.identities);
         docs.connections.extend(part.docs.connections);
         docs.had_errors |= part.docs.had_errors;
+        docs.failed.extend(part.docs.failed);
+        docs.failed_identity |= part.docs.failed_identity;
         diags.extend(part.diags);
     }
-    if !saw_component && !files.is_empty() {
+    loaded.read_any = !files.is_empty();
+    if !saw_component && !files.iter().any(|f| f.name == files::COMPONENT_FILE_YML) && !files.is_empty() {
         diags.error(
             Origin::file(dir.join(files::COMPONENT_FILE)),
             "the config directory has no component.yaml",
@@ -70,6 +83,8 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     loaded.identities = docs.identities;
     loaded.connections = docs.connections;
     loaded.had_descriptor_errors = docs.had_errors;
+    loaded.failed = docs.failed;
+    loaded.failed_identity = docs.failed_identity;
     loaded
 }
 
@@ -85,13 +100,15 @@ struct Parsed {
 /// One piece of parsing work: component.yaml whole, or one document of another file.
 enum Unit<'a> {
     Component(&'a files::SourceFile),
+    /// `component.yml`: the platform's name is `component.yaml`.
+    MisnamedComponent(&'a files::SourceFile),
     Document(&'a files::SourceFile, files::Document<'a>),
 }
 
 impl Unit<'_> {
     fn bytes(&self) -> usize {
         match self {
-            Unit::Component(f) => f.text.len(),
+            Unit::Component(f) | Unit::MisnamedComponent(f) => f.text.len(),
             Unit::Document(_, d) => d.text.len(),
         }
     }
@@ -103,6 +120,11 @@ fn parse_units(units: &[Unit<'_>]) -> Parsed {
         match unit {
             Unit::Component(file) => out.component = Some(validate::component_yaml(file, &mut out.diags)),
             Unit::Document(file, doc) => validate::connd_document(&file.path, doc, &mut out.docs, &mut out.diags),
+            Unit::MisnamedComponent(file) => out.diags.error(
+                Origin::file(&file.path),
+                "connd reads the component's config from component.yaml, not component.yml",
+                "rename the file to component.yaml (the name the platform gives .choreo/component.yaml)",
+            ),
         }
     }
     out
@@ -122,6 +144,8 @@ fn parse_parallel(files: &[files::SourceFile]) -> Vec<Parsed> {
         .flat_map(|f| -> Vec<Unit<'_>> {
             if f.name == files::COMPONENT_FILE {
                 vec![Unit::Component(f)]
+            } else if f.name == files::COMPONENT_FILE_YML {
+                vec![Unit::MisnamedComponent(f)]
             } else {
                 files::documents(&f.text).into_iter().map(|d| Unit::Document(f, d)).collect()
             }

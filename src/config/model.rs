@@ -82,6 +82,8 @@ pub struct Parameter {
     pub source: Source,
     /// Never logged, never shown by `check`.
     pub secret: bool,
+    /// Where the descriptor gives it: the line of its key under `parameters`.
+    pub origin: Origin,
 }
 
 /// One `kind: Connection` descriptor.

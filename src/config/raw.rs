@@ -9,49 +9,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A YAML scalar taken as text: `8080`, `true` and `"x"` are all fine as values.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Scalar(pub String);
-
-/// Scalars are values, and values may be secrets.
-impl fmt::Debug for Scalar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::secret::REDACTED)
-    }
-}
-
-struct ScalarVisitor;
-
-impl<'de> Visitor<'de> for ScalarVisitor {
-    type Value = Scalar;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string, number or boolean")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
-        Ok(Scalar(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
-    }
-}
+use super::scalar;
+pub use super::scalar::Scalar;
 
 // ---- connd's own documents ----
 
@@ -131,14 +90,18 @@ pub struct ProxySpec {
 
 /// A parameter: a plain scalar is a literal value, a map names its source.
 pub enum Param {
+    /// A string as written (quoted, or plain text that YAML does not type).
     Plain(String),
+    /// A plain scalar that YAML reads as a number or a boolean: its text is not known
+    /// here, and is taken from the document by [`scalar::plain_texts`].
+    Typed,
     Spec(ParamSpec),
 }
 
 impl fmt::Debug for Param {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Param::Plain(_) => f.write_str(crate::secret::REDACTED),
+            Param::Plain(_) | Param::Typed => f.write_str(crate::secret::REDACTED),
             Param::Spec(spec) => spec.fmt(f),
         }
     }
@@ -176,6 +139,7 @@ impl<'de> Deserialize<'de> for Params {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParamSpec {
+    #[serde(default, deserialize_with = "scalar::written")]
     pub value: Option<Scalar>,
     pub file: Option<String>,
     pub remote: Option<bool>,
@@ -193,17 +157,26 @@ impl<'de> Deserialize<'de> for Param {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Param, E> {
                 Ok(Param::Plain(v.to_owned()))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Param, E> {
-                Ok(Param::Plain(v.to_string()))
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Param, E> {
+                Ok(Param::Typed)
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Param, E> {
-                Ok(Param::Plain(v.to_string()))
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Param, E> {
+                Ok(Param::Typed)
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Param, E> {
-                Ok(Param::Plain(v.to_string()))
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<Param, E> {
+                Ok(Param::Typed)
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Param, E> {
-                Ok(Param::Plain(v.to_string()))
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<Param, E> {
+                Ok(Param::Typed)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Param, E> {
+                Ok(Param::Typed)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Param, E> {
+                Ok(Param::Typed)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Param, E> {
+                Err(E::custom(scalar::NULL_MESSAGE))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Param, A::Error> {
                 ParamSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(Param::Spec)
@@ -267,6 +240,7 @@ pub struct Configurations {
 #[serde(rename_all = "camelCase")]
 pub struct EnvEntry {
     pub name: String,
+    #[serde(default, deserialize_with = "scalar::written")]
     pub value: Option<Scalar>,
     pub value_from: Option<ValueFrom>,
 }

@@ -4,10 +4,11 @@
 //! names) are `resolve`'s.
 
 use super::diag::{Diagnostics, Origin};
-use super::files::{Document, SourceFile};
+use super::files::{Document, EntryLines, SourceFile};
 use super::model::{self, ComponentSpec, Connection, EnvValue, Identity, Parameter, RefKind, ResourceRef, Source};
-use super::raw;
+use super::{raw, scalar, suggest};
 use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,6 +67,43 @@ pub fn parse_resource_ref(text: &str) -> Option<ResourceRef> {
     Some(ResourceRef { kind, text: text.to_owned() })
 }
 
+/// Flow collections (`[`, `{`) open at once past this are refused before parsing:
+/// libyaml's work grows with the square of the nesting (15,000 levels took seconds), and
+/// the deserializer refuses anything past 128 levels anyway.
+const MAX_FLOW_NESTING: usize = 1000;
+
+/// The line where `doc` opens more than [`MAX_FLOW_NESTING`] flow collections at once,
+/// if it does: a linear scan that over-counts brackets inside scalars, which is harmless
+/// at this limit.
+fn too_deep(doc: &Document<'_>) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, doc.first_line);
+    for b in doc.text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_NESTING {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Refuses a document nested too deeply to parse in bounded time.
+fn refuse_deep(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) -> bool {
+    let Some(line) = too_deep(doc) else { return false };
+    diags.error(
+        Origin::at(path, line),
+        format!("YAML nested more than {MAX_FLOW_NESTING} levels deep"),
+        "write the document with the few levels its format has",
+    );
+    true
+}
+
 /// Deserializes one document, turning a parser error into a diagnostic at its line.
 fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags: &mut Diagnostics) -> Option<T> {
     // Keys that connd ignores are skipped unexpanded, so an alias bomb under one would
@@ -81,21 +119,64 @@ fn parse<T: DeserializeOwned>(path: &Path, doc: &Document<'_>, what: &str, diags
         Ok(value) => Some(value),
         Err(e) => {
             let line = e.location().map(|l| doc.first_line + l.line() - 1).unwrap_or(doc.first_line);
-            let mut message = parser_message(&e);
-            if message.contains("repetition limit") {
-                message = "YAML aliases expand past the parser's repetition limit (an alias bomb)".into();
-            }
-            let fix = if message.contains("unknown field") {
-                format!("remove the key, or correct its spelling; see the {what} format in the README")
-            } else if message.contains("repetition limit") || message.contains("recursion limit") {
-                "write the values out instead of nesting aliases (`*name`) in this document".to_owned()
-            } else {
-                format!("correct the YAML of this {what}")
-            };
+            let (message, fix) = explain(&e, doc, line, what);
             diags.error(Origin::at(path, line), message, fix);
             None
         }
     }
+}
+
+/// A parser error as a user reads it: what is wrong and what to do, with the nearest
+/// known name where a name was misspelled.
+fn explain(e: &serde_yaml::Error, doc: &Document<'_>, line: usize, what: &str) -> (String, String) {
+    let raw = e.to_string();
+    let message = parser_message(e);
+    let line_text = doc.text.lines().nth(line.saturating_sub(doc.first_line)).unwrap_or("");
+    let indent = &line_text[..line_text.len() - line_text.trim_start().len()];
+    if indent.contains('\t') || (raw.contains("cannot start any token") && line_text.trim_start().starts_with('\t')) {
+        return (
+            "a tab in the indentation: YAML indents with spaces only".to_owned(),
+            "replace the tab with spaces".to_owned(),
+        );
+    }
+    if message.contains("repetition limit") {
+        return (
+            "YAML aliases expand past the parser's repetition limit (an alias bomb)".to_owned(),
+            "write the values out instead of nesting aliases (`*name`) in this document".to_owned(),
+        );
+    }
+    if message.contains("recursion limit") {
+        return (message, "write the values out instead of nesting aliases (`*name`) in this document".to_owned());
+    }
+    if message.contains(scalar::NULL_MESSAGE) {
+        return (message, scalar::NULL_FIX.to_owned());
+    }
+    let unknown = ["unknown field `", "unknown variant `"].iter().find_map(|m| {
+        let rest = &raw[raw.find(m)? + m.len()..];
+        Some((&rest[..rest.find('`')?], rest))
+    });
+    let Some((word, rest)) = unknown else {
+        return (message, format!("correct the YAML of this {what}"));
+    };
+    // The names after "expected": `a`, `b` or `c`.
+    let expected = rest.split_once("expected").map_or("", |(_, e)| e);
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    if let Some(meant) = suggest::nearest(word, candidates.iter().copied()) {
+        return (format!("{message} (did you mean `{meant}`?)"), format!("correct the spelling: `{meant}`"));
+    }
+    // Parameter keys are PascalCase (`HostName`), descriptor fields camelCase.
+    if message.starts_with("unknown field")
+        && what == "Connection"
+        && word.starts_with(|c: char| c.is_ascii_uppercase())
+    {
+        return (
+            message,
+            "it is not a descriptor field; if it is a parameter, it may belong under `parameters` \
+             (indent it like the parameters there); else remove it"
+                .to_owned(),
+        );
+    }
+    (message, format!("remove the key, or correct its spelling; see the {what} format in the README"))
 }
 
 /// The parser's message without its own " at line L column C" suffix (the origin says
@@ -164,11 +245,18 @@ fn kind_of(doc: &Document<'_>) -> Option<String> {
         Some(v.split(" #").next().unwrap_or("").trim().trim_matches(['"', '\'']).to_owned())
     });
     from_line.or_else(|| {
-        // Flow style (`{kind: Connection, ...}`): ask the parser.
-        let value: serde_yaml::Value = serde_yaml::from_str(doc.text).ok()?;
-        value.get("kind")?.as_str().map(str::to_owned)
+        // Flow style (`{kind: Connection, ...}`): ask the parser, for `kind` alone, so
+        // that nothing else (a number too large for a YAML integer) stops it.
+        #[derive(serde::Deserialize)]
+        struct Kind {
+            kind: Option<String>,
+        }
+        serde_yaml::from_str::<Kind>(doc.text).ok()?.kind
     })
 }
+
+/// The kinds of connd's own documents.
+pub const KINDS: [&str; 2] = ["Connection", "Component"];
 
 /// What a file of connd documents contributes.
 #[derive(Debug, Default)]
@@ -177,19 +265,38 @@ pub struct Documents {
     pub connections: Vec<Arc<Connection>>,
     /// Some document failed to parse: a reference to it would be a confusing second error.
     pub had_errors: bool,
+    /// Descriptors with errors, by the name and id they give where those could be read:
+    /// a reference to one of them is not reported again (its error is above).
+    pub failed: Vec<FailedDescriptor>,
+    /// A `kind: Component` document had errors: "which component is this" would repeat it.
+    pub failed_identity: bool,
 }
 
-/// Reads every document of a non-`component.yaml` file.
+/// What could be read of a descriptor that has errors.
+#[derive(Debug, Default, Clone)]
+pub struct FailedDescriptor {
+    pub name: Option<String>,
+    pub id: Option<String>,
+}
+
 /// Reads one document of a file other than `component.yaml`.
 pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diags: &mut Diagnostics) {
     let before = diags.len();
+    if refuse_deep(path, doc, diags) {
+        out.had_errors = true;
+        return;
+    }
     let origin = Origin::at(path, doc.first_line);
-    match kind_of(doc).as_deref() {
+    let kind = kind_of(doc);
+    match kind.as_deref() {
         Some("Connection") => {
             if let Some(raw) = parse::<raw::ConnectionDoc>(path, doc, "Connection", diags) {
                 if let Some(c) = connection(raw, path, doc, diags) {
                     out.connections.push(Arc::new(c));
                 }
+            }
+            if diags.len() > before {
+                out.failed.push(failed_descriptor(doc));
             }
         }
         Some("Component") => {
@@ -197,24 +304,88 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
                 let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
                 out.identities.push((Identity { project: raw.project, component: raw.name }, Origin::at(path, line)));
             }
+            out.failed_identity |= diags.len() > before;
         }
-        Some(other) => diags.error(
-            origin,
-            format!("unknown kind {other:?}"),
-            "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
-        ),
-        None => diags.error(
-            origin,
-            "document has no `kind`",
-            "add `kind: Connection` or `kind: Component` as its first line",
-        ),
+        // Likely a descriptor with its kind mistyped or left out: what it names is
+        // explained here, not again by the references to it.
+        Some(other) => {
+            diags.error(
+                origin,
+                format!("unknown kind {other:?}{}", suggest::did_you_mean(other, KINDS)),
+                "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+            );
+            out.failed.push(failed_descriptor(doc));
+        }
+        None => {
+            diags.error(
+                origin,
+                "document has no `kind`",
+                "add `kind: Connection` or `kind: Component` as its first line",
+            );
+            out.failed.push(failed_descriptor(doc));
+        }
     }
     out.had_errors |= diags.len() > before;
 }
 
+/// The `name` and `id` of a descriptor that failed, read leniently.
+fn failed_descriptor(doc: &Document<'_>) -> FailedDescriptor {
+    /// Only these two fields, so that whatever else is wrong does not stop the read.
+    #[derive(serde::Deserialize)]
+    struct Names {
+        name: Option<String>,
+        id: Option<String>,
+    }
+    match serde_yaml::from_str::<Names>(doc.text) {
+        Ok(n) => FailedDescriptor { name: n.name, id: n.id.and_then(|id| parse_uuid(&id)) },
+        // Not even YAML: the top-level `name:` and `id:` lines, as written.
+        Err(_) => {
+            let line = |key: &str| {
+                let prefix = format!("{key}:");
+                let v = doc.text.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?;
+                Some(v.split(" #").next().unwrap_or("").trim().trim_matches(['"', '\'']).to_owned())
+            };
+            FailedDescriptor { name: line("name"), id: line("id").and_then(|id| parse_uuid(&id)) }
+        }
+    }
+}
+
+/// Checks one descriptor section by section; `None` when any check failed.
 fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) -> Option<Connection> {
     let at = |key: &str| Origin::at(path, doc.line_of(key, 0).unwrap_or(doc.first_line));
     let before = diags.len();
+    let id = descriptor_names(&raw, &at, diags);
+    let owner = owner(&raw, &at, diags);
+    let resource_ref = raw.resource_ref.as_deref().and_then(|text| {
+        let parsed = parse_resource_ref(text);
+        if parsed.is_none() {
+            diags.error(at("resourceRef"), format!("resourceRef {text:?} is not valid"), RESOURCE_REF_GRAMMAR);
+        }
+        parsed
+    });
+    let parameters = parameters(raw.parameters, path, doc, diags);
+    let oauth = oauth(&raw.name, raw.security, raw.oauth, &parameters, &at, diags);
+    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, raw.proxy, &at, diags);
+    if diags.len() > before {
+        return None;
+    }
+    Some(Connection {
+        id: id?,
+        name: raw.name,
+        project: raw.project,
+        visibility: raw.visibility.unwrap_or(model::Visibility::Project),
+        owner,
+        resource_ref,
+        security: raw.security,
+        oauth,
+        parameters,
+        proxy_headers,
+        origin: at("name"),
+    })
+}
+
+/// `id`, `name` and `project`; returns the id, lower-cased, when it is a UUID.
+fn descriptor_names(raw: &raw::ConnectionDoc, at: &impl Fn(&str) -> Origin, diags: &mut Diagnostics) -> Option<String> {
     let id = parse_uuid(&raw.id);
     if id.is_none() {
         diags.error(
@@ -229,8 +400,12 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
     if raw.project.trim().is_empty() {
         diags.error(at("project"), "connection has an empty `project`", "name the project the connection belongs to");
     }
-    let visibility = raw.visibility.unwrap_or(model::Visibility::Project);
-    let owner = match (visibility, raw.component) {
+    id
+}
+
+/// `visibility` and `component`: the owner, set exactly for a component connection.
+fn owner(raw: &raw::ConnectionDoc, at: &impl Fn(&str) -> Origin, diags: &mut Diagnostics) -> Option<String> {
+    match (raw.visibility.unwrap_or(model::Visibility::Project), &raw.component) {
         (model::Visibility::Component, None) => {
             diags.error(
                 at("visibility"),
@@ -247,18 +422,22 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
             );
             None
         }
-        (_, owner) => owner,
-    };
-    let resource_ref = raw.resource_ref.as_deref().and_then(|text| {
-        let parsed = parse_resource_ref(text);
-        if parsed.is_none() {
-            diags.error(at("resourceRef"), format!("resourceRef {text:?} is not valid"), RESOURCE_REF_GRAMMAR);
-        }
-        parsed
-    });
-    let mut parameters = std::collections::BTreeMap::new();
-    for (key, param) in raw.parameters.0 {
-        // Lines are looked up only for errors: the scan is the costly part of a valid load.
+        (_, owner) => owner.clone(),
+    }
+}
+
+/// `parameters`: each with its source, its text as written, and its line.
+fn parameters(
+    raw: raw::Params,
+    path: &Path,
+    doc: &Document<'_>,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Parameter> {
+    let mut out = BTreeMap::new();
+    // The text of plain scalars YAML typed (`Port: 5432`), read only when one is there.
+    let mut typed_texts: Option<HashMap<String, String>> = None;
+    for (key, param) in raw.0 {
+        // Lines are looked up only when needed: the scan is the costly part of a valid load.
         let origin = || Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
         if key == model::ACCESS_TOKEN {
             diags.error(
@@ -268,11 +447,40 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
             );
             continue;
         }
+        let param = match param {
+            raw::Param::Typed => {
+                let texts = typed_texts.get_or_insert_with(|| scalar::plain_texts(doc.text, "parameters"));
+                match texts.remove(&key) {
+                    Some(text) => raw::Param::Plain(text),
+                    None => {
+                        diags.error(
+                            origin(),
+                            format!("parameter {key} is a number or boolean whose exact text connd cannot read here"),
+                            "quote it (`\"...\"`), so that it is the text as written",
+                        );
+                        continue;
+                    }
+                }
+            }
+            param => param,
+        };
         if let Some(p) = parameter(&key, param, path, origin, diags) {
-            parameters.insert(key, p);
+            out.insert(key, p);
         }
     }
-    let oauth = match (raw.security, raw.oauth) {
+    out
+}
+
+/// `security` and `oauth`: the OAuth settings, set exactly for `security: oauth2`.
+fn oauth(
+    name: &str,
+    security: model::Security,
+    oauth: Option<raw::OAuth>,
+    parameters: &BTreeMap<String, Parameter>,
+    at: &impl Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) -> Option<model::OAuth> {
+    match (security, oauth) {
         (model::Security::OAuth2, oauth) => {
             let missing: Vec<&str> = ["ConsumerKey", "ConsumerSecret", "TokenURL"]
                 .into_iter()
@@ -281,7 +489,7 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
             if !missing.is_empty() {
                 diags.error(
                     at("security"),
-                    format!("OAuth connection {:?} lacks {}", raw.name, missing.join(", ")),
+                    format!("OAuth connection {name:?} lacks {}", missing.join(", ")),
                     "add those parameters: an oauth2 connection needs ConsumerKey, ConsumerSecret and TokenURL",
                 );
             }
@@ -291,30 +499,13 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
         (_, Some(_)) => {
             diags.error(
                 at("oauth"),
-                format!("connection {:?} has `oauth` settings but is not `security: oauth2`", raw.name),
+                format!("connection {name:?} has `oauth` settings but is not `security: oauth2`"),
                 "set `security: oauth2`, or remove `oauth`",
             );
             None
         }
         (_, None) => None,
-    };
-    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, raw.proxy, &at, diags);
-    if diags.len() > before {
-        return None;
     }
-    Some(Connection {
-        id: id?,
-        name: raw.name,
-        project: raw.project,
-        visibility,
-        owner,
-        resource_ref,
-        security: raw.security,
-        oauth,
-        parameters,
-        proxy_headers,
-        origin: at("name"),
-    })
 }
 
 /// Fields the egress proxy manages itself (hop-by-hop, framing, routing), which
@@ -396,40 +587,41 @@ fn parameter(
     origin: impl Fn() -> Origin,
     diags: &mut Diagnostics,
 ) -> Option<Parameter> {
-    let dir = file;
     let default_secret = model::secret_by_default(key);
-    match param {
-        raw::Param::Plain(value) => Some(Parameter { source: Source::Value(value.into()), secret: default_secret }),
-        raw::Param::Spec(spec) => {
-            let remote = spec.remote.unwrap_or(false);
-            let mut sources = Vec::new();
-            if let Some(v) = spec.value {
-                sources.push(Source::Value(v.0.into()));
-            }
-            if let Some(f) = spec.file {
-                // A relative path is taken from the config directory, so a directory
-                // can carry its own files (a ConfigMap mounts them beside the YAML).
-                let dir = dir.parent().unwrap_or(Path::new("."));
-                sources.push(Source::File(dir.join(f)));
-            }
-            if remote {
-                sources.push(Source::Remote);
-            }
-            if sources.len() != 1 {
-                let what = if sources.is_empty() { "no source" } else { "more than one source" };
-                diags.error(
-                    origin(),
-                    format!("parameter {key} has {what}"),
-                    "give exactly one of `value: ...`, `file: /path` or `remote: true`",
-                );
-                return None;
-            }
-            Some(Parameter { source: sources.remove(0), secret: spec.secret.unwrap_or(default_secret) })
+    let spec = match param {
+        raw::Param::Plain(value) => {
+            return Some(Parameter { source: Source::Value(value.into()), secret: default_secret, origin: origin() })
         }
+        // Resolved to `Plain` by `parameters`.
+        raw::Param::Typed => return None,
+        raw::Param::Spec(spec) => spec,
+    };
+    let mut sources = Vec::new();
+    if let Some(v) = spec.value {
+        sources.push(Source::Value(v.0.into()));
     }
+    if let Some(f) = spec.file {
+        // A relative path is taken from the config directory, so a directory can carry
+        // its own files (a ConfigMap mounts them beside the YAML).
+        let dir = file.parent().unwrap_or(Path::new("."));
+        sources.push(Source::File(dir.join(f)));
+    }
+    if spec.remote.unwrap_or(false) {
+        sources.push(Source::Remote);
+    }
+    if sources.len() != 1 {
+        let what = if sources.is_empty() { "no source" } else { "more than one source" };
+        diags.error(
+            origin(),
+            format!("parameter {key} has {what}"),
+            "give exactly one of `value: ...`, `file: /path` or `remote: true`",
+        );
+        return None;
+    }
+    Some(Parameter { source: sources.remove(0), secret: spec.secret.unwrap_or(default_secret), origin: origin() })
 }
 
-/// Reads `component.yaml`.
+/// Reads `component.yaml`, section by section.
 pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<ComponentSpec> {
     let docs = super::files::documents(&file.text);
     let [doc] = docs.as_slice() else {
@@ -445,11 +637,35 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
         );
         return None;
     };
-    let raw: raw::ComponentYaml = parse(&file.path, doc, "component.yaml", diags)?;
     let path = &file.path;
+    if refuse_deep(path, doc, diags) {
+        return None;
+    }
+    let raw: raw::ComponentYaml = parse(path, doc, "component.yaml", diags)?;
+    // After the parse, which refuses alias bombs: this reads the document a second time.
+    typo_warnings(path, doc, diags);
     let before = diags.len();
-    let schema_version = raw.schema_version.map(|s| s.0).unwrap_or_default();
-    let normalised = match schema_version.as_str() {
+    let lines = doc.entry_lines();
+    let schema_version = schema_version(raw.schema_version, path, doc, diags);
+    let connection_refs = connection_references(raw.dependencies.connection_references, path, &lines, diags);
+    let service_refs = service_references(raw.dependencies.service_references, path, &lines, diags);
+    if raw.configurations.is_some() && raw.configuration.is_some() {
+        diags.error(
+            Origin::at(path, doc.line_of("configuration", 0).unwrap_or(doc.first_line)),
+            "component.yaml has both `configurations` and `configuration`",
+            "keep one: `configurations` is the current spelling",
+        );
+    }
+    let configurations = raw.configurations.or(raw.configuration).unwrap_or_default();
+    let env = env_entries(configurations.env, path, &lines, diags);
+    let spec = ComponentSpec { schema_version: schema_version.to_owned(), connection_refs, service_refs, env };
+    (diags.len() == before).then_some(spec)
+}
+
+/// `schemaVersion`, normalised to `1.0`, `1.1` or `1.2` (empty when it is not one).
+fn schema_version(raw: Option<raw::Scalar>, path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) -> &'static str {
+    let written = raw.map(|s| s.0).unwrap_or_default();
+    let normalised = match written.as_str() {
         "1" | "1.0" => "1.0",
         "1.1" => "1.1",
         "1.2" => "1.2",
@@ -457,23 +673,27 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
     };
     if normalised.is_empty() {
         let line = doc.line_of("schemaVersion", 0).unwrap_or(doc.first_line);
-        let what = if schema_version.is_empty() {
-            "no schemaVersion".to_owned()
-        } else {
-            format!("schemaVersion {schema_version:?}")
-        };
+        let what =
+            if written.is_empty() { "no schemaVersion".to_owned() } else { format!("schemaVersion {written:?}") };
         diags.error(
             Origin::at(path, line),
             format!("component.yaml has {what}"),
             "set `schemaVersion: 1.2` (connd reads 1.0, 1.1 and 1.2)",
         );
     }
-    let lines = doc.entry_lines();
-    let entry_origin = |key: &str, value: &str| Origin::at(path, lines.line(key, value));
+    normalised
+}
 
-    let mut spec = ComponentSpec { schema_version: normalised.to_owned(), ..Default::default() };
-    for r in raw.dependencies.connection_references {
-        let origin = entry_origin("name", &r.name);
+/// `dependencies.connectionReferences`.
+fn connection_references(
+    raw: Vec<raw::ConnectionReference>,
+    path: &Path,
+    lines: &EntryLines<'_>,
+    diags: &mut Diagnostics,
+) -> Vec<model::ConnectionRef> {
+    let mut out = Vec::new();
+    for r in raw {
+        let origin = Origin::at(path, lines.line("name", &r.name));
         if !valid_name(&r.name) {
             diags.error(
                 origin.clone(),
@@ -482,21 +702,30 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
             );
         }
         match parse_resource_ref(&r.resource_ref) {
-            Some(resource_ref) => {
-                spec.connection_refs.push(model::ConnectionRef { name: r.name, resource_ref, origin })
-            }
+            Some(resource_ref) => out.push(model::ConnectionRef { name: r.name, resource_ref, origin }),
             None => diags.error(
-                entry_origin("resourceRef", &r.resource_ref),
+                Origin::at(path, lines.line("resourceRef", &r.resource_ref)),
                 format!("resourceRef {:?} of connection reference {:?} is not valid", r.resource_ref, r.name),
                 RESOURCE_REF_GRAMMAR,
             ),
         }
     }
-    for r in raw.dependencies.service_references {
-        let origin = entry_origin("name", &r.name);
+    out
+}
+
+/// `dependencies.serviceReferences` (legacy): only the mapped keys are injected.
+fn service_references(
+    raw: Vec<raw::ServiceReference>,
+    path: &Path,
+    lines: &EntryLines<'_>,
+    diags: &mut Diagnostics,
+) -> Vec<model::ServiceRef> {
+    let mut out = Vec::new();
+    for r in raw {
+        let origin = Origin::at(path, lines.line("name", &r.name));
         let Some(connection_id) = parse_uuid(&r.connection_config) else {
             diags.error(
-                entry_origin("connectionConfig", &r.connection_config),
+                Origin::at(path, lines.line("connectionConfig", &r.connection_config)),
                 format!("connectionConfig {:?} of service reference {:?} is not a UUID", r.connection_config, r.name),
                 "set connectionConfig to the connection's ID, e.g. 19d2648b-d29c-4452-afdd-1b9311e81412",
             );
@@ -508,26 +737,30 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
                 env.push((m.from, m.to));
             } else {
                 diags.error(
-                    entry_origin("to", &m.to),
+                    Origin::at(path, lines.line("to", &m.to)),
                     format!("{:?} is not a valid environment variable name", m.to),
                     "use letters, digits and '_', not starting with a digit",
                 );
             }
         }
-        spec.service_refs.push(model::ServiceRef { name: r.name, connection_id, env, origin });
+        out.push(model::ServiceRef { name: r.name, connection_id, env, origin });
     }
-    if raw.configurations.is_some() && raw.configuration.is_some() {
-        diags.error(
-            Origin::at(path, doc.line_of("configuration", 0).unwrap_or(doc.first_line)),
-            "component.yaml has both `configurations` and `configuration`",
-            "keep one: `configurations` is the current spelling",
-        );
-    }
-    for e in raw.configurations.or(raw.configuration).unwrap_or_default().env {
-        let origin = entry_origin("name", &e.name);
+    out
+}
+
+/// `configurations.env` (or `configuration.env`).
+fn env_entries(
+    raw: Vec<raw::EnvEntry>,
+    path: &Path,
+    lines: &EntryLines<'_>,
+    diags: &mut Diagnostics,
+) -> Vec<model::EnvEntry> {
+    let mut out = Vec::new();
+    for e in raw {
+        let origin = Origin::at(path, lines.line("name", &e.name));
         if !valid_env_name(&e.name) {
             diags.error(
-                origin.clone(),
+                origin,
                 format!("{:?} is not a valid environment variable name", e.name),
                 "use letters, digits and '_', not starting with a digit",
             );
@@ -565,9 +798,68 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
                 continue;
             }
         };
-        spec.env.push(model::EnvEntry { name: e.name, value, origin });
+        out.push(model::EnvEntry { name: e.name, value, origin });
     }
-    (diags.len() == before).then_some(spec)
+    out
+}
+
+/// The keys connd reads at each place of `component.yaml` (list items take their list's
+/// place); empty where connd reads nothing and so has nothing to compare with.
+fn keys_read_at(place: &[&str]) -> &'static [&'static str] {
+    match place {
+        [] => &["schemaVersion", "dependencies", "configurations", "configuration"],
+        ["dependencies"] => &["connectionReferences", "serviceReferences"],
+        ["dependencies", "connectionReferences"] => &["name", "resourceRef"],
+        ["dependencies", "serviceReferences"] => &["name", "connectionConfig", "env"],
+        ["dependencies", "serviceReferences", "env"] => &["from", "to"],
+        ["configurations" | "configuration"] => &["env", "file"],
+        ["configurations" | "configuration", "env"] => &["name", "value", "valueFrom"],
+        ["configurations" | "configuration", "env", "valueFrom"] => &["connectionRef", "configGroupRef", "configForm"],
+        ["configurations" | "configuration", "env", "valueFrom", "connectionRef"] => &["name", "key"],
+        ["configurations" | "configuration", "file"] => &["name", "mountPath", "type", "values"],
+        ["configurations" | "configuration", "file", "values"] => &["name", "value", "valueFrom"],
+        _ => &[],
+    }
+}
+
+/// Warns on every key one edit away from a key connd reads at that place (SPEC §2):
+/// `component.yaml` accepts keys it does not know, so `dependancies:` or `envs:` would
+/// otherwise drop variables without a word.
+fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
+    fn walk<'a>(
+        value: &'a serde_yaml::Value,
+        place: &mut Vec<&'a str>,
+        path: &Path,
+        doc: &Document<'_>,
+        diags: &mut Diagnostics,
+    ) {
+        match value {
+            serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| walk(v, place, path, doc, diags)),
+            serde_yaml::Value::Mapping(map) => {
+                let known = keys_read_at(place);
+                for (key, value) in map {
+                    let Some(key) = key.as_str() else { continue };
+                    if known.contains(&key) {
+                        place.push(key);
+                        walk(value, place, path, doc, diags);
+                        place.pop();
+                    } else if let Some(meant) = known.iter().find(|k| suggest::one_edit(key, k)) {
+                        let under =
+                            if place.is_empty() { String::new() } else { format!(" under `{}`", place.join(".")) };
+                        diags.warn(
+                            Origin::at(path, doc.line_of(key, 0).unwrap_or(doc.first_line)),
+                            format!("`{key}`{under} is not a key connd reads, and is ignored: did you mean `{meant}`?"),
+                            format!("rename it to `{meant}`"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(doc.text) {
+        walk(&value, &mut Vec::new(), path, doc, diags);
+    }
 }
 
 #[cfg(test)]

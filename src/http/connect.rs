@@ -11,7 +11,7 @@
 //! sending plain `http://` through a proxy adds [`Connector::route`]'s
 //! `Proxy-Authorization` to its requests itself, as hyper-util's client does not.
 
-use crate::http::client::HttpError;
+use crate::http::error::HttpError;
 use crate::http::proxy::{Proxies, Route};
 use crate::http::tls::{self, TlsError, TlsSettings};
 use crate::http::tls_fault;
@@ -108,7 +108,7 @@ impl Connector {
         Ok(Conn { io: TokioIo::new(Stream::Tls(Box::new(tls))), proxied_http: false, proxy_authorization: None })
     }
 
-    /// What a TLS failure talking to `host` means: a [`TlsFault`] in words when rustls
+    /// What a TLS failure talking to `host` means: a [`tls_fault::TlsFault`] in words when rustls
     /// refused something, else a transient handshake failure (the connection broke).
     pub fn tls_error(&self, e: &(dyn std::error::Error + 'static), host: &str) -> HttpError {
         match tls_fault::find_rustls(e) {
@@ -340,7 +340,7 @@ mod tests {
     use super::*;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     /// A loopback HTTP server that answers 200 and records each request's target as sent.
     async fn recording_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -353,7 +353,7 @@ mod tests {
                 let record = record.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        record.lock().unwrap().push(req.uri().to_string());
+                        record.lock().push(req.uri().to_string());
                         async { Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new())) }
                     });
                     let _ =
@@ -381,6 +381,6 @@ mod tests {
         let response =
             via_proxy.get("http://upstream.invalid/through".parse().unwrap()).await.expect("GET through the proxy");
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(*seen.lock().unwrap(), ["/direct", "http://upstream.invalid/through"]);
+        assert_eq!(*seen.lock(), ["/direct", "http://upstream.invalid/through"]);
     }
 }

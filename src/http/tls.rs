@@ -6,7 +6,7 @@
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,9 +50,20 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
+/// Whether `e` is webpki's refusal of an X.509 v1 certificate, which rustls wraps in
+/// `CertificateError::Other`.
+pub fn is_v1_certificate(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<webpki::Error>().is_some_and(|w| matches!(w, webpki::Error::UnsupportedCertVersion))
+        }
+        _ => false,
+    }
+}
+
 /// Why a certificate from connd's own `flag` cannot be used, and the fix.
 fn own_certificate_error(e: &rustls::Error, flag: &str) -> String {
-    if crate::http::tls_fault::is_v1_certificate(e) {
+    if is_v1_certificate(e) {
         return format!(
             "it is an X.509 v1 certificate (what `openssl x509 -req` makes without -extfile), which connd does not accept; \
              it is connd's own ({flag}), not the server's: reissue it as v3"

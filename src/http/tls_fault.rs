@@ -4,7 +4,7 @@
 //! "reissue it as v3", and to know whether the certificate at fault is the server's or
 //! connd's own. A TLS fault is permanent: the same handshake fails the same way again.
 
-use crate::http::tls::TlsSettings;
+use crate::http::tls::{is_v1_certificate, TlsSettings};
 use rustls::pki_types::UnixTime;
 use rustls::{AlertDescription, CertificateError};
 use std::time::{Duration, SystemTime};
@@ -41,17 +41,6 @@ pub fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a
         next = e.source();
     }
     None
-}
-
-/// Whether `e` is webpki's refusal of an X.509 v1 certificate, which rustls wraps in
-/// `CertificateError::Other`.
-pub fn is_v1_certificate(e: &rustls::Error) -> bool {
-    match e {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-            other.0.downcast_ref::<webpki::Error>().is_some_and(|w| matches!(w, webpki::Error::UnsupportedCertVersion))
-        }
-        _ => false,
-    }
 }
 
 /// What `e`, met while talking to `host` with `settings`, means and how to fix it.

@@ -3,7 +3,7 @@
 //!   while failing): a full resolution, `Sources::fetch` included, which is how
 //!   control-plane changes and token refreshes arrive;
 //! - when the config directory (or a folder holding a `file:` source) changes, after a
-//!   short debounce: inotify via `notify`, which sees the kubelet's atomic writer as a
+//!   short debounce: inotify (its `watcher`), which sees the kubelet's atomic writer as a
 //!   create of `..data_tmp` and its rename over `..data`. Hidden files are ignored, and
 //!   the reload is of the files alone: it fetches only when the files now ask for
 //!   other remote values;
@@ -16,23 +16,26 @@
 //! it to its child.
 
 pub mod snapshot;
+pub mod watcher;
 
 use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::metrics::{Metrics, Reload};
-use crate::reload::snapshot::{Snapshot, Store};
+use crate::reload::snapshot::{changed_names, Resolved, Snapshot, Store};
+use crate::reload::watcher::DirWatcher;
 use crate::resolve::{self, Plan};
+use crate::retry::{Backoff, Next};
 use crate::source::values::{self, Fetched};
 use crate::source::{Sources, Tokens};
-use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// What the reloader resolves, and how often.
 #[derive(Debug, Clone)]
@@ -88,12 +91,14 @@ pub struct Reloader {
     store: Arc<Store>,
     /// Full-reload requests; each carries the sender that says it is done.
     requests: mpsc::Sender<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    /// `None` once awaited.
+    task: Option<AbortOnDropHandle<()>>,
 }
 
 impl Reloader {
     /// Starts the reload task (inside a tokio runtime). It resolves at once, then keeps
-    /// resolving until `shutdown` completes.
+    /// resolving until `shutdown` completes (a `CancellationToken`'s `cancelled_owned()`,
+    /// say).
     pub fn start<S: Sources>(
         config: ReloadConfig,
         sources: Arc<S>,
@@ -103,35 +108,10 @@ impl Reloader {
         let store = Arc::new(Store::default());
         let (requests, requests_rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(1);
-        // The watcher calls back on its own thread; a full channel means a reload is
-        // already due, so the event can be dropped. Reads (opens and closes without a
-        // write) are our own and change nothing, and hidden files (editor swap files,
-        // other tools' state) are not connd's, except the kubelet's swap entries and
-        // files that `file:` sources name.
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let seen = shared.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            use notify::event::{AccessKind, AccessMode, EventKind};
-            let ours = |k: &EventKind| matches!(k, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write));
-            let Ok(event) = res else { return };
-            if ours(&event.kind) {
-                return;
-            }
-            let mut seen = lock(&seen);
-            let seen = &mut *seen;
-            // An event on a watched folder itself (renamed, removed, replaced): its watch
-            // follows the old inode, so the path is to be watched afresh.
-            for path in event.paths.iter().filter(|p| seen.dirs.contains(*p)) {
-                seen.gone.insert(path.clone());
-            }
-            if event.paths.is_empty() || event.paths.iter().any(|p| relevant(p, &seen.files)) {
-                let _ = events_tx.try_send(());
-            }
-        });
-        let watcher = match watcher {
+        let watcher = match DirWatcher::new(events_tx) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!("cannot watch for file changes, relying on the periodic re-scan: {e}");
+                tracing::warn!(error = %e, "cannot watch for file changes, relying on the periodic re-scan");
                 None
             }
         };
@@ -141,15 +121,13 @@ impl Reloader {
             metrics,
             store: store.clone(),
             watcher,
-            watched: BTreeSet::new(),
-            shared,
-            wanted: BTreeSet::new(),
             fetched: None,
             needs: Vec::new(),
             source_failure: None,
             failures: 0,
+            warned: Vec::new(),
         };
-        let task = tokio::spawn(task.run(requests_rx, events, shutdown));
+        let task = AbortOnDropHandle::new(tokio::spawn(task.run(requests_rx, events, shutdown)));
         Reloader { store, requests, task: Some(task) }
     }
 
@@ -173,7 +151,7 @@ impl Reloader {
         }
     }
 
-    /// Waits for the first full resolution; after `timeout`, the current failure.
+    /// Waits for the first full resolution; see [`ready`].
     pub async fn ready(&self, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
         ready(&self.store, timeout).await
     }
@@ -200,19 +178,19 @@ impl Reloader {
     }
 }
 
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
+/// How long past its deadline the first resolution's verdict may wait for the attempt
+/// made at the deadline: one request's own limit (10 s) and some.
+const LAST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
 
-/// Waits for the first full resolution published in `store`; after `timeout`, the
-/// current failure.
+/// Waits for the first full resolution published in `store`. Its deadline, `timeout`
+/// from now, is also the reloader's: its last attempt is made at the deadline (SPEC §3),
+/// and the verdict is that attempt's (or that of the one in flight at the deadline),
+/// waited for at most `LAST_ATTEMPT_WAIT` more. On failure, the current failure.
 pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
+    let deadline = crate::http::deadline::deadline_after(timeout);
+    store.set_startup_deadline(deadline);
     let mut rx = store.subscribe();
-    let wait = async {
+    let resolved = async {
         loop {
             let s = rx.borrow_and_update().clone();
             if s.resolved.is_some() {
@@ -223,17 +201,27 @@ pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, St
             }
         }
     };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(result) => result,
-        Err(_) => {
-            let s = store.load();
-            let (message, class) = match &s.failure {
-                Some(f) => (f.message.clone(), f.class),
-                None => ("the first resolution is still running".to_owned(), Class::Unavailable),
-            };
-            Err(StartupError::NotReady { waited: timeout, message, class })
-        }
+    if let Ok(result) = tokio::time::timeout_at(deadline, resolved).await {
+        return result;
     }
+    let mut finished = store.subscribe_finished();
+    let last_attempt = async {
+        while !finished.borrow_and_update().is_some_and(|at| at >= deadline) {
+            if finished.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LAST_ATTEMPT_WAIT, last_attempt).await;
+    let s = store.load();
+    if s.resolved.is_some() {
+        return Ok(s);
+    }
+    let (message, class) = match &s.failure {
+        Some(f) => (f.message.clone(), f.class),
+        None => ("the first resolution is still running".to_owned(), Class::Unavailable),
+    };
+    Err(StartupError::NotReady { waited: timeout, message, class })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,14 +237,8 @@ struct Task<S> {
     sources: Arc<S>,
     metrics: Arc<Metrics>,
     store: Arc<Store>,
-    watcher: Option<notify::RecommendedWatcher>,
-    /// Folders currently watched: the config directory and those of `file:` sources.
-    watched: BTreeSet<PathBuf>,
-    /// What the watcher's callback needs to know, and what it reports back.
-    shared: Arc<Mutex<Shared>>,
-    /// Folders to watch: the config directory and those of the last plan's `file:`
-    /// sources. While one of them is not watched, watching it is retried.
-    wanted: BTreeSet<PathBuf>,
+    /// `None` when inotify is unavailable: the re-scan is the only backstop then.
+    watcher: Option<DirWatcher>,
     /// The last fetch, reused by `Local` reloads.
     fetched: Option<Fetched>,
     /// What `fetched` was fetched for (see `remote_needs`).
@@ -266,6 +248,8 @@ struct Task<S> {
     source_failure: Option<(String, Class)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
+    /// The config warnings last logged: each is logged when it appears, not at every reload.
+    warned: Vec<crate::config::Diagnostic>,
 }
 
 /// A duration shifted by up to ±10%, so that many replicas do not call in step.
@@ -273,34 +257,8 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
-/// Shared by the reload task and the watcher's callback (which runs on its own thread).
-#[derive(Default)]
-struct Shared {
-    /// The files `file:` sources name: hidden or not, their changes count.
-    files: BTreeSet<PathBuf>,
-    /// The folders watched.
-    dirs: BTreeSet<PathBuf>,
-    /// Watched folders that were renamed or removed since the last sync.
-    gone: BTreeSet<PathBuf>,
-}
-
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// How often watching a wanted folder that could not be watched is tried again.
 const REWATCH: Duration = Duration::from_millis(100);
-
-/// Whether a change to `path` may change what connd resolves: not for hidden files,
-/// except the kubelet's `..data`, `..data_tmp` and timestamped `..2024_...` entries
-/// and the files in `named` (those of `file:` sources).
-fn relevant(path: &std::path::Path, named: &BTreeSet<PathBuf>) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return true };
-    if !name.starts_with('.') || named.contains(path) {
-        return true;
-    }
-    name == "..data" || name == "..data_tmp" || name.strip_prefix("..").is_some_and(|n| n.starts_with("20"))
-}
 
 /// What a fetch depends on: the connections with remote parameters or tokens.
 fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
@@ -313,6 +271,24 @@ fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
             (oauth || !remote.is_empty()).then(|| (c.id.clone(), remote, oauth))
         })
         .collect()
+}
+
+/// The folders to watch for `plan` (the config directory and those of `file:`
+/// sources), and the files `file:` sources name.
+fn watched_paths(dir: &std::path::Path, plan: &Plan) -> (BTreeSet<PathBuf>, BTreeSet<PathBuf>) {
+    let mut dirs = BTreeSet::from([dir.to_path_buf()]);
+    let mut files = BTreeSet::new();
+    for p in &plan.connections {
+        for param in p.connection.parameters.values() {
+            if let Source::File(path) = &param.source {
+                if let Some(parent) = path.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+                files.insert(path.clone());
+            }
+        }
+    }
+    (dirs, files)
 }
 
 impl<S: Sources> Task<S> {
@@ -332,6 +308,7 @@ impl<S: Sources> Task<S> {
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut done = None;
+            let unwatched = self.watcher.as_ref().is_some_and(DirWatcher::incomplete);
             let kind = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -347,34 +324,45 @@ impl<S: Sources> Task<S> {
                 }
                 () = sleep_until(next_full) => Kind::Full,
                 _ = rescan.tick() => Kind::Local,
-                () = tokio::time::sleep(REWATCH), if self.unwatched() => {
+                () = tokio::time::sleep(REWATCH), if unwatched => {
                     if !self.sync_watches(None) {
                         continue;
                     }
                     Kind::Local
                 }
             };
+            let span = tracing::info_span!("reload", kind = ?kind);
             let ok = tokio::select! {
                 () = &mut shutdown => break,
-                ok = self.reload(kind) => ok,
+                ok = self.reload(kind).instrument(span) => ok,
             };
+            self.store.finished();
             if let Some(done) = done {
                 let _ = done.send(());
             }
             if kind == Kind::Full {
-                let refresh = self.config.refresh_interval;
-                next_full = Instant::now()
-                    + if ok {
-                        self.failures = 0;
-                        jitter(refresh)
-                    } else {
-                        self.failures = self.failures.saturating_add(1);
-                        let backoff = Duration::from_millis(100).saturating_mul(1 << self.failures.min(10));
-                        jitter(backoff.min(refresh))
-                    };
+                next_full = self.next_full(ok);
             }
         }
         tracing::debug!("reloader stopped");
+    }
+
+    /// When the next full reload is due after one that succeeded (`ok`) or failed: the
+    /// refresh interval, jittered; after failures, the backoff (up to the refresh
+    /// interval), stopping at the first resolution's deadline so that an attempt is
+    /// made there.
+    fn next_full(&mut self, ok: bool) -> Instant {
+        let (refresh, now) = (self.config.refresh_interval, Instant::now());
+        if ok {
+            self.failures = 0;
+            return now + jitter(refresh);
+        }
+        self.failures = self.failures.saturating_add(1);
+        let backoff = Backoff::new(Duration::from_millis(100), refresh);
+        match backoff.next(self.failures, None, now, self.store.startup_deadline()) {
+            Next::At(at) => at,
+            Next::Deadline | Next::RetryAfter(_) => now + backoff.delay(self.failures, None),
+        }
     }
 
     /// Waits until no event has arrived for `debounce` (at most 20 debounce periods).
@@ -392,31 +380,20 @@ impl<S: Sources> Task<S> {
         self.sync_watches(None);
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
-            Ok(Ok(plan)) => Arc::new(plan),
+            Ok(Ok(plan)) => {
+                if plan.warnings != self.warned {
+                    plan.log_warnings();
+                    self.warned = plan.warnings.clone();
+                }
+                Arc::new(plan)
+            }
             Ok(Err(e)) => return self.failed(e.class(), e.into()),
             Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the config directory failed: {e}")),
         };
         self.sync_watches(Some(&plan));
-        let needs = remote_needs(&plan);
-        let reused = match (&self.fetched, kind) {
-            (Some(fetched), Kind::Local) if needs == self.needs => Some(fetched.clone()),
-            _ => None,
-        };
-        let fetched = match reused {
-            Some(fetched) => fetched,
-            None => match self.sources.fetch(&plan, self.config.tokens).await {
-                Ok(fetched) => {
-                    self.fetched = Some(fetched.clone());
-                    self.needs = needs;
-                    self.source_failure = None;
-                    fetched
-                }
-                Err(e) => {
-                    let (class, e) = (e.class(), anyhow::Error::from(e));
-                    self.source_failure = Some((format!("{e:#}"), class));
-                    return self.failed(class, e);
-                }
-            },
+        let fetched = match self.fetch(&plan, kind).await {
+            Ok(fetched) => fetched,
+            Err((class, e)) => return self.failed(class, e),
         };
         let for_values = plan.clone();
         let materialized = tokio::task::spawn_blocking(move || values::materialize(&for_values, &fetched)).await;
@@ -425,107 +402,101 @@ impl<S: Sources> Task<S> {
             Ok(Err(e)) => return self.failed(e.class(), e.into()),
             Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the values failed: {e}")),
         };
-        let failing = self.store.load().failure.is_some();
+        let before = self.store.load();
         let changed = match self.source_failure.clone() {
             // The files resolved, but on values fetched before the outage: publish what
             // the files changed, and leave the failure, its age and the success
             // metrics as they are.
             Some(source_failure) => {
-                let changed = self.store.succeed_files(plan, values, source_failure.clone());
+                let changed = self.store.succeed_files(plan, values, source_failure);
                 self.metrics.files_reload(changed);
                 changed
             }
             None => {
                 let changed = self.store.succeed(plan, values);
                 self.metrics.reload(if changed { Reload::Changed } else { Reload::Unchanged });
-                if failing {
+                if before.failure.is_some() {
                     tracing::info!("values resolved again; the error above is over");
                 }
                 changed
             }
         };
-        if changed {
-            let s = self.store.load();
-            tracing::info!(generation = s.generation, "values changed");
+        // The first resolution is no change: `serve` says "ready", `run` starts the workload.
+        if let (true, Some(before)) = (changed, &before.resolved) {
+            log_change(before, &self.store.load());
         }
         self.source_failure.is_none()
+    }
+
+    /// The remote values for `plan`: the last fetch when a `Local` reload's plan needs
+    /// the same ones, else a fetch, whose failure is remembered until one succeeds.
+    async fn fetch(&mut self, plan: &Plan, kind: Kind) -> Result<Fetched, (Class, anyhow::Error)> {
+        let needs = remote_needs(plan);
+        if let (Some(fetched), Kind::Local) = (&self.fetched, kind) {
+            if needs == self.needs {
+                return Ok(fetched.clone());
+            }
+        }
+        match self.sources.fetch(plan, self.config.tokens).await {
+            Ok(fetched) => {
+                self.fetched = Some(fetched.clone());
+                self.needs = needs;
+                self.source_failure = None;
+                Ok(fetched)
+            }
+            Err(e) => {
+                let (class, e) = (e.class(), anyhow::Error::from(e));
+                self.source_failure = Some((format!("{e:#}"), class));
+                Err((class, e))
+            }
+        }
     }
 
     fn failed(&mut self, class: Class, e: anyhow::Error) -> bool {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
         if self.store.fail(format!("{e:#}"), class) {
+            let problems = crate::logging::problems(&e);
+            let error = format!("{e:#}");
             if serving {
-                tracing::warn!("reload failed, the last good values stay: {e:#}");
+                tracing::warn!(error = %error, problems = problems.as_deref(), "reload failed, the last good values stay");
             } else {
-                tracing::warn!("resolution failed, will retry: {e:#}");
+                tracing::warn!(error = %error, problems = problems.as_deref(), "resolution failed, will retry");
             }
         }
         false
     }
 
-    /// Watches the config directory and the folders of `file:` sources (those of `plan`,
-    /// or of the last plan without one); folders no longer needed are dropped, and
-    /// folders renamed or removed are watched afresh. True when a folder that was not
-    /// watched now is, so that what changed meanwhile is read.
+    /// Points the watcher at the config directory and the folders of `file:` sources
+    /// (those of `plan`, or of the last plan without one). True when a folder that was
+    /// not watched now is, so that what changed meanwhile is read.
     fn sync_watches(&mut self, plan: Option<&Plan>) -> bool {
         let Some(watcher) = &mut self.watcher else { return false };
-        if plan.is_some() || self.wanted.is_empty() {
-            let mut wanted = BTreeSet::from([self.config.dir.clone()]);
-            let mut files = BTreeSet::new();
-            for p in plan.iter().flat_map(|plan| &plan.connections) {
-                for param in p.connection.parameters.values() {
-                    if let Source::File(path) = &param.source {
-                        if let Some(parent) = path.parent() {
-                            wanted.insert(parent.to_path_buf());
-                        }
-                        files.insert(path.clone());
-                    }
-                }
+        match plan {
+            Some(plan) => {
+                let (dirs, files) = watched_paths(&self.config.dir, plan);
+                watcher.want(dirs, files);
             }
-            if plan.is_some() {
-                lock(&self.shared).files = files;
+            None if watcher.wants_nothing() => {
+                watcher.want(BTreeSet::from([self.config.dir.clone()]), BTreeSet::new());
             }
-            self.wanted = wanted;
+            None => {}
         }
-        let gone = std::mem::take(&mut lock(&self.shared).gone);
-        for dir in gone.iter().chain(self.watched.difference(&self.wanted)).cloned().collect::<Vec<_>>() {
-            let _ = watcher.unwatch(&dir);
-            self.watched.remove(&dir);
-        }
-        let mut added = false;
-        for dir in &self.wanted {
-            if !self.watched.contains(dir) && watcher.watch(dir, RecursiveMode::NonRecursive).is_ok() {
-                self.watched.insert(dir.clone());
-                added = true;
-            }
-        }
-        lock(&self.shared).dirs = self.watched.clone();
-        added
-    }
-
-    /// Whether some wanted folder is not watched (missing, or just replaced).
-    fn unwatched(&self) -> bool {
-        self.watcher.is_some() && (!self.wanted.is_subset(&self.watched) || !lock(&self.shared).gone.is_empty())
+        watcher.sync()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::relevant;
-    use std::collections::BTreeSet;
-    use std::path::{Path, PathBuf};
-
-    #[test]
-    fn hidden_files_are_not_connds_but_the_kubelets_are() {
-        let none = BTreeSet::new();
-        for path in ["/c/component.yaml", "/c/..data", "/c/..data_tmp", "/c/..2026_11_22_03_00_01.123"] {
-            assert!(relevant(Path::new(path), &none), "{path}");
-        }
-        for path in ["/c/.editor.swp", "/c/.git", "/c/..other"] {
-            assert!(!relevant(Path::new(path), &none), "{path}");
-        }
-        let named = BTreeSet::from([PathBuf::from("/s/.token")]);
-        assert!(relevant(Path::new("/s/.token"), &named), "a file a `file:` source names");
-    }
+/// Logs which variables and connections a reload changed: names only, never values.
+fn log_change(before: &Resolved, now: &Snapshot) {
+    let Some(after) = &now.resolved else { return };
+    let variables = changed_names(&before.values.env, &after.values.env);
+    let connections: Vec<&str> = after
+        .plan
+        .connections
+        .iter()
+        .zip(&after.connection_index)
+        .filter(|(_, index)| **index == now.generation)
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    tracing::info!(generation = now.generation, variables, connections = connections.join(","), "values changed");
 }

@@ -9,10 +9,12 @@ use crate::resolve::Plan;
 use crate::secret::Secret;
 use crate::source::values::Values;
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// A connection's fields as the connection routes show them (see `Resolved::describe`).
 pub type Fields = [(&'static str, String); 5];
@@ -106,6 +108,15 @@ impl Resolved {
     }
 }
 
+/// The names (never the values) of the variables added, removed or changed, joined
+/// with `,`: what a log line about a change may say.
+pub fn changed_names(old: &BTreeMap<String, Secret>, new: &BTreeMap<String, Secret>) -> String {
+    let mut names: Vec<&str> = new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, _)| k.as_str()).collect();
+    names.extend(old.keys().filter(|k| !new.contains_key(*k)).map(String::as_str));
+    names.sort_unstable();
+    names.join(",")
+}
+
 /// Why the latest resolution failed. The last good values stay served meanwhile.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -140,12 +151,23 @@ impl Snapshot {
 pub struct Store {
     current: ArcSwap<Snapshot>,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// When the latest resolution (good or not) finished: past the startup deadline,
+    /// `reload::ready` waits for the one made at the deadline, not the one before.
+    finished: watch::Sender<Option<Instant>>,
+    /// The first resolution's deadline, set by whoever waits for it (`reload::ready`):
+    /// until then the reloader's retries stop at it, so that one is made there.
+    startup_deadline: Mutex<Option<Instant>>,
 }
 
 impl Default for Store {
     fn default() -> Self {
         let first = Arc::new(Snapshot::default());
-        Store { current: ArcSwap::new(first.clone()), tx: watch::Sender::new(first) }
+        Store {
+            current: ArcSwap::new(first.clone()),
+            tx: watch::Sender::new(first),
+            finished: watch::Sender::new(None),
+            startup_deadline: Mutex::new(None),
+        }
     }
 }
 
@@ -158,6 +180,29 @@ impl Store {
     /// A receiver that sees every snapshot published from now on.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
+    }
+
+    /// Records that a resolution (good or not) finished now; after its snapshot, if any,
+    /// was published.
+    pub fn finished(&self) {
+        self.finished.send_replace(Some(Instant::now()));
+    }
+
+    /// When resolutions finish (see [`Self::finished`]).
+    pub fn subscribe_finished(&self) -> watch::Receiver<Option<Instant>> {
+        self.finished.subscribe()
+    }
+
+    /// Sets the first resolution's deadline (the earliest one set wins).
+    pub fn set_startup_deadline(&self, deadline: Instant) {
+        let mut current = self.startup_deadline.lock();
+        *current = Some(current.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// The first resolution's deadline, while it has not succeeded.
+    pub fn startup_deadline(&self) -> Option<Instant> {
+        let deadline = *self.startup_deadline.lock();
+        deadline.filter(|_| self.load().resolved.is_none())
     }
 
     fn publish(&self, next: Snapshot) {

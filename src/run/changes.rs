@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 /// A burst postpones the action by at most this many debounce windows, as in the
 /// reloader: values that never settle still reach the workload.
@@ -34,13 +34,7 @@ pub struct Timing {
 /// The task that watches for changes; aborted when dropped, so it never outlives the
 /// supervisor that owns it.
 pub struct Changes {
-    task: JoinHandle<()>,
-}
-
-impl Drop for Changes {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Changes {
@@ -49,8 +43,8 @@ impl Changes {
     /// act on. The channel closes when the publisher goes away.
     pub fn spawn(values: watch::Receiver<Env>, applied: Env, timing: Timing) -> (Changes, mpsc::Receiver<Env>) {
         let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(watch_changes(values, applied, timing, tx));
-        (Changes { task }, rx)
+        let task = AbortOnDropHandle::new(tokio::spawn(watch_changes(values, applied, timing, tx)));
+        (Changes { _task: task }, rx)
     }
 }
 
@@ -89,13 +83,7 @@ async fn watch_changes(mut values: watch::Receiver<Env>, mut applied: Env, timin
     }
 }
 
-/// The names (never the values) of the variables added, removed or changed.
-pub fn changed_names(old: &BTreeMap<String, Secret>, new: &BTreeMap<String, Secret>) -> String {
-    let mut names: Vec<&str> = new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, _)| k.as_str()).collect();
-    names.extend(old.keys().filter(|k| !new.contains_key(*k)).map(String::as_str));
-    names.sort_unstable();
-    names.join(",")
-}
+pub use crate::reload::snapshot::changed_names;
 
 #[cfg(test)]
 mod tests {

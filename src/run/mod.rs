@@ -16,7 +16,7 @@ use crate::reload::{ReloadConfig, Reloader};
 use crate::run::changes::Env;
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
-use crate::serve::Socket;
+use crate::serve::{metrics_listen, Socket};
 use crate::source::once::{self, Retry};
 use crate::source::remote::{self, Remote};
 use crate::source::{Sources, Tokens};
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use supervise::{Forwarded, SuperviseError};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How long API requests in flight get once the workload has exited.
 const API_GRACE: Duration = Duration::from_secs(1);
@@ -50,6 +50,8 @@ pub struct Settings {
     pub api: Option<(Socket, Allow)>,
     /// The egress proxy (`--proxy-listen`, `--proxy-socket`); off when neither is given.
     pub proxy: crate::proxy::ProxySettings,
+    /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// The binary's `run`: returns the workload's exit code (or 128+N).
@@ -62,22 +64,19 @@ pub fn command(args: &Settings) -> anyhow::Result<u8> {
     result
 }
 
-async fn until(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
     let sources = Arc::new(Remote::new(&args.remote, true, metrics.clone())?);
-    let (stop_tx, stop) = watch::channel(false);
+    // Stops the reloader and the API, each through a child token.
+    let stop = CancellationToken::new();
     let start_reloader = || {
         let mut reload = args.reload.clone();
         if args.api.is_none() {
             reload.tokens = Tokens::Mapped;
         }
-        Reloader::start(reload, sources.clone(), metrics.clone(), until(stop.clone()))
+        Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned())
     };
     let proxy = crate::proxy::bind(args.proxy.clone())?;
     // With an API or the proxy, the reloader starts at once: they serve its snapshot.
@@ -86,17 +85,34 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     let mut proxy_task = None;
     if let Some(bound) = proxy {
         let r = start_reloader();
-        let serving = bound.serve(r.store().clone(), sources.clone(), metrics.clone(), until(stop.clone()));
-        proxy_task = Some(tokio::spawn(serving));
+        let serving =
+            bound.serve(r.store().clone(), sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
+        proxy_task = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
         reloader = Some(r);
     }
     if let Some((socket, allow)) = &args.api {
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
         let r = reloader.get_or_insert_with(start_reloader);
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
-        server = Some(tokio::spawn(server::serve(listener, parts, allow.clone(), API_GRACE, until(stop.clone()))));
+        let serving = server::serve(listener, parts, allow.clone(), API_GRACE, stop.child_token().cancelled_owned());
+        server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
+    }
+    // Probes and scrapes read the reloader's snapshot, so it starts at once too.
+    let mut metrics_server = None;
+    if let Some(listener) = &args.metrics_listener {
+        let r = reloader.get_or_insert_with(start_reloader);
+        let serving = metrics_listen::serve(
+            listener.clone(),
+            r.store().clone(),
+            metrics.clone(),
+            stop.child_token().cancelled_owned(),
+        );
+        metrics_server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
     }
 
     let result = async {
@@ -113,7 +129,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
             code = &mut supervised => code?,
             () = tokio::time::sleep(delay) => {
                 let r = reloader.get_or_insert_with(start_reloader);
-                let _forward = Forward(tokio::spawn(forward_env(r.subscribe(), env_tx)));
+                let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(r.subscribe(), env_tx)));
                 supervised.await?
             }
         };
@@ -121,17 +137,20 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     }
     .await;
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     if let Some(server) = server {
         let _ = server.await;
     }
     if let Some(proxy) = proxy_task {
         let _ = proxy.await;
     }
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     if let Some(reloader) = reloader {
         reloader.stopped().await;
     }
-    sources.shutdown();
+    sources.token_cache().shutdown().await;
     if let Some((socket, _)) = &args.api {
         let _ = std::fs::remove_file(&socket.path);
     }
@@ -144,7 +163,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
 /// With an API, the workload then starts once the API is ready too, on its values.
 async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let fetch = |plan: Arc<_>| async move {
-        let retry = Retry::Until(Instant::now() + args.remote.startup_timeout);
+        let retry = Retry::Until(crate::http::deadline::deadline_after(args.remote.startup_timeout));
         Ok(once::fetch(&plan, sources, retry).await?)
     };
     let (_, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
@@ -179,14 +198,5 @@ async fn forward_env(mut snapshots: watch::Receiver<Arc<Snapshot>>, env: watch::
         if snapshots.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// The forwarding task, stopped with the supervisor that reads it.
-struct Forward(JoinHandle<()>);
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -44,7 +44,16 @@ impl Reaper {
     }
 }
 
-/// Reaps every exited child; returns `child`'s status if it was among them.
+impl Reaper {
+    /// Reaps every exited child now, without waiting: for when the workload itself is
+    /// already collected and what it left behind is being stopped.
+    pub fn reap_orphans(&mut self) {
+        reap_all(Pid::from_raw(0));
+    }
+}
+
+/// Reaps every exited child; returns `child`'s status if it was among them (pid 0, no
+/// child's, for none).
 fn reap_all(child: Pid) -> Option<WaitStatus> {
     let mut found = None;
     loop {

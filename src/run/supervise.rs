@@ -4,6 +4,11 @@
 //! restarts the workload or sends it a signal. connd exits with the workload's code, or
 //! 128+N when the workload died of signal N.
 //!
+//! The workload leads a process group of its own. Whenever it stops (a restart, connd's
+//! SIGTERM, its own exit), what is left of the group gets the stop signal and SIGKILL
+//! after the stop timeout, as systemd's `KillMode=control-group` does (SPEC §3): a
+//! restart never leaves the old workload's children holding a port.
+//!
 //! Boundary: the values arrive on a `watch` channel (the reloader's business); which
 //! changes count is `changes`' business. Runs on a current-thread runtime: spawning and
 //! reaping then never interleave.
@@ -52,8 +57,10 @@ pub struct Settings {
     /// How long a stopping workload gets before SIGKILL, on restart and after SIGTERM.
     pub stop_timeout: Duration,
     pub timing: Timing,
-    /// The workload gets its own process group and signals go to the whole group, so a
-    /// shell script's children hear them too.
+    /// Forwarded signals go to the workload's whole process group, so a shell script's
+    /// children hear them too; otherwise to its main process only. (The workload leads
+    /// a group of its own either way, and what is left of that group when the workload
+    /// stops is stopped too.)
     pub forward_to_group: bool,
 }
 
@@ -87,8 +94,10 @@ pub async fn supervise(
     // Listening for SIGCHLD before the first spawn, so that no exit is missed.
     let mut reaper = Reaper::new().map_err(SuperviseError::Signals)?;
     let first = values.borrow().clone();
-    let terminal = if settings.forward_to_group { Terminal::foreground() } else { None };
-    let spawner = Spawner { argv, inherited, group: settings.forward_to_group, terminal };
+    // The workload always leads a process group of its own (so that what it leaves
+    // behind can be stopped with it), and so needs the terminal's foreground.
+    let terminal = Terminal::foreground();
+    let spawner = Spawner { argv, inherited, forward_to_group: settings.forward_to_group, terminal };
     let mut child = spawner.spawn(&first)?;
     let (_changes, mut changed) = match settings.on_change {
         OnChange::None => (None, None),
@@ -107,6 +116,14 @@ pub async fn supervise(
         tokio::select! {
             status = reaper.wait(child.pid) => {
                 let code = reap::exit_code(status);
+                // What is left of its group stops with it, within the same stop timeout
+                // when a stop was asked for (systemd's KillMode=control-group).
+                let deadline = kill_at.take().unwrap_or_else(|| Instant::now() + settings.stop_timeout);
+                if let Some(sig) = stop_group(&mut reaper, &mut signals, child.pid, settings.stop_signal, deadline).await {
+                    if restart_with.take().is_some() {
+                        tracing::info!(signal = sig.as_str(), "restart cancelled: connd ends with the workload");
+                    }
+                }
                 match restart_with.take() {
                     Some(env) => {
                         tracing::info!(exit_code = code, "the workload stopped; starting it with the new values");
@@ -129,7 +146,8 @@ pub async fn supervise(
             }
             () = sleep_until(kill_at) => {
                 tracing::warn!(timeout = ?settings.stop_timeout, "the workload did not stop in time; sending SIGKILL");
-                child.signal(Signal::SIGKILL);
+                // To the whole group: nothing of a workload that is being stopped stays.
+                child.kill_group();
                 kill_at = None;
             }
             Some(env) = recv(&mut changed) => match settings.on_change {
@@ -149,6 +167,62 @@ pub async fn supervise(
             },
         }
     }
+}
+
+/// Stops what is left of the process group `group` once its leader has exited: the
+/// stop signal, then SIGKILL at `deadline`, reaping meanwhile, until no process of the
+/// group is left. A process that left the group (`setsid`, `setpgid`) is out of reach.
+/// Returns the signal, if any, that asked connd itself to end meanwhile (it is passed
+/// on to the group).
+async fn stop_group(
+    reaper: &mut Reaper,
+    signals: &mut Forwarded,
+    group: Pid,
+    stop: Signal,
+    deadline: Instant,
+) -> Option<Signal> {
+    reaper.reap_orphans();
+    if !group_alive(group) {
+        return None;
+    }
+    tracing::info!(signal = stop.as_str(), "stopping what the workload left running in its process group");
+    let _ = killpg(group, stop);
+    let mut ended_by = None;
+    let mut killed = false;
+    // Members that are not connd's children send no SIGCHLD here: poll, briefly.
+    let poll = Duration::from_millis(20);
+    loop {
+        reaper.reap_orphans();
+        if !group_alive(group) {
+            return ended_by;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep_until(deadline), if !killed => {
+                tracing::warn!("processes of the workload's group did not stop in time; sending SIGKILL");
+                let _ = killpg(group, Signal::SIGKILL);
+                killed = true;
+            }
+            sig = signals.recv() => {
+                let _ = killpg(group, sig);
+                if ends_startup(sig) {
+                    ended_by = Some(sig);
+                }
+            }
+        }
+        // A process that even SIGKILL does not end (stuck in the kernel) is left behind
+        // rather than holding connd forever.
+        if killed && Instant::now() > deadline + Duration::from_secs(5) {
+            tracing::warn!("processes of the workload's group survive SIGKILL; leaving them");
+            return ended_by;
+        }
+    }
+}
+
+/// Whether any process is left in `group` (a zombie counts until it is reaped). One
+/// that connd may not signal is out of its reach, and counts as gone.
+fn group_alive(group: Pid) -> bool {
+    killpg(group, None).is_ok()
 }
 
 /// Signals that end connd when there is no workload yet to pass them to.
@@ -178,9 +252,10 @@ async fn recv(rx: &mut Option<tokio::sync::mpsc::Receiver<Env>>) -> Option<Env> 
 struct Spawner<'a> {
     argv: &'a [OsString],
     inherited: Vec<(OsString, OsString)>,
-    group: bool,
-    /// With `group`: the terminal whose foreground each new group gets, given back when
-    /// the spawner is dropped.
+    /// Forwarded signals go to the workload's whole group, not only to its leader.
+    forward_to_group: bool,
+    /// The terminal whose foreground each new group gets, given back when the spawner is
+    /// dropped.
     terminal: Option<Terminal>,
 }
 
@@ -191,9 +266,7 @@ impl Spawner<'_> {
         let path = exec::find_command(command, &env).map_err(SuperviseError::Spawn)?;
         let mut cmd = std::process::Command::new(&path);
         cmd.arg0(command).args(&self.argv[1..]).env_clear().envs(env);
-        if self.group {
-            cmd.process_group(0);
-        }
+        cmd.process_group(0);
         // std starts the child with an empty signal mask and default dispositions, and the
         // handle is dropped without waiting: the reaper alone collects the exit.
         let child = cmd.spawn().map_err(|e| {
@@ -209,22 +282,31 @@ impl Spawner<'_> {
         if let Some(terminal) = &self.terminal {
             terminal.hand_to(pid);
         }
-        Ok(Child { pid, group: self.group })
+        Ok(Child { pid, forward_to_group: self.forward_to_group })
     }
 }
 
+/// The workload's main process, which leads a process group of its own (its pid is
+/// the group's id).
 struct Child {
     pid: Pid,
-    /// Signals go to the process group the child leads.
-    group: bool,
+    /// Signals go to the whole process group the child leads.
+    forward_to_group: bool,
 }
 
 impl Child {
     fn signal(&self, sig: Signal) {
         // The pid cannot have been reused: it stays a zombie until the reaper takes it.
-        let sent = if self.group { killpg(self.pid, sig) } else { kill(self.pid, sig) };
+        let sent = if self.forward_to_group { killpg(self.pid, sig) } else { kill(self.pid, sig) };
         if let Err(e) = sent {
             tracing::debug!(signal = sig.as_str(), "not delivered: {}", e.desc());
+        }
+    }
+
+    /// SIGKILL to every process of the group.
+    fn kill_group(&self) {
+        if let Err(e) = killpg(self.pid, Signal::SIGKILL) {
+            tracing::debug!("SIGKILL not delivered: {}", e.desc());
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The terminal under `--forward-to-group`: the workload leads a process group of its
-//! own, and unless that group is the terminal's foreground group, reading stdin stops it
+//! The terminal: the workload leads a process group of its own (see `supervise`), and
+//! unless that group is the terminal's foreground group, reading stdin stops it
 //! (SIGTTIN) while connd waits for it forever. So connd hands the foreground to each
 //! workload it starts and takes it back when it is done, as a shell does for a job.
 //!

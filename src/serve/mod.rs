@@ -8,6 +8,7 @@
 //! reloader and drains the server within its grace period.
 
 pub mod api;
+pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;
 
@@ -24,7 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -39,6 +41,8 @@ pub struct ServeSettings {
     pub sighup: bool,
     /// What one caller may hold of the API.
     pub limits: server::Limits,
+    /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// The API's socket file: where it is made and who may open it (`serve`, `run --socket`).
@@ -50,10 +54,6 @@ pub struct Socket {
     pub mode: u32,
     /// The group it is given, if any.
     pub group: Option<u32>,
-}
-
-async fn until(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
@@ -90,15 +90,28 @@ pub async fn run_with_proxy<S: Sources>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
-    let (stop_tx, stop) = watch::channel(false);
-    let mut reloader = Reloader::start(settings.reload, sources.clone(), metrics.clone(), until(stop.clone()));
+    // Stops the reloader and the server, each through a child token.
+    let stop = CancellationToken::new();
+    let mut reloader =
+        Reloader::start(settings.reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
+    let metrics_server = settings.metrics_listener.map(|listener| {
+        let (store, metrics) = (reloader.store().clone(), metrics.clone());
+        AbortOnDropHandle::new(tokio::spawn(metrics_listen::serve(
+            listener,
+            store,
+            metrics,
+            stop.child_token().cancelled_owned(),
+        )))
+    });
     let proxy = proxy.map(|bound| {
-        let serving = bound.serve(reloader.store().clone(), sources.clone(), metrics.clone(), until(stop.clone()));
-        tokio::spawn(serving)
+        let (store, sources, metrics) = (reloader.store().clone(), sources.clone(), metrics.clone());
+        let serving = bound.serve(store, sources, metrics, stop.child_token().cancelled_owned());
+        AbortOnDropHandle::new(tokio::spawn(serving))
     });
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
-    let server = tokio::spawn(server::serve_with(listener, parts, allow, grace, limits, until(stop.clone())));
+    let serving = server::serve_with(listener, parts, allow, grace, limits, stop.child_token().cancelled_owned());
+    let server = AbortOnDropHandle::new(tokio::spawn(serving));
     let mut hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
     tokio::pin!(shutdown);
 
@@ -137,10 +150,13 @@ pub async fn run_with_proxy<S: Sources>(
         None => {}
     }
     notifier.stopping();
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = server.await;
     if let Some(proxy) = proxy {
         let _ = proxy.await;
+    }
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
     }
     reloader.stopped().await;
     result
@@ -166,8 +182,11 @@ pub fn command(
         let proxy = crate::proxy::bind(proxy.clone())?;
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in settings.allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
         let result = run_with_proxy(listener, proxy, settings, sources.clone(), metrics, shutdown).await;
-        sources.shutdown();
+        sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);
         result
     });

@@ -11,23 +11,25 @@ use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, HttpError, Request};
 use crate::metrics::{Call, Metrics};
 use crate::resolve::Plan;
+use crate::retry::{self, retry, Failure, Reason, Until};
 use crate::secret::Secret;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH, RETRY_AFTER};
 use http::{Method, StatusCode, Uri};
+use parking_lot::Mutex;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Requests in flight at once: enough to hide latency, few enough not to stampede.
 pub const CONCURRENCY: usize = 16;
 /// One request's own limit, within the caller's overall deadline.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// A failed fetch: one connection's request, the bearer credential, or a fetch task.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +204,7 @@ impl TokenFile {
         let err = |cause: String| ControlPlaneError::TokenFile { path: self.path.clone(), cause };
         let meta = std::fs::metadata(&self.path).map_err(|e| err(e.to_string()))?;
         let stamp = FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() };
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         if let Some((seen, token)) = last.as_ref() {
             if *seen == stamp {
                 return Ok(token.clone());
@@ -258,7 +260,7 @@ impl Wanted {
 }
 
 impl ControlPlane {
-    /// `base` was checked by `http::client::check_url`.
+    /// `base` was checked by `http::url::check_base_url`.
     pub fn new(
         base: &Uri,
         token_file: Option<PathBuf>,
@@ -312,8 +314,9 @@ impl ControlPlane {
         while let Some(joined) = tasks.join_next().await {
             let (id, params) = joined.map_err(|e| {
                 // Its request may have been sent; it has no answer, as a transient failure has none.
-                self.inner.metrics.control_plane_call(Call::Error);
-                ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } }
+                let e = ControlPlaneError::Task { what: if e.is_panic() { "panicked" } else { "was cancelled" } };
+                self.inner.metrics.control_plane_call(Call::failed(e.class()));
+                e
             })??;
             out.insert(id, params);
         }
@@ -323,7 +326,7 @@ impl ControlPlane {
     /// The last values fetched for connection `id`, if any: every scalar parameter of the
     /// control plane's last 200, wanted or not.
     pub fn cached(&self, id: &str) -> Option<HashMap<String, Secret>> {
-        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.params.scalars.clone())
+        self.inner.cache.lock().get(id).map(|c| c.params.scalars.clone())
     }
 
     async fn fetch_one(
@@ -332,37 +335,46 @@ impl ControlPlane {
         url: &str,
         deadline: Instant,
     ) -> Result<HashMap<String, Secret>, ControlPlaneError> {
-        let started = Instant::now();
         let uri: Uri = url
             .parse()
             .map_err(|_| w.error(url, Problem::BadAnswer { cause: "the connection's URL is not valid".into() }))?;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let (cause, retry_after) = match self.attempt(w, url, &uri, deadline).await? {
-                Attempt::Done(params) => return Ok(params),
-                Attempt::Retry { cause, retry_after } => (cause, retry_after),
-            };
-            if self.inner.retries == Retries::Caller {
+        let until = match self.inner.retries {
+            Retries::Caller => Until::Once(deadline),
+            Retries::UntilDeadline => Until::Deadline(deadline),
+        };
+        let (span, uri) = (tracing::info_span!("connection", connection = %w.name, url), &uri);
+        let attempts = retry(&retry::REQUESTS, until, "control-plane request", |a| async move {
+            match self.attempt(w, url, uri, a.deadline).await {
+                Ok(Attempt::Done(params)) => Ok(params),
                 // No attempt count or time in the message: the same outage reads the
-                // same in every round, so it is logged once.
-                return Err(w.error(url, Problem::Down { cause }));
+                // same in every round of the reloader, so it is logged once.
+                Ok(Attempt::Retry { cause, retry_after }) => {
+                    Err(Failure::Transient { error: w.error(url, Problem::Down { cause }), retry_after })
+                }
+                Err(e) => Err(Failure::Permanent(e)),
             }
-            let delay = retry_delay(retry_after, attempts);
-            let now = Instant::now();
-            // `checked_add`: a `Retry-After` of 10^19 seconds must give up, not panic.
-            if now.checked_add(delay).map_or(true, |at| at >= deadline) {
-                let cause = match retry_after {
-                    // Only when the server's wish, not connd's own backoff, is what ends it.
-                    Some(after) if now.checked_add(after).map_or(true, |at| at >= deadline) => {
-                        format!("{cause} (the server asked to retry after {after:?}, past the startup timeout)")
-                    }
-                    _ => cause,
-                };
-                return Err(w.error(url, Problem::Unavailable { attempts, elapsed: started.elapsed(), cause }));
+        });
+        let gave_up = match attempts.instrument(span).await {
+            Ok(params) => return Ok(params),
+            Err(gave_up) => gave_up,
+        };
+        let (attempts, elapsed) = (gave_up.attempts, gave_up.elapsed);
+        match (gave_up.error, gave_up.reason) {
+            (ControlPlaneError::Request(mut r), reason @ (Reason::Deadline | Reason::RetryAfter(_))) => {
+                // Only transient failures (`Down`) end by the deadline.
+                if let Problem::Down { cause } = &r.problem {
+                    let cause = match reason {
+                        // Only when the server's wish, not connd's own backoff, is what ends it.
+                        Reason::RetryAfter(after) => {
+                            format!("{cause} (the server asked to retry after {after:?}, past the startup timeout)")
+                        }
+                        _ => cause.clone(),
+                    };
+                    r.problem = Problem::Unavailable { attempts, elapsed, cause };
+                }
+                Err(ControlPlaneError::Request(r))
             }
-            tracing::warn!(connection = %w.name, url, attempt = attempts, retry_in = ?delay, "control plane: {cause}");
-            tokio::time::sleep(delay).await;
+            (error, _) => Err(error),
         }
     }
 
@@ -379,7 +391,7 @@ impl ControlPlane {
         // Conditional only when the cached answer has every key wanted now: otherwise a 304
         // could not answer for the missing one, and only a 200 can say whether it exists.
         let etag = {
-            let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.inner.cache.lock();
             let complete = |c: &&Cached| w.keys.iter().all(|k| c.params.scalars.contains_key(k));
             cache.get(&w.id).filter(complete).and_then(|c| c.etag.clone())
         };
@@ -435,12 +447,12 @@ impl ControlPlane {
                     BodyError::Invalid(cause) => bad(cause),
                 })?;
                 let etag = response.headers.get(ETAG).cloned();
-                let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let mut cache = self.inner.cache.lock();
                 cache.insert(w.id.clone(), Cached { etag, params: all });
                 Ok(Attempt::Done(params))
             }
             StatusCode::NOT_MODIFIED => {
-                let cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+                let cache = self.inner.cache.lock();
                 match cache.get(&w.id) {
                     Some(c) => pick(&c.params, w).map(Attempt::Done).map_err(|e| match e {
                         BodyError::Missing(key) => missing(key),
@@ -477,7 +489,9 @@ enum BodyError {
 
 #[derive(serde::Deserialize)]
 struct Body {
-    parameters: HashMap<String, serde_json::Value>,
+    /// Raw, so that a number keeps its digits (SPEC §5): `18446744073709551616` is not
+    /// turned into `1.8446744073709552e19`.
+    parameters: HashMap<String, Box<serde_json::value::RawValue>>,
 }
 
 /// Every parameter of a 200 body, scalars turned into their text.
@@ -486,11 +500,14 @@ fn parse_body(body: &[u8]) -> Result<Params, String> {
     let body: Body = serde_json::from_slice(body)
         .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
     let mut out = Params::default();
-    for (key, value) in body.parameters {
+    for (key, raw) in body.parameters {
+        let value: serde_json::Value = serde_json::from_str(raw.get())
+            .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
         let text = match value {
             serde_json::Value::Null => continue,
             serde_json::Value::String(s) => s,
-            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+            serde_json::Value::Number(_) => raw.get().to_owned(),
+            v @ serde_json::Value::Bool(_) => v.to_string(),
             _ => {
                 out.not_scalar.insert(key);
                 continue;
@@ -514,33 +531,19 @@ fn pick(all: &Params, w: &Wanted) -> Result<HashMap<String, Secret>, BodyError> 
     Ok(out)
 }
 
-/// Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)).
-pub fn full_jitter(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1u32 << attempt.min(16)).min(BACKOFF_CAP);
-    ceiling.mul_f64(fastrand::f64())
-}
+/// What a path segment keeps as is: RFC 3986 §2.3's unreserved characters; everything
+/// else is percent-encoded (names and UUIDs are plain, but nothing is assumed).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// The shortest pause between two attempts, whatever the server says: `Retry-After: 0`
-/// must not turn retrying into a busy loop.
-const MIN_DELAY: Duration = Duration::from_millis(50);
-
-/// The pause before attempt `attempt + 1`: the server's `Retry-After` as a floor, never
-/// shorter than connd's own backoff.
-fn retry_delay(retry_after: Option<Duration>, attempt: u32) -> Duration {
-    retry_after.unwrap_or_default().max(full_jitter(attempt)).max(MIN_DELAY)
-}
-
-/// Percent-encodes one path segment (names and UUIDs are plain, but nothing is assumed).
+/// Percent-encodes one path segment.
 fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+impl crate::retry::Report for ControlPlaneError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
     }
-    out
 }
 
 #[cfg(test)]
@@ -590,28 +593,23 @@ mod tests {
     }
 
     #[test]
-    fn backoff_stays_under_its_ceiling() {
-        for attempt in 0..40 {
-            assert!(full_jitter(attempt) <= BACKOFF_CAP);
-        }
-        assert!(full_jitter(1) < Duration::from_millis(200));
-    }
-
-    #[test]
-    fn retry_after_is_a_floor_and_zero_still_backs_off() {
-        for attempt in 1..20 {
-            assert!(retry_delay(Some(Duration::from_secs(1)), attempt) >= Duration::from_secs(1));
-            assert!(retry_delay(Some(Duration::ZERO), attempt) >= MIN_DELAY);
-            assert!(retry_delay(None, attempt) >= MIN_DELAY);
-        }
-        assert_eq!(retry_delay(Some(Duration::from_secs(u64::MAX)), 1), Duration::from_secs(u64::MAX));
-    }
-
-    #[test]
     fn bodies_with_wrong_types_are_reported_without_their_content() {
         let double_encoded = serde_json::to_vec(&r#"{"parameters":{"ConsumerSecret":"TOPSECRET-remote"}}"#).unwrap();
         let err = parse_body(&double_encoded).unwrap_err();
         assert!(!err.contains("TOPSECRET"), "{err}");
         assert!(err.contains("not the expected JSON (a value of the wrong type"), "{err}");
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let body =
+            br#"{"parameters":{"AccountId": 18446744073709551616, "Rate": 22.10, "Exp": 1E3, "Neg": -0, "On": true}}"#;
+        let params = parse_body(body).unwrap();
+        let text = |k: &str| params.scalars[k].expose().to_owned();
+        assert_eq!(text("AccountId"), "18446744073709551616");
+        assert_eq!(text("Rate"), "22.10");
+        assert_eq!(text("Exp"), "1E3");
+        assert_eq!(text("Neg"), "-0");
+        assert_eq!(text("On"), "true");
     }
 }

@@ -1,12 +1,14 @@
 //! Where values from outside the directory come from, as every mode sees them: remote
 //! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
-//! token endpoint); the control-plane and OAuth sources implement the same trait, so
-//! `exec`, `run` and `serve` resolve the same way whichever is configured.
+//! token endpoint); `remote::Remote` (the control plane and OAuth tokens) implements the
+//! same trait, so `exec`, `run` and `serve` resolve the same way whichever is configured.
 //!
 //! Boundary: below the reloader and the modes, above `resolve`; a failed fetch is a
-//! [`FetchError`], whose class says whether it is worth retrying.
+//! [`FetchError`], whose class says whether it is worth retrying; unusable settings are a
+//! [`SetupError`].
 
 pub mod controlplane;
+pub mod credentials;
 pub mod oauth;
 pub mod once;
 pub mod remote;
@@ -14,13 +16,16 @@ pub mod values;
 
 use crate::config::model::ACCESS_TOKEN;
 use crate::error::{Class, Classify};
+use crate::http::client::HttpError;
+use crate::http::proxy::ProxyError;
+use crate::http::url::UrlError;
 use crate::resolve::Plan;
 use crate::secret::Secret;
 use crate::source::controlplane::ControlPlaneError;
 use crate::source::oauth::OAuthError;
-use crate::source::remote::SetupError;
 use crate::source::values::Fetched;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// An OAuth access token as the local API hands it out.
@@ -67,6 +72,42 @@ impl Classify for FetchError {
     }
 }
 
+/// Unusable settings: the sources' own (`remote::Settings`: the control-plane URL, the
+/// TLS files, the proxy variables) or a connection's OAuth client (`credentials`). A
+/// config error, or a usage error when `--control-plane` is not a base URL.
+///
+/// Messages leave their cause to the `#[source]` chain, which the binary prints with
+/// `{:#}`: repeating it in the message would print it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("--control-plane")]
+    Url(#[source] UrlError),
+    #[error(transparent)]
+    Tls(HttpError),
+    #[error(transparent)]
+    Proxy(ProxyError),
+    #[error("connection {connection:?}: {key}")]
+    TokenUrl {
+        connection: String,
+        key: &'static str,
+        #[source]
+        source: UrlError,
+    },
+    #[error("connection {connection:?} has no value for {key}, which its OAuth client needs")]
+    Credential { connection: String, key: &'static str },
+    #[error("connection {connection:?}: cannot read {key} from {}: {cause}", path.display())]
+    CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
+}
+
+impl Classify for SetupError {
+    fn class(&self) -> Class {
+        match self {
+            SetupError::Url(e) if e.is_usage() => Class::Usage,
+            _ => Class::Config,
+        }
+    }
+}
+
 /// Which tokens a fetch obtains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tokens {
@@ -104,5 +145,11 @@ impl Sources for Local {
 
     async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
         Err(SourceError::NotOAuth { connection: plan.connections[conn].name.clone() })
+    }
+}
+
+impl crate::retry::Report for FetchError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
     }
 }

@@ -9,18 +9,23 @@ use crate::config::model::ClientAuth;
 use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
+use crate::retry::{self, retry, Failure, GaveUp, Reason, Until};
 use crate::secret::Secret;
-use crate::source::controlplane::{full_jitter, Retries};
+use crate::source::controlplane::Retries;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, StatusCode, Uri};
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Lifetime assumed when the token endpoint omits `expires_in`.
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -81,7 +86,7 @@ impl std::fmt::Debug for AppKey {
 /// What a token request needs besides the key.
 pub struct Credentials {
     pub key: AppKey,
-    /// Checked by `http::client::check_url`.
+    /// Checked by `http::url::check_url`.
     pub url: Uri,
     pub secret: Secret,
     pub auth: ClientAuth,
@@ -160,16 +165,22 @@ struct Shared {
     /// Long-running modes renew in the background and leave retrying to their callers
     /// (the reloader, the renewal task); one-shot modes renew on demand and retry.
     long_running: bool,
-    refreshers: Mutex<HashMap<AppKey, AbortHandle>>,
+    /// One background renewal per application; dropping its entry stops it.
+    refreshers: Mutex<HashMap<AppKey, Renewal>>,
+    /// The parent of every renewal's token: cancelled by `shutdown`, or when the cache goes.
+    stop: CancellationToken,
+    /// Every renewal task, so that `shutdown` can wait for them.
+    tasks: TaskTracker,
+    /// Cancels `stop` when the last clone of the cache is dropped.
+    _stop_on_drop: DropGuard,
     metrics: Arc<Metrics>,
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        for (_, task) in self.refreshers.get_mut().unwrap_or_else(|p| p.into_inner()).drain() {
-            task.abort();
-        }
-    }
+/// A running background renewal: stopped when dropped.
+struct Renewal {
+    _stop: DropGuard,
+    /// `None` when it was stopped.
+    task: JoinHandle<Option<()>>,
 }
 
 /// The cache and owner of its renewal tasks: dropping the last clone (or `shutdown`)
@@ -183,48 +194,48 @@ impl TokenCache {
     /// `long_running`: renew tokens in the background, and make one attempt per call (see
     /// [`Retries`]). Every token-endpoint call is counted into `metrics` by result.
     pub fn new(http: Arc<HttpClient>, long_running: bool, metrics: Arc<Metrics>) -> TokenCache {
+        let stop = CancellationToken::new();
         TokenCache {
             shared: Arc::new(Shared {
                 http,
                 apps: Mutex::new(HashMap::new()),
                 long_running,
                 refreshers: Mutex::new(HashMap::new()),
+                _stop_on_drop: stop.clone().drop_guard(),
+                stop,
+                tasks: TaskTracker::new(),
                 metrics,
             }),
         }
     }
 
-    /// Stops every background renewal; tokens already obtained stay usable.
-    pub fn shutdown(&self) {
-        for (_, task) in self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-            task.abort();
-        }
+    /// Stops every background renewal and waits for them to end; tokens already
+    /// obtained stay usable, and no renewal starts afterwards.
+    pub async fn shutdown(&self) {
+        self.shared.stop.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        self.shared.refreshers.lock().clear();
     }
 
     /// Forgets the applications not in `keep` and stops their renewal: called with the
     /// applications of the latest plan, so that a connection removed from the directory
     /// no longer costs token-endpoint calls.
     pub fn retain(&self, keep: &HashSet<AppKey>) {
-        self.shared.apps.lock().unwrap_or_else(|p| p.into_inner()).retain(|key, _| keep.contains(key));
-        self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner()).retain(|key, task| {
-            let kept = keep.contains(key);
-            if !kept {
-                task.abort();
-            }
-            kept
-        });
+        self.shared.apps.lock().retain(|key, _| keep.contains(key));
+        self.shared.refreshers.lock().retain(|key, _| keep.contains(key));
     }
 
     /// The applications this cache holds, and whether each has a background renewal running.
     pub fn apps(&self) -> Vec<(AppKey, bool)> {
-        let apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let refreshers = self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner());
-        apps.keys().map(|k| (k.clone(), refreshers.get(k).is_some_and(|t| !t.is_finished()))).collect()
+        let apps = self.shared.apps.lock();
+        let refreshers = self.shared.refreshers.lock();
+        apps.keys().map(|k| (k.clone(), refreshers.get(k).is_some_and(|r| !r.task.is_finished()))).collect()
     }
 
     /// How many token-endpoint calls this cache has made for `key`.
     pub fn calls(&self, key: &AppKey) -> u64 {
-        let apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let apps = self.shared.apps.lock();
         apps.get(key).map_or(0, |a| a.calls.load(std::sync::atomic::Ordering::Relaxed))
     }
 
@@ -233,7 +244,7 @@ impl TokenCache {
     /// (by a concurrent caller that saw the same refusal) is left alone, so one refusal
     /// seen by many requests costs one token request. Returns whether it was dropped.
     pub fn invalidate(&self, key: &AppKey, token: &Secret) -> bool {
-        let app = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+        let app = self.shared.apps.lock().get(key).cloned();
         let Some(app) = app else { return false };
         let current = app.current.load();
         if current.as_ref().is_some_and(|t| t.access_token == *token) {
@@ -248,7 +259,7 @@ impl TokenCache {
     /// `deadline`.
     pub async fn get(&self, creds: Credentials, deadline: Instant) -> Result<Arc<CachedToken>, OAuthError> {
         let app = {
-            let mut apps = self.shared.apps.lock().unwrap_or_else(|p| p.into_inner());
+            let mut apps = self.shared.apps.lock();
             // The common case, a known application, clones no key.
             let known = apps.get(&creds.key).cloned();
             match known {
@@ -273,7 +284,7 @@ impl TokenCache {
             }
         };
         {
-            let mut secret = app.secret.lock().unwrap_or_else(|p| p.into_inner());
+            let mut secret = app.secret.lock();
             if *secret != creds.secret {
                 *secret = creds.secret;
             }
@@ -286,13 +297,13 @@ impl TokenCache {
     }
 
     fn arm_refresher(&self, app: &Arc<App>) {
-        let mut refreshers = self.shared.refreshers.lock().unwrap_or_else(|p| p.into_inner());
-        if refreshers.get(&app.key).is_some_and(|t| !t.is_finished()) {
+        let mut refreshers = self.shared.refreshers.lock();
+        if self.shared.stop.is_cancelled() || refreshers.get(&app.key).is_some_and(|r| !r.task.is_finished()) {
             return;
         }
-        let (weak, http) = (Arc::downgrade(app), self.shared.http.clone());
-        let task = tokio::spawn(refresh_loop(weak, http));
-        refreshers.insert(app.key.clone(), task.abort_handle());
+        let (weak, http, stop) = (Arc::downgrade(app), self.shared.http.clone(), self.shared.stop.child_token());
+        let task = self.shared.tasks.spawn(stop.clone().run_until_cancelled_owned(refresh_loop(weak, http)));
+        refreshers.insert(app.key.clone(), Renewal { _stop: stop.drop_guard(), task });
     }
 }
 
@@ -304,7 +315,7 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         let wake = {
             let Some(app) = app.upgrade() else { return };
             let refresh_at = app.current.load().as_ref().map(|t| t.refresh_at);
-            let retry_at = app.failures.lock().unwrap_or_else(|p| p.into_inner()).retry_at;
+            let retry_at = app.failures.lock().retry_at;
             match (refresh_at, retry_at) {
                 (Some(r), Some(f)) => r.max(f),
                 (Some(r), None) => r,
@@ -316,9 +327,10 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
         let Some(app) = app.upgrade() else { return };
         // A failure is remembered in `failures` and sets the next wake-up; callers see it.
         let _ = app.get(&http, Instant::now() + RENEWAL_BUDGET).await;
-        let failures = app.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = app.failures.lock();
         if let Some(e) = failures.last.as_ref().filter(|e| !e.class().is_transient()) {
-            tracing::warn!(token_url = %app.key.token_url, client_id = %app.key.shown_client_id(), "background token renewal stopped: {e}");
+            let client_id = app.key.shown_client_id();
+            tracing::warn!(error = %e, token_url = %app.key.token_url, client_id, "background token renewal stopped");
             return;
         }
     }
@@ -344,7 +356,7 @@ impl App {
             return Ok(t);
         }
         {
-            let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            let failures = self.failures.lock();
             if failures.retry_at.is_some_and(|at| now < at) {
                 if let Some(t) = self.unexpired(now) {
                     return Ok(t);
@@ -354,62 +366,69 @@ impl App {
                 }
             }
         }
-        let started = now;
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let result = self.request(http, deadline).await;
-            self.metrics.token_call(match &result {
-                Ok(_) => Call::Ok,
-                Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
-                Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
-                Err(Attempt::Permanent(e)) => Call::failed(e.class()),
-            });
-            let now = Instant::now();
-            let error = match result {
-                Ok(token) => {
-                    let token = Arc::new(token);
-                    self.current.store(Some(token.clone()));
-                    *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
-                    return Ok(token);
-                }
-                Err(Attempt::Permanent(e)) => e,
-                // Stable text, so that every round of one outage reads (and is logged) the same.
-                Err(Attempt::Transient(cause)) if self.retries == Retries::Caller => {
-                    OAuthError::Down { url: self.key.token_url.clone(), cause }
-                }
-                Err(Attempt::Transient(cause)) => {
-                    OAuthError::Unavailable { url: self.key.token_url.clone(), attempts, elapsed: now - started, cause }
-                }
-            };
-            let delay = self.record_failure(&error, now);
-            if let Some(t) = self.unexpired(now) {
-                tracing::warn!(token_url = %self.key.token_url, client_id = %self.key.shown_client_id(), "token renewal failed, keeping the current token until it expires: {error}");
-                return Ok(t);
-            }
-            if !error.class().is_transient() || self.retries == Retries::Caller || now + delay >= deadline {
-                return Err(error);
-            }
-            tracing::warn!(token_url = %self.key.token_url, attempt = attempts, retry_in = ?delay, "token request failed: {error}");
-            tokio::time::sleep(delay).await;
+        let until = match self.retries {
+            Retries::Caller => Until::Once(deadline),
+            Retries::UntilDeadline => Until::Deadline(deadline),
+        };
+        let span =
+            tracing::info_span!("token", token_url = %self.key.token_url, client_id = %self.key.shown_client_id());
+        let attempts = retry(&retry::REQUESTS, until, "token request", |a| self.attempt(http, a.deadline));
+        match attempts.instrument(span).await {
+            Ok(token) => Ok(token),
+            Err(GaveUp {
+                error: OAuthError::Down { url, cause },
+                reason: Reason::Deadline | Reason::RetryAfter(_),
+                attempts,
+                elapsed,
+            }) => Err(OAuthError::Unavailable { url, attempts, elapsed, cause }),
+            Err(gave_up) => Err(gave_up.error),
         }
     }
 
-    /// Remembers a failure and returns how long to back off before the next attempt.
-    fn record_failure(&self, error: &OAuthError, now: Instant) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    /// One token request. A token obtained is stored and clears the failures; a failure
+    /// is remembered (callers and the renewal back off on it), and while the current
+    /// token has not expired, that token is the answer instead.
+    async fn attempt(&self, http: &HttpClient, deadline: Instant) -> Result<Arc<CachedToken>, Failure<OAuthError>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.request(http, deadline).await;
+        self.metrics.token_call(match &result {
+            Ok(_) => Call::Ok,
+            Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
+            Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
+            Err(Attempt::Permanent(e)) => Call::failed(e.class()),
+        });
+        let now = Instant::now();
+        let error = match result {
+            Ok(token) => {
+                let token = Arc::new(token);
+                self.current.store(Some(token.clone()));
+                *self.failures.lock() = Failures::default();
+                return Ok(token);
+            }
+            Err(Attempt::Permanent(e)) => e,
+            // Stable text, so that every round of one outage reads (and is logged) the same.
+            Err(Attempt::Transient(cause)) => OAuthError::Down { url: self.key.token_url.clone(), cause },
+        };
+        self.record_failure(&error, now);
+        if let Some(t) = self.unexpired(now) {
+            tracing::warn!(error = %error, "token renewal failed, keeping the current token until it expires");
+            return Ok(t);
+        }
+        Err(if error.class().is_transient() { Failure::transient(error) } else { Failure::Permanent(error) })
+    }
+
+    /// Remembers a failure, and when callers and the renewal may try again.
+    fn record_failure(&self, error: &OAuthError, now: Instant) {
+        let mut failures = self.failures.lock();
         failures.count += 1;
-        let delay = full_jitter(failures.count).max(Duration::from_millis(50));
-        failures.retry_at = Some(now + delay);
+        failures.retry_at = Some(now + retry::REQUESTS.delay(failures.count, None));
         failures.last = Some(error.clone());
-        delay
     }
 
     /// The token request's headers and form body, with the client authentication.
     fn token_request(&self) -> Result<Request, OAuthError> {
         let bad = |cause: String| OAuthError::BadAnswer { url: self.key.token_url.clone(), cause };
-        let secret = self.secret.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let secret = self.secret.lock().clone();
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
         if !self.key.scopes.is_empty() {
@@ -543,6 +562,12 @@ fn ttl_of(seconds: Seconds) -> Option<Duration> {
     }
     // A huge or infinite value fails the conversion: it means "long", so MAX_TTL.
     Some(Duration::try_from_secs_f64(seconds.max(1.0)).unwrap_or(MAX_TTL).min(MAX_TTL))
+}
+
+impl crate::retry::Report for OAuthError {
+    fn report(&self) -> String {
+        crate::retry::chain(self)
+    }
 }
 
 #[cfg(test)]

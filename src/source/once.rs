@@ -8,13 +8,13 @@
 
 use crate::error::Classify;
 use crate::resolve::{self, Plan};
+use crate::retry::{self, Failure, Until};
 use crate::source::values::{self, Fetched, Values};
 use crate::source::{FetchError, Sources, Tokens};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// Whether a failed fetch is tried again.
@@ -35,6 +35,7 @@ where
     Fut: Future<Output = anyhow::Result<Fetched>>,
 {
     let plan = Arc::new(resolve::plan(dir, options)?);
+    plan.log_warnings();
     let fetched = if plan.needs_fetch() { fetch(plan.clone()).await? } else { Fetched::default() };
     let values = values::materialize(&plan, &fetched)?;
     tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
@@ -66,25 +67,17 @@ impl Wake for NoWake {
 }
 
 /// Fetches what `plan` needs (the tokens variables map) from `sources`, retrying
-/// transient failures as `retry` says.
-pub async fn fetch<S: Sources>(plan: &Plan, sources: &S, retry: Retry) -> Result<Fetched, FetchError> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match sources.fetch(plan, Tokens::Mapped).await {
-            Ok(fetched) => return Ok(fetched),
-            Err(e) if e.class().is_transient() && retry_before(retry, backoff) => {
-                tracing::warn!(retry_in = ?backoff, "values unavailable, will retry: {:#}", anyhow::Error::from(e));
-                tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn retry_before(retry: Retry, backoff: Duration) -> bool {
-    match retry {
-        Retry::Never => false,
-        Retry::Until(deadline) => Instant::now() + backoff < deadline,
-    }
+/// transient failures as `again` says (the last attempt at the deadline: `retry`).
+pub async fn fetch<S: Sources>(plan: &Plan, sources: &S, again: Retry) -> Result<Fetched, FetchError> {
+    let until = match again {
+        Retry::Never => Until::Once(Instant::now()),
+        Retry::Until(deadline) => Until::Deadline(deadline),
+    };
+    let attempt = |_| async {
+        sources.fetch(plan, Tokens::Mapped).await.map_err(|e| match e.class().is_transient() {
+            true => Failure::transient(e),
+            false => Failure::Permanent(e),
+        })
+    };
+    retry::retry(&retry::REQUESTS, until, "resolution", attempt).await.map_err(|gave_up| gave_up.error)
 }

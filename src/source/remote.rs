@@ -1,28 +1,30 @@
 //! The real [`Sources`]: the control plane (when `--control-plane` is set) for
 //! `remote: true` parameters, and the OAuth token cache for `security: oauth2`
 //! connections (always available: their client credentials may be local values). It maps
-//! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`.
+//! connections to OAuth applications; the fetching itself is in `controlplane` and `oauth`,
+//! reading the client credentials in `credentials`.
 
-use crate::config::model::Source;
-use crate::error::{Class, Classify};
-use crate::http::client::{HttpClient, HttpError};
+use crate::http::client::HttpClient;
 use crate::http::deadline::deadline_after;
-use crate::http::proxy::{Proxies, ProxyError};
+use crate::http::proxy::Proxies;
 use crate::http::tls::TlsSettings;
-use crate::http::url::{check_base_url, check_url, UrlError};
+use crate::http::url::check_base_url;
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
 use crate::secret::Secret;
 use crate::source::controlplane::{ControlPlane, Retries};
-use crate::source::oauth::{AppKey, Credentials, TokenCache};
+use crate::source::credentials;
+use crate::source::oauth::{Credentials, TokenCache};
 use crate::source::values::Fetched;
-use crate::source::{FetchError, SourceError, Sources, Token, Tokens};
+use crate::source::{FetchError, SetupError, SourceError, Sources, Token, Tokens};
 use anyhow::Context;
+use futures_util::future::join_all;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Where remote values and tokens come from, and how to reach them.
 #[derive(Debug, Clone)]
@@ -42,38 +44,6 @@ pub struct Settings {
     pub startup_timeout: Duration,
     /// Ignore the proxy variables (`--no-proxy-env`): every request goes direct.
     pub no_proxy_env: bool,
-}
-
-/// Messages leave their cause to the `#[source]` chain, which the binary prints with
-/// `{:#}`: repeating it in the message would print it twice.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("--control-plane")]
-    Url(#[source] UrlError),
-    #[error(transparent)]
-    Tls(HttpError),
-    #[error(transparent)]
-    Proxy(ProxyError),
-    #[error("connection {connection:?}: {key}")]
-    TokenUrl {
-        connection: String,
-        key: &'static str,
-        #[source]
-        source: UrlError,
-    },
-    #[error("connection {connection:?} has no value for {key}, which its OAuth client needs")]
-    Credential { connection: String, key: &'static str },
-    #[error("connection {connection:?}: cannot read {key} from {}: {cause}", path.display())]
-    CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
-}
-
-impl Classify for SetupError {
-    fn class(&self) -> Class {
-        match self {
-            SetupError::Url(e) if e.is_usage() => Class::Usage,
-            _ => Class::Config,
-        }
-    }
 }
 
 /// Control plane plus token cache, shared by every caller of one process.
@@ -126,38 +96,6 @@ impl Remote {
         &self.tokens
     }
 
-    /// Stops background token renewal.
-    pub fn shutdown(&self) {
-        self.tokens.shutdown();
-    }
-
-    /// The client credentials of `p`, from its local values or the fetched ones. Reads
-    /// `file:` values, so it blocks; async code uses [`Self::credentials_async`].
-    pub fn credentials(
-        &self,
-        p: &PlannedConnection,
-        remote: Option<&HashMap<String, Secret>>,
-    ) -> Result<Credentials, SetupError> {
-        credentials_of(p, remote, self.allow_insecure_http)
-    }
-
-    /// [`Self::credentials`], with `file:` values read on the blocking pool.
-    async fn credentials_async(
-        &self,
-        p: &PlannedConnection,
-        remote: Option<&HashMap<String, Secret>>,
-    ) -> Result<Credentials, SetupError> {
-        let from_file = CLIENT_KEYS
-            .iter()
-            .any(|k| p.connection.parameters.get(*k).is_some_and(|v| matches!(v.source, Source::File(_))));
-        if !from_file {
-            return self.credentials(p, remote);
-        }
-        let (owned, remote, insecure) = (p.clone(), remote.cloned(), self.allow_insecure_http);
-        let read = tokio::task::spawn_blocking(move || credentials_of(&owned, remote.as_ref(), insecure)).await;
-        read.unwrap_or_else(|_| Err(SetupError::Credential { connection: p.name.clone(), key: "ConsumerSecret" }))
-    }
-
     async fn remote_params(
         &self,
         plan: &Plan,
@@ -175,7 +113,7 @@ impl Remote {
         params: &HashMap<String, HashMap<String, Secret>>,
         deadline: Instant,
     ) -> Result<Arc<crate::source::oauth::CachedToken>, FetchError> {
-        let creds = self.credentials_async(p, params.get(&p.connection.id)).await?;
+        let creds = credentials::read_async(p, params.get(&p.connection.id), self.allow_insecure_http).await?;
         self.token_with(p, creds, deadline).await
     }
 
@@ -185,7 +123,8 @@ impl Remote {
         creds: Credentials,
         deadline: Instant,
     ) -> Result<Arc<crate::source::oauth::CachedToken>, FetchError> {
-        let token = self.tokens.get(creds, deadline).await;
+        let span = tracing::info_span!("connection", connection = %p.name);
+        let token = self.tokens.get(creds, deadline).instrument(span).await;
         token.map_err(|source| FetchError::Token { connection: p.name.clone(), source })
     }
 }
@@ -205,7 +144,7 @@ impl Sources for Remote {
         let mut apps = HashSet::new();
         for &i in &wanted {
             let p = &plan.connections[i];
-            let c = self.credentials_async(p, fetched.params.get(&p.connection.id)).await;
+            let c = credentials::read_async(p, fetched.params.get(&p.connection.id), self.allow_insecure_http).await;
             if let Ok(c) = &c {
                 apps.insert(c.key.clone());
             }
@@ -213,7 +152,7 @@ impl Sources for Remote {
         }
         // Each application is requested once however many connections share it (the
         // cache's single flight), and distinct applications in parallel.
-        let results = futures_join(
+        let results = join_all(
             wanted
                 .iter()
                 .zip(creds)
@@ -228,7 +167,10 @@ impl Sources for Remote {
                 }
                 Err(e) if mapped.contains(&i) => return Err(e),
                 // Unmapped tokens are served live by the local API, which reports the error there.
-                Err(e) => tracing::warn!(connection = %p.name, "{:#}", anyhow::Error::from(e)),
+                Err(e) => {
+                    let error = anyhow::Error::from(e);
+                    tracing::warn!(connection = %p.name, error = %format_args!("{error:#}"), "no token");
+                }
             }
         }
         // Only after a good round: a failing one keeps what was (SPEC: last good state).
@@ -272,73 +214,12 @@ impl Sources for Remote {
         if let Some(values) = self.control_plane.as_ref().and_then(|cp| cp.cached(&p.connection.id)) {
             params.insert(p.connection.id.clone(), values);
         }
-        if let Ok(creds) = self.credentials_async(p, params.get(&p.connection.id)).await {
+        if let Ok(creds) = credentials::read_async(p, params.get(&p.connection.id), self.allow_insecure_http).await {
             if self.tokens.invalidate(&creds.key, token) {
                 tracing::debug!(connection = %p.name, "an upstream refused the cached token: dropped it");
             }
         }
     }
-}
-
-const CLIENT_KEYS: [&str; 3] = ["TokenURL", "ConsumerKey", "ConsumerSecret"];
-
-/// The client credentials of `p`; reads `file:` values (blocking).
-fn credentials_of(
-    p: &PlannedConnection,
-    remote: Option<&HashMap<String, Secret>>,
-    allow_insecure_http: bool,
-) -> Result<Credentials, SetupError> {
-    let value = |key: &'static str| -> Result<Secret, SetupError> {
-        let missing = || SetupError::Credential { connection: p.name.clone(), key };
-        match &p.connection.parameters.get(key).ok_or_else(missing)?.source {
-            Source::Value(v) => Ok(v.clone()),
-            Source::File(path) => crate::source::values::read_value_file(path).map(Secret::new).map_err(|cause| {
-                SetupError::CredentialFile { connection: p.name.clone(), key, path: path.clone(), cause }
-            }),
-            Source::Remote => remote.and_then(|r| r.get(key)).cloned().ok_or_else(missing),
-        }
-    };
-    let token_url = value("TokenURL")?;
-    let client_id = value("ConsumerKey")?;
-    let secret = value("ConsumerSecret")?;
-    let url = check_url(token_url.expose(), allow_insecure_http).map_err(|source| SetupError::TokenUrl {
-        connection: p.name.clone(),
-        key: "TokenURL",
-        source,
-    })?;
-    let oauth = p.connection.oauth.as_ref();
-    let scopes = oauth.map(|o| o.scopes.clone()).unwrap_or_default();
-    Ok(Credentials {
-        key: AppKey::new(token_url.expose(), client_id.expose(), &scopes)
-            .secret_client_id(p.connection.parameters.get("ConsumerKey").is_some_and(|k| k.secret)),
-        url,
-        secret,
-        auth: oauth.map(|o| o.client_auth).unwrap_or_default(),
-    })
-}
-
-/// Awaits every future concurrently (on this task), results in order.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (fut, slot) in pending.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(|v| v.expect("every future completed")).collect()
 }
 
 /// One resolution on a private single-threaded runtime, for `env` and `exec`: only the

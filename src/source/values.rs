@@ -7,11 +7,10 @@ use crate::error::{Class, Classify};
 use crate::resolve::{Plan, Target};
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// A `file:` source larger than this is refused: it holds a key or a URL, not a blob.
-pub const MAX_VALUE_FILE_BYTES: u64 = 1024 * 1024;
+/// `file:` sources are read by the config layer's rule, so that planning can check them.
+pub use crate::config::files::{read_value_file, MAX_VALUE_FILE_BYTES};
 
 /// Values obtained from outside the directory, by connection id.
 #[derive(Debug, Default, Clone)]
@@ -50,29 +49,6 @@ impl Classify for ValueError {
             ValueError::Missing { .. } => Class::Unavailable,
         }
     }
-}
-
-/// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed.
-pub fn read_value_file(path: &Path) -> Result<String, String> {
-    // A FIFO or a device would block the read or never end.
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("it is not a regular file".to_owned());
-    }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_VALUE_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_VALUE_FILE_BYTES {
-        return Err(format!("the file is over {MAX_VALUE_FILE_BYTES} bytes"));
-    }
-    let mut text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    Ok(text)
 }
 
 /// The value of one parameter; `None` for a remote one when `fetched` is `None`.

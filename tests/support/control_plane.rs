@@ -13,12 +13,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One scripted answer.
@@ -249,21 +250,21 @@ impl FakeControlPlane {
 
     /// Replies for connection `id`, in order; the last one repeats.
     pub fn script(&self, id: &str, replies: Vec<Reply>) {
-        self.state.lock().unwrap().scripts.insert(id.into(), replies.into());
+        self.state.lock().scripts.insert(id.into(), replies.into());
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().unwrap().requests.clone()
+        self.state.lock().requests.clone()
     }
 
     /// Requests received so far, answered or not.
     pub fn arrivals(&self) -> usize {
-        self.state.lock().unwrap().arrivals
+        self.state.lock().arrivals
     }
 
     /// TCP connections accepted so far, handshakes that failed included.
     pub fn connections(&self) -> usize {
-        self.state.lock().unwrap().connections
+        self.state.lock().connections
     }
 
     pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
@@ -295,7 +296,7 @@ async fn serve(
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
-                    state.lock().unwrap().connections += 1;
+                    state.lock().connections += 1;
                     // Without it, Nagle's algorithm and delayed ACKs add 40 ms to replies.
                     let _ = tcp.set_nodelay(true);
                     tcp
@@ -318,7 +319,7 @@ async fn answer(
     state: Arc<Mutex<State>>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
     let arrived = Instant::now();
-    state.lock().unwrap().arrivals += 1;
+    state.lock().arrivals += 1;
     let path = req.uri().path().to_owned();
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (if_none_match, authorization) = (header("if-none-match"), header("authorization"));
@@ -328,7 +329,7 @@ async fn answer(
         _ => path.clone(),
     };
     let reply = {
-        let mut state = state.lock().unwrap();
+        let mut state = state.lock();
         match state.scripts.get_mut(&id) {
             Some(script) if script.len() > 1 => script.pop_front(),
             Some(script) => script.front().cloned(),
@@ -382,7 +383,7 @@ async fn answer(
             r
         }
     };
-    state.lock().unwrap().requests.push(Recorded {
+    state.lock().requests.push(Recorded {
         path,
         id,
         if_none_match,

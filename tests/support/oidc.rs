@@ -17,12 +17,13 @@
 // Each test module uses only part of this API.
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -156,7 +157,7 @@ impl OidcProvider {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     eprintln!("[oidc] {line}");
-                    let mut tail = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut tail = tail.lock();
                     if tail.len() == STDERR_TAIL_LINES {
                         tail.pop_front();
                     }
@@ -326,7 +327,7 @@ impl OidcProvider {
 
     /// The server's last stderr lines, formatted for a panic message.
     fn stderr_report(&self) -> String {
-        let tail = self.stderr_tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tail = self.stderr_tail.lock();
         if tail.is_empty() {
             return "\n(the server wrote nothing to stderr)".into();
         }

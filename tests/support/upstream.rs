@@ -19,11 +19,12 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// What the upstream received.
@@ -99,21 +100,21 @@ impl Upstream {
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.clone()
+        self.state.lock().seen.clone()
     }
 
     pub fn arrivals(&self) -> usize {
-        self.state.lock().unwrap().arrivals
+        self.state.lock().arrivals
     }
 
     /// Download bodies the upstream stopped sending because the connection went away.
     pub fn cut_downloads(&self) -> usize {
-        self.state.lock().unwrap().cut.load(std::sync::atomic::Ordering::SeqCst)
+        self.state.lock().cut.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Answers 401 from now on to requests with exactly this `Authorization` value.
     pub fn revoke(&self, authorization: &str) {
-        self.state.lock().unwrap().revoked.insert(authorization.to_owned());
+        self.state.lock().revoked.insert(authorization.to_owned());
     }
 }
 
@@ -210,7 +211,7 @@ fn json(status: u16, value: serde_json::Value) -> Answer {
 }
 
 async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Answer, Infallible> {
-    state.lock().unwrap().arrivals += 1;
+    state.lock().arrivals += 1;
     let (parts, mut body) = req.into_parts();
     let target = parts.uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
     let last = parts.uri.path().rsplit('/').next().unwrap_or("").to_owned();
@@ -233,7 +234,7 @@ async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Resu
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| state.lock().unwrap().revoked.contains(v));
+        .is_some_and(|v| state.lock().revoked.contains(v));
     let response = if revoked {
         json(401, serde_json::json!({"error": "invalid_token"}))
     } else {
@@ -243,7 +244,7 @@ async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Resu
                     parts.uri.query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(0u64);
                 hyper::Response::builder()
                     .header("content-type", "application/octet-stream")
-                    .body(Either::Right(Generated { left: n, cut: Some(state.lock().unwrap().cut.clone()) }))
+                    .body(Either::Right(Generated { left: n, cut: Some(state.lock().cut.clone()) }))
                     .expect("response")
             }
             "upload" => json(200, serde_json::json!({ "received": body_len })),
@@ -280,7 +281,7 @@ async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Resu
             }
         }
     };
-    state.lock().unwrap().seen.push(Seen {
+    state.lock().seen.push(Seen {
         method: parts.method.to_string(),
         target,
         headers: parts.headers,

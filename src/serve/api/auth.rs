@@ -2,6 +2,9 @@
 //! connection is accepted) name an allowed uid or gid, or connd's own uid. The socket's
 //! mode is the first gate; this is the second, so a loose mode cannot open the API.
 
+use nix::unistd::{Gid, Group, Uid, User};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use tokio::net::UnixStream;
 
 #[derive(Debug, Clone)]
@@ -22,12 +25,91 @@ impl Allow {
         match stream.peer_cred() {
             Ok(cred) => {
                 let (uid, gid) = (cred.uid(), cred.gid());
-                uid == self.own_uid || self.uids.contains(&uid) || self.gids.contains(&gid)
+                let allowed = uid == self.own_uid || self.uids.contains(&uid) || self.gids.contains(&gid);
+                if !allowed {
+                    // Who knocked, for the operator: the answer itself is a 403.
+                    let pid = cred.pid().unwrap_or(0);
+                    tracing::warn!(
+                        uid,
+                        gid,
+                        pid,
+                        "refused an API caller: its uid and gid are not allowed (--allow-uid, --allow-gid)"
+                    );
+                }
+                allowed
             }
             Err(e) => {
                 tracing::warn!("cannot read the caller's credentials, refusing: {e}");
                 false
             }
         }
+    }
+
+    /// The allowed callers that the socket file's owner, group and mode keep from
+    /// connecting (connect(2) needs write permission on the socket), each as a sentence
+    /// that names the flag that fixes it (SPEC §4). Root is never kept out; a caller's
+    /// groups are its user's primary and supplementary groups.
+    pub fn unreachable(&self, socket: &Path) -> Vec<String> {
+        let Ok(meta) = std::fs::metadata(socket) else { return Vec::new() };
+        let (owner, group, mode) = (meta.uid(), meta.gid(), meta.mode() & 0o777);
+        let describe = format!("{} is {mode:04o} {}:{}", socket.display(), user_name(owner), group_name(group));
+        let mut out = Vec::new();
+        for &uid in &self.uids {
+            let bit = if uid == owner {
+                0o200
+            } else if groups_of(uid).contains(&group) {
+                0o020
+            } else {
+                0o002
+            };
+            if uid == 0 || mode & bit != 0 {
+                continue;
+            }
+            out.push(format!(
+                "--allow-uid {uid}: {} cannot connect, since the socket {describe}: pass --socket-group with a \
+                 group of that user, or --socket-mode 0666 (callers are still checked against \
+                 --allow-uid/--allow-gid)",
+                user_name(uid)
+            ));
+        }
+        for &gid in &self.gids {
+            let bit = if gid == group { 0o020 } else { 0o002 };
+            if mode & bit != 0 {
+                continue;
+            }
+            out.push(format!(
+                "--allow-gid {gid}: processes of group {} cannot connect, since the socket {describe}: pass \
+                 --socket-group {gid} (with a --socket-mode that lets the group write, such as 0660), or \
+                 --socket-mode 0666",
+                group_name(gid)
+            ));
+        }
+        out
+    }
+}
+
+/// `name (uid N)`, or `uid N` for a uid without a user.
+fn user_name(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// `name (gid N)`, or `gid N` for a gid without a group.
+fn group_name(gid: u32) -> String {
+    match Group::from_gid(Gid::from_raw(gid)) {
+        Ok(Some(g)) => format!("{} (gid {gid})", g.name),
+        _ => format!("gid {gid}"),
+    }
+}
+
+/// Every group of `uid`'s user: its primary group and the groups that list it.
+fn groups_of(uid: u32) -> Vec<u32> {
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else { return Vec::new() };
+    let Ok(name) = std::ffi::CString::new(user.name) else { return vec![user.gid.as_raw()] };
+    match nix::unistd::getgrouplist(&name, user.gid) {
+        Ok(groups) => groups.into_iter().map(Gid::as_raw).collect(),
+        Err(_) => vec![user.gid.as_raw()],
     }
 }

@@ -10,7 +10,7 @@ pub mod server;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Store;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// What every request handler needs.
 pub struct ApiState<S> {
@@ -18,6 +18,6 @@ pub struct ApiState<S> {
     /// For `/token`: tokens are asked for at request time, fresh from the cache.
     pub sources: Arc<S>,
     pub metrics: Arc<Metrics>,
-    /// Becomes true when draining starts: blocking queries answer at once.
-    pub draining: watch::Receiver<bool>,
+    /// Cancelled when draining starts: blocking queries answer at once.
+    pub draining: CancellationToken,
 }

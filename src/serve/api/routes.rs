@@ -80,7 +80,7 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
         _ => Query::default(),
     };
     match path {
-        "/healthz" => (Route::Healthz, json_response(StatusCode::OK, &json!({ "status": "serving" }))),
+        "/healthz" => (Route::Healthz, healthz()),
         "/readyz" => (Route::Readyz, readyz(&state.store.load())),
         "/metrics" => (Route::Metrics, metrics(state)),
         "/v1/env" => (Route::Env, env(state, &query).await),
@@ -130,25 +130,10 @@ impl Query {
     }
 }
 
-/// Percent-decodes a path segment (connection names may hold spaces).
+/// Percent-decodes a path segment (connection names may hold spaces); a `%` not
+/// followed by two hex digits stays as it is.
 fn decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 fn not_ready(s: &Snapshot) -> Response<Body> {
@@ -159,7 +144,8 @@ fn not_ready(s: &Snapshot) -> Response<Body> {
     error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
 }
 
-fn readyz(s: &Snapshot) -> Response<Body> {
+/// `/readyz`: 200 once the first full resolution succeeded, else 503 with the reason.
+pub fn readyz(s: &Snapshot) -> Response<Body> {
     match &s.resolved {
         Some(_) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
         None => not_ready(s),
@@ -167,10 +153,20 @@ fn readyz(s: &Snapshot) -> Response<Body> {
 }
 
 fn metrics<S>(state: &ApiState<S>) -> Response<Body> {
+    metrics_text(&state.metrics)
+}
+
+/// `/metrics`: the Prometheus text exposition of `metrics`.
+pub fn metrics_text(metrics: &crate::metrics::Metrics) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
-        .body(Full::new(Bytes::from(state.metrics.render())))
+        .body(Full::new(Bytes::from(metrics.render())))
         .expect("valid response")
+}
+
+/// `/healthz`: 200 while the process serves.
+pub fn healthz() -> Response<Body> {
+    json_response(StatusCode::OK, &json!({ "status": "serving" }))
 }
 
 fn with_resolved(s: &Snapshot, answer: impl FnOnce(&Resolved) -> Response<Body>) -> Response<Body> {
@@ -196,7 +192,6 @@ async fn blocking<S>(state: &ApiState<S>, q: &Query, index_of: impl Fn(&Snapshot
         return now;
     }
     let _parked = state.metrics.parked();
-    let mut draining = state.draining.clone();
     let deadline = tokio::time::sleep(q.wait.unwrap_or(DEFAULT_WAIT));
     tokio::pin!(deadline);
     loop {
@@ -207,7 +202,7 @@ async fn blocking<S>(state: &ApiState<S>, q: &Query, index_of: impl Fn(&Snapshot
                 }
             }
             () = &mut deadline => break,
-            _ = draining.wait_for(|d| *d) => break,
+            () = state.draining.cancelled() => break,
         }
     }
     state.store.load()

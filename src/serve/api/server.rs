@@ -12,6 +12,7 @@
 use super::auth::Allow;
 use super::{routes, ApiState};
 use crate::error::{Class, Classify};
+use crate::retry::Backoff;
 use crate::source::Sources;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Largest request head (request line and headers) read; a bigger one gets 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -119,7 +121,7 @@ pub async fn serve_with<S: Sources>(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (drain_tx, draining) = watch::channel(false);
+    let draining = CancellationToken::new();
     let state = Arc::new(ApiState {
         store: state.store,
         sources: state.sources,
@@ -131,6 +133,7 @@ pub async fn serve_with<S: Sources>(
     // Consecutive failed accepts (out of descriptors, say): the backoff grows with them,
     // and only the first of a run is logged.
     let mut accept_errors = 0u32;
+    let backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -155,12 +158,11 @@ pub async fn serve_with<S: Sources>(
                 }
                 Err(e) => {
                     if accept_errors == 0 {
-                        tracing::warn!("accept failed, backing off: {e}");
+                        tracing::warn!(error = %e, "accept failed, backing off");
                     }
-                    let backoff = Duration::from_millis(50).saturating_mul(1 << accept_errors.min(5));
                     accept_errors = accept_errors.saturating_add(1);
                     // Finished connections free descriptors meanwhile.
-                    let pause = tokio::time::sleep(backoff.min(Duration::from_secs(1)));
+                    let pause = tokio::time::sleep(backoff.delay(accept_errors, None));
                     tokio::pin!(pause);
                     loop {
                         tokio::select! {
@@ -174,7 +176,7 @@ pub async fn serve_with<S: Sources>(
         }
     }
     drop(listener);
-    let _ = drain_tx.send(true);
+    draining.cancel();
     let open = conns.len();
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -198,7 +200,7 @@ async fn connection<S: Sources>(
     stream: tokio::net::UnixStream,
     allowed: bool,
     state: Arc<ApiState<S>>,
-    mut draining: watch::Receiver<bool>,
+    draining: CancellationToken,
     limits: Limits,
 ) {
     let service = service_fn(move |req| {
@@ -214,10 +216,10 @@ async fn connection<S: Sources>(
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
-                tracing::debug!("connection ended: {e}");
+                tracing::debug!(error = %e, "connection ended");
             }
         }
-        () = async { let _ = draining.wait_for(|d| *d).await; } => {
+        () = draining.cancelled() => {
             // Finishes the request in flight (blocking queries answer now), then closes.
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;

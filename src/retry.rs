@@ -1,0 +1,307 @@
+//! The one retry policy: how long to wait after a failure, and when to stop.
+//!
+//! [`Backoff`] is exponential backoff with full jitter (the pause after the n-th failure
+//! in a row is uniform in `[0, min(cap, base·2^n))`, as in AWS's "Exponential Backoff
+//! and Jitter"), never under a floor (50 ms: `Retry-After: 0` must not become a busy
+//! loop) nor under the server's `Retry-After` (RFC 9110 §10.2.3). [`retry`] runs an
+//! attempt until it succeeds, fails for good, or its deadline passes; the last wait is
+//! cut short so that the last attempt is made at the deadline, not skipped because the
+//! next pause would cross it (SPEC §3). Long-running loops that schedule their own
+//! attempts (the reloader, token renewal, the accept loop) use [`Backoff::delay`] and
+//! [`Backoff::next`], so that one rule decides every pause.
+//!
+//! Boundary: what counts as transient is the caller's to say (as [`Failure`]); this
+//! module only waits and counts.
+
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The shortest pause between two attempts, whatever the server says.
+pub const MIN_DELAY: Duration = Duration::from_millis(50);
+
+/// The time an attempt made at (or just before) the deadline gets for itself, so that
+/// "the last attempt is made at the deadline" is an attempt and not an instant timeout.
+pub const LAST_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// Exponential backoff with full jitter; see the module header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The ceiling after the first failure is twice this.
+    pub base: Duration,
+    /// The ceiling never grows past this.
+    pub cap: Duration,
+}
+
+/// Outbound requests (control plane, token endpoints): 100 ms doubling, up to 5 s.
+pub const REQUESTS: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
+/// When to make the next attempt, or why not to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again at this instant (at the deadline at the latest).
+    At(Instant),
+    /// The deadline has passed: the attempt just made was the last.
+    Deadline,
+    /// The server asked to wait this long, past the deadline: no attempt can honour it.
+    RetryAfter(Duration),
+}
+
+impl Backoff {
+    pub const fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff { base, cap }
+    }
+
+    /// The upper bound of the pause after `failures` failures in a row: `base·2^failures`,
+    /// at most `cap`.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        self.base.saturating_mul(1u32 << failures.min(16)).min(self.cap)
+    }
+
+    /// The pause after `failures` failures in a row: full jitter under [`Self::ceiling`],
+    /// raised to `retry_after` (the server's wish) and to [`MIN_DELAY`].
+    pub fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        self.ceiling(failures).mul_f64(fastrand::f64()).max(retry_after.unwrap_or_default()).max(MIN_DELAY)
+    }
+
+    /// When to try again after `failures` failures in a row at `now`: after
+    /// [`Self::delay`], but never past `deadline`, where the last attempt is made.
+    pub fn next(&self, failures: u32, retry_after: Option<Duration>, now: Instant, deadline: Option<Instant>) -> Next {
+        let delay = self.delay(failures, retry_after);
+        let Some(deadline) = deadline else {
+            // A `Retry-After` past what an instant can hold waits the cap instead.
+            return Next::At(now.checked_add(delay).unwrap_or(now + self.cap));
+        };
+        if now >= deadline {
+            return Next::Deadline;
+        }
+        // `checked_add`: a `Retry-After` of 10^19 seconds must give up, not panic.
+        match retry_after {
+            Some(after) if now.checked_add(after).map_or(true, |at| at > deadline) => Next::RetryAfter(after),
+            _ => Next::At(now.checked_add(delay).map_or(deadline, |at| at.min(deadline))),
+        }
+    }
+}
+
+/// How long [`retry`] goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// One attempt, bounded by this instant: the caller retries on its own schedule (the
+    /// reloader's rounds, so that one round fails at once and shows as failed).
+    Once(Instant),
+    /// Attempts until this instant, the last one made at it.
+    Deadline(Instant),
+}
+
+/// What [`retry`] tells each attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// When this attempt's own requests must be done: the overall deadline, or
+    /// [`LAST_ATTEMPT`] from now if that is later.
+    pub deadline: Instant,
+}
+
+/// Why an attempt failed, as the caller classifies it.
+#[derive(Debug)]
+pub enum Failure<E> {
+    /// Retrying may help; `retry_after` is the server's `Retry-After`, if it sent one.
+    Transient { error: E, retry_after: Option<Duration> },
+    /// Retrying cannot help.
+    Permanent(E),
+}
+
+impl<E> Failure<E> {
+    pub fn transient(error: E) -> Failure<E> {
+        Failure::Transient { error, retry_after: None }
+    }
+}
+
+/// How a failure reads in a log line: the whole chain of its causes, as the binary
+/// prints a fatal error (`{:#}`), so that a retried failure's log says why.
+pub trait Report {
+    fn report(&self) -> String;
+}
+
+impl Report for anyhow::Error {
+    fn report(&self) -> String {
+        format!("{self:#}")
+    }
+}
+
+impl Report for &str {
+    fn report(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+/// The chain of `e` and its sources, joined with ": ".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Why [`retry`] stopped without a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The last failure was permanent.
+    Permanent,
+    /// [`Until::Once`]: the caller retries.
+    Once,
+    /// The attempt made at the deadline failed too.
+    Deadline,
+    /// The server's `Retry-After` (this long) reached past the deadline.
+    RetryAfter(Duration),
+}
+
+/// The last failure, with what it took.
+#[derive(Debug)]
+pub struct GaveUp<E> {
+    pub error: E,
+    pub reason: Reason,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// Calls `attempt` until it succeeds, fails permanently, or `until` says stop, pausing
+/// after each transient failure as `policy` says (the last pause cut to the deadline).
+/// Each retry is logged at warn level with `what` and the error as fields.
+pub async fn retry<T, E, F, Fut>(policy: &Backoff, until: Until, what: &str, mut attempt: F) -> Result<T, GaveUp<E>>
+where
+    E: Report,
+    F: FnMut(Attempt) -> Fut,
+    Fut: Future<Output = Result<T, Failure<E>>>,
+{
+    let started = Instant::now();
+    let mut number = 0u32;
+    loop {
+        number += 1;
+        let now = Instant::now();
+        let deadline = match until {
+            Until::Once(deadline) => deadline,
+            Until::Deadline(deadline) => deadline.max(now + LAST_ATTEMPT),
+        };
+        let gave_up = |error, reason| GaveUp { error, reason, attempts: number, elapsed: started.elapsed() };
+        let (error, retry_after) = match attempt(Attempt { number, deadline }).await {
+            Ok(value) => return Ok(value),
+            Err(Failure::Permanent(error)) => return Err(gave_up(error, Reason::Permanent)),
+            Err(Failure::Transient { error, retry_after }) => (error, retry_after),
+        };
+        let Until::Deadline(deadline) = until else { return Err(gave_up(error, Reason::Once)) };
+        let at = match policy.next(number, retry_after, Instant::now(), Some(deadline)) {
+            Next::At(at) => at,
+            Next::Deadline => return Err(gave_up(error, Reason::Deadline)),
+            Next::RetryAfter(after) => return Err(gave_up(error, Reason::RetryAfter(after))),
+        };
+        let retry_in = at.saturating_duration_since(Instant::now());
+        tracing::warn!(error = error.report(), attempt = number, ?retry_in, "{what} failed, will retry");
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    const POLICY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
+    #[test]
+    fn delays_stay_under_their_ceiling_and_over_the_floors() {
+        assert_eq!(POLICY.ceiling(1), Duration::from_millis(200));
+        assert_eq!(POLICY.ceiling(40), Duration::from_secs(5));
+        for failures in 0..40 {
+            let d = POLICY.delay(failures, None);
+            assert!(d >= MIN_DELAY && d <= POLICY.ceiling(failures).max(MIN_DELAY), "{failures}: {d:?}");
+            assert!(POLICY.delay(failures, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+            assert!(POLICY.delay(failures, Some(Duration::ZERO)) >= MIN_DELAY);
+        }
+        assert_eq!(POLICY.delay(1, Some(Duration::from_secs(u64::MAX))), Duration::from_secs(u64::MAX));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_attempt_is_made_at_the_deadline() {
+        for timeout in [Duration::from_millis(300), Duration::from_secs(4), Duration::from_secs(10)] {
+            let start = Instant::now();
+            let deadline = start + timeout;
+            let times = RefCell::new(Vec::new());
+            let result: Result<(), _> = retry(&POLICY, Until::Deadline(deadline), "test", |a| {
+                times.borrow_mut().push((Instant::now(), a));
+                async { Err(Failure::transient("down")) }
+            })
+            .await;
+            let gave_up = result.unwrap_err();
+            let times = times.into_inner();
+            assert_eq!(gave_up.reason, Reason::Deadline);
+            assert_eq!(gave_up.attempts as usize, times.len());
+            let (last, attempt) = times.last().copied().unwrap();
+            assert_eq!(last, deadline, "{timeout:?}: the last attempt is at the deadline");
+            assert_eq!(attempt.deadline, deadline + LAST_ATTEMPT, "it gets time of its own");
+            // Every pause respects the floor, and none reaches past the deadline.
+            for pair in times.windows(2) {
+                assert!(pair[1].0 - pair[0].0 >= MIN_DELAY.min(deadline - pair[0].0));
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_a_floor_and_past_the_deadline_gives_up_at_once() {
+        let start = Instant::now();
+        let times = RefCell::new(Vec::new());
+        let result: Result<(), _> =
+            retry(&POLICY, Until::Deadline(start + Duration::from_millis(2500)), "test", |_| {
+                times.borrow_mut().push(Instant::now());
+                async { Err(Failure::Transient { error: "429", retry_after: Some(Duration::from_secs(1)) }) }
+            })
+            .await;
+        let times = times.into_inner();
+        assert_eq!(times, [start, start + Duration::from_secs(1), start + Duration::from_secs(2)]);
+        assert_eq!(result.unwrap_err().reason, Reason::RetryAfter(Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_and_once_stop_after_one_attempt() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let calls = RefCell::new(0);
+        let permanent: Result<(), _> = retry(&POLICY, Until::Deadline(deadline), "test", |_| {
+            *calls.borrow_mut() += 1;
+            async { Err(Failure::Permanent("refused")) }
+        })
+        .await;
+        assert_eq!(permanent.unwrap_err().reason, Reason::Permanent);
+        let once: Result<(), _> = retry(&POLICY, Until::Once(deadline), "test", |a| {
+            *calls.borrow_mut() += 1;
+            assert_eq!(a.deadline, deadline);
+            async { Err(Failure::transient("down")) }
+        })
+        .await;
+        assert_eq!(once.unwrap_err().reason, Reason::Once);
+        assert_eq!(calls.into_inner(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_after_failures_is_returned() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut left = 3;
+        let got = retry(&POLICY, Until::Deadline(deadline), "test", |a| {
+            left -= 1;
+            let fail = left > 0;
+            async move {
+                if fail {
+                    Err(Failure::transient("down"))
+                } else {
+                    Ok(a.number)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 3);
+    }
+}

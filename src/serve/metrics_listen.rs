@@ -1,0 +1,129 @@
+//! `--metrics-listen ADDR` (SPEC §3): a TCP listener for Prometheus scrapes and kubelet
+//! `httpGet` probes that serves `/metrics`, `/healthz` and `/readyz` and nothing else:
+//! never a value, so it needs no caller check and may listen beyond loopback.
+//!
+//! Boundary: its own small HTTP/1.1 server over the same answers as the API's routes
+//! (`routes::{metrics_text, healthz, readyz}`); `serve` and `run` own its task.
+
+use crate::error::{Class, Classify};
+use crate::metrics::{Metrics, Route};
+use crate::reload::snapshot::Store;
+use crate::serve::api::routes::{self, Body};
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Time allowed for a request head; a scraper or a probe sends one at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once; more wait to be accepted (scrapers and probes are few).
+const MAX_CONNECTIONS: usize = 64;
+
+/// The address cannot be listened on (in use, not local, no permission). Exit 73.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on --metrics-listen {addr}: {source}; choose another address or port")]
+pub struct ListenError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+impl Classify for ListenError {
+    fn class(&self) -> Class {
+        Class::CantCreate
+    }
+}
+
+/// Binds `addr` now, so that a bad address fails at startup, before anything else.
+pub fn bind(addr: SocketAddr) -> Result<Arc<std::net::TcpListener>, ListenError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ListenError { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| ListenError { addr, source })?;
+    Ok(Arc::new(listener))
+}
+
+/// Answers one request: GET or HEAD on the three paths, 404 for any other path (a
+/// value route included), 405 for another method.
+pub fn answer<B>(store: &Store, metrics: &Metrics, req: &Request<B>) -> (Route, Response<Body>) {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = routes::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed: use GET or HEAD", req.method()),
+        );
+        r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        return (Route::Other, r);
+    }
+    match req.uri().path() {
+        "/metrics" => (Route::Metrics, routes::metrics_text(metrics)),
+        "/healthz" => (Route::Healthz, routes::healthz()),
+        "/readyz" => (Route::Readyz, routes::readyz(&store.load())),
+        _ => (
+            Route::Other,
+            routes::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this listener serves only /metrics, /healthz and /readyz; values are on the Unix socket",
+            ),
+        ),
+    }
+}
+
+/// Accepts until `shutdown`, then closes every connection.
+pub async fn serve(
+    listener: Arc<std::net::TcpListener>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let listener = match listener.try_clone().and_then(tokio::net::TcpListener::from_std) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve --metrics-listen");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics listener: accept failed");
+                // Out of file descriptors, say: do not spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (store, metrics) = (store.clone(), metrics.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (route, response) = answer(&store, &metrics, &req);
+                metrics.request(route, response.status().as_u16());
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}

@@ -1,0 +1,223 @@
+//! Config messages that are right, complete and suggest (SPEC §2, §3 `check`): no
+//! follow-on error on a correct line, every problem at once, typo warnings, the nearest
+//! name, and `check` that contacts nothing and speaks JSON.
+
+use crate::support::*;
+
+const HR_REF: &str = "service:/HRProject/users/v1/ad088/PUBLIC";
+const ID1: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const ID2: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
+
+/// `check` exits 78 and stderr holds every needle and none of the `absent` texts.
+#[track_caller]
+fn config_error(f: &Fixture, needles: &[&str], absent: &[&str]) -> Run {
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, needles);
+    for text in absent {
+        assert!(!out.stderr.contains(text), "unexpected {text:?} in:\n{}", out.stderr);
+    }
+    out
+}
+
+#[test]
+fn a_misspelled_descriptor_field_blames_only_the_descriptor() {
+    let comp = component_yaml(&[("hr-service", HR_REF)])
+        + "configurations:\n  env:\n    - name: HR_URL\n      valueFrom:\n        connectionRef: {name: hr-service, key: ServiceURL}\n";
+    // A number too large for YAML's integers must not hide the descriptor's name either.
+    let params = [("ServiceURL", "https://hr"), ("AccountId", "18446744073709551616")];
+    let conn = connection(ID1, "hr-service", &params).replace("visibility:", "visiblity:");
+    let f = Fixture::with(&comp, &conn);
+    config_error(
+        &f,
+        &["(1 error)", "connections.yaml:6: unknown field `visiblity`", "did you mean `visibility`?"],
+        &["is not in dependencies.connectionReferences", "no connection descriptor named", "component.yaml:"],
+    );
+}
+
+#[test]
+fn a_broken_descriptor_found_by_id_is_not_reported_twice() {
+    let comp = "schemaVersion: 1.2\ndependencies:\n  serviceReferences:\n    - name: hr\n      connectionConfig: 19d2648b-d29c-4452-afdd-1b9311e81412\n      env:\n        - {from: ServiceURL, to: HR_URL}\n";
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]) + "colour: blue\n";
+    let f = Fixture::with(comp, &conn);
+    config_error(&f, &["(1 error)", "unknown field `colour`"], &["which has no descriptor"]);
+}
+
+#[test]
+fn missing_file_sources_are_reported_with_the_rest() {
+    let comp = component_yaml(&[("hr-service", HR_REF)]);
+    let conn =
+        connection(ID1, "hr-service", &[("ApiKey", "{ file: missing-key }"), ("Cert", "{ file: missing-cert }")])
+            + &connection("not-a-uuid", "other-service", &[]);
+    let f = Fixture::with(&comp, &conn);
+    config_error(
+        &f,
+        &[
+            "(3 errors)",
+            "connections.yaml:8: cannot read ApiKey of connection \"hr-service\" from",
+            "connections.yaml:9: cannot read Cert of connection \"hr-service\" from",
+            "missing-cert: No such file",
+            "fix: create the file (a relative path is taken from the config directory)",
+            "is not a UUID",
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn keys_one_edit_away_are_warnings_naming_the_key_meant() {
+    let comp = "schemaVersion: 1.2\ndependancies:\n  connectionReferences:\n    - name: hr-service\n      resourceRef: service:/HRProject/users/v1/ad088/PUBLIC\n";
+    let f = Fixture::with(comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "a warning does not fail the check: {out:?}");
+    assert_contains(
+        &out.stderr,
+        &["component.yaml:2: `dependancies` is not a key connd reads, and is ignored: did you mean `dependencies`?"],
+    );
+
+    let comp = component_yaml(&[("hr-service", HR_REF)])
+        + "configurations:\n  envs:\n    - name: HR_URL\n      valueFrom:\n        connectionRef: {name: hr-service, key: ServiceURL}\n";
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    let out = f.run("env", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["component.yaml:7: `envs` under `configurations` is not a key connd reads", "did you mean `env`?"],
+    );
+    let json = f.run("check", &["--format", "json"]);
+    assert_contains(&json.stdout, &["\"warnings\"", "did you mean `env`?"]);
+}
+
+#[test]
+fn unknown_names_get_the_nearest_known_one() {
+    let comp = component_yaml(&[("inventory-servce", HR_REF), ("hr-service", HR_REF)])
+        + "configurations:\n  env:\n    - name: HR_URL\n      valueFrom:\n        connectionRef: {name: hr-service, key: ServiceUrl}\n    - name: X\n      valueFrom:\n        connectionRef: {name: hr-servce, key: ServiceURL}\n";
+    let conns = connection(ID1, "inventory-service", &[("ServiceURL", "https://inv")])
+        + &connection(ID2, "hr-service", &[("ServiceURL", "https://hr")])
+        + "---\nkind: Conection\n";
+    let f = Fixture::with(&comp, &conns);
+    config_error(
+        &f,
+        &[
+            "no connection descriptor named \"inventory-servce\" (did you mean `inventory-service`?)",
+            "which has no such key (did you mean `ServiceURL`?)",
+            "which is not in dependencies.connectionReferences (did you mean `hr-service`?)",
+            "unknown kind \"Conection\" (did you mean `Connection`?)",
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn a_tab_in_the_indentation_says_tab() {
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("  ServiceURL", "\tServiceURL");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(
+        &f,
+        &[
+            "connections.yaml:8: a tab in the indentation: YAML indents with spaces only",
+            "fix: replace the tab with spaces",
+        ],
+        &["cannot start any token", "no connection descriptor named"],
+    );
+}
+
+#[test]
+fn a_parameter_indented_out_of_parameters_may_belong_under_them() {
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]) + "HostName: db.internal\n";
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(&f, &["unknown field `HostName`", "it may belong under `parameters`"], &[]);
+}
+
+#[test]
+fn component_yml_says_component_yaml() {
+    let f = Fixture::new()
+        .file("component.yml", &component_yaml(&[("hr-service", HR_REF)]))
+        .file("identity.yaml", IDENTITY)
+        .file("connections.yaml", &connection(ID1, "hr-service", &[]));
+    config_error(
+        &f,
+        &["(1 error)", "component.yml: connd reads the component's config from component.yaml, not component.yml"],
+        &["no kind", "has no component.yaml"],
+    );
+}
+
+#[test]
+fn an_unreadable_config_dir_is_one_error() {
+    let out = run(&["check", "--config-dir", "/nonexistent/connd"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["(1 error)", "cannot read the config directory"]);
+    assert!(!out.stderr.contains("does not know which component"), "{out:?}");
+}
+
+#[test]
+fn check_contacts_nothing_and_shows_remote_values_as_remote() {
+    let conn = connection(
+        ID1,
+        "hr-service",
+        &[("ServiceURL", "https://hr"), ("ConsumerKey", "{ remote: true }"), ("Password", "hunter2")],
+    );
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["CHOREO_HR_SERVICE_CONSUMERKEY", "remote", "<remote>", "ok: 1 connections"]);
+
+    let out = f.run("check", &["--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("hunter2"), "{out:?}");
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("check --format json prints JSON");
+    assert_eq!(plan["component"], "user-portal");
+    assert_eq!(plan["connections"][0]["name"], "hr-service");
+    let var = |name: &str| plan["variables"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
+    let key = var("CHOREO_HR_SERVICE_CONSUMERKEY");
+    assert_eq!((key["source"].as_str(), key["value"].is_null()), (Some("remote"), true), "{key}");
+    let password = var("CHOREO_HR_SERVICE_PASSWORD");
+    assert_eq!((password["redacted"].as_bool(), password["value"].is_null()), (Some(true), true), "{password}");
+    assert_eq!(var("CHOREO_HR_SERVICE_SERVICEURL")["value"], "https://hr");
+}
+
+#[test]
+fn a_descriptor_with_its_kind_mistyped_is_reported_once() {
+    let conn =
+        connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("kind: Connection", "kind: Conection");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(
+        &f,
+        &["(1 error)", "unknown kind \"Conection\" (did you mean `Connection`?)"],
+        &["no connection descriptor named"],
+    );
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]).replace("kind: Connection\n", "");
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(&f, &["(1 error)", "document has no `kind`"], &["no connection descriptor named"]);
+}
+
+#[tokio::test]
+async fn serve_logs_a_typo_warning_once_not_at_every_reload() {
+    use crate::support::daemon::Daemon;
+    use nix::sys::signal::Signal;
+    let comp =
+        component_yaml(&[("hr-service", HR_REF)]) + "configurations:\n  envs:\n    - name: HR_URL\n      value: x\n";
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    let daemon = Daemon::start(f.path(), &[], &[]);
+    daemon.ready().await;
+    let reloads = || async {
+        let text =
+            connd::serve::api::client::request(&daemon.socket, http::Method::GET, "/metrics").await.unwrap().text();
+        text.lines()
+            .filter(|l| l.starts_with("connd_reloads_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before = reloads().await;
+    daemon.signal(Signal::SIGHUP);
+    let start = std::time::Instant::now();
+    while reloads().await <= before {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the SIGHUP reload never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    daemon.signal(Signal::SIGTERM);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr.matches("did you mean `env`?").count(), 1, "{stderr}");
+    assert_contains(&stderr, &["component.yaml:7: `envs` under `configurations` is not a key connd reads"]);
+}
