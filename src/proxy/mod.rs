@@ -120,8 +120,9 @@ impl Bound {
     ///
     /// The proxy runs on a thread of its own with a single-threaded runtime, as one
     /// nginx worker does: a request and its upstream exchange then never hop between
-    /// threads (each hop a wake-up across cores), which halves the CPU a request costs
-    /// on a loaded machine and keeps the API's runtime free for the API.
+    /// threads (each hop a wake-up across cores; `benches/proxy.rs` measured about a
+    /// sixth less CPU per request than on the API's multi-threaded runtime), and the
+    /// API's runtime stays free for the API.
     pub async fn serve<S: Sources>(
         self,
         store: Arc<Store>,
