@@ -197,11 +197,11 @@ impl EnvFormat {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -231,7 +231,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
     /// The command and its arguments, after `--`
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD",
+        help_heading = "Arguments"
+    )]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub reload: ReloadArgs,

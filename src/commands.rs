@@ -38,6 +38,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &options)?;
     plan.log_warnings();
     values::check_local(&plan)?;
+    // What the kernel would refuse, as far as it is known here: remote values are not.
+    let local = values::local_env(&plan)?;
+    exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
     let text = match args.format {
         output::PlanFormat::Text => output::render_plan(&plan),
         output::PlanFormat::Json => output::render_plan_json(&plan),

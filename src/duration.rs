@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds; fractions are allowed).
+/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number is seconds; fractions are allowed),
+/// at most [`MAX`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
@@ -19,8 +20,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => number * 3600.0,
         other => return Err(format!("unknown duration unit {other:?} in {text:?}: use ms, s, m or h")),
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))
+    let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range for a duration"))?;
+    Ok(d.min(MAX))
 }
+
+/// The longest duration: anything longer is taken as this, which is as good as forever.
+/// Deadlines are `now + duration`, and a far larger one would overflow the clock (a
+/// panic, which aborts a daemon holding a workload).
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A period for something done repeatedly: a duration of at least 1ms (a zero period
 /// would mean a busy loop).
@@ -48,6 +55,8 @@ mod tests {
         assert!(parse_duration("5d").unwrap_err().contains("unknown duration unit \"d\""));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("876000h"), Ok(super::MAX));
+        assert_eq!(parse_duration("3000000000000000h"), Ok(super::MAX));
         assert_eq!(super::parse_interval("1ms"), Ok(Duration::from_millis(1)));
         assert!(super::parse_interval("0s").unwrap_err().contains("too short for an interval"));
         assert!(super::parse_interval("0.5ms").unwrap_err().contains("at least 1ms"));

@@ -22,7 +22,9 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Records (log lines, and the final error) that could not be written to stderr.
 static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -63,7 +65,7 @@ pub fn init(settings: &Settings) {
         .with_max_level(settings.level)
         .log_internal_errors(false);
     match settings.format {
-        Format::Json => builder.event_format(JsonLines).init(),
+        Format::Json => builder.event_format(JsonLines).finish().with(SpanFields).init(),
         Format::Text => {
             let colour =
                 std::io::stderr().is_terminal() && !matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty());
@@ -176,13 +178,20 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
         let mut timestamp = String::new();
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
         let mut fields = JsonFields(vec![
             ("timestamp".to_owned(), timestamp.into()),
             ("level".to_owned(), event.metadata().level().as_str().into()),
         ]);
+        // The fields of the spans the event is in (a reload, a connection), outermost
+        // first, so that JSON logs can be filtered on them.
+        for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
+            if let Some(span_fields) = span.extensions().get::<JsonFields>() {
+                fields.0.extend(span_fields.0.iter().cloned());
+            }
+        }
         event.record(&mut fields);
         // Written by hand to keep the order: the timestamp and level first.
         let mut line = String::from("{");
@@ -201,9 +210,35 @@ where
 
 struct JsonFields(Vec<(String, serde_json::Value)>);
 
+/// Keeps each span's fields as JSON values, for [`JsonLines`] to put in every record
+/// made inside the span.
+struct SpanFields;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for SpanFields {
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let mut fields = JsonFields(Vec::new());
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<JsonFields>() {
+                values.record(fields);
+            }
+        }
+    }
+}
+
 impl JsonFields {
+    /// Adds a field; one of the same name (a span's, when an event repeats it) is replaced.
     fn put(&mut self, field: &Field, value: serde_json::Value) {
-        self.0.push((field.name().to_owned(), value));
+        match self.0.iter_mut().find(|(name, _)| name == field.name()) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((field.name().to_owned(), value)),
+        }
     }
 }
 

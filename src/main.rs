@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cli.log.settings());
+    if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
+        connd::secret::forbid_dumps();
+    }
     let result = match &cli.command {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),

@@ -8,6 +8,17 @@ use zeroize::Zeroize;
 /// What redacted output shows in place of a value.
 pub const REDACTED: &str = "<redacted>";
 
+/// Marks this process non-dumpable (`PR_SET_DUMPABLE` 0, prctl(2)) for the long-running
+/// modes, which hold secrets for their whole life (SPEC §3): another process of the same
+/// uid can then neither ptrace it nor read its `/proc/PID/mem` or `/proc/PID/environ`,
+/// and no core dump is written. A program it executes is dumpable again (execve(2)
+/// resets the flag), so `run`'s workload is unaffected.
+pub fn forbid_dumps() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("cannot mark connd non-dumpable ({}); its memory is readable by its uid", e.desc());
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 

@@ -326,3 +326,14 @@ fn both_identity_flags_make_identity_documents_irrelevant() {
     let out = f.run("check", &["--project", "hr-project", "--component", "user-portal"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn the_command_argument_has_its_own_heading_in_help() {
+    for sub in ["exec", "run"] {
+        let out = run(&[sub, "--help"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let (before, _) = out.stdout.split_once("<CMD>...  ").unwrap_or_else(|| panic!("{sub}: {}", out.stdout));
+        let heading = before.lines().rev().find(|l| l.ends_with(':') && !l.starts_with(' ')).unwrap();
+        assert_eq!(heading, "Arguments:", "{sub} --help:\n{}", out.stdout);
+    }
+}

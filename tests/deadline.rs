@@ -125,3 +125,24 @@ fn serve_tries_at_the_deadline_before_giving_up() {
     assert_contains(&out.stderr, &["no complete set of values after 5s", "status 503"]);
     assert_last_attempt_at_the_deadline(&cp, ID, started);
 }
+
+/// JSON logs carry an error as a field under a fixed message, inside the span of the
+/// connection it concerns, so that they can be filtered on either.
+#[test]
+fn a_retried_request_is_logged_with_its_connection_and_error_as_fields() {
+    let (fx, cp) = (remote_fixture(), FakeControlPlane::start(false));
+    cp.script(ID, vec![Reply::Status(503)]);
+    let ca = cp.ca_file().display().to_string();
+    let args = ["--control-plane", &cp.url(), "--ca-file", &ca, "--startup-timeout", "1s", "--log-format", "json"];
+    let (out, _) = run_timed(&fx, "env", &args);
+    assert_eq!(out.code, 69, "{out:?}");
+    let records: Vec<serde_json::Value> = out.stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let retried = records
+        .iter()
+        .find(|r| r["message"] == "control-plane request failed, will retry")
+        .unwrap_or_else(|| panic!("no retry record in:\n{}", out.stderr));
+    assert_eq!(retried["connection"], "hr-connection", "{retried}");
+    assert_eq!(retried["level"], "WARN", "{retried}");
+    let error = retried["error"].as_str().unwrap_or_default();
+    assert!(error.contains("status 503"), "{retried}");
+}

@@ -213,3 +213,32 @@ fn a_process_that_leaves_the_group_with_setsid_is_out_of_reach() {
     assert!(!running(stayed), "the child in the group is stopped:\n{}", s.transcript());
     assert!(running(escaped), "the process in its own session is not connd's to stop");
 }
+
+#[test]
+fn a_stop_timeout_beyond_the_clock_is_not_a_crash() {
+    // A deadline of now + 3e15 h once overflowed the clock when SIGTERM came: a panic,
+    // which the release build turns into an abort that leaves the workload behind.
+    let d = dir("5432");
+    let script = "trap 'echo got-TERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut s = Supervised::start(d.path(), &["--stop-timeout", "3000000000000000h"], script);
+    s.expect("ready");
+    s.signal(Signal::SIGTERM);
+    s.expect("got-TERM");
+    assert_eq!(s.wait(), 0, "the workload's own code after its trap:\n{}", s.transcript());
+}
+
+#[test]
+fn new_values_the_kernel_would_refuse_leave_the_running_workload_alone() {
+    let mut d = dir("5432");
+    let mut s = Supervised::start(d.path(), &[], "echo \"start pid=$$ port=$CHOREO_MAIN_DB_PORT\"; exec sleep 100");
+    let first = s.pid_after("pid");
+    d.update(&refs(&files(&"9".repeat(200_000))));
+    s.expect("not restarting the workload, it keeps its current values");
+    s.expect("variable CHOREO_MAIN_DB_PORT is 200020 bytes");
+    assert!(running(first), "the workload was stopped for values it cannot be given:\n{}", s.transcript());
+    // A change it can take restarts it as usual.
+    d.update(&refs(&files("6543")));
+    s.expect("port=6543");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}

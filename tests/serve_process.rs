@@ -164,7 +164,8 @@ fn an_invalid_directory_past_the_startup_timeout_exits_78() {
 fn probe_without_a_server_fails() {
     let out = run(&["probe", "--socket", "/nonexistent/connd.sock"]);
     assert_eq!(out.code, 69, "{out:?}");
-    assert_contains(&out.stderr, &["cannot connect to /nonexistent/connd.sock"]);
+    assert_contains(&out.stderr, &["cannot connect to /nonexistent/connd.sock: No such file or directory"]);
+    assert_eq!(out.stderr.matches("No such file or directory").count(), 1, "the cause once: {out:?}");
 }
 
 #[tokio::test]

@@ -19,6 +19,10 @@ mod control_plane;
 mod deadline;
 /// `env --format dotenv` read back by python-dotenv, the real reader.
 mod dotenv_readers;
+/// `serve` and `run` non-dumpable: their memory closed to their own uid, the workload's not.
+mod dumpable;
+/// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
+mod exec_failures;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

@@ -153,7 +153,9 @@ pub async fn supervise(
             Some(env) = recv(&mut changed) => match settings.on_change {
                 _ if stopping => {}
                 OnChange::Restart => {
-                    if restart_with.replace(env).is_none() {
+                    if let Err(e) = spawner.check(&env) {
+                        tracing::error!("not restarting the workload, it keeps its current values: {e}");
+                    } else if restart_with.replace(env).is_none() {
                         tracing::info!(signal = settings.stop_signal.as_str(), "restarting the workload");
                         child.signal(settings.stop_signal);
                         kill_at = Some(Instant::now() + settings.stop_timeout);
@@ -260,22 +262,24 @@ struct Spawner<'a> {
 }
 
 impl Spawner<'_> {
+    /// Whether the kernel would take `vars` (the workload's environment with them, and
+    /// its arguments): checked before a running workload is stopped for them.
+    fn check(&self, vars: &Env) -> Result<(), ExecError> {
+        let env = exec::child_env(self.inherited.iter().cloned(), vars);
+        exec::check_workload(self.argv, &env)
+    }
+
     fn spawn(&self, vars: &Env) -> Result<Child, SuperviseError> {
         let Some(command) = self.argv.first() else { return Err(SuperviseError::Spawn(ExecError::NoCommand)) };
         let env = exec::child_env(self.inherited.iter().cloned(), vars);
         let path = exec::find_command(command, &env).map_err(SuperviseError::Spawn)?;
+        exec::check_workload(self.argv, &env).map_err(SuperviseError::Spawn)?;
         let mut cmd = std::process::Command::new(&path);
         cmd.arg0(command).args(&self.argv[1..]).env_clear().envs(env);
         cmd.process_group(0);
         // std starts the child with an empty signal mask and default dispositions, and the
         // handle is dropped without waiting: the reaper alone collects the exit.
-        let child = cmd.spawn().map_err(|e| {
-            let name = command.to_string_lossy().into_owned();
-            SuperviseError::Spawn(match e.kind() {
-                std::io::ErrorKind::NotFound => ExecError::NotFound { command: name, path: path.display().to_string() },
-                _ => ExecError::NotExecutable { command: name, cause: format!("{}: {e}", path.display()) },
-            })
-        })?;
+        let child = cmd.spawn().map_err(|e| SuperviseError::Spawn(exec::spawn_failure(command, &path, &e)))?;
         let pid = Pid::from_raw(child.id() as i32);
         tracing::debug!(pid = pid.as_raw(), "started the workload");
         // Its group exists even if it exited already: nothing reaps it before this.

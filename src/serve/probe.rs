@@ -8,12 +8,20 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
+    /// Not a `source`: the client's message already ends with its cause, which would
+    /// otherwise be printed twice in the chain.
+    #[error("{0}")]
+    Client(ClientError),
     #[error("not ready ({status}): {body}")]
     NotReady { status: u16, body: String },
     #[error("no answer within {}s", .0.as_secs_f32())]
     Timeout(Duration),
+}
+
+impl From<ClientError> for ProbeError {
+    fn from(e: ClientError) -> Self {
+        ProbeError::Client(e)
+    }
 }
 
 /// No ready server on the socket: what a probe reports, whatever the cause.

@@ -102,6 +102,30 @@ pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
     Ok(())
 }
 
+/// The variables whose values are local (literals, `value:` and `file:` sources), by
+/// name; remote parameters and tokens are left out. `check` measures them against the
+/// kernel's limits.
+pub fn local_env(plan: &Plan) -> Result<BTreeMap<String, Secret>, ValueError> {
+    let mut files = FileCache::new();
+    let mut env = BTreeMap::new();
+    for b in &plan.vars {
+        let value = match &b.target {
+            Target::Literal(v) => Some(Secret::new(v.clone())),
+            Target::Param { conn, key } => {
+                let p = &plan.connections[*conn];
+                match p.connection.parameters.get(key) {
+                    Some(param) => param_value(p, key, &param.source, None, &mut files)?,
+                    None => None,
+                }
+            }
+        };
+        if let Some(value) = value {
+            env.insert(b.var.clone(), value);
+        }
+    }
+    Ok(env)
+}
+
 /// Resolves every parameter of every planned connection, then the variables.
 pub fn materialize(plan: &Plan, fetched: &Fetched) -> Result<Values, ValueError> {
     let mut connections = Vec::with_capacity(plan.connections.len());
