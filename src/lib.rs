@@ -19,9 +19,11 @@
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
 //!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
+//!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
+//!   rest, rendered per format, written atomically under `--files-root`, and kept
+//!   current in `run` and `serve` by its `keep` task).
 //!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
-//!   `output` renders `check` and `env`.
 //! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
 //!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
 //!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
@@ -35,7 +37,6 @@
 //!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
 //!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
 //!
-//! Coming next, in its own folder: `files/` (rendering and atomic writes) beside `output`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -46,6 +47,7 @@ pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod files;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -220,6 +220,10 @@ impl Sources for Remote {
             }
         }
     }
+
+    fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.tokens.renewals())
+    }
 }
 
 /// One resolution on a private single-threaded runtime, for `env` and `exec`: only the
