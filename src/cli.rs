@@ -243,6 +243,8 @@ pub struct RunArgs {
     /// Also serve the local API on this Unix socket while the workload runs
     #[arg(long, env = "CONND_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
     /// The command and its arguments, after `--`
     #[arg(
         required = true,
@@ -349,11 +351,36 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub access: SocketAccessArgs,
     #[command(flatten)]
+    pub proxy: ProxyArgs,
+    #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// The egress proxy of SPEC §8 (`serve`, `run`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Egress proxy")]
+pub struct ProxyArgs {
+    /// Serve the egress proxy on this TCP address, e.g. 127.0.0.1:15000: requests to
+    /// /<connection>/<path> go to the connection's ServiceURL with its credentials
+    #[arg(long, env = "CONND_PROXY_LISTEN", value_name = "ADDR")]
+    pub proxy_listen: Option<std::net::SocketAddr>,
+    /// Serve the egress proxy on this Unix socket (callers allowed as for the API)
+    #[arg(long, env = "CONND_PROXY_SOCKET", value_name = "PATH")]
+    pub proxy_socket: Option<PathBuf>,
+    /// Let --proxy-listen be an address other hosts reach (anyone who can connect
+    /// then calls with the connections' credentials)
+    #[arg(long, env = "CONND_PROXY_ALLOW_REMOTE")]
+    pub proxy_allow_remote: bool,
+    /// Time allowed to connect to an upstream, TLS handshake included
+    #[arg(long, env = "CONND_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_interval, value_name = "DURATION")]
+    pub proxy_connect_timeout: Duration,
+    /// Time allowed for an upstream's response head once the request is sent
+    #[arg(long, env = "CONND_PROXY_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_interval, value_name = "DURATION")]
+    pub proxy_response_timeout: Duration,
 }
 
 /// The TCP listener for scrapes and probes (`serve`, `run`).

@@ -3,7 +3,8 @@
 //! error chain whose first classified cause gives the exit code ([`exit_code`]).
 
 use crate::cli::{
-    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, ProbeArgs, RenderArgs, RunArgs, ServeArgs, SocketAccessArgs,
+    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, ProbeArgs, ProxyArgs, RemoteArgs, RenderArgs, RunArgs, ServeArgs,
+    SocketAccessArgs,
 };
 use crate::config::ConfigError;
 use crate::error::{Class, Classify};
@@ -108,6 +109,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         reload: reload_config(&args.config, &args.reload),
         remote: args.config.remote.settings(),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
+        proxy: proxy(&args.proxy, &args.access, &args.config.remote, server::Limits::default(), RUN_API_GRACE),
         metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::run::command(&settings)
@@ -128,7 +130,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         },
         metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
-    crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings())?;
+    let proxy = proxy(&args.proxy, &args.access, &args.config.remote, settings.limits, args.shutdown_grace);
+    crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings(), &proxy)?;
     Ok(exit::OK)
 }
 
@@ -144,6 +147,41 @@ fn reload_config(config: &ConfigArgs, reload: &crate::cli::ReloadArgs) -> Reload
 
 fn socket(path: &std::path::Path, access: &SocketAccessArgs) -> Socket {
     Socket { path: path.to_path_buf(), mode: access.socket_mode, group: access.socket_group }
+}
+
+/// How long the proxy's requests in flight get once `run`'s workload has exited.
+const RUN_API_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The egress proxy's settings: its own flags, the API's socket access and limits, and
+/// the TLS, outbound-proxy and plain-http rules of the control plane.
+fn proxy(
+    args: &ProxyArgs,
+    access: &SocketAccessArgs,
+    remote: &RemoteArgs,
+    limits: server::Limits,
+    grace: std::time::Duration,
+) -> crate::proxy::ProxySettings {
+    crate::proxy::ProxySettings {
+        listen: args.proxy_listen,
+        allow_remote: args.proxy_allow_remote,
+        socket: args.proxy_socket.clone(),
+        socket_mode: access.socket_mode,
+        socket_group: access.socket_group,
+        allow: allow(access),
+        tls: crate::http::tls::TlsSettings {
+            ca_file: remote.ca_file.clone(),
+            client_cert: remote.client_cert.clone(),
+            client_key: remote.client_key.clone(),
+        },
+        no_proxy_env: remote.no_proxy_env,
+        connect_timeout: args.proxy_connect_timeout,
+        forwarding: crate::proxy::Forwarding {
+            allow_insecure_http: remote.allow_insecure_http,
+            response_timeout: args.proxy_response_timeout,
+        },
+        limits,
+        grace,
+    }
 }
 
 fn allow(access: &SocketAccessArgs) -> Allow {
@@ -168,6 +206,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
         .or_else(|| as_class::<crate::source::SetupError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
+        .or_else(|| as_class::<crate::proxy::ListenError>(cause))
         .or_else(|| as_class::<BindError>(cause))
         .or_else(|| as_class::<crate::serve::metrics_listen::ListenError>(cause))
         .or_else(|| as_class::<StartupError>(cause))

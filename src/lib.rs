@@ -22,6 +22,8 @@
 //!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
 //!   rest, rendered per format, written atomically under `--files-root`, and kept
 //!   current in `run` and `serve` by its `keep` task).
+//!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
+//!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
 //! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
 //!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
 //!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
@@ -35,7 +37,6 @@
 //!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
 //!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
 //!
-//! Coming next, in its own folder: `proxy/` (the egress proxy) beside `serve/api/`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -51,6 +52,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+pub mod proxy;
 pub mod reload;
 pub mod resolve;
 pub mod retry;

@@ -123,6 +123,44 @@ pub struct Metrics {
     file_writes: [AtomicU64; 3],
     /// Files whose last render or write failed.
     files_failing: AtomicU64,
+    /// The egress proxy's requests, per connection.
+    proxy: ProxyMetrics,
+}
+
+/// Upper bounds (seconds) of the proxy's latency histogram buckets; `+Inf` follows.
+const PROXY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// One connection's proxied requests. Labelled by connection name: the names are the
+/// plan's (validated, bounded by the directory), and requests for no known connection
+/// count under the empty name.
+#[derive(Debug, Default)]
+struct ProxyCounters {
+    /// By status class, 1xx to 5xx.
+    classes: [AtomicU64; 5],
+    /// Time to the response head, cumulative per [`PROXY_BUCKETS`] bound, then `+Inf`.
+    buckets: [AtomicU64; PROXY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    credential_failures: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct ProxyMetrics {
+    by_connection: parking_lot::RwLock<std::collections::BTreeMap<String, std::sync::Arc<ProxyCounters>>>,
+}
+
+impl ProxyMetrics {
+    fn counters(&self, connection: &str) -> std::sync::Arc<ProxyCounters> {
+        if let Some(c) = self.by_connection.read().get(connection) {
+            return c.clone();
+        }
+        let mut map = self.by_connection.write();
+        map.entry(connection.to_owned()).or_default().clone()
+    }
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Counts one parked blocking query while it lives.
@@ -208,6 +246,54 @@ impl Metrics {
         self.requests[r][c].fetch_add(1, Relaxed);
     }
 
+    /// For the egress proxy: one request to `connection` (empty when it named none
+    /// known) answered with `status` after `elapsed` (to the response head).
+    pub fn proxied(&self, connection: &str, status: u16, elapsed: std::time::Duration) {
+        let c = self.proxy.counters(connection);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        c.classes[class].fetch_add(1, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = PROXY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(PROXY_BUCKETS.len());
+        c.buckets[bucket].fetch_add(1, Relaxed);
+        c.sum_micros.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// For the egress proxy: a request to `connection` found no valid credential.
+    pub fn proxy_credential_failure(&self, connection: &str) {
+        self.proxy.counters(connection).credential_failures.fetch_add(1, Relaxed);
+    }
+
+    fn render_proxy(&self, out: &mut String) {
+        let map = self.proxy.by_connection.read();
+        let name = "connd_proxy_requests_total";
+        header(out, name, "counter", "Egress proxy requests, by connection and status class.");
+        for (conn, c) in map.iter() {
+            for (i, n) in c.classes.iter().enumerate() {
+                let _ =
+                    writeln!(out, "{name}{{connection=\"{}\",class=\"{}xx\"}} {}", label(conn), i + 1, n.load(Relaxed));
+            }
+        }
+        let name = "connd_proxy_request_duration_seconds";
+        header(out, name, "histogram", "Egress proxy time to the response head, by connection.");
+        for (conn, c) in map.iter() {
+            let conn = label(conn);
+            let mut cumulative = 0;
+            for (i, n) in c.buckets.iter().enumerate() {
+                cumulative += n.load(Relaxed);
+                let le = PROXY_BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+                let _ = writeln!(out, "{name}_bucket{{connection=\"{conn}\",le=\"{le}\"}} {cumulative}");
+            }
+            let sum = c.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{connection=\"{conn}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{connection=\"{conn}\"}} {cumulative}");
+        }
+        let name = "connd_proxy_credential_failures_total";
+        header(out, name, "counter", "Egress proxy requests refused for want of a valid credential, by connection.");
+        for (conn, c) in map.iter() {
+            let _ = writeln!(out, "{name}{{connection=\"{}\"}} {}", label(conn), c.credential_failures.load(Relaxed));
+        }
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -264,6 +350,7 @@ impl Metrics {
         let name = "connd_log_write_failures_total";
         header(&mut out, name, "counter", "Log records dropped because stderr could not take them.");
         let _ = writeln!(out, "{name} {}", crate::logging::write_failures());
+        self.render_proxy(&mut out);
         out
     }
 }
@@ -315,6 +402,22 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(m.error_since_ms.load(Relaxed) > 0);
+        m.proxied("hr-connection", 200, std::time::Duration::from_micros(700));
+        m.proxied("hr-connection", 502, std::time::Duration::from_secs(9));
+        m.proxy_credential_failure("hr-connection");
+        let text = m.render();
+        for line in [
+            "connd_proxy_requests_total{connection=\"hr-connection\",class=\"2xx\"} 1",
+            "connd_proxy_requests_total{connection=\"hr-connection\",class=\"5xx\"} 1",
+            "connd_proxy_request_duration_seconds_bucket{connection=\"hr-connection\",le=\"0.0005\"} 0",
+            "connd_proxy_request_duration_seconds_bucket{connection=\"hr-connection\",le=\"0.001\"} 1",
+            "connd_proxy_request_duration_seconds_bucket{connection=\"hr-connection\",le=\"5\"} 1",
+            "connd_proxy_request_duration_seconds_bucket{connection=\"hr-connection\",le=\"+Inf\"} 2",
+            "connd_proxy_request_duration_seconds_count{connection=\"hr-connection\"} 2",
+            "connd_proxy_credential_failures_total{connection=\"hr-connection\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
         // A result that cannot happen to a family is not listed for it.
         assert!(!text.contains("connd_token_requests_total{result=\"not_modified\"}"), "{text}");
     }

@@ -35,6 +35,8 @@ mod loader_fuzz;
 mod metrics_listen;
 /// OAuth client-credentials tokens against a real OpenID provider.
 mod oauth;
+/// The egress proxy end to end: credentials, routing, streaming, refusals, metrics.
+mod proxy;
 /// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
 mod proxy_env;
 /// The README's first directory, copied from its text, gives what the text says.

@@ -101,7 +101,24 @@ pub struct Connection {
     /// Set exactly when `security` is `oauth2`.
     pub oauth: Option<OAuth>,
     pub parameters: BTreeMap<String, Parameter>,
+    /// Headers the egress proxy sets from parameters (`proxy.headers`), in name order.
+    pub proxy_headers: Vec<ProxyHeader>,
     pub origin: Origin,
+}
+
+/// One `proxy.headers` entry: the egress proxy sends `name: <value of key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// A valid field name (RFC 9110 §5.1), not one the proxy manages itself.
+    pub name: http::HeaderName,
+    /// A key the connection offers (see [`offers`]).
+    pub key: String,
+}
+
+/// The keys a connection offers: its parameters and, under OAuth, `AccessToken`.
+/// [`Connection::has_key`] asks it; so does validation, before the connection is built.
+pub fn offers(security: Security, parameters: &BTreeMap<String, Parameter>, key: &str) -> bool {
+    parameters.contains_key(key) || (key == ACCESS_TOKEN && security == Security::OAuth2)
 }
 
 /// The name of the token parameter that OAuth connections add.
@@ -121,7 +138,7 @@ impl Connection {
     }
 
     pub fn has_key(&self, key: &str) -> bool {
-        self.parameters.contains_key(key) || (key == ACCESS_TOKEN && self.is_oauth())
+        offers(self.security, &self.parameters, key)
     }
 
     /// Its `remote: true` parameters, in key order: what the control plane is asked for.

@@ -76,6 +76,16 @@ pub struct ConnectionDoc {
     pub oauth: Option<OAuth>,
     #[serde(default)]
     pub parameters: Params,
+    /// How the egress proxy authenticates calls to this connection (SPEC §2, §8).
+    pub proxy: Option<ProxySpec>,
+}
+
+/// `proxy: { headers: { Header-Name: ParameterKey } }`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// A parameter: a plain scalar is a literal value, a map names its source.

@@ -372,6 +372,7 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
     });
     let parameters = parameters(raw.parameters, path, doc, diags);
     let oauth = oauth(&raw.name, raw.security, raw.oauth, &parameters, &at, diags);
+    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, raw.proxy, &at, diags);
     if diags.len() > before {
         return None;
     }
@@ -385,6 +386,7 @@ fn connection(raw: raw::ConnectionDoc, path: &Path, doc: &Document<'_>, diags: &
         security: raw.security,
         oauth,
         parameters,
+        proxy_headers,
         origin: at("name"),
     })
 }
@@ -511,6 +513,77 @@ fn oauth(
         }
         (_, None) => None,
     }
+}
+
+/// Fields the egress proxy manages itself (hop-by-hop, framing, routing), which
+/// `proxy.headers` may not set.
+const PROXY_MANAGED: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+];
+
+/// `proxy.headers`: each name a valid field name (RFC 9110 §5.1) that the proxy does not
+/// manage, given once (names ignore case), each key one the connection offers.
+fn proxy_headers(
+    connection: &str,
+    security: model::Security,
+    parameters: &std::collections::BTreeMap<String, Parameter>,
+    spec: Option<raw::ProxySpec>,
+    at: &dyn Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) -> Vec<model::ProxyHeader> {
+    let mut out: Vec<model::ProxyHeader> = Vec::new();
+    for (name, key) in spec.map(|s| s.headers).unwrap_or_default() {
+        let origin = || at(&name);
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            diags.error(
+                origin(),
+                format!("proxy header {name:?} of connection {connection:?} is not a valid HTTP field name"),
+                "use letters, digits and !#$%&'*+-.^_`|~ only (RFC 9110 §5.1), e.g. X-API-Key",
+            );
+            continue;
+        };
+        if PROXY_MANAGED.contains(&header.as_str()) {
+            diags.error(
+                origin(),
+                format!("proxy header {name:?} of connection {connection:?} is one the proxy manages itself"),
+                "remove it: hop-by-hop, framing and Host fields are set per hop (RFC 9110 §7.6.1)",
+            );
+            continue;
+        }
+        if out.iter().any(|h| h.name == header) {
+            diags.error(
+                origin(),
+                format!("proxy header {name:?} of connection {connection:?} is given twice (names ignore case)"),
+                "keep one of them",
+            );
+            continue;
+        }
+        if !model::offers(security, parameters, &key) {
+            let mut offered: Vec<&str> = parameters.keys().map(String::as_str).collect();
+            if security == model::Security::OAuth2 {
+                offered.push(model::ACCESS_TOKEN);
+            }
+            diags.error(
+                origin(),
+                format!("proxy header {name:?} of connection {connection:?} names {key:?}, which it does not offer"),
+                format!("name one of its keys: {}", offered.join(", ")),
+            );
+            continue;
+        }
+        out.push(model::ProxyHeader { name: header, key });
+    }
+    out
 }
 
 /// `file` is the descriptor's own path: relative `file:` sources are taken from its directory.

@@ -48,6 +48,8 @@ pub struct Settings {
     pub remote: remote::Settings,
     /// With `--socket`: the local API's socket and who may call it.
     pub api: Option<(Socket, Allow)>,
+    /// The egress proxy (`--proxy-listen`, `--proxy-socket`); off when neither is given.
+    pub proxy: crate::proxy::ProxySettings,
     /// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP.
     pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
@@ -76,21 +78,29 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
         }
         Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned())
     };
-    // With an API, the reloader starts at once: the API serves its snapshot.
+    let proxy = crate::proxy::bind(args.proxy.clone())?;
+    // With an API or the proxy, the reloader starts at once: they serve its snapshot.
     let mut reloader = None;
     let mut server = None;
+    let mut proxy_task = None;
+    if let Some(bound) = proxy {
+        let r = start_reloader();
+        let serving =
+            bound.serve(r.store().clone(), sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
+        proxy_task = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
+        reloader = Some(r);
+    }
     if let Some((socket, allow)) = &args.api {
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
         for warning in allow.unreachable(&socket.path) {
             tracing::warn!("{warning}");
         }
-        let r = start_reloader();
+        let r = reloader.get_or_insert_with(start_reloader);
         // The same metrics the reloader and the sources count in: `/metrics` reports them.
         let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
         let serving = server::serve(listener, parts, allow.clone(), API_GRACE, stop.child_token().cancelled_owned());
         server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
-        reloader = Some(r);
     }
     // Probes and scrapes read the reloader's snapshot, so it starts at once too.
     let mut metrics_server = None;
@@ -140,6 +150,9 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     stop.cancel();
     if let Some(server) = server {
         let _ = server.await;
+    }
+    if let Some(proxy) = proxy_task {
+        let _ = proxy.await;
     }
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;

@@ -76,6 +76,19 @@ pub async fn run<S: Sources>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with_proxy(listener, None, settings, sources, metrics, shutdown).await
+}
+
+/// [`run`], with the egress proxy (SPEC §8) on its bound listeners when given: it
+/// serves the reloader's snapshot with the same sources and metrics as the API.
+pub async fn run_with_proxy<S: Sources>(
+    listener: UnixListener,
+    proxy: Option<crate::proxy::Bound>,
+    settings: ServeSettings,
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
     // Stops the reloader and the server, each through a child token.
     let stop = CancellationToken::new();
@@ -97,6 +110,11 @@ pub async fn run<S: Sources>(
             metrics,
             stop.child_token().cancelled_owned(),
         )))
+    });
+    let proxy = proxy.map(|bound| {
+        let (store, sources, metrics) = (reloader.store().clone(), sources.clone(), metrics.clone());
+        let serving = bound.serve(store, sources, metrics, stop.child_token().cancelled_owned());
+        AbortOnDropHandle::new(tokio::spawn(serving))
     });
     let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
     let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
@@ -142,6 +160,9 @@ pub async fn run<S: Sources>(
     notifier.stopping();
     stop.cancel();
     let _ = server.await;
+    if let Some(proxy) = proxy {
+        let _ = proxy.await;
+    }
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
     }
@@ -150,7 +171,12 @@ pub async fn run<S: Sources>(
 }
 
 /// The binary's `serve`: binds the socket, runs until SIGTERM/SIGINT, removes the socket.
-pub fn command(settings: ServeSettings, socket: &Socket, remote: &remote::Settings) -> anyhow::Result<()> {
+pub fn command(
+    settings: ServeSettings,
+    socket: &Socket,
+    remote: &remote::Settings,
+    proxy: &crate::proxy::ProxySettings,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let shutdown = signal::shutdown()?;
@@ -161,12 +187,13 @@ pub fn command(settings: ServeSettings, socket: &Socket, remote: &remote::Settin
         // error leaves no socket file behind.
         let metrics = Arc::new(Metrics::default());
         let sources = Arc::new(Remote::new(remote, true, metrics.clone())?);
+        let proxy = crate::proxy::bind(proxy.clone())?;
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");
         for warning in settings.allow.unreachable(&socket.path) {
             tracing::warn!("{warning}");
         }
-        let result = run(listener, settings, sources.clone(), metrics, shutdown).await;
+        let result = run_with_proxy(listener, proxy, settings, sources.clone(), metrics, shutdown).await;
         sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);
         result

@@ -136,6 +136,14 @@ pub trait Sources: Send + Sync + 'static {
     /// A token for `plan.connections[conn]`, fresh from the cache.
     fn token(&self, plan: &Plan, conn: usize) -> impl Future<Output = Result<Token, SourceError>> + Send;
 
+    /// Forgets `token`, handed out for `plan.connections[conn]`, if the cache still holds
+    /// it, so that the next [`Sources::token`] asks the token endpoint afresh: an
+    /// upstream refused it (a 401 to the egress proxy). Sources without a cache ignore it.
+    fn invalidate_token(&self, plan: &Plan, conn: usize, token: &Secret) -> impl Future<Output = ()> + Send {
+        let _ = (plan, conn, token);
+        async {}
+    }
+
     /// Changes whenever a new token is obtained (renewals included), for what keeps a
     /// copy of tokens (rendered files, SPEC §7); `None` for sources without tokens.
     fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

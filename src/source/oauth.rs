@@ -250,30 +250,57 @@ impl TokenCache {
         apps.get(key).map_or(0, |a| a.calls.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// Drops `key`'s cached token if it is still `token` (an upstream refused it), so
+    /// that the next [`TokenCache::get`] requests a new one. A token already replaced
+    /// (by a concurrent caller that saw the same refusal) is left alone, so one refusal
+    /// seen by many requests costs one token request. Returns whether it was dropped.
+    pub fn invalidate(&self, key: &AppKey, token: &Secret) -> bool {
+        let app = self.shared.apps.lock().get(key).cloned();
+        let Some(app) = app else { return false };
+        let current = app.current.load();
+        if current.as_ref().is_some_and(|t| t.access_token == *token) {
+            let previous = app.current.compare_and_swap(&current, None);
+            return previous.as_ref().is_some_and(|t| t.access_token == *token);
+        }
+        false
+    }
+
     /// A token for `creds`' application: the cached one while it is fresh, else one
     /// request shared by every concurrent caller, retried on transient failures until
     /// `deadline`.
     pub async fn get(&self, creds: Credentials, deadline: Instant) -> Result<Arc<CachedToken>, OAuthError> {
         let app = {
             let mut apps = self.shared.apps.lock();
-            let app = apps.entry(creds.key.clone()).or_insert_with(|| {
-                Arc::new(App {
-                    key: creds.key.clone(),
-                    url: creds.url.clone(),
-                    auth: creds.auth,
-                    secret: Mutex::new(creds.secret.clone()),
-                    current: ArcSwapOption::empty(),
-                    gate: tokio::sync::Mutex::new(()),
-                    failures: Mutex::new(Failures::default()),
-                    calls: Default::default(),
-                    metrics: self.shared.metrics.clone(),
-                    retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
-                    renewed: self.shared.renewed.clone(),
-                })
-            });
-            *app.secret.lock() = creds.secret;
-            app.clone()
+            // The common case, a known application, clones no key.
+            let known = apps.get(&creds.key).cloned();
+            match known {
+                Some(app) => app,
+                None => {
+                    let app = apps.entry(creds.key.clone()).or_insert_with(|| {
+                        Arc::new(App {
+                            key: creds.key.clone(),
+                            url: creds.url.clone(),
+                            auth: creds.auth,
+                            secret: Mutex::new(creds.secret.clone()),
+                            current: ArcSwapOption::empty(),
+                            gate: tokio::sync::Mutex::new(()),
+                            failures: Mutex::new(Failures::default()),
+                            calls: Default::default(),
+                            metrics: self.shared.metrics.clone(),
+                            retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
+                            renewed: self.shared.renewed.clone(),
+                        })
+                    });
+                    app.clone()
+                }
+            }
         };
+        {
+            let mut secret = app.secret.lock();
+            if *secret != creds.secret {
+                *secret = creds.secret;
+            }
+        }
         let token = app.get(&self.shared.http, deadline).await?;
         if self.shared.long_running {
             self.arm_refresher(&app);

@@ -205,6 +205,22 @@ impl Sources for Remote {
         })
     }
 
+    async fn invalidate_token(&self, plan: &Plan, conn: usize, token: &Secret) {
+        let p = &plan.connections[conn];
+        if !p.connection.is_oauth() {
+            return;
+        }
+        let mut params = HashMap::new();
+        if let Some(values) = self.control_plane.as_ref().and_then(|cp| cp.cached(&p.connection.id)) {
+            params.insert(p.connection.id.clone(), values);
+        }
+        if let Ok(creds) = credentials::read_async(p, params.get(&p.connection.id), self.allow_insecure_http).await {
+            if self.tokens.invalidate(&creds.key, token) {
+                tracing::debug!(connection = %p.name, "an upstream refused the cached token: dropped it");
+            }
+        }
+    }
+
     fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.tokens.renewals())
     }

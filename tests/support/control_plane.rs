@@ -154,6 +154,22 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A server configuration presenting the CA-signed certificate for `localhost` and
+    /// `127.0.0.1`, without client authentication.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::from_pem_slice(&self.server_key).expect("server key");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(self.server_chain.clone(), key)
+            .expect("server cert");
+        Arc::new(config)
+    }
+}
+
 pub struct FakeControlPlane {
     pub pki: Pki,
     addr: std::net::SocketAddr,

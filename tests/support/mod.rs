@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod kubelet;
 pub mod oidc;
 pub mod tinyproxy;
+pub mod upstream;
 
 pub use daemon::Daemon;
 pub use fixtures::*;

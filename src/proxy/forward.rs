@@ -1,0 +1,511 @@
+//! One proxied request, from the caller's head to the upstream's answer (SPEC §8):
+//! route it, refuse what must not pass, attach the connection's credentials, forward
+//! with the body streamed both ways, and turn failures into JSON errors that name the
+//! connection and the cause. Header values are never logged; the access line (debug)
+//! has the method, connection, path without query, status and time.
+
+use super::route;
+use super::upstream::{self, Connector, Failure};
+use crate::config::model::{Security, ACCESS_TOKEN};
+use crate::http::url::check_url;
+use crate::metrics::Metrics;
+use crate::reload::snapshot::{Resolved, Store};
+use crate::secret::Secret;
+use crate::source::{SourceError, Sources};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use serde_json::json;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest request target accepted (414 beyond).
+pub const MAX_TARGET: usize = 8 * 1024;
+/// Largest header block accepted, names and values counted (431 beyond).
+pub const MAX_HEADERS: usize = 16 * 1024;
+/// A request body up to this size is kept, so the request can be sent again with a
+/// fresh token after an upstream 401.
+pub const RETRY_BODY_MAX: u64 = 64 * 1024;
+/// The header the `apiKey` scheme sends, with the `ChoreoAPIKey` parameter.
+pub const API_KEY_HEADER: &str = "choreo-api-key";
+const API_KEY_PARAM: &str = "ChoreoAPIKey";
+const SERVICE_URL: &str = "ServiceURL";
+
+/// What the caller's request body becomes upstream: streamed as it comes, or kept
+/// whole (small, replayable).
+pub type UpstreamBody = Either<Watched, Full<Bytes>>;
+/// What the caller reads: the upstream's body streamed, or connd's own JSON.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Settings of the forwarding itself.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// Plain `http://` upstreams off loopback allowed (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
+    /// Time allowed for the upstream's response head, counted from the last request
+    /// byte sent (a slow upload is not cut by it).
+    pub response_timeout: Duration,
+}
+
+/// Everything a proxied request needs; one per process, shared by every listener.
+pub struct Proxy<S> {
+    pub(super) store: Arc<Store>,
+    pub(super) sources: Arc<S>,
+    pub(super) metrics: Arc<Metrics>,
+    connector: Connector,
+    client: Client<Connector, UpstreamBody>,
+    settings: Forwarding,
+}
+
+/// Who sent a request, as the listener knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// From TCP: `Host` must name this proxy. (Over a Unix socket it is free text.)
+    pub tcp: bool,
+    /// The Unix socket's SO_PEERCRED verdict; always true over TCP.
+    pub allowed: bool,
+}
+
+/// A refusal or failure, as the caller reads it.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal { status, code, message: message.into() }
+}
+
+fn json_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
+    let body = match connection {
+        Some(c) => json!({ "error": r.message, "code": r.code, "connection": c }),
+        None => json!({ "error": r.message, "code": r.code }),
+    };
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
+    *response.status_mut() = r.status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+impl<S: Sources> Proxy<S> {
+    pub fn new(
+        store: Arc<Store>,
+        sources: Arc<S>,
+        metrics: Arc<Metrics>,
+        connector: Connector,
+        settings: Forwarding,
+    ) -> Proxy<S> {
+        Proxy { store, sources, metrics, client: upstream::client(connector.clone()), connector, settings }
+    }
+
+    /// Answers one request; never fails (errors are answers), counts it and logs it.
+    pub async fn handle(&self, caller: Caller, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let mut connection = String::new();
+        let mut logged_path = String::new();
+        let response = match self.forward(caller, req, &mut connection, &mut logged_path).await {
+            Ok(response) => response,
+            Err(r) => json_error((!connection.is_empty()).then_some(connection.as_str()), r),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.proxied(&connection, response.status().as_u16(), elapsed);
+        tracing::debug!(
+            %method,
+            connection = %connection,
+            path = %logged_path,
+            status = response.status().as_u16(),
+            micros = elapsed.as_micros() as u64,
+            "proxied"
+        );
+        response
+    }
+
+    async fn forward(
+        &self,
+        caller: Caller,
+        req: Request<Incoming>,
+        connection: &mut String,
+        logged_path: &mut String,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        if !caller.allowed {
+            let message = "this caller's uid and gid are not allowed; start connd with --allow-uid or --allow-gid";
+            return Err(refuse(StatusCode::FORBIDDEN, "forbidden", message));
+        }
+        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target_len > MAX_TARGET {
+            let message = format!("the request target is {target_len} bytes, over the limit of {MAX_TARGET}");
+            return Err(refuse(StatusCode::URI_TOO_LONG, "uri_too_long", message));
+        }
+        let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        if header_bytes > MAX_HEADERS {
+            let message = format!("the request's headers are {header_bytes} bytes, over the limit of {MAX_HEADERS}");
+            return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
+        }
+        aimed_here(caller, &req)?;
+        if req.method() == Method::CONNECT {
+            let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
+                           send METHOD /<connection>/<path> instead";
+            return Err(refuse(StatusCode::NOT_IMPLEMENTED, "not_supported", message));
+        }
+        let snapshot = self.store.load();
+        let Some(resolved) = snapshot.resolved.clone() else {
+            let reason = snapshot.failure.as_ref().map_or("the first resolution is under way", |f| f.message.as_str());
+            return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("connd is not ready: {reason}")));
+        };
+        let path = req.uri().path();
+        let Some(split) = route::split(path) else {
+            return Err(no_connection(&resolved, None));
+        };
+        let Some(i) = resolved.position(&split.connection) else {
+            return Err(no_connection(&resolved, Some(&split.connection)));
+        };
+        connection.push_str(&resolved.plan.connections[i].name);
+        let rest = split.rest.to_owned();
+        if req.headers().contains_key(header::UPGRADE) {
+            let message = "protocol upgrades (WebSocket) are not supported by the egress proxy yet";
+            return Err(refuse(StatusCode::NOT_IMPLEMENTED, "upgrade_unsupported", message));
+        }
+        if route::climbs(&rest) {
+            let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
+            return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
+        }
+        let base = self.service_url(&resolved, i)?;
+        let path_and_query = route::join(base.path(), base.query(), &rest, req.uri().query());
+        logged_path.push_str(base.path().trim_end_matches('/'));
+        logged_path.push_str(&rest);
+        let uri = upstream_uri(&base, &path_and_query)?;
+
+        let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
+            self.metrics.proxy_credential_failure(connection);
+        })?;
+        let (mut parts, body) = req.into_parts();
+        let oauth = creds.token.is_some();
+        let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
+            RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
+            RequestBody::Streamed(watched) => (Either::Left(watched), None),
+        };
+        upstream_headers(&mut parts.headers, &base, &creds);
+        if let Some(authorization) = self.connector.proxy_authorization(&uri) {
+            parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
+        }
+        // Kept for a second send only when one may follow (an OAuth token and a kept body).
+        let again = (oauth && kept.is_some()).then(|| parts.headers.clone());
+        let first = self.send(parts.method.clone(), uri.clone(), parts.headers, body).await?;
+        let response = match (first.status() == StatusCode::UNAUTHORIZED, &creds.token, kept, again) {
+            (true, Some(token), Some(kept), Some(mut headers)) => {
+                drop(first);
+                let plan = &resolved.plan;
+                self.sources.invalidate_token(plan, i, token).await;
+                let fresh = self.credentials(&resolved, i).await.inspect_err(|_| {
+                    self.metrics.proxy_credential_failure(connection);
+                })?;
+                for (name, value) in &fresh.headers {
+                    headers.insert(name.clone(), value.clone());
+                }
+                tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
+                self.send(parts.method, uri, headers, Either::Right(Full::new(kept))).await?
+            }
+            (_, _, _, _) => first,
+        };
+        Ok(downstream(response))
+    }
+
+    /// The connection's ServiceURL, under the plain-http rule of SPEC §3.
+    fn service_url(&self, resolved: &Resolved, i: usize) -> Result<Uri, Refusal> {
+        let Some(url) = resolved.values.connections[i].get(SERVICE_URL) else {
+            let message = format!(
+                "connection {:?} has no ServiceURL, so the proxy does not know where to send the request",
+                resolved.plan.connections[i].name
+            );
+            return Err(refuse(StatusCode::NOT_FOUND, "no_service_url", message));
+        };
+        check_url(url.expose(), self.settings.allow_insecure_http)
+            .map_err(|e| refuse(StatusCode::BAD_GATEWAY, "bad_service_url", format!("ServiceURL: {e}")))
+    }
+
+    /// The headers the connection's scheme and `proxy.headers` ask for.
+    async fn credentials(&self, resolved: &Resolved, i: usize) -> Result<Credentials, Refusal> {
+        let p = &resolved.plan.connections[i];
+        let values = &resolved.values.connections[i];
+        let unavailable = |message: String| refuse(StatusCode::SERVICE_UNAVAILABLE, "credentials_unavailable", message);
+        let mut creds = Credentials { headers: Vec::with_capacity(1), token: None };
+        let needs_token = p.connection.security == Security::OAuth2;
+        if needs_token {
+            let token = match self.sources.token(&resolved.plan, i).await {
+                Ok(t) => t.access_token,
+                Err(SourceError::Other(e)) => return Err(unavailable(format!("no access token: {e:#}"))),
+                Err(e) => return Err(unavailable(e.to_string())),
+            };
+            let value = sensitive(&format!("Bearer {}", token.expose()))
+                .ok_or_else(|| unavailable("the access token is not a valid header value".into()))?;
+            creds.headers.push((header::AUTHORIZATION, value));
+            creds.token = Some(token);
+        }
+        if p.connection.security == Security::ApiKey {
+            let value = values
+                .get(API_KEY_PARAM)
+                .filter(|v| !v.expose().is_empty())
+                .ok_or_else(|| unavailable(format!("no value for {API_KEY_PARAM}")))?;
+            let value = sensitive(value.expose())
+                .ok_or_else(|| unavailable(format!("{API_KEY_PARAM} is not a valid header value")))?;
+            creds.headers.push((HeaderName::from_static(API_KEY_HEADER), value));
+        }
+        for h in &p.connection.proxy_headers {
+            let value = if h.key == ACCESS_TOKEN { creds.token.clone() } else { values.get(&h.key).cloned() };
+            let value = value
+                .filter(|v| !v.expose().is_empty())
+                .ok_or_else(|| unavailable(format!("no value for {} (proxy header {})", h.key, h.name)))?;
+            let value = sensitive(value.expose())
+                .ok_or_else(|| unavailable(format!("{} is not a valid value for header {}", h.key, h.name)))?;
+            creds.headers.retain(|(name, _)| name != h.name);
+            creds.headers.push((h.name.clone(), value));
+        }
+        Ok(creds)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: UpstreamBody,
+    ) -> Result<Response<Incoming>, Refusal> {
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let activity = match req.body() {
+            Either::Left(watched) => watched.activity.clone(),
+            Either::Right(_) => Arc::new(Activity::new()),
+        };
+        let exchange = self.client.request(req);
+        tokio::pin!(exchange);
+        let timeout = self.settings.response_timeout;
+        loop {
+            let deadline = activity.last() + timeout;
+            tokio::select! {
+                result = &mut exchange => {
+                    return result.map_err(|e| {
+                        let (failure, cause) = upstream::classify(&e);
+                        match failure {
+                            Failure::ConnectTimeout => refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("the upstream did not accept a connection in time: {cause}")),
+                            Failure::Unreachable => refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("the upstream is unreachable: {cause}")),
+                            Failure::Broken => refuse(StatusCode::BAD_GATEWAY, "upstream_failed", format!("the upstream exchange failed: {cause}")),
+                        }
+                    });
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if activity.last() + timeout <= Instant::now() {
+                        let message = format!("the upstream sent no response head within {timeout:?}");
+                        return Err(refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 404 for a name that is no connection, listing those there are.
+fn no_connection(resolved: &Resolved, name: Option<&str>) -> Refusal {
+    let names: Vec<&str> = resolved.plan.connections.iter().map(|c| c.name.as_str()).collect();
+    let what = match name {
+        Some(n) => format!("this component references no connection {n:?}"),
+        None => "the path names no connection: use /<connection>/<path>".to_owned(),
+    };
+    refuse(StatusCode::NOT_FOUND, "no_such_connection", format!("{what}; it references: {}", names.join(", ")))
+}
+
+/// Refuses a request aimed at another host: an absolute-form target or (over TCP) a
+/// `Host` that is not this proxy.
+fn aimed_here<B>(caller: Caller, req: &Request<B>) -> Result<(), Refusal> {
+    let misdirected = |host: &str| {
+        refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            format!("this proxy serves only itself, not {host:?}: send the request to it, as /<connection>/<path>"),
+        )
+    };
+    if let Some(authority) = req.uri().authority() {
+        if !route::host_allowed(authority.as_str()) {
+            return Err(misdirected(authority.host()));
+        }
+    }
+    if caller.tcp {
+        if let Some(host) = req.headers().get(header::HOST) {
+            let text = host.to_str().unwrap_or("");
+            if !route::host_allowed(text) {
+                return Err(misdirected(text));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn upstream_uri(base: &Uri, path_and_query: &str) -> Result<Uri, Refusal> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_path", "the path is not a valid request target"))?,
+    );
+    Uri::from_parts(parts)
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_path", "the path is not a valid request target"))
+}
+
+/// A header value marked sensitive (kept out of HPACK tables and debug output), or
+/// `None` when the text cannot be one (a newline, say).
+fn sensitive(text: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The headers a connection adds, and the OAuth token among them (for a 401).
+struct Credentials {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    token: Option<Secret>,
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), which apply to one connection and are not
+/// forwarded either way, plus `Expect`, which connd answers itself.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The caller's headers made the upstream's: end-to-end only, `Host` the upstream's, no
+/// `Expect` (connd answered it), the credentials set (a caller's own value replaced).
+fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        headers.insert(header::HOST, host);
+    }
+    for (name, value) in &creds.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// The upstream's answer as the caller gets it: end-to-end headers, body streamed.
+fn downstream(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Either::Left(body))
+}
+
+/// A request body, streamed or kept.
+enum RequestBody {
+    Streamed(Watched),
+    Kept(Bytes),
+}
+
+/// Keeps a small body whole when a retry may need it (an OAuth connection and a
+/// `Content-Length` within [`RETRY_BODY_MAX`]); else streams it.
+async fn request_body(headers: &HeaderMap, body: Incoming, oauth: bool) -> Result<RequestBody, Refusal> {
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    if body.is_end_stream() {
+        return Ok(RequestBody::Kept(Bytes::new()));
+    }
+    if oauth && !chunked && length.is_some_and(|n| n <= RETRY_BODY_MAX) {
+        let collected = Limited::new(body, RETRY_BODY_MAX as usize).collect().await.map_err(|e| {
+            refuse(StatusCode::BAD_REQUEST, "bad_body", format!("the request body could not be read: {e}"))
+        })?;
+        return Ok(RequestBody::Kept(collected.to_bytes()));
+    }
+    Ok(RequestBody::Streamed(Watched::new(body)))
+}
+
+/// When the request body last moved: the response timeout counts from then.
+pub struct Activity {
+    epoch: Instant,
+    /// Milliseconds after `epoch`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The caller's body, streamed to the upstream frame by frame, noting each frame's time.
+pub struct Watched {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    fn new(body: Incoming) -> Watched {
+        Watched { inner: body, activity: Arc::new(Activity::new()) }
+    }
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,194 @@
+//! The egress proxy of SPEC §8: the workload calls `http://127.0.0.1:PORT/<connection>/...`
+//! and connd forwards the call to the connection's `ServiceURL` with its credentials
+//! attached, so the workload never holds them.
+//!
+//! - `route`: which connection and which upstream path a target names; what is refused.
+//! - `forward`: one request, credentials, streaming, retries on 401, error answers.
+//! - `upstream`: the pooled client and its TCP/TLS connector.
+//! - `server`: the TCP and Unix-socket listeners, their limits and drain.
+//!
+//! Boundary: it reads the reloader's snapshot (values, plan) and asks the sources for
+//! tokens; it changes neither.
+
+pub mod forward;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+use crate::http::proxy::Proxies;
+use crate::http::tls::TlsSettings;
+use crate::metrics::Metrics;
+use crate::reload::snapshot::Store;
+use crate::serve::api::auth::Allow;
+use crate::serve::api::server::Limits;
+use crate::source::Sources;
+pub use forward::{Forwarding, Proxy};
+pub use server::{ListenError, Listener};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Default time allowed to connect to an upstream, TLS handshake included.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time allowed for an upstream's response head after the request was sent.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where and how the proxy serves.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// `--proxy-listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--proxy-allow-remote`: `listen` may be a non-loopback address.
+    pub allow_remote: bool,
+    /// `--proxy-socket`, with the API's mode, group and caller rules.
+    pub socket: Option<PathBuf>,
+    pub socket_mode: u32,
+    pub socket_group: Option<u32>,
+    pub allow: Allow,
+    /// Trust and client certificate for upstreams (`--ca-file`, `--client-cert`).
+    pub tls: TlsSettings,
+    /// `--no-proxy-env`: upstreams are connected directly whatever `HTTPS_PROXY` says.
+    pub no_proxy_env: bool,
+    pub connect_timeout: Duration,
+    pub forwarding: Forwarding,
+    pub limits: Limits,
+    /// How long in-flight requests get once shutdown starts.
+    pub grace: Duration,
+}
+
+impl ProxySettings {
+    /// No listener: the proxy is off. The rest are the defaults.
+    pub fn off() -> ProxySettings {
+        ProxySettings {
+            listen: None,
+            allow_remote: false,
+            socket: None,
+            socket_mode: 0o660,
+            socket_group: None,
+            allow: Allow::new(Vec::new(), Vec::new()),
+            tls: TlsSettings::default(),
+            no_proxy_env: false,
+            connect_timeout: CONNECT_TIMEOUT,
+            forwarding: Forwarding { allow_insecure_http: false, response_timeout: RESPONSE_TIMEOUT },
+            limits: Limits::default(),
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Whether any listener is asked for.
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || self.socket.is_some()
+    }
+}
+
+/// The proxy's listeners, bound at startup (so that a taken port fails before anything
+/// runs), and what serving them needs.
+pub struct Bound {
+    listeners: Vec<Listener>,
+    settings: ProxySettings,
+    connector: upstream::Connector,
+}
+
+/// Binds what `settings` asks for; `None` when it asks for nothing. Also reads the
+/// outbound proxy variables, the ones the rest of connd uses.
+pub fn bind(settings: ProxySettings) -> Result<Option<Bound>, ListenError> {
+    if !settings.enabled() {
+        return Ok(None);
+    }
+    let mut listeners = Vec::new();
+    if let Some(addr) = settings.listen {
+        listeners.push(server::bind_tcp(addr, settings.allow_remote)?);
+    }
+    if let Some(path) = &settings.socket {
+        listeners.push(server::bind_unix(path, settings.socket_mode, settings.socket_group, settings.allow.clone())?);
+    }
+    let proxies = if settings.no_proxy_env { Proxies::none() } else { Proxies::from_env()? };
+    let connector = upstream::Connector::new(settings.tls.clone(), proxies, settings.connect_timeout);
+    Ok(Some(Bound { listeners, settings, connector }))
+}
+
+impl Bound {
+    /// The TCP address bound (port 0 resolved).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find_map(Listener::local_addr)
+    }
+
+    /// Serves every listener until `shutdown`, drains, and removes the socket file.
+    ///
+    /// The proxy runs on a thread of its own with a single-threaded runtime, as one
+    /// nginx worker does: a request and its upstream exchange then never hop between
+    /// threads (each hop a wake-up across cores; `benches/proxy.rs` measured about a
+    /// sixth less CPU per request than on the API's multi-threaded runtime), and the
+    /// API's runtime stays free for the API.
+    pub async fn serve<S: Sources>(
+        self,
+        store: Arc<Store>,
+        sources: Arc<S>,
+        metrics: Arc<Metrics>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let Bound { listeners, settings, connector } = self;
+        if let Some(addr) = listeners.iter().find_map(Listener::local_addr) {
+            tracing::info!(%addr, "egress proxy listening");
+        }
+        if let Some(path) = &settings.socket {
+            tracing::info!(socket = %path.display(), "egress proxy listening");
+        }
+        let (stop_tx, stop) = watch::channel(false);
+        let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
+        let socket = settings.socket.clone();
+        let serving = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!("egress proxy: cannot start its runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(serve_all(listeners, settings, connector, store, sources, metrics, stop));
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            drop(done_tx);
+        };
+        if let Err(e) = std::thread::Builder::new().name("connd-proxy".into()).spawn(serving) {
+            tracing::error!("egress proxy: cannot start its thread: {e}");
+            return;
+        }
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                let _ = (&mut done).await;
+            }
+            // The proxy's thread ended by itself (it logged why).
+            _ = &mut done => {}
+        }
+        if let Some(path) = &socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Every listener, each until `stop`, on the current (the proxy's own) runtime.
+async fn serve_all<S: Sources>(
+    listeners: Vec<Listener>,
+    settings: ProxySettings,
+    connector: upstream::Connector,
+    store: Arc<Store>,
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let proxy = Arc::new(Proxy::new(store, sources, metrics, connector, settings.forwarding.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let mut stop = stop.clone();
+        let until = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tasks.spawn(server::serve(listener, proxy.clone(), settings.limits, settings.grace, until));
+    }
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,242 @@
+//! The proxy's listeners: TCP (`--proxy-listen`, loopback unless `--proxy-allow-remote`)
+//! and a Unix socket (`--proxy-socket`, callers checked by SO_PEERCRED as the API's).
+//! HTTP/1.1 with keep-alive on hyper, under the API's [`Limits`]: a header-read timeout
+//! (which also closes idle kept-alive connections) and a cap on open connections (a
+//! caller beyond it gets a 503 and a closed connection at once). On shutdown: no new
+//! connections, in-flight requests finish within the grace period, the rest are closed.
+
+use super::forward::{Caller, Proxy};
+use crate::error::{Class, Classify};
+use crate::serve::api::auth::Allow;
+use crate::serve::api::server::{BindError, Limits};
+use crate::source::Sources;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Largest request head read (request line and headers); beyond it hyper answers 431.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// What a caller over the connection cap reads before its connection is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 74\r\n\r\n\
+{\"error\":\"too many open connections to connd; retry later\",\"code\":\"busy\"}\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("--proxy-listen {addr} is not a loopback address: the proxy attaches credentials for whoever calls it; listen on 127.0.0.1 or [::1], or pass --proxy-allow-remote")]
+    NotLoopback { addr: SocketAddr },
+    #[error("cannot listen on {addr} (--proxy-listen): {source}")]
+    Tcp { addr: SocketAddr, source: std::io::Error },
+    #[error("--proxy-socket: {0}")]
+    Unix(#[from] BindError),
+    #[error(transparent)]
+    ProxyVariable(#[from] crate::http::proxy::ProxyError),
+}
+
+/// A listen address the flags forbid is a usage error; a port or socket in use, a
+/// socket that cannot be made, cannot-create; a bad proxy variable, a setting.
+impl Classify for ListenError {
+    fn class(&self) -> Class {
+        match self {
+            ListenError::NotLoopback { .. } => Class::Usage,
+            ListenError::Tcp { .. } | ListenError::Unix(_) => Class::CantCreate,
+            ListenError::ProxyVariable(_) => Class::Config,
+        }
+    }
+}
+
+/// A bound listener of the proxy, not yet tied to a runtime: the proxy serves on a
+/// thread of its own (see `Bound::serve`).
+pub enum Listener {
+    Tcp(std::net::TcpListener),
+    /// With who may call through it.
+    Unix(std::os::unix::net::UnixListener, Allow),
+}
+
+/// A listener registered with the serving runtime.
+enum Live {
+    Tcp(TcpListener),
+    Unix(UnixListener, Allow),
+}
+
+/// Binds the TCP listener; a non-loopback address needs `allow_remote`.
+pub fn bind_tcp(addr: SocketAddr, allow_remote: bool) -> Result<Listener, ListenError> {
+    if !allow_remote && !addr.ip().is_loopback() {
+        return Err(ListenError::NotLoopback { addr });
+    }
+    let tcp = || -> std::io::Result<std::net::TcpListener> {
+        let std = std::net::TcpListener::bind(addr)?;
+        std.set_nonblocking(true)?;
+        Ok(std)
+    };
+    tcp().map(Listener::Tcp).map_err(|source| ListenError::Tcp { addr, source })
+}
+
+/// Binds the Unix socket as the API's is bound (directory, stale file, mode, group).
+pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>, allow: Allow) -> Result<Listener, ListenError> {
+    let listener = crate::serve::api::server::bind(path, mode, group)?;
+    let listener = listener
+        .into_std()
+        .map_err(|source| ListenError::Unix(BindError::Bind { path: path.to_path_buf(), source }))?;
+    Ok(Listener::Unix(listener, allow))
+}
+
+impl Listener {
+    /// The TCP address bound (port 0 resolved), for logs and tests.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown`, then drains within `grace`. Runs in the runtime
+/// that serves the proxy (its listeners are registered there).
+pub async fn serve<S: Sources>(
+    listener: Listener,
+    proxy: Arc<Proxy<S>>,
+    limits: Limits,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let live = match listener {
+        Listener::Tcp(l) => TcpListener::from_std(l).map(Live::Tcp),
+        Listener::Unix(l, allow) => UnixListener::from_std(l).map(|l| Live::Unix(l, allow)),
+    };
+    let listener = match live {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::error!("egress proxy: cannot use a listener: {e}");
+            return;
+        }
+    };
+    let (drain_tx, draining) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut accept_errors = 0u32;
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            accepted = accept(&listener) => accepted,
+        };
+        let (stream, caller) = match accepted {
+            Ok(accepted) => {
+                accept_errors = 0;
+                accepted
+            }
+            Err(e) => {
+                if accept_errors == 0 {
+                    tracing::warn!("proxy: accept failed, backing off: {e}");
+                }
+                let backoff = Duration::from_millis(50).saturating_mul(1 << accept_errors.min(5));
+                accept_errors = accept_errors.saturating_add(1);
+                let pause = tokio::time::sleep(backoff.min(Duration::from_secs(1)));
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        () = &mut pause => break,
+                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    }
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let _ = stream.try_write(OVER_CAPACITY);
+            proxy.metrics.proxied("", 503, Duration::ZERO);
+            tracing::debug!("proxy: over {} connections: refused one", limits.max_connections);
+            continue;
+        };
+        let (proxy, draining) = (proxy.clone(), draining.clone());
+        conns.spawn(async move {
+            match stream {
+                Accepted::Tcp(s) => connection(s, caller, proxy, draining, limits).await,
+                Accepted::Unix(s) => connection(s, caller, proxy, draining, limits).await,
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = drain_tx.send(true);
+    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("proxy: {} connections still busy after the grace period; closing them", conns.len());
+        conns.shutdown().await;
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Accepted {
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Accepted::Tcp(s) => s.try_write(bytes),
+            Accepted::Unix(s) => s.try_write(bytes),
+        }
+    }
+}
+
+async fn accept(listener: &Live) -> std::io::Result<(Accepted, Caller)> {
+    match listener {
+        Live::Tcp(l) => {
+            let (stream, _) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok((Accepted::Tcp(stream), Caller { tcp: true, allowed: true }))
+        }
+        Live::Unix(l, allow) => {
+            let (stream, _) = l.accept().await?;
+            let allowed = allow.permits(&stream);
+            Ok((Accepted::Unix(stream), Caller { tcp: false, allowed }))
+        }
+    }
+}
+
+async fn connection<IO, S>(
+    io: IO,
+    caller: Caller,
+    proxy: Arc<Proxy<S>>,
+    mut draining: watch::Receiver<bool>,
+    limits: Limits,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Sources,
+{
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(caller, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("proxy: connection ended: {e}");
+            }
+        }
+        () = async { let _ = draining.wait_for(|d| *d).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

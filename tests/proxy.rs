@@ -1,0 +1,654 @@
+//! The egress proxy end to end: the real `connd serve` with `--proxy-listen`, a hyper
+//! upstream over TLS with its own CA, and the real OpenID provider for tokens.
+
+use crate::support::oidc::{Client, OidcProvider};
+use crate::support::tinyproxy::{Options, Tinyproxy};
+use crate::support::upstream::{Generated, Upstream};
+use crate::support::*;
+use bytes::Bytes;
+use connd::serve::api::client::request;
+use http::Method;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HR: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const KEYED: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
+const BARE: &str = "5c0a1e2b-3d4f-4a5b-8c6d-7e8f9a0b1c2d";
+const SECRET: &str = "portal-s3cr3t-value";
+const API_KEY: &str = "k3y-0f-the-api";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An OAuth connection to `service_url` with tokens from `token_url`.
+fn oauth_connection(id: &str, name: &str, service_url: &str, token_url: &str) -> String {
+    format!(
+        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: oauth2\n\
+         oauth: {{ scopes: [read] }}\nparameters:\n  ServiceURL: {service_url}\n  TokenURL: {token_url}\n  \
+         ConsumerKey: portal\n  ConsumerSecret: {{ value: \"{SECRET}\" }}\n"
+    )
+}
+
+/// An apiKey connection to `service_url`, with one more header from a parameter.
+fn api_key_connection(id: &str, name: &str, service_url: &str) -> String {
+    format!(
+        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: apiKey\n\
+         proxy: {{ headers: {{ X-Region: Region }} }}\nparameters:\n  ServiceURL: {service_url}\n  \
+         ChoreoAPIKey: {{ value: \"{API_KEY}\" }}\n  Region: eu-west\n"
+    )
+}
+
+fn component(names: &[&str]) -> String {
+    component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>())
+}
+
+/// A running `connd serve --proxy-listen 127.0.0.1:0`, its stderr collected.
+struct ProxyDaemon {
+    child: Child,
+    addr: SocketAddr,
+    socket: PathBuf,
+    log: Arc<Mutex<String>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl ProxyDaemon {
+    fn start(config_dir: &Path, extra: &[&str]) -> ProxyDaemon {
+        ProxyDaemon::spawn("serve", config_dir, extra, &[], &[])
+    }
+
+    /// `connd serve` with these environment variables.
+    fn start_with_env(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ProxyDaemon {
+        ProxyDaemon::spawn("serve", config_dir, extra, &[], env)
+    }
+
+    /// `connd run` with the proxy, supervising `command`.
+    fn run(config_dir: &Path, extra: &[&str], command: &[&str]) -> ProxyDaemon {
+        ProxyDaemon::spawn("run", config_dir, extra, command, &[])
+    }
+
+    fn spawn(sub: &str, config_dir: &Path, extra: &[&str], command: &[&str], env: &[(&str, &str)]) -> ProxyDaemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("connd.sock");
+        let mut cmd = connd();
+        cmd.args([sub, "--config-dir"])
+            .arg(config_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--proxy-listen", "127.0.0.1:0"])
+            .args(extra)
+            .envs(env.iter().copied());
+        if !command.is_empty() {
+            cmd.arg("--").args(command);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("connd serve starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let line = strip_ansi(&line);
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                let mut log = sink.lock();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => addr.parse().expect("an address"),
+            Err(_) => panic!("connd never said where the proxy listens:\n{}", log.lock()),
+        };
+        ProxyDaemon { child, addr, socket, log, _tmp: tmp }
+    }
+
+    async fn ready(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
+                if a.status == 200 {
+                    return;
+                }
+            }
+            assert!(start.elapsed() < PATIENCE, "connd serve never became ready:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().clone()
+    }
+
+    async fn metrics(&self) -> String {
+        request(&self.socket, Method::GET, "/metrics").await.expect("metrics").text()
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for ProxyDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the proxy answered.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The upstream's echo of one request header (its first value).
+    fn echoed(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name][0].as_str().map(str::to_owned)
+    }
+}
+
+/// One request through the proxy on a fresh connection.
+async fn call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(target).header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let res = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.expect("an answer").expect("response");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+/// Sends `raw` bytes and reads until the proxy closes; the answer's text.
+async fn raw(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut out)).await.expect("the proxy closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `metrics` shows `line`.
+async fn wait_for_metric(daemon: &ProxyDaemon, line: &str) {
+    let start = Instant::now();
+    loop {
+        let text = daemon.metrics().await;
+        if text.contains(line) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "{line} never showed in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn bearer_and_api_key_are_attached_and_the_callers_replaced() {
+    let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 300);
+    let up = Upstream::tls();
+    let service = format!("{}/api/v1", up.url());
+    let connections = oauth_connection(HR, "hr-connection", &service, idp.token_url())
+        + &api_key_connection(KEYED, "keyed", &format!("{}/", up.url()));
+    let fx = Fixture::with(&component(&["hr-connection", "keyed"]), &connections);
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca, "--log-level", "trace"]);
+    daemon.ready().await;
+
+    let caller = [("authorization", "Bearer the-callers-own"), ("x-app", "kept")];
+    let r = call(daemon.addr, "GET", "/hr-connection/users/42?x=1&y=%20z", &caller, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.json();
+    assert_eq!(echo["target"], "/api/v1/users/42?x=1&y=%20z");
+    let bearer = r.echoed("authorization").expect("an Authorization header");
+    assert!(bearer.starts_with("Bearer ") && bearer.len() == "Bearer ".len() + 43, "{bearer}");
+    assert_eq!(echo["headers"]["authorization"].as_array().unwrap().len(), 1, "replaced, not merged: {echo}");
+    assert_eq!(r.echoed("host").as_deref(), Some(format!("127.0.0.1:{}", up.port()).as_str()));
+    assert_eq!(r.echoed("x-app").as_deref(), Some("kept"));
+
+    // A second call reuses the cached token: one token request in all.
+    let again = call(daemon.addr, "POST", "/hr-connection", &[], "{\"a\":1}").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["target"], "/api/v1");
+    assert_eq!(again.json()["body"], "{\"a\":1}");
+    assert_eq!(again.echoed("authorization"), Some(bearer.clone()));
+    assert_eq!(idp.token_requests(), 1);
+
+    let caller = [("choreo-api-key", "the-callers-key"), ("x-region", "elsewhere")];
+    let k = call(daemon.addr, "GET", "/keyed/a%2Fb/c", &caller, "").await;
+    assert_eq!(k.status, 200, "{}", k.text());
+    assert_eq!(k.json()["target"], "/a%2Fb/c");
+    assert_eq!(k.json()["headers"]["choreo-api-key"], serde_json::json!([API_KEY]));
+    assert_eq!(k.json()["headers"]["x-region"], serde_json::json!(["eu-west"]));
+    assert!(k.echoed("authorization").is_none());
+
+    // Nothing secret in a trace-level log: not the token, the client secret, the key.
+    let log = daemon.log();
+    let token = bearer.trim_start_matches("Bearer ");
+    for secret in [token, SECRET, API_KEY] {
+        assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
+    }
+    assert!(!log.contains("x=1"), "a query string is in the log:\n{log}");
+    assert_contains(&log, &["proxied", "connection=hr-connection", "path=/api/v1/users/42"]);
+}
+
+#[tokio::test]
+async fn an_upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
+    let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 300);
+    let up = Upstream::tls();
+    let fx = Fixture::with(
+        &component(&["hr-connection"]),
+        &oauth_connection(HR, "hr-connection", &format!("{}/api", up.url()), idp.token_url()),
+    );
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+    let first = call(daemon.addr, "GET", "/hr-connection/me", &[], "").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let old = first.echoed("authorization").unwrap();
+    let before = idp.token_requests();
+
+    up.revoke(&old);
+    let r = call(daemon.addr, "PUT", "/hr-connection/me", &[("content-type", "text/plain")], "small body").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = r.echoed("authorization").unwrap();
+    assert_ne!(fresh, old);
+    assert_eq!(r.json()["body"], "small body", "the kept body is sent again");
+    assert_eq!(idp.token_requests(), before + 1, "one fresh token");
+    let puts: Vec<_> = up.seen().into_iter().filter(|s| s.method == "PUT").collect();
+    assert_eq!(puts.iter().map(|s| s.status).collect::<Vec<_>>(), [401, 200], "exactly one retry");
+
+    // A body over 64 KiB is not kept: its 401 is passed on, with no second try.
+    up.revoke(&fresh);
+    let big = "b".repeat(100 * 1024);
+    let r = call(daemon.addr, "PUT", "/hr-connection/me", &[], &big).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let puts: Vec<_> = up.seen().into_iter().filter(|s| s.method == "PUT").collect();
+    assert_eq!(puts.iter().map(|s| s.status).collect::<Vec<_>>(), [401, 200, 401], "no retry of a large body");
+    assert_eq!(puts[2].body_len, 100 * 1024);
+}
+
+#[tokio::test]
+async fn no_token_means_503_and_no_upstream_call() {
+    let up = Upstream::tls();
+    // Nothing listens there: the token endpoint is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let token_url = format!("http://127.0.0.1:{}/token", closed.local_addr().unwrap().port());
+    drop(closed);
+    let fx = Fixture::with(
+        &component(&["hr-connection"]),
+        &oauth_connection(HR, "hr-connection", &format!("{}/api", up.url()), &token_url),
+    );
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+    let r = call(daemon.addr, "GET", "/hr-connection/me", &[], "").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["code"], "credentials_unavailable");
+    assert_eq!(r.json()["connection"], "hr-connection");
+    assert_eq!(up.arrivals(), 0, "the upstream was called");
+    wait_for_metric(&daemon, "connd_proxy_credential_failures_total{connection=\"hr-connection\"} 1").await;
+    wait_for_metric(&daemon, "connd_proxy_requests_total{connection=\"hr-connection\",class=\"5xx\"} 1").await;
+}
+
+#[tokio::test]
+async fn fifty_megabytes_stream_both_ways_in_bounded_memory() {
+    const SIZE: u64 = 50 * 1000 * 1000;
+    let up = Upstream::tls();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+    let baseline = daemon.peak_rss_kib();
+
+    // Upload: chunked, 64 KiB at a time, made as it is sent.
+    let tcp = TcpStream::connect(daemon.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let body = Generated::new(SIZE);
+    let req = http::Request::post("/keyed/upload").header("host", daemon.addr.to_string()).body(body).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(120), sender.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(res.status(), 200);
+    let answer = res.into_body().collect().await.unwrap().to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["received"], SIZE);
+
+    // Download: counted frame by frame, never held whole here either.
+    let target = format!("/keyed/download?n={SIZE}");
+    let req = http::Request::get(target).header("host", daemon.addr.to_string()).body(Generated::new(0)).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(120), sender.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(received, SIZE);
+    let peak = daemon.peak_rss_kib();
+    // Either body held whole would add 48 MiB; streaming adds buffers only.
+    assert!(peak < baseline + 24 * 1024, "peak RSS {peak} KiB against {baseline} KiB before the transfers");
+}
+
+#[tokio::test]
+async fn refusals_never_reach_the_upstream() {
+    let up = Upstream::plain();
+    let connections = api_key_connection(KEYED, "keyed", &format!("{}/base/", up.url()))
+        + &connection(BARE, "no-url", &[("Region", "eu")])
+        + &connection(HR, "far-away", &[("ServiceURL", "http://hr.example/v1")]);
+    let fx = Fixture::with(&component(&["keyed", "no-url", "far-away"]), &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let a = daemon.addr;
+
+    let r = call(a, "GET", "/nothing/x", &[], "").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("no_such_connection")));
+    assert_contains(&r.text(), &["nothing", "keyed, no-url, far-away"]);
+    let r = call(a, "GET", "/", &[], "").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = call(a, "GET", "/no-url/x", &[], "").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (404, Some("no_service_url")), "{}", r.text());
+    let r = call(a, "GET", "/far-away/x", &[], "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_contains(&r.text(), &["refusing plain http://", "--allow-insecure-http", "far-away"]);
+    let r = call(a, "GET", "/keyed/x", &[("upgrade", "websocket"), ("connection", "upgrade")], "").await;
+    assert_eq!(r.status, 501, "{}", r.text());
+
+    for target in [
+        "/keyed/../../admin",
+        "/keyed/%2e%2e/admin",
+        "/keyed/%2E%2e/%2e%2E/admin",
+        "/keyed/..%2f..%2fadmin",
+        "/keyed/x/..%2F..%2F..%2Fadmin",
+        "/keyed/%252e%252e/admin",
+        "/keyed/..%5cadmin",
+    ] {
+        let answer =
+            raw(a, format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+        assert!(answer.contains("path_escape"), "{target}: {answer}");
+    }
+    // Another host, by Host or by an absolute-form target: refused, not forwarded.
+    let answer = raw(a, b"GET /keyed/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let answer =
+        raw(a, b"GET http://evil.example/keyed/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    let answer = raw(a, b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 421") || answer.starts_with("HTTP/1.1 501"), "{answer}");
+    // Over the limits: a long target, a huge header block.
+    let long = format!("GET /keyed/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "a".repeat(10_000));
+    let answer = raw(a, long.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    let huge = format!("GET /keyed/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "b".repeat(40_000));
+    let answer = raw(a, huge.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(300)]);
+    assert_eq!(up.arrivals(), 0, "a refused request reached the upstream");
+
+    // And one that passes, with the base path's trailing slash not doubled.
+    let r = call(a, "GET", "/keyed/ok", &[], "").await;
+    assert_eq!(r.json()["target"], "/base/ok");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop() {
+    let up = Upstream::plain();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let headers = [
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "this hop only"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("proxy-authorization", "Basic c2VjcmV0"),
+        ("x-end", "kept"),
+    ];
+    let r = call(daemon.addr, "GET", "/keyed/echo", &headers, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Vec<String> = r.json()["headers"].as_object().unwrap().keys().cloned().collect();
+    for name in ["connection", "x-hop", "keep-alive", "te", "proxy-authorization"] {
+        assert!(!sent.contains(&name.to_owned()), "{name} reached the upstream: {sent:?}");
+    }
+    assert_eq!(r.echoed("x-end").as_deref(), Some("kept"));
+
+    let r = call(daemon.addr, "GET", "/keyed/hop", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers.get("x-up").is_none() && r.headers.get("keep-alive").is_none(), "{:?}", r.headers);
+    assert_eq!(r.headers.get("x-end").map(|v| v.to_str().unwrap()), Some("kept"));
+}
+
+#[tokio::test]
+async fn timeouts_give_504_and_an_unreachable_upstream_502() {
+    let up = Upstream::plain();
+    // Accepts TCP (the kernel does) but never speaks TLS.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let connections = api_key_connection(KEYED, "keyed", &up.url())
+        + &connection(
+            BARE,
+            "mute",
+            &[("ServiceURL", &format!("https://127.0.0.1:{}", mute.local_addr().unwrap().port()))],
+        )
+        + &connection(HR, "gone", &[("ServiceURL", &format!("http://127.0.0.1:{closed_port}"))]);
+    let fx = Fixture::with(&component(&["keyed", "mute", "gone"]), &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &["--proxy-connect-timeout", "1s", "--proxy-response-timeout", "3s"]);
+    daemon.ready().await;
+
+    let r = call(daemon.addr, "GET", "/keyed/never", &[], "").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (504, Some("upstream_timeout")), "{}", r.text());
+    assert_contains(&r.text(), &["response head", "keyed"]);
+    let r = call(daemon.addr, "GET", "/mute/x", &[], "").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (504, Some("upstream_timeout")), "{}", r.text());
+    assert_contains(&r.text(), &["connection in time", "mute"]);
+    let r = call(daemon.addr, "GET", "/gone/x", &[], "").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (502, Some("upstream_unreachable")), "{}", r.text());
+    assert_contains(&r.text(), &["refused", "gone"]);
+
+    let text = daemon.metrics().await;
+    assert_contains(
+        &text,
+        &[
+            "connd_proxy_requests_total{connection=\"keyed\",class=\"5xx\"} 1",
+            "connd_proxy_requests_total{connection=\"gone\",class=\"5xx\"} 1",
+            "connd_proxy_request_duration_seconds_count{connection=\"mute\"} 1",
+        ],
+    );
+    drop(mute);
+}
+
+#[tokio::test]
+async fn metrics_count_by_connection_and_class() {
+    let up = Upstream::plain();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    for _ in 0..3 {
+        assert_eq!(call(daemon.addr, "GET", "/keyed/echo", &[], "").await.status, 200);
+    }
+    assert_eq!(call(daemon.addr, "GET", "/nothing", &[], "").await.status, 404);
+    let text = daemon.metrics().await;
+    assert_contains(
+        &text,
+        &[
+            "connd_proxy_requests_total{connection=\"keyed\",class=\"2xx\"} 3",
+            "connd_proxy_requests_total{connection=\"\",class=\"4xx\"} 1",
+            "connd_proxy_request_duration_seconds_bucket{connection=\"keyed\",le=\"+Inf\"} 3",
+            "connd_proxy_credential_failures_total{connection=\"keyed\"} 0",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn idle_callers_are_bounded_and_timed_out() {
+    let up = Upstream::plain();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &["--max-connections", "4", "--idle-timeout", "3s"]);
+    daemon.ready().await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(daemon.addr).await.unwrap());
+    }
+    // Wait until the four are accepted (each counts once it is served or refused).
+    let mut over = TcpStream::connect(daemon.addr).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, over.read_to_end(&mut answer)).await.expect("closed at once");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
+    // The idle ones are closed by the header-read timeout, and their slots freed.
+    for mut s in idle {
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await.expect("an idle caller was closed");
+    }
+    let r = call(daemon.addr, "GET", "/keyed/echo", &[], "").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn the_unix_socket_serves_allowed_callers() {
+    let up = Upstream::plain();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("proxy.sock");
+    let daemon = ProxyDaemon::start(fx.path(), &["--proxy-socket", path.to_str().unwrap()]);
+    daemon.ready().await;
+    let stream = tokio::net::UnixStream::connect(&path).await.expect("the proxy socket");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    // Over the socket, Host is free text (Python's requests-unixsocket sends the path).
+    let req = http::Request::get("/keyed/echo")
+        .header("host", "%2Frun%2Fconnd%2Fproxy.sock")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["headers"]["choreo-api-key"], serde_json::json!([API_KEY]));
+}
+
+#[test]
+fn a_remote_listen_address_needs_the_flag() {
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", "http://127.0.0.1:9"));
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("s.sock");
+    let out = fx.run("serve", &["--socket", socket.to_str().unwrap(), "--proxy-listen", "0.0.0.0:0"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert_contains(&out.stderr, &["0.0.0.0:0", "not a loopback address", "--proxy-allow-remote"]);
+    assert!(!socket.exists(), "the API socket was left behind");
+}
+
+#[test]
+fn proxy_headers_are_checked() {
+    let bad = "---\nkind: Connection\nid: 0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40\nname: keyed\nproject: hr-project\n\
+               visibility: project\nproxy:\n  headers:\n    \"Bad Header\": Region\n    Host: Region\n    X-Token: AccessToken\n    \
+               X-Key: Missing\nparameters:\n  ServiceURL: https://x.example\n  Region: eu\n";
+    let fx = Fixture::with(&component(&["keyed"]), bad);
+    let out = fx.run("check", &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[
+            "proxy header \"Bad Header\" of connection \"keyed\" is not a valid HTTP field name",
+            "proxy header \"Host\" of connection \"keyed\" is one the proxy manages itself",
+            "proxy header \"X-Token\" of connection \"keyed\" names \"AccessToken\", which it does not offer",
+            "proxy header \"X-Key\" of connection \"keyed\" names \"Missing\", which it does not offer",
+            "name one of its keys: Region, ServiceURL",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_stops_an_endless_download() {
+    let up = Upstream::plain();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let tcp = TcpStream::connect(daemon.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let target = format!("/keyed/download?n={}", u64::MAX);
+    let req = http::Request::get(target).header("host", daemon.addr.to_string()).body(Generated::new(0)).unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut received = 0usize;
+    while received < 1 << 20 {
+        received += body.frame().await.unwrap().unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    drop(body);
+    drop(sender);
+    conn.abort();
+    let start = Instant::now();
+    while up.cut_downloads() == 0 {
+        assert!(start.elapsed() < PATIENCE, "the upstream is still sending to a caller that left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_serves_the_proxy_while_the_workload_runs() {
+    let up = Upstream::plain();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let daemon = ProxyDaemon::run(fx.path(), &[], &["sleep", "60"]);
+    daemon.ready().await;
+    let r = call(daemon.addr, "GET", "/keyed/from-run", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["choreo-api-key"], serde_json::json!([API_KEY]));
+    assert_eq!(r.json()["target"], "/from-run");
+}
+
+#[tokio::test]
+async fn upstreams_are_reached_through_https_proxy() {
+    let up = Upstream::tls();
+    let fx = Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", &up.url()));
+    let forward = Tinyproxy::start(Options::default());
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start_with_env(fx.path(), &["--ca-file", &ca], &[("HTTPS_PROXY", &forward.url(None))]);
+    daemon.ready().await;
+    let r = call(daemon.addr, "GET", "/keyed/via-proxy", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/via-proxy");
+    let connects: Vec<String> = forward.requests().into_iter().filter(|l| l.starts_with("CONNECT ")).collect();
+    assert_eq!(connects, [format!("CONNECT 127.0.0.1:{} HTTP/1.1", up.port())], "{}", forward.log());
+}

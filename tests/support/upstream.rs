@@ -1,0 +1,292 @@
+//! An upstream service for the egress proxy's tests and benches: a hyper server on
+//! 127.0.0.1, over TLS with a CA made by rcgen ([`Pki`]) or plain. It records every
+//! request (method, target, headers, body size) and answers by the path's last segment:
+//!
+//! - `download?n=BYTES`: that many bytes, generated as they are sent (chunked);
+//! - `upload`: reads the body, counting, and answers `{"received": N}`;
+//! - `never`: reads the request and never answers;
+//! - `hop`: hop-by-hop fields in the answer (`Connection: x-up`, `X-Up`, `Keep-Alive`);
+//! - anything else: echoes the request as JSON (`method`, `target`, `headers`, `body`).
+//!
+//! A request whose `Authorization` is [`Upstream::revoke`]d is answered 401.
+//! It runs on its own thread and runtime, so synchronous tests can use it too.
+
+#![allow(dead_code)]
+
+use super::control_plane::Pki;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// What the upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as received.
+    pub target: String,
+    pub headers: http::HeaderMap,
+    pub body_len: u64,
+    /// The status answered.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    seen: Vec<Seen>,
+    revoked: HashSet<String>,
+    /// Requests whose head arrived (answered or not).
+    arrivals: usize,
+    /// Download bodies dropped before their end.
+    cut: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub struct Upstream {
+    pub pki: Option<Pki>,
+    addr: std::net::SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// An upstream over TLS, its certificate signed by its own CA ([`Self::ca_file`]).
+    pub fn tls() -> Upstream {
+        Upstream::start(Some(Pki::new()))
+    }
+
+    /// A plain-http upstream.
+    pub fn plain() -> Upstream {
+        Upstream::start(None)
+    }
+
+    fn start(pki: Option<Pki>) -> Upstream {
+        let config = pki.as_ref().map(Pki::server_config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread_state = state.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            runtime.block_on(serve(listener, config, thread_state, stopped));
+            runtime.shutdown_background();
+        });
+        Upstream { pki, addr, state, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// `https://127.0.0.1:<port>` or `http://...`.
+    pub fn url(&self) -> String {
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn ca_file(&self) -> &Path {
+        &self.pki.as_ref().expect("a TLS upstream").ca_file
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().seen.clone()
+    }
+
+    pub fn arrivals(&self) -> usize {
+        self.state.lock().arrivals
+    }
+
+    /// Download bodies the upstream stopped sending because the connection went away.
+    pub fn cut_downloads(&self) -> usize {
+        self.state.lock().cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Answers 401 from now on to requests with exactly this `Authorization` value.
+    pub fn revoke(&self, authorization: &str) {
+        self.state.lock().revoked.insert(authorization.to_owned());
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    config: Option<Arc<rustls::ServerConfig>>,
+    state: Arc<Mutex<State>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+    let acceptor = config.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, state) = (acceptor.clone(), state.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, state.clone()));
+            let http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                }
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                }
+            }
+        });
+    }
+}
+
+/// `n` bytes of `x`, made as they are polled: the upstream holds no large buffer.
+pub struct Generated {
+    pub left: u64,
+    /// Counts the bodies dropped before their end (a caller went away).
+    cut: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Generated {
+    pub fn new(n: u64) -> Generated {
+        Generated { left: n, cut: None }
+    }
+}
+
+impl Drop for Generated {
+    fn drop(&mut self) {
+        if let (Some(cut), true) = (&self.cut, self.left > 0) {
+            cut.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+impl Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(CHUNK.len() as u64);
+        self.left -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n as usize])))))
+    }
+}
+
+type Answer = hyper::Response<Either<Full<Bytes>, Generated>>;
+
+fn json(status: u16, value: serde_json::Value) -> Answer {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Either::Left(Full::new(Bytes::from(value.to_string()))))
+        .expect("response")
+}
+
+async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Answer, Infallible> {
+    state.lock().arrivals += 1;
+    let (parts, mut body) = req.into_parts();
+    let target = parts.uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+    let last = parts.uri.path().rsplit('/').next().unwrap_or("").to_owned();
+    if last == "never" {
+        std::future::pending::<()>().await;
+    }
+    // Reads the body frame by frame, keeping at most 64 KiB of it.
+    let mut body_len = 0u64;
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            body_len += data.len() as u64;
+            if kept.len() < 64 * 1024 {
+                kept.extend_from_slice(&data[..data.len().min(64 * 1024 - kept.len())]);
+            }
+        }
+    }
+    let revoked = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| state.lock().revoked.contains(v));
+    let response = if revoked {
+        json(401, serde_json::json!({"error": "invalid_token"}))
+    } else {
+        match last.as_str() {
+            "download" => {
+                let n =
+                    parts.uri.query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(0u64);
+                hyper::Response::builder()
+                    .header("content-type", "application/octet-stream")
+                    .body(Either::Right(Generated { left: n, cut: Some(state.lock().cut.clone()) }))
+                    .expect("response")
+            }
+            "upload" => json(200, serde_json::json!({ "received": body_len })),
+            "hop" => {
+                let mut r = json(200, serde_json::json!({}));
+                let h = r.headers_mut();
+                h.insert("connection", "x-up".parse().unwrap());
+                h.insert("x-up", "hop-only".parse().unwrap());
+                h.insert("keep-alive", "timeout=5".parse().unwrap());
+                h.insert("x-end", "kept".parse().unwrap());
+                r
+            }
+            _ => {
+                let mut headers = serde_json::Map::new();
+                for name in parts.headers.keys() {
+                    let values: Vec<serde_json::Value> = parts
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+                        .collect();
+                    headers.insert(name.as_str().to_owned(), values.into());
+                }
+                json(
+                    200,
+                    serde_json::json!({
+                        "method": parts.method.as_str(),
+                        "target": target,
+                        "headers": headers,
+                        "body": String::from_utf8_lossy(&kept),
+                        "body_len": body_len,
+                    }),
+                )
+            }
+        }
+    };
+    state.lock().seen.push(Seen {
+        method: parts.method.to_string(),
+        target,
+        headers: parts.headers,
+        body_len,
+        status: response.status().as_u16(),
+    });
+    Ok(response)
+}
