@@ -192,3 +192,105 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+
+    /// Hands out what a test sends: connections or accept errors.
+    struct Fake(tokio::sync::Mutex<mpsc::UnboundedReceiver<std::io::Result<DuplexStream>>>);
+
+    impl Listener for Fake {
+        type Io = DuplexStream;
+        async fn accept(&self) -> std::io::Result<DuplexStream> {
+            match self.0.lock().await.recv().await {
+                Some(result) => result,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn fake() -> (Fake, mpsc::UnboundedSender<std::io::Result<DuplexStream>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Fake(tokio::sync::Mutex::new(rx)), tx)
+    }
+
+    fn stream() -> DuplexStream {
+        tokio::io::duplex(64).0
+    }
+
+    /// Failed accepts are backed off, then the loop serves again; over the cap, `Refuse`
+    /// refuses at once, and shutdown closes what `grace` did not see end.
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_back_off_and_a_full_server_refuses() {
+        let (listener, tx) = fake();
+        for _ in 0..3 {
+            tx.send(Err(std::io::ErrorKind::Other.into())).unwrap();
+        }
+        for _ in 0..3 {
+            tx.send(Ok(stream())).unwrap();
+        }
+        let (served, refused) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+        let (s, r) = (served.clone(), refused.clone());
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let server = tokio::spawn(serve(
+            listener,
+            2,
+            WhenFull::Refuse(move |_| *r.lock() += 1),
+            Duration::from_secs(1),
+            CancellationToken::new(),
+            stop.clone().cancelled_owned(),
+            move |_| {
+                *s.lock() += 1;
+                std::future::pending::<()>()
+            },
+        ));
+        while *refused.lock() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(started.elapsed() >= 3 * crate::retry::MIN_DELAY, "three failed accepts, each backed off");
+        assert_eq!((*served.lock(), *refused.lock()), (2, 1));
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// `Wait` accepts no more than the cap until a connection ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_server_that_waits_accepts_when_a_connection_ends() {
+        let (listener, tx) = fake();
+        for _ in 0..2 {
+            tx.send(Ok(stream())).unwrap();
+        }
+        let (release, _) = tokio::sync::broadcast::channel::<()>(1);
+        let served = Arc::new(Mutex::new(0));
+        let (s, r) = (served.clone(), release.clone());
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            1,
+            WhenFull::<fn(DuplexStream)>::Wait,
+            Duration::ZERO,
+            CancellationToken::new(),
+            stop.clone().cancelled_owned(),
+            move |_| {
+                *s.lock() += 1;
+                let mut ended = r.subscribe();
+                async move {
+                    let _ = ended.recv().await;
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(*served.lock(), 1, "the second waits while the first is open");
+        release.send(()).unwrap();
+        while *served.lock() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.cancel();
+        server.await.unwrap();
+    }
+}
