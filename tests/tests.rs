@@ -23,6 +23,9 @@ mod dotenv_readers;
 mod dumpable;
 /// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
 mod exec_failures;
+/// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
+/// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
+mod files;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

@@ -135,6 +135,12 @@ pub trait Sources: Send + Sync + 'static {
 
     /// A token for `plan.connections[conn]`, fresh from the cache.
     fn token(&self, plan: &Plan, conn: usize) -> impl Future<Output = Result<Token, SourceError>> + Send;
+
+    /// Changes whenever a new token is obtained (renewals included), for what keeps a
+    /// copy of tokens (rendered files, SPEC §7); `None` for sources without tokens.
+    fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// No control plane and no token endpoint: every value is in the directory.

@@ -157,6 +157,8 @@ struct App {
     /// Counts them by result, for `/metrics`.
     metrics: Arc<Metrics>,
     retries: Retries,
+    /// Bumped on every new token, for those who keep a token elsewhere (rendered files).
+    renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 struct Shared {
@@ -174,6 +176,8 @@ struct Shared {
     /// Cancels `stop` when the last clone of the cache is dropped.
     _stop_on_drop: DropGuard,
     metrics: Arc<Metrics>,
+    /// Counts the tokens obtained: see [`TokenCache::renewals`].
+    renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// A running background renewal: stopped when dropped.
@@ -205,8 +209,15 @@ impl TokenCache {
                 stop,
                 tasks: TaskTracker::new(),
                 metrics,
+                renewed: Arc::new(tokio::sync::watch::Sender::new(0)),
             }),
         }
+    }
+
+    /// A receiver that changes whenever any application gets a new token (a first one
+    /// or a renewal), so that copies of tokens (rendered files) can follow.
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.renewed.subscribe()
     }
 
     /// Stops every background renewal and waits for them to end; tokens already
@@ -257,6 +268,7 @@ impl TokenCache {
                     calls: Default::default(),
                     metrics: self.shared.metrics.clone(),
                     retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
+                    renewed: self.shared.renewed.clone(),
                 })
             });
             *app.secret.lock() = creds.secret;
@@ -376,6 +388,7 @@ impl App {
                 let token = Arc::new(token);
                 self.current.store(Some(token.clone()));
                 *self.failures.lock() = Failures::default();
+                self.renewed.send_modify(|n| *n += 1);
                 return Ok(token);
             }
             Err(Attempt::Permanent(e)) => e,
