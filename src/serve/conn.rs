@@ -114,14 +114,7 @@ pub async fn serve<L, H, Fut, R>(
                     tracing::warn!(error = %e, "accept failed, backing off");
                 }
                 accept_errors = accept_errors.saturating_add(1);
-                let pause = tokio::time::sleep(ACCEPT_BACKOFF.delay(accept_errors, None));
-                tokio::pin!(pause);
-                loop {
-                    tokio::select! {
-                        () = &mut pause => break,
-                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                    }
-                }
+                back_off(accept_errors, &mut conns).await;
                 continue;
             }
         };
@@ -146,6 +139,24 @@ pub async fn serve<L, H, Fut, R>(
         });
     }
     drop(listener);
+    drain(conns, draining, grace).await;
+}
+
+/// The pause after `errors` failed accepts in a row, reaping finished connections
+/// meanwhile (they free descriptors).
+async fn back_off(errors: u32, conns: &mut JoinSet<()>) {
+    let pause = tokio::time::sleep(ACCEPT_BACKOFF.delay(errors, None));
+    tokio::pin!(pause);
+    loop {
+        tokio::select! {
+            () = &mut pause => return,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// Cancels `draining`, gives the connections `grace` to end, and closes the rest.
+async fn drain(mut conns: JoinSet<()>, draining: CancellationToken, grace: Duration) {
     draining.cancel();
     let open = conns.len();
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
