@@ -23,6 +23,9 @@ mod dotenv_readers;
 mod dumpable;
 /// `exec`, `run` and `check` on what the kernel would refuse or cannot start: limits, #!, loaders.
 mod exec_failures;
+/// Faults of the README's fault matrix not shown elsewhere: a control plane turning slow,
+/// garbled, refusing or throttling mid-flight, an invalid directory under `run`, a lost `file:` source.
+mod faults;
 /// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
