@@ -135,7 +135,11 @@ impl<S: Sources> State<S> {
                     slot.insert(ACCESS_TOKEN.to_owned(), token.access_token);
                 }
                 Err(e) => {
-                    tracing::warn!(connection = %plan.connections[conn].name, "no access token for the files that use it; they keep their last content: {e:#}");
+                    tracing::warn!(
+                        connection = %plan.connections[conn].name,
+                        error = %format_args!("{e:#}"),
+                        "no access token for the files that use it; they keep their last content"
+                    );
                     slot.remove(ACCESS_TOKEN);
                 }
             }
@@ -163,7 +167,7 @@ impl<S: Sources> State<S> {
         let (results, removed, mut written) = match job.await {
             Ok(done) => done,
             Err(e) => {
-                tracing::error!("writing the files stopped: {e}");
+                tracing::error!(error = %e, "writing the files stopped");
                 return 0;
             }
         };
@@ -187,7 +191,7 @@ impl<S: Sources> State<S> {
                     self.metrics.file_write(FileWrite::Error);
                     let message = e.to_string();
                     if self.errors.get(&target) != Some(&message) {
-                        tracing::warn!("{message}; the last good file stays, will retry");
+                        tracing::warn!(error = %message, "the last good file stays, will retry");
                         self.errors.insert(target, message);
                     }
                 }
@@ -201,7 +205,9 @@ impl<S: Sources> State<S> {
                     changed += 1;
                     tracing::info!(file = %target.display(), "file no longer planned: removed");
                 }
-                Err(e) => tracing::warn!(file = %target.display(), "cannot remove a file no longer planned: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %target.display(), error = %e, "cannot remove a file no longer planned")
+                }
             }
         }
         self.metrics.files_failing(self.errors.len());
