@@ -9,7 +9,7 @@ use crate::support::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const ID: &str = HR_ID;
 
 /// Far from any point where the old code happened to try (its attempts cluster
 /// around 0.2, 0.6, 1.4, 3.0 and 6.2 s, jittered).
@@ -21,14 +21,7 @@ const SLACK: Duration = Duration::from_millis(10);
 
 /// `hr-connection` with a remote `ConsumerKey`.
 fn remote_fixture() -> Fixture {
-    Fixture::with(
-        &component_yaml(&[("hr-connection", "service:/HRProject/users/v1/ad088/PUBLIC")]),
-        &connection(
-            ID,
-            "hr-connection",
-            &[("ServiceURL", "https://hr.internal/v1"), ("ConsumerKey", "{ remote: true }")],
-        ),
-    )
+    hr_remote()
 }
 
 /// `hr-connection` under OAuth, its token from `token_url` mapped to `HR_TOKEN`.

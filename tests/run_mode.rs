@@ -526,18 +526,10 @@ mod remote {
     use super::*;
     use crate::support::control_plane::{FakeControlPlane, Reply};
 
-    const ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+    const ID: &str = HR_ID;
 
     fn fixture() -> Fixture {
-        Fixture::with(
-            &component_yaml(&[("hr-connection", "service:/HRProject/users/v1/ad088/PUBLIC")]),
-            &connection(
-                ID,
-                "hr-connection",
-                &[("ServiceURL", "https://hr.internal/v1"), ("ConsumerKey", "{ remote: true }")],
-            ),
-        )
-        .file("token", "sa-token\n")
+        hr_remote().file("token", "sa-token\n")
     }
 
     fn key(v: &str) -> Reply {

@@ -8,17 +8,10 @@ use rcgen::{CertificateParams, DnType};
 use std::path::Path;
 use std::process::Command;
 
-const ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const ID: &str = HR_ID;
 
 fn fixture() -> Fixture {
-    Fixture::with(
-        &component_yaml(&[("hr-connection", "service:/HRProject/users/v1/ad088/PUBLIC")]),
-        &connection(
-            ID,
-            "hr-connection",
-            &[("ServiceURL", "https://hr.internal/v1"), ("ConsumerKey", "{ remote: true }")],
-        ),
-    )
+    hr_remote()
 }
 
 /// A fake control plane presenting a certificate from `params`, signed by its CA.

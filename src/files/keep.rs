@@ -13,6 +13,7 @@ use super::write::{self, Outcome};
 use crate::config::model::ACCESS_TOKEN;
 use crate::metrics::{FileWrite, Metrics};
 use crate::reload::snapshot::{Resolved, Store};
+use crate::retry::Backoff;
 use crate::source::Sources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -20,22 +21,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
-/// Retries of failing files start at this and double up to [`MAX_RETRY`].
-const FIRST_RETRY: Duration = Duration::from_millis(250);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Retries of failing files: from about half a second, doubling, up to 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
 /// Owns the keeping task; dropping it stops the task.
 pub struct Keeper {
-    task: JoinHandle<()>,
-}
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Keeper {
@@ -50,7 +44,7 @@ impl Keeper {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Keeper {
         let state = State { sources, metrics, written: BTreeSet::new(), errors: BTreeMap::new(), failures: 0 };
-        Keeper { task: tokio::spawn(state.run(store, file_changes, shutdown)) }
+        Keeper { _task: AbortOnDropHandle::new(tokio::spawn(state.run(store, file_changes, shutdown))) }
     }
 }
 
@@ -108,8 +102,7 @@ impl<S: Sources> State<S> {
                 }
                 retry_at = (!self.errors.is_empty()).then(|| {
                     self.failures = self.failures.saturating_add(1);
-                    let backoff = FIRST_RETRY.saturating_mul(1 << self.failures.min(8)).min(MAX_RETRY);
-                    Instant::now() + backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
+                    Instant::now() + RETRY.delay(self.failures, None)
                 });
                 if self.errors.is_empty() {
                     self.failures = 0;
@@ -142,7 +135,11 @@ impl<S: Sources> State<S> {
                     slot.insert(ACCESS_TOKEN.to_owned(), token.access_token);
                 }
                 Err(e) => {
-                    tracing::warn!(connection = %plan.connections[conn].name, "no access token for the files that use it; they keep their last content: {e:#}");
+                    tracing::warn!(
+                        connection = %plan.connections[conn].name,
+                        error = %format_args!("{e:#}"),
+                        "no access token for the files that use it; they keep their last content"
+                    );
                     slot.remove(ACCESS_TOKEN);
                 }
             }
@@ -170,7 +167,7 @@ impl<S: Sources> State<S> {
         let (results, removed, mut written) = match job.await {
             Ok(done) => done,
             Err(e) => {
-                tracing::error!("writing the files stopped: {e}");
+                tracing::error!(error = %e, "writing the files stopped");
                 return 0;
             }
         };
@@ -194,7 +191,7 @@ impl<S: Sources> State<S> {
                     self.metrics.file_write(FileWrite::Error);
                     let message = e.to_string();
                     if self.errors.get(&target) != Some(&message) {
-                        tracing::warn!("{message}; the last good file stays, will retry");
+                        tracing::warn!(error = %message, "the last good file stays, will retry");
                         self.errors.insert(target, message);
                     }
                 }
@@ -208,7 +205,9 @@ impl<S: Sources> State<S> {
                     changed += 1;
                     tracing::info!(file = %target.display(), "file no longer planned: removed");
                 }
-                Err(e) => tracing::warn!(file = %target.display(), "cannot remove a file no longer planned: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %target.display(), error = %e, "cannot remove a file no longer planned")
+                }
             }
         }
         self.metrics.files_failing(self.errors.len());

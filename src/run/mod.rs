@@ -64,6 +64,8 @@ pub fn command(args: &Settings) -> anyhow::Result<u8> {
     result
 }
 
+// Long by design: the order of start-up (signals, sources, API, metrics listener, first
+// resolution, workload) and its reverse on the way out is the point, read top to bottom.
 async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;

@@ -86,6 +86,8 @@ impl Classify for SuperviseError {
 /// Runs `argv` under supervision until it exits for good; returns connd's exit code.
 /// The current value of `values` is what the first workload starts with. `signals`
 /// is created by the caller as early as it can, so that none is missed.
+// Long by design: one select loop whose arms all read and write the state kept above it
+// (the child, `kill_at`, `restart_with`, `stopping`); split, each piece would take all of it.
 pub async fn supervise(
     argv: &[OsString],
     inherited: Vec<(OsString, OsString)>,

@@ -2,29 +2,27 @@
 //! `httpGet` probes that serves `/metrics`, `/healthz` and `/readyz` and nothing else:
 //! never a value, so it needs no caller check and may listen beyond loopback.
 //!
-//! Boundary: its own small HTTP/1.1 server over the same answers as the API's routes
-//! (`routes::{metrics_text, healthz, readyz}`); `serve` and `run` own its task.
+//! Boundary: its own small HTTP/1.1 service over the same answers as the API's routes
+//! (`routes::{metrics_text, healthz, readyz}`), on the connection handling of
+//! `serve::conn`; `serve` and `run` own its task.
 
 use crate::error::{Class, Classify};
 use crate::metrics::{Metrics, Route};
 use crate::reload::snapshot::Store;
 use crate::serve::api::routes::{self, Body};
+use crate::serve::conn::{self, Limits, WhenFull};
 use http::{header, Method, Request, Response, StatusCode};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-/// Time allowed for a request head; a scraper or a probe sends one at once.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections open at once; more wait to be accepted (scrapers and probes are few).
-const MAX_CONNECTIONS: usize = 64;
+/// A scraper or a probe sends its request head at once; scrapers and probes are few, so
+/// more than 64 at once wait to be accepted.
+const LIMITS: Limits = Limits { header_read_timeout: Duration::from_secs(10), max_connections: 64 };
 
 /// The address cannot be listened on (in use, not local, no permission). Exit 73.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +72,7 @@ pub fn answer<B>(store: &Store, metrics: &Metrics, req: &Request<B>) -> (Route, 
     }
 }
 
-/// Accepts until `shutdown`, then closes every connection.
+/// Accepts until `shutdown`, then closes every connection at once.
 pub async fn serve(
     listener: Arc<std::net::TcpListener>,
     store: Arc<Store>,
@@ -88,42 +86,24 @@ pub async fn serve(
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!(error = %e, "metrics listener: accept failed");
-                // Out of file descriptors, say: do not spin.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (store, metrics) = (store.clone(), metrics.clone());
-        connections.spawn(async move {
-            let _permit = permit;
+    // Scrapes and probes are short: nothing to wait for on shutdown.
+    let draining = CancellationToken::new();
+    let conns = conn::serve(
+        listener,
+        LIMITS.max_connections,
+        WhenFull::<fn(_)>::Wait,
+        Duration::ZERO,
+        draining.clone(),
+        shutdown,
+        |stream| {
+            let (store, metrics) = (store.clone(), metrics.clone());
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (route, response) = answer(&store, &metrics, &req);
                 metrics.request(route, response.status().as_u16());
                 std::future::ready(Ok::<_, Infallible>(response))
             });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics connection ended");
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
-    }
-    connections.shutdown().await;
+            conn::http1(stream, service, LIMITS, draining.clone())
+        },
+    );
+    conns.await;
 }

@@ -8,6 +8,7 @@
 //! reloader and drains the server within its grace period.
 
 pub mod api;
+pub mod conn;
 pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;

@@ -12,6 +12,20 @@ use tokio::sync::watch;
 
 pub const DB_ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
 pub const API_ID: &str = "29d2648b-d29c-4452-afdd-1b9311e81412";
+/// The id of [`hr_remote`]'s connection.
+pub const HR_ID: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+
+/// `hr-connection` (id [`HR_ID`]) with a literal `ServiceURL` and a remote `ConsumerKey`.
+pub fn hr_remote() -> super::Fixture {
+    super::Fixture::with(
+        &component_yaml(&[("hr-connection", "service:/HRProject/users/v1/ad088/PUBLIC")]),
+        &connection(
+            HR_ID,
+            "hr-connection",
+            &[("ServiceURL", "https://hr.internal/v1"), ("ConsumerKey", "{ remote: true }")],
+        ),
+    )
+}
 
 /// component.yaml, identity and two connections: `db` (its Port given) and `api`.
 pub fn files(port: &str) -> Vec<(&'static str, String)> {

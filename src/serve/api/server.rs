@@ -1,7 +1,7 @@
 //! The socket and its connections. `bind` prepares the Unix socket (directory, stale
 //! file, mode, group); `serve` accepts until shutdown, then drains: no new
 //! connections, blocking queries answered at once, in-flight requests given `grace`
-//! to finish, the rest closed. Each connection is a task in one `JoinSet` owned here.
+//! to finish, the rest closed; the loop, the limits and the drain are `serve::conn`'s.
 //!
 //! [`Limits`] bound what callers can hold: a request head must arrive within
 //! `header_read_timeout` (which also closes a keep-alive connection idle that long
@@ -12,11 +12,9 @@
 use super::auth::Allow;
 use super::{routes, ApiState};
 use crate::error::{Class, Classify};
-use crate::retry::Backoff;
+use crate::serve::conn::{self, WhenFull};
 use crate::source::Sources;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -24,22 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Largest request head (request line and headers) read; a bigger one gets 431.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub use crate::serve::conn::{Limits, MAX_HEAD_BYTES};
 
-/// What one caller may hold of the server.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Time allowed for a request head, and for the next one on a kept-alive connection.
-    pub header_read_timeout: Duration,
-    /// Connections open at once; more are answered 503 and closed.
-    pub max_connections: usize,
-}
-
+/// The API's limits: more connections than any workload opens at once.
 impl Default for Limits {
     fn default() -> Self {
         Limits { header_read_timeout: Duration::from_secs(10), max_connections: 4096 }
@@ -128,65 +115,23 @@ pub async fn serve_with<S: Sources>(
         metrics: state.metrics,
         draining: draining.clone(),
     });
-    let mut conns = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    // Consecutive failed accepts (out of descriptors, say): the backoff grows with them,
-    // and only the first of a run is logged.
-    let mut accept_errors = 0u32;
-    let backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(1));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    accept_errors = 0;
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        // One non-blocking write, then the close: a refused caller
-                        // holds neither a task nor a descriptor.
-                        let _ = stream.try_write(OVER_CAPACITY);
-                        state.metrics.request(crate::metrics::Route::Other, 503);
-                        tracing::debug!("over {} connections: refused one", limits.max_connections);
-                        continue;
-                    };
-                    let allowed = allow.permits(&stream);
-                    let conn = connection(stream, allowed, state.clone(), draining.clone(), limits);
-                    conns.spawn(async move {
-                        conn.await;
-                        drop(slot);
-                    });
-                }
-                Err(e) => {
-                    if accept_errors == 0 {
-                        tracing::warn!(error = %e, "accept failed, backing off");
-                    }
-                    accept_errors = accept_errors.saturating_add(1);
-                    // Finished connections free descriptors meanwhile.
-                    let pause = tokio::time::sleep(backoff.delay(accept_errors, None));
-                    tokio::pin!(pause);
-                    loop {
-                        tokio::select! {
-                            () = &mut pause => break,
-                            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                        }
-                    }
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    draining.cancel();
-    let open = conns.len();
-    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            "{} of {open} connections still busy after the {}s grace period; closing them",
-            conns.len(),
-            grace.as_secs_f32()
-        );
-        conns.shutdown().await;
-    }
+    let refuse = |stream: tokio::net::UnixStream| {
+        let _ = stream.try_write(OVER_CAPACITY);
+        state.metrics.request(crate::metrics::Route::Other, 503);
+    };
+    let conns = conn::serve(
+        listener,
+        limits.max_connections,
+        WhenFull::Refuse(refuse),
+        grace,
+        draining.clone(),
+        shutdown,
+        |stream| {
+            let allowed = allow.permits(&stream);
+            connection(stream, allowed, state.clone(), draining.clone(), limits)
+        },
+    );
+    conns.await;
 }
 
 /// What `serve` shares with every request, before it adds the drain signal.
@@ -207,22 +152,5 @@ async fn connection<S: Sources>(
         let state = state.clone();
         async move { Ok::<_, Infallible>(routes::handle(&state, allowed, req).await) }
     });
-    let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES)
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended");
-            }
-        }
-        () = draining.cancelled() => {
-            // Finishes the request in flight (blocking queries answer now), then closes.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    conn::http1(stream, service, limits, draining).await;
 }

@@ -1,0 +1,307 @@
+//! What the two servers (the API on its Unix socket, `--metrics-listen` on TCP) do
+//! alike with their connections, written once: the accept loop and its backoff after a
+//! failed accept, the connection cap, the request-head limits, and the bounded drain on
+//! shutdown (no new connections, the request in flight finished, `grace` given, the
+//! rest closed). Each connection is a task in one `JoinSet` owned by [`serve`].
+//!
+//! Boundary: what a connection is served with (routes, caller checks) and what a caller
+//! over the cap is told are the servers' own.
+
+use crate::retry::Backoff;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Largest request head (request line and headers) read; a bigger one gets 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The pause after failed accepts in a row (out of descriptors, say): short at first,
+/// never a spin, at most a second.
+const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(1));
+
+/// What one caller may hold of a server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed for a request head, and for the next one on a kept-alive connection
+    /// (which also closes a keep-alive connection idle that long between requests; a
+    /// blocking query, once read, is in flight and not cut).
+    pub header_read_timeout: Duration,
+    /// Connections open at once; what happens to more is the server's [`WhenFull`].
+    pub max_connections: usize,
+}
+
+/// A listener [`serve`] accepts from.
+pub trait Listener: Send {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection; cancel-safe.
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        tokio::net::TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// What happens to a connection over [`Limits::max_connections`].
+pub enum WhenFull<R> {
+    /// It waits in the listen backlog until one closes (scrapers and probes are few).
+    Wait,
+    /// It is accepted, handed to this to answer at once (one non-blocking write), and
+    /// closed: a refused caller holds neither a task nor a descriptor.
+    Refuse(R),
+}
+
+/// Accepts from `listener` until `shutdown`, running `handle(io)` for each connection
+/// as a task owned here, at most `max_connections` at once. Then drains: `draining`
+/// is cancelled (each handler finishes its request in flight and closes, see [`http1`]),
+/// the handlers get `grace`, and those still busy are closed.
+pub async fn serve<L, H, Fut, R>(
+    listener: L,
+    max_connections: usize,
+    mut when_full: WhenFull<R>,
+    grace: Duration,
+    draining: CancellationToken,
+    shutdown: impl Future<Output = ()>,
+    mut handle: H,
+) where
+    L: Listener,
+    H: FnMut(L::Io) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+    R: FnMut(L::Io),
+{
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut conns = JoinSet::new();
+    // Consecutive failed accepts: the backoff grows with them, and only the first of a
+    // run is logged.
+    let mut accept_errors = 0u32;
+    tokio::pin!(shutdown);
+    loop {
+        // Finished connections are reaped while waiting, freeing slots and descriptors.
+        let waited = match when_full {
+            WhenFull::Wait => tokio::select! {
+                () = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => slot.ok(),
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            },
+            WhenFull::Refuse(_) => None,
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                if accept_errors == 0 {
+                    tracing::warn!(error = %e, "accept failed, backing off");
+                }
+                accept_errors = accept_errors.saturating_add(1);
+                back_off(accept_errors, &mut conns).await;
+                continue;
+            }
+        };
+        accept_errors = 0;
+        let slot = match waited {
+            Some(slot) => slot,
+            None => match (slots.clone().try_acquire_owned(), &mut when_full) {
+                (Ok(slot), _) => slot,
+                (Err(_), WhenFull::Refuse(refuse)) => {
+                    refuse(io);
+                    tracing::debug!("over {max_connections} connections: refused one");
+                    continue;
+                }
+                // The semaphore is never closed.
+                (Err(_), WhenFull::Wait) => continue,
+            },
+        };
+        let conn = handle(io);
+        conns.spawn(async move {
+            conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    drain(conns, draining, grace).await;
+}
+
+/// The pause after `errors` failed accepts in a row, reaping finished connections
+/// meanwhile (they free descriptors).
+async fn back_off(errors: u32, conns: &mut JoinSet<()>) {
+    let pause = tokio::time::sleep(ACCEPT_BACKOFF.delay(errors, None));
+    tokio::pin!(pause);
+    loop {
+        tokio::select! {
+            () = &mut pause => return,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// Cancels `draining`, gives the connections `grace` to end, and closes the rest.
+async fn drain(mut conns: JoinSet<()>, draining: CancellationToken, grace: Duration) {
+    draining.cancel();
+    let open = conns.len();
+    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        if !grace.is_zero() {
+            tracing::warn!(
+                busy = conns.len(),
+                open,
+                grace_seconds = grace.as_secs_f32(),
+                "connections still busy after the grace period; closing them"
+            );
+        }
+        conns.shutdown().await;
+    }
+}
+
+/// Serves HTTP/1.1 on `io` with `service` under `limits` until the peer closes, or
+/// until `draining` is cancelled: then the request in flight is finished and the
+/// connection closed.
+pub async fn http1<I, S>(io: I, service: S, limits: Limits, draining: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        }
+        () = draining.cancelled() => {
+            // Finishes the request in flight (blocking queries answer now), then closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+
+    /// Hands out what a test sends: connections or accept errors.
+    struct Fake(tokio::sync::Mutex<mpsc::UnboundedReceiver<std::io::Result<DuplexStream>>>);
+
+    impl Listener for Fake {
+        type Io = DuplexStream;
+        async fn accept(&self) -> std::io::Result<DuplexStream> {
+            match self.0.lock().await.recv().await {
+                Some(result) => result,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn fake() -> (Fake, mpsc::UnboundedSender<std::io::Result<DuplexStream>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Fake(tokio::sync::Mutex::new(rx)), tx)
+    }
+
+    fn stream() -> DuplexStream {
+        tokio::io::duplex(64).0
+    }
+
+    /// Failed accepts are backed off, then the loop serves again; over the cap, `Refuse`
+    /// refuses at once, and shutdown closes what `grace` did not see end.
+    #[tokio::test(start_paused = true)]
+    async fn failed_accepts_back_off_and_a_full_server_refuses() {
+        let (listener, tx) = fake();
+        for _ in 0..3 {
+            tx.send(Err(std::io::ErrorKind::Other.into())).unwrap();
+        }
+        for _ in 0..3 {
+            tx.send(Ok(stream())).unwrap();
+        }
+        let (served, refused) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+        let (s, r) = (served.clone(), refused.clone());
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let server = tokio::spawn(serve(
+            listener,
+            2,
+            WhenFull::Refuse(move |_| *r.lock() += 1),
+            Duration::from_secs(1),
+            CancellationToken::new(),
+            stop.clone().cancelled_owned(),
+            move |_| {
+                *s.lock() += 1;
+                std::future::pending::<()>()
+            },
+        ));
+        while *refused.lock() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(started.elapsed() >= 3 * crate::retry::MIN_DELAY, "three failed accepts, each backed off");
+        assert_eq!((*served.lock(), *refused.lock()), (2, 1));
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// `Wait` accepts no more than the cap until a connection ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_server_that_waits_accepts_when_a_connection_ends() {
+        let (listener, tx) = fake();
+        for _ in 0..2 {
+            tx.send(Ok(stream())).unwrap();
+        }
+        let (release, _) = tokio::sync::broadcast::channel::<()>(1);
+        let served = Arc::new(Mutex::new(0));
+        let (s, r) = (served.clone(), release.clone());
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            1,
+            WhenFull::<fn(DuplexStream)>::Wait,
+            Duration::ZERO,
+            CancellationToken::new(),
+            stop.clone().cancelled_owned(),
+            move |_| {
+                *s.lock() += 1;
+                let mut ended = r.subscribe();
+                async move {
+                    let _ = ended.recv().await;
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(*served.lock(), 1, "the second waits while the first is open");
+        release.send(()).unwrap();
+        while *served.lock() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.cancel();
+        server.await.unwrap();
+    }
+}
