@@ -162,6 +162,9 @@ def connd_config(files, extract):
                         if not 3 <= len(str(d.get("name") or "")) <= 50:
                             problems.append(f"{where}: {key}: connection name must be 3-50 characters: {d.get('name')!r}")
                         names.add(d.get("name"))
+                    elif kind == "File":
+                        if not str(d.get("path") or "").startswith("/"):
+                            problems.append(f"{where}: {key}: kind: File needs an absolute path: {d.get('path')!r}")
                     else:
                         problems.append(f"{where}: {key}: document of unknown kind {kind!r}")
             if components != 1:

@@ -41,6 +41,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Exit 0 if the `connd serve` on the socket is ready (for exec probes)
     Probe(ProbeArgs),
+    /// Resolve once, write the files (configurations.file, kind: File), then exit
+    Render(RenderArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     Completions {
         #[arg(value_enum)]
@@ -89,6 +91,9 @@ pub struct ConfigArgs {
     /// Leave out variables from configGroupRef/configForm instead of failing
     #[arg(long, env = "CONND_IGNORE_UNSUPPORTED")]
     pub ignore_unsupported: bool,
+    /// Folder under which rendered files are written (each file's path is joined to it)
+    #[arg(long, env = "CONND_FILES_ROOT", default_value = "/", value_name = "DIR")]
+    pub files_root: PathBuf,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -156,6 +161,7 @@ impl ConfigArgs {
             env_prefix: self.env_prefix.clone(),
             ignore_unsupported: self.ignore_unsupported,
             control_plane: self.remote.control_plane.is_some(),
+            files_root: self.files_root.clone(),
         }
     }
 }
@@ -167,6 +173,12 @@ pub struct CheckArgs {
     /// Output format: text for people, json for CI (values redacted as in text)
     #[arg(long, env = "CONND_CHECK_FORMAT", value_enum, default_value = "text")]
     pub format: crate::output::PlanFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +222,9 @@ pub struct RunArgs {
     /// When the variables change: restart, signal:NAME (e.g. signal:SIGHUP), or none
     #[arg(long, env = "CONND_ON_CHANGE", default_value = "restart", value_parser = parse_on_change, value_name = "ACTION")]
     pub on_change: OnChange,
+    /// When only rendered files change: restart, signal:NAME (e.g. signal:SIGHUP), or none
+    #[arg(long, env = "CONND_ON_FILE_CHANGE", default_value = "none", value_parser = parse_on_change, value_name = "ACTION")]
+    pub on_file_change: OnChange,
     /// The signal that asks the workload to stop before a restart
     #[arg(long, env = "CONND_STOP_SIGNAL", default_value = "SIGTERM", value_parser = parse_signal, value_name = "SIGNAL")]
     pub stop_signal: Signal,
@@ -251,6 +266,7 @@ impl RunArgs {
     pub fn settings(&self) -> crate::run::supervise::Settings {
         crate::run::supervise::Settings {
             on_change: self.on_change,
+            on_file_change: self.on_file_change,
             stop_signal: self.stop_signal,
             stop_timeout: self.stop_timeout,
             timing: crate::run::changes::Timing { debounce: self.change_debounce, splay: self.restart_splay },

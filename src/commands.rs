@@ -2,7 +2,9 @@
 //! become each layer's settings. Each returns the exit code for success; a failure is an
 //! error chain whose first classified cause gives the exit code ([`exit_code`]).
 
-use crate::cli::{CheckArgs, ConfigArgs, EnvArgs, ExecArgs, ProbeArgs, RunArgs, ServeArgs, SocketAccessArgs};
+use crate::cli::{
+    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, ProbeArgs, RenderArgs, RunArgs, ServeArgs, SocketAccessArgs,
+};
 use crate::config::ConfigError;
 use crate::error::{Class, Classify};
 use crate::exec::ExecError;
@@ -40,8 +42,8 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let local = values::local_env(&plan)?;
     exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
     let text = match args.format {
-        output::PlanFormat::Text => output::render_plan(&plan),
-        output::PlanFormat::Json => output::render_plan_json(&plan),
+        output::PlanFormat::Text => output::render_plan(&plan) + &crate::files::describe(&plan),
+        output::PlanFormat::Json => with_files_json(output::render_plan_json(&plan), &plan),
     };
     stdout::write(text.as_bytes())?;
     Ok(0)
@@ -53,9 +55,38 @@ pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Resolves, then execs; returns only on failure.
+/// The JSON plan with its files (SPEC §7) under `"files"`.
+fn with_files_json(plan_json: String, plan: &Plan) -> String {
+    if plan.files.is_empty() {
+        return plan_json;
+    }
+    match serde_json::from_str::<serde_json::Value>(&plan_json) {
+        Ok(serde_json::Value::Object(mut doc)) => {
+            doc.insert("files".into(), crate::files::describe_json(plan));
+            let mut text = serde_json::to_string_pretty(&doc).unwrap_or(plan_json);
+            text.push('\n');
+            text
+        }
+        _ => plan_json,
+    }
+}
+
+/// Resolves once and writes the files (SPEC §7), then exits: for init containers and
+/// `ExecStartPre`. Nothing is written when any file fails to render.
+pub fn render(args: &RenderArgs) -> anyhow::Result<u8> {
+    let (plan, values) = resolve_once(&args.config)?;
+    let changed = crate::files::write_all(&plan, &values)?;
+    tracing::info!(files = plan.files.len(), changed, "files rendered");
+    Ok(0)
+}
+
+/// Resolves, writes the files, then execs; returns only on failure. No workload starts
+/// with a file missing or partly rendered.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
-    let (_, values) = resolve_once(&args.config)?;
+    let (plan, values) = resolve_once(&args.config)?;
+    if !plan.files.is_empty() {
+        crate::files::write_all(&plan, &values)?;
+    }
     let env = exec::child_env(std::env::vars_os(), &values.env);
     Err(exec::exec(&args.command, env).into())
 }
@@ -133,4 +164,5 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<StartupError>(cause))
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))
+        .or_else(|| as_class::<crate::files::FileError>(cause))
 }

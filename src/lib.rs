@@ -19,7 +19,9 @@
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
 //!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
-//!   `output` renders `check` and `env`.
+//!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
+//!   rest, rendered per format, written atomically under `--files-root`, and kept
+//!   current in `run` and `serve` by its `keep` task).
 //! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
 //!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
 //!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
@@ -33,8 +35,7 @@
 //!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
 //!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
 //!
-//! Coming next, in their own folders: `files/` (rendering and atomic writes) beside
-//! `output`, and `proxy/` (the egress proxy) beside `serve/api/`.
+//! Coming next, in its own folder: `proxy/` (the egress proxy) beside `serve/api/`.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -45,6 +46,7 @@ pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod files;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check(args),
         Command::Env(args) => commands::env(args),
         Command::Exec(args) => commands::exec(args),
+        Command::Render(args) => commands::render(args),
         Command::Completions { shell } => {
             stdout::write(&connd::docs::completions(*shell)).map(|()| 0).map_err(Into::into)
         }

@@ -66,6 +66,20 @@ const CONTROL_PLANE_CALLS: [Call; 6] =
     [Call::Ok, Call::NotModified, Call::Refused, Call::NotFound, Call::BadAnswer, Call::Error];
 const TOKEN_CALLS: [Call; 5] = [Call::Ok, Call::Refused, Call::Rejected, Call::BadAnswer, Call::Error];
 
+/// How one write of a rendered file (SPEC §7) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileWrite {
+    /// New content was written.
+    Written,
+    /// The file was already right: not touched.
+    Unchanged,
+    /// It could not be rendered or written; the last good file stays.
+    Error,
+}
+
+const FILE_WRITES: [(FileWrite, &str); 3] =
+    [(FileWrite::Written, "written"), (FileWrite::Unchanged, "unchanged"), (FileWrite::Error, "error")];
+
 /// The API's routes, as `/metrics` labels them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -105,6 +119,10 @@ pub struct Metrics {
     error_since_ms: AtomicU64,
     /// Blocking queries waiting for a change right now.
     parked: AtomicU64,
+    /// Renders of files, by [`FILE_WRITES`] result.
+    file_writes: [AtomicU64; 3],
+    /// Files whose last render or write failed.
+    files_failing: AtomicU64,
 }
 
 /// Counts one parked blocking query while it lives.
@@ -161,6 +179,17 @@ impl Metrics {
     pub fn parked(&self) -> Parked<'_> {
         self.parked.fetch_add(1, Relaxed);
         Parked(&self.parked)
+    }
+
+    /// One render and write of a file.
+    pub fn file_write(&self, result: FileWrite) {
+        let slot = FILE_WRITES.iter().position(|(x, _)| *x == result).unwrap_or(2);
+        self.file_writes[slot].fetch_add(1, Relaxed);
+    }
+
+    /// How many files currently keep their last good content because of an error.
+    pub fn files_failing(&self, n: usize) {
+        self.files_failing.store(n as u64, Relaxed);
     }
 
     /// For the control-plane source: one request's outcome.
@@ -223,6 +252,13 @@ impl Metrics {
             "Seconds the current resolution error has lasted (0 when resolving fine).",
         );
         let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
+        header(&mut out, "connd_file_renders_total", "counter", "Renders of files (SPEC §7), by result.");
+        for (i, (_, result)) in FILE_WRITES.iter().enumerate() {
+            let _ =
+                writeln!(out, "connd_file_renders_total{{result=\"{result}\"}} {}", self.file_writes[i].load(Relaxed));
+        }
+        header(&mut out, "connd_files_failing", "gauge", "Files keeping their last good content after an error.");
+        let _ = writeln!(out, "connd_files_failing {}", self.files_failing.load(Relaxed));
         header(&mut out, "connd_ready", "gauge", "1 once the first full resolution succeeded.");
         let _ = writeln!(out, "connd_ready {}", u8::from(last != 0));
         let name = "connd_log_write_failures_total";
@@ -255,6 +291,10 @@ mod tests {
         m.request(Route::Env, 200);
         m.request(Route::Env, 200);
         m.request(Route::Other, 405);
+        m.file_write(FileWrite::Written);
+        m.file_write(FileWrite::Error);
+        m.file_write(FileWrite::Error);
+        m.files_failing(1);
         let text = m.render();
         for line in [
             "connd_reloads_total{result=\"error\"} 2",
@@ -267,6 +307,10 @@ mod tests {
             "connd_api_requests_total{route=\"env\",code=\"200\"} 2",
             "connd_api_requests_total{route=\"other\",code=\"405\"} 1",
             "connd_ready 1",
+            "connd_file_renders_total{result=\"written\"} 1",
+            "connd_file_renders_total{result=\"unchanged\"} 0",
+            "connd_file_renders_total{result=\"error\"} 2",
+            "connd_files_failing 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -25,6 +25,8 @@ pub struct Options {
     pub ignore_unsupported: bool,
     /// A control plane is configured, so `remote: true` parameters can be fetched.
     pub control_plane: bool,
+    /// Where files (SPEC §7) are written: every file's path is joined under it.
+    pub files_root: PathBuf,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             env_prefix: "CHOREO".into(),
             ignore_unsupported: false,
             control_plane: false,
+            files_root: PathBuf::from("/"),
         }
     }
 }
@@ -74,6 +77,10 @@ pub struct Plan {
     pub vars: Vec<Binding>,
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
+    /// The files to render (SPEC §7), in declaration order.
+    pub files: Vec<crate::files::PlannedFile>,
+    /// `--files-root`: every file's target is under it.
+    pub files_root: PathBuf,
     /// Likely mistakes that leave the directory valid (a key one edit away from one
     /// connd reads): to be shown, not to stop anything.
     pub warnings: Vec<Diagnostic>,
@@ -86,7 +93,7 @@ impl Plan {
     }
 
     /// Whether resolving needs the sources: some parameter is remote, or some variable
-    /// takes a token.
+    /// or file takes a token.
     pub fn needs_fetch(&self) -> bool {
         self.needs_remote() || self.token_vars().next().is_some()
     }
@@ -98,12 +105,13 @@ impl Plan {
         }
     }
 
-    /// Indexes of connections whose `AccessToken` some variable names.
+    /// Indexes of connections whose `AccessToken` some variable or file uses.
     pub fn token_vars(&self) -> impl Iterator<Item = usize> + '_ {
-        self.vars.iter().filter_map(|b| match &b.target {
+        let vars = self.vars.iter().filter_map(|b| match &b.target {
             Target::Param { conn, key } if key == model::ACCESS_TOKEN => Some(*conn),
             _ => None,
-        })
+        });
+        vars.chain(self.files.iter().flat_map(|f| f.tokens.iter().copied()))
     }
 }
 
@@ -211,7 +219,34 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
         remote_without_control_plane(&connections, diags);
     }
     check_file_sources(&connections, diags);
-    Some(Plan { dir: dir.to_path_buf(), identity: me, connections, vars, skipped, warnings: Vec::new() })
+    let files = files(spec, &loaded, &connections, &vars, opts, diags);
+    Some(Plan {
+        dir: dir.to_path_buf(),
+        identity: me,
+        connections,
+        vars,
+        skipped,
+        warnings: Vec::new(),
+        files,
+        files_root: opts.files_root.clone(),
+    })
+}
+
+/// The files of SPEC §7: `configurations.file` first, then the `kind: File` documents.
+fn files(
+    spec: &model::ComponentSpec,
+    loaded: &config::Loaded,
+    connections: &[PlannedConnection],
+    vars: &[Binding],
+    opts: &Options,
+    diags: &mut Diagnostics,
+) -> Vec<crate::files::PlannedFile> {
+    let specs: Vec<_> = spec.files.iter().chain(&loaded.files).cloned().collect();
+    if specs.is_empty() {
+        return Vec::new();
+    }
+    let referenced: Vec<&str> = spec.connection_refs.iter().map(|r| r.name.as_str()).collect();
+    crate::files::plan::build(&specs, &referenced, connections, vars, &opts.files_root, opts.ignore_unsupported, diags)
 }
 
 /// The references of `component.yaml`, matched to the descriptors this component may see.

@@ -61,7 +61,7 @@ impl Backoff {
     /// The pause after `failures` failures in a row: full jitter under [`Self::ceiling`],
     /// raised to `retry_after` (the server's wish) and to [`MIN_DELAY`].
     pub fn delay(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        self.ceiling(failures).mul_f64(fastrand::f64()).max(retry_after.unwrap_or_default()).max(MIN_DELAY)
+        jitter(self.ceiling(failures), 0.0..=1.0).max(retry_after.unwrap_or_default()).max(MIN_DELAY)
     }
 
     /// When to try again after `failures` failures in a row at `now`: after
@@ -81,6 +81,15 @@ impl Backoff {
             _ => Next::At(now.checked_add(delay).map_or(deadline, |at| at.min(deadline))),
         }
     }
+}
+
+/// `d` scaled by a factor drawn uniformly from `factors` (both ends at most 1 apart, none
+/// negative): the one jitter, so that many replicas do not call in step. Full jitter is
+/// `0.0..=1.0`; a schedule shifted by up to ±10% is `0.9..=1.1`. A result past what a
+/// `Duration` holds saturates.
+pub fn jitter(d: Duration, factors: std::ops::RangeInclusive<f64>) -> Duration {
+    let factor = factors.start() + (factors.end() - factors.start()) * fastrand::f64();
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
 /// How long [`retry`] goes on.
@@ -224,6 +233,17 @@ mod tests {
             assert!(POLICY.delay(failures, Some(Duration::ZERO)) >= MIN_DELAY);
         }
         assert_eq!(POLICY.delay(1, Some(Duration::from_secs(u64::MAX))), Duration::from_secs(u64::MAX));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_factors() {
+        let d = Duration::from_secs(100);
+        for _ in 0..1000 {
+            let j = jitter(d, 0.9..=1.1);
+            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110), "{j:?}");
+            assert!(jitter(d, 0.0..=1.0) <= d);
+        }
+        assert_eq!(jitter(Duration::MAX, 1.0..=1.1), Duration::MAX);
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,7 @@ pub const REDACTED: &str = "<redacted>";
 /// resets the flag), so `run`'s workload is unaffected.
 pub fn forbid_dumps() {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        tracing::warn!("cannot mark connd non-dumpable ({}); its memory is readable by its uid", e.desc());
+        tracing::warn!(error = e.desc(), "cannot mark connd non-dumpable; its memory is readable by its uid");
     }
 }
 

@@ -149,3 +149,23 @@ async fn a_replaced_config_directory_is_watched_afresh() {
     wait_for(&mut rx, "the edit in the new directory", |s| env(s, "CHOREO_MAIN_DB_PORT").as_deref() == Some("7000"))
         .await;
 }
+
+/// The control plane's `Retry-After` is a floor for the reloader's next round (SPEC §5):
+/// its own backoff after one failure would try again within 200 ms. (A loaded machine
+/// can only make the wait longer.)
+#[tokio::test]
+async fn the_reloader_waits_out_retry_after() {
+    let dir = AtomicDir::new(&refs(&remote_files()));
+    let cp = FakeControlPlane::start(false);
+    cp.script(DB_ID, vec![Reply::TooMany { retry_after_secs: 2 }, Reply::ok("1", &[("Password", "pw-1")])]);
+    let metrics = Arc::new(Metrics::default());
+    // Neither rounds nor re-scans but the backoff's in this test's lifetime.
+    let cfg = remote_config(dir.path(), Duration::from_secs(3600), Duration::from_secs(3600));
+    let reloader = Reloader::start(cfg, remote(&cp, &metrics), metrics.clone(), std::future::pending());
+    let s = reloader.ready(PATIENCE).await.expect("ready after the wait");
+    assert_eq!(env(&s, "CHOREO_MAIN_DB_PASSWORD").as_deref(), Some("pw-1"));
+    let requests = cp.requests_for(DB_ID);
+    assert_eq!(requests.iter().map(|r| r.status).collect::<Vec<_>>(), [429, 200]);
+    let waited = requests[1].at - requests[0].at;
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?} despite Retry-After: 2");
+}

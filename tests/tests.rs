@@ -26,6 +26,9 @@ mod exec_failures;
 /// Faults of the README's fault matrix not shown elsewhere: a control plane turning slow,
 /// garbled, refusing or throttling mid-flight, an invalid directory under `run`, a lost `file:` source.
 mod faults;
+/// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
+/// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
+mod files;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

@@ -5,6 +5,7 @@
 
 pub mod diag;
 pub mod files;
+pub mod filespec;
 pub mod model;
 pub mod raw;
 pub mod scalar;
@@ -24,6 +25,8 @@ pub struct Loaded {
     pub component: Option<ComponentSpec>,
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
+    /// `kind: File` documents (SPEC §7).
+    pub files: Vec<filespec::FileSpec>,
     /// Some descriptor failed to parse, so a missing reference may be explained above.
     pub had_descriptor_errors: bool,
     /// The descriptors that failed, by what could be read of their name and id: a
@@ -57,6 +60,7 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
         }
         docs.identities.extend(part.docs.identities);
         docs.connections.extend(part.docs.connections);
+        docs.files.extend(part.docs.files);
         docs.had_errors |= part.docs.had_errors;
         docs.failed.extend(part.docs.failed);
         docs.failed_identity |= part.docs.failed_identity;
@@ -82,6 +86,7 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     }
     loaded.identities = docs.identities;
     loaded.connections = docs.connections;
+    loaded.files = docs.files;
     loaded.had_descriptor_errors = docs.had_errors;
     loaded.failed = docs.failed;
     loaded.failed_identity = docs.failed_identity;

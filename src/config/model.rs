@@ -173,6 +173,8 @@ pub struct ComponentSpec {
     pub connection_refs: Vec<ConnectionRef>,
     pub service_refs: Vec<ServiceRef>,
     pub env: Vec<EnvEntry>,
+    /// `configurations.file[]`, each checked on its own.
+    pub files: Vec<super::filespec::FileSpec>,
 }
 
 #[derive(Debug, Clone)]

@@ -224,6 +224,9 @@ pub struct EnvMapping {
 pub struct Configurations {
     #[serde(default)]
     pub env: Vec<EnvEntry>,
+    /// Files to render (SPEC §7); checked by `filespec`.
+    #[serde(default)]
+    pub file: Vec<super::filespec::RawComponentFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -256,13 +256,15 @@ fn kind_of(doc: &Document<'_>) -> Option<String> {
 }
 
 /// The kinds of connd's own documents.
-pub const KINDS: [&str; 2] = ["Connection", "Component"];
+pub const KINDS: [&str; 3] = ["Connection", "Component", "File"];
 
 /// What a file of connd documents contributes.
 #[derive(Debug, Default)]
 pub struct Documents {
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
+    /// `kind: File` documents.
+    pub files: Vec<super::filespec::FileSpec>,
     /// Some document failed to parse: a reference to it would be a confusing second error.
     pub had_errors: bool,
     /// Descriptors with errors, by the name and id they give where those could be read:
@@ -299,6 +301,11 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
                 out.failed.push(failed_descriptor(doc));
             }
         }
+        Some("File") => {
+            if let Some(raw) = parse::<super::filespec::FileDoc>(path, doc, "File", diags) {
+                out.files.extend(super::filespec::file_document(raw, path, doc, diags));
+            }
+        }
         Some("Component") => {
             if let Some(raw) = parse::<raw::ComponentDoc>(path, doc, "Component", diags) {
                 let line = doc.line_of("name", 0).unwrap_or(doc.first_line);
@@ -312,7 +319,7 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
             diags.error(
                 origin,
                 format!("unknown kind {other:?}{}", suggest::did_you_mean(other, KINDS)),
-                "use `kind: Connection` or `kind: Component`; the component's own config belongs in component.yaml",
+                "use `kind: Connection`, `kind: Component` or `kind: File`; the component's own config belongs in component.yaml",
             );
             out.failed.push(failed_descriptor(doc));
         }
@@ -585,7 +592,12 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
     }
     let configurations = raw.configurations.or(raw.configuration).unwrap_or_default();
     let env = env_entries(configurations.env, path, &lines, diags);
-    let spec = ComponentSpec { schema_version: schema_version.to_owned(), connection_refs, service_refs, env };
+    let files = if configurations.file.is_empty() {
+        Vec::new()
+    } else {
+        super::filespec::component_files(configurations.file, path, doc, diags)
+    };
+    let spec = ComponentSpec { schema_version: schema_version.to_owned(), connection_refs, service_refs, env, files };
     (diags.len() == before).then_some(spec)
 }
 

@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, Reload};
 use crate::reload::snapshot::{changed_names, Resolved, Snapshot, Store};
 use crate::reload::watcher::DirWatcher;
 use crate::resolve::{self, Plan};
-use crate::retry::{Backoff, Next};
+use crate::retry::{self, Backoff, Next};
 use crate::source::values::{self, Fetched};
 use crate::source::{Sources, Tokens};
 use std::collections::BTreeSet;
@@ -125,6 +125,7 @@ impl Reloader {
             needs: Vec::new(),
             source_failure: None,
             failures: 0,
+            retry_after: None,
             warned: Vec::new(),
         };
         let task = AbortOnDropHandle::new(tokio::spawn(task.run(requests_rx, events, shutdown)));
@@ -248,13 +249,11 @@ struct Task<S> {
     source_failure: Option<(String, Class)>,
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
+    /// The control plane's `Retry-After` with the last reload's failed fetch: the
+    /// least wait before the next full reload (SPEC §5).
+    retry_after: Option<Duration>,
     /// The config warnings last logged: each is logged when it appears, not at every reload.
     warned: Vec<crate::config::Diagnostic>,
-}
-
-/// A duration shifted by up to ±10%, so that many replicas do not call in step.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
 /// How often watching a wanted folder that could not be watched is tried again.
@@ -349,19 +348,24 @@ impl<S: Sources> Task<S> {
 
     /// When the next full reload is due after one that succeeded (`ok`) or failed: the
     /// refresh interval, jittered; after failures, the backoff (up to the refresh
-    /// interval), stopping at the first resolution's deadline so that an attempt is
-    /// made there.
+    /// interval, and never under the control plane's `Retry-After`), stopping at the
+    /// first resolution's deadline so that an attempt is made there.
     fn next_full(&mut self, ok: bool) -> Instant {
         let (refresh, now) = (self.config.refresh_interval, Instant::now());
         if ok {
             self.failures = 0;
-            return now + jitter(refresh);
+            // Shifted by up to ±10%, so that many replicas do not call in step.
+            return now + retry::jitter(refresh, 0.9..=1.1);
         }
         self.failures = self.failures.saturating_add(1);
         let backoff = Backoff::new(Duration::from_millis(100), refresh);
-        match backoff.next(self.failures, None, now, self.store.startup_deadline()) {
+        let retry_after = self.retry_after;
+        match backoff.next(self.failures, retry_after, now, self.store.startup_deadline()) {
             Next::At(at) => at,
-            Next::Deadline | Next::RetryAfter(_) => now + backoff.delay(self.failures, None),
+            // Past the first resolution's deadline, or asked to wait past it.
+            Next::Deadline | Next::RetryAfter(_) => {
+                now.checked_add(backoff.delay(self.failures, retry_after)).unwrap_or(now + refresh)
+            }
         }
     }
 
@@ -378,6 +382,7 @@ impl<S: Sources> Task<S> {
         // Before reading: a replaced config directory is watched afresh even if it
         // cannot be read yet.
         self.sync_watches(None);
+        self.retry_after = None;
         let (dir, options) = (self.config.dir.clone(), self.config.options.clone());
         let plan = match tokio::task::spawn_blocking(move || resolve::plan(&dir, &options)).await {
             Ok(Ok(plan)) => {
@@ -445,6 +450,7 @@ impl<S: Sources> Task<S> {
                 Ok(fetched)
             }
             Err(e) => {
+                self.retry_after = e.retry_after();
                 let (class, e) = (e.class(), anyhow::Error::from(e));
                 self.source_failure = Some((format!("{e:#}"), class));
                 Err((class, e))

@@ -246,6 +246,10 @@ impl Store {
             } else {
                 changed = true;
             }
+            // Files (SPEC §7) are rendered from the plan: a changed file entry is a change.
+            if old.plan.files != next.plan.files {
+                changed = true;
+            }
             if old.listing() == next.listing() {
                 next.connections_index = old.connections_index;
             } else {

@@ -66,7 +66,7 @@ async fn watch_changes(mut values: watch::Receiver<Env>, mut applied: Env, timin
         }
         // Only a real change waits out the splay; whatever is current after it is acted on.
         if !timing.splay.is_zero() {
-            let delay = Duration::from_nanos(fastrand::u64(0..=timing.splay.as_nanos().min(u64::MAX as u128) as u64));
+            let delay = crate::retry::jitter(timing.splay, 0.0..=1.0);
             tracing::info!(delay_ms = delay.as_millis() as u64, "values changed; waiting out the restart splay");
             tokio::time::sleep(delay).await;
             latest = values.borrow_and_update().clone();

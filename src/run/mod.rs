@@ -112,7 +112,9 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
         };
         let (env_tx, env_rx) = watch::channel(first);
         let inherited = std::env::vars_os().collect();
-        let supervised = supervise::supervise(&args.command, inherited, env_rx, &args.supervise, signals);
+        let (file_tx, file_rx) = tokio::sync::mpsc::channel(1);
+        let file_changes = (args.supervise.on_file_change != supervise::OnChange::None).then_some(file_rx);
+        let supervised = supervise::supervise(&args.command, inherited, env_rx, &args.supervise, signals, file_changes);
         tokio::pin!(supervised);
         let delay = if reloader.is_some() { Duration::ZERO } else { WATCH_DELAY };
         let code = tokio::select! {
@@ -120,6 +122,14 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
             () = tokio::time::sleep(delay) => {
                 let r = reloader.get_or_insert_with(start_reloader);
                 let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(r.subscribe(), env_tx)));
+                // Files written before the start are kept current from now on.
+                let _files = crate::files::keep::Keeper::start(
+                    r.store().clone(),
+                    sources.clone(),
+                    metrics.clone(),
+                    Some(file_tx),
+                    stop.child_token().cancelled_owned(),
+                );
                 supervised.await?
             }
         };
@@ -153,7 +163,11 @@ async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&
         let retry = Retry::Until(crate::http::deadline::deadline_after(args.remote.startup_timeout));
         Ok(once::fetch(&plan, sources, retry).await?)
     };
-    let (_, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
+    let (plan, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
+    // As `exec`: the workload never starts with a file missing or partly rendered.
+    if !plan.files.is_empty() {
+        crate::files::write_all(&plan, &values)?;
+    }
     if let Some(reloader) = api {
         let ready = reloader.ready(args.remote.startup_timeout).await?;
         if let Some((env, _)) = ready.env() {

@@ -26,7 +26,7 @@ impl Reaper {
         let sigchld = signal(SignalKind::child())?;
         if getpid().as_raw() != 1 {
             if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-                tracing::warn!("cannot become a child subreaper ({}); orphans of the workload go to init", e.desc());
+                tracing::warn!(error = e.desc(), "cannot become a child subreaper; orphans of the workload go to init");
             }
         }
         Ok(Reaper { sigchld })
@@ -61,7 +61,7 @@ fn reap_all(child: Pid) -> Option<WaitStatus> {
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return found,
             Err(Errno::EINTR) => continue,
             Err(e) => {
-                tracing::warn!("waitpid failed: {}", e.desc());
+                tracing::warn!(error = e.desc(), "waitpid failed");
                 return found;
             }
             Ok(status) if status.pid() == Some(child) => found = Some(status),

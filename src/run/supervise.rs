@@ -52,6 +52,8 @@ pub enum OnChange {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub on_change: OnChange,
+    /// What the workload gets when only rendered files changed (SPEC §7).
+    pub on_file_change: OnChange,
     /// Asks the workload to stop before a restart.
     pub stop_signal: Signal,
     /// How long a stopping workload gets before SIGKILL, on restart and after SIGTERM.
@@ -90,6 +92,7 @@ pub async fn supervise(
     values: watch::Receiver<Env>,
     settings: &Settings,
     mut signals: Forwarded,
+    mut file_changes: Option<tokio::sync::mpsc::Receiver<()>>,
 ) -> Result<u8, SuperviseError> {
     // Listening for SIGCHLD before the first spawn, so that no exit is missed.
     let mut reaper = Reaper::new().map_err(SuperviseError::Signals)?;
@@ -99,6 +102,8 @@ pub async fn supervise(
     let terminal = Terminal::foreground();
     let spawner = Spawner { argv, inherited, forward_to_group: settings.forward_to_group, terminal };
     let mut child = spawner.spawn(&first)?;
+    // The variables the running workload has: a restart for files keeps them.
+    let mut values_now = first.clone();
     let (_changes, mut changed) = match settings.on_change {
         OnChange::None => (None, None),
         _ => {
@@ -129,6 +134,7 @@ pub async fn supervise(
                         tracing::info!(exit_code = code, "the workload stopped; starting it with the new values");
                         kill_at = None;
                         child = spawner.spawn(&env)?;
+                        values_now = env;
                     }
                     None => return Ok(code),
                 }
@@ -154,7 +160,7 @@ pub async fn supervise(
                 _ if stopping => {}
                 OnChange::Restart => {
                     if let Err(e) = spawner.check(&env) {
-                        tracing::error!("not restarting the workload, it keeps its current values: {e}");
+                        tracing::error!(error = %e, "not restarting the workload, it keeps its current values");
                     } else if restart_with.replace(env).is_none() {
                         tracing::info!(signal = settings.stop_signal.as_str(), "restarting the workload");
                         child.signal(settings.stop_signal);
@@ -163,6 +169,20 @@ pub async fn supervise(
                 }
                 OnChange::Signal(sig) => {
                     tracing::info!(signal = sig.as_str(), "signalling the workload");
+                    child.signal(sig);
+                }
+                OnChange::None => {}
+            },
+            Some(()) = recv(&mut file_changes) => match settings.on_file_change {
+                _ if stopping || restart_with.is_some() => {}
+                OnChange::Restart => {
+                    tracing::info!(signal = settings.stop_signal.as_str(), "files changed; restarting the workload");
+                    restart_with = Some(values_now.clone());
+                    child.signal(settings.stop_signal);
+                    kill_at = Some(Instant::now() + settings.stop_timeout);
+                }
+                OnChange::Signal(sig) => {
+                    tracing::info!(signal = sig.as_str(), "files changed; signalling the workload");
                     child.signal(sig);
                 }
                 OnChange::None => {}
@@ -239,10 +259,10 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn recv(rx: &mut Option<tokio::sync::mpsc::Receiver<Env>>) -> Option<Env> {
+async fn recv<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => match rx.recv().await {
-            Some(env) => Some(env),
+            Some(item) => Some(item),
             // The publisher is gone: values are final, nothing more will change.
             None => std::future::pending().await,
         },

@@ -35,7 +35,7 @@ impl Terminal {
         let mut ttou = SigSet::empty();
         ttou.add(Signal::SIGTTOU);
         if let Err(e) = ttou.thread_block() {
-            tracing::warn!("cannot block SIGTTOU ({}); the workload stays in the background", e.desc());
+            tracing::warn!(error = e.desc(), "cannot block SIGTTOU; the workload stays in the background");
             return None;
         }
         Some(Terminal { own })
@@ -44,7 +44,7 @@ impl Terminal {
     /// Makes `group` the terminal's foreground group.
     pub fn hand_to(&self, group: Pid) {
         if let Err(e) = tcsetpgrp(std::io::stdin(), group) {
-            tracing::warn!("cannot give the terminal to the workload: {}", e.desc());
+            tracing::warn!(error = e.desc(), "cannot give the terminal to the workload");
             return;
         }
         // The workload may have read the terminal before it had it: SIGCONT discards a

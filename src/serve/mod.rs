@@ -81,6 +81,14 @@ pub async fn run<S: Sources>(
     let stop = CancellationToken::new();
     let mut reloader =
         Reloader::start(settings.reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
+    // Files (SPEC §7) follow the same snapshots, and token renewals.
+    let _files = crate::files::keep::Keeper::start(
+        reloader.store().clone(),
+        sources.clone(),
+        metrics.clone(),
+        None,
+        stop.child_token().cancelled_owned(),
+    );
     let metrics_server = settings.metrics_listener.map(|listener| {
         let (store, metrics) = (reloader.store().clone(), metrics.clone());
         AbortOnDropHandle::new(tokio::spawn(metrics_listen::serve(

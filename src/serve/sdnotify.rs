@@ -23,7 +23,7 @@ impl Notifier {
         match (UnixDatagram::unbound(), addr) {
             (Ok(socket), Ok(addr)) => Notifier { target: Some((socket, addr)) },
             (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!("NOTIFY_SOCKET {name:?} cannot be used, no notifications will be sent: {e}");
+                tracing::warn!(error = %e, socket = ?name, "NOTIFY_SOCKET cannot be used, no notifications will be sent");
                 Notifier { target: None }
             }
         }
@@ -32,7 +32,7 @@ impl Notifier {
     pub fn notify(&self, message: &str) {
         if let Some((socket, addr)) = &self.target {
             if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {
-                tracing::warn!("cannot notify the service manager ({message:?}): {e}");
+                tracing::warn!(error = %e, message = ?message, "cannot notify the service manager");
             }
         }
     }

@@ -77,6 +77,8 @@ pub enum Problem {
     /// so that every round of one outage reads the same and is logged once.
     Down {
         cause: String,
+        /// The server's `Retry-After`, for the caller's next attempt (SPEC §5).
+        retry_after: Option<Duration>,
     },
     /// A failure of the exchange that retrying cannot fix (an untrusted certificate).
     Unreachable {
@@ -111,7 +113,7 @@ impl std::fmt::Display for RequestError {
                 f,
                 "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}"
             ),
-            Problem::Down { cause } => write!(
+            Problem::Down { cause, .. } => write!(
                 f,
                 "connection {connection:?}, parameters {keys}: the control plane at {url} is unavailable: {cause}; retrying"
             ),
@@ -131,6 +133,19 @@ impl ControlPlaneError {
     /// The control plane said 404 for a connection: counted as `not_found`.
     fn is_not_found(&self) -> bool {
         matches!(self, ControlPlaneError::Request(r) if matches!(r.problem, Problem::NotFound))
+    }
+
+    /// How long the control plane asked to wait (`Retry-After`, RFC 9110 §10.2.3) with a
+    /// transient failure that its caller retries ([`Retries::Caller`]): a floor for the
+    /// caller's next attempt (SPEC §5). `None` for any other failure.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ControlPlaneError::Request(r) => match r.problem {
+                Problem::Down { retry_after, .. } => retry_after,
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
@@ -349,7 +364,7 @@ impl ControlPlane {
                 // No attempt count or time in the message: the same outage reads the
                 // same in every round of the reloader, so it is logged once.
                 Ok(Attempt::Retry { cause, retry_after }) => {
-                    Err(Failure::Transient { error: w.error(url, Problem::Down { cause }), retry_after })
+                    Err(Failure::Transient { error: w.error(url, Problem::Down { cause, retry_after }), retry_after })
                 }
                 Err(e) => Err(Failure::Permanent(e)),
             }
@@ -362,7 +377,7 @@ impl ControlPlane {
         match (gave_up.error, gave_up.reason) {
             (ControlPlaneError::Request(mut r), reason @ (Reason::Deadline | Reason::RetryAfter(_))) => {
                 // Only transient failures (`Down`) end by the deadline.
-                if let Problem::Down { cause } = &r.problem {
+                if let Problem::Down { cause, .. } = &r.problem {
                     let cause = match reason {
                         // Only when the server's wish, not connd's own backoff, is what ends it.
                         Reason::RetryAfter(after) => {
@@ -574,7 +589,7 @@ mod tests {
             format!("{head}the control plane at https://cp/x is unavailable: gave up after 3 attempt(s) in 1.5s; last cause: status 503")
         );
         assert_eq!(
-            text(Problem::Down { cause: "status 503".into() }),
+            text(Problem::Down { cause: "status 503".into(), retry_after: None }),
             format!("{head}the control plane at https://cp/x is unavailable: status 503; retrying")
         );
         for problem in [Problem::Unreachable { cause: "c".into() }, Problem::Tls { cause: "c".into() }] {

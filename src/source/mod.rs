@@ -62,6 +62,17 @@ pub enum FetchError {
     Setup(#[from] SetupError),
 }
 
+impl FetchError {
+    /// The control plane's `Retry-After` with a transient failure: a floor for the
+    /// caller's next attempt (SPEC §5); see [`ControlPlaneError::retry_after`].
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            FetchError::ControlPlane(e) => e.retry_after(),
+            FetchError::Token { .. } | FetchError::Setup(_) => None,
+        }
+    }
+}
+
 impl Classify for FetchError {
     fn class(&self) -> Class {
         match self {
@@ -124,6 +135,12 @@ pub trait Sources: Send + Sync + 'static {
 
     /// A token for `plan.connections[conn]`, fresh from the cache.
     fn token(&self, plan: &Plan, conn: usize) -> impl Future<Output = Result<Token, SourceError>> + Send;
+
+    /// Changes whenever a new token is obtained (renewals included), for what keeps a
+    /// copy of tokens (rendered files, SPEC §7); `None` for sources without tokens.
+    fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// No control plane and no token endpoint: every value is in the directory.

@@ -157,6 +157,8 @@ struct App {
     /// Counts them by result, for `/metrics`.
     metrics: Arc<Metrics>,
     retries: Retries,
+    /// Bumped on every new token, for those who keep a token elsewhere (rendered files).
+    renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 struct Shared {
@@ -174,6 +176,8 @@ struct Shared {
     /// Cancels `stop` when the last clone of the cache is dropped.
     _stop_on_drop: DropGuard,
     metrics: Arc<Metrics>,
+    /// Counts the tokens obtained: see [`TokenCache::renewals`].
+    renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// A running background renewal: stopped when dropped.
@@ -205,8 +209,15 @@ impl TokenCache {
                 stop,
                 tasks: TaskTracker::new(),
                 metrics,
+                renewed: Arc::new(tokio::sync::watch::Sender::new(0)),
             }),
         }
+    }
+
+    /// A receiver that changes whenever any application gets a new token (a first one
+    /// or a renewal), so that copies of tokens (rendered files) can follow.
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.renewed.subscribe()
     }
 
     /// Stops every background renewal and waits for them to end; tokens already
@@ -257,6 +268,7 @@ impl TokenCache {
                     calls: Default::default(),
                     metrics: self.shared.metrics.clone(),
                     retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
+                    renewed: self.shared.renewed.clone(),
                 })
             });
             *app.secret.lock() = creds.secret;
@@ -376,6 +388,7 @@ impl App {
                 let token = Arc::new(token);
                 self.current.store(Some(token.clone()));
                 *self.failures.lock() = Failures::default();
+                self.renewed.send_modify(|n| *n += 1);
                 return Ok(token);
             }
             Err(Attempt::Permanent(e)) => e,
@@ -470,7 +483,7 @@ impl App {
                 Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
             };
             // About 80% of the lifetime, jittered so that many instances do not renew together.
-            let refresh_in = ttl.mul_f64(0.75 + 0.1 * fastrand::f64());
+            let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
             return Ok(CachedToken {
                 access_token: Secret::new(answer.access_token),
                 token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),

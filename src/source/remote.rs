@@ -204,6 +204,10 @@ impl Sources for Remote {
             expires_in: token.expires_at.saturating_duration_since(Instant::now()),
         })
     }
+
+    fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.tokens.renewals())
+    }
 }
 
 /// One resolution on a private single-threaded runtime, for `env` and `exec`: only the

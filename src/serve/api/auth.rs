@@ -39,7 +39,7 @@ impl Allow {
                 allowed
             }
             Err(e) => {
-                tracing::warn!("cannot read the caller's credentials, refusing: {e}");
+                tracing::warn!(error = %e, "cannot read the caller's credentials, refusing");
                 false
             }
         }

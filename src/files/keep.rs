@@ -1,0 +1,218 @@
+//! Keeps the rendered files current in `run` and `serve` (SPEC §7). It follows the
+//! reloader's snapshots (a changed value, a changed directory) and the token cache's
+//! renewals (a renewed `AccessToken` is rewritten as soon as it is obtained, well before
+//! the old one expires), renders every planned file and writes those whose bytes
+//! changed. A file that cannot be rendered or written keeps its last good content, is
+//! logged (once per distinct error) and counted, and is retried with backoff. A file
+//! this process wrote that the plan no longer holds is removed.
+//!
+//! Boundary: what to render and how to write are `render`'s and `write`'s; when values
+//! change is the reloader's.
+
+use super::write::{self, Outcome};
+use crate::config::model::ACCESS_TOKEN;
+use crate::metrics::{FileWrite, Metrics};
+use crate::reload::snapshot::{Resolved, Store};
+use crate::source::Sources;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Retries of failing files start at this and double up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Owns the keeping task; dropping it stops the task.
+pub struct Keeper {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Keeper {
+    /// Starts keeping the files of `store`'s snapshots until `shutdown`. When
+    /// `file_changes` is given, it gets a message each time files changed while the
+    /// variables did not (for `run --on-file-change`).
+    pub fn start<S: Sources>(
+        store: Arc<Store>,
+        sources: Arc<S>,
+        metrics: Arc<Metrics>,
+        file_changes: Option<mpsc::Sender<()>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Keeper {
+        let state = State { sources, metrics, written: BTreeSet::new(), errors: BTreeMap::new(), failures: 0 };
+        Keeper { task: tokio::spawn(state.run(store, file_changes, shutdown)) }
+    }
+}
+
+struct State<S> {
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    /// Targets this process wrote (or found already right): removed when unplanned.
+    written: BTreeSet<PathBuf>,
+    /// The current error of each failing target, so that each is logged once.
+    errors: BTreeMap<PathBuf, String>,
+    /// Consecutive rounds with a failing file, for the retry backoff.
+    failures: u32,
+}
+
+async fn renewal(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: Sources> State<S> {
+    async fn run(
+        mut self,
+        store: Arc<Store>,
+        file_changes: Option<mpsc::Sender<()>>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(shutdown);
+        let mut snapshots = store.subscribe();
+        let mut renewals = self.sources.renewals();
+        let mut env_index = None;
+        let mut retry_at = None;
+        loop {
+            let snapshot = snapshots.borrow_and_update().clone();
+            if let Some(resolved) = &snapshot.resolved {
+                let env_changed = env_index.is_some_and(|i| i != resolved.env_index);
+                env_index = Some(resolved.env_index);
+                let changed = self.sync(resolved).await;
+                if changed > 0 && !env_changed {
+                    if let Some(tx) = &file_changes {
+                        let _ = tx.try_send(());
+                    }
+                }
+                retry_at = (!self.errors.is_empty()).then(|| {
+                    self.failures = self.failures.saturating_add(1);
+                    let backoff = FIRST_RETRY.saturating_mul(1 << self.failures.min(8)).min(MAX_RETRY);
+                    Instant::now() + backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
+                });
+                if self.errors.is_empty() {
+                    self.failures = 0;
+                }
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                changed = snapshots.changed() => if changed.is_err() { return },
+                () = renewal(&mut renewals) => {}
+                () = sleep_until(retry_at) => {}
+            }
+        }
+    }
+
+    /// Renders and writes every planned file of `resolved`; returns how many changed.
+    async fn sync(&mut self, resolved: &Arc<Resolved>) -> usize {
+        let plan = resolved.plan.clone();
+        if plan.files.is_empty() && self.written.is_empty() {
+            return 0;
+        }
+        // Tokens as the cache has them now: the snapshot's may be older than a renewal.
+        let mut values = resolved.values.clone();
+        let wanted: BTreeSet<usize> = plan.files.iter().flat_map(|f| f.tokens.iter().copied()).collect();
+        for conn in wanted {
+            let live = self.sources.token(&plan, conn).await;
+            let Some(slot) = values.connections.get_mut(conn) else { continue };
+            match live {
+                Ok(token) => {
+                    slot.insert(ACCESS_TOKEN.to_owned(), token.access_token);
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %plan.connections[conn].name, "no access token for the files that use it; they keep their last content: {e:#}");
+                    slot.remove(ACCESS_TOKEN);
+                }
+            }
+        }
+        let written = std::mem::take(&mut self.written);
+        let job = tokio::task::spawn_blocking(move || {
+            let mut results = Vec::with_capacity(plan.files.len());
+            let batch = super::render::Batch::new(&plan, &values);
+            let root = super::plan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
+            for file in &plan.files {
+                let result = super::render_one(&batch, file).and_then(|bytes| {
+                    let root = root.as_ref().map_err(|e| write::WriteError::Escapes(e.to_string()));
+                    root.and_then(|root| write::write(root, file, &bytes))
+                        .map_err(|source| super::FileError::Write { path: file.target.clone(), source })
+                });
+                results.push((file.target.clone(), result));
+            }
+            let planned: BTreeSet<&PathBuf> = plan.files.iter().map(|f| &f.target).collect();
+            let mut removed = Vec::new();
+            for target in written.iter().filter(|t| !planned.contains(t)) {
+                removed.push((target.clone(), write::remove(target)));
+            }
+            (results, removed, written)
+        });
+        let (results, removed, mut written) = match job.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!("writing the files stopped: {e}");
+                return 0;
+            }
+        };
+        let mut changed = 0;
+        for (target, result) in results {
+            match result {
+                Ok(outcome) => {
+                    written.insert(target.clone());
+                    if self.errors.remove(&target).is_some() {
+                        tracing::info!(file = %target.display(), "file written again; the error above is over");
+                    }
+                    if outcome == Outcome::Written {
+                        changed += 1;
+                        tracing::info!(file = %target.display(), "file rendered");
+                        self.metrics.file_write(FileWrite::Written);
+                    } else {
+                        self.metrics.file_write(FileWrite::Unchanged);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.file_write(FileWrite::Error);
+                    let message = e.to_string();
+                    if self.errors.get(&target) != Some(&message) {
+                        tracing::warn!("{message}; the last good file stays, will retry");
+                        self.errors.insert(target, message);
+                    }
+                }
+            }
+        }
+        for (target, result) in removed {
+            written.remove(&target);
+            self.errors.remove(&target);
+            match result {
+                Ok(()) => {
+                    changed += 1;
+                    tracing::info!(file = %target.display(), "file no longer planned: removed");
+                }
+                Err(e) => tracing::warn!(file = %target.display(), "cannot remove a file no longer planned: {e}"),
+            }
+        }
+        self.metrics.files_failing(self.errors.len());
+        self.written = written;
+        changed
+    }
+}

@@ -1,0 +1,210 @@
+//! From checked file entries to planned files: the checks that need the whole directory.
+//! A value's connection must be referenced and have the key; a template is rendered once
+//! on placeholders, so that an unknown connection, key or variable, a syntax error or a
+//! runaway loop is a config error at load (with the line), not at the first write; every
+//! path lands under `--files-root`, once, and does not leave the root through a symlink.
+
+use super::render::{self, Inputs};
+use super::{Content, PlannedFile, PlannedValue, Template, ValueFrom};
+use crate::config::filespec::{Body, FileSpec, ValueSource};
+use crate::config::model::ACCESS_TOKEN;
+use crate::config::{Diagnostics, Origin};
+use crate::resolve::{Binding, PlannedConnection};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The keys a planned connection offers (`config::model`'s rule).
+fn keys(c: &PlannedConnection) -> Vec<String> {
+    c.connection.keys().map(str::to_owned).collect()
+}
+
+/// `path` (absolute) joined under `root`.
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// `path` with its deepest existing ancestor resolved (symlinks followed) and the
+/// missing rest appended: what it will be once created (the missing part holds no
+/// symlink). An error only when nothing of it can be resolved.
+fn resolve_existing(path: &Path) -> std::io::Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    loop {
+        match std::fs::canonicalize(at) {
+            Ok(real) => return Ok(missing.iter().rev().fold(real, |p, part| p.join(part))),
+            Err(e) => match (at.parent(), at.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name.to_owned());
+                    at = parent;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+/// The files root resolved (symlinks followed) as far as it exists: what
+/// [`escapes_root`] compares against.
+pub fn resolve_root(root: &Path) -> Result<PathBuf, String> {
+    resolve_existing(root).map_err(|e| format!("the files root {} cannot be resolved: {e}", root.display()))
+}
+
+/// Why `target`'s folder leaves the root (`real_root`, from [`resolve_root`]) through a
+/// symlink, if it does: the folder is resolved as far as it exists and must stay inside
+/// the root (which need not exist yet: it is created). The target itself may be a
+/// symlink: it is replaced, never followed.
+pub fn escapes_root(real_root: &Path, target: &Path) -> Option<String> {
+    let folder = target.parent()?;
+    match resolve_existing(folder) {
+        Ok(real) if real.starts_with(real_root) => None,
+        Ok(real) => Some(format!(
+            "{} resolves to {}, outside the files root {}",
+            folder.display(),
+            real.display(),
+            real_root.display()
+        )),
+        Err(e) => Some(format!("{} cannot be resolved: {e}", folder.display())),
+    }
+}
+
+/// Plans `specs` (component.yaml's first, then `kind: File` documents) against the
+/// planned connections and variables. `referenced` names every connection reference,
+/// planned or not: one that failed is reported once, where it is referenced. Values
+/// from unsupported sources are left out under `ignore_unsupported`, else an error.
+pub fn build(
+    specs: &[FileSpec],
+    referenced: &[&str],
+    connections: &[PlannedConnection],
+    vars: &[Binding],
+    root: &Path,
+    ignore_unsupported: bool,
+    diags: &mut Diagnostics,
+) -> Vec<PlannedFile> {
+    let mut out: Vec<PlannedFile> = Vec::with_capacity(specs.len());
+    let mut by_target: HashMap<PathBuf, Origin> = HashMap::new();
+    let position = |name: &str| connections.iter().position(|c| c.name == name);
+    let real_root = resolve_root(root);
+    // What templates are checked against, built on the first template.
+    let mut placeholders: Option<Inputs> = None;
+    for spec in specs {
+        let before = diags.len();
+        let mut failed = false;
+        let target = under_root(root, &spec.path);
+        if let Some(first) = by_target.get(&target) {
+            diags.error(
+                spec.origin.clone(),
+                format!("two entries write {} (the first is at {first})", spec.path.display()),
+                "give each file one entry: merge the two, or change one path",
+            );
+            continue;
+        }
+        by_target.insert(target.clone(), spec.origin.clone());
+        if let Some(why) = real_root.as_ref().map_or_else(|e| Some(e.clone()), |r| escapes_root(r, &target)) {
+            diags.error(
+                spec.origin.clone(),
+                format!("{} would leave the files root: {why}", spec.path.display()),
+                "choose a path whose folders are inside --files-root (no symlink out of it)",
+            );
+            continue;
+        }
+        let mut tokens = Vec::new();
+        let content = match &spec.body {
+            Body::Values(values) => {
+                let mut planned = Vec::with_capacity(values.len());
+                for v in values {
+                    let from = match &v.source {
+                        ValueSource::Literal(text) => ValueFrom::Literal(text.as_str().into()),
+                        ValueSource::ConnectionRef { name, key } => {
+                            let Some(i) = position(name) else {
+                                if referenced.contains(&name.as_str()) {
+                                    // Its reference failed, and said why.
+                                    failed = true;
+                                    continue;
+                                }
+                                diags.error(
+                                    v.origin.clone(),
+                                    format!("value {} of {} takes {key} from connection {name:?}, which the component does not reference", v.name, spec.path.display()),
+                                    "add the connection to dependencies.connectionReferences, or correct the name",
+                                );
+                                continue;
+                            };
+                            let offered = keys(&connections[i]);
+                            if !offered.iter().any(|k| k == key) {
+                                diags.error(
+                                    v.origin.clone(),
+                                    format!(
+                                        "value {} of {} takes {key} from connection {name:?}, which has no such key",
+                                        v.name,
+                                        spec.path.display()
+                                    ),
+                                    format!("use one of: {}", offered.join(", ")),
+                                );
+                                continue;
+                            }
+                            if key == ACCESS_TOKEN {
+                                tokens.push(i);
+                            }
+                            ValueFrom::Param { conn: i, key: key.clone() }
+                        }
+                        ValueSource::Unsupported(_) if ignore_unsupported => continue,
+                        ValueSource::Unsupported(what) => {
+                            diags.error(
+                                v.origin.clone(),
+                                format!("value {} of {} comes from {what}, which connd cannot serve", v.name, spec.path.display()),
+                                "give the value in the platform's configuration, or pass --ignore-unsupported to leave it out",
+                            );
+                            continue;
+                        }
+                    };
+                    planned.push(PlannedValue { name: v.name.clone(), from, line: v.origin.line });
+                }
+                Content::Values(planned)
+            }
+            Body::Template { text, first_line } => {
+                let inputs = placeholders.get_or_insert_with(|| {
+                    let conns: Vec<(String, Vec<String>)> =
+                        connections.iter().map(|c| (c.name.clone(), keys(c))).collect();
+                    let names: Vec<String> = vars.iter().map(|b| b.var.clone()).collect();
+                    Inputs::placeholders(&conns, &names)
+                });
+                let reads: Vec<(usize, String)>;
+                match render::template(text, *first_line, inputs) {
+                    Ok(rendered) => {
+                        reads = rendered.read.iter().cloned().collect();
+                        tokens.extend(rendered.read.iter().filter(|(_, k)| k == ACCESS_TOKEN).map(|(i, _)| *i));
+                        // A token read only on some branch is still renewed and re-rendered.
+                        if text.contains(ACCESS_TOKEN) {
+                            tokens.extend(
+                                rendered.read.iter().map(|(i, _)| *i).filter(|&i| connections[i].connection.is_oauth()),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        let origin = e.line.map_or_else(|| spec.origin.clone(), |l| Origin::at(&spec.origin.file, l));
+                        diags.error(origin, format!("template of {}: {}", spec.path.display(), e.message), e.fix);
+                        continue;
+                    }
+                }
+                Content::Template(Arc::new(Template { text: text.clone(), first_line: *first_line, reads }))
+            }
+        };
+        if failed || diags.len() > before {
+            continue;
+        }
+        tokens.sort_unstable();
+        tokens.dedup();
+        out.push(PlannedFile {
+            path: spec.path.clone(),
+            target,
+            format: spec.format,
+            mode: spec.mode,
+            owner: spec.owner,
+            group: spec.group,
+            content,
+            origin: spec.origin.clone(),
+            tokens,
+        });
+    }
+    out
+}
