@@ -83,11 +83,8 @@ fn proxy_credentials_are_sent_and_never_logged() {
     assert_eq!(connects(&proxy).len(), 2, "a 407 is not retried:\n{}", proxy.log());
 }
 
-#[test]
-fn a_token_endpoint_over_http_goes_through_http_proxy_in_absolute_form() {
-    let idp = OidcProvider::start(&[Client::basic("portal", "portal-s3cr3t", "read")], 60);
-    let auth = Options { basic_auth: Some(("bob".into(), PROXY_PASSWORD.into())), ..Options::default() };
-    let proxy = Tinyproxy::start(auth);
+/// A component whose OAuth token comes from `idp`'s token endpoint (plain http).
+fn oauth_fixture(idp: &OidcProvider) -> Fixture {
     let descriptor = format!(
         "---\nkind: Connection\nid: {ID}\nname: hr-connection\nproject: hr-project\nvisibility: project\n\
          security: oauth2\noauth: {{ scopes: [read] }}\nparameters:\n  ServiceURL: https://hr.internal\n  \
@@ -96,19 +93,61 @@ fn a_token_endpoint_over_http_goes_through_http_proxy_in_absolute_form() {
     );
     let component = component_yaml(&[("hr-connection", "thirdparty:svc/v1")])
         + "configurations:\n  env:\n    - name: TOKEN\n      valueFrom:\n        connectionRef: { name: hr-connection, key: AccessToken }\n";
-    let fx = Fixture::with(&component, &descriptor);
+    Fixture::with(&component, &descriptor)
+}
+
+fn env_through_http_proxy(fx: &Fixture, proxy_url: &str) -> Run {
     let out = connd()
         .args(["--log-level", "trace", "env", "--config-dir"])
         .arg(fx.path())
-        .env("HTTP_PROXY", proxy.url(Some(("bob", PROXY_PASSWORD))))
+        .env("HTTP_PROXY", proxy_url)
         .output()
         .expect("connd runs");
-    let out = Run::from(out);
+    Run::from(out)
+}
+
+#[test]
+fn a_token_endpoint_over_http_goes_through_http_proxy_in_absolute_form() {
+    let idp = OidcProvider::start(&[Client::basic("portal", "portal-s3cr3t", "read")], 60);
+    let auth = Options { basic_auth: Some(("bob".into(), PROXY_PASSWORD.into())), ..Options::default() };
+    let proxy = Tinyproxy::start(auth);
+    let fx = oauth_fixture(&idp);
+    let out = env_through_http_proxy(&fx, &proxy.url(Some(("bob", PROXY_PASSWORD))));
     assert_eq!(out.code, 0, "{out:?}");
     assert_contains(&out.stdout, &["TOKEN="]);
     assert_eq!(idp.stats().token_successes, 1);
     assert_eq!(proxy.requests(), [format!("POST {} HTTP/1.1", idp.token_url())], "{}", proxy.log());
     assert!(!out.stderr.contains(PROXY_PASSWORD) && !out.stderr.contains("portal-s3cr3t"), "{out:?}");
+}
+
+#[test]
+fn an_http_proxy_refusing_its_credentials_on_a_forwarded_request_is_named_and_not_retried() {
+    let idp = OidcProvider::start(&[Client::basic("portal", "portal-s3cr3t", "read")], 60);
+    let auth = Options { basic_auth: Some(("bob".into(), PROXY_PASSWORD.into())), ..Options::default() };
+    let proxy = Tinyproxy::start(auth);
+    let fx = oauth_fixture(&idp);
+    let url = proxy.url(None);
+    // With a wrong password tinyproxy answers 401 and resets the connection; without one, 407.
+    let out = env_through_http_proxy(&fx, &proxy.url(Some(("bob", "wr0ng-pw"))));
+    assert_eq!(out.code, 69, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[
+            &format!("the proxy {url} refused the credentials in its URL (401 Unauthorized)"),
+            "fix the user and password",
+        ],
+    );
+    assert!(!out.stderr.contains("wr0ng-pw") && !out.stderr.contains("error reading a body"), "{out:?}");
+    assert_eq!(proxy.requests().len(), 1, "a refused credential is not retried:\n{}", proxy.log());
+
+    let out = env_through_http_proxy(&fx, &url);
+    assert_eq!(out.code, 69, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[&format!("the proxy {url} asks for credentials (407 Proxy Authentication Required)")],
+    );
+    assert_eq!(proxy.requests().len(), 2, "a missing credential is not retried:\n{}", proxy.log());
+    assert_eq!(idp.stats().token_requests, 0);
 }
 
 #[test]

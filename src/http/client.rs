@@ -5,7 +5,7 @@
 //! [`HttpError`]s (from [`crate::http::error`]), which say whether a retry may help. URL policy is in
 //! [`crate::http::url`], deadlines in [`crate::http::deadline`].
 
-use crate::http::connect::{Conn, Connector};
+use crate::http::connect::{credentials_refused, Conn, Connector};
 pub use crate::http::error::{HttpError, MAX_BODY_BYTES};
 use crate::http::proxy::Proxies;
 use crate::http::tls::TlsSettings;
@@ -96,6 +96,7 @@ enum Exchange {
 
 async fn exchange_on(conn: Conn, req: Request, authority: &str) -> Result<Response, Exchange> {
     let (absolute, proxy_authorization) = (conn.is_proxied_http(), conn.proxy_authorization().cloned());
+    let (proxy, with_credentials) = (conn.proxy_shown().map(str::to_owned), proxy_authorization.is_some());
     let (mut sender, connection) = hyper::client::conn::http1::handshake(conn).await.map_err(Exchange::Hyper)?;
     let protocol = |e: String| Exchange::Http(HttpError::Protocol(e));
     // A proxy takes plain-http requests in absolute form (RFC 9112 §3.2.2).
@@ -116,9 +117,21 @@ async fn exchange_on(conn: Conn, req: Request, authority: &str) -> Result<Respon
     let exchange = async move {
         let response = sender.send_request(request).await.map_err(Exchange::Hyper)?;
         let (parts, body) = response.into_parts();
+        // A forwarded request the proxy itself refused for its credentials: a 407, or a 401
+        // (tinyproxy's answer) after which the proxy resets the connection rather than
+        // ending the body, which a server's own 401 passed on by the proxy does not do.
+        let refused =
+            |status| proxy.as_deref().map(|p| Exchange::Http(credentials_refused(p, status, with_credentials)));
+        if parts.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            if let Some(refusal) = refused(parts.status) {
+                return Err(refusal);
+            }
+        }
         let body = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 Exchange::Http(HttpError::TooLarge)
+            } else if let Some(refusal) = refused(parts.status).filter(|_| parts.status == StatusCode::UNAUTHORIZED) {
+                refusal
             } else {
                 match e.downcast::<hyper::Error>() {
                     Ok(e) => Exchange::Hyper(*e),

@@ -90,22 +90,28 @@ impl Connector {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let route = self.route(&uri);
         let proxied_http = !https && matches!(route, Route::Proxy { .. });
-        let (tcp, proxy_authorization) = match (route, https) {
-            (Route::Direct, _) => (self.tcp_to(&uri, format!("{host}:{port}")).await?, None),
+        let (tcp, proxy_authorization, proxy_shown) = match (route, https) {
+            (Route::Direct, _) => (self.tcp_to(&uri, format!("{host}:{port}")).await?, None, None),
             (Route::Proxy { uri: proxy, authorization }, true) => {
-                (self.tunnel(&proxy, authorization, &host, port).await?, None)
+                (self.tunnel(&proxy, authorization, &host, port).await?, None, None)
             }
             (Route::Proxy { uri: proxy, authorization }, false) => {
-                (self.tcp_to(&proxy, format!("the proxy {}", shown(&proxy))).await?, authorization)
+                let proxy_shown = shown(&proxy);
+                (self.tcp_to(&proxy, format!("the proxy {proxy_shown}")).await?, authorization, Some(proxy_shown))
             }
         };
         if !https {
-            return Ok(Conn { io: TokioIo::new(Stream::Tcp(tcp)), proxied_http, proxy_authorization });
+            return Ok(Conn { io: TokioIo::new(Stream::Tcp(tcp)), proxied_http, proxy_authorization, proxy_shown });
         }
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| HttpError::Protocol(format!("bad server name {host:?}: {e}")))?;
         let tls = self.tls().await?.connect(name, tcp).await.map_err(|e| self.tls_error(&e, &host))?;
-        Ok(Conn { io: TokioIo::new(Stream::Tls(Box::new(tls))), proxied_http: false, proxy_authorization: None })
+        Ok(Conn {
+            io: TokioIo::new(Stream::Tls(Box::new(tls))),
+            proxied_http: false,
+            proxy_authorization: None,
+            proxy_shown: None,
+        })
     }
 
     /// What a TLS failure talking to `host` means: a [`tls_fault::TlsFault`] in words when rustls
@@ -226,14 +232,9 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// server) may.
 fn refused(proxy: &str, target: &str, host: &str, status: StatusCode, with_credentials: bool) -> HttpError {
     let (message, permanent) = match status {
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED if with_credentials => (
-            format!("the proxy {proxy} refused the credentials in its URL ({status}): fix the user and password in the proxy variable"),
-            true,
-        ),
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED => (
-            format!("the proxy {proxy} asks for credentials ({status}): give them in the proxy variable, as http://user:password@host:port"),
-            true,
-        ),
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED => {
+            return credentials_refused(proxy, status, with_credentials)
+        }
         s if s.is_server_error() => (
             format!("the proxy {proxy} could not open a tunnel (CONNECT) to {target} ({status})"),
             false,
@@ -246,6 +247,19 @@ fn refused(proxy: &str, target: &str, host: &str, status: StatusCode, with_crede
     HttpError::Proxy { message, permanent }
 }
 
+/// The proxy `proxy` (as [`Conn::proxy_shown`] gives it) refused a request for its
+/// credentials: `status` is 407, or 401 from proxies that answer so (tinyproxy). Wrong
+/// or missing credentials stay so: permanent, not retried. The message names the proxy,
+/// never the credentials.
+pub fn credentials_refused(proxy: &str, status: StatusCode, with_credentials: bool) -> HttpError {
+    let message = if with_credentials {
+        format!("the proxy {proxy} refused the credentials in its URL ({status}): fix the user and password in the proxy variable")
+    } else {
+        format!("the proxy {proxy} asks for credentials ({status}): give them in the proxy variable, as http://user:password@host:port")
+    };
+    HttpError::Proxy { message, permanent: true }
+}
+
 /// One connection: TCP or TLS over TCP, tunneled or not.
 pub struct Conn {
     io: TokioIo<Stream>,
@@ -253,6 +267,8 @@ pub struct Conn {
     proxied_http: bool,
     /// For those requests: the proxy's credentials, to send as `Proxy-Authorization`.
     proxy_authorization: Option<HeaderValue>,
+    /// For those requests: the proxy, as messages show it.
+    proxy_shown: Option<String>,
 }
 
 impl Conn {
@@ -265,6 +281,12 @@ impl Conn {
     /// through a proxy whose URL has credentials); sensitive, never logged.
     pub fn proxy_authorization(&self) -> Option<&HeaderValue> {
         self.proxy_authorization.as_ref()
+    }
+
+    /// The proxy plain-http requests on this connection go to (scheme, host and port,
+    /// never credentials); `None` when they go to the server itself.
+    pub fn proxy_shown(&self) -> Option<&str> {
+        self.proxy_shown.as_deref()
     }
 }
 
