@@ -54,3 +54,29 @@ fn the_fault_matrix_cites_only_tests_that_exist() {
     }
     assert!(cited >= 20, "only {cited} tests cited:\n{matrix}");
 }
+
+/// The Files section's commands run as written, from the repository root, on a machine
+/// with no token endpoint: each exits 0 and `render` writes the files its comment names.
+#[test]
+fn the_files_section_commands_run_as_written() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme.split("\n## Files: ").nth(1).expect("a Files section");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("a sh block");
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut rendered = 0;
+    for line in block.lines() {
+        let (command, comment) = line.split_once('#').unwrap_or((line, ""));
+        let mut words = command.split_whitespace();
+        assert_eq!(words.next(), Some("connd"), "{line}");
+        let args: Vec<String> =
+            words.map(|w| if w == "/tmp/r" { out_dir.path().display().to_string() } else { w.to_owned() }).collect();
+        let out: Run = connd().current_dir(root).args(&args).output().expect("connd runs").into();
+        assert_eq!(out.code, 0, "{line}: {out:?}");
+        for path in comment.split_whitespace().filter_map(|w| w.trim_end_matches(',').strip_prefix("/tmp/r/")) {
+            assert!(out_dir.path().join(path).is_file(), "{line}: no {path}");
+            rendered += 1;
+        }
+    }
+    assert!(rendered > 0, "the section names the files render writes");
+}
