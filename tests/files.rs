@@ -295,6 +295,29 @@ fn bad_templates_and_paths_are_config_errors_with_lines_all_at_once() {
     );
 }
 
+/// An entry with errors of its own (a bad mode, a `..` path) still has its template and
+/// values checked: one `check` lists every error, not the contents' after a second run.
+#[test]
+fn an_entry_with_a_bad_mode_and_path_still_has_its_contents_checked() {
+    let fx = Fixture::with(&component_yaml(&[("orders-db", "database:pg/orders")]), &connection(DB, "orders-db", &[("Password", "p")]))
+        .file("t.yaml", "kind: File\npath: /run/../t.env\nformat: template\nmode: \"0999\"\ntemplate: |\n  {{ connections[\"orders-db\"].Pasword }}\n")
+        .file("v.yaml", "kind: File\npath: /v\nformat: dotenv\nmode: \"0999\"\nvalues:\n  - name: A\n    valueFrom: { connectionRef: { name: orders-db, key: Nope } }\n");
+    let root = tempfile::tempdir().unwrap();
+    let out = fx.run("check", &["--files-root", &root.path().display().to_string()]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &[
+            "t.yaml:2: path \"/run/../t.env\" contains `..`",
+            "t.yaml:4: mode is not an octal file mode",
+            "t.yaml:6: template of /run/../t.env: the template uses an undefined value: connection \"orders-db\" has no key \"Pasword\"",
+            "v.yaml:4: mode is not an octal file mode",
+            "v.yaml:6: value A of /v takes Nope from connection \"orders-db\", which has no such key",
+            "(5 errors)",
+        ],
+    );
+}
+
 #[test]
 fn a_nul_value_is_refused_where_the_format_cannot_hold_it() {
     let values = vec![("A".to_owned(), "x\0y".to_owned())];

@@ -137,6 +137,10 @@ pub struct FileSpec {
     pub group: Option<u32>,
     pub body: Body,
     pub origin: Origin,
+    /// The entry itself has errors, already reported (a bad mode, a `..` path): its body
+    /// is still checked against the connections, so that one run lists every error, but
+    /// the file is not planned. `path` is then as written.
+    pub check_only: bool,
 }
 
 /// Files are `0600` unless a mode is given (SPEC §7).
@@ -327,6 +331,7 @@ pub fn component_files(
             group: None,
             body: Body::Values(values),
             origin,
+            check_only: false,
         });
     }
     out
@@ -404,17 +409,16 @@ pub fn file_document(raw: FileDoc, path: &Path, doc: &Document<'_>, diags: &mut 
         }
         (None, _, _) => None,
     };
-    if diags.len() > before {
-        return None;
-    }
+    let check_only = diags.len() > before;
     Some(FileSpec {
-        path: target?,
+        path: if check_only { PathBuf::from(raw.path.as_str()) } else { target? },
         format: format?,
-        mode: mode?,
+        mode: mode.unwrap_or(DEFAULT_MODE),
         owner: ids[0],
         group: ids[1],
         body: body?,
         origin: at("path"),
+        check_only,
     })
 }
 

@@ -91,22 +91,25 @@ pub fn build(
         let before = diags.len();
         let mut failed = false;
         let target = under_root(root, &spec.path);
-        if let Some(first) = by_target.get(&target) {
-            diags.error(
-                spec.origin.clone(),
-                format!("two entries write {} (the first is at {first})", spec.path.display()),
-                "give each file one entry: merge the two, or change one path",
-            );
-            continue;
-        }
-        by_target.insert(target.clone(), spec.origin.clone());
-        if let Some(why) = real_root.as_ref().map_or_else(|e| Some(e.clone()), |r| escapes_root(r, &target)) {
-            diags.error(
-                spec.origin.clone(),
-                format!("{} would leave the files root: {why}", spec.path.display()),
-                "choose a path whose folders are inside --files-root (no symlink out of it)",
-            );
-            continue;
+        // An entry with errors of its own has no place to check; its contents are checked below.
+        if !spec.check_only {
+            if let Some(first) = by_target.get(&target) {
+                diags.error(
+                    spec.origin.clone(),
+                    format!("two entries write {} (the first is at {first})", spec.path.display()),
+                    "give each file one entry: merge the two, or change one path",
+                );
+                continue;
+            }
+            by_target.insert(target.clone(), spec.origin.clone());
+            if let Some(why) = real_root.as_ref().map_or_else(|e| Some(e.clone()), |r| escapes_root(r, &target)) {
+                diags.error(
+                    spec.origin.clone(),
+                    format!("{} would leave the files root: {why}", spec.path.display()),
+                    "choose a path whose folders are inside --files-root (no symlink out of it)",
+                );
+                continue;
+            }
         }
         let mut tokens = Vec::new();
         let content = match &spec.body {
@@ -189,7 +192,7 @@ pub fn build(
                 Content::Template(Arc::new(Template { text: text.clone(), first_line: *first_line, reads }))
             }
         };
-        if failed || diags.len() > before {
+        if failed || diags.len() > before || spec.check_only {
             continue;
         }
         tokens.sort_unstable();
