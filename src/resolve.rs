@@ -4,11 +4,11 @@
 //! Boundary: no value is read here (`source::values` does that), and every check of a
 //! single document is `config`'s; this module checks what documents say of each other.
 
+use crate::config::model::valid_env_name;
 use crate::config::model::{
     self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Source, Visibility,
 };
 use crate::config::suggest::did_you_mean;
-use crate::config::validate::valid_env_name;
 use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

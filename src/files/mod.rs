@@ -13,7 +13,7 @@ pub mod plan;
 pub mod render;
 pub mod write;
 
-use crate::config::filespec::FileFormat;
+use crate::config::model::FileFormat;
 use crate::config::Origin;
 use crate::resolve::Plan;
 use crate::secret::Secret;

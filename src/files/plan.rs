@@ -6,8 +6,8 @@
 
 use super::render::{self, Inputs};
 use super::{Content, PlannedFile, PlannedValue, Template, ValueFrom};
-use crate::config::filespec::{Body, FileSpec, ValueSource};
 use crate::config::model::ACCESS_TOKEN;
+use crate::config::model::{Body, FileSpec, ValueSource};
 use crate::config::{Diagnostics, Origin};
 use crate::resolve::{Binding, PlannedConnection};
 use std::collections::HashMap;
