@@ -35,7 +35,8 @@
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
 //!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
 //!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
-//!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
+//!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`, `dotenv`
+//!   (the quoting of a dotenv value, for `output` and `files/`).
 //!
 #![forbid(unsafe_code)]
 
@@ -43,6 +44,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod docs;
+pub mod dotenv;
 pub mod duration;
 pub mod error;
 pub mod exec;

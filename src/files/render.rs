@@ -1,5 +1,5 @@
 //! From a planned file and the resolved values to the file's bytes (SPEC §7). JSON is
-//! serde_json's, TOML the `toml` crate's, dotenv `output::dotenv_quote`'s, templates
+//! serde_json's, TOML the `toml` crate's, dotenv `dotenv::dotenv_quote`'s, templates
 //! minijinja's in strict mode; YAML is written with every scalar double-quoted (see
 //! [`yaml_block`]) and `.properties` escaped to `java.util.Properties.load`'s grammar
 //! (see [`properties_escape`]), where the crates at hand get strings wrong. Every value is a string and stays the text it
@@ -7,7 +7,7 @@
 //! Templates are bounded: [`FUEL`] instructions and [`MAX_OUTPUT`] bytes.
 
 use super::{Content, PlannedFile, PlannedValue, ValueFrom};
-use crate::config::filespec::FileFormat;
+use crate::config::model::FileFormat;
 use crate::resolve::Plan;
 use crate::secret::Secret;
 use crate::source::values::Values;
@@ -158,7 +158,7 @@ pub fn structured(format: FileFormat, values: &[(&str, &Secret)]) -> Result<Vec<
                 if value.expose().contains('\0') {
                     return Err(nul(name));
                 }
-                let _ = writeln!(out, "{name}={}", crate::output::dotenv_quote(value.expose()));
+                let _ = writeln!(out, "{name}={}", crate::dotenv::dotenv_quote(value.expose()));
             }
             out
         }
