@@ -31,3 +31,26 @@ fn the_readme_first_directory_gives_the_variables_it_promises() {
     assert_eq!(check.code, 0, "{check:?}");
     assert!(!check.stdout.contains("change-me"), "{check:?}");
 }
+
+/// Every test the fault matrix cites exists: `module::name` is a `fn name` in
+/// `tests/module.rs`, so a renamed or removed test cannot leave a row pointing at nothing.
+#[test]
+fn the_fault_matrix_cites_only_tests_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let matrix = readme.split("\n## Fault matrix\n").nth(1).expect("a Fault matrix section");
+    let matrix = matrix.split("\n## ").next().unwrap();
+    let mut cited = 0;
+    for row in matrix.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| fault ")) {
+        let tests = row.trim_end_matches('|').rsplit('|').next().unwrap();
+        for name in tests.split('`').skip(1).step_by(2) {
+            let (module, rest) = name.split_once("::").unwrap_or_else(|| panic!("not module::test: {name}"));
+            let file = std::fs::read_to_string(format!("{root}/tests/{module}.rs"))
+                .unwrap_or_else(|e| panic!("{name}: tests/{module}.rs: {e}"));
+            let test = rest.rsplit("::").next().unwrap();
+            assert!(file.contains(&format!("fn {test}(")), "{name} is cited by the fault matrix but does not exist");
+            cited += 1;
+        }
+    }
+    assert!(cited >= 20, "only {cited} tests cited:\n{matrix}");
+}

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Default time allowed to connect to an upstream, TLS handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,14 +137,16 @@ impl Bound {
         if let Some(path) = &settings.socket {
             tracing::info!(socket = %path.display(), "egress proxy listening");
         }
-        let (stop_tx, stop) = watch::channel(false);
+        // Dropped (this future aborted) or cancelled (shutdown), it stops the proxy's thread.
+        let stop = CancellationToken::new();
+        let stop_on_drop = stop.clone().drop_guard();
         let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
         let socket = settings.socket.clone();
         let serving = move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(e) => {
-                    tracing::error!("egress proxy: cannot start its runtime: {e}");
+                    tracing::error!(error = %e, "egress proxy: cannot start its runtime");
                     return;
                 }
             };
@@ -153,13 +155,13 @@ impl Bound {
             drop(done_tx);
         };
         if let Err(e) = std::thread::Builder::new().name("connd-proxy".into()).spawn(serving) {
-            tracing::error!("egress proxy: cannot start its thread: {e}");
+            tracing::error!(error = %e, "egress proxy: cannot start its thread");
             return;
         }
         tokio::pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => {
-                let _ = stop_tx.send(true);
+                drop(stop_on_drop);
                 let _ = (&mut done).await;
             }
             // The proxy's thread ended by itself (it logged why).
@@ -179,15 +181,12 @@ async fn serve_all<S: Sources>(
     store: Arc<Store>,
     sources: Arc<S>,
     metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let proxy = Arc::new(Proxy::new(store, sources, metrics, connector, settings.forwarding.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        let mut stop = stop.clone();
-        let until = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
+        let until = stop.clone().cancelled_owned();
         tasks.spawn(server::serve(listener, proxy.clone(), settings.limits, settings.grace, until));
     }
     while tasks.join_next().await.is_some() {}

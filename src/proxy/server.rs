@@ -4,15 +4,15 @@
 //! (which also closes idle kept-alive connections) and a cap on open connections (a
 //! caller beyond it gets a 503 and a closed connection at once). On shutdown: no new
 //! connections, in-flight requests finish within the grace period, the rest are closed.
+//! The accept loop, the limits and the drain are `serve::conn`'s, as for the API.
 
 use super::forward::{Caller, Proxy};
 use crate::error::{Class, Classify};
 use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{BindError, Limits};
+use crate::serve::conn::{self, WhenFull};
 use crate::source::Sources;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Largest request head read (request line and headers); beyond it hyper answers 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
@@ -118,65 +117,33 @@ pub async fn serve<S: Sources>(
     let listener = match live {
         Ok(live) => live,
         Err(e) => {
-            tracing::error!("egress proxy: cannot use a listener: {e}");
+            tracing::error!(error = %e, "egress proxy: cannot use a listener");
             return;
         }
     };
-    let (drain_tx, draining) = watch::channel(false);
-    let mut conns = JoinSet::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut accept_errors = 0u32;
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            accepted = accept(&listener) => accepted,
-        };
-        let (stream, caller) = match accepted {
-            Ok(accepted) => {
-                accept_errors = 0;
-                accepted
-            }
-            Err(e) => {
-                if accept_errors == 0 {
-                    tracing::warn!("proxy: accept failed, backing off: {e}");
+    let draining = CancellationToken::new();
+    let refuse = |(stream, _): (Accepted, Caller)| {
+        let _ = stream.try_write(OVER_CAPACITY);
+        proxy.metrics.proxied("", 503, Duration::ZERO);
+    };
+    let conns = conn::serve(
+        listener,
+        limits.max_connections,
+        WhenFull::Refuse(refuse),
+        grace,
+        draining.clone(),
+        shutdown,
+        |(stream, caller)| {
+            let (proxy, draining) = (proxy.clone(), draining.clone());
+            async move {
+                match stream {
+                    Accepted::Tcp(s) => connection(s, caller, proxy, draining, limits).await,
+                    Accepted::Unix(s) => connection(s, caller, proxy, draining, limits).await,
                 }
-                let backoff = Duration::from_millis(50).saturating_mul(1 << accept_errors.min(5));
-                accept_errors = accept_errors.saturating_add(1);
-                let pause = tokio::time::sleep(backoff.min(Duration::from_secs(1)));
-                tokio::pin!(pause);
-                loop {
-                    tokio::select! {
-                        () = &mut pause => break,
-                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                    }
-                }
-                continue;
             }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            let _ = stream.try_write(OVER_CAPACITY);
-            proxy.metrics.proxied("", 503, Duration::ZERO);
-            tracing::debug!("proxy: over {} connections: refused one", limits.max_connections);
-            continue;
-        };
-        let (proxy, draining) = (proxy.clone(), draining.clone());
-        conns.spawn(async move {
-            match stream {
-                Accepted::Tcp(s) => connection(s, caller, proxy, draining, limits).await,
-                Accepted::Unix(s) => connection(s, caller, proxy, draining, limits).await,
-            }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    let _ = drain_tx.send(true);
-    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!("proxy: {} connections still busy after the grace period; closing them", conns.len());
-        conns.shutdown().await;
-    }
+        },
+    );
+    conns.await;
 }
 
 enum Accepted {
@@ -190,6 +157,13 @@ impl Accepted {
             Accepted::Tcp(s) => s.try_write(bytes),
             Accepted::Unix(s) => s.try_write(bytes),
         }
+    }
+}
+
+impl conn::Listener for Live {
+    type Io = (Accepted, Caller);
+    async fn accept(&self) -> std::io::Result<(Accepted, Caller)> {
+        accept(self).await
     }
 }
 
@@ -208,13 +182,8 @@ async fn accept(listener: &Live) -> std::io::Result<(Accepted, Caller)> {
     }
 }
 
-async fn connection<IO, S>(
-    io: IO,
-    caller: Caller,
-    proxy: Arc<Proxy<S>>,
-    mut draining: watch::Receiver<bool>,
-    limits: Limits,
-) where
+async fn connection<IO, S>(io: IO, caller: Caller, proxy: Arc<Proxy<S>>, draining: CancellationToken, limits: Limits)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Sources,
 {
@@ -222,21 +191,5 @@ async fn connection<IO, S>(
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(caller, req).await) }
     });
-    let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES)
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!("proxy: connection ended: {e}");
-            }
-        }
-        () = async { let _ = draining.wait_for(|d| *d).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    conn::http1(io, service, limits, MAX_HEAD_BYTES, draining).await;
 }

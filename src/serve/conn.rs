@@ -40,7 +40,8 @@ pub struct Limits {
 
 /// A listener [`serve`] accepts from.
 pub trait Listener: Send {
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// What one accept gives: a stream, or a stream with what is known of its caller.
+    type Io: Send + 'static;
     /// The next connection; cancel-safe.
     fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
 }
@@ -173,10 +174,10 @@ async fn drain(mut conns: JoinSet<()>, draining: CancellationToken, grace: Durat
     }
 }
 
-/// Serves HTTP/1.1 on `io` with `service` under `limits` until the peer closes, or
-/// until `draining` is cancelled: then the request in flight is finished and the
-/// connection closed.
-pub async fn http1<I, S>(io: I, service: S, limits: Limits, draining: CancellationToken)
+/// Serves HTTP/1.1 on `io` with `service` under `limits` (a request head of at most
+/// `max_head` bytes) until the peer closes, or until `draining` is cancelled: then the
+/// request in flight is finished and the connection closed.
+pub async fn http1<I, S>(io: I, service: S, limits: Limits, max_head: usize, draining: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming>,
@@ -185,7 +186,7 @@ where
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES)
+        .max_buf_size(max_head)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .serve_connection(TokioIo::new(io), service);

@@ -102,7 +102,7 @@ pub async fn serve(
                 metrics.request(route, response.status().as_u16());
                 std::future::ready(Ok::<_, Infallible>(response))
             });
-            conn::http1(stream, service, LIMITS, draining.clone())
+            conn::http1(stream, service, LIMITS, conn::MAX_HEAD_BYTES, draining.clone())
         },
     );
     conns.await;

@@ -152,5 +152,5 @@ async fn connection<S: Sources>(
         let state = state.clone();
         async move { Ok::<_, Infallible>(routes::handle(&state, allowed, req).await) }
     });
-    conn::http1(stream, service, limits, draining).await;
+    conn::http1(stream, service, limits, MAX_HEAD_BYTES, draining).await;
 }
