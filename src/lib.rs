@@ -8,7 +8,8 @@
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
 //!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
-//! - `resolve`: identity, references and visibility, variable names: the `Plan`.
+//! - `resolve`: identity, references and visibility, variable names: the `Plan`, whose
+//!   files (SPEC §7) `fileplan` plans, checking templates with `template`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
 //!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
@@ -36,7 +37,8 @@
 //!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
 //!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
 //!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`, `dotenv`
-//!   (the quoting of a dotenv value, for `output` and `files/`).
+//!   (the quoting of a dotenv value, for `output` and `files/`), `template` (the template
+//!   engine of files, for `fileplan` and `files/`).
 //!
 #![forbid(unsafe_code)]
 
@@ -49,6 +51,7 @@ pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod fileplan;
 pub mod files;
 pub mod http;
 pub mod logging;
@@ -64,3 +67,4 @@ pub mod serve;
 pub mod signal;
 pub mod source;
 pub mod stdout;
+pub mod template;

@@ -78,7 +78,7 @@ pub struct Plan {
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
     /// The files to render (SPEC §7), in declaration order.
-    pub files: Vec<crate::files::PlannedFile>,
+    pub files: Vec<crate::fileplan::PlannedFile>,
     /// `--files-root`: every file's target is under it.
     pub files_root: PathBuf,
     /// Likely mistakes that leave the directory valid (a key one edit away from one
@@ -240,13 +240,16 @@ fn files(
     vars: &[Binding],
     opts: &Options,
     diags: &mut Diagnostics,
-) -> Vec<crate::files::PlannedFile> {
+) -> Vec<crate::fileplan::PlannedFile> {
     let specs: Vec<_> = spec.files.iter().chain(&loaded.files).cloned().collect();
     if specs.is_empty() {
         return Vec::new();
     }
     let referenced: Vec<&str> = spec.connection_refs.iter().map(|r| r.name.as_str()).collect();
-    crate::files::plan::build(&specs, &referenced, connections, vars, &opts.files_root, opts.ignore_unsupported, diags)
+    let connections: Vec<(&str, &model::Connection)> =
+        connections.iter().map(|c| (c.name.as_str(), c.connection.as_ref())).collect();
+    let vars: Vec<&str> = vars.iter().map(|b| b.var.as_str()).collect();
+    crate::fileplan::build(&specs, &referenced, &connections, &vars, &opts.files_root, opts.ignore_unsupported, diags)
 }
 
 /// The references of `component.yaml`, matched to the descriptors this component may see.

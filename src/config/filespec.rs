@@ -1,7 +1,7 @@
 //! The checks of the files of SPEC §7: `configurations.file[]` entries of component.yaml
 //! (the platform's form) and `kind: File` documents, as written (`raw`), each checked on
 //! its own into a [`FileSpec`] (`model`). What needs the rest of the directory (connections
-//! and their keys, paths under `--files-root`, two entries for one path) is `files::plan`'s.
+//! and their keys, paths under `--files-root`, two entries for one path) is `fileplan`'s.
 
 use super::diag::{Diagnostics, Origin};
 use super::files::Document;
