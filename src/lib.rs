@@ -1,7 +1,7 @@
 //! connd gives a workload the values of its connections.
 //!
-//! A value travels down this list. Each folder uses only those above it, `http/` and
-//! the leaves at the end, never one below it; among the modes, `run` stands on `exec`
+//! A value travels down this list. Each folder uses only those above it, `http/`, `listen/`
+//! and the leaves at the end, never one below it; among the modes, `run` stands on `exec`
 //! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
 //! line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
@@ -25,10 +25,12 @@
 //!   current in `run` and `serve` by its `keep` task).
 //!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
-//! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
-//!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
-//!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
-//!   helpers.
+//! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
+//!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,
+//!   and `tls_fault`: TLS faults in words), URL policy (`url`), their `error`, and the
+//!   `json` and `deadline` helpers; `listen/`, the local listeners every server shares
+//!   (`socket` binding, the peer-credential check `auth`, the accept loop `conn` with its
+//!   limits and drain).
 //! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
 //!   subcommands, and the walk from an error chain to its exit code), `docs`
 //!   (completions and man pages from the flags), `stdout` (their output, where a
@@ -54,6 +56,7 @@ pub mod exit;
 pub mod fileplan;
 pub mod files;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod output;

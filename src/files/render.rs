@@ -1,7 +1,7 @@
 //! From a planned file and the resolved values to the file's bytes (SPEC §7). JSON is
 //! serde_json's, TOML the `toml` crate's, dotenv `dotenv::dotenv_quote`'s, templates
 //! minijinja's in strict mode; YAML is written with every scalar double-quoted (see
-//! [`yaml_block`]) and `.properties` escaped to `java.util.Properties.load`'s grammar
+//! `yaml_block`) and `.properties` escaped to `java.util.Properties.load`'s grammar
 //! (see [`properties_escape`]), where the crates at hand get strings wrong. Every value is a string and stays the text it
 //! was (`1.10` is `"1.10"`, never a number); dotted names nest in yaml, json and toml.
 //! Templates are `template`'s, bounded: [`FUEL`] instructions and [`MAX_OUTPUT`] bytes.
