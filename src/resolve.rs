@@ -4,11 +4,11 @@
 //! Boundary: no value is read here (`source::values` does that), and every check of a
 //! single document is `config`'s; this module checks what documents say of each other.
 
+use crate::config::model::valid_env_name;
 use crate::config::model::{
     self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Source, Visibility,
 };
 use crate::config::suggest::did_you_mean;
-use crate::config::validate::valid_env_name;
 use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ pub struct Plan {
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
     /// The files to render (SPEC §7), in declaration order.
-    pub files: Vec<crate::files::PlannedFile>,
+    pub files: Vec<crate::fileplan::PlannedFile>,
     /// `--files-root`: every file's target is under it.
     pub files_root: PathBuf,
     /// Likely mistakes that leave the directory valid (a key one edit away from one
@@ -240,13 +240,16 @@ fn files(
     vars: &[Binding],
     opts: &Options,
     diags: &mut Diagnostics,
-) -> Vec<crate::files::PlannedFile> {
+) -> Vec<crate::fileplan::PlannedFile> {
     let specs: Vec<_> = spec.files.iter().chain(&loaded.files).cloned().collect();
     if specs.is_empty() {
         return Vec::new();
     }
     let referenced: Vec<&str> = spec.connection_refs.iter().map(|r| r.name.as_str()).collect();
-    crate::files::plan::build(&specs, &referenced, connections, vars, &opts.files_root, opts.ignore_unsupported, diags)
+    let connections: Vec<(&str, &model::Connection)> =
+        connections.iter().map(|c| (c.name.as_str(), c.connection.as_ref())).collect();
+    let vars: Vec<&str> = vars.iter().map(|b| b.var.as_str()).collect();
+    crate::fileplan::build(&specs, &referenced, &connections, &vars, &opts.files_root, opts.ignore_unsupported, diags)
 }
 
 /// The references of `component.yaml`, matched to the descriptors this component may see.
