@@ -6,7 +6,7 @@
 
 use crate::config::model::valid_env_name;
 use crate::config::model::{
-    self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Source, Visibility,
+    self, ComponentSpec, Connection, ConnectionRef, Identity, RefKind, Source, ValueSource, Visibility,
 };
 use crate::config::suggest::did_you_mean;
 use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
@@ -452,10 +452,10 @@ fn variables(
     let mut skipped = Vec::new();
     for e in &spec.env {
         match &e.value {
-            EnvValue::Literal(v) => {
+            ValueSource::Literal(v) => {
                 vars.push(Binding { var: e.name.clone(), target: Target::Literal(v.clone()), origin: e.origin.clone() })
             }
-            EnvValue::ConnectionRef { name, key } => {
+            ValueSource::ConnectionRef { name, key } => {
                 let Some(&i) = by_ref.get(name.as_str()) else {
                     // A reference that is listed but failed has its own error above:
                     // this entry is not wrong.
@@ -491,8 +491,8 @@ fn variables(
                     origin: e.origin.clone(),
                 });
             }
-            EnvValue::Unsupported(what) if opts.ignore_unsupported => skipped.push((e.name.clone(), *what)),
-            EnvValue::Unsupported(what) => diags.error(
+            ValueSource::Unsupported(what) if opts.ignore_unsupported => skipped.push((e.name.clone(), *what)),
+            ValueSource::Unsupported(what) => diags.error(
                 e.origin.clone(),
                 format!("variable {} comes from {what}, which connd cannot serve", e.name),
                 "give the value in the platform's configuration, or pass --ignore-unsupported to leave the variable out",

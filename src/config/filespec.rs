@@ -6,7 +6,7 @@
 use super::diag::{Diagnostics, Origin};
 use super::files::Document;
 use super::model::{valid_env_name, Body, FileFormat, FileSpec, FileValue, ValueSource};
-use super::raw::{FileDoc, RawComponentFile, RawValue};
+use super::raw::{self, FileDoc, RawComponentFile, RawValue};
 use std::path::{Component, Path, PathBuf};
 
 /// Files are `0600` unless a mode is given (SPEC §7).
@@ -88,40 +88,8 @@ fn values(
             diags.error(origin, format!("{:?} is not a valid name for a {} file", v.name, format.as_str()), fix);
             continue;
         }
-        let source = match (v.value, v.value_from) {
-            (Some(value), None) => ValueSource::Literal(value.0),
-            (None, Some(from)) => {
-                let mut kinds = Vec::new();
-                if let Some(c) = from.connection_ref {
-                    kinds.push(ValueSource::ConnectionRef { name: c.name, key: c.key });
-                }
-                if from.config_group_ref.is_some() {
-                    kinds.push(ValueSource::Unsupported("configGroupRef"));
-                }
-                if from.config_form.is_some() {
-                    kinds.push(ValueSource::Unsupported("configForm"));
-                }
-                if kinds.len() != 1 {
-                    diags.error(
-                        origin,
-                        format!(
-                            "value {} needs exactly one of connectionRef, configGroupRef or configForm under valueFrom",
-                            v.name
-                        ),
-                        "keep one source under valueFrom",
-                    );
-                    continue;
-                }
-                kinds.remove(0)
-            }
-            _ => {
-                diags.error(
-                    origin,
-                    format!("value {} needs exactly one of `value` or `valueFrom`", v.name),
-                    "give a literal `value`, or a `valueFrom.connectionRef {name, key}`",
-                );
-                continue;
-            }
+        let Some(source) = value_source(&format!("value {}", v.name), v.value, v.value_from, &origin, diags) else {
+            continue;
         };
         // Two entries for one name, or a name that is both a value and a table.
         let clash = out.iter().find(|o| {
@@ -148,6 +116,51 @@ fn values(
 }
 
 /// Checks the `configurations.file[]` entries of component.yaml.
+/// The source of one entry that takes a literal `value` or a `valueFrom` (a variable of
+/// `configurations.env`, a value of a file): exactly one of the two, and under `valueFrom`
+/// exactly one of `connectionRef`, `configGroupRef`, `configForm`. `what` names the entry in
+/// messages ("variable X", "value X"). `None` after reporting to `diags`.
+pub fn value_source(
+    what: &str,
+    value: Option<raw::Scalar>,
+    value_from: Option<raw::ValueFrom>,
+    origin: &Origin,
+    diags: &mut Diagnostics,
+) -> Option<ValueSource> {
+    match (value, value_from) {
+        (Some(value), None) => Some(ValueSource::Literal(value.0)),
+        (None, Some(from)) => {
+            let mut kinds = Vec::new();
+            if let Some(c) = from.connection_ref {
+                kinds.push(ValueSource::ConnectionRef { name: c.name, key: c.key });
+            }
+            if from.config_group_ref.is_some() {
+                kinds.push(ValueSource::Unsupported("configGroupRef"));
+            }
+            if from.config_form.is_some() {
+                kinds.push(ValueSource::Unsupported("configForm"));
+            }
+            if kinds.len() != 1 {
+                diags.error(
+                    origin.clone(),
+                    format!("{what} needs exactly one of connectionRef, configGroupRef or configForm under valueFrom"),
+                    "keep one source under valueFrom",
+                );
+                return None;
+            }
+            kinds.pop()
+        }
+        _ => {
+            diags.error(
+                origin.clone(),
+                format!("{what} needs exactly one of `value` or `valueFrom`"),
+                "give a literal `value`, or a `valueFrom.connectionRef {name, key}`",
+            );
+            None
+        }
+    }
+}
+
 pub fn component_files(
     raw: Vec<RawComponentFile>,
     path: &Path,

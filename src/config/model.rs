@@ -218,20 +218,9 @@ pub struct ServiceRef {
 }
 
 #[derive(Debug, Clone)]
-pub enum EnvValue {
-    Literal(String),
-    ConnectionRef {
-        name: String,
-        key: String,
-    },
-    /// A source connd cannot serve (`configGroupRef`, `configForm`).
-    Unsupported(&'static str),
-}
-
-#[derive(Debug, Clone)]
 pub struct EnvEntry {
     pub name: String,
-    pub value: EnvValue,
+    pub value: ValueSource,
     pub origin: Origin,
 }
 
@@ -281,7 +270,8 @@ impl FileFormat {
     }
 }
 
-/// Where one value of a file comes from.
+/// Where one value comes from, for a variable of `configurations.env` and for a value of a
+/// file (`configurations.file`, `kind: File`) alike (SPEC §2, §7).
 #[derive(Debug, Clone)]
 pub enum ValueSource {
     Literal(String),

@@ -6,7 +6,7 @@
 use super::diag::{Diagnostics, Origin};
 use super::files::{Document, EntryLines, SourceFile};
 use super::model::{
-    self, valid_env_name, ComponentSpec, Connection, EnvValue, Identity, Parameter, RefKind, ResourceRef, Source,
+    self, valid_env_name, ComponentSpec, Connection, Identity, Parameter, RefKind, ResourceRef, Source,
 };
 use super::{raw, scalar, suggest};
 use serde::de::DeserializeOwned;
@@ -776,37 +776,10 @@ fn env_entries(
             );
             continue;
         }
-        let value = match (e.value, e.value_from) {
-            (Some(v), None) => EnvValue::Literal(v.0),
-            (None, Some(from)) => {
-                let mut kinds = Vec::new();
-                if let Some(c) = from.connection_ref {
-                    kinds.push(EnvValue::ConnectionRef { name: c.name, key: c.key });
-                }
-                if from.config_group_ref.is_some() {
-                    kinds.push(EnvValue::Unsupported("configGroupRef"));
-                }
-                if from.config_form.is_some() {
-                    kinds.push(EnvValue::Unsupported("configForm"));
-                }
-                if kinds.len() != 1 {
-                    diags.error(
-                        origin,
-                        format!("variable {} needs exactly one of connectionRef, configGroupRef or configForm under valueFrom", e.name),
-                        "keep one source under valueFrom",
-                    );
-                    continue;
-                }
-                kinds.remove(0)
-            }
-            _ => {
-                diags.error(
-                    origin,
-                    format!("variable {} needs exactly one of `value` or `valueFrom`", e.name),
-                    "give a literal `value`, or a `valueFrom.connectionRef {name, key}`",
-                );
-                continue;
-            }
+        let Some(value) =
+            super::filespec::value_source(&format!("variable {}", e.name), e.value, e.value_from, &origin, diags)
+        else {
+            continue;
         };
         out.push(model::EnvEntry { name: e.name, value, origin });
     }
