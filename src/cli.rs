@@ -365,7 +365,7 @@ pub struct ServeArgs {
 #[command(next_help_heading = "Egress proxy")]
 pub struct ProxyArgs {
     /// Serve the egress proxy on this TCP address, e.g. 127.0.0.1:15000: requests to
-    /// /<connection>/<path> go to the connection's ServiceURL with its credentials
+    /// /CONNECTION/PATH go to the connection's ServiceURL with its credentials
     #[arg(long, env = "CONND_PROXY_LISTEN", value_name = "ADDR")]
     pub proxy_listen: Option<std::net::SocketAddr>,
     /// Serve the egress proxy on this Unix socket (callers allowed as for the API)

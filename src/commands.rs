@@ -9,10 +9,10 @@ use crate::cli::{
 use crate::config::ConfigError;
 use crate::error::{Class, Classify};
 use crate::exec::ExecError;
+use crate::listen::auth::Allow;
 use crate::reload::{ReloadConfig, StartupError};
 use crate::resolve::{self, Plan};
 use crate::run::supervise::SuperviseError;
-use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, BindError};
 use crate::serve::probe::ProbeError;
 use crate::serve::{ServeSettings, Socket};

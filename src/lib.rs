@@ -1,14 +1,15 @@
 //! connd gives a workload the values of its connections.
 //!
-//! A value travels down this list. Each folder uses only those above it, `http/` and
-//! the leaves at the end, never one below it; among the modes, `run` stands on `exec`
+//! A value travels down this list. Each folder uses only those above it, `http/`, `listen/`
+//! and the leaves at the end, never one below it; among the modes, `run` stands on `exec`
 //! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
 //! line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
 //!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
-//! - `resolve`: identity, references and visibility, variable names: the `Plan`.
+//! - `resolve`: identity, references and visibility, variable names: the `Plan`, whose
+//!   files (SPEC §7) `fileplan` plans, checking templates with `template`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
 //!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
@@ -24,10 +25,12 @@
 //!   current in `run` and `serve` by its `keep` task).
 //!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
-//! - beside the path: `http/`, outbound HTTP, which the sources use: the `client` and
-//!   its proxy-aware connector (`connect`, `proxy`), TLS (`tls`, and `tls_fault`: TLS
-//!   faults in words), URL policy (`url`), their `error`, and the `json` and `deadline`
-//!   helpers.
+//! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
+//!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,
+//!   and `tls_fault`: TLS faults in words), URL policy (`url`), their `error`, and the
+//!   `json` and `deadline` helpers; `listen/`, the local listeners every server shares
+//!   (`socket` binding, the peer-credential check `auth`, the accept loop `conn` with its
+//!   limits and drain).
 //! - the top: `cli` (the flags), `commands` (flags → each layer's settings, the
 //!   subcommands, and the walk from an error chain to its exit code), `docs`
 //!   (completions and man pages from the flags), `stdout` (their output, where a
@@ -35,7 +38,9 @@
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
 //!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
 //!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
-//!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`.
+//!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`, `dotenv`
+//!   (the quoting of a dotenv value, for `output` and `files/`), `template` (the template
+//!   engine of files, for `fileplan` and `files/`).
 //!
 #![forbid(unsafe_code)]
 
@@ -43,12 +48,15 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod docs;
+pub mod dotenv;
 pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod exit;
+pub mod fileplan;
 pub mod files;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod output;
@@ -62,3 +70,4 @@ pub mod serve;
 pub mod signal;
 pub mod source;
 pub mod stdout;
+pub mod template;

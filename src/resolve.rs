@@ -4,11 +4,11 @@
 //! Boundary: no value is read here (`source::values` does that), and every check of a
 //! single document is `config`'s; this module checks what documents say of each other.
 
+use crate::config::model::valid_env_name;
 use crate::config::model::{
-    self, ComponentSpec, Connection, ConnectionRef, EnvValue, Identity, RefKind, Source, Visibility,
+    self, ComponentSpec, Connection, ConnectionRef, Identity, RefKind, Source, ValueSource, Visibility,
 };
 use crate::config::suggest::did_you_mean;
-use crate::config::validate::valid_env_name;
 use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ pub struct Plan {
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
     /// The files to render (SPEC §7), in declaration order.
-    pub files: Vec<crate::files::PlannedFile>,
+    pub files: Vec<crate::fileplan::PlannedFile>,
     /// `--files-root`: every file's target is under it.
     pub files_root: PathBuf,
     /// Likely mistakes that leave the directory valid (a key one edit away from one
@@ -240,13 +240,16 @@ fn files(
     vars: &[Binding],
     opts: &Options,
     diags: &mut Diagnostics,
-) -> Vec<crate::files::PlannedFile> {
+) -> Vec<crate::fileplan::PlannedFile> {
     let specs: Vec<_> = spec.files.iter().chain(&loaded.files).cloned().collect();
     if specs.is_empty() {
         return Vec::new();
     }
     let referenced: Vec<&str> = spec.connection_refs.iter().map(|r| r.name.as_str()).collect();
-    crate::files::plan::build(&specs, &referenced, connections, vars, &opts.files_root, opts.ignore_unsupported, diags)
+    let connections: Vec<(&str, &model::Connection)> =
+        connections.iter().map(|c| (c.name.as_str(), c.connection.as_ref())).collect();
+    let vars: Vec<&str> = vars.iter().map(|b| b.var.as_str()).collect();
+    crate::fileplan::build(&specs, &referenced, &connections, &vars, &opts.files_root, opts.ignore_unsupported, diags)
 }
 
 /// The references of `component.yaml`, matched to the descriptors this component may see.
@@ -449,10 +452,10 @@ fn variables(
     let mut skipped = Vec::new();
     for e in &spec.env {
         match &e.value {
-            EnvValue::Literal(v) => {
+            ValueSource::Literal(v) => {
                 vars.push(Binding { var: e.name.clone(), target: Target::Literal(v.clone()), origin: e.origin.clone() })
             }
-            EnvValue::ConnectionRef { name, key } => {
+            ValueSource::ConnectionRef { name, key } => {
                 let Some(&i) = by_ref.get(name.as_str()) else {
                     // A reference that is listed but failed has its own error above:
                     // this entry is not wrong.
@@ -490,8 +493,8 @@ fn variables(
                     origin: e.origin.clone(),
                 });
             }
-            EnvValue::Unsupported(what) if opts.ignore_unsupported => skipped.push((e.name.clone(), *what)),
-            EnvValue::Unsupported(what) => diags.error(
+            ValueSource::Unsupported(what) if opts.ignore_unsupported => skipped.push((e.name.clone(), *what)),
+            ValueSource::Unsupported(what) => diags.error(
                 e.origin.clone(),
                 format!("variable {} comes from {what}, which connd cannot serve", e.name),
                 "give the value in the platform's configuration, or pass --ignore-unsupported to leave the variable out",

@@ -384,7 +384,7 @@ fn exec_writes_the_files_first_and_fails_closed_when_a_value_is_missing() {
 
 #[test]
 fn a_reader_never_sees_a_partial_file_during_1000_renders() {
-    use connd::config::filespec::FileFormat;
+    use connd::config::model::FileFormat;
     use connd::files::{write, Content, PlannedFile};
     let root = tempfile::tempdir().unwrap();
     let target = root.path().join("app/conf.json");

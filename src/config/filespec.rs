@@ -1,143 +1,13 @@
-//! The files of SPEC §7 as written: `configurations.file[]` entries of component.yaml
-//! (the platform's form) and `kind: File` documents, each checked on its own into a
-//! [`FileSpec`]. What needs the rest of the directory (connections and their keys, paths
-//! under `--files-root`, two entries for one path) is `files::plan`'s.
+//! The checks of the files of SPEC §7: `configurations.file[]` entries of component.yaml
+//! (the platform's form) and `kind: File` documents, as written (`raw`), each checked on
+//! its own into a [`FileSpec`] (`model`). What needs the rest of the directory (connections
+//! and their keys, paths under `--files-root`, two entries for one path) is `fileplan`'s.
 
 use super::diag::{Diagnostics, Origin};
 use super::files::Document;
-use super::raw::{Scalar, ValueFrom};
-use super::validate::valid_env_name;
-use serde::Deserialize;
+use super::model::{valid_env_name, Body, FileFormat, FileSpec, FileValue, ValueSource};
+use super::raw::{self, FileDoc, RawComponentFile, RawValue};
 use std::path::{Component, Path, PathBuf};
-
-// ---- as written ----
-
-/// One `configurations.file[]` entry. Keys connd has no use for are accepted, as
-/// elsewhere in component.yaml.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RawComponentFile {
-    pub name: String,
-    pub mount_path: String,
-    #[serde(rename = "type")]
-    pub format: Option<String>,
-    #[serde(default)]
-    pub values: Vec<RawValue>,
-}
-
-/// One entry of `values:`: a literal `value` or a `valueFrom`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RawValue {
-    pub name: String,
-    pub value: Option<Scalar>,
-    pub value_from: Option<ValueFrom>,
-}
-
-/// A `kind: File` document.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileDoc {
-    #[allow(dead_code)]
-    pub kind: String,
-    pub path: String,
-    pub format: String,
-    pub mode: Option<Scalar>,
-    pub owner: Option<Scalar>,
-    pub group: Option<Scalar>,
-    pub values: Option<Vec<RawValue>>,
-    pub template: Option<String>,
-}
-
-// ---- validated ----
-
-/// How a file is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    Yaml,
-    Json,
-    Toml,
-    /// `NAME='value'` lines, quoted as `connd env` quotes them.
-    Dotenv,
-    /// `key=value` lines, escaped as `java.util.Properties.load` reads them.
-    Properties,
-    /// A minijinja template, rendered strictly.
-    Template,
-}
-
-impl FileFormat {
-    pub fn parse(text: &str) -> Option<FileFormat> {
-        Some(match text {
-            "yaml" | "yml" => FileFormat::Yaml,
-            "json" => FileFormat::Json,
-            "toml" => FileFormat::Toml,
-            "dotenv" | "env" => FileFormat::Dotenv,
-            "properties" => FileFormat::Properties,
-            "template" => FileFormat::Template,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileFormat::Yaml => "yaml",
-            FileFormat::Json => "json",
-            FileFormat::Toml => "toml",
-            FileFormat::Dotenv => "dotenv",
-            FileFormat::Properties => "properties",
-            FileFormat::Template => "template",
-        }
-    }
-
-    /// Formats whose dotted names nest (`hr.serviceUrl` → `hr: {serviceUrl: ...}`).
-    pub fn nests(self) -> bool {
-        matches!(self, FileFormat::Yaml | FileFormat::Json | FileFormat::Toml)
-    }
-}
-
-/// Where one value of a file comes from.
-#[derive(Debug, Clone)]
-pub enum ValueSource {
-    Literal(String),
-    ConnectionRef {
-        name: String,
-        key: String,
-    },
-    /// A source connd cannot serve (`configGroupRef`, `configForm`).
-    Unsupported(&'static str),
-}
-
-#[derive(Debug, Clone)]
-pub struct FileValue {
-    /// As written: dotted for nesting formats.
-    pub name: String,
-    pub source: ValueSource,
-    pub origin: Origin,
-}
-
-#[derive(Debug, Clone)]
-pub enum Body {
-    Values(Vec<FileValue>),
-    /// The template text and the line of the config file its first line is on.
-    Template {
-        text: String,
-        first_line: usize,
-    },
-}
-
-/// One file to render, checked on its own.
-#[derive(Debug, Clone)]
-pub struct FileSpec {
-    /// Absolute, without `.` or `..`: where the file appears under `--files-root`.
-    pub path: PathBuf,
-    pub format: FileFormat,
-    /// Permission bits.
-    pub mode: u32,
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
-    pub body: Body,
-    pub origin: Origin,
-}
 
 /// Files are `0600` unless a mode is given (SPEC §7).
 pub const DEFAULT_MODE: u32 = 0o600;
@@ -218,40 +88,8 @@ fn values(
             diags.error(origin, format!("{:?} is not a valid name for a {} file", v.name, format.as_str()), fix);
             continue;
         }
-        let source = match (v.value, v.value_from) {
-            (Some(value), None) => ValueSource::Literal(value.0),
-            (None, Some(from)) => {
-                let mut kinds = Vec::new();
-                if let Some(c) = from.connection_ref {
-                    kinds.push(ValueSource::ConnectionRef { name: c.name, key: c.key });
-                }
-                if from.config_group_ref.is_some() {
-                    kinds.push(ValueSource::Unsupported("configGroupRef"));
-                }
-                if from.config_form.is_some() {
-                    kinds.push(ValueSource::Unsupported("configForm"));
-                }
-                if kinds.len() != 1 {
-                    diags.error(
-                        origin,
-                        format!(
-                            "value {} needs exactly one of connectionRef, configGroupRef or configForm under valueFrom",
-                            v.name
-                        ),
-                        "keep one source under valueFrom",
-                    );
-                    continue;
-                }
-                kinds.remove(0)
-            }
-            _ => {
-                diags.error(
-                    origin,
-                    format!("value {} needs exactly one of `value` or `valueFrom`", v.name),
-                    "give a literal `value`, or a `valueFrom.connectionRef {name, key}`",
-                );
-                continue;
-            }
+        let Some(source) = value_source(&format!("value {}", v.name), v.value, v.value_from, &origin, diags) else {
+            continue;
         };
         // Two entries for one name, or a name that is both a value and a table.
         let clash = out.iter().find(|o| {
@@ -278,6 +116,51 @@ fn values(
 }
 
 /// Checks the `configurations.file[]` entries of component.yaml.
+/// The source of one entry that takes a literal `value` or a `valueFrom` (a variable of
+/// `configurations.env`, a value of a file): exactly one of the two, and under `valueFrom`
+/// exactly one of `connectionRef`, `configGroupRef`, `configForm`. `what` names the entry in
+/// messages ("variable X", "value X"). `None` after reporting to `diags`.
+pub fn value_source(
+    what: &str,
+    value: Option<raw::Scalar>,
+    value_from: Option<raw::ValueFrom>,
+    origin: &Origin,
+    diags: &mut Diagnostics,
+) -> Option<ValueSource> {
+    match (value, value_from) {
+        (Some(value), None) => Some(ValueSource::Literal(value.0)),
+        (None, Some(from)) => {
+            let mut kinds = Vec::new();
+            if let Some(c) = from.connection_ref {
+                kinds.push(ValueSource::ConnectionRef { name: c.name, key: c.key });
+            }
+            if from.config_group_ref.is_some() {
+                kinds.push(ValueSource::Unsupported("configGroupRef"));
+            }
+            if from.config_form.is_some() {
+                kinds.push(ValueSource::Unsupported("configForm"));
+            }
+            if kinds.len() != 1 {
+                diags.error(
+                    origin.clone(),
+                    format!("{what} needs exactly one of connectionRef, configGroupRef or configForm under valueFrom"),
+                    "keep one source under valueFrom",
+                );
+                return None;
+            }
+            kinds.pop()
+        }
+        _ => {
+            diags.error(
+                origin.clone(),
+                format!("{what} needs exactly one of `value` or `valueFrom`"),
+                "give a literal `value`, or a `valueFrom.connectionRef {name, key}`",
+            );
+            None
+        }
+    }
+}
+
 pub fn component_files(
     raw: Vec<RawComponentFile>,
     path: &Path,

@@ -26,7 +26,7 @@ pub struct Loaded {
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
     /// `kind: File` documents (SPEC §7).
-    pub files: Vec<filespec::FileSpec>,
+    pub files: Vec<model::FileSpec>,
     /// Some descriptor failed to parse, so a missing reference may be explained above.
     pub had_descriptor_errors: bool,
     /// The descriptors that failed, by what could be read of their name and id: a

@@ -161,6 +161,13 @@ pub fn secret_by_default(key: &str) -> bool {
     ["secret", "password", "apikey", "token"].iter().any(|end| folded.ends_with(end))
 }
 
+/// A name a POSIX shell and `execve` accept as an environment variable.
+pub fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -191,7 +198,7 @@ pub struct ComponentSpec {
     pub service_refs: Vec<ServiceRef>,
     pub env: Vec<EnvEntry>,
     /// `configurations.file[]`, each checked on its own.
-    pub files: Vec<super::filespec::FileSpec>,
+    pub files: Vec<FileSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +218,62 @@ pub struct ServiceRef {
 }
 
 #[derive(Debug, Clone)]
-pub enum EnvValue {
+pub struct EnvEntry {
+    pub name: String,
+    pub value: ValueSource,
+    pub origin: Origin,
+}
+
+// ---- files (SPEC §7), built by `filespec` ----
+
+/// How a file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Yaml,
+    Json,
+    Toml,
+    /// `NAME='value'` lines, quoted as `connd env` quotes them.
+    Dotenv,
+    /// `key=value` lines, escaped as `java.util.Properties.load` reads them.
+    Properties,
+    /// A minijinja template, rendered strictly.
+    Template,
+}
+
+impl FileFormat {
+    pub fn parse(text: &str) -> Option<FileFormat> {
+        Some(match text {
+            "yaml" | "yml" => FileFormat::Yaml,
+            "json" => FileFormat::Json,
+            "toml" => FileFormat::Toml,
+            "dotenv" | "env" => FileFormat::Dotenv,
+            "properties" => FileFormat::Properties,
+            "template" => FileFormat::Template,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::Yaml => "yaml",
+            FileFormat::Json => "json",
+            FileFormat::Toml => "toml",
+            FileFormat::Dotenv => "dotenv",
+            FileFormat::Properties => "properties",
+            FileFormat::Template => "template",
+        }
+    }
+
+    /// Formats whose dotted names nest (`hr.serviceUrl` → `hr: {serviceUrl: ...}`).
+    pub fn nests(self) -> bool {
+        matches!(self, FileFormat::Yaml | FileFormat::Json | FileFormat::Toml)
+    }
+}
+
+/// Where one value comes from, for a variable of `configurations.env` and for a value of a
+/// file (`configurations.file`, `kind: File`) alike (SPEC §2, §7).
+#[derive(Debug, Clone)]
+pub enum ValueSource {
     Literal(String),
     ConnectionRef {
         name: String,
@@ -222,8 +284,33 @@ pub enum EnvValue {
 }
 
 #[derive(Debug, Clone)]
-pub struct EnvEntry {
+pub struct FileValue {
+    /// As written: dotted for nesting formats.
     pub name: String,
-    pub value: EnvValue,
+    pub source: ValueSource,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Values(Vec<FileValue>),
+    /// The template text and the line of the config file its first line is on.
+    Template {
+        text: String,
+        first_line: usize,
+    },
+}
+
+/// One file to render, checked on its own.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// Absolute, without `.` or `..`: where the file appears under `--files-root`.
+    pub path: PathBuf,
+    pub format: FileFormat,
+    /// Permission bits.
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub body: Body,
     pub origin: Origin,
 }

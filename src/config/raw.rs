@@ -236,7 +236,7 @@ pub struct Configurations {
     pub env: Vec<EnvEntry>,
     /// Files to render (SPEC §7); checked by `filespec`.
     #[serde(default)]
-    pub file: Vec<super::filespec::RawComponentFile>,
+    pub file: Vec<RawComponentFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,4 +260,43 @@ pub struct ValueFrom {
 pub struct ConnectionRef {
     pub name: String,
     pub key: String,
+}
+
+// ---- files (SPEC §7), checked by `filespec` ----
+
+/// One `configurations.file[]` entry. Keys connd has no use for are accepted, as
+/// elsewhere in component.yaml.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawComponentFile {
+    pub name: String,
+    pub mount_path: String,
+    #[serde(rename = "type")]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub values: Vec<RawValue>,
+}
+
+/// One entry of `values:`: a literal `value` or a `valueFrom`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawValue {
+    pub name: String,
+    pub value: Option<Scalar>,
+    pub value_from: Option<ValueFrom>,
+}
+
+/// A `kind: File` document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDoc {
+    #[allow(dead_code)]
+    pub kind: String,
+    pub path: String,
+    pub format: String,
+    pub mode: Option<Scalar>,
+    pub owner: Option<Scalar>,
+    pub group: Option<Scalar>,
+    pub values: Option<Vec<RawValue>>,
+    pub template: Option<String>,
 }

@@ -5,7 +5,9 @@
 
 use super::diag::{Diagnostics, Origin};
 use super::files::{Document, EntryLines, SourceFile};
-use super::model::{self, ComponentSpec, Connection, EnvValue, Identity, Parameter, RefKind, ResourceRef, Source};
+use super::model::{
+    self, valid_env_name, ComponentSpec, Connection, Identity, Parameter, RefKind, ResourceRef, Source,
+};
 use super::{raw, scalar, suggest};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
@@ -33,13 +35,6 @@ pub fn parse_uuid(text: &str) -> Option<String> {
     let ok = groups.len() == 5
         && groups.iter().zip(lens).all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()));
     ok.then(|| text.to_ascii_lowercase())
-}
-
-/// A name a POSIX shell and `execve` accept as an environment variable.
-pub fn valid_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 pub const RESOURCE_REF_GRAMMAR: &str =
@@ -283,7 +278,7 @@ pub struct Documents {
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
     /// `kind: File` documents.
-    pub files: Vec<super::filespec::FileSpec>,
+    pub files: Vec<model::FileSpec>,
     /// Some document failed to parse: a reference to it would be a confusing second error.
     pub had_errors: bool,
     /// Descriptors with errors, by the name and id they give where those could be read:
@@ -321,7 +316,7 @@ pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diag
             }
         }
         Some("File") => {
-            if let Some(raw) = parse::<super::filespec::FileDoc>(path, doc, "File", diags) {
+            if let Some(raw) = parse::<raw::FileDoc>(path, doc, "File", diags) {
                 out.files.extend(super::filespec::file_document(raw, path, doc, diags));
             }
         }
@@ -800,37 +795,10 @@ fn env_entries(
             );
             continue;
         }
-        let value = match (e.value, e.value_from) {
-            (Some(v), None) => EnvValue::Literal(v.0),
-            (None, Some(from)) => {
-                let mut kinds = Vec::new();
-                if let Some(c) = from.connection_ref {
-                    kinds.push(EnvValue::ConnectionRef { name: c.name, key: c.key });
-                }
-                if from.config_group_ref.is_some() {
-                    kinds.push(EnvValue::Unsupported("configGroupRef"));
-                }
-                if from.config_form.is_some() {
-                    kinds.push(EnvValue::Unsupported("configForm"));
-                }
-                if kinds.len() != 1 {
-                    diags.error(
-                        origin,
-                        format!("variable {} needs exactly one of connectionRef, configGroupRef or configForm under valueFrom", e.name),
-                        "keep one source under valueFrom",
-                    );
-                    continue;
-                }
-                kinds.remove(0)
-            }
-            _ => {
-                diags.error(
-                    origin,
-                    format!("variable {} needs exactly one of `value` or `valueFrom`", e.name),
-                    "give a literal `value`, or a `valueFrom.connectionRef {name, key}`",
-                );
-                continue;
-            }
+        let Some(value) =
+            super::filespec::value_source(&format!("variable {}", e.name), e.value, e.value_from, &origin, diags)
+        else {
+            continue;
         };
         out.push(model::EnvEntry { name: e.name, value, origin });
     }

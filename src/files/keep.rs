@@ -148,7 +148,7 @@ impl<S: Sources> State<S> {
         let job = tokio::task::spawn_blocking(move || {
             let mut results = Vec::with_capacity(plan.files.len());
             let batch = super::render::Batch::new(&plan, &values);
-            let root = super::plan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
+            let root = crate::fileplan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
             for file in &plan.files {
                 let result = super::render_one(&batch, file).and_then(|bytes| {
                     let root = root.as_ref().map_err(|e| write::WriteError::Escapes(e.to_string()));

@@ -1,6 +1,5 @@
 //! Files (SPEC §7): the files a workload reads, rendered from the connections' values.
-//! - `plan`: from the checked file entries to [`PlannedFile`]s, with the checks that need
-//!   the whole directory (connections, keys, templates, paths under `--files-root`).
+//! They are planned with the rest of the plan (`fileplan`, below `resolve`).
 //! - `render`: a planned file plus values → bytes, one writer per format.
 //! - `write`: atomic writes under the root (temp file, mode and owner, fsync, rename).
 //! - `keep`: the task that keeps files current in `run` and `serve`.
@@ -9,71 +8,14 @@
 //! is rendered before the first is written, so a bad value writes nothing.
 
 pub mod keep;
-pub mod plan;
 pub mod render;
 pub mod write;
 
-use crate::config::filespec::FileFormat;
 use crate::config::Origin;
+pub use crate::fileplan::{Content, PlannedFile, PlannedValue, Template, ValueFrom};
 use crate::resolve::Plan;
-use crate::secret::Secret;
 use crate::source::values::Values;
 use std::path::PathBuf;
-use std::sync::Arc;
-
-/// One file connd renders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedFile {
-    /// As declared (`mountPath` + `name`, or `path`): what messages and `check` show.
-    pub path: PathBuf,
-    /// `path` under `--files-root`: where it is written.
-    pub target: PathBuf,
-    pub format: FileFormat,
-    pub mode: u32,
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
-    pub content: Content,
-    pub origin: Origin,
-    /// Positions in `Plan::connections` of the connections whose `AccessToken` it uses.
-    pub tokens: Vec<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    Values(Vec<PlannedValue>),
-    Template(Arc<Template>),
-}
-
-/// One value of a structured file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedValue {
-    /// Dotted for nesting formats.
-    pub name: String,
-    pub from: ValueFrom,
-    /// The config-file line of the entry.
-    pub line: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ValueFrom {
-    Literal(Secret),
-    Param { conn: usize, key: String },
-}
-
-/// A template's text and where it starts in its config file. Its Debug shows no text.
-#[derive(PartialEq, Eq)]
-pub struct Template {
-    pub text: String,
-    pub first_line: usize,
-    /// The (connection position, key) pairs it read when checked, for `check`.
-    pub reads: Vec<(usize, String)>,
-}
-
-impl std::fmt::Debug for Template {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Template({} bytes at line {})", self.text.len(), self.first_line)
-    }
-}
 
 /// A file that could not be rendered or written.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +63,7 @@ pub fn render_all(plan: &Plan, values: &Values) -> Result<Vec<Vec<u8>>, FileErro
 /// changed. Nothing is written when any file fails to render.
 pub fn write_all(plan: &Plan, values: &Values) -> Result<usize, FileError> {
     let rendered = render_all(plan, values)?;
-    let root = plan::resolve_root(&plan.files_root)
+    let root = crate::fileplan::resolve_root(&plan.files_root)
         .map_err(|why| FileError::Write { path: plan.files_root.clone(), source: write::WriteError::Escapes(why) })?;
     let mut changed = 0;
     for (file, bytes) in plan.files.iter().zip(rendered) {

@@ -7,8 +7,8 @@
 //! out of the files root through a symlink is refused. On any failure the temporary
 //! file is removed and the old file stays.
 
-use super::plan::escapes_root;
 use super::PlannedFile;
+use crate::fileplan::escapes_root;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -58,7 +58,7 @@ fn libc_o_nofollow() -> i32 {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `file.target` atomically, under `real_root` (the files root as
-/// `plan::resolve_root` resolves it).
+/// `fileplan::resolve_root` resolves it).
 pub fn write(real_root: &Path, file: &PlannedFile, bytes: &[u8]) -> Result<Outcome, WriteError> {
     let target = &file.target;
     let folder = target.parent().ok_or_else(|| WriteError::Escapes("the path names no file".into()))?;

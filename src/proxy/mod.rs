@@ -17,10 +17,10 @@ pub mod upstream;
 
 use crate::http::proxy::Proxies;
 use crate::http::tls::TlsSettings;
+use crate::listen::auth::Allow;
+use crate::listen::conn::Limits;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Store;
-use crate::serve::api::auth::Allow;
-use crate::serve::api::server::Limits;
 use crate::source::Sources;
 pub use forward::{Forwarding, Proxy};
 pub use server::{ListenError, Listener};

@@ -4,13 +4,13 @@
 //! (which also closes idle kept-alive connections) and a cap on open connections (a
 //! caller beyond it gets a 503 and a closed connection at once). On shutdown: no new
 //! connections, in-flight requests finish within the grace period, the rest are closed.
-//! The accept loop, the limits and the drain are `serve::conn`'s, as for the API.
+//! The accept loop, the limits and the drain are `listen::conn`'s, as for the API.
 
 use super::forward::{Caller, Proxy};
 use crate::error::{Class, Classify};
-use crate::serve::api::auth::Allow;
-use crate::serve::api::server::{BindError, Limits};
-use crate::serve::conn::{self, WhenFull};
+use crate::listen::auth::Allow;
+use crate::listen::conn::{self, WhenFull};
+use crate::listen::{conn::Limits, socket::BindError};
 use crate::source::Sources;
 use hyper::service::service_fn;
 use std::convert::Infallible;
@@ -84,7 +84,7 @@ pub fn bind_tcp(addr: SocketAddr, allow_remote: bool) -> Result<Listener, Listen
 
 /// Binds the Unix socket as the API's is bound (directory, stale file, mode, group).
 pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>, allow: Allow) -> Result<Listener, ListenError> {
-    let listener = crate::serve::api::server::bind(path, mode, group)?;
+    let listener = crate::listen::socket::bind(path, mode, group)?;
     let listener = listener
         .into_std()
         .map_err(|source| ListenError::Unix(BindError::Bind { path: path.to_path_buf(), source }))?;

@@ -10,11 +10,11 @@ pub mod reap;
 pub mod supervise;
 pub mod terminal;
 
+use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
 use crate::run::changes::Env;
-use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
 use crate::serve::{metrics_listen, Socket};
 use crate::source::once::{self, Retry};

@@ -4,13 +4,13 @@
 //!
 //! Boundary: its own small HTTP/1.1 service over the same answers as the API's routes
 //! (`routes::{metrics_text, healthz, readyz}`), on the connection handling of
-//! `serve::conn`; `serve` and `run` own its task.
+//! `listen::conn`; `serve` and `run` own its task.
 
 use crate::error::{Class, Classify};
+use crate::listen::conn::{self, Limits, WhenFull};
 use crate::metrics::{Metrics, Route};
 use crate::reload::snapshot::Store;
 use crate::serve::api::routes::{self, Body};
-use crate::serve::conn::{self, Limits, WhenFull};
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use std::convert::Infallible;

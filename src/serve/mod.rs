@@ -8,14 +8,13 @@
 //! reloader and drains the server within its grace period.
 
 pub mod api;
-pub mod conn;
 pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;
 
+use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadConfig, Reloader};
-use crate::serve::api::auth::Allow;
 use crate::serve::api::server::{self, ApiStateParts};
 use crate::serve::sdnotify::Notifier;
 use crate::signal;

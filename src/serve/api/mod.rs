@@ -2,7 +2,7 @@
 //! the socket and runs connections with a bounded drain; `auth` decides who may call by
 //! peer credentials; `routes` answers from the current snapshot.
 
-pub mod auth;
+pub use crate::listen::auth;
 pub mod client;
 pub mod routes;
 pub mod server;

@@ -1,22 +1,77 @@
-//! From checked file entries to planned files: the checks that need the whole directory.
+//! The files of a plan (SPEC §7): [`PlannedFile`] and its parts, and [`build`], from
+//! checked file entries to planned files with the checks that need the whole directory.
+//! `resolve` builds them with the rest of the plan; `files/` renders and writes them.
 //! A value's connection must be referenced and have the key; a template is rendered once
 //! on placeholders, so that an unknown connection, key or variable, a syntax error or a
 //! runaway loop is a config error at load (with the line), not at the first write; every
 //! path lands under `--files-root`, once, and does not leave the root through a symlink.
 
-use super::render::{self, Inputs};
-use super::{Content, PlannedFile, PlannedValue, Template, ValueFrom};
-use crate::config::filespec::{Body, FileSpec, ValueSource};
 use crate::config::model::ACCESS_TOKEN;
+use crate::config::model::{Body, Connection, FileFormat, FileSpec, ValueSource};
 use crate::config::{Diagnostics, Origin};
-use crate::resolve::{Binding, PlannedConnection};
+use crate::secret::Secret;
+use crate::template::{self, Inputs};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The keys a planned connection offers (`config::model`'s rule).
-fn keys(c: &PlannedConnection) -> Vec<String> {
-    c.connection.keys().map(str::to_owned).collect()
+/// One file connd renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// As declared (`mountPath` + `name`, or `path`): what messages and `check` show.
+    pub path: PathBuf,
+    /// `path` under `--files-root`: where it is written.
+    pub target: PathBuf,
+    pub format: FileFormat,
+    pub mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub content: Content,
+    pub origin: Origin,
+    /// Positions in `Plan::connections` of the connections whose `AccessToken` it uses.
+    pub tokens: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Values(Vec<PlannedValue>),
+    Template(Arc<Template>),
+}
+
+/// One value of a structured file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedValue {
+    /// Dotted for nesting formats.
+    pub name: String,
+    pub from: ValueFrom,
+    /// The config-file line of the entry.
+    pub line: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueFrom {
+    Literal(Secret),
+    Param { conn: usize, key: String },
+}
+
+/// A template's text and where it starts in its config file. Its Debug shows no text.
+#[derive(PartialEq, Eq)]
+pub struct Template {
+    pub text: String,
+    pub first_line: usize,
+    /// The (connection position, key) pairs it read when checked, for `check`.
+    pub reads: Vec<(usize, String)>,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Template({} bytes at line {})", self.text.len(), self.first_line)
+    }
+}
+
+/// The keys a connection offers (`config::model`'s rule).
+fn keys(c: &Connection) -> Vec<String> {
+    c.keys().map(str::to_owned).collect()
 }
 
 /// `path` (absolute) joined under `root`.
@@ -69,21 +124,22 @@ pub fn escapes_root(real_root: &Path, target: &Path) -> Option<String> {
 }
 
 /// Plans `specs` (component.yaml's first, then `kind: File` documents) against the
-/// planned connections and variables. `referenced` names every connection reference,
+/// planned connections (name and connection, in `Plan::connections` order) and the
+/// variables' names. `referenced` names every connection reference,
 /// planned or not: one that failed is reported once, where it is referenced. Values
 /// from unsupported sources are left out under `ignore_unsupported`, else an error.
 pub fn build(
     specs: &[FileSpec],
     referenced: &[&str],
-    connections: &[PlannedConnection],
-    vars: &[Binding],
+    connections: &[(&str, &Connection)],
+    vars: &[&str],
     root: &Path,
     ignore_unsupported: bool,
     diags: &mut Diagnostics,
 ) -> Vec<PlannedFile> {
     let mut out: Vec<PlannedFile> = Vec::with_capacity(specs.len());
     let mut by_target: HashMap<PathBuf, Origin> = HashMap::new();
-    let position = |name: &str| connections.iter().position(|c| c.name == name);
+    let position = |name: &str| connections.iter().position(|(n, _)| *n == name);
     let real_root = resolve_root(root);
     // What templates are checked against, built on the first template.
     let mut placeholders: Option<Inputs> = None;
@@ -129,7 +185,7 @@ pub fn build(
                                 );
                                 continue;
                             };
-                            let offered = keys(&connections[i]);
+                            let offered = keys(connections[i].1);
                             if !offered.iter().any(|k| k == key) {
                                 diags.error(
                                     v.origin.clone(),
@@ -164,20 +220,19 @@ pub fn build(
             Body::Template { text, first_line } => {
                 let inputs = placeholders.get_or_insert_with(|| {
                     let conns: Vec<(String, Vec<String>)> =
-                        connections.iter().map(|c| (c.name.clone(), keys(c))).collect();
-                    let names: Vec<String> = vars.iter().map(|b| b.var.clone()).collect();
+                        connections.iter().map(|(n, c)| (n.to_string(), keys(c))).collect();
+                    let names: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
                     Inputs::placeholders(&conns, &names)
                 });
                 let reads: Vec<(usize, String)>;
-                match render::template(text, *first_line, inputs) {
+                match template::template(text, *first_line, inputs) {
                     Ok(rendered) => {
                         reads = rendered.read.iter().cloned().collect();
                         tokens.extend(rendered.read.iter().filter(|(_, k)| k == ACCESS_TOKEN).map(|(i, _)| *i));
                         // A token read only on some branch is still renewed and re-rendered.
                         if text.contains(ACCESS_TOKEN) {
-                            tokens.extend(
-                                rendered.read.iter().map(|(i, _)| *i).filter(|&i| connections[i].connection.is_oauth()),
-                            );
+                            tokens
+                                .extend(rendered.read.iter().map(|(i, _)| *i).filter(|&i| connections[i].1.is_oauth()));
                         }
                     }
                     Err(e) => {

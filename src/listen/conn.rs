@@ -71,7 +71,7 @@ pub enum WhenFull<R> {
 
 /// Accepts from `listener` until `shutdown`, running `handle(io)` for each connection
 /// as a task owned here, at most `max_connections` at once. Then drains: `draining`
-/// is cancelled (each handler finishes its request in flight and closes, see [`http1`]),
+/// is cancelled (each handler finishes its request in flight and closes, see `http1`),
 /// the handlers get `grace`, and those still busy are closed.
 pub async fn serve<L, H, Fut, R>(
     listener: L,
