@@ -389,8 +389,17 @@ pub struct ProxyArgs {
 pub struct MetricsArgs {
     /// Also serve /metrics, /healthz and /readyz (never a value) over TCP on this address,
     /// e.g. 0.0.0.0:9090, for Prometheus scrapes and kubelet httpGet probes
-    #[arg(long, env = "CONND_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "CONND_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// `HOST:PORT` with an IP host (`127.0.0.1:9090`, `[::1]:9090`); a bare port or a host
+/// name is refused with the expected form.
+fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        let port = if s.parse::<u16>().is_ok() { s } else { "9090" };
+        format!("expected HOST:PORT with an IP address, e.g. `127.0.0.1:{port}` (loopback) or `0.0.0.0:{port}` (all interfaces)")
+    })
 }
 
 #[derive(Debug, Args)]

@@ -69,14 +69,53 @@ pub fn init(settings: &Settings) {
         Format::Text => {
             let colour =
                 std::io::stderr().is_terminal() && !matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty());
-            let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
-                // The message already lists the problems, one per line.
-                PROBLEMS => Ok(()),
-                "message" => write!(w, "{value:?}"),
-                name => write!(w, " {name}={value:?}"),
-            });
-            builder.with_target(false).with_ansi(colour).fmt_fields(fields).init()
+            builder.with_target(false).with_ansi(colour).fmt_fields(TextFields).init()
         }
+    }
+}
+
+/// The text log's fields: `message`, then ` name=value` for each other field, one space
+/// between fields and none before the first (a span's prefix reads `reload{kind=Local}`).
+/// [`PROBLEMS`] is left out: the message already lists the problems, one per line.
+struct TextFields;
+
+impl<'w> tracing_subscriber::field::MakeVisitor<Writer<'w>> for TextFields {
+    type Visitor = TextVisitor<'w>;
+
+    fn make_visitor(&self, w: Writer<'w>) -> TextVisitor<'w> {
+        TextVisitor { w, first: true, result: Ok(()) }
+    }
+}
+
+struct TextVisitor<'w> {
+    w: Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl Visit for TextVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() || field.name() == PROBLEMS {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = match field.name() {
+            "message" => write!(self.w, "{sep}{value:?}"),
+            name => write!(self.w, "{sep}{name}={value:?}"),
+        };
+    }
+}
+
+impl tracing_subscriber::field::VisitOutput<std::fmt::Result> for TextVisitor<'_> {
+    fn finish(self) -> std::fmt::Result {
+        self.result
+    }
+}
+
+impl tracing_subscriber::field::VisitFmt for TextVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn std::fmt::Write {
+        &mut self.w
     }
 }
 

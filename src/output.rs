@@ -104,7 +104,8 @@ pub fn render_plan(plan: &Plan) -> String {
     for (var, what) in &plan.skipped {
         let _ = writeln!(out, "  {var:<w0$}  (left out: {what} is not served by connd)");
     }
-    let _ = writeln!(out, "\nok: {} connections, {} variables", plan.connections.len(), plan.vars.len());
+    let (n, v) = (plan.connections.len(), plan.vars.len());
+    let _ = writeln!(out, "\nok: {n} {}, {v} {}", plural(n, "connection"), plural(v, "variable"));
     out
 }
 
@@ -202,6 +203,15 @@ fn plan_row(plan: &Plan, b: &Binding) -> Row {
             };
             Row { from, source: param.source.describe(), value }
         }
+    }
+}
+
+/// `word`, with an `s` unless there is exactly one.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
     }
 }
 

@@ -462,7 +462,9 @@ fn variables(
                     if spec.connection_refs.iter().any(|r| &r.name == name) {
                         continue;
                     }
-                    let listed = spec.connection_refs.iter().map(|r| r.name.as_str());
+                    // Only references that resolved: a listed one that failed (itself a
+                    // typo) would point back at the mistake.
+                    let listed = spec.connection_refs.iter().map(|r| r.name.as_str()).filter(|n| by_ref.contains_key(n));
                     diags.error(
                         e.origin.clone(),
                         format!("variable {} takes {key} from connection {name:?}, which is not in dependencies.connectionReferences{}", e.name, did_you_mean(name, listed)),

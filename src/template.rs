@@ -196,7 +196,11 @@ impl Object for Env {
         let k = key.as_str()?;
         let v = self.vars.get(k).cloned();
         if v.is_none() {
-            trace(&self.trace).missing = Some(format!("the component has no variable {k:?}"));
+            trace(&self.trace).missing = Some(format!(
+                "the component has no variable {k:?}{} (its variables: {})",
+                crate::config::suggest::did_you_mean(k, self.vars.keys().map(String::as_str)),
+                list(self.vars.keys())
+            ));
         }
         v
     }

@@ -357,3 +357,12 @@ fn a_misspelled_connd_variable_is_a_warning_naming_the_one_meant() {
         assert!(!out.stderr.contains("hunter2-value"), "{out:?}");
     }
 }
+
+#[test]
+fn check_counts_one_connection_in_the_singular() {
+    let comp = component_yaml(&[("hr-service", HR_REF)]);
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]));
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["ok: 1 connection, 1 variable\n"]);
+}

@@ -296,7 +296,7 @@ fn a_byte_order_mark_starts_a_file_as_yaml_allows() {
     }
     let out = f.run("check", &[]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_contains(&out.stdout, &["ok: 1 connections"]);
+    assert_contains(&out.stdout, &["ok: 1 connection, "]);
 }
 
 /// The file that holds `kind: Component` cannot be read: that is the one error, not
@@ -410,7 +410,7 @@ fn values_never_appear_as_numbers_or_mistyped_maps() {
     let f = Fixture::with(&hr_component(), &connection(ID1, "hr-service", &[("DbPassword", "{hunter2secret}")]));
     let out = expect_config_error(
         &f,
-        &["parameters.DbPassword: unknown field, expected one of `value`, `file`, `remote`, `secret`"],
+        &["parameters.DbPassword: a value written as a YAML flow map", "fix: quote the value: `DbPassword: \"{...}\"`"],
     );
     assert!(!out.stderr.contains("hunter2secret"), "{out:?}");
 }

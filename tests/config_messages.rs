@@ -226,7 +226,10 @@ fn check_contacts_nothing_and_shows_remote_values_as_remote() {
     let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
     let out = f.run("check", &[]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_contains(&out.stdout, &["CHOREO_HR_SERVICE_CONSUMERKEY", "remote", "<remote>", "ok: 1 connections"]);
+    assert_contains(
+        &out.stdout,
+        &["CHOREO_HR_SERVICE_CONSUMERKEY", "remote", "<remote>", "ok: 1 connection, 3 variables"],
+    );
 
     let out = f.run("check", &["--format", "json"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -286,4 +289,38 @@ async fn serve_logs_a_typo_warning_once_not_at_every_reload() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stderr.matches("did you mean `env`?").count(), 1, "{stderr}");
     assert_contains(&stderr, &["component.yaml:7: `envs` under `configurations` is not a key connd reads"]);
+}
+
+#[test]
+fn a_value_written_as_a_flow_map_says_quote_it_and_does_not_echo_it() {
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr"), ("Password", "{s3cret}")]);
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(
+        &f,
+        &["parameters.Password: a value written as a YAML flow map", "fix: quote the value: `Password: \"{...}\"`"],
+        &["s3cret", "did you mean", "correct the spelling"],
+    );
+}
+
+#[test]
+fn a_reference_that_failed_is_not_suggested_for_the_name_meant() {
+    // The reference is misspelled (`order-db`); the entry uses the descriptor's name.
+    let comp = component_yaml(&[("order-db", HR_REF)])
+        + "configurations:\n  env:\n    - name: DB\n      valueFrom:\n        connectionRef: {name: orders-db, key: HostName}\n";
+    let f = Fixture::with(&comp, &connection(ID1, "orders-db", &[("HostName", "db")]));
+    config_error(
+        &f,
+        &[
+            "no connection descriptor named \"order-db\" (did you mean `orders-db`?)",
+            "which is not in dependencies.connectionReferences",
+        ],
+        &["did you mean `order-db`?"],
+    );
+}
+
+#[test]
+fn a_wrong_indent_says_check_the_indentation() {
+    let conn = connection(ID1, "hr-service", &[("ServiceURL", "https://hr")]) + "   Port: 5432\n";
+    let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+    config_error(&f, &["fix: check the indentation of this line and the one before"], &[]);
 }

@@ -705,3 +705,25 @@ fn a_missing_files_root_is_created() {
     assert!(root.join("out/file.json").is_file());
     assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o700);
 }
+
+#[test]
+fn a_misspelled_template_variable_or_format_names_the_one_meant() {
+    let comp = component_yaml(&[("orders-db", "database:pg/orders")])
+        + "configurations:\n  env:\n    - name: LOG_LEVEL\n      value: debug\n";
+    let root = tempfile::tempdir().unwrap();
+    let root_arg = root.path().display().to_string();
+    let fx = Fixture::with(&comp, &connection(DB, "orders-db", &[("HostName", "db")]))
+        .file("a.yaml", "kind: File\npath: /a\nformat: template\ntemplate: |\n  {{ env.LOGLEVEL }}\n");
+    let out = fx.run("render", &["--files-root", &root_arg]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(
+        &out.stderr,
+        &["the component has no variable \"LOGLEVEL\" (did you mean `LOG_LEVEL`?) (its variables: ", "LOG_LEVEL"],
+    );
+
+    let fx = Fixture::with(&comp, &connection(DB, "orders-db", &[("HostName", "db")]))
+        .file("b.yaml", "kind: File\npath: /b\nformat: propertys\nvalues: []\n");
+    let out = fx.run("check", &["--files-root", &root_arg]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["unknown file format \"propertys\" (did you mean `properties`?)"]);
+}

@@ -112,5 +112,15 @@ fn an_address_in_use_is_refused_at_startup() {
     let out = f.run("serve", &["--socket", socket.to_str().unwrap(), "--metrics-listen", &addr]);
     assert_eq!(out.code, 73, "{out:?}");
     assert_contains(&out.stderr, &[&format!("cannot listen on --metrics-listen {addr}"), "choose another address"]);
+    assert_eq!(out.stderr.matches("Address already in use").count(), 1, "said once: {out:?}");
     assert!(!socket.exists(), "nothing is left behind");
+}
+
+#[test]
+fn a_bare_port_says_the_form_expected() {
+    let f = fixture();
+    let socket = f.join("connd.sock");
+    let out = f.run("serve", &["--socket", socket.to_str().unwrap(), "--metrics-listen", "9090"]);
+    assert_eq!(out.code, 64, "{out:?}");
+    assert_contains(&out.stderr, &["expected HOST:PORT", "`127.0.0.1:9090`"]);
 }

@@ -308,7 +308,7 @@ async fn text_logs_in_a_file_have_no_colour_and_one_record_per_unindented_line()
     let mut d = AtomicDir::new(&refs(&files("5432")));
     let log = serve_log_on(&mut d, &[], &[]).await;
     assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log:?}");
-    assert_contains(&log, &["reload failed, the last good values stay", "visiblity"]);
+    assert_contains(&log, &["reload{kind=Local}: reload failed, the last good values stay", "visiblity"]);
     for line in log.lines() {
         let starts_record = line.starts_with(|c: char| c.is_ascii_digit());
         assert!(

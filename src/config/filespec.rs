@@ -225,7 +225,11 @@ pub fn file_document(raw: FileDoc, path: &Path, doc: &Document<'_>, diags: &mut 
     if format.is_none() {
         diags.error(
             at("format"),
-            format!("unknown file format {:?}", raw.format),
+            format!(
+                "unknown file format {:?}{}",
+                raw.format,
+                super::suggest::did_you_mean(&raw.format, ["yaml", "json", "toml", "dotenv", "properties", "template"])
+            ),
             "use yaml, json, toml, dotenv, properties or template",
         );
     }

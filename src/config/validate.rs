@@ -151,11 +151,30 @@ fn explain(e: &serde_yaml::Error, doc: &Document<'_>, line: usize, what: &str) -
         Some((&rest[..rest.find('`')?], rest))
     });
     let Some((word, rest)) = unknown else {
+        if message.contains("mapping values are not allowed") || message.contains("did not find expected key") {
+            return (
+                message,
+                format!("check the indentation of this line and the one before; correct the YAML of this {what}"),
+            );
+        }
         return (message, format!("correct the YAML of this {what}"));
     };
     // The names after "expected": `a`, `b` or `c`.
     let expected = rest.split_once("expected").map_or("", |(_, e)| e);
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    // Under `parameters`, `Password: {s3cret}` is a value the YAML reads as a one-key
+    // flow map: its "field" may be a secret, so it is neither echoed nor spelled against
+    // the source keys.
+    let written = line_text.split_once(':').map_or("", |(_, v)| v.split(" #").next().unwrap_or("").trim());
+    let bare_flow_map =
+        written.strip_prefix('{').and_then(|v| v.strip_suffix('}')).is_some_and(|v| !v.contains([':', ',']));
+    if raw.starts_with("parameters.") && message.contains("unknown field") && bare_flow_map {
+        let param = raw["parameters.".len()..].split([':', '.']).next().unwrap_or("");
+        return (
+            format!("parameters.{param}: a value written as a YAML flow map (`{{...}}`), which YAML reads as a source with an unknown key"),
+            format!("quote the value: `{param}: \"{{...}}\"`"),
+        );
+    }
     if let Some(meant) = suggest::nearest(word, candidates.iter().copied()) {
         return (format!("{message} (did you mean `{meant}`?)"), format!("correct the spelling: `{meant}`"));
     }

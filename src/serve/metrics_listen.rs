@@ -26,10 +26,11 @@ const LIMITS: Limits = Limits { header_read_timeout: Duration::from_secs(10), ma
 
 /// The address cannot be listened on (in use, not local, no permission). Exit 73.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on --metrics-listen {addr}: {source}; choose another address or port")]
+#[error("cannot listen on --metrics-listen {addr}: {error}; choose another address or port")]
 pub struct ListenError {
     addr: SocketAddr,
-    source: std::io::Error,
+    // Not `source`: the message already says it, and a source would be printed again.
+    error: std::io::Error,
 }
 
 impl Classify for ListenError {
@@ -40,8 +41,8 @@ impl Classify for ListenError {
 
 /// Binds `addr` now, so that a bad address fails at startup, before anything else.
 pub fn bind(addr: SocketAddr) -> Result<Arc<std::net::TcpListener>, ListenError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| ListenError { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| ListenError { addr, source })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|error| ListenError { addr, error })?;
+    listener.set_nonblocking(true).map_err(|error| ListenError { addr, error })?;
     Ok(Arc::new(listener))
 }
 
