@@ -62,6 +62,23 @@ pub trait Classify {
     fn class(&self) -> Class;
 }
 
+/// `e` and its sources, `: `-separated, as a log or message shows an error's whole cause. A
+/// source whose text already ends its parent's (a `{source}` in the parent's message) is not
+/// repeated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::Class;

@@ -145,18 +145,6 @@ impl Report for &str {
     }
 }
 
-/// The chain of `e` and its sources, joined with ": ".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// Why [`retry`] stopped without a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {

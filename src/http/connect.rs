@@ -119,7 +119,7 @@ impl Connector {
     pub fn tls_error(&self, e: &(dyn std::error::Error + 'static), host: &str) -> HttpError {
         match tls_fault::find_rustls(e) {
             Some(rustls) => HttpError::TlsFault(tls_fault::explain(rustls, host, &self.tls.settings)),
-            None => HttpError::Handshake { host: host.to_owned(), cause: chain(e) },
+            None => HttpError::Handshake { host: host.to_owned(), cause: crate::error::chain(e) },
         }
     }
 
@@ -174,7 +174,7 @@ impl Connector {
         let mut tcp = self.tcp.clone();
         match tcp.call(uri.clone()).await {
             Ok(stream) => Ok(stream.into_inner()),
-            Err(e) => Err(HttpError::Connect { to: shown, cause: chain(&e) }),
+            Err(e) => Err(HttpError::Connect { to: shown, cause: crate::error::chain(&e) }),
         }
     }
 }
@@ -209,21 +209,6 @@ fn bracketed(host: &str) -> String {
     } else {
         host.to_owned()
     }
-}
-
-/// `e` and its causes, `: `-separated (hyper-util's errors keep the OS's words in a source).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let more = cause.to_string();
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        next = cause.source();
-    }
-    text
 }
 
 /// What a proxy's refusal of a CONNECT means, by its status: a policy (403, other 4xx) or

@@ -120,7 +120,7 @@ pub fn classify(err: &hyper_util::client::legacy::Error) -> (Failure, String) {
         cause = c.source();
     }
     let text = match std::error::Error::source(err) {
-        Some(source) => chain(source),
+        Some(source) => crate::error::chain(source),
         None => err.to_string(),
     };
     if err.is_connect() {
@@ -128,19 +128,4 @@ pub fn classify(err: &hyper_util::client::legacy::Error) -> (Failure, String) {
     } else {
         (Failure::Broken, text)
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }

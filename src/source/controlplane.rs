@@ -563,7 +563,7 @@ fn segment(text: &str) -> String {
 
 impl crate::retry::Report for ControlPlaneError {
     fn report(&self) -> String {
-        crate::retry::chain(self)
+        crate::error::chain(self)
     }
 }
 

@@ -167,6 +167,6 @@ impl Sources for Local {
 
 impl crate::retry::Report for FetchError {
     fn report(&self) -> String {
-        crate::retry::chain(self)
+        crate::error::chain(self)
     }
 }

@@ -592,7 +592,7 @@ fn ttl_of(seconds: Seconds) -> Option<Duration> {
 
 impl crate::retry::Report for OAuthError {
     fn report(&self) -> String {
-        crate::retry::chain(self)
+        crate::error::chain(self)
     }
 }
 
