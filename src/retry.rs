@@ -92,14 +92,45 @@ pub fn jitter(d: Duration, factors: std::ops::RangeInclusive<f64>) -> Duration {
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
-/// How long [`retry`] goes on.
+/// Until when a transient failure is retried: the one answer, for every caller (the
+/// control plane, the token endpoint, a whole resolution), so that the mode of the
+/// process decides it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {
-    /// One attempt, bounded by this instant: the caller retries on its own schedule (the
-    /// reloader's rounds, so that one round fails at once and shows as failed).
-    Once(Instant),
-    /// Attempts until this instant, the last one made at it.
-    Deadline(Instant),
+    /// Never: one attempt, bounded by the call's deadline; a failure is its caller's.
+    Never,
+    /// Until the call's deadline, the last attempt made at it: one-shot modes (`env`,
+    /// `exec`) and `run`'s first start.
+    Deadline,
+    /// Until the process stops: long-running modes (`serve`, `run`). A call makes one
+    /// attempt, as [`Until::Never`], so that a round of the reloader fails at once, shows
+    /// as failed and does not hold reloads up; the reloader's rounds and the background
+    /// token renewal retry on their own backoff until they are cancelled.
+    Cancelled,
+}
+
+impl Until {
+    /// Whether one call retries its own transient failures (else its caller does).
+    pub fn retries_in_call(self) -> bool {
+        match self {
+            Until::Deadline => true,
+            Until::Never | Until::Cancelled => false,
+        }
+    }
+
+    /// Whether what is obtained (tokens) is renewed in the background.
+    pub fn renews_in_background(self) -> bool {
+        match self {
+            Until::Cancelled => true,
+            Until::Never | Until::Deadline => false,
+        }
+    }
+}
+
+/// Whether an HTTP answer is worth another attempt: 429 (too many requests) or a 5xx,
+/// for the control plane and the token endpoints alike.
+pub fn transient_status(status: http::StatusCode) -> bool {
+    status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
 /// What [`retry`] tells each attempt.
@@ -150,7 +181,7 @@ impl Report for &str {
 pub enum Reason {
     /// The last failure was permanent.
     Permanent,
-    /// [`Until::Once`]: the caller retries.
+    /// The call does not retry ([`Until::retries_in_call`]): its caller does.
     Once,
     /// The attempt made at the deadline failed too.
     Deadline,
@@ -167,10 +198,17 @@ pub struct GaveUp<E> {
     pub elapsed: Duration,
 }
 
-/// Calls `attempt` until it succeeds, fails permanently, or `until` says stop, pausing
+/// Calls `attempt` until it succeeds, fails permanently, or `until` says stop (at
+/// `deadline` for [`Until::Deadline`]; one attempt bounded by it otherwise), pausing
 /// after each transient failure as `policy` says (the last pause cut to the deadline).
 /// Each retry is logged at warn level with `what` and the error as fields.
-pub async fn retry<T, E, F, Fut>(policy: &Backoff, until: Until, what: &str, mut attempt: F) -> Result<T, GaveUp<E>>
+pub async fn retry<T, E, F, Fut>(
+    policy: &Backoff,
+    until: Until,
+    deadline: Instant,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, GaveUp<E>>
 where
     E: Report,
     F: FnMut(Attempt) -> Fut,
@@ -181,17 +219,19 @@ where
     loop {
         number += 1;
         let now = Instant::now();
-        let deadline = match until {
-            Until::Once(deadline) => deadline,
-            Until::Deadline(deadline) => deadline.max(now + LAST_ATTEMPT),
+        let attempt_deadline = match until.retries_in_call() {
+            true => deadline.max(now + LAST_ATTEMPT),
+            false => deadline,
         };
         let gave_up = |error, reason| GaveUp { error, reason, attempts: number, elapsed: started.elapsed() };
-        let (error, retry_after) = match attempt(Attempt { number, deadline }).await {
+        let (error, retry_after) = match attempt(Attempt { number, deadline: attempt_deadline }).await {
             Ok(value) => return Ok(value),
             Err(Failure::Permanent(error)) => return Err(gave_up(error, Reason::Permanent)),
             Err(Failure::Transient { error, retry_after }) => (error, retry_after),
         };
-        let Until::Deadline(deadline) = until else { return Err(gave_up(error, Reason::Once)) };
+        if !until.retries_in_call() {
+            return Err(gave_up(error, Reason::Once));
+        }
         let at = match policy.next(number, retry_after, Instant::now(), Some(deadline)) {
             Next::At(at) => at,
             Next::Deadline => return Err(gave_up(error, Reason::Deadline)),
@@ -240,7 +280,7 @@ mod tests {
             let start = Instant::now();
             let deadline = start + timeout;
             let times = RefCell::new(Vec::new());
-            let result: Result<(), _> = retry(&POLICY, Until::Deadline(deadline), "test", |a| {
+            let result: Result<(), _> = retry(&POLICY, Until::Deadline, deadline, "test", |a| {
                 times.borrow_mut().push((Instant::now(), a));
                 async { Err(Failure::transient("down")) }
             })
@@ -264,7 +304,7 @@ mod tests {
         let start = Instant::now();
         let times = RefCell::new(Vec::new());
         let result: Result<(), _> =
-            retry(&POLICY, Until::Deadline(start + Duration::from_millis(2500)), "test", |_| {
+            retry(&POLICY, Until::Deadline, start + Duration::from_millis(2500), "test", |_| {
                 times.borrow_mut().push(Instant::now());
                 async { Err(Failure::Transient { error: "429", retry_after: Some(Duration::from_secs(1)) }) }
             })
@@ -278,13 +318,13 @@ mod tests {
     async fn permanent_failures_and_once_stop_after_one_attempt() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let calls = RefCell::new(0);
-        let permanent: Result<(), _> = retry(&POLICY, Until::Deadline(deadline), "test", |_| {
+        let permanent: Result<(), _> = retry(&POLICY, Until::Deadline, deadline, "test", |_| {
             *calls.borrow_mut() += 1;
             async { Err(Failure::Permanent("refused")) }
         })
         .await;
         assert_eq!(permanent.unwrap_err().reason, Reason::Permanent);
-        let once: Result<(), _> = retry(&POLICY, Until::Once(deadline), "test", |a| {
+        let once: Result<(), _> = retry(&POLICY, Until::Never, deadline, "test", |a| {
             *calls.borrow_mut() += 1;
             assert_eq!(a.deadline, deadline);
             async { Err(Failure::transient("down")) }
@@ -298,7 +338,7 @@ mod tests {
     async fn a_success_after_failures_is_returned() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut left = 3;
-        let got = retry(&POLICY, Until::Deadline(deadline), "test", |a| {
+        let got = retry(&POLICY, Until::Deadline, deadline, "test", |a| {
             left -= 1;
             let fail = left > 0;
             async move {

@@ -390,7 +390,8 @@ fn later_rounds_are_conditional_and_reread_the_token_file() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let metrics = Arc::new(connd::metrics::Metrics::default());
     runtime.block_on(async {
-        let remote = connd::source::remote::Remote::new(&args, false, metrics.clone()).expect("remote");
+        let remote =
+            connd::source::remote::Remote::new(&args, connd::retry::Until::Deadline, metrics.clone()).expect("remote");
         let first = remote.fetch(&plan, Tokens::Mapped).await.expect("first round");
         // A rotated credential: a new file swapped in, as the kubelet does.
         std::fs::write(fx.join("token.new"), "rotated-token\n").unwrap();
@@ -490,7 +491,7 @@ fn a_304_for_a_key_the_server_never_had_names_the_key() {
 
 fn remote_for(fx: &Fixture, cp: &FakeControlPlane) -> connd::source::remote::Remote {
     let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
-    connd::source::remote::Remote::new(&args, false, Arc::default()).expect("remote")
+    connd::source::remote::Remote::new(&args, connd::retry::Until::Deadline, Arc::default()).expect("remote")
 }
 
 #[test]

@@ -159,8 +159,11 @@ fn runtime() -> tokio::runtime::Runtime {
 fn a_thousand_concurrent_requests_cause_one_token_call() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 60);
     runtime().block_on(async {
-        let cache =
-            TokenCache::new(Arc::new(HttpClient::new(Default::default(), Proxies::none())), false, Arc::default());
+        let cache = TokenCache::new(
+            Arc::new(HttpClient::new(Default::default(), Proxies::none())),
+            connd::retry::Until::Deadline,
+            Arc::default(),
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..1000 {
@@ -182,8 +185,11 @@ fn a_thousand_concurrent_requests_cause_one_token_call() {
 fn tokens_are_renewed_in_the_background() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 5);
     runtime().block_on(async {
-        let cache =
-            TokenCache::new(Arc::new(HttpClient::new(Default::default(), Proxies::none())), true, Arc::default());
+        let cache = TokenCache::new(
+            Arc::new(HttpClient::new(Default::default(), Proxies::none())),
+            connd::retry::Until::Cancelled,
+            Arc::default(),
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
         while idp.token_successes() < 2 && tokio::time::Instant::now() < deadline {
@@ -204,8 +210,11 @@ fn without_background_renewal_an_ageing_token_is_renewed_on_demand() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 60);
     let short = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 2);
     runtime().block_on(async {
-        let cache =
-            TokenCache::new(Arc::new(HttpClient::new(Default::default(), Proxies::none())), false, Arc::default());
+        let cache = TokenCache::new(
+            Arc::new(HttpClient::new(Default::default(), Proxies::none())),
+            connd::retry::Until::Deadline,
+            Arc::default(),
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
         let again = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("cached token");

@@ -16,7 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 fn remote(cp: &FakeControlPlane, metrics: &Arc<Metrics>) -> Arc<Remote> {
     let args = cp.remote_args();
-    Arc::new(Remote::new(&args, true, metrics.clone()).expect("remote"))
+    Arc::new(Remote::new(&args, connd::retry::Until::Cancelled, metrics.clone()).expect("remote"))
 }
 
 fn remote_config(dir: &std::path::Path, refresh: Duration, rescan: Duration) -> ReloadConfig {

@@ -9,6 +9,7 @@ use connd::http::client::HttpClient;
 use connd::http::proxy::Proxies;
 use connd::http::tls::TlsSettings;
 use connd::http::url::check_url;
+use connd::retry::Until;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use connd::source::{Sources, Tokens};
 use std::sync::Arc;
@@ -150,10 +151,10 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// `long_running`: background renewal, one attempt per call (as in `serve`).
-fn cache_for(cp: &FakeControlPlane, long_running: bool) -> TokenCache {
+/// `Until::Cancelled`: background renewal, one attempt per call (as in `serve`).
+fn cache_for(cp: &FakeControlPlane, until: Until) -> TokenCache {
     let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
-    TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), long_running, Arc::default())
+    TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), until, Arc::default())
 }
 
 fn creds(cp: &FakeControlPlane) -> Credentials {
@@ -182,7 +183,7 @@ fn a_failed_renewal_keeps_the_last_good_token() {
     let cp = FakeControlPlane::start(false);
     cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "10")), Reply::raw(500, "")]);
     runtime().block_on(async {
-        let cache = cache_for(&cp, false);
+        let cache = cache_for(&cp, Until::Deadline);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let first = cache.get(creds(&cp), deadline).await.expect("first token");
         tokio::time::sleep_until(first.expires_at - Duration::from_millis(1400)).await;
@@ -200,7 +201,7 @@ fn no_background_retries_after_invalid_client() {
     let refusal = r#"{"error":"invalid_client","error_description":"client authentication failed"}"#;
     cp.script("/token", vec![Reply::raw(200, &token_body("AT-1", "2")), Reply::raw(401, refusal)]);
     runtime().block_on(async {
-        let cache = cache_for(&cp, true);
+        let cache = cache_for(&cp, Until::Cancelled);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         cache.get(creds(&cp), deadline).await.expect("first token");
         assert_eq!(requests_reach(&cp, 2).await, 2, "no background renewal");
@@ -231,7 +232,11 @@ fn background_renewal_goes_on_after_a_transient_failure() {
     let metrics = Arc::new(connd::metrics::Metrics::default());
     runtime().block_on(async {
         let tls = TlsSettings { ca_file: Some(cp.ca_file().to_path_buf()), ..Default::default() };
-        let cache = TokenCache::new(Arc::new(HttpClient::new(tls, Proxies::none())), true, metrics.clone());
+        let cache = TokenCache::new(
+            Arc::new(HttpClient::new(tls, Proxies::none())),
+            connd::retry::Until::Cancelled,
+            metrics.clone(),
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         cache.get(creds(&cp), deadline).await.expect("first token");
         assert_eq!(requests_reach(&cp, 3).await, 3, "the renewal stopped after a 503");
@@ -264,7 +269,8 @@ fn applications_no_longer_planned_are_evicted() {
     let args = connd::source::remote::Settings { control_plane: None, ..cp.remote_args() };
     let opts = connd::resolve::Options::default();
     runtime().block_on(async {
-        let remote = connd::source::remote::Remote::new(&args, true, Arc::default()).expect("remote");
+        let remote =
+            connd::source::remote::Remote::new(&args, connd::retry::Until::Cancelled, Arc::default()).expect("remote");
         let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
         remote.fetch(&plan, Tokens::All).await.expect("first round");
         assert_eq!(remote.token_cache().apps().len(), 2);
@@ -330,7 +336,7 @@ fn a_missing_expires_in_is_300_seconds_said_at_debug_level() {
     assert!(!quiet.stderr.contains(said), "said above debug level:\n{quiet:?}");
 
     runtime().block_on(async {
-        let cache = cache_for(&cp, false);
+        let cache = cache_for(&cp, Until::Deadline);
         let asked = tokio::time::Instant::now();
         let token = cache.get(creds(&cp), asked + Duration::from_secs(60)).await.expect("a token");
         let (answered, ttl) = (tokio::time::Instant::now(), Duration::from_secs(300));

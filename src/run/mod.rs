@@ -14,10 +14,11 @@ use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
+use crate::retry::Until;
 use crate::run::changes::Env;
 use crate::serve::api::server::{self, ApiStateParts};
 use crate::serve::{metrics_listen, Socket};
-use crate::source::once::{self, Retry};
+use crate::source::once;
 use crate::source::remote::{self, Remote};
 use crate::source::{Sources, Tokens};
 use std::ffi::OsString;
@@ -70,7 +71,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
-    let sources = Arc::new(Remote::new(&args.remote, true, metrics.clone())?);
+    let sources = Arc::new(Remote::new(&args.remote, Until::Cancelled, metrics.clone())?);
     // Stops the reloader and the API, each through a child token.
     let stop = CancellationToken::new();
     let start_reloader = || {
@@ -175,8 +176,8 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
 /// With an API, the workload then starts once the API is ready too, on its values.
 async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let fetch = |plan: Arc<_>| async move {
-        let retry = Retry::Until(crate::http::deadline::deadline_after(args.remote.startup_timeout));
-        Ok(once::fetch(&plan, sources, retry).await?)
+        let deadline = crate::http::deadline::deadline_after(args.remote.startup_timeout);
+        Ok(once::fetch(&plan, sources, Until::Deadline, deadline).await?)
     };
     let (plan, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
     // As `exec`: the workload never starts with a file missing or partly rendered.

@@ -186,7 +186,7 @@ pub fn command(
         // Everything that can fail is set up before the socket exists, so that an
         // error leaves no socket file behind.
         let metrics = Arc::new(Metrics::default());
-        let sources = Arc::new(Remote::new(remote, true, metrics.clone())?);
+        let sources = Arc::new(Remote::new(remote, crate::retry::Until::Cancelled, metrics.clone())?);
         let proxy = crate::proxy::bind(proxy.clone())?;
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");

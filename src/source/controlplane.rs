@@ -4,7 +4,7 @@
 //! last ETag and values per connection, so every later round (serve's refresh) costs a
 //! 304. In one-shot modes it retries transient failures with exponential backoff and
 //! full jitter until the caller's deadline; in long-running ones each round makes one
-//! attempt and the reloader retries (see [`Retries`]). Statuses that retrying cannot
+//! attempt and the reloader retries (see [`Until`]). Statuses that retrying cannot
 //! fix fail at once.
 
 use crate::error::{Class, Classify};
@@ -67,13 +67,13 @@ pub enum Problem {
     MissingKey {
         key: String,
     },
-    /// Transient failures until the deadline ([`Retries::UntilDeadline`]).
+    /// Transient failures until the deadline ([`Until::Deadline`]).
     Unavailable {
         attempts: u32,
         elapsed: Duration,
         cause: String,
     },
-    /// Transient, in long-running modes ([`Retries::Caller`]): no attempt count or time,
+    /// Transient, when the caller retries ([`Until::Cancelled`]): no attempt count or time,
     /// so that every round of one outage reads the same and is logged once.
     Down {
         cause: String,
@@ -136,7 +136,7 @@ impl ControlPlaneError {
     }
 
     /// How long the control plane asked to wait (`Retry-After`, RFC 9110 §10.2.3) with a
-    /// transient failure that its caller retries ([`Retries::Caller`]): a floor for the
+    /// transient failure that its caller retries ([`Until::Cancelled`]): a floor for the
     /// caller's next attempt (SPEC §5). `None` for any other failure.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -163,17 +163,6 @@ impl Classify for ControlPlaneError {
             ControlPlaneError::Task { .. } => Class::Unavailable,
         }
     }
-}
-
-/// Who retries a transient failure (cannot connect, timeout, 429, 5xx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retries {
-    /// The call itself, with backoff, until its deadline: `env` and `exec` resolve once.
-    UntilDeadline,
-    /// Its caller: one attempt per call, so that a round of `serve`'s reloader (or a
-    /// token renewal) fails at once, shows as failed, and is retried on the caller's
-    /// own backoff, instead of holding file reloads and SIGHUP up for the whole deadline.
-    Caller,
 }
 
 /// What one connection's last good answer was: every scalar parameter of the 200, not
@@ -250,7 +239,8 @@ struct Inner {
     cache: Mutex<HashMap<String, Cached>>,
     /// Where each request's outcome is counted (`/metrics` in `serve`).
     metrics: Arc<Metrics>,
-    retries: Retries,
+    /// Whether a call retries its transient failures itself.
+    until: Until,
 }
 
 /// The client; cheap to clone, shares its cache.
@@ -281,12 +271,12 @@ impl ControlPlane {
         token_file: Option<PathBuf>,
         http: Arc<HttpClient>,
         metrics: Arc<Metrics>,
-        retries: Retries,
+        until: Until,
     ) -> ControlPlane {
         let base = base.to_string().trim_end_matches('/').to_owned();
         let token = token_file.map(|path| Arc::new(TokenFile { path, last: Mutex::new(None) }));
         let cache = Mutex::new(HashMap::new());
-        ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics, retries }) }
+        ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics, until }) }
     }
 
     /// The URL of one connection, as SPEC §5 spells it.
@@ -353,12 +343,8 @@ impl ControlPlane {
         let uri: Uri = url
             .parse()
             .map_err(|_| w.error(url, Problem::BadAnswer { cause: "the connection's URL is not valid".into() }))?;
-        let until = match self.inner.retries {
-            Retries::Caller => Until::Once(deadline),
-            Retries::UntilDeadline => Until::Deadline(deadline),
-        };
         let (span, uri) = (tracing::info_span!("connection", connection = %w.name, url), &uri);
-        let attempts = retry(&retry::REQUESTS, until, "control-plane request", |a| async move {
+        let attempts = retry(&retry::REQUESTS, self.inner.until, deadline, "control-plane request", |a| async move {
             match self.attempt(w, url, uri, a.deadline).await {
                 Ok(Attempt::Done(params)) => Ok(params),
                 // No attempt count or time in the message: the same outage reads the
@@ -478,7 +464,7 @@ impl ControlPlane {
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(w.error(url, Problem::Refused { status })),
             StatusCode::NOT_FOUND => Err(w.error(url, Problem::NotFound)),
-            s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => {
+            s if retry::transient_status(s) => {
                 let retry_after = response
                     .headers
                     .get(RETRY_AFTER)

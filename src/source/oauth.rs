@@ -11,7 +11,6 @@ use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
 use crate::retry::{self, retry, Failure, GaveUp, Reason, Until};
 use crate::secret::Secret;
-use crate::source::controlplane::Retries;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use bytes::Bytes;
@@ -156,7 +155,8 @@ struct App {
     calls: std::sync::atomic::AtomicU64,
     /// Counts them by result, for `/metrics`.
     metrics: Arc<Metrics>,
-    retries: Retries,
+    /// Whether a call retries its transient failures itself.
+    until: Until,
     /// Bumped on every new token, for those who keep a token elsewhere (rendered files).
     renewed: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -164,9 +164,10 @@ struct App {
 struct Shared {
     http: Arc<HttpClient>,
     apps: Mutex<HashMap<AppKey, Arc<App>>>,
-    /// Long-running modes renew in the background and leave retrying to their callers
-    /// (the reloader, the renewal task); one-shot modes renew on demand and retry.
-    long_running: bool,
+    /// [`Until::Cancelled`] (long-running modes) renews in the background and leaves
+    /// retrying to the callers (the reloader, the renewal task); one-shot modes renew on
+    /// demand and retry until their deadline.
+    until: Until,
     /// One background renewal per application; dropping its entry stops it.
     refreshers: Mutex<HashMap<AppKey, Renewal>>,
     /// The parent of every renewal's token: cancelled by `shutdown`, or when the cache goes.
@@ -195,15 +196,15 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// `long_running`: renew tokens in the background, and make one attempt per call (see
-    /// [`Retries`]). Every token-endpoint call is counted into `metrics` by result.
-    pub fn new(http: Arc<HttpClient>, long_running: bool, metrics: Arc<Metrics>) -> TokenCache {
+    /// `until`: how long a call retries, and whether tokens are renewed in the background
+    /// (see [`Until`]). Every token-endpoint call is counted into `metrics` by result.
+    pub fn new(http: Arc<HttpClient>, until: Until, metrics: Arc<Metrics>) -> TokenCache {
         let stop = CancellationToken::new();
         TokenCache {
             shared: Arc::new(Shared {
                 http,
                 apps: Mutex::new(HashMap::new()),
-                long_running,
+                until,
                 refreshers: Mutex::new(HashMap::new()),
                 _stop_on_drop: stop.clone().drop_guard(),
                 stop,
@@ -287,7 +288,7 @@ impl TokenCache {
                             failures: Mutex::new(Failures::default()),
                             calls: Default::default(),
                             metrics: self.shared.metrics.clone(),
-                            retries: if self.shared.long_running { Retries::Caller } else { Retries::UntilDeadline },
+                            until: self.shared.until,
                             renewed: self.shared.renewed.clone(),
                         })
                     });
@@ -302,7 +303,7 @@ impl TokenCache {
             }
         }
         let token = app.get(&self.shared.http, deadline).await?;
-        if self.shared.long_running {
+        if self.shared.until.renews_in_background() {
             self.arm_refresher(&app);
         }
         Ok(token)
@@ -378,13 +379,10 @@ impl App {
                 }
             }
         }
-        let until = match self.retries {
-            Retries::Caller => Until::Once(deadline),
-            Retries::UntilDeadline => Until::Deadline(deadline),
-        };
         let span =
             tracing::info_span!("token", token_url = %self.key.token_url, client_id = %self.key.shown_client_id());
-        let attempts = retry(&retry::REQUESTS, until, "token request", |a| self.attempt(http, a.deadline));
+        let attempts =
+            retry(&retry::REQUESTS, self.until, deadline, "token request", |a| self.attempt(http, a.deadline));
         match attempts.instrument(span).await {
             Ok(token) => Ok(token),
             Err(GaveUp {
@@ -488,7 +486,7 @@ impl App {
             Err(e) => return Err(bad(e.to_string())),
         };
         let status = response.status;
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        if retry::transient_status(status) {
             return Err(Attempt::Transient(format!("status {status}")));
         }
         // SPEC §5: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some

@@ -14,18 +14,7 @@ use crate::source::{FetchError, Sources, Tokens};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use tokio::time::Instant;
-
-/// Whether a failed fetch is tried again.
-#[derive(Debug, Clone, Copy)]
-pub enum Retry {
-    /// No: the sources retry themselves (`env`, `exec`), or the caller does.
-    Never,
-    /// Transient failures, with backoff, until this instant (`run`, whose long-running
-    /// sources make one attempt per call).
-    Until(Instant),
-}
 
 /// One resolution of `dir`: the plan, the fetch (only when the plan needs the sources;
 /// `fetch` is not called otherwise), then the values.
@@ -34,50 +23,50 @@ where
     F: FnOnce(Arc<Plan>) -> Fut,
     Fut: Future<Output = anyhow::Result<Fetched>>,
 {
-    let plan = Arc::new(resolve::plan(dir, options)?);
-    plan.log_warnings();
+    let plan = plan(dir, options)?;
     let fetched = if plan.needs_fetch() { fetch(plan.clone()).await? } else { Fetched::default() };
-    let values = values::materialize(&plan, &fetched)?;
-    tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
-    Ok((plan, values))
+    finish(plan, &fetched)
 }
 
 /// [`resolve()`] on this thread, for a `fetch` that does not wait on a runtime (it makes
-/// its own): a directory that needs nothing remote starts no runtime at all.
+/// its own): a directory that needs nothing from the sources starts no runtime at all.
 pub fn resolve_blocking(
     dir: &Path,
     options: &resolve::Options,
     fetch: impl FnOnce(&Plan) -> anyhow::Result<Fetched>,
 ) -> anyhow::Result<(Arc<Plan>, Values)> {
-    let resolution = resolve(dir, options, |plan| std::future::ready(fetch(&plan)));
-    let mut resolution = std::pin::pin!(resolution);
-    // Every step above completes when first polled: nothing in it waits.
-    let waker = Waker::from(Arc::new(NoWake));
-    match resolution.as_mut().poll(&mut Context::from_waker(&waker)) {
-        Poll::Ready(result) => result,
-        Poll::Pending => Err(anyhow::anyhow!("a one-shot resolution waited, which it never should")),
-    }
+    let plan = plan(dir, options)?;
+    let fetched = if plan.needs_fetch() { fetch(&plan)? } else { Fetched::default() };
+    finish(plan, &fetched)
 }
 
-/// A waker for a future that never waits.
-struct NoWake;
+/// The first step of a resolution: the plan of `dir`, its warnings logged.
+fn plan(dir: &Path, options: &resolve::Options) -> anyhow::Result<Arc<Plan>> {
+    let plan = Arc::new(resolve::plan(dir, options)?);
+    plan.log_warnings();
+    Ok(plan)
+}
 
-impl Wake for NoWake {
-    fn wake(self: Arc<Self>) {}
+/// The last step: the values of `plan` from what was fetched.
+fn finish(plan: Arc<Plan>, fetched: &Fetched) -> anyhow::Result<(Arc<Plan>, Values)> {
+    let values = values::materialize(&plan, fetched)?;
+    tracing::debug!(connections = plan.connections.len(), variables = values.env.len(), "resolved");
+    Ok((plan, values))
 }
 
 /// Fetches what `plan` needs (the tokens variables map) from `sources`, retrying
-/// transient failures as `again` says (the last attempt at the deadline: `retry`).
-pub async fn fetch<S: Sources>(plan: &Plan, sources: &S, again: Retry) -> Result<Fetched, FetchError> {
-    let until = match again {
-        Retry::Never => Until::Once(Instant::now()),
-        Retry::Until(deadline) => Until::Deadline(deadline),
-    };
+/// transient failures as `until` says, up to `deadline` (the last attempt at it).
+pub async fn fetch<S: Sources>(
+    plan: &Plan,
+    sources: &S,
+    until: Until,
+    deadline: Instant,
+) -> Result<Fetched, FetchError> {
     let attempt = |_| async {
         sources.fetch(plan, Tokens::Mapped).await.map_err(|e| match e.class().is_transient() {
             true => Failure::transient(e),
             false => Failure::Permanent(e),
         })
     };
-    retry::retry(&retry::REQUESTS, until, "resolution", attempt).await.map_err(|gave_up| gave_up.error)
+    retry::retry(&retry::REQUESTS, until, deadline, "resolution", attempt).await.map_err(|gave_up| gave_up.error)
 }

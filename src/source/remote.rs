@@ -11,8 +11,9 @@ use crate::http::tls::TlsSettings;
 use crate::http::url::check_base_url;
 use crate::metrics::Metrics;
 use crate::resolve::{Plan, PlannedConnection};
+use crate::retry::Until;
 use crate::secret::Secret;
-use crate::source::controlplane::{ControlPlane, Retries};
+use crate::source::controlplane::ControlPlane;
 use crate::source::credentials;
 use crate::source::oauth::{Credentials, TokenCache};
 use crate::source::values::Fetched;
@@ -57,12 +58,12 @@ pub struct Remote {
 
 impl Remote {
     /// Builds the sources from settings; reads the TLS files when a control plane uses
-    /// https. `long_running` (serve, run): tokens are renewed in the background, and a
-    /// transient failure fails the call at once, for the reloader to retry (see
-    /// [`Retries`]); otherwise (env, exec) each call retries until `--startup-timeout`.
-    /// Every control-plane and token-endpoint call is counted into `metrics`.
-    pub fn new(args: &Settings, long_running: bool, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
-        let retries = if long_running { Retries::Caller } else { Retries::UntilDeadline };
+    /// https. `until` says who retries a transient failure ([`Until::Cancelled`] in
+    /// `serve` and `run`, whose tokens are then renewed in the background;
+    /// [`Until::Deadline`] in `env` and `exec`, each call retrying until
+    /// `--startup-timeout`). Every control-plane and token-endpoint call is counted into
+    /// `metrics`.
+    pub fn new(args: &Settings, until: Until, metrics: Arc<Metrics>) -> Result<Remote, SetupError> {
         let proxies =
             if args.no_proxy_env { Proxies::none() } else { Proxies::from_env().map_err(SetupError::Proxy)? };
         let tls = TlsSettings {
@@ -74,7 +75,7 @@ impl Remote {
         let control_plane = match &args.control_plane {
             Some(url) => {
                 let uri = check_base_url(url, args.allow_insecure_http).map_err(SetupError::Url)?;
-                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), retries))
+                Some(ControlPlane::new(&uri, args.token_file.clone(), http.clone(), metrics.clone(), until))
             }
             None => None,
         };
@@ -86,7 +87,7 @@ impl Remote {
         }
         Ok(Remote {
             control_plane,
-            tokens: TokenCache::new(http, long_running, metrics),
+            tokens: TokenCache::new(http, until, metrics),
             startup_timeout: args.startup_timeout,
             allow_insecure_http: args.allow_insecure_http,
         })
@@ -232,7 +233,7 @@ pub fn fetch_once(args: &Settings, plan: &Plan) -> anyhow::Result<Fetched> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async {
-        let remote = Remote::new(args, false, Arc::default())?;
+        let remote = Remote::new(args, Until::Deadline, Arc::default())?;
         Ok(remote.fetch(plan, Tokens::Mapped).await?)
     })
 }
