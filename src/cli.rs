@@ -95,13 +95,15 @@ pub struct ConfigArgs {
     #[arg(long, env = "CONND_FILES_ROOT", default_value = "/", value_name = "DIR")]
     pub files_root: PathBuf,
     #[command(flatten)]
-    pub remote: RemoteArgs,
+    pub outbound: OutboundArgs,
 }
 
-/// Where remote values and tokens come from: the control plane and how to reach it.
+/// How connd reaches what it calls over the network (the outbound sources: the control
+/// plane and the token endpoints; the egress proxy's upstreams share the TLS, proxy
+/// and plain-http rules).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Control plane and TLS")]
-pub struct RemoteArgs {
+pub struct OutboundArgs {
     /// Base URL of the control plane; needed for `remote: true` parameters
     #[arg(long, env = "CONND_CONTROL_PLANE", value_name = "URL")]
     pub control_plane: Option<String>,
@@ -138,9 +140,9 @@ impl LogArgs {
     }
 }
 
-impl RemoteArgs {
-    pub fn settings(&self) -> crate::source::remote::Settings {
-        crate::source::remote::Settings {
+impl OutboundArgs {
+    pub fn settings(&self) -> crate::source::outbound::Settings {
+        crate::source::outbound::Settings {
             control_plane: self.control_plane.clone(),
             token_file: self.token_file.clone(),
             ca_file: self.ca_file.clone(),
@@ -160,7 +162,7 @@ impl ConfigArgs {
             component: self.component.clone(),
             env_prefix: self.env_prefix.clone(),
             ignore_unsupported: self.ignore_unsupported,
-            control_plane: self.remote.control_plane.is_some(),
+            control_plane: self.outbound.control_plane.is_some(),
             files_root: self.files_root.clone(),
         }
     }

@@ -3,7 +3,7 @@
 //! error chain whose first classified cause gives the exit code ([`exit_code`]).
 
 use crate::cli::{
-    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, ProbeArgs, ProxyArgs, RemoteArgs, RenderArgs, RunArgs, ServeArgs,
+    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, OutboundArgs, ProbeArgs, ProxyArgs, RenderArgs, RunArgs, ServeArgs,
     SocketAccessArgs,
 };
 use crate::config::ConfigError;
@@ -16,39 +16,38 @@ use crate::run::supervise::SuperviseError;
 use crate::serve::api::server::{self, BindError};
 use crate::serve::probe::ProbeError;
 use crate::serve::{ServeSettings, Socket};
-use crate::source::once;
 use crate::source::values::{self, ValueError, Values};
 use crate::source::FetchError;
+use crate::source::{credentials, once};
 use crate::{exec, exit, output, stdout};
 use std::error::Error;
 use std::sync::Arc;
 
 /// Loads the directory, builds the plan and resolves every value once.
 pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> {
-    let remote = config.remote.settings();
-    // Directories that need nothing remote stay on this thread: no runtime, no TLS setup.
+    let outbound = config.outbound.settings();
+    // Directories that need no outbound source stay on this thread: no runtime, no TLS setup.
     once::resolve_blocking(&config.config_dir, &config.options(), |plan| {
-        crate::source::remote::fetch_once(&remote, plan)
+        crate::source::outbound::fetch_once(&outbound, plan)
     })
 }
 
-/// `check` reads every local source and contacts nothing: remote parameters are shown
-/// as `remote` whether or not a control plane is given (SPEC §3).
+/// `check` reads every local source and contacts nothing: control-plane parameters are
+/// shown as `remote` whether or not a control plane is given (SPEC §3).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let options = resolve::Options { control_plane: true, ..args.config.options() };
     let plan = resolve::plan(&args.config.config_dir, &options)?;
     plan.log_warnings();
     values::check_local(&plan)?;
-    // The token URLs `env` would refuse, where they are local (not from the control plane).
+    // The token URLs `env` would refuse, where the client's parameters are all local
+    // (resolving without a fetch leaves the others out).
     for p in plan.connections.iter().filter(|p| p.connection.is_oauth()) {
-        let local = crate::source::credentials::CLIENT_KEYS.iter().all(|k| {
-            p.connection.parameters.get(*k).is_some_and(|v| !matches!(v.source, crate::config::model::Source::Remote))
-        });
-        if local {
-            crate::source::credentials::read(p, None, args.config.remote.allow_insecure_http)?;
+        let params = values::resolve_keys(p, &credentials::CLIENT_KEYS, None)?;
+        if params.len() == credentials::CLIENT_KEYS.len() {
+            credentials::from_params(p, &params, args.config.outbound.allow_insecure_http)?;
         }
     }
-    // What the kernel would refuse, as far as it is known here: remote values are not.
+    // What the kernel would refuse, as far as it is known here: control-plane values are not.
     let local = values::local_env(&plan)?;
     exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
     let text = match args.format {
@@ -107,9 +106,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         command: args.command.clone(),
         supervise: args.settings(),
         reload: reload_config(&args.config, &args.reload),
-        remote: args.config.remote.settings(),
+        outbound: args.config.outbound.settings(),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
-        proxy: proxy(&args.proxy, &args.access, &args.config.remote, server::Limits::default(), RUN_API_GRACE),
+        proxy: proxy(&args.proxy, &args.access, &args.config.outbound, server::Limits::default(), RUN_API_GRACE),
         metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     crate::run::command(&settings)
@@ -120,7 +119,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     let settings = ServeSettings {
         reload: reload_config(&args.config, &args.reload),
         allow: allow(&args.access),
-        startup_timeout: args.config.remote.startup_timeout,
+        startup_timeout: args.config.outbound.startup_timeout,
         grace: args.shutdown_grace,
         notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
         sighup: true,
@@ -130,8 +129,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         },
         metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
-    let proxy = proxy(&args.proxy, &args.access, &args.config.remote, settings.limits, args.shutdown_grace);
-    crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.remote.settings(), &proxy)?;
+    let proxy = proxy(&args.proxy, &args.access, &args.config.outbound, settings.limits, args.shutdown_grace);
+    crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.outbound.settings(), &proxy)?;
     Ok(exit::OK)
 }
 
@@ -153,11 +152,11 @@ fn socket(path: &std::path::Path, access: &SocketAccessArgs) -> Socket {
 const RUN_API_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The egress proxy's settings: its own flags, the API's socket access and limits, and
-/// the TLS, outbound-proxy and plain-http rules of the control plane.
+/// the TLS, outbound-proxy and plain-http rules of every outbound call.
 fn proxy(
     args: &ProxyArgs,
     access: &SocketAccessArgs,
-    remote: &RemoteArgs,
+    outbound: &OutboundArgs,
     limits: server::Limits,
     grace: std::time::Duration,
 ) -> crate::proxy::ProxySettings {
@@ -169,14 +168,14 @@ fn proxy(
         socket_group: access.socket_group,
         allow: allow(access),
         tls: crate::http::tls::TlsSettings {
-            ca_file: remote.ca_file.clone(),
-            client_cert: remote.client_cert.clone(),
-            client_key: remote.client_key.clone(),
+            ca_file: outbound.ca_file.clone(),
+            client_cert: outbound.client_cert.clone(),
+            client_key: outbound.client_key.clone(),
         },
-        no_proxy_env: remote.no_proxy_env,
+        no_proxy_env: outbound.no_proxy_env,
         connect_timeout: args.proxy_connect_timeout,
         forwarding: crate::proxy::Forwarding {
-            allow_insecure_http: remote.allow_insecure_http,
+            allow_insecure_http: outbound.allow_insecure_http,
             response_timeout: args.proxy_response_timeout,
         },
         limits,

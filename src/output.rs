@@ -199,7 +199,7 @@ fn plan_row(plan: &Plan, b: &Binding) -> Row {
                 Source::File(path) => {
                     Shown::Value(read_value_file(path).unwrap_or_else(|e| format!("<unreadable: {e}>")))
                 }
-                Source::Remote => Shown::Remote,
+                Source::ControlPlane => Shown::Remote,
             };
             Row { from, source: param.source.describe(), value }
         }

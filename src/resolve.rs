@@ -6,7 +6,7 @@
 
 use crate::config::model::valid_env_name;
 use crate::config::model::{
-    self, ComponentSpec, Connection, ConnectionRef, Identity, RefKind, Source, ValueSource, Visibility,
+    self, ComponentSpec, Connection, ConnectionRef, Identity, RefKind, ValueSource, Visibility,
 };
 use crate::config::suggest::did_you_mean;
 use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
@@ -88,14 +88,14 @@ pub struct Plan {
 
 impl Plan {
     /// Whether any referenced connection needs the control plane.
-    pub fn needs_remote(&self) -> bool {
-        self.connections.iter().any(|c| c.connection.needs_remote())
+    pub fn needs_control_plane(&self) -> bool {
+        self.connections.iter().any(|c| c.connection.needs_control_plane())
     }
 
-    /// Whether resolving needs the sources: some parameter is remote, or some variable
-    /// or file takes a token.
+    /// Whether resolving needs the sources: some parameter is from the control plane, or
+    /// some variable or file takes a token.
     pub fn needs_fetch(&self) -> bool {
-        self.needs_remote() || self.token_vars().next().is_some()
+        self.needs_control_plane() || self.token_vars().next().is_some()
     }
 
     /// The plan's warnings (likely typos), one log record each.
@@ -537,7 +537,7 @@ fn check_names(vars: &mut [Binding], connections: &[PlannedConnection], diags: &
 /// have a value.
 fn remote_without_control_plane(connections: &[PlannedConnection], diags: &mut Diagnostics) {
     for p in connections {
-        for key in p.connection.remote_keys() {
+        for key in p.connection.control_plane_keys() {
             diags.error(
                 p.connection.origin.clone(),
                 format!("parameter {key} of connection {:?} is `remote: true`, which needs a control plane", p.name),
@@ -556,7 +556,7 @@ fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics
     let mut reported = std::collections::HashSet::new();
     for p in connections {
         for (key, param) in &p.connection.parameters {
-            let Source::File(path) = &param.source else { continue };
+            let Some(path) = param.source.file() else { continue };
             let result = read.entry(path).or_insert_with(|| config::files::read_value_file(path).map(drop));
             if let Err(cause) = result {
                 if !reported.insert(&param.origin) {

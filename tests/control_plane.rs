@@ -384,14 +384,14 @@ fn exec_fails_closed_without_the_remote_values() {
 fn later_rounds_are_conditional_and_reread_the_token_file() {
     let (fx, cp) = (fixture(), FakeControlPlane::start(false));
     cp.script(ID, vec![good()]);
-    let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
+    let args = connd::source::outbound::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
     let opts = connd::resolve::Options { control_plane: true, ..Default::default() };
     let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let metrics = Arc::new(connd::metrics::Metrics::default());
     runtime.block_on(async {
-        let remote =
-            connd::source::remote::Remote::new(&args, connd::retry::Until::Deadline, metrics.clone()).expect("remote");
+        let remote = connd::source::outbound::Outbound::new(&args, connd::retry::Until::Deadline, metrics.clone())
+            .expect("remote");
         let first = remote.fetch(&plan, Tokens::Mapped).await.expect("first round");
         // A rotated credential: a new file swapped in, as the kubelet does.
         std::fs::write(fx.join("token.new"), "rotated-token\n").unwrap();
@@ -489,9 +489,9 @@ fn a_304_for_a_key_the_server_never_had_names_the_key() {
     assert!(requests.iter().all(|r| r.if_none_match.is_none()), "{requests:?}");
 }
 
-fn remote_for(fx: &Fixture, cp: &FakeControlPlane) -> connd::source::remote::Remote {
-    let args = connd::source::remote::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
-    connd::source::remote::Remote::new(&args, connd::retry::Until::Deadline, Arc::default()).expect("remote")
+fn remote_for(fx: &Fixture, cp: &FakeControlPlane) -> connd::source::outbound::Outbound {
+    let args = connd::source::outbound::Settings { token_file: Some(fx.join("token")), ..cp.remote_args() };
+    connd::source::outbound::Outbound::new(&args, connd::retry::Until::Deadline, Arc::default()).expect("remote")
 }
 
 #[test]

@@ -8,7 +8,7 @@ use connd::error::Classify;
 use connd::metrics::Metrics;
 use connd::reload::snapshot::Snapshot;
 use connd::reload::{Reloader, StartupError};
-use connd::source::remote::Remote;
+use connd::source::outbound::Outbound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ async fn not_ready_while_the_control_plane_is_down_then_ready() {
     let args = cp.remote_args();
     let metrics = Arc::new(Metrics::default());
     // Long-running: one attempt per round, so the failure shows at once, not after 30s.
-    let remote = Arc::new(Remote::new(&args, connd::retry::Until::Cancelled, metrics.clone()).expect("remote"));
+    let remote = Arc::new(Outbound::new(&args, connd::retry::Until::Cancelled, metrics.clone()).expect("remote"));
     let mut cfg = config(dir.path(), Duration::from_millis(100));
     cfg.options.control_plane = true;
     let reloader = Reloader::start(cfg, remote, metrics.clone(), std::future::pending());

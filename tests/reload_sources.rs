@@ -8,15 +8,15 @@ use crate::support::*;
 use connd::metrics::Metrics;
 use connd::reload::snapshot::Snapshot;
 use connd::reload::{ReloadConfig, Reloader};
-use connd::source::remote::Remote;
+use connd::source::outbound::Outbound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-fn remote(cp: &FakeControlPlane, metrics: &Arc<Metrics>) -> Arc<Remote> {
+fn remote(cp: &FakeControlPlane, metrics: &Arc<Metrics>) -> Arc<Outbound> {
     let args = cp.remote_args();
-    Arc::new(Remote::new(&args, connd::retry::Until::Cancelled, metrics.clone()).expect("remote"))
+    Arc::new(Outbound::new(&args, connd::retry::Until::Cancelled, metrics.clone()).expect("remote"))
 }
 
 fn remote_config(dir: &std::path::Path, refresh: Duration, rescan: Duration) -> ReloadConfig {

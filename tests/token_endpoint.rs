@@ -266,11 +266,11 @@ fn applications_no_longer_planned_are_evicted() {
         &component_yaml(&[("hr-connection", "thirdparty:svc/v1"), ("payroll", "thirdparty:svc/v1")]),
         &both,
     );
-    let args = connd::source::remote::Settings { control_plane: None, ..cp.remote_args() };
+    let args = connd::source::outbound::Settings { control_plane: None, ..cp.remote_args() };
     let opts = connd::resolve::Options::default();
     runtime().block_on(async {
-        let remote =
-            connd::source::remote::Remote::new(&args, connd::retry::Until::Cancelled, Arc::default()).expect("remote");
+        let remote = connd::source::outbound::Outbound::new(&args, connd::retry::Until::Cancelled, Arc::default())
+            .expect("remote");
         let plan = connd::resolve::plan(fx.path(), &opts).expect("plan");
         remote.fetch(&plan, Tokens::All).await.expect("first round");
         assert_eq!(remote.token_cache().apps().len(), 2);

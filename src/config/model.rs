@@ -1,7 +1,8 @@
 //! The validated connection config: types that cannot hold what the checks refuse.
 //! Built by `validate` from the raw documents; read by `resolve` and every layer after
-//! it. What a connection offers (its keys, which are remote, whether it is OAuth) is
-//! answered here, once, by methods on [`Connection`].
+//! it. What a connection offers (its keys, which come from the control plane, whether it
+//! is OAuth) is answered here, once, by methods on [`Connection`]; where a value comes
+//! from, by methods on [`Source`].
 
 pub use super::raw::{ClientAuth, Security, Visibility};
 use crate::config::diag::Origin;
@@ -56,23 +57,42 @@ pub struct OAuth {
     pub client_auth: ClientAuth,
 }
 
-/// Where a parameter's value comes from.
+/// Where a parameter's value comes from: the source kind. Every layer decides about a
+/// kind by an exhaustive `match` (here or at its use), so that a new kind is a variant,
+/// its backend's module under `source/`, and the places the compiler then names.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// Written in the descriptor.
+    /// Written in the descriptor (`value:`, or a plain string): a local value.
     Value(Secret),
-    /// A local file's content, one trailing newline trimmed.
+    /// A local file's content, one trailing newline trimmed (`file:`): a local value.
     File(PathBuf),
-    /// Fetched from the control plane.
-    Remote,
+    /// Fetched from the control plane (`remote: true`, the user's word for it).
+    ControlPlane,
 }
 
 impl Source {
+    /// The local file the value is read from, which planning reads and a reload watches.
+    pub fn file(&self) -> Option<&PathBuf> {
+        match self {
+            Source::File(path) => Some(path),
+            Source::Value(_) | Source::ControlPlane => None,
+        }
+    }
+
+    /// Whether the control plane is asked for it.
+    pub fn is_control_plane(&self) -> bool {
+        match self {
+            Source::ControlPlane => true,
+            Source::Value(_) | Source::File(_) => false,
+        }
+    }
+
+    /// How `check` names the source: `value`, `file:PATH` or `remote` (the YAML key).
     pub fn describe(&self) -> String {
         match self {
             Source::Value(_) => "value".into(),
             Source::File(path) => format!("file:{}", path.display()),
-            Source::Remote => "remote".into(),
+            Source::ControlPlane => "remote".into(),
         }
     }
 }
@@ -142,13 +162,13 @@ impl Connection {
     }
 
     /// Its `remote: true` parameters, in key order: what the control plane is asked for.
-    pub fn remote_keys(&self) -> impl Iterator<Item = &str> {
-        self.parameters.iter().filter(|(_, p)| matches!(p.source, Source::Remote)).map(|(k, _)| k.as_str())
+    pub fn control_plane_keys(&self) -> impl Iterator<Item = &str> {
+        self.parameters.iter().filter(|(_, p)| p.source.is_control_plane()).map(|(k, _)| k.as_str())
     }
 
     /// Whether some parameter comes from the control plane.
-    pub fn needs_remote(&self) -> bool {
-        self.remote_keys().next().is_some()
+    pub fn needs_control_plane(&self) -> bool {
+        self.control_plane_keys().next().is_some()
     }
 }
 

@@ -628,7 +628,7 @@ fn parameter(
         sources.push(Source::File(dir.join(f)));
     }
     if spec.remote.unwrap_or(false) {
-        sources.push(Source::Remote);
+        sources.push(Source::ControlPlane);
     }
     if sources.len() != 1 {
         let what = if sources.is_empty() { "no source" } else { "more than one source" };

@@ -128,7 +128,7 @@ impl<S: Sources> State<S> {
         let mut values = resolved.values.clone();
         let wanted: BTreeSet<usize> = plan.files.iter().flat_map(|f| f.tokens.iter().copied()).collect();
         for conn in wanted {
-            let live = self.sources.token(&plan, conn).await;
+            let live = self.sources.token(&plan, conn, &resolved.values.connections[conn]).await;
             let Some(slot) = values.connections.get_mut(conn) else { continue };
             match live {
                 Ok(token) => {

@@ -103,7 +103,7 @@ fn rows(plan: &Plan, file: &PlannedFile) -> Vec<ValueRow> {
         };
         let value = match &p.source {
             Source::Value(v) if !p.secret => Some(v.expose().to_owned()),
-            _ => None,
+            Source::Value(_) | Source::File(_) | Source::ControlPlane => None,
         };
         ValueRow { name, from, source: p.source.describe(), value, redacted: p.secret }
     };

@@ -206,7 +206,7 @@ impl<S: Sources> Proxy<S> {
             (true, Some(token), Some(kept), Some(mut headers)) => {
                 drop(first);
                 let plan = &resolved.plan;
-                self.sources.invalidate_token(plan, i, token).await;
+                self.sources.invalidate_token(plan, i, &resolved.values.connections[i], token).await;
                 let fresh = self.credentials(&resolved, i).await.inspect_err(|_| {
                     self.metrics.proxy_credential_failure(connection);
                 })?;
@@ -242,7 +242,7 @@ impl<S: Sources> Proxy<S> {
         let mut creds = Credentials { headers: Vec::with_capacity(1), token: None };
         let needs_token = p.connection.security == Security::OAuth2;
         if needs_token {
-            let token = match self.sources.token(&resolved.plan, i).await {
+            let token = match self.sources.token(&resolved.plan, i, values).await {
                 Ok(t) => t.access_token,
                 Err(SourceError::Other(e)) => return Err(unavailable(format!("no access token: {e:#}"))),
                 Err(e) => return Err(unavailable(e.to_string())),

@@ -18,7 +18,6 @@
 pub mod snapshot;
 pub mod watcher;
 
-use crate::config::model::Source;
 use crate::error::{Class, Classify};
 use crate::metrics::{Metrics, Reload};
 use crate::reload::snapshot::{changed_names, Resolved, Snapshot, Store};
@@ -265,7 +264,7 @@ fn remote_needs(plan: &Plan) -> Vec<(String, Vec<String>, bool)> {
         .iter()
         .filter_map(|p| {
             let c = &p.connection;
-            let remote: Vec<String> = c.remote_keys().map(str::to_owned).collect();
+            let remote: Vec<String> = c.control_plane_keys().map(str::to_owned).collect();
             let oauth = c.is_oauth();
             (oauth || !remote.is_empty()).then(|| (c.id.clone(), remote, oauth))
         })
@@ -279,7 +278,7 @@ fn watched_paths(dir: &std::path::Path, plan: &Plan) -> (BTreeSet<PathBuf>, BTre
     let mut files = BTreeSet::new();
     for p in &plan.connections {
         for param in p.connection.parameters.values() {
-            if let Source::File(path) = &param.source {
+            if let Some(path) = param.source.file() {
                 if let Some(parent) = path.parent() {
                     dirs.insert(parent.to_path_buf());
                 }

@@ -19,7 +19,7 @@ use crate::run::changes::Env;
 use crate::serve::api::server::{self, ApiStateParts};
 use crate::serve::{metrics_listen, Socket};
 use crate::source::once;
-use crate::source::remote::{self, Remote};
+use crate::source::outbound::{self, Outbound};
 use crate::source::{Sources, Tokens};
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub struct Settings {
     pub supervise: supervise::Settings,
     /// What is resolved and how often; its `tokens` are set here.
     pub reload: ReloadConfig,
-    pub remote: remote::Settings,
+    pub outbound: outbound::Settings,
     /// With `--socket`: the local API's socket and who may call it.
     pub api: Option<(Socket, Allow)>,
     /// The egress proxy (`--proxy-listen`, `--proxy-socket`); off when neither is given.
@@ -71,7 +71,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
     let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
-    let sources = Arc::new(Remote::new(&args.remote, Until::Cancelled, metrics.clone())?);
+    let sources = Arc::new(Outbound::new(&args.outbound, Until::Cancelled, metrics.clone())?);
     // Stops the reloader and the API, each through a child token.
     let stop = CancellationToken::new();
     let start_reloader = || {
@@ -176,7 +176,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
 /// With an API, the workload then starts once the API is ready too, on its values.
 async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
     let fetch = |plan: Arc<_>| async move {
-        let deadline = crate::http::deadline::deadline_after(args.remote.startup_timeout);
+        let deadline = crate::http::deadline::deadline_after(args.outbound.startup_timeout);
         Ok(once::fetch(&plan, sources, Until::Deadline, deadline).await?)
     };
     let (plan, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
@@ -185,7 +185,7 @@ async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&
         crate::files::write_all(&plan, &values)?;
     }
     if let Some(reloader) = api {
-        let ready = reloader.ready(args.remote.startup_timeout).await?;
+        let ready = reloader.ready(args.outbound.startup_timeout).await?;
         if let Some((env, _)) = ready.env() {
             return Ok(Arc::new(env.clone()));
         }

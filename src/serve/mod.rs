@@ -18,7 +18,7 @@ use crate::reload::{ReloadConfig, Reloader};
 use crate::serve::api::server::{self, ApiStateParts};
 use crate::serve::sdnotify::Notifier;
 use crate::signal;
-use crate::source::remote::{self, Remote};
+use crate::source::outbound::{self, Outbound};
 use crate::source::Sources;
 use std::future::Future;
 use std::path::PathBuf;
@@ -174,7 +174,7 @@ pub async fn run_with_proxy<S: Sources>(
 pub fn command(
     settings: ServeSettings,
     socket: &Socket,
-    remote: &remote::Settings,
+    outbound: &outbound::Settings,
     proxy: &crate::proxy::ProxySettings,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -186,7 +186,7 @@ pub fn command(
         // Everything that can fail is set up before the socket exists, so that an
         // error leaves no socket file behind.
         let metrics = Arc::new(Metrics::default());
-        let sources = Arc::new(Remote::new(remote, crate::retry::Until::Cancelled, metrics.clone())?);
+        let sources = Arc::new(Outbound::new(outbound, crate::retry::Until::Cancelled, metrics.clone())?);
         let proxy = crate::proxy::bind(proxy.clone())?;
         let listener = server::bind(&socket.path, socket.mode, socket.group)?;
         tracing::info!(socket = %socket.path.display(), "serving");

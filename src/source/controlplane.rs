@@ -1,5 +1,5 @@
-//! The control-plane client of SPEC §5: one GET per referenced connection with remote
-//! parameters, in parallel under a concurrency limit, with the bearer credential of
+//! The control-plane client of SPEC §5: one GET per referenced connection with
+//! control-plane (`remote: true`) parameters, in parallel under a concurrency limit, with the bearer credential of
 //! `--token-file` (re-read when the file changes) and conditional requests. It keeps the
 //! last ETag and values per connection, so every later round (serve's refresh) costs a
 //! 304. In one-shot modes it retries transient failures with exponential backoff and
@@ -43,7 +43,7 @@ pub enum ControlPlaneError {
     Task { what: &'static str },
 }
 
-/// One connection's request failed. It names the connection, the remote parameters it
+/// One connection's request failed. It names the connection, the control-plane parameters it
 /// was fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause
 /// (SPEC §3).
 #[derive(Debug)]
@@ -290,7 +290,7 @@ impl ControlPlane {
         )
     }
 
-    /// The remote parameters of every planned connection that has some, by connection id.
+    /// The control-plane parameters of every planned connection that has some, by connection id.
     pub async fn fetch(
         &self,
         plan: &Plan,
@@ -298,7 +298,7 @@ impl ControlPlane {
     ) -> Result<HashMap<String, HashMap<String, Secret>>, ControlPlaneError> {
         let mut wanted: Vec<Wanted> = Vec::new();
         for p in &plan.connections {
-            let keys: Vec<String> = p.connection.remote_keys().map(str::to_owned).collect();
+            let keys: Vec<String> = p.connection.control_plane_keys().map(str::to_owned).collect();
             // A connection referenced twice (two names) is fetched once.
             if !keys.is_empty() && !wanted.iter().any(|w| w.id == p.connection.id) {
                 wanted.push(Wanted { name: p.name.clone(), id: p.connection.id.clone(), keys });

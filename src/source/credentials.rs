@@ -1,35 +1,33 @@
 //! The client credentials of an OAuth connection (SPEC §2): `TokenURL`, `ConsumerKey`
-//! and `ConsumerSecret` from its literal values, its `file:` values or the control
-//! plane's answer, with the token URL checked against the plain-http rule.
+//! and `ConsumerSecret` from the connection's resolved parameters, whatever their source
+//! (a literal, a `file:` or the control plane), with the token URL checked against the
+//! plain-http rule.
 //!
-//! Boundary: reading and checking only; `remote` decides when, `oauth` uses them.
+//! Boundary: reading and checking only; `token_endpoint` decides when, `oauth` uses them.
+//! Values are resolved by `values`, as every other parameter is: this module never asks
+//! a backend itself.
 
-use crate::config::model::Source;
 use crate::http::url::check_url;
 use crate::resolve::PlannedConnection;
 use crate::secret::Secret;
 use crate::source::oauth::{AppKey, Credentials};
+use crate::source::values::{self, Fetched};
 use crate::source::SetupError;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The parameters an OAuth client needs.
 pub const CLIENT_KEYS: [&str; 3] = ["TokenURL", "ConsumerKey", "ConsumerSecret"];
 
-/// The client credentials of `p`; reads `file:` values (blocking).
-pub fn read(
+/// The client credentials of `p` from `params`, its resolved parameters (key → value,
+/// as `values::materialize` gives them; other keys are ignored). A missing key is a
+/// [`SetupError::Credential`], a token URL connd refuses a [`SetupError::TokenUrl`].
+pub fn from_params(
     p: &PlannedConnection,
-    remote: Option<&HashMap<String, Secret>>,
+    params: &BTreeMap<String, Secret>,
     allow_insecure_http: bool,
 ) -> Result<Credentials, SetupError> {
-    let value = |key: &'static str| -> Result<Secret, SetupError> {
-        let missing = || SetupError::Credential { connection: p.name.clone(), key };
-        match &p.connection.parameters.get(key).ok_or_else(missing)?.source {
-            Source::Value(v) => Ok(v.clone()),
-            Source::File(path) => crate::source::values::read_value_file(path).map(Secret::new).map_err(|cause| {
-                SetupError::CredentialFile { connection: p.name.clone(), key, path: path.clone(), cause }
-            }),
-            Source::Remote => remote.and_then(|r| r.get(key)).cloned().ok_or_else(missing),
-        }
+    let value = |key: &'static str| -> Result<&Secret, SetupError> {
+        params.get(key).ok_or_else(|| SetupError::Credential { connection: p.name.clone(), key })
     };
     let token_url = value("TokenURL")?;
     let client_id = value("ConsumerKey")?;
@@ -45,24 +43,37 @@ pub fn read(
         key: AppKey::new(token_url.expose(), client_id.expose(), &scopes)
             .secret_client_id(p.connection.parameters.get("ConsumerKey").is_some_and(|k| k.secret)),
         url,
-        secret,
+        secret: secret.clone(),
         auth: oauth.map(|o| o.client_auth).unwrap_or_default(),
     })
 }
 
-/// [`read`], with `file:` values read on the blocking pool.
-pub async fn read_async(
-    p: &PlannedConnection,
-    remote: Option<&HashMap<String, Secret>>,
-    allow_insecure_http: bool,
-) -> Result<Credentials, SetupError> {
-    let from_file = CLIENT_KEYS
-        .iter()
-        .any(|k| p.connection.parameters.get(*k).is_some_and(|v| matches!(v.source, Source::File(_))));
+/// The client parameters of `p` ([`CLIENT_KEYS`]) resolved as every parameter is, the
+/// control plane's from `fetched` (or left out when `fetched` is `None`, as `check` has
+/// it); `file:` values are read on the blocking pool.
+pub async fn resolve(p: &PlannedConnection, fetched: Option<&Fetched>) -> Result<BTreeMap<String, Secret>, SetupError> {
+    let from_file =
+        CLIENT_KEYS.iter().any(|k| p.connection.parameters.get(*k).is_some_and(|v| v.source.file().is_some()));
     if !from_file {
-        return read(p, remote, allow_insecure_http);
+        return Ok(values::resolve_keys(p, &CLIENT_KEYS, fetched)?);
     }
-    let (owned, remote) = (p.clone(), remote.cloned());
-    let read = tokio::task::spawn_blocking(move || read(&owned, remote.as_ref(), allow_insecure_http)).await;
-    read.unwrap_or_else(|_| Err(SetupError::Credential { connection: p.name.clone(), key: "ConsumerSecret" }))
+    // Only this connection's answer travels to the blocking pool.
+    let own = fetched.map(|f| Fetched {
+        params: f
+            .params
+            .get(&p.connection.id)
+            .map(|v| HashMap::from([(p.connection.id.clone(), v.clone())]))
+            .unwrap_or_default(),
+        tokens: HashMap::new(),
+    });
+    let owned = p.clone();
+    let read = tokio::task::spawn_blocking(move || values::resolve_keys(&owned, &CLIENT_KEYS, own.as_ref())).await;
+    read.unwrap_or_else(|_| {
+        Err(values::ValueError::Missing {
+            connection: p.name.clone(),
+            key: "ConsumerSecret".into(),
+            cause: "the read was interrupted".into(),
+        })
+    })
+    .map_err(SetupError::from)
 }

@@ -1,17 +1,29 @@
-//! Where values from outside the directory come from, as every mode sees them: remote
-//! parameters and OAuth tokens. `Local` is the embedded default (no control plane, no
-//! token endpoint); `remote::Remote` (the control plane and OAuth tokens) implements the
-//! same trait, so `exec`, `run` and `serve` resolve the same way whichever is configured.
+//! Where values come from, one backend per module, behind the [`Sources`] seam that
+//! every mode sees:
+//! - local values (`value:`, `file:`): read by `values`, which also materialises the rest;
+//! - the control plane (`remote: true`): `controlplane`;
+//! - the token endpoint (`AccessToken` of `security: oauth2`): `token_endpoint` over the
+//!   token cache `oauth`, its client credentials read by `credentials` from the
+//!   connection's resolved parameters, whatever their source.
+//!
+//! [`Local`] is the embedded default (no outbound source); `outbound::Outbound` composes
+//! the control plane and the token endpoint. Both implement [`Sources`], so `exec`, `run`
+//! and `serve` resolve the same way whichever is configured. Which backend serves a
+//! parameter is its [`Source`] kind, matched exhaustively wherever it matters; `once` is
+//! the one resolution (plan → fetch → materialise).
 //!
 //! Boundary: below the reloader and the modes, above `resolve`; a failed fetch is a
 //! [`FetchError`], whose class says whether it is worth retrying; unusable settings are a
 //! [`SetupError`].
+//!
+//! [`Source`]: crate::config::model::Source
 
 pub mod controlplane;
 pub mod credentials;
 pub mod oauth;
 pub mod once;
-pub mod remote;
+pub mod outbound;
+pub mod token_endpoint;
 pub mod values;
 
 use crate::config::model::ACCESS_TOKEN;
@@ -23,9 +35,9 @@ use crate::resolve::Plan;
 use crate::secret::Secret;
 use crate::source::controlplane::ControlPlaneError;
 use crate::source::oauth::OAuthError;
-use crate::source::values::Fetched;
+use crate::source::values::{Fetched, ValueError};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// An OAuth access token as the local API hands it out.
@@ -83,7 +95,7 @@ impl Classify for FetchError {
     }
 }
 
-/// Unusable settings: the sources' own (`remote::Settings`: the control-plane URL, the
+/// Unusable settings: the sources' own (`outbound::Settings`: the control-plane URL, the
 /// TLS files, the proxy variables) or a connection's OAuth client (`credentials`). A
 /// config error, or a usage error when `--control-plane` is not a base URL.
 ///
@@ -106,15 +118,21 @@ pub enum SetupError {
     },
     #[error("connection {connection:?} has no value for {key}, which its OAuth client needs")]
     Credential { connection: String, key: &'static str },
-    #[error("connection {connection:?}: cannot read {key} from {}: {cause}", path.display())]
-    CredentialFile { connection: String, key: &'static str, path: PathBuf, cause: String },
+    /// A client parameter that cannot be resolved (an unreadable `file:`).
+    #[error(transparent)]
+    Value(#[from] ValueError),
 }
 
 impl Classify for SetupError {
     fn class(&self) -> Class {
         match self {
             SetupError::Url(e) if e.is_usage() => Class::Usage,
-            _ => Class::Config,
+            SetupError::Url(_)
+            | SetupError::Tls(_)
+            | SetupError::Proxy(_)
+            | SetupError::TokenUrl { .. }
+            | SetupError::Credential { .. } => Class::Config,
+            SetupError::Value(e) => e.class(),
         }
     }
 }
@@ -129,18 +147,32 @@ pub enum Tokens {
 }
 
 pub trait Sources: Send + Sync + 'static {
-    /// Remote parameters and tokens for `plan`. Long-running callers call it again on
+    /// Control-plane parameters and tokens for `plan`. Long-running callers call it again on
     /// every refresh; implementations keep what they need (ETags, cached tokens).
     fn fetch(&self, plan: &Plan, tokens: Tokens) -> impl Future<Output = Result<Fetched, FetchError>> + Send;
 
-    /// A token for `plan.connections[conn]`, fresh from the cache.
-    fn token(&self, plan: &Plan, conn: usize) -> impl Future<Output = Result<Token, SourceError>> + Send;
+    /// A token for `plan.connections[conn]`, fresh from the cache. `params` are that
+    /// connection's resolved parameters (key → value, as the snapshot holds them), where
+    /// its client credentials are read, whatever their source.
+    fn token(
+        &self,
+        plan: &Plan,
+        conn: usize,
+        params: &BTreeMap<String, Secret>,
+    ) -> impl Future<Output = Result<Token, SourceError>> + Send;
 
-    /// Forgets `token`, handed out for `plan.connections[conn]`, if the cache still holds
-    /// it, so that the next [`Sources::token`] asks the token endpoint afresh: an
-    /// upstream refused it (a 401 to the egress proxy). Sources without a cache ignore it.
-    fn invalidate_token(&self, plan: &Plan, conn: usize, token: &Secret) -> impl Future<Output = ()> + Send {
-        let _ = (plan, conn, token);
+    /// Forgets `token`, handed out for `plan.connections[conn]` (resolved parameters
+    /// `params`), if the cache still holds it, so that the next [`Sources::token`] asks
+    /// the token endpoint afresh: an upstream refused it (a 401 to the egress proxy).
+    /// Sources without a cache ignore it.
+    fn invalidate_token(
+        &self,
+        plan: &Plan,
+        conn: usize,
+        params: &BTreeMap<String, Secret>,
+        token: &Secret,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (plan, conn, params, token);
         async {}
     }
 
@@ -151,7 +183,7 @@ pub trait Sources: Send + Sync + 'static {
     }
 }
 
-/// No control plane and no token endpoint: every value is in the directory.
+/// No outbound source (no control plane, no token endpoint): every value is local.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
 
@@ -160,7 +192,7 @@ impl Sources for Local {
         Ok(Fetched::default())
     }
 
-    async fn token(&self, plan: &Plan, conn: usize) -> Result<Token, SourceError> {
+    async fn token(&self, plan: &Plan, conn: usize, _params: &BTreeMap<String, Secret>) -> Result<Token, SourceError> {
         Err(SourceError::NotOAuth { connection: plan.connections[conn].name.clone() })
     }
 }

@@ -1,6 +1,7 @@
 //! One resolution, from the directory to values, as `env`, `exec` and `run`'s first
-//! start do it: the plan, then what the plan needs from the sources (remote parameters
-//! and the tokens variables map; nothing is fetched when it needs none), then the values.
+//! start do it: the plan, then what the plan needs from the sources (control-plane
+//! parameters and the tokens variables map; nothing is fetched when it needs none), then
+//! the values.
 //! The reloader repeats the same steps, keeping the fetch between rounds.
 //!
 //! Boundary: the order of the steps and whether to retry; the steps themselves are

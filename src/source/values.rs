@@ -1,4 +1,4 @@
-//! From a plan to values: literal and file parameters are read here; remote parameters
+//! From a plan to values: literal and file parameters are read here; control-plane parameters
 //! and OAuth tokens arrive already fetched in [`Fetched`]. A missing value is an error
 //! that names the connection, the key and the cause; nothing is ever left out silently.
 
@@ -15,7 +15,7 @@ pub use crate::config::files::{read_value_file, MAX_VALUE_FILE_BYTES};
 /// Values obtained from outside the directory, by connection id.
 #[derive(Debug, Default, Clone)]
 pub struct Fetched {
-    /// Remote parameters: connection id -> key -> value.
+    /// Control-plane parameters: connection id -> key -> value.
     pub params: HashMap<String, HashMap<String, Secret>>,
     /// OAuth access tokens: connection id -> token.
     pub tokens: HashMap<String, Secret>,
@@ -51,7 +51,7 @@ impl Classify for ValueError {
     }
 }
 
-/// The value of one parameter; `None` for a remote one when `fetched` is `None`.
+/// The value of one parameter; `None` for a control-plane one when `fetched` is `None`.
 /// `file:` sources read in one resolution, by path: many connections often share one
 /// file (a mounted key), and one resolution should see one content of it.
 type FileCache = HashMap<PathBuf, Result<Secret, String>>;
@@ -74,7 +74,7 @@ fn param_value(
                 cause,
             })?
         }
-        Source::Remote => {
+        Source::ControlPlane => {
             let Some(fetched) = fetched else { return Ok(None) };
             fetched.params.get(&p.connection.id).and_then(|m| m.get(key)).cloned().ok_or_else(|| {
                 ValueError::Missing {
@@ -91,6 +91,25 @@ fn param_value(
     Ok(Some(value))
 }
 
+/// The parameters `keys` of `p`, resolved as [`materialize`] resolves them (the control
+/// plane's from `fetched`, left out when it is `None`); a key `p` does not have is left
+/// out. Reads `file:` values (blocking).
+pub fn resolve_keys(
+    p: &crate::resolve::PlannedConnection,
+    keys: &[&str],
+    fetched: Option<&Fetched>,
+) -> Result<BTreeMap<String, Secret>, ValueError> {
+    let mut files = FileCache::new();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let Some(param) = p.connection.parameters.get(*key) else { continue };
+        if let Some(value) = param_value(p, key, &param.source, fetched, &mut files)? {
+            out.insert((*key).to_owned(), value);
+        }
+    }
+    Ok(out)
+}
+
 /// Reads every local parameter (`check` uses it to prove the `file:` sources readable).
 pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
     let mut files = FileCache::new();
@@ -103,7 +122,7 @@ pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
 }
 
 /// The variables whose values are local (literals, `value:` and `file:` sources), by
-/// name; remote parameters and tokens are left out. `check` measures them against the
+/// name; control-plane parameters and tokens are left out. `check` measures them against the
 /// kernel's limits.
 pub fn local_env(plan: &Plan) -> Result<BTreeMap<String, Secret>, ValueError> {
     let mut files = FileCache::new();

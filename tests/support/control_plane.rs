@@ -235,8 +235,8 @@ impl FakeControlPlane {
 
     /// Settings that reach this fake: its URL and its CA, no bearer token, and a startup
     /// timeout long enough for a loaded machine.
-    pub fn remote_args(&self) -> connd::source::remote::Settings {
-        connd::source::remote::Settings {
+    pub fn remote_args(&self) -> connd::source::outbound::Settings {
+        connd::source::outbound::Settings {
             control_plane: Some(self.url()),
             token_file: None,
             ca_file: Some(self.ca_file().to_path_buf()),

@@ -271,7 +271,7 @@ async fn token<S: Sources>(state: &ApiState<S>, name: &str) -> Response<Body> {
     let s = state.store.load();
     let Some(r) = &s.resolved else { return not_ready(&s) };
     let Some(i) = r.position(name) else { return no_connection(r, name) };
-    match state.sources.token(&r.plan, i).await {
+    match state.sources.token(&r.plan, i, &r.values.connections[i]).await {
         Ok(t) => json_response(
             StatusCode::OK,
             &json!({
