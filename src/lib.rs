@@ -7,12 +7,16 @@
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
-//!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
+//!   come from the control plane, whether it is OAuth) and, by its `Source` kind
+//!   (value, file, control plane), where each value comes from; `config::scalar` keeps
+//!   every value as written.
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`, whose
 //!   files (SPEC §7) `fileplan` plans, checking templates with `template`.
-//! - `source/`: where values come from. `values` reads the local ones and materialises
-//!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
-//!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
+//! - `source/`: where values come from, one backend per module behind the `Sources`
+//!   seam. `values` reads the local ones and materialises the rest; `controlplane`
+//!   (docs/control-plane.md) and `token_endpoint` (over `oauth`, the token cache, with
+//!   `credentials`, an OAuth client's, read from the resolved parameters) are the
+//!   outbound backends, composed by `outbound` (`Local` is the seam with none); `once`
 //!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
 //! - `reload/`: the reloader that keeps a resolution current (file events from its
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
@@ -37,7 +41,8 @@
 //!   reader that went away ends the command quietly); `main.rs` is the thin binary.
 //! - leaves any layer may use: `error` (the `Class` of every error, and so exit codes,
 //!   retrying and `/metrics` results), `exit` (the exit-code constants), `retry` (the one
-//!   backoff and deadline rule), `metrics`, `logging` (which lays out `config`'s
+//!   backoff and deadline rule: `Until` says who retries until when, `transient_status`
+//!   which HTTP answers are worth it), `metrics`, `logging` (which lays out `config`'s
 //!   diagnostics, and so is not for `config`), `secret`, `signal`, `duration`, `dotenv`
 //!   (the quoting of a dotenv value, for `output` and `files/`), `template` (the template
 //!   engine of files, for `fileplan` and `files/`).

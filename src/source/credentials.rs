@@ -1,7 +1,7 @@
-//! The client credentials of an OAuth connection (SPEC §2): `TokenURL`, `ConsumerKey`
-//! and `ConsumerSecret` from the connection's resolved parameters, whatever their source
-//! (a literal, a `file:` or the control plane), with the token URL checked against the
-//! plain-http rule.
+//! The client credentials of an OAuth connection (docs/oauth.md): `TokenURL`,
+//! `ConsumerKey` and `ConsumerSecret` from the connection's resolved parameters, whatever
+//! their source (a literal, a `file:` or the control plane), with the token URL checked
+//! against the plain-http rule.
 //!
 //! Boundary: reading and checking only; `token_endpoint` decides when, `oauth` uses them.
 //! Values are resolved by `values`, as every other parameter is: this module never asks

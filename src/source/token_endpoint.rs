@@ -88,7 +88,7 @@ impl TokenEndpoint {
                 }
             }
         }
-        // Only after a good round: a failing one keeps what was (SPEC: last good state).
+        // Only after a good round: a failing one keeps what was (the last good state stays).
         match tokens {
             Tokens::All => self.cache.retain(&apps),
             Tokens::Mapped => {}
