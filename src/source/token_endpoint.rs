@@ -27,6 +27,8 @@ pub struct TokenEndpoint {
 }
 
 impl TokenEndpoint {
+    /// Tokens from `cache`; token URLs must be https (or loopback) unless
+    /// `allow_insecure_http`.
     pub fn new(cache: TokenCache, allow_insecure_http: bool) -> TokenEndpoint {
         TokenEndpoint { cache, allow_insecure_http }
     }
