@@ -264,6 +264,16 @@ mod tests {
     }
 
     #[test]
+    fn only_429_and_5xx_are_transient_answers() {
+        for code in [429, 500, 502, 503, 504, 599] {
+            assert!(transient_status(http::StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [200, 304, 400, 401, 403, 404, 408, 428] {
+            assert!(!transient_status(http::StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    #[test]
     fn jitter_stays_within_its_factors() {
         let d = Duration::from_secs(100);
         for _ in 0..1000 {

@@ -77,3 +77,57 @@ pub async fn resolve(p: &PlannedConnection, fetched: Option<&Fetched>) -> Result
     })
     .map_err(SetupError::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::diag::Origin;
+    use crate::config::model::{Connection, Parameter, RefKind, Security, Source, Visibility};
+    use std::sync::Arc;
+
+    /// An OAuth connection whose client parameters come from each source kind.
+    fn connection(key_file: &std::path::Path) -> PlannedConnection {
+        let param = |source| Parameter { source, secret: true, origin: Origin::file("c.yaml") };
+        let parameters = BTreeMap::from([
+            ("TokenURL".to_owned(), param(Source::Value(Secret::new("https://sts.example/token")))),
+            ("ConsumerKey".to_owned(), param(Source::File(key_file.to_path_buf()))),
+            ("ConsumerSecret".to_owned(), param(Source::ControlPlane)),
+        ]);
+        let connection = Connection {
+            id: "19d2648b-d29c-4452-afdd-1b9311e81412".into(),
+            name: "hr".into(),
+            project: "p".into(),
+            visibility: Visibility::Project,
+            owner: None,
+            resource_ref: None,
+            security: Security::OAuth2,
+            oauth: None,
+            parameters,
+            proxy_headers: Vec::new(),
+            origin: Origin::file("c.yaml"),
+        };
+        PlannedConnection { name: "hr".into(), kind: RefKind::ThirdParty, connection: Arc::new(connection) }
+    }
+
+    #[tokio::test]
+    async fn client_credentials_come_from_every_source_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "client-7\n").unwrap();
+        let p = connection(&key_file);
+        let answer = HashMap::from([("ConsumerSecret".to_owned(), Secret::new("s3cret"))]);
+        let fetched = Fetched { params: HashMap::from([(p.connection.id.clone(), answer)]), tokens: HashMap::new() };
+
+        let params = resolve(&p, Some(&fetched)).await.unwrap();
+        let creds = from_params(&p, &params, false).unwrap();
+        assert_eq!(creds.key.token_url, "https://sts.example/token");
+        assert_eq!(creds.key.client_id, "client-7");
+        assert_eq!(creds.secret, Secret::new("s3cret"));
+
+        // Without the control plane's answer (as `check` resolves), the secret is missing.
+        let local = resolve(&p, None).await.unwrap();
+        assert_eq!(local.len(), 2);
+        let Err(missing) = from_params(&p, &local, false) else { panic!("credentials without a secret") };
+        assert!(matches!(missing, SetupError::Credential { key: "ConsumerSecret", .. }), "{missing:?}");
+    }
+}
