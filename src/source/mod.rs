@@ -146,6 +146,9 @@ pub enum Tokens {
     All,
 }
 
+/// The seam every mode resolves through: what a plan needs from outside the directory
+/// (control-plane parameters, tokens), fetched by whichever backends the process has
+/// ([`Local`]: none; `outbound::Outbound`: the control plane and the token endpoint).
 pub trait Sources: Send + Sync + 'static {
     /// Control-plane parameters and tokens for `plan`. Long-running callers call it again on
     /// every refresh; implementations keep what they need (ETags, cached tokens).
