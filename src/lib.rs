@@ -9,10 +9,10 @@
 //!   the validated model, which also answers what a connection offers (its keys, which
 //!   are remote, whether it is OAuth); `config::scalar` keeps every value as written.
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`, whose
-//!   files (SPEC §7) `fileplan` plans, checking templates with `template`.
+//!   files (docs/files.md) `fileplan` plans, checking templates with `template`.
 //! - `source/`: where values come from. `values` reads the local ones and materialises
 //!   the rest; the `Sources` seam is implemented by `remote` with `controlplane`
-//!   (SPEC §5), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
+//!   (docs/control-plane.md), `oauth` (the token cache) and `credentials` (an OAuth client's); `once`
 //!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
 //! - `reload/`: the reloader that keeps a resolution current (file events from its
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
@@ -20,10 +20,10 @@
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
 //!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
-//!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
+//!   `output` renders `check` and `env`; `files/` the files of docs/files.md (planned with the
 //!   rest, rendered per format, written atomically under `--files-root`, and kept
 //!   current in `run` and `serve` by its `keep` task).
-//!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
+//!   `proxy/` (the egress proxy of docs/proxy.md, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
 //! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
 //!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,

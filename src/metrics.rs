@@ -66,7 +66,7 @@ const CONTROL_PLANE_CALLS: [Call; 6] =
     [Call::Ok, Call::NotModified, Call::Refused, Call::NotFound, Call::BadAnswer, Call::Error];
 const TOKEN_CALLS: [Call; 5] = [Call::Ok, Call::Refused, Call::Rejected, Call::BadAnswer, Call::Error];
 
-/// How one write of a rendered file (SPEC §7) ended.
+/// How one write of a rendered file (docs/files.md) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileWrite {
     /// New content was written.
@@ -338,7 +338,7 @@ impl Metrics {
             "Seconds the current resolution error has lasted (0 when resolving fine).",
         );
         let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
-        header(&mut out, "connd_file_renders_total", "counter", "Renders of files (SPEC §7), by result.");
+        header(&mut out, "connd_file_renders_total", "counter", "Renders of files, by result.");
         for (i, (_, result)) in FILE_WRITES.iter().enumerate() {
             let _ =
                 writeln!(out, "connd_file_renders_total{{result=\"{result}\"}} {}", self.file_writes[i].load(Relaxed));

@@ -1,4 +1,4 @@
-//! `connd run` and the workload's process group (SPEC §3): whenever the workload stops
+//! `connd run` and the workload's process group (docs/commands.md): whenever the workload stops
 //! (a restart, connd's SIGTERM, its own exit), what it left running in its group is
 //! stopped too, with SIGKILL for what ignores the stop signal; a process that `setsid`s
 //! away is out of reach. The behaviour systemd's `KillMode=control-group` has.

@@ -1,4 +1,4 @@
-//! The client credentials of an OAuth connection (SPEC §2): `TokenURL`, `ConsumerKey`
+//! The client credentials of an OAuth connection (docs/oauth.md): `TokenURL`, `ConsumerKey`
 //! and `ConsumerSecret` from its literal values, its `file:` values or the control
 //! plane's answer, with the token URL checked against the plain-http rule.
 //!

@@ -173,7 +173,7 @@ impl Sources for Remote {
                 }
             }
         }
-        // Only after a good round: a failing one keeps what was (SPEC: last good state).
+        // Only after a good round: a failing one keeps what was (docs/api.md: the last good values stay).
         if tokens == Tokens::All {
             self.tokens.retain(&apps);
         }
