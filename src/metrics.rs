@@ -2,6 +2,13 @@
 //! reloader, the API, and the sources for control-plane and token calls), rendered by
 //! hand in the Prometheus text format. No labels beyond fixed sets, so no locking and
 //! no unbounded growth.
+//!
+//! Why not `prometheus-client`: its only encoder writes OpenMetrics 1.0, where a counter's
+//! `# HELP`/`# TYPE` name drops `_total`, so `promtool check metrics` (the text format this
+//! endpoint serves as `text/plain; version=0.0.4`) reports every counter as having no help
+//! text; floats and bucket bounds come out as `-1.0` and `le="5.0"`; and its histogram takes
+//! a mutex per observation and a `Family` a read lock and a hash per increment, where these
+//! are indexed atomics.
 
 use crate::error::Class;
 use std::fmt::Write;
