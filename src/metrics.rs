@@ -428,4 +428,38 @@ mod tests {
         // A result that cannot happen to a family is not listed for it.
         assert!(!text.contains("connd_token_requests_total{result=\"not_modified\"}"), "{text}");
     }
+
+    /// What `promtool check metrics` asks of the text format: every sample belongs to a
+    /// family with a `# HELP` and a `# TYPE` line of the family's own name (a counter's
+    /// ending in `_total`, a histogram's samples `_bucket`, `_sum`, `_count`).
+    #[test]
+    fn every_sample_has_the_help_and_type_of_its_own_family() {
+        let m = Metrics::default();
+        m.proxied("hr-connection", 200, std::time::Duration::from_millis(3));
+        m.request(Route::Env, 200);
+        let text = m.render();
+        let (mut helped, mut typed) = (Vec::new(), std::collections::HashMap::new());
+        let mut samples = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                helped.push(rest.split(' ').next().unwrap().to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                typed.insert(name.to_owned(), kind.to_owned());
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| {
+                        name.strip_suffix(suffix).filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                    })
+                    .unwrap_or(name);
+                let kind = typed.get(family).unwrap_or_else(|| panic!("{line}: no # TYPE {family}\n{text}"));
+                assert!(helped.iter().any(|h| h == family), "{line}: no # HELP {family}");
+                assert!(kind != "counter" || family.ends_with("_total"), "{line}: a counter not named _total");
+                samples += 1;
+            }
+        }
+        assert!(samples > 30 && typed.values().any(|k| k == "histogram"), "{text}");
+    }
 }
