@@ -1,4 +1,4 @@
-//! Files (SPEC §7) figures, timed from outside as a workload sees them:
+//! Files (docs/files.md) figures, timed from outside as a workload sees them:
 //! - from a kubelet `..data` swap of the config directory to the re-rendered file on disk,
 //!   under `connd serve` (median, p99): the reload latency of a file;
 //! - `connd render` of 100 files from 50 local connections, wall time (median, p95);

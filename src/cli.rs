@@ -281,7 +281,7 @@ impl RunArgs {
 
 /// A signal by name, with or without `SIG`, any case: `SIGHUP`, `hup`.
 /// The variables of this process's environment that look like a misspelled `CONND_*`
-/// setting (one edit or a case away from one, SPEC §2's typo rule), each with the one
+/// setting (one edit or a case away from one, docs/config.md's typo rule), each with the one
 /// meant. Names only: values are never read.
 pub fn misspelled_env_vars() -> Vec<(String, String)> {
     use clap::CommandFactory;
@@ -362,7 +362,7 @@ pub struct ServeArgs {
     pub config: ConfigArgs,
 }
 
-/// The egress proxy of SPEC §8 (`serve`, `run`).
+/// The egress proxy of docs/proxy.md (`serve`, `run`).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Egress proxy")]
 pub struct ProxyArgs {

@@ -33,7 +33,7 @@ pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> 
 }
 
 /// `check` reads every local source and contacts nothing: control-plane parameters are
-/// shown as `remote` whether or not a control plane is given (SPEC §3).
+/// shown as `remote` whether or not a control plane is given (docs/commands.md).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let options = resolve::Options { control_plane: true, ..args.config.options() };
     let plan = resolve::plan(&args.config.config_dir, &options)?;
@@ -64,7 +64,7 @@ pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The JSON plan with its files (SPEC §7) under `"files"`.
+/// The JSON plan with its files (docs/files.md) under `"files"`.
 fn with_files_json(plan_json: String, plan: &Plan) -> String {
     if plan.files.is_empty() {
         return plan_json;
@@ -80,7 +80,7 @@ fn with_files_json(plan_json: String, plan: &Plan) -> String {
     }
 }
 
-/// Resolves once and writes the files (SPEC §7), then exits: for init containers and
+/// Resolves once and writes the files (docs/files.md), then exits: for init containers and
 /// `ExecStartPre`. Nothing is written when any file fails to render.
 pub fn render(args: &RenderArgs) -> anyhow::Result<u8> {
     let (plan, values) = resolve_once(&args.config)?;
@@ -187,7 +187,7 @@ fn allow(access: &SocketAccessArgs) -> Allow {
     Allow::new(access.allow_uid.clone(), access.allow_gid.clone())
 }
 
-/// The exit code for a failure (SPEC §3): the class of the first cause in the chain
+/// The exit code for a failure (docs/commands.md): the class of the first cause in the chain
 /// that has one; 1 when none has.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     err.chain().find_map(class_of).map_or(exit::FAILURE, Class::exit_code)

@@ -1,5 +1,5 @@
 //! What kind of failure an error is, as every layer reports it: one [`Class`] per error,
-//! through the one [`Classify`] trait. The exit code (SPEC §3), whether retrying may help,
+//! through the one [`Classify`] trait. The exit code (docs/commands.md), whether retrying may help,
 //! and the `result` label of `/metrics` are all read from the class, so no module keeps
 //! its own answer to those questions.
 //!
@@ -36,7 +36,7 @@ pub enum Class {
 }
 
 impl Class {
-    /// The exit code of SPEC §3 for a run that ends with this class.
+    /// The exit code of docs/commands.md for a run that ends with this class.
     pub fn exit_code(self) -> u8 {
         match self {
             Class::Usage => exit::USAGE,

@@ -4,7 +4,7 @@
 //! (127) and "not executable" (126) are told apart before `execve`, and what the kernel
 //! would refuse (a variable over MAX_ARG_STRLEN, all of them over ARG_MAX, a NUL) is
 //! found before it too (78). When `execve` fails anyway, the cause is told in words: a
-//! missing `#!` interpreter, CRLF line endings, a missing dynamic loader (SPEC §3).
+//! missing `#!` interpreter, CRLF line endings, a missing dynamic loader (docs/commands.md).
 
 use crate::error::{Class, Classify};
 use crate::secret::Secret;
@@ -79,7 +79,7 @@ pub fn arg_max() -> usize {
 
 /// Finds what execve(2) would refuse with E2BIG, or cannot even be passed (a NUL), in
 /// `vars` (name, value) and, for the total, `others` (the rest of the environment as
-/// `NAME=value`, and the arguments): SPEC §3. `exec` and `run` check the workload's
+/// `NAME=value`, and the arguments): docs/commands.md. `exec` and `run` check the workload's
 /// whole environment and argv; `check` checks the variables it can read locally.
 pub fn check_limits<'a>(
     vars: impl Iterator<Item = (&'a [u8], &'a [u8])>,

@@ -1,4 +1,4 @@
-//! Exit codes of SPEC §3 (sysexits where one fits). Which error gets which code is
+//! Exit codes of docs/commands.md (sysexits where one fits). Which error gets which code is
 //! `error::Class::exit_code`; the walk over an error chain is `commands::exit_code`.
 
 pub const OK: u8 = 0;

@@ -1,4 +1,4 @@
-//! The files of a plan (SPEC §7): [`PlannedFile`] and its parts, and [`build`], from
+//! The files of a plan (docs/files.md): [`PlannedFile`] and its parts, and [`build`], from
 //! checked file entries to planned files with the checks that need the whole directory.
 //! `resolve` builds them with the rest of the plan; `files/` renders and writes them.
 //! A value's connection must be referenced and have the key; a template is rendered once

@@ -11,7 +11,7 @@
 //!   (value, file, control plane), where each value comes from; `config::scalar` keeps
 //!   every value as written.
 //! - `resolve`: identity, references and visibility, variable names: the `Plan`, whose
-//!   files (SPEC §7) `fileplan` plans, checking templates with `template`.
+//!   files (docs/files.md) `fileplan` plans, checking templates with `template`.
 //! - `source/`: where values come from, one backend per module behind the `Sources`
 //!   seam. `values` reads the local ones and materialises the rest; `controlplane`
 //!   (docs/control-plane.md) and `token_endpoint` (over `oauth`, the token cache, with
@@ -24,10 +24,10 @@
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
 //!   `metrics_listen`, the TCP listener for scrapes and probes, used by `run` too).
-//!   `output` renders `check` and `env`; `files/` the files of SPEC §7 (planned with the
+//!   `output` renders `check` and `env`; `files/` the files of docs/files.md (planned with the
 //!   rest, rendered per format, written atomically under `--files-root`, and kept
 //!   current in `run` and `serve` by its `keep` task).
-//!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
+//!   `proxy/` (the egress proxy of docs/proxy.md, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
 //! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
 //!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,

@@ -1,4 +1,4 @@
-//! Tracing to stderr, as text or JSON lines (SPEC §3 "Logs"). Values are never passed to
+//! Tracing to stderr, as text or JSON lines (docs/commands.md "Logs"). Values are never passed to
 //! the logger; secrets are `Secret`s, whose formatting redacts.
 //!
 //! A log write never stops connd: when stderr fails (its reader gone, a full disk, a

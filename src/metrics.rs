@@ -2,6 +2,13 @@
 //! reloader, the API, and the sources for control-plane and token calls), rendered by
 //! hand in the Prometheus text format. No labels beyond fixed sets, so no locking and
 //! no unbounded growth.
+//!
+//! Why not `prometheus-client`: its only encoder writes OpenMetrics 1.0, where a counter's
+//! `# HELP`/`# TYPE` name drops `_total`, so `promtool check metrics` (the text format this
+//! endpoint serves as `text/plain; version=0.0.4`) reports every counter as having no help
+//! text; floats and bucket bounds come out as `-1.0` and `le="5.0"`; and its histogram takes
+//! a mutex per observation and a `Family` a read lock and a hash per increment, where these
+//! are indexed atomics.
 
 use crate::error::Class;
 use std::fmt::Write;
@@ -66,7 +73,7 @@ const CONTROL_PLANE_CALLS: [Call; 6] =
     [Call::Ok, Call::NotModified, Call::Refused, Call::NotFound, Call::BadAnswer, Call::Error];
 const TOKEN_CALLS: [Call; 5] = [Call::Ok, Call::Refused, Call::Rejected, Call::BadAnswer, Call::Error];
 
-/// How one write of a rendered file (SPEC §7) ended.
+/// How one write of a rendered file (docs/files.md) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileWrite {
     /// New content was written.
@@ -338,7 +345,7 @@ impl Metrics {
             "Seconds the current resolution error has lasted (0 when resolving fine).",
         );
         let _ = writeln!(out, "connd_error_age_seconds {}", age(self.error_since_ms.load(Relaxed)));
-        header(&mut out, "connd_file_renders_total", "counter", "Renders of files (SPEC §7), by result.");
+        header(&mut out, "connd_file_renders_total", "counter", "Renders of files, by result.");
         for (i, (_, result)) in FILE_WRITES.iter().enumerate() {
             let _ =
                 writeln!(out, "connd_file_renders_total{{result=\"{result}\"}} {}", self.file_writes[i].load(Relaxed));
@@ -420,5 +427,39 @@ mod tests {
         }
         // A result that cannot happen to a family is not listed for it.
         assert!(!text.contains("connd_token_requests_total{result=\"not_modified\"}"), "{text}");
+    }
+
+    /// What `promtool check metrics` asks of the text format: every sample belongs to a
+    /// family with a `# HELP` and a `# TYPE` line of the family's own name (a counter's
+    /// ending in `_total`, a histogram's samples `_bucket`, `_sum`, `_count`).
+    #[test]
+    fn every_sample_has_the_help_and_type_of_its_own_family() {
+        let m = Metrics::default();
+        m.proxied("hr-connection", 200, std::time::Duration::from_millis(3));
+        m.request(Route::Env, 200);
+        let text = m.render();
+        let (mut helped, mut typed) = (Vec::new(), std::collections::HashMap::new());
+        let mut samples = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                helped.push(rest.split(' ').next().unwrap().to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                typed.insert(name.to_owned(), kind.to_owned());
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| {
+                        name.strip_suffix(suffix).filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                    })
+                    .unwrap_or(name);
+                let kind = typed.get(family).unwrap_or_else(|| panic!("{line}: no # TYPE {family}\n{text}"));
+                assert!(helped.iter().any(|h| h == family), "{line}: no # HELP {family}");
+                assert!(kind != "counter" || family.ends_with("_total"), "{line}: a counter not named _total");
+                samples += 1;
+            }
+        }
+        assert!(samples > 30 && typed.values().any(|k| k == "histogram"), "{text}");
     }
 }

@@ -25,7 +25,7 @@ pub struct Options {
     pub ignore_unsupported: bool,
     /// A control plane is configured, so `remote: true` parameters can be fetched.
     pub control_plane: bool,
-    /// Where files (SPEC §7) are written: every file's path is joined under it.
+    /// Where files (docs/files.md) are written: every file's path is joined under it.
     pub files_root: PathBuf,
 }
 
@@ -77,7 +77,7 @@ pub struct Plan {
     pub vars: Vec<Binding>,
     /// Variables left out under `--ignore-unsupported`, with the source that was not served.
     pub skipped: Vec<(String, &'static str)>,
-    /// The files to render (SPEC §7), in declaration order.
+    /// The files to render (docs/files.md), in declaration order.
     pub files: Vec<crate::fileplan::PlannedFile>,
     /// `--files-root`: every file's target is under it.
     pub files_root: PathBuf,
@@ -232,7 +232,7 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
     })
 }
 
-/// The files of SPEC §7: `configurations.file` first, then the `kind: File` documents.
+/// The files of docs/files.md: `configurations.file` first, then the `kind: File` documents.
 fn files(
     spec: &model::ComponentSpec,
     loaded: &config::Loaded,

@@ -6,7 +6,7 @@
 //! loop) nor under the server's `Retry-After` (RFC 9110 §10.2.3). [`retry`] runs an
 //! attempt until it succeeds, fails for good, or its deadline passes; the last wait is
 //! cut short so that the last attempt is made at the deadline, not skipped because the
-//! next pause would cross it (SPEC §3). Long-running loops that schedule their own
+//! next pause would cross it (docs/commands.md). Long-running loops that schedule their own
 //! attempts (the reloader, token renewal, the accept loop) use [`Backoff::delay`] and
 //! [`Backoff::next`], so that one rule decides every pause.
 //!

@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 pub const REDACTED: &str = "<redacted>";
 
 /// Marks this process non-dumpable (`PR_SET_DUMPABLE` 0, prctl(2)) for the long-running
-/// modes, which hold secrets for their whole life (SPEC §3): another process of the same
+/// modes, which hold secrets for their whole life (docs/commands.md): another process of the same
 /// uid can then neither ptrace it nor read its `/proc/PID/mem` or `/proc/PID/environ`,
 /// and no core dump is written. A program it executes is dumpable again (execve(2)
 /// resets the flag), so `run`'s workload is unaffected.

@@ -1,4 +1,4 @@
-//! The template engine of files (SPEC §7): minijinja in strict mode over
+//! The template engine of files (docs/files.md): minijinja in strict mode over
 //! `connections[NAME][KEY]` and `env[VAR]`, bounded by [`FUEL`] and [`MAX_OUTPUT`], with
 //! the connection keys each render read. Used to check templates when planning and to
 //! render them (`files::render`).

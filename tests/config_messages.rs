@@ -1,4 +1,4 @@
-//! Config messages that are right, complete and suggest (SPEC §2, §3 `check`): no
+//! Config messages that are right, complete and suggest (docs/config.md, docs/commands.md `check`): no
 //! follow-on error on a correct line, every problem at once, typo warnings, the nearest
 //! name, and `check` that contacts nothing and speaks JSON.
 

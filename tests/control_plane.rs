@@ -78,7 +78,7 @@ fn check_accepts_remote_parameters_without_contacting_the_control_plane() {
     let out = fx.run("check", &["--control-plane", &cp.url()]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(cp.requests().is_empty(), "check contacted the control plane");
-    // Without one too: `check` contacts nothing (SPEC §3).
+    // Without one too: `check` contacts nothing (docs/commands.md).
     let without = fx.run("check", &[]);
     assert_eq!(without.code, 0, "{without:?}");
     assert_contains(&without.stdout, &["hr-connection.ConsumerKey", "<remote>"]);

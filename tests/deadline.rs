@@ -1,5 +1,5 @@
 //! Retries go on until `--startup-timeout`, and the last attempt is made at the deadline
-//! rather than skipped because the next backoff would cross it (SPEC §3): `env` against
+//! rather than skipped because the next backoff would cross it (docs/commands.md): `env` against
 //! the control plane and a token endpoint, `run`'s and `serve`'s first resolution. A
 //! fake that always answers 503 records when each request arrived; the last one must
 //! arrive no earlier than the timeout after the process started.

@@ -1,4 +1,4 @@
-//! `serve` and `run` hold secrets in memory, so they are non-dumpable (SPEC §3): another
+//! `serve` and `run` hold secrets in memory, so they are non-dumpable (docs/commands.md): another
 //! process of the same uid cannot read their `/proc/PID/environ` or `/proc/PID/mem`, and
 //! the kernel hands their `/proc/PID` files to root; `run`'s workload stays dumpable.
 //! connd runs as uid 65534 here (setpriv), so that "another process of the same uid"

@@ -1,4 +1,4 @@
-//! `exec`, `run` and `check` on what the kernel would refuse or cannot start (SPEC §3):
+//! `exec`, `run` and `check` on what the kernel would refuse or cannot start (docs/commands.md):
 //! a variable over MAX_ARG_STRLEN or an environment over ARG_MAX found before `execve`
 //! (78, naming the variable and the limit); a script whose `#!` interpreter is missing or
 //! ends in a carriage return, a program whose dynamic loader is missing, a file in no

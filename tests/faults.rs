@@ -11,10 +11,7 @@ use connd::serve::api::client::{request, Answer};
 use http::Method;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long any awaited event may take: generous, for a loaded machine. A slow answer
@@ -107,94 +104,9 @@ async fn serve_keeps_the_last_good_values_when_the_control_plane_is_slower_than_
     serve_through(Reply::Slow(Duration::from_secs(60)), "error", "no answer within").await;
 }
 
-/// A running `connd run`, its stdout and stderr read line by line (stderr prefixed
-/// `err: `), killed if the test ends early.
-struct Supervised {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Supervised {
-    fn start(dir: &Path, args: &[&str], script: &str) -> Supervised {
-        let mut child = connd()
-            .arg("run")
-            .arg("--config-dir")
-            .arg(dir)
-            .args(args)
-            .args(["--", "sh", "-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("connd run starts");
-        let (tx, lines) = mpsc::channel();
-        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let tx2 = tx.clone();
-        std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-        std::thread::spawn(move || {
-            BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(format!("err: {l}"))))
-        });
-        Supervised { child, lines, seen: Vec::new() }
-    }
-
-    fn transcript(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.seen.iter().filter(|l| l.contains(needle)).count()
-    }
-
-    /// Waits until `n` lines contain `needle`.
-    #[track_caller]
-    fn expect_count(&mut self, needle: &str, n: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.count(needle) < n {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("fewer than {n} lines with {needle:?}; output so far:\n{}", self.transcript()),
-            }
-        }
-    }
-
-    /// Reads what arrives until `done` holds, for at most PATIENCE.
-    #[track_caller]
-    fn until(&mut self, what: &str, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !done() {
-            assert!(Instant::now() < deadline, "never {what}; output so far:\n{}", self.transcript());
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(20)) {
-                self.seen.push(line);
-            }
-        }
-    }
-
-    /// SIGTERM, then the exit code; all output has then been read.
-    #[track_caller]
-    fn stop(&mut self) -> i32 {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("signal connd");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(line);
-                }
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "connd did not exit; output so far:\n{}", self.transcript());
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(10)) {
-                self.seen.push(line);
-            }
-        }
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `connd run --config-dir DIR ARGS... -- sh -c SCRIPT`.
+fn start(dir: &Path, args: &[&str], script: &str) -> Supervised {
+    Supervised::start(dir, args, script).patience(PATIENCE)
 }
 
 const SHOW_PASSWORD: &str = "echo \"start password=$CHOREO_MAIN_DB_PASSWORD\"; exec sleep 60";
@@ -209,7 +121,7 @@ fn run_keeps_its_workload_through_control_plane_faults() {
     cp.script(DB_ID, vec![Reply::ok("1", &[("Password", "pw-1")])]);
     let (url, ca) = (cp.url(), cp.ca_file().display().to_string());
     let flags = ["--control-plane", &url, "--ca-file", &ca, "--refresh-interval", "200ms", "--change-debounce", "50ms"];
-    let mut s = Supervised::start(dir.path(), &flags, SHOW_PASSWORD);
+    let mut s = start(dir.path(), &flags, SHOW_PASSWORD);
     s.expect_count("start password=pw-1", 1);
     // The start's own fetch, then the reloader's first round (its watcher starts 100 ms
     // into the workload's life) answered before a third request arrives.
@@ -239,7 +151,7 @@ fn run_keeps_its_workload_through_control_plane_faults() {
     s.expect_count("start password=pw-2", 1);
     assert_eq!(s.stop(), 143, "{}", s.transcript());
     assert_eq!(s.count("start password="), 2, "one restart, for the new value:\n{}", s.transcript());
-    assert!(!s.seen.iter().any(|l| l.starts_with("err: ") && l.contains("pw-")), "a value leaked into the log");
+    assert!(!s.seen().iter().any(|l| l.starts_with("err: ") && l.contains("pw-")), "a value leaked into the log");
 }
 
 const SHOW_PORT: &str = "echo \"start port=$CHOREO_MAIN_DB_PORT\"; exec sleep 60";
@@ -252,7 +164,7 @@ fn run_keeps_its_workload_when_the_directory_turns_invalid() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("connd.sock");
     let args = ["--change-debounce", "50ms", "--socket", socket.to_str().unwrap()];
-    let mut s = Supervised::start(dir.path(), &args, SHOW_PORT);
+    let mut s = start(dir.path(), &args, SHOW_PORT);
     s.expect_count("start port=5432", 1);
     // The reloader's first resolution (100 ms into the workload's life) is done.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -349,10 +261,10 @@ fn running(pid: i32) -> bool {
 fn a_workload_killed_by_sigkill_ends_run_with_137_and_its_children() {
     let dir = AtomicDir::new(&refs(&files("5432")));
     let script = "sleep 100 & echo \"grandchild=$!\"; echo \"main=$$\"; wait";
-    let mut s = Supervised::start(dir.path(), &["--stop-timeout", "5s"], script);
+    let mut s = start(dir.path(), &["--stop-timeout", "5s"], script);
     s.expect_count("main=", 1);
     let pid_of = |s: &Supervised, key: &str| -> i32 {
-        let line = s.seen.iter().find(|l| l.starts_with(key)).unwrap();
+        let line = s.seen().iter().find(|l| l.starts_with(key)).unwrap();
         line[key.len()..].trim().parse().unwrap()
     };
     let (main, grandchild) = (pid_of(&s, "main="), pid_of(&s, "grandchild="));
@@ -388,7 +300,7 @@ fn run_sees_a_retargeted_config_dir_symlink() {
     let current = root.path().join("current");
     let socket = root.path().join("connd.sock");
     let args = ["--rescan-interval", "10m", "--refresh-interval", "10m", "--change-debounce", "50ms", "--socket"];
-    let mut s = Supervised::start(&current, &[&args[..], &[socket.to_str().unwrap()]].concat(), SHOW_PORT);
+    let mut s = start(&current, &[&args[..], &[socket.to_str().unwrap()]].concat(), SHOW_PORT);
     s.expect_count("start port=5432", 1);
     // The watcher is up once the reloader's first resolution is done (100 ms into the
     // workload's life): from then on, only the watcher can see the retarget.
@@ -416,7 +328,7 @@ fn run_with_a_refusing_token_endpoint_exits_77_without_starting() {
         oauth_connection(DB_ID, "hr-connection", &format!("{}/token", cp.url()), "portal", "s3cr3t", "basic");
     let fx = Fixture::with(&component, &descriptor);
     let ca = cp.ca_file().display().to_string();
-    let mut s = Supervised::start(fx.path(), &["--ca-file", &ca, "--startup-timeout", "10s"], "echo started");
+    let mut s = start(fx.path(), &["--ca-file", &ca, "--startup-timeout", "10s"], "echo started");
     let deadline = Instant::now() + PATIENCE;
     let code = loop {
         if let Some(status) = s.child.try_wait().unwrap() {
@@ -425,9 +337,7 @@ fn run_with_a_refusing_token_endpoint_exits_77_without_starting() {
         assert!(Instant::now() < deadline, "connd did not exit");
         std::thread::sleep(Duration::from_millis(20));
     };
-    while let Ok(line) = s.lines.recv_timeout(Duration::from_millis(200)) {
-        s.seen.push(line);
-    }
+    s.collect(Duration::from_millis(200));
     assert_eq!(code, Some(77), "{}", s.transcript());
     assert_eq!(s.count("started"), 0, "the workload started without its token:\n{}", s.transcript());
     assert_contains(&s.transcript(), &["\"hr-connection\"", "refused client \"portal\"", "invalid_client"]);

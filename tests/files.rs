@@ -1,4 +1,4 @@
-//! Files (SPEC §7) end to end: every format read back by its real reader (Python's
+//! Files (docs/files.md) end to end: every format read back by its real reader (Python's
 //! tomllib, json, PyYAML, python-dotenv; java.util.Properties), atomic writes under a
 //! reader in a tight loop, mtime kept on an unchanged render, symlinks, path escapes,
 //! `exec` failing closed, bad templates and values, and `serve`/`run` keeping files

@@ -1,4 +1,4 @@
-//! Outbound HTTP through a real forward proxy (tinyproxy) as SPEC §3 has it: the control
+//! Outbound HTTP through a real forward proxy (tinyproxy) as docs/commands.md has it: the control
 //! plane over CONNECT, a token endpoint over plain http in absolute form, `NO_PROXY`,
 //! `--no-proxy-env`, a proxy that refuses CONNECT, and proxy credentials used but never
 //! logged. tinyproxy's log is the proof of what went through it.

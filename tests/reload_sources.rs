@@ -150,7 +150,7 @@ async fn a_replaced_config_directory_is_watched_afresh() {
         .await;
 }
 
-/// The control plane's `Retry-After` is a floor for the reloader's next round (SPEC §5):
+/// The control plane's `Retry-After` is a floor for the reloader's next round (docs/control-plane.md):
 /// its own backoff after one failure would try again within 200 ms. (A loaded machine
 /// can only make the wait longer.)
 #[tokio::test]

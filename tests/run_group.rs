@@ -1,4 +1,4 @@
-//! `connd run` and the workload's process group (SPEC §3): whenever the workload stops
+//! `connd run` and the workload's process group (docs/commands.md): whenever the workload stops
 //! (a restart, connd's SIGTERM, its own exit), what it left running in its group is
 //! stopped too, with SIGKILL for what ignores the stop signal; a process that `setsid`s
 //! away is out of reach. The behaviour systemd's `KillMode=control-group` has.
@@ -7,101 +7,14 @@ use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long any expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// A running `connd run`, its stdout and stderr read line by line (stderr prefixed
-/// `err: `); killed if the test ends early.
-struct Supervised {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Supervised {
-    fn start(dir: &std::path::Path, args: &[&str], script: &str) -> Supervised {
-        let mut child = connd()
-            .arg("run")
-            .arg("--config-dir")
-            .arg(dir)
-            .args(["--change-debounce", "50ms"])
-            .args(args)
-            .args(["--", "sh", "-c", script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("connd starts");
-        let (tx, lines) = mpsc::channel();
-        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let tx2 = tx.clone();
-        std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-        std::thread::spawn(move || {
-            BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(format!("err: {l}"))))
-        });
-        Supervised { child, lines, seen: Vec::new() }
-    }
-
-    fn transcript(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    /// Waits for a line containing `needle`; returns it.
-    #[track_caller]
-    fn expect(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line with {needle:?}; output so far:\n{}", self.transcript()),
-            }
-        }
-    }
-
-    /// The number after `key=` in the first line containing `key=`.
-    #[track_caller]
-    fn pid_after(&mut self, key: &str) -> i32 {
-        let line = self.expect(&format!("{key}="));
-        let rest = line.split(&format!("{key}=")).nth(1).unwrap();
-        rest.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("a pid in {line:?}"))
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal connd");
-    }
-
-    /// Waits for connd's exit; returns its code, all output read.
-    #[track_caller]
-    fn wait(&mut self) -> i32 {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(line);
-                }
-                return status.code().unwrap_or_else(|| panic!("connd died: {status:?}\n{}", self.transcript()));
-            }
-            assert!(Instant::now() < deadline, "connd did not exit:\n{}", self.transcript());
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(10)) {
-                self.seen.push(line);
-            }
-        }
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `connd run --config-dir DIR --change-debounce 50ms ARGS... -- sh -c SCRIPT`.
+fn start(dir: &std::path::Path, args: &[&str], script: &str) -> Supervised {
+    Supervised::start(dir, &[&["--change-debounce", "50ms"][..], args].concat(), script).patience(PATIENCE)
 }
 
 /// Whether `pid` runs: exists and is not a zombie (a zombie holds no port or file).
@@ -140,7 +53,7 @@ const FORKS: &str = "sleep 100 & echo \"start port=$CHOREO_MAIN_DB_PORT shell=$$
 #[test]
 fn a_restart_stops_the_old_workload_s_children_too() {
     let mut d = dir("5432");
-    let mut s = Supervised::start(d.path(), &[], FORKS);
+    let mut s = start(d.path(), &[], FORKS);
     s.expect("start port=5432");
     let old = s.pid_after("grandchild");
     let _guard = Reap(old);
@@ -150,7 +63,7 @@ fn a_restart_stops_the_old_workload_s_children_too() {
     // Stopped before the new workload started: nothing of the old one holds a port.
     assert!(!running(old), "the old workload's child outlived the restart:\n{}", s.transcript());
     s.expect("stopping what the workload left running in its process group");
-    let new = s.seen.iter().find(|l| l.contains("start port=6543")).unwrap().clone();
+    let new = s.seen().iter().find(|l| l.contains("start port=6543")).unwrap().clone();
     let new: i32 = new.split("grandchild=").nth(1).unwrap().trim().parse().unwrap();
     let _guard2 = Reap(new);
     s.signal(Signal::SIGTERM);
@@ -162,7 +75,7 @@ fn a_restart_stops_the_old_workload_s_children_too() {
 fn a_child_that_ignores_the_stop_signal_gets_sigkill_after_the_stop_timeout() {
     let d = dir("5432");
     let script = "sh -c 'trap \"\" TERM; exec sleep 100' & echo \"grandchild=$!\"; wait";
-    let mut s = Supervised::start(d.path(), &["--stop-timeout", "500ms"], script);
+    let mut s = start(d.path(), &["--stop-timeout", "500ms"], script);
     let stubborn = s.pid_after("grandchild");
     let _guard = Reap(stubborn);
     // The trap is set once the status shows SIGTERM ignored (bit 15 of SigIgn).
@@ -185,7 +98,7 @@ fn a_child_that_ignores_the_stop_signal_gets_sigkill_after_the_stop_timeout() {
 #[test]
 fn the_workload_s_own_exit_stops_what_it_left_behind() {
     let d = dir("5432");
-    let mut s = Supervised::start(d.path(), &[], "sleep 100 & echo \"grandchild=$!\"; exit 3");
+    let mut s = start(d.path(), &[], "sleep 100 & echo \"grandchild=$!\"; exit 3");
     let left = s.pid_after("grandchild");
     let _guard = Reap(left);
     assert_eq!(s.wait(), 3, "the workload's code:\n{}", s.transcript());
@@ -197,7 +110,7 @@ fn a_process_that_leaves_the_group_with_setsid_is_out_of_reach() {
     // Documented in the README: a new session is a new group, which connd does not track.
     let d = dir("5432");
     let script = "setsid sleep 100 & echo \"escaped=$!\"; sleep 100 & echo \"grandchild=$!\"; wait";
-    let mut s = Supervised::start(d.path(), &[], script);
+    let mut s = start(d.path(), &[], script);
     let escaped = s.pid_after("escaped");
     let _guard = Reap(escaped);
     let stayed = s.pid_after("grandchild");
@@ -220,7 +133,7 @@ fn a_stop_timeout_beyond_the_clock_is_not_a_crash() {
     // which the release build turns into an abort that leaves the workload behind.
     let d = dir("5432");
     let script = "trap 'echo got-TERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
-    let mut s = Supervised::start(d.path(), &["--stop-timeout", "3000000000000000h"], script);
+    let mut s = start(d.path(), &["--stop-timeout", "3000000000000000h"], script);
     s.expect("ready");
     s.signal(Signal::SIGTERM);
     s.expect("got-TERM");
@@ -230,7 +143,7 @@ fn a_stop_timeout_beyond_the_clock_is_not_a_crash() {
 #[test]
 fn new_values_the_kernel_would_refuse_leave_the_running_workload_alone() {
     let mut d = dir("5432");
-    let mut s = Supervised::start(d.path(), &[], "echo \"start pid=$$ port=$CHOREO_MAIN_DB_PORT\"; exec sleep 100");
+    let mut s = start(d.path(), &[], "echo \"start pid=$$ port=$CHOREO_MAIN_DB_PORT\"; exec sleep 100");
     let first = s.pid_after("pid");
     d.update(&refs(&files(&"9".repeat(200_000))));
     s.expect("not restarting the workload, it keeps its current values");

@@ -8,125 +8,21 @@ use crate::support::kubelet::AtomicDir;
 use crate::support::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long any expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A running `connd run` (or a wrapper of it), its output read line by line.
-struct Supervised {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    /// Everything read so far, stdout lines as they are, stderr lines prefixed `err: `.
-    seen: Vec<String>,
+/// `connd run --config-dir DIR ARGS... -- sh -c SCRIPT`, its stdin a pipe the test writes.
+fn start(dir: &std::path::Path, args: &[&str], script: &str) -> Supervised {
+    spawn(run_command(dir, args, script))
 }
 
-impl Supervised {
-    /// `connd run --config-dir DIR ARGS... -- sh -c SCRIPT`.
-    fn start(dir: &std::path::Path, args: &[&str], script: &str) -> Supervised {
-        let mut cmd = connd();
-        cmd.arg("run").arg("--config-dir").arg(dir).args(args).args(["--", "sh", "-c", script]);
-        Supervised::spawn(cmd)
-    }
-
-    fn spawn(mut cmd: Command) -> Supervised {
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("connd starts");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-        std::thread::spawn(move || {
-            BufReader::new(err).lines().map_while(Result::ok).for_each(|l| drop(tx2.send(format!("err: {l}"))))
-        });
-        Supervised { stdin: child.stdin.take(), child, lines, seen: Vec::new() }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid()), sig).expect("signal connd");
-    }
-
-    fn transcript(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    /// Waits for a line containing `needle`; returns it.
-    #[track_caller]
-    fn expect(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line with {needle:?} within {PATIENCE:?}; output so far:\n{}", self.transcript()),
-            }
-        }
-    }
-
-    /// Reads whatever arrives during `period`.
-    fn collect(&mut self, period: Duration) {
-        let deadline = Instant::now() + period;
-        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            self.seen.push(line);
-        }
-    }
-
-    /// Waits until `n` lines contain `needle`.
-    #[track_caller]
-    fn expect_count(&mut self, needle: &str, n: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.count(needle) < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("fewer than {n} lines with {needle:?}; output so far:\n{}", self.transcript()),
-            }
-        }
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.seen.iter().filter(|l| l.contains(needle)).count()
-    }
-
-    fn write_stdin(&mut self, text: &str) {
-        self.stdin.as_mut().expect("stdin open").write_all(text.as_bytes()).expect("write stdin");
-    }
-
-    /// Waits for the exit and returns the code; all output has then been read.
-    #[track_caller]
-    fn wait(&mut self) -> i32 {
-        self.stdin.take();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.collect(Duration::from_millis(200));
-                return status.code().unwrap_or_else(|| panic!("connd itself died: {status:?}\n{}", self.transcript()));
-            }
-            assert!(Instant::now() < deadline, "connd did not exit; output so far:\n{}", self.transcript());
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(10)) {
-                self.seen.push(line);
-            }
-        }
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `cmd` (connd run, or a wrapper of it) with its stdin a pipe the test writes.
+fn spawn(mut cmd: Command) -> Supervised {
+    cmd.stdin(Stdio::piped());
+    Supervised::spawn(cmd).patience(PATIENCE)
 }
 
 /// A directory with a `main-db` whose Port is `port`: `CHOREO_MAIN_DB_PORT`.
@@ -138,7 +34,7 @@ fn dir(port: &str) -> AtomicDir {
 #[test]
 fn sigterm_is_forwarded_and_143_returned() {
     let d = dir("5432");
-    let mut s = Supervised::start(d.path(), &[], "echo ready; exec sleep 30");
+    let mut s = start(d.path(), &[], "echo ready; exec sleep 30");
     s.expect("ready");
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait(), 143, "{}", s.transcript());
@@ -151,7 +47,7 @@ fn every_forwarded_signal_reaches_the_child() {
         trap 'echo got-TERM; exit 7' TERM
         echo ready
         while :; do sleep 0.02; done";
-    let mut s = Supervised::start(d.path(), &[], script);
+    let mut s = start(d.path(), &[], script);
     s.expect("ready");
     for (sig, name) in [
         (Signal::SIGINT, "INT"),
@@ -172,7 +68,7 @@ fn every_forwarded_signal_reaches_the_child() {
 #[test]
 fn a_child_ignoring_sigterm_is_killed_after_the_stop_timeout() {
     let d = dir("5432");
-    let mut s = Supervised::start(d.path(), &["--stop-timeout", "300ms"], "trap '' TERM; echo ready; exec sleep 30");
+    let mut s = start(d.path(), &["--stop-timeout", "300ms"], "trap '' TERM; echo ready; exec sleep 30");
     s.expect("ready");
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait(), 137, "{}", s.transcript());
@@ -183,18 +79,18 @@ fn a_child_ignoring_sigterm_is_killed_after_the_stop_timeout() {
 fn exit_codes_are_returned_as_is() {
     let d = dir("5432");
     for code in [0, 1, 255] {
-        let mut s = Supervised::start(d.path(), &[], &format!("exit {code}"));
+        let mut s = start(d.path(), &[], &format!("exit {code}"));
         assert_eq!(s.wait(), code, "{}", s.transcript());
     }
     // Death by a signal connd does not forward: 128 + 10.
-    let mut s = Supervised::start(d.path(), &[], "kill -USR1 $$");
+    let mut s = start(d.path(), &[], "kill -USR1 $$");
     assert_eq!(s.wait(), 138, "{}", s.transcript());
 }
 
 #[test]
 fn stdin_and_variables_reach_the_child() {
     let d = dir("5432");
-    let mut s = Supervised::start(d.path(), &[], "echo \"port=$CHOREO_MAIN_DB_PORT\"; read line; echo \"read:$line\"");
+    let mut s = start(d.path(), &[], "echo \"port=$CHOREO_MAIN_DB_PORT\"; read line; echo \"read:$line\"");
     s.expect("port=5432");
     s.write_stdin("hello from stdin\n");
     s.expect("read:hello from stdin");
@@ -275,7 +171,7 @@ fn orphans_are_reaped_when_connd_is_pid_1() {
     cmd.args(["--pid", "--fork", "--kill-child", connd_bin(), "run", "--config-dir"]).arg(d.path());
     cmd.args(["--", "sh", "-c", ORPHANS]);
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    let mut s = Supervised::spawn(cmd);
+    let mut s = spawn(cmd);
     s.expect("spawned");
     // unshare forks connd into the new namespace, where it is PID 1.
     let connd_pid = children_of(s.pid()).first().map(|c| c.0).expect("connd under unshare");
@@ -288,7 +184,7 @@ fn orphans_are_reaped_when_connd_is_pid_1() {
 #[test]
 fn orphans_are_reaped_as_a_subreaper() {
     let d = dir("5432");
-    let mut s = Supervised::start(d.path(), &[], ORPHANS);
+    let mut s = start(d.path(), &[], ORPHANS);
     let pid = s.pid();
     assert_orphans_reaped(&mut s, pid);
 }
@@ -298,7 +194,7 @@ fn forward_to_group_reaches_the_workloads_children() {
     let d = dir("5432");
     // The grandchild traps TERM; only a signal to the whole group reaches it.
     let script = "sh -c 'trap \"echo grandchild-TERM; exit 0\" TERM; echo ready; while :; do sleep 0.02; done'";
-    let mut s = Supervised::start(d.path(), &["--forward-to-group"], script);
+    let mut s = start(d.path(), &["--forward-to-group"], script);
     s.expect("ready");
     s.signal(Signal::SIGTERM);
     s.expect("grandchild-TERM");
@@ -317,7 +213,7 @@ fn start_on_a_terminal(dir: &std::path::Path, args: &[&str], script: &str) -> Su
     let line = line.join(" ") + "; echo \"connd exited $?\"; read after; echo \"after:$after\"";
     cmd.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    Supervised::spawn(cmd)
+    spawn(cmd)
 }
 
 #[test]
@@ -351,7 +247,7 @@ const SHOW: &str = "echo \"start port=$CHOREO_MAIN_DB_PORT pid=$$\"; exec sleep 
 #[test]
 fn a_changed_value_restarts_the_child_with_it() {
     let mut d = dir("5432");
-    let mut s = Supervised::start(d.path(), &["--change-debounce", "50ms", "--stop-timeout", "5s"], SHOW);
+    let mut s = start(d.path(), &["--change-debounce", "50ms", "--stop-timeout", "5s"], SHOW);
     let first = s.expect("start port=5432");
     let f = files("6543");
     d.update(&refs(&f));
@@ -367,7 +263,7 @@ fn a_changed_value_restarts_the_child_with_it() {
 fn with_a_restart_splay_a_change_still_restarts_once() {
     let mut d = dir("5432");
     let args = ["--change-debounce", "50ms", "--restart-splay", "500ms"];
-    let mut s = Supervised::start(d.path(), &args, SHOW);
+    let mut s = start(d.path(), &args, SHOW);
     s.expect("start port=5432");
     let f = files("6543");
     d.update(&refs(&f));
@@ -397,7 +293,7 @@ fn values_re_read_but_equal_do_not_restart() {
     let f = legacy("pg-a", "5432");
     let mut d = AtomicDir::new(&refs(&f));
     let args = ["--change-debounce", "50ms", "--log-level", "debug"];
-    let mut s = Supervised::start(d.path(), &args, "echo \"start host=$DB_HOST\"; exec sleep 30");
+    let mut s = start(d.path(), &args, "echo \"start host=$DB_HOST\"; exec sleep 30");
     s.expect("start host=pg-a");
     // The reloader's own first resolution: the same values.
     s.expect_count("the workload's variables are unchanged", 1);
@@ -418,7 +314,7 @@ fn values_re_read_but_equal_do_not_restart() {
 fn on_change_signal_sends_the_named_signal_instead() {
     let mut d = dir("5432");
     let script = "trap 'echo got-USR2' USR2; echo \"start pid=$$\"; while :; do sleep 0.02; done";
-    let mut s = Supervised::start(d.path(), &["--change-debounce", "50ms", "--on-change", "signal:USR2"], script);
+    let mut s = start(d.path(), &["--change-debounce", "50ms", "--on-change", "signal:USR2"], script);
     s.expect("start pid=");
     let f = files("6543");
     d.update(&refs(&f));
@@ -431,7 +327,7 @@ fn on_change_signal_sends_the_named_signal_instead() {
 #[test]
 fn a_burst_of_changes_restarts_once() {
     let mut d = dir("5432");
-    let mut s = Supervised::start(d.path(), &["--change-debounce", "1s"], SHOW);
+    let mut s = start(d.path(), &["--change-debounce", "1s"], SHOW);
     s.expect("start port=5432");
     for port in ["1", "2", "3", "4"] {
         let f = files(port);
@@ -451,7 +347,7 @@ async fn the_api_socket_serves_while_the_workload_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("connd.sock");
     let socket_arg = socket.display().to_string();
-    let mut s = Supervised::start(d.path(), &["--socket", &socket_arg], "echo ready; read line; exit 3");
+    let mut s = start(d.path(), &["--socket", &socket_arg], "echo ready; read line; exit 3");
     s.expect("ready");
     let answer =
         connd::serve::api::client::request(&socket, http::Method::GET, "/v1/env").await.expect("the API answers");
@@ -488,7 +384,7 @@ async fn the_api_socket_reports_the_metrics_of_the_running_reloader() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("connd.sock");
     let socket_arg = socket.display().to_string();
-    let mut s = Supervised::start(d.path(), &["--socket", &socket_arg, "--change-debounce", "50ms"], SHOW);
+    let mut s = start(d.path(), &["--socket", &socket_arg, "--change-debounce", "50ms"], SHOW);
     s.expect("start port=5432");
     let text = metrics_until(&socket, "ready", |t| sample(t, "connd_ready") == 1.0).await;
     assert!(sample(&text, "connd_last_success_age_seconds") >= 0.0, "{text}");
@@ -508,7 +404,7 @@ fn a_restart_kills_a_child_that_ignores_the_stop_signal() {
     let mut d = dir("5432");
     let args = ["--change-debounce", "50ms", "--stop-timeout", "200ms"];
     let script = "trap '' TERM; echo \"start port=$CHOREO_MAIN_DB_PORT\"; exec sleep 30";
-    let mut s = Supervised::start(d.path(), &args, script);
+    let mut s = start(d.path(), &args, script);
     s.expect("start port=5432");
     let f = files("6543");
     d.update(&refs(&f));
@@ -552,7 +448,7 @@ mod remote {
             "--change-debounce",
             "50ms",
         ];
-        Supervised::start(fx.path(), &args, "echo \"start key=$CHOREO_HR_CONNECTION_CONSUMERKEY\"; exec sleep 30")
+        super::start(fx.path(), &args, "echo \"start key=$CHOREO_HR_CONNECTION_CONSUMERKEY\"; exec sleep 30")
     }
 
     #[test]

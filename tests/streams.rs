@@ -1,4 +1,4 @@
-//! connd's own stderr and stdout failing (SPEC §3 "Logs"): a pipe whose reader is gone,
+//! connd's own stderr and stdout failing (docs/commands.md "Logs"): a pipe whose reader is gone,
 //! a full disk (/dev/full), a closed descriptor. `serve` keeps serving, `run` keeps
 //! supervising, one-shot commands keep their exit codes, printing commands end quietly;
 //! and what the logs look like to a person and to a log pipeline.

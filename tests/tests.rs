@@ -17,6 +17,8 @@ mod config_messages;
 mod control_plane;
 /// Retries until the startup timeout, the last attempt made at the deadline.
 mod deadline;
+/// The docs/ reference pages: every page cited exists; src/ cites no file outside the repo.
+mod docs;
 /// `env --format dotenv` read back by python-dotenv, the real reader.
 mod dotenv_readers;
 /// `serve` and `run` non-dumpable: their memory closed to their own uid, the workload's not.
@@ -26,7 +28,7 @@ mod exec_failures;
 /// Faults of the README's fault matrix not shown elsewhere: a control plane turning slow,
 /// garbled, refusing or throttling mid-flight, an invalid directory under `run`, a lost `file:` source.
 mod faults;
-/// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
+/// Files (docs/files.md): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.

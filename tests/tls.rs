@@ -1,5 +1,5 @@
 //! TLS failures with real certificates (rcgen, and the `openssl` CLI for X.509 v1): each
-//! run of the binary says the true cause and the fix (SPEC §5), and a permanent fault is
+//! run of the binary says the true cause and the fix (docs/control-plane.md), and a permanent fault is
 //! tried once, not retried until the startup timeout.
 
 use crate::support::control_plane::{FakeControlPlane, Pki, Reply};

@@ -1,4 +1,4 @@
-//! A value arrives exactly as written (SPEC §2, §5): unquoted YAML scalars in every value
+//! A value arrives exactly as written (docs/config.md, docs/control-plane.md): unquoted YAML scalars in every value
 //! position and JSON numbers from the control plane reach the workload as their text; a
 //! YAML null is refused with "quote it". A property test over generated scalars proves
 //! text in = text out through the loader and `env`'s output.

@@ -50,7 +50,7 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Every diagnostic of one load: errors, and warnings (a likely typo, SPEC §2) that do
+/// Every diagnostic of one load: errors, and warnings (a likely typo, docs/config.md) that do
 /// not stop it. No errors means the directory is valid.
 #[derive(Debug, Default, Clone)]
 pub struct Diagnostics {

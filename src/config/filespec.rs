@@ -1,4 +1,4 @@
-//! The checks of the files of SPEC §7: `configurations.file[]` entries of component.yaml
+//! The checks of the files of docs/files.md: `configurations.file[]` entries of component.yaml
 //! (the platform's form) and `kind: File` documents, as written (`raw`), each checked on
 //! its own into a [`FileSpec`] (`model`). What needs the rest of the directory (connections
 //! and their keys, paths under `--files-root`, two entries for one path) is `fileplan`'s.
@@ -9,7 +9,7 @@ use super::model::{valid_env_name, Body, FileFormat, FileSpec, FileValue, ValueS
 use super::raw::{self, FileDoc, RawComponentFile, RawValue};
 use std::path::{Component, Path, PathBuf};
 
-/// Files are `0600` unless a mode is given (SPEC §7).
+/// Files are `0600` unless a mode is given (docs/files.md).
 pub const DEFAULT_MODE: u32 = 0o600;
 
 /// The path as given, checked: absolute, no `..`, no empty name. `what` names the key.

@@ -25,7 +25,7 @@ pub struct Loaded {
     pub component: Option<ComponentSpec>,
     pub identities: Vec<(Identity, Origin)>,
     pub connections: Vec<Arc<Connection>>,
-    /// `kind: File` documents (SPEC §7).
+    /// `kind: File` documents (docs/files.md).
     pub files: Vec<model::FileSpec>,
     /// Some descriptor failed to parse, so a missing reference may be explained above.
     pub had_descriptor_errors: bool,

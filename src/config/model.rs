@@ -244,7 +244,7 @@ pub struct EnvEntry {
     pub origin: Origin,
 }
 
-// ---- files (SPEC §7), built by `filespec` ----
+// ---- files (docs/files.md), built by `filespec` ----
 
 /// How a file is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +291,7 @@ impl FileFormat {
 }
 
 /// Where one value comes from, for a variable of `configurations.env` and for a value of a
-/// file (`configurations.file`, `kind: File`) alike (SPEC §2, §7).
+/// file (`configurations.file`, `kind: File`) alike (docs/config.md, docs/files.md).
 #[derive(Debug, Clone)]
 pub enum ValueSource {
     Literal(String),

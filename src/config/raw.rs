@@ -76,7 +76,7 @@ pub struct ConnectionDoc {
     pub oauth: Option<OAuth>,
     #[serde(default)]
     pub parameters: Params,
-    /// How the egress proxy authenticates calls to this connection (SPEC §2, §8).
+    /// How the egress proxy authenticates calls to this connection (docs/config.md, docs/proxy.md).
     pub proxy: Option<ProxySpec>,
 }
 
@@ -234,7 +234,7 @@ pub struct EnvMapping {
 pub struct Configurations {
     #[serde(default)]
     pub env: Vec<EnvEntry>,
-    /// Files to render (SPEC §7); checked by `filespec`.
+    /// Files to render (docs/files.md); checked by `filespec`.
     #[serde(default)]
     pub file: Vec<RawComponentFile>,
 }
@@ -262,7 +262,7 @@ pub struct ConnectionRef {
     pub key: String,
 }
 
-// ---- files (SPEC §7), checked by `filespec` ----
+// ---- files (docs/files.md), checked by `filespec` ----
 
 /// One `configurations.file[]` entry. Keys connd has no use for are accepted, as
 /// elsewhere in component.yaml.

@@ -1,4 +1,4 @@
-//! A value exactly as written (SPEC §2): an unquoted YAML scalar is its text, never
+//! A value exactly as written (docs/config.md): an unquoted YAML scalar is its text, never
 //! YAML's typed reading of it. `22.10`, `1.10`, `0x1F`, `1e3`, `+5`, `.inf`, `007`, `yes`
 //! and `2024-01-01` reach the workload as those characters.
 //!

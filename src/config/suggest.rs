@@ -1,7 +1,7 @@
 //! "Did you mean ...?": the nearest known name to a misspelled one, by edit distance
 //! (`strsim`'s optimal string alignment, which counts a swap of two neighbours as one
 //! edit). Used for unknown references, keys, kinds and fields, and for the typo warnings
-//! on `component.yaml` keys (SPEC §2).
+//! on `component.yaml` keys (docs/config.md).
 
 /// The candidate nearest to `word`, if it is near enough to be the one meant: at most
 /// one edit for short names, about one edit in four for longer ones. Case is ignored

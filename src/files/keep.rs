@@ -1,4 +1,4 @@
-//! Keeps the rendered files current in `run` and `serve` (SPEC §7). It follows the
+//! Keeps the rendered files current in `run` and `serve` (docs/files.md). It follows the
 //! reloader's snapshots (a changed value, a changed directory) and the token cache's
 //! renewals (a renewed `AccessToken` is rewritten as soon as it is obtained, well before
 //! the old one expires), renders every planned file and writes those whose bytes

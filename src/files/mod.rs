@@ -1,4 +1,4 @@
-//! Files (SPEC §7): the files a workload reads, rendered from the connections' values.
+//! Files (docs/files.md): the files a workload reads, rendered from the connections' values.
 //! They are planned with the rest of the plan (`fileplan`, below `resolve`).
 //! - `render`: a planned file plus values → bytes, one writer per format.
 //! - `write`: atomic writes under the root (temp file, mode and owner, fsync, rename).

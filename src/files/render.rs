@@ -1,4 +1,4 @@
-//! From a planned file and the resolved values to the file's bytes (SPEC §7). JSON is
+//! From a planned file and the resolved values to the file's bytes (docs/files.md). JSON is
 //! serde_json's, TOML the `toml` crate's, dotenv `dotenv::dotenv_quote`'s, templates
 //! minijinja's in strict mode; YAML is written with every scalar double-quoted (see
 //! `yaml_block`) and `.properties` escaped to `java.util.Properties.load`'s grammar

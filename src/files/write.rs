@@ -1,4 +1,4 @@
-//! Atomic writes of rendered files (SPEC §7). A reader sees the old file or the new one,
+//! Atomic writes of rendered files (docs/files.md). A reader sees the old file or the new one,
 //! never a part: the bytes go to a temporary file in the target's folder, created with
 //! `O_EXCL|O_NOFOLLOW` and given its mode and owner before any byte is written, then
 //! fsynced and renamed over the target (which replaces a symlink there instead of writing

@@ -1,4 +1,4 @@
-//! Which outbound requests go through a forward proxy, from the variables of SPEC §3:
+//! Which outbound requests go through a forward proxy, from the variables of docs/commands.md:
 //! `HTTPS_PROXY`/`https_proxy` for https, `HTTP_PROXY`/`http_proxy` for http, `ALL_PROXY`/
 //! `all_proxy` for either, and `NO_PROXY`/`no_proxy` for the hosts that bypass it (names,
 //! which match their subdomains too, `.domain` suffixes, `*`, IP addresses and CIDR

@@ -1,4 +1,4 @@
-//! Every TLS failure in words (SPEC §5): the true cause, the fix, and the file when the
+//! Every TLS failure in words (docs/control-plane.md): the true cause, the fix, and the file when the
 //! certificate came from connd's own flags. rustls and webpki say `UnknownIssuer` or
 //! `Other(OtherError(UnsupportedCertVersion))`; a user needs "pass --ca-file" or
 //! "reissue it as v3", and to know whether the certificate at fault is the server's or

@@ -1,4 +1,4 @@
-//! The URL policy of SPEC §3 and §5 for every outbound call: absolute `http(s)` URLs only,
+//! The URL policy of docs/commands.md and docs/control-plane.md for every outbound call: absolute `http(s)` URLs only,
 //! no credentials in them, plain `http://` only to loopback unless allowed, and a
 //! control-plane base without query or fragment. Messages about a URL never print the
 //! user-info in it.
@@ -17,7 +17,7 @@ pub enum UrlError {
     #[error("refusing plain http:// to {host:?}, which is not a loopback address: use https://, or pass --allow-insecure-http to send credentials in clear")]
     Insecure { host: String },
     /// A base URL (`--control-plane`) with a query or fragment: paths are appended to it,
-    /// so `?x=1` would end up in the middle of every request's path (SPEC §5).
+    /// so `?x=1` would end up in the middle of every request's path (docs/control-plane.md).
     #[error("{url:?} has a {part}, which a base URL cannot have (paths are appended to it): give scheme, host, port and optional path only")]
     NotABase { url: String, part: &'static str },
     /// A port outside 0-65535, which `http::Uri` accepts and then reads as no port at all
@@ -34,7 +34,7 @@ impl UrlError {
     }
 }
 
-/// Parses `url` and applies the plain-http rule of SPEC §3.
+/// Parses `url` and applies the plain-http rule of docs/commands.md.
 pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<Uri, UrlError> {
     let invalid = || UrlError::Invalid { url: redact_url(url) };
     let uri: Uri = url.parse().map_err(|_| invalid())?;

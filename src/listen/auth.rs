@@ -47,7 +47,7 @@ impl Allow {
 
     /// The allowed callers that the socket file's owner, group and mode keep from
     /// connecting (connect(2) needs write permission on the socket), each as a sentence
-    /// that names the flag that fixes it (SPEC §4). Root is never kept out; a caller's
+    /// that names the flag that fixes it (docs/api.md). Root is never kept out; a caller's
     /// groups are its user's primary and supplementary groups.
     pub fn unreachable(&self, socket: &Path) -> Vec<String> {
         let Ok(meta) = std::fs::metadata(socket) else { return Vec::new() };

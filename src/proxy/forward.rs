@@ -1,4 +1,4 @@
-//! One proxied request, from the caller's head to the upstream's answer (SPEC §8):
+//! One proxied request, from the caller's head to the upstream's answer (docs/proxy.md):
 //! route it, refuse what must not pass, attach the connection's credentials, forward
 //! with the body streamed both ways, and turn failures into JSON errors that name the
 //! connection and the cause. Header values are never logged; the access line (debug)
@@ -221,7 +221,7 @@ impl<S: Sources> Proxy<S> {
         Ok(downstream(response))
     }
 
-    /// The connection's ServiceURL, under the plain-http rule of SPEC §3.
+    /// The connection's ServiceURL, under the plain-http rule of docs/commands.md.
     fn service_url(&self, resolved: &Resolved, i: usize) -> Result<Uri, Refusal> {
         let Some(url) = resolved.values.connections[i].get(SERVICE_URL) else {
             let message = format!(

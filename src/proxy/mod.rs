@@ -1,4 +1,4 @@
-//! The egress proxy of SPEC §8: the workload calls `http://127.0.0.1:PORT/<connection>/...`
+//! The egress proxy of docs/proxy.md: the workload calls `http://127.0.0.1:PORT/<connection>/...`
 //! and connd forwards the call to the connection's `ServiceURL` with its credentials
 //! attached, so the workload never holds them.
 //!

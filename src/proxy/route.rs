@@ -1,4 +1,4 @@
-//! Where a proxied request goes (SPEC §8): `/<connection>/<rest>?<query>` names a
+//! Where a proxied request goes (docs/proxy.md): `/<connection>/<rest>?<query>` names a
 //! connection and the path under its `ServiceURL`. Pure functions over strings, so every
 //! rule is tested here: the split, the join (no doubled or lost slash at the seam, the
 //! caller's percent-encoding and query kept as sent), the refusal of paths that climb out

@@ -183,7 +183,7 @@ impl Reloader {
 const LAST_ATTEMPT_WAIT: Duration = Duration::from_secs(15);
 
 /// Waits for the first full resolution published in `store`. Its deadline, `timeout`
-/// from now, is also the reloader's: its last attempt is made at the deadline (SPEC §3),
+/// from now, is also the reloader's: its last attempt is made at the deadline (docs/commands.md),
 /// and the verdict is that attempt's (or that of the one in flight at the deadline),
 /// waited for at most `LAST_ATTEMPT_WAIT` more. On failure, the current failure.
 pub async fn ready(store: &Store, timeout: Duration) -> Result<Arc<Snapshot>, StartupError> {
@@ -249,7 +249,7 @@ struct Task<S> {
     /// Consecutive failed full reloads, for the retry backoff.
     failures: u32,
     /// The control plane's `Retry-After` with the last reload's failed fetch: the
-    /// least wait before the next full reload (SPEC §5).
+    /// least wait before the next full reload (docs/control-plane.md).
     retry_after: Option<Duration>,
     /// The config warnings last logged: each is logged when it appears, not at every reload.
     warned: Vec<crate::config::Diagnostic>,

@@ -246,7 +246,7 @@ impl Store {
             } else {
                 changed = true;
             }
-            // Files (SPEC §7) are rendered from the plan: a changed file entry is a change.
+            // Files (docs/files.md) are rendered from the plan: a changed file entry is a change.
             if old.plan.files != next.plan.files {
                 changed = true;
             }

@@ -4,7 +4,7 @@
 //! of `..data_tmp` and its rename over `..data`), a watched folder replaced by rename,
 //! and a watched path that is a symlink retargeted (`ln -s release-2 tmp && mv -T tmp
 //! current`): for such a path it also watches the folder holding the link, and a change
-//! of the link re-watches the path, now pointing elsewhere (SPEC §4).
+//! of the link re-watches the path, now pointing elsewhere (docs/api.md).
 //!
 //! Boundary: it says *that* something changed, never what; the reloader re-reads.
 //! Hidden files (editor swap files, other tools' state) are ignored, except the

@@ -6,7 +6,7 @@
 //!
 //! The workload leads a process group of its own. Whenever it stops (a restart, connd's
 //! SIGTERM, its own exit), what is left of the group gets the stop signal and SIGKILL
-//! after the stop timeout, as systemd's `KillMode=control-group` does (SPEC §3): a
+//! after the stop timeout, as systemd's `KillMode=control-group` does (docs/commands.md): a
 //! restart never leaves the old workload's children holding a port.
 //!
 //! Boundary: the values arrive on a `watch` channel (the reloader's business); which
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The signals connd passes on to the workload (SPEC §3).
+/// The signals connd passes on to the workload (docs/commands.md).
 pub const FORWARDED: [Signal; 7] = [
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -52,7 +52,7 @@ pub enum OnChange {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub on_change: OnChange,
-    /// What the workload gets when only rendered files changed (SPEC §7).
+    /// What the workload gets when only rendered files changed (docs/files.md).
     pub on_file_change: OnChange,
     /// Asks the workload to stop before a restart.
     pub stop_signal: Signal,

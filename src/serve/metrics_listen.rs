@@ -1,4 +1,4 @@
-//! `--metrics-listen ADDR` (SPEC §3): a TCP listener for Prometheus scrapes and kubelet
+//! `--metrics-listen ADDR` (docs/commands.md): a TCP listener for Prometheus scrapes and kubelet
 //! `httpGet` probes that serves `/metrics`, `/healthz` and `/readyz` and nothing else:
 //! never a value, so it needs no caller check and may listen beyond loopback.
 //!

@@ -1,4 +1,4 @@
-//! `connd serve`: the reloader and the API server together, with the lifecycle SPEC §4
+//! `connd serve`: the reloader and the API server together, with the lifecycle docs/api.md
 //! asks for. `run` takes its listener, settings, sources and shutdown future, so tests
 //! run it in-process; `command` is what the binary calls (runtime, socket, signals).
 //!
@@ -79,7 +79,7 @@ pub async fn run<S: Sources>(
     run_with_proxy(listener, None, settings, sources, metrics, shutdown).await
 }
 
-/// [`run`], with the egress proxy (SPEC §8) on its bound listeners when given: it
+/// [`run`], with the egress proxy (docs/proxy.md) on its bound listeners when given: it
 /// serves the reloader's snapshot with the same sources and metrics as the API.
 pub async fn run_with_proxy<S: Sources>(
     listener: UnixListener,
@@ -94,7 +94,7 @@ pub async fn run_with_proxy<S: Sources>(
     let stop = CancellationToken::new();
     let mut reloader =
         Reloader::start(settings.reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
-    // Files (SPEC §7) follow the same snapshots, and token renewals.
+    // Files (docs/files.md) follow the same snapshots, and token renewals.
     let _files = crate::files::keep::Keeper::start(
         reloader.store().clone(),
         sources.clone(),

@@ -1,7 +1,13 @@
 //! The systemd notification protocol (`sd_notify`): datagrams such as `READY=1` sent to
 //! the socket named by `NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace).
 //! Without that variable every call does nothing, as under any other supervisor.
+//!
+//! The messages are the `sd-notify` crate's [`NotifyState`]s; the datagram is sent here, not
+//! by its `notify`, which reads `NOTIFY_SOCKET` from the process environment at every call
+//! (connd takes it once, as a setting), cannot reach an abstract `@name` socket, and ends
+//! every message with a newline that a datagram does not need.
 
+use sd_notify::NotifyState;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
@@ -29,6 +35,8 @@ impl Notifier {
         }
     }
 
+    /// Sends `message` (`KEY=VALUE` lines joined by `\n`) as one datagram; a failure is
+    /// logged and otherwise ignored.
     pub fn notify(&self, message: &str) {
         if let Some((socket, addr)) = &self.target {
             if let Err(e) = socket.send_to_addr(message.as_bytes(), addr) {
@@ -37,19 +45,19 @@ impl Notifier {
         }
     }
 
+    /// `READY=1`: startup (or a reload) finished.
     pub fn ready(&self) {
-        self.notify("READY=1");
+        self.notify(&NotifyState::Ready.to_string());
     }
 
     /// `RELOADING=1` with the monotonic timestamp that `Type=notify-reload` requires.
     pub fn reloading(&self) {
-        let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
-            .unwrap_or(0);
-        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+        let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
+        self.notify(&format!("{}\n{now}", NotifyState::Reloading));
     }
 
+    /// `STOPPING=1`: shutdown has begun.
     pub fn stopping(&self) {
-        self.notify("STOPPING=1");
+        self.notify(&NotifyState::Stopping.to_string());
     }
 }

@@ -1,4 +1,4 @@
-//! The control-plane client of SPEC §5: one GET per referenced connection with
+//! The control-plane client of docs/control-plane.md: one GET per referenced connection with
 //! control-plane (`remote: true`) parameters, in parallel under a concurrency limit, with the bearer credential of
 //! `--token-file` (re-read when the file changes) and conditional requests. It keeps the
 //! last ETag and values per connection, so every later round (serve's refresh) costs a
@@ -45,7 +45,7 @@ pub enum ControlPlaneError {
 
 /// One connection's request failed. It names the connection, the control-plane parameters it
 /// was fetching (`keys`, as "ConsumerKey, ConsumerSecret"), the URL and the cause
-/// (SPEC §3).
+/// (docs/commands.md).
 #[derive(Debug)]
 pub struct RequestError {
     pub connection: String,
@@ -77,7 +77,7 @@ pub enum Problem {
     /// so that every round of one outage reads the same and is logged once.
     Down {
         cause: String,
-        /// The server's `Retry-After`, for the caller's next attempt (SPEC §5).
+        /// The server's `Retry-After`, for the caller's next attempt (docs/control-plane.md).
         retry_after: Option<Duration>,
     },
     /// A failure of the exchange that retrying cannot fix (an untrusted certificate).
@@ -137,7 +137,7 @@ impl ControlPlaneError {
 
     /// How long the control plane asked to wait (`Retry-After`, RFC 9110 §10.2.3) with a
     /// transient failure that its caller retries ([`Until::Cancelled`]): a floor for the
-    /// caller's next attempt (SPEC §5). `None` for any other failure.
+    /// caller's next attempt (docs/control-plane.md). `None` for any other failure.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ControlPlaneError::Request(r) => match r.problem {
@@ -215,7 +215,7 @@ impl TokenFile {
             }
         }
         let text = crate::source::values::read_value_file(&self.path).map_err(err)?;
-        // SPEC §5: a UTF-8 byte-order mark (Windows editors write one) and surrounding
+        // docs/control-plane.md: a UTF-8 byte-order mark (Windows editors write one) and surrounding
         // whitespace are not part of the token; `trim` alone keeps the mark, which is not
         // whitespace.
         let token = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
@@ -279,7 +279,7 @@ impl ControlPlane {
         ControlPlane { inner: Arc::new(Inner { base, http, token, cache, metrics, until }) }
     }
 
-    /// The URL of one connection, as SPEC §5 spells it.
+    /// The URL of one connection, as docs/control-plane.md spells it.
     pub fn url(&self, plan: &Plan, id: &str) -> String {
         format!(
             "{}/v1/projects/{}/components/{}/connections/{}",
@@ -490,7 +490,7 @@ enum BodyError {
 
 #[derive(serde::Deserialize)]
 struct Body {
-    /// Raw, so that a number keeps its digits (SPEC §5): `18446744073709551616` is not
+    /// Raw, so that a number keeps its digits (docs/control-plane.md): `18446744073709551616` is not
     /// turned into `1.8446744073709552e19`.
     parameters: HashMap<String, Box<serde_json::value::RawValue>>,
 }

@@ -76,7 +76,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// The control plane's `Retry-After` with a transient failure: a floor for the
-    /// caller's next attempt (SPEC §5); see [`ControlPlaneError::retry_after`].
+    /// caller's next attempt (docs/control-plane.md); see [`ControlPlaneError::retry_after`].
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             FetchError::ControlPlane(e) => e.retry_after(),
@@ -180,7 +180,7 @@ pub trait Sources: Send + Sync + 'static {
     }
 
     /// Changes whenever a new token is obtained (renewals included), for what keeps a
-    /// copy of tokens (rendered files, SPEC §7); `None` for sources without tokens.
+    /// copy of tokens (rendered files, docs/files.md); `None` for sources without tokens.
     fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }

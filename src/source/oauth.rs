@@ -1,4 +1,4 @@
-//! The OAuth token cache of SPEC §2: client-credentials tokens (RFC 6749 §4.4), one
+//! The OAuth token cache of docs/oauth.md: client-credentials tokens (RFC 6749 §4.4), one
 //! entry per OAuth application (token URL, client ID, scopes), however many connections
 //! share it. Concurrent callers of one application wait on one request (single-flight);
 //! a token is renewed at about 80% of its lifetime (with jitter), in the background when
@@ -489,7 +489,7 @@ impl App {
         if retry::transient_status(status) {
             return Err(Attempt::Transient(format!("status {status}")));
         }
-        // SPEC §5: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some
+        // docs/oauth.md: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some
         // endpoints answer `200 {"error": "invalid_client"}`.
         let error = serde_json::from_slice::<ErrorAnswer>(&response.body).ok();
         if status == StatusCode::OK && error.is_none() {
@@ -519,7 +519,7 @@ impl App {
         let client_id = self.key.shown_client_id();
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
         let Some(error) = error else {
-            // 401/403 refuse the client whatever the body (SPEC §3: exit 77).
+            // 401/403 refuse the client whatever the body (docs/commands.md: exit 77).
             if refused {
                 let (url, error) = (url.clone(), status.to_string());
                 return Err(Attempt::Permanent(OAuthError::Refused { url, client_id, error, description: None }));

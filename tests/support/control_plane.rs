@@ -8,11 +8,15 @@
 
 #![allow(dead_code)]
 
+/// The server skeleton, a module of this file so that the benches that include this file
+/// by path get it too.
+#[path = "fake_server.rs"]
+pub mod fake_server;
+
 use bytes::Bytes;
+use fake_server::FakeServer;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
@@ -172,10 +176,8 @@ impl Pki {
 
 pub struct FakeControlPlane {
     pub pki: Pki,
-    addr: std::net::SocketAddr,
+    server: FakeServer,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeControlPlane {
@@ -208,25 +210,20 @@ impl FakeControlPlane {
         let certified = rustls::sign::CertifiedKey::new(pki.server_chain.clone(), key);
         let config = Arc::new(builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))));
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread_state = state.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            runtime.block_on(serve(listener, config, thread_state, stopped));
-            // Dropping the runtime ends connections still open (a slow reply, say).
-            runtime.shutdown_background();
-        });
-        FakeControlPlane { pki, addr, state, stop: Some(stop), thread: Some(thread) }
+        let counted = state.clone();
+        let answered = state.clone();
+        let server = FakeServer::start(
+            Some(config),
+            move || counted.lock().connections += 1,
+            move |req| answer(req, answered.clone()),
+        );
+        FakeControlPlane { pki, server, state }
     }
 
     /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
+        format!("https://127.0.0.1:{}", self.server.addr().port())
     }
 
     pub fn ca_file(&self) -> &Path {
@@ -269,48 +266,6 @@ impl FakeControlPlane {
 
     pub fn requests_for(&self, id: &str) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| r.id == id).collect()
-    }
-}
-
-impl Drop for FakeControlPlane {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    state: Arc<Mutex<State>>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    state.lock().connections += 1;
-                    // Without it, Nagle's algorithm and delayed ACKs add 40 ms to replies.
-                    let _ = tcp.set_nodelay(true);
-                    tcp
-                }
-                Err(_) => continue,
-            },
-        };
-        let (acceptor, state) = (acceptor.clone(), state.clone());
-        tokio::spawn(async move {
-            // A refused handshake (unknown CA, no client certificate) just ends here.
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let service = service_fn(move |req| answer(req, state.clone()));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
-        });
     }
 }
 

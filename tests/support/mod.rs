@@ -8,11 +8,13 @@ pub mod daemon;
 pub mod fixtures;
 pub mod kubelet;
 pub mod oidc;
+pub mod supervised;
 pub mod tinyproxy;
 pub mod upstream;
 
 pub use daemon::Daemon;
 pub use fixtures::*;
+pub use supervised::{run_command, Supervised};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

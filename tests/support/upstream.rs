@@ -13,12 +13,11 @@
 
 #![allow(dead_code)]
 
+use super::control_plane::fake_server::FakeServer;
 use super::control_plane::Pki;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -51,10 +50,8 @@ struct State {
 
 pub struct Upstream {
     pub pki: Option<Pki>,
-    addr: std::net::SocketAddr,
+    server: FakeServer,
     state: Arc<Mutex<State>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Upstream {
@@ -70,29 +67,20 @@ impl Upstream {
 
     fn start(pki: Option<Pki>) -> Upstream {
         let config = pki.as_ref().map(Pki::server_config);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State::default()));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread_state = state.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            runtime.block_on(serve(listener, config, thread_state, stopped));
-            runtime.shutdown_background();
-        });
-        Upstream { pki, addr, state, stop: Some(stop), thread: Some(thread) }
+        let answered = state.clone();
+        let server = FakeServer::start(config, || {}, move |req| answer(req, answered.clone()));
+        Upstream { pki, server, state }
     }
 
     /// `https://127.0.0.1:<port>` or `http://...`.
     pub fn url(&self) -> String {
         let scheme = if self.pki.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.addr.port())
+        format!("{scheme}://127.0.0.1:{}", self.server.addr().port())
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.addr().port()
     }
 
     pub fn ca_file(&self) -> &Path {
@@ -115,51 +103,6 @@ impl Upstream {
     /// Answers 401 from now on to requests with exactly this `Authorization` value.
     pub fn revoke(&self, authorization: &str) {
         self.state.lock().revoked.insert(authorization.to_owned());
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    config: Option<Arc<rustls::ServerConfig>>,
-    state: Arc<Mutex<State>>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    let acceptor = config.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => continue,
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, state) = (acceptor.clone(), state.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, state.clone()));
-            let http = hyper::server::conn::http1::Builder::new();
-            match acceptor {
-                Some(acceptor) => {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let _ = http.serve_connection(TokioIo::new(tls), service).await;
-                }
-                None => {
-                    let _ = http.serve_connection(TokioIo::new(tcp), service).await;
-                }
-            }
-        });
     }
 }
 

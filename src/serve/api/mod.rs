@@ -1,4 +1,4 @@
-//! The local API of `connd serve` (SPEC §4): HTTP/1.1 on a Unix socket. `server` binds
+//! The local API of `connd serve` (docs/api.md): HTTP/1.1 on a Unix socket. `server` binds
 //! the socket and runs connections with a bounded drain; `auth` decides who may call by
 //! peer credentials; `routes` answers from the current snapshot.
 

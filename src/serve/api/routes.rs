@@ -1,4 +1,4 @@
-//! The routes of SPEC §4, answered from the current snapshot. Reads are lock-free
+//! The routes of docs/api.md, answered from the current snapshot. Reads are lock-free
 //! (`Store::load`); blocking queries subscribe to the store's watch channel and answer
 //! when their answer's index moves, when `wait` runs out, or when draining starts.
 //! Errors are JSON `{"error", "code"}`; values leave the process only in 200 bodies.
