@@ -1,8 +1,9 @@
 //! connd gives a workload the values of its connections.
 //!
 //! A value travels down this list. Each folder uses only those above it, `http/`, `listen/`
-//! and the leaves at the end, never one below it; among the modes, `run` stands on `exec`
-//! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
+//! and the leaves at the end, never one below it; among the modes, `serve` (its `mod.rs`)
+//! and `run` stand on `daemon`, which stands on `serve`'s API and metrics listener,
+//! `proxy/` and `files/`; `run` also on `exec`, and `serve` on `output`. Only the command
 //! line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
@@ -25,6 +26,9 @@
 //!   current in `run` and `serve` by its `keep` task).
 //!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
+//!   `daemon`: the one assembly of the long-running parts `serve` and `run` share (the
+//!   reloader, the API, the proxy's and the metrics listeners, the files keeper), each
+//!   optional, each owned and stopped the same way.
 //! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
 //!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,
 //!   and `tls_fault`: TLS faults in words), URL policy (`url`), their `error`, and the
@@ -47,6 +51,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod docs;
 pub mod dotenv;
 pub mod duration;

@@ -116,6 +116,11 @@ impl Bound {
         self.listeners.iter().find_map(Listener::local_addr)
     }
 
+    /// How long requests in flight get once shutdown starts.
+    pub fn grace(&self) -> Duration {
+        self.settings.grace
+    }
+
     /// Serves every listener until `shutdown`, drains, and removes the socket file.
     ///
     /// The proxy runs on a thread of its own with a single-threaded runtime, as one
