@@ -1,9 +1,9 @@
 //! The one assembly of the long-running parts that `serve` and `run` share: the reloader,
 //! and on its snapshot the front doors (the local API, the egress proxy's listeners, the
 //! metrics listener) and the files keeper. Every part but the reloader is optional, and
-//! every part is owned the same way: a [`Part`] holds its task and the token that stops
-//! it, and [`Daemon::shut_down`] stops them all at once, then waits for each within a
-//! bound (its own drain, then [`STOP_MARGIN`]) before abandoning it.
+//! every part is owned the same way: a `Part` holds its task, stopped through a child
+//! of the daemon's token, and [`Daemon::shut_down`] stops them all at once, then waits
+//! for each within a bound (its own drain, then [`STOP_MARGIN`]) before abandoning it.
 //!
 //! A new front door (a webhook server, a listener per connection) is a field of [`Doors`],
 //! bound at startup by the caller, and one line in [`Daemon::start`] that spawns its
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -83,11 +84,11 @@ impl Api {
     }
 }
 
-/// One long-running part: its task, and the token that asks it to stop.
-pub struct Part {
+/// One long-running part: its task, and how long it may take to stop. The token that
+/// asks it to stop is a child of the daemon's.
+struct Part {
     /// For the log line when it does not stop in time.
     name: &'static str,
-    stop: CancellationToken,
     /// How long it may take to end once stopped, its own drain included.
     bound: Duration,
     /// Aborts the task when dropped.
@@ -95,10 +96,10 @@ pub struct Part {
 }
 
 impl Part {
-    /// Asks the part to stop and waits for it, at most its bound; then abandons it.
-    async fn shut_down(self) {
-        self.stop.cancel();
-        if tokio::time::timeout(self.bound, self.task).await.is_err() {
+    /// Waits for the part, asked to stop at `asked`, until its bound from then; then
+    /// abandons it.
+    async fn stopped(self, asked: Instant) {
+        if tokio::time::timeout_at(asked + self.bound, self.task).await.is_err() {
             tracing::warn!(part = self.name, bound = ?self.bound, "did not stop in time; abandoned");
         }
     }
@@ -163,9 +164,9 @@ impl<S: Sources> Daemon<S> {
     ) where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stop = self.stop.child_token();
-        let task = AbortOnDropHandle::new(tokio::spawn(serve(self, stop.clone().cancelled_owned())));
-        self.parts.push(Part { name, stop, bound: drain + STOP_MARGIN, task });
+        let until = self.stop.child_token().cancelled_owned();
+        let task = AbortOnDropHandle::new(tokio::spawn(serve(self, until)));
+        self.parts.push(Part { name, bound: drain + STOP_MARGIN, task });
     }
 
     /// The local API until `until`, then drained within its grace period.
@@ -178,6 +179,7 @@ impl<S: Sources> Daemon<S> {
         server::serve_with(api.listener, parts, api.allow, api.grace, api.limits, until)
     }
 
+    /// The reloader whose snapshot every part serves.
     pub fn reloader(&self) -> &Reloader {
         &self.reloader
     }
@@ -187,13 +189,15 @@ impl<S: Sources> Daemon<S> {
         &mut self.reloader
     }
 
-    /// Stops every part at once, waits for each within its bound, then for the reloader.
+    /// Stops every part at once, then waits for each within its bound (counted from
+    /// now), then for the reloader.
     pub async fn shut_down(self) {
+        let asked = Instant::now();
         self.stop.cancel();
         for part in self.parts {
-            part.shut_down().await;
+            part.stopped(asked).await;
         }
-        if tokio::time::timeout(STOP_MARGIN, self.reloader.stopped()).await.is_err() {
+        if tokio::time::timeout_at(asked + STOP_MARGIN, self.reloader.stopped()).await.is_err() {
             tracing::warn!(part = "the reloader", bound = ?STOP_MARGIN, "did not stop in time; abandoned");
         }
     }
