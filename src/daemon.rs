@@ -5,27 +5,24 @@
 //! of the daemon's token, and [`Daemon::shut_down`] stops them all at once, then waits
 //! for each within a bound (its own drain, then [`STOP_MARGIN`]) before abandoning it.
 //!
-//! A new front door (a webhook server, a listener per connection) is a field of [`Doors`],
-//! bound at startup by the caller, and one line in [`Daemon::start`] that spawns its
-//! serving future through [`Daemon::spawn`].
+//! A new front door (a webhook server, a listener per connection) is a type of its own
+//! module, bound at startup, that implements [`Door`]; the mode that wants it adds it to
+//! the doors it starts the daemon with (or opens it later with [`Daemon::open`]).
 //!
 //! Boundary: wiring and lifecycle only. What each part does is its module's (`reload`,
-//! `serve::api`, `serve::metrics_listen`, `proxy`, `files::keep`); what the process does
-//! around them (signals, readiness, the workload) is `serve`'s and `run`'s.
+//! `files::keep`, and the doors: `serve`'s API and metrics listener, `proxy`); what the
+//! process does around them (signals, readiness, the workload) is `serve`'s and `run`'s.
+//! It names no door, so the doors' modules may use it.
 
 use crate::files::keep::keep;
-use crate::listen::auth::Allow;
-use crate::listen::conn::Limits;
 use crate::metrics::Metrics;
+use crate::reload::snapshot::Store;
 use crate::reload::{ReloadConfig, Reloader};
-use crate::serve::api::server::{self, ApiStateParts, BindError};
-use crate::serve::metrics_listen;
 use crate::source::Sources;
 use std::future::Future;
-use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -35,53 +32,32 @@ use tokio_util::task::AbortOnDropHandle;
 /// is abandoned (aborted): the proxy's thread, say, ends its runtime within 100 ms.
 pub const STOP_MARGIN: Duration = Duration::from_secs(1);
 
-/// The front doors, each bound at startup (so that a taken address fails before
-/// anything runs) and each optional.
-#[derive(Default)]
-pub struct Doors {
-    /// The local API on its Unix socket.
-    pub api: Option<Api>,
-    /// The egress proxy's listeners.
-    pub proxy: Option<crate::proxy::Bound>,
-    /// `--metrics-listen`: `/metrics`, `/healthz` and `/readyz` over TCP.
-    pub metrics: Option<Arc<std::net::TcpListener>>,
+/// What every part serves from: the reloader's snapshot, the sources, and the one set
+/// of metrics that `/metrics` reports.
+pub struct Shared<S> {
+    pub store: Arc<Store>,
+    pub sources: Arc<S>,
+    pub metrics: Arc<Metrics>,
 }
 
-impl Doors {
-    /// Whether any door is open: each serves the reloader's snapshot, so the reloader
-    /// must run from the start.
-    pub fn any(&self) -> bool {
-        self.api.is_some() || self.proxy.is_some() || self.metrics.is_some()
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared { store: self.store.clone(), sources: self.sources.clone(), metrics: self.metrics.clone() }
     }
 }
 
-/// The local API's bound socket and how it serves.
-pub struct Api {
-    pub listener: UnixListener,
-    pub allow: Allow,
-    /// How long in-flight requests get once shutdown starts.
-    pub grace: Duration,
-    pub limits: Limits,
-}
+/// A part's serving future, as a door gives it.
+pub type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-impl Api {
-    /// Binds the socket at `path` (its folder created, a stale file replaced, `mode` and
-    /// `group` given) and says so, warning of allowed callers the socket keeps out.
-    pub fn bind(
-        path: &Path,
-        mode: u32,
-        group: Option<u32>,
-        allow: Allow,
-        grace: Duration,
-        limits: Limits,
-    ) -> Result<Api, BindError> {
-        let listener = server::bind(path, mode, group)?;
-        tracing::info!(socket = %path.display(), "serving");
-        for warning in allow.unreachable(path) {
-            tracing::warn!("{warning}");
-        }
-        Ok(Api { listener, allow, grace, limits })
-    }
+/// A front door: a listener bound at startup (so that a taken address fails before
+/// anything runs), served on the daemon's snapshot until it is asked to stop.
+pub trait Door<S>: Send {
+    /// What it is, for the log line when it does not stop in time.
+    fn name(&self) -> &'static str;
+    /// How long it takes to drain once asked to stop.
+    fn drain(&self) -> Duration;
+    /// Serves until `until` completes, then drains.
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving;
 }
 
 /// One long-running part: its task, and how long it may take to stop. The token that
@@ -118,29 +94,21 @@ pub struct Daemon<S> {
 
 impl<S: Sources> Daemon<S> {
     /// Starts the reloader, then serves every door of `doors` on its snapshot, with the
-    /// same sources and the same `metrics` (what `/metrics` reports) for all.
-    pub fn start(reload: ReloadConfig, sources: Arc<S>, metrics: Arc<Metrics>, doors: Doors) -> Daemon<S> {
+    /// same sources and the same `metrics` for all.
+    pub fn start(reload: ReloadConfig, sources: Arc<S>, metrics: Arc<Metrics>, doors: Vec<Box<dyn Door<S>>>) -> Self {
         let stop = CancellationToken::new();
         let reloader = Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
         let mut daemon = Daemon { reloader, sources, metrics, stop, parts: Vec::new() };
-        let Doors { api, proxy, metrics: metrics_listener } = doors;
-        if let Some(api) = api {
-            let grace = api.grace;
-            daemon.spawn("the local API", grace, |d, until| d.serve_api(api, until));
-        }
-        if let Some(bound) = proxy {
-            let grace = bound.grace();
-            daemon.spawn("the egress proxy", grace, |d, until| {
-                bound.serve(d.reloader.store().clone(), d.sources.clone(), d.metrics.clone(), until)
-            });
-        }
-        if let Some(listener) = metrics_listener {
-            // Scrapes and probes are short: the listener closes every connection at once.
-            daemon.spawn("the metrics listener", Duration::ZERO, |d, until| {
-                metrics_listen::serve(listener, d.reloader.store().clone(), d.metrics.clone(), until)
-            });
+        for door in doors {
+            daemon.open(door);
         }
         daemon
+    }
+
+    /// Serves one more door, from now on.
+    pub fn open(&mut self, door: Box<dyn Door<S>>) {
+        let (name, drain) = (door.name(), door.drain());
+        self.spawn(name, drain, |shared, until| door.serve(shared, until));
     }
 
     /// Keeps the files of the plan current (docs/files.md) from now on. With
@@ -148,35 +116,28 @@ impl<S: Sources> Daemon<S> {
     pub fn keep_files(&mut self, file_changes: Option<mpsc::Sender<()>>) {
         // Nothing to drain: a sync under way is dropped (a write in progress ends on its
         // blocking thread whatever becomes of the task, and every write is atomic).
-        self.spawn("the files keeper", Duration::ZERO, |d, until| {
-            keep(d.reloader.store().clone(), d.sources.clone(), d.metrics.clone(), file_changes, until)
+        self.spawn("the files keeper", Duration::ZERO, |shared, until| {
+            Box::pin(keep(shared.store, shared.sources, shared.metrics, file_changes, until))
         });
     }
 
-    /// Spawns one part's serving future, made by `serve` from the daemon and the future
-    /// that completes when the part is asked to stop; `drain` is how long the part takes
-    /// to drain once asked.
-    pub fn spawn<F>(
+    /// Spawns one part's serving future, made by `serve` from what parts share and the
+    /// future that completes when the part is asked to stop; `drain` is how long the
+    /// part takes to drain once asked.
+    fn spawn(
         &mut self,
         name: &'static str,
         drain: Duration,
-        serve: impl FnOnce(&Self, WaitForCancellationFutureOwned) -> F,
-    ) where
-        F: Future<Output = ()> + Send + 'static,
-    {
+        serve: impl FnOnce(Shared<S>, WaitForCancellationFutureOwned) -> Serving,
+    ) {
         let until = self.stop.child_token().cancelled_owned();
-        let task = AbortOnDropHandle::new(tokio::spawn(serve(self, until)));
+        let task = AbortOnDropHandle::new(tokio::spawn(serve(self.shared(), until)));
         self.parts.push(Part { name, bound: drain + STOP_MARGIN, task });
     }
 
-    /// The local API until `until`, then drained within its grace period.
-    fn serve_api(&self, api: Api, until: WaitForCancellationFutureOwned) -> impl Future<Output = ()> + Send + 'static {
-        let parts = ApiStateParts {
-            store: self.reloader.store().clone(),
-            sources: self.sources.clone(),
-            metrics: self.metrics.clone(),
-        };
-        server::serve_with(api.listener, parts, api.allow, api.grace, api.limits, until)
+    /// What the parts share.
+    pub fn shared(&self) -> Shared<S> {
+        Shared { store: self.reloader.store().clone(), sources: self.sources.clone(), metrics: self.metrics.clone() }
     }
 
     /// The reloader whose snapshot every part serves.

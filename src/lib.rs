@@ -1,10 +1,10 @@
 //! connd gives a workload the values of its connections.
 //!
 //! A value travels down this list. Each folder uses only those above it, `http/`, `listen/`
-//! and the leaves at the end, never one below it; among the modes, `serve` (its `mod.rs`)
-//! and `run` stand on `daemon`, which stands on `serve`'s API and metrics listener,
-//! `proxy/` and `files/`; `run` also on `exec`, and `serve` on `output`. Only the command
-//! line knows clap.
+//! and the leaves at the end, never one below it; `daemon` stands on `reload/` and
+//! `files/` and names no door, so that `serve/` and `proxy/` make their listeners doors
+//! of it; among the modes, `run` stands on `exec` and on `serve`'s API and metrics
+//! listener, and `serve` on `output`. Only the command line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
@@ -17,6 +17,10 @@
 //!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
 //! - `reload/`: the reloader that keeps a resolution current (file events from its
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
+//! - `daemon`: the one assembly of the long-running parts `serve` and `run` share: the
+//!   reloader, `files/`' keeper, and the doors (the API, the metrics listener, the
+//!   proxy's listeners: each a `daemon::Door`), each optional, each owned and stopped
+//!   the same way.
 //! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
@@ -26,9 +30,6 @@
 //!   current in `run` and `serve` by its `keep` task).
 //!   `proxy/` (the egress proxy of SPEC §8, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
-//!   `daemon`: the one assembly of the long-running parts `serve` and `run` share (the
-//!   reloader, the API, the proxy's and the metrics listeners, the files keeper), each
-//!   optional, each owned and stopped the same way.
 //! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
 //!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,
 //!   and `tls_fault`: TLS faults in words), URL policy (`url`), their `error`, and the

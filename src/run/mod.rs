@@ -12,14 +12,14 @@ pub mod reap;
 pub mod supervise;
 pub mod terminal;
 
-use crate::daemon::{Api, Daemon, Doors};
+use crate::daemon::{Daemon, Door};
 use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
 use crate::run::changes::Env;
 use crate::serve::api::server;
-use crate::serve::Socket;
+use crate::serve::{Api, MetricsDoor, Socket};
 use crate::source::once::{self, Retry};
 use crate::source::remote::{self, Remote};
 use crate::source::{Sources, Tokens};
@@ -73,7 +73,8 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     let sources = Arc::new(Remote::new(&args.remote, true, metrics.clone())?);
     let doors = doors(args)?;
     // With a front door, the daemon starts at once: its doors serve the reloader's snapshot.
-    let mut daemon = doors.any().then(|| Daemon::start(reload_config(args), sources.clone(), metrics.clone(), doors));
+    let mut daemon =
+        (!doors.is_empty()).then(|| Daemon::start(reload_config(args), sources.clone(), metrics.clone(), doors));
     let result = workload(args, &sources, &metrics, &mut daemon, signals).await;
     if let Some(daemon) = daemon {
         daemon.shut_down().await;
@@ -86,16 +87,18 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
 }
 
 /// The front doors `args` asks for, bound: the egress proxy, then the API.
-fn doors(args: &Settings) -> anyhow::Result<Doors> {
-    let proxy = crate::proxy::bind(args.proxy.clone())?;
-    let api = match &args.api {
-        Some((socket, allow)) => {
-            let (path, mode, group) = (&socket.path, socket.mode, socket.group);
-            Some(Api::bind(path, mode, group, allow.clone(), API_GRACE, server::Limits::default())?)
-        }
-        None => None,
-    };
-    Ok(Doors { api, proxy, metrics: args.metrics_listener.clone() })
+fn doors(args: &Settings) -> anyhow::Result<Vec<Box<dyn Door<Remote>>>> {
+    let mut doors: Vec<Box<dyn Door<Remote>>> = Vec::new();
+    if let Some(bound) = crate::proxy::bind(args.proxy.clone())? {
+        doors.push(Box::new(bound));
+    }
+    if let Some((socket, allow)) = &args.api {
+        doors.push(Box::new(Api::bind(socket, allow.clone(), API_GRACE, server::Limits::default())?));
+    }
+    if let Some(listener) = &args.metrics_listener {
+        doors.push(Box::new(MetricsDoor(listener.clone())));
+    }
+    Ok(doors)
 }
 
 /// What the reloader resolves: every token for an API, else only the mapped ones.
@@ -131,7 +134,7 @@ async fn workload(
         code = &mut supervised => Ok(code?),
         () = tokio::time::sleep(delay) => {
             let daemon = daemon.get_or_insert_with(|| {
-                Daemon::start(reload_config(args), sources.clone(), metrics.clone(), Doors::default())
+                Daemon::start(reload_config(args), sources.clone(), metrics.clone(), Vec::new())
             });
             let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(daemon.reloader().subscribe(), env_tx)));
             // Files written before the start are kept current from now on.

@@ -13,11 +13,11 @@ pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;
 
-use crate::daemon::{Api, Daemon, Doors};
+use crate::daemon::{Daemon, Door, Serving, Shared};
 use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
 use crate::reload::ReloadConfig;
-use crate::serve::api::server;
+use crate::serve::api::server::{self, ApiStateParts, BindError};
 use crate::serve::sdnotify::Notifier;
 use crate::signal;
 use crate::source::remote::{self, Remote};
@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -54,6 +55,62 @@ pub struct Socket {
     pub mode: u32,
     /// The group it is given, if any.
     pub group: Option<u32>,
+}
+
+/// The local API's bound socket and how it serves: a door of the daemon.
+pub struct Api {
+    pub listener: UnixListener,
+    pub allow: Allow,
+    /// How long in-flight requests get once shutdown starts.
+    pub grace: Duration,
+    pub limits: server::Limits,
+}
+
+impl Api {
+    /// Binds `socket` (its folder created, a stale file replaced, its mode and group
+    /// given) and says so, warning of allowed callers the socket keeps out.
+    pub fn bind(socket: &Socket, allow: Allow, grace: Duration, limits: server::Limits) -> Result<Api, BindError> {
+        let listener = server::bind(&socket.path, socket.mode, socket.group)?;
+        tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
+        Ok(Api { listener, allow, grace, limits })
+    }
+}
+
+impl<S: Sources> Door<S> for Api {
+    fn name(&self) -> &'static str {
+        "the local API"
+    }
+
+    fn drain(&self) -> Duration {
+        self.grace
+    }
+
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving {
+        let parts = ApiStateParts { store: shared.store, sources: shared.sources, metrics: shared.metrics };
+        Box::pin(server::serve_with(self.listener, parts, self.allow, self.grace, self.limits, until))
+    }
+}
+
+/// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP, a door of
+/// the daemon.
+pub struct MetricsDoor(pub Arc<std::net::TcpListener>);
+
+impl<S: Sources> Door<S> for MetricsDoor {
+    fn name(&self) -> &'static str {
+        "the metrics listener"
+    }
+
+    /// Scrapes and probes are short: the listener closes every connection at once.
+    fn drain(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving {
+        Box::pin(metrics_listen::serve(self.0, shared.store, shared.metrics, until))
+    }
 }
 
 async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
@@ -91,7 +148,9 @@ pub async fn run_with<S: Sources>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
-    let doors = Doors { api: Some(api), proxy, metrics: settings.metrics_listener };
+    let mut doors: Vec<Box<dyn Door<S>>> = vec![Box::new(api)];
+    doors.extend(proxy.map(|bound| Box::new(bound) as Box<dyn Door<S>>));
+    doors.extend(settings.metrics_listener.map(|listener| Box::new(MetricsDoor(listener)) as Box<dyn Door<S>>));
     let mut daemon = Daemon::start(settings.reload, sources, metrics, doors);
     // Files (SPEC §7) follow the same snapshots, and token renewals.
     daemon.keep_files(None);
@@ -157,7 +216,7 @@ pub fn command(
         let sources = Arc::new(Remote::new(remote, true, metrics.clone())?);
         let proxy = crate::proxy::bind(proxy.clone())?;
         let (allow, grace, limits) = (settings.allow.clone(), settings.grace, settings.limits);
-        let api = Api::bind(&socket.path, socket.mode, socket.group, allow, grace, limits)?;
+        let api = Api::bind(socket, allow, grace, limits)?;
         let result = run_with(api, proxy, settings, sources.clone(), metrics, shutdown).await;
         sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);
