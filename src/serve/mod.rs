@@ -137,7 +137,7 @@ pub async fn run<S: Sources>(
     run_with(api, None, settings, sources, metrics, shutdown).await
 }
 
-/// [`run`] on the bound API, with the egress proxy (SPEC §8) on its bound listeners
+/// [`run`] on the bound API, with the egress proxy (docs/proxy.md) on its bound listeners
 /// when given: the daemon's parts, with the files kept current, and serve's lifecycle.
 pub async fn run_with<S: Sources>(
     api: Api,
@@ -152,7 +152,7 @@ pub async fn run_with<S: Sources>(
     doors.extend(proxy.map(|bound| Box::new(bound) as Box<dyn Door<S>>));
     doors.extend(settings.metrics_listener.map(|listener| Box::new(MetricsDoor(listener)) as Box<dyn Door<S>>));
     let mut daemon = Daemon::start(settings.reload, sources, metrics, doors);
-    // Files (SPEC §7) follow the same snapshots, and token renewals.
+    // Files (docs/files.md) follow the same snapshots, and token renewals.
     daemon.keep_files(None);
     let hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
     let result = lifecycle(&mut daemon, &notifier, settings.startup_timeout, hangups, shutdown).await;

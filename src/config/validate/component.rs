@@ -195,7 +195,7 @@ fn keys_read_at(place: &[&str]) -> &'static [&'static str] {
     }
 }
 
-/// Warns on every key one edit away from a key connd reads at that place (SPEC §2):
+/// Warns on every key one edit away from a key connd reads at that place (docs/config.md):
 /// `component.yaml` accepts keys it does not know, so `dependancies:` or `envs:` would
 /// otherwise drop variables without a word.
 fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
