@@ -35,8 +35,11 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(1);
 /// What every part serves from: the reloader's snapshot, the sources, and the one set
 /// of metrics that `/metrics` reports.
 pub struct Shared<S> {
+    /// The reloader's snapshot: values, plan, readiness.
     pub store: Arc<Store>,
+    /// Where tokens are asked for (and dropped when an upstream refuses one).
     pub sources: Arc<S>,
+    /// What every part counts into.
     pub metrics: Arc<Metrics>,
 }
 

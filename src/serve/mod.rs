@@ -59,10 +59,13 @@ pub struct Socket {
 
 /// The local API's bound socket and how it serves: a door of the daemon.
 pub struct Api {
+    /// The socket, bound (see [`Api::bind`]).
     pub listener: UnixListener,
+    /// Who may call it, besides connd's own uid (`--allow-uid`, `--allow-gid`).
     pub allow: Allow,
     /// How long in-flight requests get once shutdown starts.
     pub grace: Duration,
+    /// What one caller may hold of it.
     pub limits: server::Limits,
 }
 
