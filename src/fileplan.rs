@@ -7,7 +7,7 @@
 //! path lands under `--files-root`, once, and does not leave the root through a symlink.
 
 use crate::config::model::ACCESS_TOKEN;
-use crate::config::model::{Body, Connection, FileFormat, FileSpec, ValueSource};
+use crate::config::model::{Body, Connection, FileFormat, FileSpec, FileValue, ValueSource};
 use crate::config::{Diagnostics, Origin};
 use crate::secret::Secret;
 use crate::template::{self, Inputs};
@@ -137,122 +137,59 @@ pub fn build(
     ignore_unsupported: bool,
     diags: &mut Diagnostics,
 ) -> Vec<PlannedFile> {
-    let mut out: Vec<PlannedFile> = Vec::with_capacity(specs.len());
-    let mut by_target: HashMap<PathBuf, Origin> = HashMap::new();
-    let position = |name: &str| connections.iter().position(|(n, _)| *n == name);
-    let real_root = resolve_root(root);
-    // What templates are checked against, built on the first template.
-    let mut placeholders: Option<Inputs> = None;
-    for spec in specs {
+    let mut planner = Planner {
+        referenced,
+        connections,
+        vars,
+        root,
+        real_root: resolve_root(root),
+        ignore_unsupported,
+        by_target: HashMap::new(),
+        placeholders: None,
+    };
+    specs.iter().filter_map(|spec| planner.file(spec, diags)).collect()
+}
+
+/// What planning a file checks against, and what it remembers from one file to the next.
+struct Planner<'a> {
+    referenced: &'a [&'a str],
+    connections: &'a [(&'a str, &'a Connection)],
+    vars: &'a [&'a str],
+    root: &'a Path,
+    /// The root resolved, or why it cannot be.
+    real_root: Result<PathBuf, String>,
+    ignore_unsupported: bool,
+    /// Where each target was first planned: two entries may not write one file.
+    by_target: HashMap<PathBuf, Origin>,
+    /// What templates are checked against, built on the first template.
+    placeholders: Option<Inputs>,
+}
+
+/// A value left out of its file, which then is not planned: its error was reported, or
+/// its reference's was.
+struct Unplanned;
+
+impl Planner<'_> {
+    /// One file, or `None` when it has errors (each reported) or is to be checked only.
+    fn file(&mut self, spec: &FileSpec, diags: &mut Diagnostics) -> Option<PlannedFile> {
         let before = diags.len();
-        let mut failed = false;
-        let target = under_root(root, &spec.path);
+        let target = under_root(self.root, &spec.path);
         // An entry with errors of its own has no place to check; its contents are checked below.
         if !spec.check_only {
-            if let Some(first) = by_target.get(&target) {
-                diags.error(
-                    spec.origin.clone(),
-                    format!("two entries write {} (the first is at {first})", spec.path.display()),
-                    "give each file one entry: merge the two, or change one path",
-                );
-                continue;
-            }
-            by_target.insert(target.clone(), spec.origin.clone());
-            if let Some(why) = real_root.as_ref().map_or_else(|e| Some(e.clone()), |r| escapes_root(r, &target)) {
-                diags.error(
-                    spec.origin.clone(),
-                    format!("{} would leave the files root: {why}", spec.path.display()),
-                    "choose a path whose folders are inside --files-root (no symlink out of it)",
-                );
-                continue;
-            }
+            self.place(spec, &target, diags)?;
         }
         let mut tokens = Vec::new();
         let content = match &spec.body {
-            Body::Values(values) => {
-                let mut planned = Vec::with_capacity(values.len());
-                for v in values {
-                    let from = match &v.source {
-                        ValueSource::Literal(text) => ValueFrom::Literal(text.as_str().into()),
-                        ValueSource::ConnectionRef { name, key } => {
-                            let Some(i) = position(name) else {
-                                if referenced.contains(&name.as_str()) {
-                                    // Its reference failed, and said why.
-                                    failed = true;
-                                    continue;
-                                }
-                                diags.error(
-                                    v.origin.clone(),
-                                    format!("value {} of {} takes {key} from connection {name:?}, which the component does not reference", v.name, spec.path.display()),
-                                    "add the connection to dependencies.connectionReferences, or correct the name",
-                                );
-                                continue;
-                            };
-                            let offered = keys(connections[i].1);
-                            if !offered.iter().any(|k| k == key) {
-                                diags.error(
-                                    v.origin.clone(),
-                                    format!(
-                                        "value {} of {} takes {key} from connection {name:?}, which has no such key",
-                                        v.name,
-                                        spec.path.display()
-                                    ),
-                                    format!("use one of: {}", offered.join(", ")),
-                                );
-                                continue;
-                            }
-                            if key == ACCESS_TOKEN {
-                                tokens.push(i);
-                            }
-                            ValueFrom::Param { conn: i, key: key.clone() }
-                        }
-                        ValueSource::Unsupported(_) if ignore_unsupported => continue,
-                        ValueSource::Unsupported(what) => {
-                            diags.error(
-                                v.origin.clone(),
-                                format!("value {} of {} comes from {what}, which connd cannot serve", v.name, spec.path.display()),
-                                "give the value in the platform's configuration, or pass --ignore-unsupported to leave it out",
-                            );
-                            continue;
-                        }
-                    };
-                    planned.push(PlannedValue { name: v.name.clone(), from, line: v.origin.line });
-                }
-                Content::Values(planned)
-            }
-            Body::Template { text, first_line } => {
-                let inputs = placeholders.get_or_insert_with(|| {
-                    let conns: Vec<(String, Vec<String>)> =
-                        connections.iter().map(|(n, c)| (n.to_string(), keys(c))).collect();
-                    let names: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
-                    Inputs::placeholders(&conns, &names)
-                });
-                let reads: Vec<(usize, String)>;
-                match template::template(text, *first_line, inputs) {
-                    Ok(rendered) => {
-                        reads = rendered.read.iter().cloned().collect();
-                        tokens.extend(rendered.read.iter().filter(|(_, k)| k == ACCESS_TOKEN).map(|(i, _)| *i));
-                        // A token read only on some branch is still renewed and re-rendered.
-                        if text.contains(ACCESS_TOKEN) {
-                            tokens
-                                .extend(rendered.read.iter().map(|(i, _)| *i).filter(|&i| connections[i].1.is_oauth()));
-                        }
-                    }
-                    Err(e) => {
-                        let origin = e.line.map_or_else(|| spec.origin.clone(), |l| Origin::at(&spec.origin.file, l));
-                        diags.error(origin, format!("template of {}: {}", spec.path.display(), e.message), e.fix);
-                        continue;
-                    }
-                }
-                Content::Template(Arc::new(Template { text: text.clone(), first_line: *first_line, reads }))
-            }
+            Body::Values(values) => self.values(spec, values, &mut tokens, diags),
+            Body::Template { text, first_line } => self.template(spec, text, *first_line, &mut tokens, diags),
         };
-        if failed || diags.len() > before || spec.check_only {
-            continue;
+        let content = content.ok()?;
+        if diags.len() > before || spec.check_only {
+            return None;
         }
         tokens.sort_unstable();
         tokens.dedup();
-        out.push(PlannedFile {
+        Some(PlannedFile {
             path: spec.path.clone(),
             target,
             format: spec.format,
@@ -262,7 +199,139 @@ pub fn build(
             content,
             origin: spec.origin.clone(),
             tokens,
-        });
+        })
     }
-    out
+
+    /// Claims `target` for `spec`: no other entry writes it and it stays under the root.
+    fn place(&mut self, spec: &FileSpec, target: &Path, diags: &mut Diagnostics) -> Option<()> {
+        if let Some(first) = self.by_target.get(target) {
+            diags.error(
+                spec.origin.clone(),
+                format!("two entries write {} (the first is at {first})", spec.path.display()),
+                "give each file one entry: merge the two, or change one path",
+            );
+            return None;
+        }
+        self.by_target.insert(target.to_path_buf(), spec.origin.clone());
+        if let Some(why) = self.real_root.as_ref().map_or_else(|e| Some(e.clone()), |r| escapes_root(r, target)) {
+            diags.error(
+                spec.origin.clone(),
+                format!("{} would leave the files root: {why}", spec.path.display()),
+                "choose a path whose folders are inside --files-root (no symlink out of it)",
+            );
+            return None;
+        }
+        Some(())
+    }
+
+    /// A structured file's values, every one checked; `Unplanned` when any is.
+    fn values(
+        &self,
+        spec: &FileSpec,
+        values: &[FileValue],
+        tokens: &mut Vec<usize>,
+        diags: &mut Diagnostics,
+    ) -> Result<Content, Unplanned> {
+        let mut planned = Vec::with_capacity(values.len());
+        let mut unplanned = false;
+        for v in values {
+            match self.value(spec, v, tokens, diags) {
+                Ok(Some(from)) => planned.push(PlannedValue { name: v.name.clone(), from, line: v.origin.line }),
+                Ok(None) => {}
+                Err(Unplanned) => unplanned = true,
+            }
+        }
+        if unplanned {
+            return Err(Unplanned);
+        }
+        Ok(Content::Values(planned))
+    }
+
+    /// Where one value comes from; `None` when it is left out (unsupported, and so asked).
+    fn value(
+        &self,
+        spec: &FileSpec,
+        v: &FileValue,
+        tokens: &mut Vec<usize>,
+        diags: &mut Diagnostics,
+    ) -> Result<Option<ValueFrom>, Unplanned> {
+        let (name, key) = match &v.source {
+            ValueSource::Literal(text) => return Ok(Some(ValueFrom::Literal(text.as_str().into()))),
+            ValueSource::Unsupported(_) if self.ignore_unsupported => return Ok(None),
+            ValueSource::Unsupported(what) => {
+                diags.error(
+                    v.origin.clone(),
+                    format!("value {} of {} comes from {what}, which connd cannot serve", v.name, spec.path.display()),
+                    "give the value in the platform's configuration, or pass --ignore-unsupported to leave it out",
+                );
+                return Err(Unplanned);
+            }
+            ValueSource::ConnectionRef { name, key } => (name, key),
+        };
+        let Some(i) = self.connections.iter().position(|(n, _)| *n == name) else {
+            // A reference that failed has said why.
+            if !self.referenced.contains(&name.as_str()) {
+                diags.error(
+                    v.origin.clone(),
+                    format!(
+                        "value {} of {} takes {key} from connection {name:?}, which the component does not reference",
+                        v.name,
+                        spec.path.display()
+                    ),
+                    "add the connection to dependencies.connectionReferences, or correct the name",
+                );
+            }
+            return Err(Unplanned);
+        };
+        let offered = keys(self.connections[i].1);
+        if !offered.iter().any(|k| k == key) {
+            diags.error(
+                v.origin.clone(),
+                format!(
+                    "value {} of {} takes {key} from connection {name:?}, which has no such key",
+                    v.name,
+                    spec.path.display()
+                ),
+                format!("use one of: {}", offered.join(", ")),
+            );
+            return Err(Unplanned);
+        }
+        if key == ACCESS_TOKEN {
+            tokens.push(i);
+        }
+        Ok(Some(ValueFrom::Param { conn: i, key: key.clone() }))
+    }
+
+    /// A template, rendered once on placeholders to find errors and what it reads.
+    fn template(
+        &mut self,
+        spec: &FileSpec,
+        text: &str,
+        first_line: usize,
+        tokens: &mut Vec<usize>,
+        diags: &mut Diagnostics,
+    ) -> Result<Content, Unplanned> {
+        let connections = self.connections;
+        let vars = self.vars;
+        let inputs = self.placeholders.get_or_insert_with(|| {
+            let conns: Vec<(String, Vec<String>)> = connections.iter().map(|(n, c)| (n.to_string(), keys(c))).collect();
+            let names: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
+            Inputs::placeholders(&conns, &names)
+        });
+        let rendered = match template::template(text, first_line, inputs) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                let origin = e.line.map_or_else(|| spec.origin.clone(), |l| Origin::at(&spec.origin.file, l));
+                diags.error(origin, format!("template of {}: {}", spec.path.display(), e.message), e.fix);
+                return Err(Unplanned);
+            }
+        };
+        tokens.extend(rendered.read.iter().filter(|(_, k)| k == ACCESS_TOKEN).map(|(i, _)| *i));
+        // A token read only on some branch is still renewed and re-rendered.
+        if text.contains(ACCESS_TOKEN) {
+            tokens.extend(rendered.read.iter().map(|(i, _)| *i).filter(|&i| connections[i].1.is_oauth()));
+        }
+        let reads = rendered.read.iter().cloned().collect();
+        Ok(Content::Template(Arc::new(Template { text: text.to_owned(), first_line, reads })))
+    }
 }

@@ -1,9 +1,10 @@
 //! connd gives a workload the values of its connections.
 //!
 //! A value travels down this list. Each folder uses only those above it, `http/`, `listen/`
-//! and the leaves at the end, never one below it; among the modes, `run` stands on `exec`
-//! and on `serve`'s API and metrics listener, and `serve` on `output`. Only the command
-//! line knows clap.
+//! and the leaves at the end, never one below it; `daemon` stands on `reload/` and
+//! `files/` and names no door, so that `serve/` and `proxy/` make their listeners doors
+//! of it; among the modes, `run` stands on `exec` and on `serve`'s API and metrics
+//! listener, and `serve` on `output`. Only the command line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
 //!   the validated model, which also answers what a connection offers (its keys, which
@@ -20,6 +21,10 @@
 //!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
 //! - `reload/`: the reloader that keeps a resolution current (file events from its
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.
+//! - `daemon`: the one assembly of the long-running parts `serve` and `run` share: the
+//!   reloader, `files/`' keeper, and the doors (the API, the metrics listener, the
+//!   proxy's listeners: each a `daemon::Door`), each optional, each owned and stopped
+//!   the same way.
 //! - then one of the modes: `exec` (the workload replaces connd); `run/` (the workload
 //!   supervised as a child: `supervise`, `reap`, `terminal`, `changes`); `serve/` (the
 //!   Unix-socket `api/` over the reloader, `sdnotify`, `probe`, which asks it, and
@@ -52,6 +57,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod docs;
 pub mod dotenv;
 pub mod duration;

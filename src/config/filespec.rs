@@ -221,37 +221,58 @@ pub fn file_document(raw: FileDoc, path: &Path, doc: &Document<'_>, diags: &mut 
     let at = |key: &str| Origin::at(path, doc.line_of(key, 0).unwrap_or(doc.first_line));
     let before = diags.len();
     let target = checked_path(&raw.path, "path", &at("path"), diags);
-    let format = FileFormat::parse(&raw.format);
+    let format = file_format(&raw.format, &at, diags);
+    let mode = file_mode(raw.mode.as_ref().map(|m| m.0.as_str()), &at, diags);
+    let [owner, group] = owners([&raw.owner, &raw.group].map(|v| v.as_ref().map(|v| v.0.as_str())), &at, diags);
+    let body = format.and_then(|format| file_body(format, raw.values, raw.template, path, doc, &at, diags));
+    let check_only = diags.len() > before;
+    Some(FileSpec {
+        path: if check_only { PathBuf::from(raw.path.as_str()) } else { target? },
+        format: format?,
+        mode: mode.unwrap_or(DEFAULT_MODE),
+        owner,
+        group,
+        body: body?,
+        origin: at("path"),
+        check_only,
+    })
+}
+
+/// `format`, one of those connd renders.
+fn file_format(text: &str, at: &impl Fn(&str) -> Origin, diags: &mut Diagnostics) -> Option<FileFormat> {
+    let format = FileFormat::parse(text);
     if format.is_none() {
         diags.error(
             at("format"),
             format!(
                 "unknown file format {:?}{}",
-                raw.format,
-                super::suggest::did_you_mean(&raw.format, ["yaml", "json", "toml", "dotenv", "properties", "template"])
+                text,
+                super::suggest::did_you_mean(text, ["yaml", "json", "toml", "dotenv", "properties", "template"])
             ),
             "use yaml, json, toml, dotenv, properties or template",
         );
     }
-    let mode = match &raw.mode {
-        None => Some(DEFAULT_MODE),
-        Some(text) => {
-            let mode = parse_mode(&text.0);
-            if mode.is_none() {
-                diags.error(
-                    at("mode"),
-                    "mode is not an octal file mode",
-                    "write it in octal and quoted, e.g. mode: \"0400\"",
-                );
-            }
-            mode
-        }
-    };
+    format
+}
+
+/// `mode`, octal; the default when not given.
+fn file_mode(text: Option<&str>, at: &impl Fn(&str) -> Origin, diags: &mut Diagnostics) -> Option<u32> {
+    let Some(text) = text else { return Some(DEFAULT_MODE) };
+    let mode = parse_mode(text);
+    if mode.is_none() {
+        diags.error(at("mode"), "mode is not an octal file mode", "write it in octal and quoted, e.g. mode: \"0400\"");
+    }
+    mode
+}
+
+/// `owner` and `group` as ids: each must exist, and differ from connd's own only when
+/// connd runs as root.
+fn owners(given: [Option<&str>; 2], at: &impl Fn(&str) -> Origin, diags: &mut Diagnostics) -> [Option<u32>; 2] {
     let root = nix::unistd::geteuid().is_root();
     let mut ids = [None, None];
-    for (i, (key, value)) in [("owner", &raw.owner), ("group", &raw.group)].into_iter().enumerate() {
+    for (i, (key, value)) in ["owner", "group"].into_iter().zip(given).enumerate() {
         let Some(value) = value else { continue };
-        match lookup(&value.0, i == 1) {
+        match lookup(value, i == 1) {
             Ok(id) => ids[i] = Some(id),
             Err(why) => {
                 diags.error(at(key), why, format!("name an existing {key} (a number or a name), or remove `{key}`"));
@@ -267,13 +288,26 @@ pub fn file_document(raw: FileDoc, path: &Path, doc: &Document<'_>, diags: &mut 
             );
         }
     }
-    let body = match (format, raw.values, raw.template) {
-        (Some(FileFormat::Template), None, Some(text)) => {
+    ids
+}
+
+/// The file's content: a template for `format: template`, values for the others.
+fn file_body(
+    format: FileFormat,
+    values: Option<Vec<RawValue>>,
+    template: Option<String>,
+    path: &Path,
+    doc: &Document<'_>,
+    at: &impl Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) -> Option<Body> {
+    match (format, values, template) {
+        (FileFormat::Template, None, Some(text)) => {
             // The text of a block scalar starts on the line after `template: |`.
             let first_line = doc.line_of("template", 0).map_or(doc.first_line, |l| l + 1);
             Some(Body::Template { text, first_line })
         }
-        (Some(FileFormat::Template), _, _) => {
+        (FileFormat::Template, _, _) => {
             diags.error(
                 at("format"),
                 "a template file needs `template:` and no `values:`",
@@ -281,8 +315,8 @@ pub fn file_document(raw: FileDoc, path: &Path, doc: &Document<'_>, diags: &mut 
             );
             None
         }
-        (Some(format), Some(values), None) => Some(Body::Values(self::values(values, format, doc, path, diags))),
-        (Some(format), _, _) => {
+        (format, Some(values), None) => Some(Body::Values(self::values(values, format, doc, path, diags))),
+        (format, _, _) => {
             diags.error(
                 at("format"),
                 format!("a {} file needs `values:` and no `template:`", format.as_str()),
@@ -290,19 +324,7 @@ pub fn file_document(raw: FileDoc, path: &Path, doc: &Document<'_>, diags: &mut 
             );
             None
         }
-        (None, _, _) => None,
-    };
-    let check_only = diags.len() > before;
-    Some(FileSpec {
-        path: if check_only { PathBuf::from(raw.path.as_str()) } else { target? },
-        format: format?,
-        mode: mode.unwrap_or(DEFAULT_MODE),
-        owner: ids[0],
-        group: ids[1],
-        body: body?,
-        origin: at("path"),
-        check_only,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,13 @@
 //! change is the reloader's.
 
 use super::write::{self, Outcome};
+use super::FileError;
 use crate::config::model::ACCESS_TOKEN;
 use crate::metrics::{FileWrite, Metrics};
 use crate::reload::snapshot::{Resolved, Store};
+use crate::resolve::Plan;
 use crate::retry::Backoff;
+use crate::source::values::Values;
 use crate::source::Sources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -22,30 +25,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::task::AbortOnDropHandle;
 
 /// Retries of failing files: from about half a second, doubling, up to 30 s.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
-/// Owns the keeping task; dropping it stops the task.
-pub struct Keeper {
-    _task: AbortOnDropHandle<()>,
-}
-
-impl Keeper {
-    /// Starts keeping the files of `store`'s snapshots until `shutdown`. When
-    /// `file_changes` is given, it gets a message each time files changed while the
-    /// variables did not (for `run --on-file-change`).
-    pub fn start<S: Sources>(
-        store: Arc<Store>,
-        sources: Arc<S>,
-        metrics: Arc<Metrics>,
-        file_changes: Option<mpsc::Sender<()>>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Keeper {
-        let state = State { sources, metrics, written: BTreeSet::new(), errors: BTreeMap::new(), failures: 0 };
-        Keeper { _task: AbortOnDropHandle::new(tokio::spawn(state.run(store, file_changes, shutdown))) }
-    }
+/// Keeps the files of `store`'s snapshots until `shutdown`; the caller owns the task
+/// (`daemon`). When `file_changes` is given, it gets a message each time files changed
+/// while the variables did not (for `run --on-file-change`).
+pub async fn keep<S: Sources>(
+    store: Arc<Store>,
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    file_changes: Option<mpsc::Sender<()>>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let state = State { sources, metrics, written: BTreeSet::new(), errors: BTreeMap::new(), failures: 0 };
+    state.run(store, file_changes, shutdown).await;
 }
 
 struct State<S> {
@@ -94,7 +89,13 @@ impl<S: Sources> State<S> {
             if let Some(resolved) = &snapshot.resolved {
                 let env_changed = env_index.is_some_and(|i| i != resolved.env_index);
                 env_index = Some(resolved.env_index);
-                let changed = self.sync(resolved).await;
+                // Stopping drops a sync under way: a write in progress ends on its blocking
+                // thread anyway, and every write is atomic.
+                let changed = tokio::select! {
+                    biased;
+                    () = &mut shutdown => return,
+                    changed = self.sync(resolved) => changed,
+                };
                 if changed > 0 && !env_changed {
                     if let Some(tx) = &file_changes {
                         let _ = tx.try_send(());
@@ -124,11 +125,29 @@ impl<S: Sources> State<S> {
         if plan.files.is_empty() && self.written.is_empty() {
             return 0;
         }
-        // Tokens as the cache has them now: the snapshot's may be older than a renewal.
-        let mut values = resolved.values.clone();
+        let values = self.live_tokens(&plan, resolved.values.clone()).await;
+        let written = std::mem::take(&mut self.written);
+        let job = tokio::task::spawn_blocking(move || write_files(&plan, &values, written));
+        let (results, removed, mut written) = match job.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "writing the files stopped");
+                return 0;
+            }
+        };
+        let changed = self.record_writes(results, &mut written) + self.record_removals(removed, &mut written);
+        self.metrics.files_failing(self.errors.len());
+        self.written = written;
+        changed
+    }
+
+    /// `values` with the tokens the files use as the cache has them now: the snapshot's
+    /// may be older than a renewal. A token that cannot be had is left out, so that the
+    /// files using it keep their last content.
+    async fn live_tokens(&self, plan: &Plan, mut values: Values) -> Values {
         let wanted: BTreeSet<usize> = plan.files.iter().flat_map(|f| f.tokens.iter().copied()).collect();
         for conn in wanted {
-            let live = self.sources.token(&plan, conn, &resolved.values.connections[conn]).await;
+            let live = self.sources.token(plan, conn, &values.connections[conn]).await;
             let Some(slot) = values.connections.get_mut(conn) else { continue };
             match live {
                 Ok(token) => {
@@ -144,33 +163,12 @@ impl<S: Sources> State<S> {
                 }
             }
         }
-        let written = std::mem::take(&mut self.written);
-        let job = tokio::task::spawn_blocking(move || {
-            let mut results = Vec::with_capacity(plan.files.len());
-            let batch = super::render::Batch::new(&plan, &values);
-            let root = crate::fileplan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
-            for file in &plan.files {
-                let result = super::render_one(&batch, file).and_then(|bytes| {
-                    let root = root.as_ref().map_err(|e| write::WriteError::Escapes(e.to_string()));
-                    root.and_then(|root| write::write(root, file, &bytes))
-                        .map_err(|source| super::FileError::Write { path: file.target.clone(), source })
-                });
-                results.push((file.target.clone(), result));
-            }
-            let planned: BTreeSet<&PathBuf> = plan.files.iter().map(|f| &f.target).collect();
-            let mut removed = Vec::new();
-            for target in written.iter().filter(|t| !planned.contains(t)) {
-                removed.push((target.clone(), write::remove(target)));
-            }
-            (results, removed, written)
-        });
-        let (results, removed, mut written) = match job.await {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(error = %e, "writing the files stopped");
-                return 0;
-            }
-        };
+        values
+    }
+
+    /// Counts and logs each file's outcome, once per distinct error; returns how many
+    /// were rewritten.
+    fn record_writes(&mut self, results: Writes, written: &mut BTreeSet<PathBuf>) -> usize {
         let mut changed = 0;
         for (target, result) in results {
             match result {
@@ -197,6 +195,12 @@ impl<S: Sources> State<S> {
                 }
             }
         }
+        changed
+    }
+
+    /// Forgets the files no longer planned and logs their removal; returns how many went.
+    fn record_removals(&mut self, removed: Removals, written: &mut BTreeSet<PathBuf>) -> usize {
+        let mut changed = 0;
         for (target, result) in removed {
             written.remove(&target);
             self.errors.remove(&target);
@@ -210,8 +214,33 @@ impl<S: Sources> State<S> {
                 }
             }
         }
-        self.metrics.files_failing(self.errors.len());
-        self.written = written;
         changed
     }
+}
+
+/// Each planned file's target and what became of it.
+type Writes = Vec<(PathBuf, Result<Outcome, FileError>)>;
+/// The files no longer planned that were removed, or why one could not be.
+type Removals = Vec<(PathBuf, std::io::Result<()>)>;
+
+/// Renders and writes every planned file (on a blocking thread), and removes those of
+/// `written` the plan no longer holds; gives `written` back for the caller to update.
+fn write_files(plan: &Plan, values: &Values, written: BTreeSet<PathBuf>) -> (Writes, Removals, BTreeSet<PathBuf>) {
+    let mut results = Vec::with_capacity(plan.files.len());
+    let batch = super::render::Batch::new(plan, values);
+    let root = crate::fileplan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
+    for file in &plan.files {
+        let result = super::render_one(&batch, file).and_then(|bytes| {
+            let root = root.as_ref().map_err(|e| write::WriteError::Escapes(e.to_string()));
+            root.and_then(|root| write::write(root, file, &bytes))
+                .map_err(|source| FileError::Write { path: file.target.clone(), source })
+        });
+        results.push((file.target.clone(), result));
+    }
+    let planned: BTreeSet<&PathBuf> = plan.files.iter().map(|f| &f.target).collect();
+    let mut removed = Vec::new();
+    for target in written.iter().filter(|t| !planned.contains(t)) {
+        removed.push((target.clone(), write::remove(target)));
+    }
+    (results, removed, written)
 }

@@ -138,26 +138,43 @@ impl<S: Sources> Proxy<S> {
         connection: &mut String,
         logged_path: &mut String,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        if !caller.allowed {
-            let message = "this caller's uid and gid are not allowed; start connd with --allow-uid or --allow-gid";
-            return Err(refuse(StatusCode::FORBIDDEN, "forbidden", message));
+        admit(caller, &req)?;
+        let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
+        let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
+            self.metrics.proxy_credential_failure(connection);
+        })?;
+        let (mut parts, body) = req.into_parts();
+        let oauth = creds.token.is_some();
+        let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
+            RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
+            RequestBody::Streamed(watched) => (Either::Left(watched), None),
+        };
+        upstream_headers(&mut parts.headers, &base, &creds);
+        if let Some(authorization) = self.connector.proxy_authorization(&uri) {
+            parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
         }
-        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-        if target_len > MAX_TARGET {
-            let message = format!("the request target is {target_len} bytes, over the limit of {MAX_TARGET}");
-            return Err(refuse(StatusCode::URI_TOO_LONG, "uri_too_long", message));
-        }
-        let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-        if header_bytes > MAX_HEADERS {
-            let message = format!("the request's headers are {header_bytes} bytes, over the limit of {MAX_HEADERS}");
-            return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
-        }
-        aimed_here(caller, &req)?;
-        if req.method() == Method::CONNECT {
-            let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
-                           send METHOD /<connection>/<path> instead";
-            return Err(refuse(StatusCode::NOT_IMPLEMENTED, "not_supported", message));
-        }
+        // Kept for a second send only when one may follow (an OAuth token and a kept body).
+        let again = (oauth && kept.is_some()).then(|| parts.headers.clone());
+        let first = self.send(parts.method.clone(), uri.clone(), parts.headers, body).await?;
+        let response = match (first.status() == StatusCode::UNAUTHORIZED, creds.token, kept, again) {
+            (true, Some(token), Some(kept), Some(headers)) => {
+                drop(first);
+                let resend = Resend { method: parts.method, uri, headers, body: kept };
+                self.after_401(&resolved, i, token, resend, connection).await?
+            }
+            (_, _, _, _) => first,
+        };
+        Ok(downstream(response))
+    }
+
+    /// The connection a request names and where it goes upstream; `connection` and
+    /// `logged_path` are filled in as they become known, for the refusal and the log.
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+        connection: &mut String,
+        logged_path: &mut String,
+    ) -> Result<Routed, Refusal> {
         let snapshot = self.store.load();
         let Some(resolved) = snapshot.resolved.clone() else {
             let reason = snapshot.failure.as_ref().map_or("the first resolution is under way", |f| f.message.as_str());
@@ -185,40 +202,29 @@ impl<S: Sources> Proxy<S> {
         logged_path.push_str(base.path().trim_end_matches('/'));
         logged_path.push_str(&rest);
         let uri = upstream_uri(&base, &path_and_query)?;
+        Ok(Routed { resolved, i, base, uri })
+    }
 
-        let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
+    /// The upstream refused `token`: it is dropped, and the request is sent once more
+    /// with a fresh one.
+    async fn after_401(
+        &self,
+        resolved: &Resolved,
+        i: usize,
+        token: Secret,
+        resend: Resend,
+        connection: &str,
+    ) -> Result<Response<Incoming>, Refusal> {
+        let Resend { method, uri, mut headers, body } = resend;
+        self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
+        let fresh = self.credentials(resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
-        let (mut parts, body) = req.into_parts();
-        let oauth = creds.token.is_some();
-        let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
-            RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
-            RequestBody::Streamed(watched) => (Either::Left(watched), None),
-        };
-        upstream_headers(&mut parts.headers, &base, &creds);
-        if let Some(authorization) = self.connector.proxy_authorization(&uri) {
-            parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
+        for (name, value) in &fresh.headers {
+            headers.insert(name.clone(), value.clone());
         }
-        // Kept for a second send only when one may follow (an OAuth token and a kept body).
-        let again = (oauth && kept.is_some()).then(|| parts.headers.clone());
-        let first = self.send(parts.method.clone(), uri.clone(), parts.headers, body).await?;
-        let response = match (first.status() == StatusCode::UNAUTHORIZED, &creds.token, kept, again) {
-            (true, Some(token), Some(kept), Some(mut headers)) => {
-                drop(first);
-                let plan = &resolved.plan;
-                self.sources.invalidate_token(plan, i, &resolved.values.connections[i], token).await;
-                let fresh = self.credentials(&resolved, i).await.inspect_err(|_| {
-                    self.metrics.proxy_credential_failure(connection);
-                })?;
-                for (name, value) in &fresh.headers {
-                    headers.insert(name.clone(), value.clone());
-                }
-                tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
-                self.send(parts.method, uri, headers, Either::Right(Full::new(kept))).await?
-            }
-            (_, _, _, _) => first,
-        };
-        Ok(downstream(response))
+        tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
+        self.send(method, uri, headers, Either::Right(Full::new(body))).await
     }
 
     /// The connection's ServiceURL, under the plain-http rule of docs/commands.md.
@@ -317,6 +323,49 @@ impl<S: Sources> Proxy<S> {
 }
 
 /// The 404 for a name that is no connection, listing those there are.
+/// Refuses what no connection may receive: a caller not allowed, a target or headers
+/// over the limits, a request not aimed at this proxy, CONNECT.
+fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
+    if !caller.allowed {
+        let message = "this caller's uid and gid are not allowed; start connd with --allow-uid or --allow-gid";
+        return Err(refuse(StatusCode::FORBIDDEN, "forbidden", message));
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > MAX_TARGET {
+        let message = format!("the request target is {target_len} bytes, over the limit of {MAX_TARGET}");
+        return Err(refuse(StatusCode::URI_TOO_LONG, "uri_too_long", message));
+    }
+    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if header_bytes > MAX_HEADERS {
+        let message = format!("the request's headers are {header_bytes} bytes, over the limit of {MAX_HEADERS}");
+        return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
+    }
+    aimed_here(caller, req)?;
+    if req.method() == Method::CONNECT {
+        let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
+                       send METHOD /<connection>/<path> instead";
+        return Err(refuse(StatusCode::NOT_IMPLEMENTED, "not_supported", message));
+    }
+    Ok(())
+}
+
+/// Where a request goes: its connection (position `i` in the plan), the connection's
+/// `ServiceURL` and the upstream URI.
+struct Routed {
+    resolved: Arc<Resolved>,
+    i: usize,
+    base: Uri,
+    uri: Uri,
+}
+
+/// A request kept whole, to be sent again with a fresh token.
+struct Resend {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
 fn no_connection(resolved: &Resolved, name: Option<&str>) -> Refusal {
     let names: Vec<&str> = resolved.plan.connections.iter().map(|c| c.name.as_str()).collect();
     let what = match name {

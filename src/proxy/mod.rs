@@ -15,6 +15,7 @@ pub mod route;
 pub mod server;
 pub mod upstream;
 
+use crate::daemon::{Door, Serving, Shared};
 use crate::http::proxy::Proxies;
 use crate::http::tls::TlsSettings;
 use crate::listen::auth::Allow;
@@ -29,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Default time allowed to connect to an upstream, TLS handshake included.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,6 +171,21 @@ impl Bound {
         if let Some(path) = &socket {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The proxy's listeners are a door of the daemon.
+impl<S: Sources> Door<S> for Bound {
+    fn name(&self) -> &'static str {
+        "the egress proxy"
+    }
+
+    fn drain(&self) -> Duration {
+        self.settings.grace
+    }
+
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving {
+        Box::pin((*self).serve(shared.store, shared.sources, shared.metrics, until))
     }
 }
 

@@ -2,22 +2,25 @@
 //! supervisor runs the workload on them, and, with `--socket`, the local API serves the
 //! same snapshot so that the workload can ask for fresh tokens.
 //!
-//! Boundary: wiring and lifecycle only. Change detection is the reloader's (`reload`),
-//! which changes count is `changes`', the process work is `supervise`'s.
+//! Boundary: `run` is the daemon's parts (`daemon`: the reloader and, as asked, the API,
+//! the egress proxy, the metrics listener, the files keeper) plus the supervisor. Change
+//! detection is the reloader's (`reload`), which changes count is `changes`', the
+//! process work is `supervise`'s.
 
 pub mod changes;
 pub mod reap;
 pub mod supervise;
 pub mod terminal;
 
+use crate::daemon::{Daemon, Door};
 use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
 use crate::retry::Until;
 use crate::run::changes::Env;
-use crate::serve::api::server::{self, ApiStateParts};
-use crate::serve::{metrics_listen, Socket};
+use crate::serve::api::server;
+use crate::serve::{Api, MetricsDoor, Socket};
 use crate::source::once;
 use crate::source::outbound::{self, Outbound};
 use crate::source::{Sources, Tokens};
@@ -26,13 +29,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use supervise::{Forwarded, SuperviseError};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 /// How long API requests in flight get once the workload has exited.
 const API_GRACE: Duration = Duration::from_secs(1);
 
-/// How long the workload runs before the reloader starts watching (without `--socket`).
+/// How long the workload runs before the reloader starts watching (without a front door).
 /// A workload that is over by then never pays for the watcher: closing an inotify
 /// instance that has watches waits for a kernel grace period (about 10 ms) at exit.
 /// The reloader's first resolution catches up on anything that changed meanwhile.
@@ -65,109 +67,82 @@ pub fn command(args: &Settings) -> anyhow::Result<u8> {
     result
 }
 
-// Long by design: the order of start-up (signals, sources, API, metrics listener, first
-// resolution, workload) and its reverse on the way out is the point, read top to bottom.
 async fn run(args: &Settings) -> anyhow::Result<u8> {
     // First of all: a SIGTERM while values are fetched must end connd, even as PID 1.
-    let mut signals = Forwarded::new().map_err(SuperviseError::Signals)?;
+    let signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
     let sources = Arc::new(Outbound::new(&args.outbound, Until::Cancelled, metrics.clone())?);
-    // Stops the reloader and the API, each through a child token.
-    let stop = CancellationToken::new();
-    let start_reloader = || {
-        let mut reload = args.reload.clone();
-        if args.api.is_none() {
-            reload.tokens = Tokens::Mapped;
-        }
-        Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned())
-    };
-    let proxy = crate::proxy::bind(args.proxy.clone())?;
-    // With an API or the proxy, the reloader starts at once: they serve its snapshot.
-    let mut reloader = None;
-    let mut server = None;
-    let mut proxy_task = None;
-    if let Some(bound) = proxy {
-        let r = start_reloader();
-        let serving =
-            bound.serve(r.store().clone(), sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
-        proxy_task = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
-        reloader = Some(r);
-    }
-    if let Some((socket, allow)) = &args.api {
-        let listener = server::bind(&socket.path, socket.mode, socket.group)?;
-        tracing::info!(socket = %socket.path.display(), "serving");
-        for warning in allow.unreachable(&socket.path) {
-            tracing::warn!("{warning}");
-        }
-        let r = reloader.get_or_insert_with(start_reloader);
-        // The same metrics the reloader and the sources count in: `/metrics` reports them.
-        let parts = ApiStateParts { store: r.store().clone(), sources: sources.clone(), metrics: metrics.clone() };
-        let serving = server::serve(listener, parts, allow.clone(), API_GRACE, stop.child_token().cancelled_owned());
-        server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
-    }
-    // Probes and scrapes read the reloader's snapshot, so it starts at once too.
-    let mut metrics_server = None;
-    if let Some(listener) = &args.metrics_listener {
-        let r = reloader.get_or_insert_with(start_reloader);
-        let serving = metrics_listen::serve(
-            listener.clone(),
-            r.store().clone(),
-            metrics.clone(),
-            stop.child_token().cancelled_owned(),
-        );
-        metrics_server = Some(AbortOnDropHandle::new(tokio::spawn(serving)));
-    }
-
-    let result = async {
-        let first = tokio::select! {
-            first = first_resolution(args, &*sources, reloader.as_ref()) => first?,
-            code = startup_signal(&mut signals) => return Ok(code),
-        };
-        let (env_tx, env_rx) = watch::channel(first);
-        let inherited = std::env::vars_os().collect();
-        let (file_tx, file_rx) = tokio::sync::mpsc::channel(1);
-        let file_changes = (args.supervise.on_file_change != supervise::OnChange::None).then_some(file_rx);
-        let supervised = supervise::supervise(&args.command, inherited, env_rx, &args.supervise, signals, file_changes);
-        tokio::pin!(supervised);
-        let delay = if reloader.is_some() { Duration::ZERO } else { WATCH_DELAY };
-        let code = tokio::select! {
-            code = &mut supervised => code?,
-            () = tokio::time::sleep(delay) => {
-                let r = reloader.get_or_insert_with(start_reloader);
-                let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(r.subscribe(), env_tx)));
-                // Files written before the start are kept current from now on.
-                let _files = crate::files::keep::Keeper::start(
-                    r.store().clone(),
-                    sources.clone(),
-                    metrics.clone(),
-                    Some(file_tx),
-                    stop.child_token().cancelled_owned(),
-                );
-                supervised.await?
-            }
-        };
-        Ok(code)
-    }
-    .await;
-
-    stop.cancel();
-    if let Some(server) = server {
-        let _ = server.await;
-    }
-    if let Some(proxy) = proxy_task {
-        let _ = proxy.await;
-    }
-    if let Some(metrics_server) = metrics_server {
-        let _ = metrics_server.await;
-    }
-    if let Some(reloader) = reloader {
-        reloader.stopped().await;
+    let doors = doors(args)?;
+    // With a front door, the daemon starts at once: its doors serve the reloader's snapshot.
+    let mut daemon =
+        (!doors.is_empty()).then(|| Daemon::start(reload_config(args), sources.clone(), metrics.clone(), doors));
+    let result = workload(args, &sources, &metrics, &mut daemon, signals).await;
+    if let Some(daemon) = daemon {
+        daemon.shut_down().await;
     }
     sources.token_cache().shutdown().await;
     if let Some((socket, _)) = &args.api {
         let _ = std::fs::remove_file(&socket.path);
     }
     result
+}
+
+/// The front doors `args` asks for, bound: the egress proxy, then the API.
+fn doors(args: &Settings) -> anyhow::Result<Vec<Box<dyn Door<Outbound>>>> {
+    let mut doors: Vec<Box<dyn Door<Outbound>>> = Vec::new();
+    if let Some(bound) = crate::proxy::bind(args.proxy.clone())? {
+        doors.push(Box::new(bound));
+    }
+    if let Some((socket, allow)) = &args.api {
+        doors.push(Box::new(Api::bind(socket, allow.clone(), API_GRACE, server::Limits::default())?));
+    }
+    if let Some(listener) = &args.metrics_listener {
+        doors.push(Box::new(MetricsDoor(listener.clone())));
+    }
+    Ok(doors)
+}
+
+/// What the reloader resolves: every token for an API, else only the mapped ones.
+fn reload_config(args: &Settings) -> ReloadConfig {
+    let mut reload = args.reload.clone();
+    if args.api.is_none() {
+        reload.tokens = Tokens::Mapped;
+    }
+    reload
+}
+
+/// The first resolution, then the workload supervised until it exits for good; the
+/// daemon (started now if it has not been) keeps its variables and files current.
+async fn workload(
+    args: &Settings,
+    sources: &Arc<Outbound>,
+    metrics: &Arc<Metrics>,
+    daemon: &mut Option<Daemon<Outbound>>,
+    mut signals: Forwarded,
+) -> anyhow::Result<u8> {
+    let first = tokio::select! {
+        first = first_resolution(args, &**sources, daemon.as_ref().map(Daemon::reloader)) => first?,
+        code = startup_signal(&mut signals) => return Ok(code),
+    };
+    let (env_tx, env_rx) = watch::channel(first);
+    let inherited = std::env::vars_os().collect();
+    let (file_tx, file_rx) = tokio::sync::mpsc::channel(1);
+    let file_changes = (args.supervise.on_file_change != supervise::OnChange::None).then_some(file_rx);
+    let supervised = supervise::supervise(&args.command, inherited, env_rx, &args.supervise, signals, file_changes);
+    tokio::pin!(supervised);
+    let delay = if daemon.is_some() { Duration::ZERO } else { WATCH_DELAY };
+    tokio::select! {
+        code = &mut supervised => Ok(code?),
+        () = tokio::time::sleep(delay) => {
+            let daemon = daemon.get_or_insert_with(|| {
+                Daemon::start(reload_config(args), sources.clone(), metrics.clone(), Vec::new())
+            });
+            let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(daemon.reloader().subscribe(), env_tx)));
+            // Files written before the start are kept current from now on.
+            daemon.keep_files(Some(file_tx));
+            Ok(supervised.await?)
+        }
+    }
 }
 
 /// The first full resolution, as `exec` does it: the same errors and exit codes, and

@@ -86,110 +86,168 @@ impl Classify for SuperviseError {
 /// Runs `argv` under supervision until it exits for good; returns connd's exit code.
 /// The current value of `values` is what the first workload starts with. `signals`
 /// is created by the caller as early as it can, so that none is missed.
-// Long by design: one select loop whose arms all read and write the state kept above it
-// (the child, `kill_at`, `restart_with`, `stopping`); split, each piece would take all of it.
 pub async fn supervise(
     argv: &[OsString],
     inherited: Vec<(OsString, OsString)>,
     values: watch::Receiver<Env>,
     settings: &Settings,
-    mut signals: Forwarded,
-    mut file_changes: Option<tokio::sync::mpsc::Receiver<()>>,
+    signals: Forwarded,
+    file_changes: Option<tokio::sync::mpsc::Receiver<()>>,
 ) -> Result<u8, SuperviseError> {
     // Listening for SIGCHLD before the first spawn, so that no exit is missed.
-    let mut reaper = Reaper::new().map_err(SuperviseError::Signals)?;
+    let reaper = Reaper::new().map_err(SuperviseError::Signals)?;
     let first = values.borrow().clone();
     // The workload always leads a process group of its own (so that what it leaves
     // behind can be stopped with it), and so needs the terminal's foreground.
     let terminal = Terminal::foreground();
     let spawner = Spawner { argv, inherited, forward_to_group: settings.forward_to_group, terminal };
-    let mut child = spawner.spawn(&first)?;
-    // The variables the running workload has: a restart for files keeps them.
-    let mut values_now = first.clone();
-    let (_changes, mut changed) = match settings.on_change {
+    let child = spawner.spawn(&first)?;
+    let (_changes, changed) = match settings.on_change {
         OnChange::None => (None, None),
-        _ => {
+        OnChange::Restart | OnChange::Signal(_) => {
             let (task, rx) = Changes::spawn(values, first.clone(), settings.timing);
             (Some(task), Some(rx))
         }
     };
-    // When set, the workload gets SIGKILL at that moment.
-    let mut kill_at: Option<Instant> = None;
-    // A restart in progress: the workload was asked to stop and starts again with these.
-    let mut restart_with: Option<Env> = None;
-    // SIGTERM was received: whatever happens next, connd ends with the workload.
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            status = reaper.wait(child.pid) => {
-                let code = reap::exit_code(status);
-                // What is left of its group stops with it, within the same stop timeout
-                // when a stop was asked for (systemd's KillMode=control-group).
-                let deadline = kill_at.take().unwrap_or_else(|| Instant::now() + settings.stop_timeout);
-                if let Some(sig) = stop_group(&mut reaper, &mut signals, child.pid, settings.stop_signal, deadline).await {
-                    if restart_with.take().is_some() {
-                        tracing::info!(signal = sig.as_str(), "restart cancelled: connd ends with the workload");
+    let supervisor = Supervisor {
+        settings,
+        spawner,
+        reaper,
+        signals,
+        child,
+        values_now: first,
+        kill_at: None,
+        restart_with: None,
+        stopping: false,
+    };
+    supervisor.run(changed, file_changes).await
+}
+
+/// The supervision's state, which every event reads and changes.
+struct Supervisor<'a> {
+    settings: &'a Settings,
+    spawner: Spawner<'a>,
+    reaper: Reaper,
+    signals: Forwarded,
+    child: Child,
+    /// The variables the running workload has: a restart for files keeps them.
+    values_now: Env,
+    /// When set, the workload gets SIGKILL at that moment.
+    kill_at: Option<Instant>,
+    /// A restart in progress: the workload was asked to stop and starts again with these.
+    restart_with: Option<Env>,
+    /// SIGTERM was received: whatever happens next, connd ends with the workload.
+    stopping: bool,
+}
+
+impl Supervisor<'_> {
+    /// Handles each event in turn until the workload exits for good.
+    async fn run(
+        mut self,
+        mut changed: Option<tokio::sync::mpsc::Receiver<Env>>,
+        mut file_changes: Option<tokio::sync::mpsc::Receiver<()>>,
+    ) -> Result<u8, SuperviseError> {
+        loop {
+            tokio::select! {
+                status = self.reaper.wait(self.child.pid) => {
+                    if let Some(code) = self.exited(reap::exit_code(status)).await? {
+                        return Ok(code);
                     }
                 }
-                match restart_with.take() {
-                    Some(env) => {
-                        tracing::info!(exit_code = code, "the workload stopped; starting it with the new values");
-                        kill_at = None;
-                        child = spawner.spawn(&env)?;
-                        values_now = env;
-                    }
-                    None => return Ok(code),
-                }
+                sig = self.signals.recv() => self.forward(sig),
+                () = sleep_until(self.kill_at) => self.kill_late(),
+                Some(env) = recv(&mut changed) => self.values_changed(env),
+                Some(()) = recv(&mut file_changes) => self.files_changed(),
             }
-            sig = signals.recv() => {
-                tracing::debug!(signal = sig.as_str(), "forwarding");
-                child.signal(sig);
-                if sig == Signal::SIGTERM {
-                    stopping = true;
-                    kill_at.get_or_insert(Instant::now() + settings.stop_timeout);
-                }
-                if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) && restart_with.take().is_some() {
-                    tracing::info!(signal = sig.as_str(), "restart cancelled: connd ends with the workload");
-                }
-            }
-            () = sleep_until(kill_at) => {
-                tracing::warn!(timeout = ?settings.stop_timeout, "the workload did not stop in time; sending SIGKILL");
-                // To the whole group: nothing of a workload that is being stopped stays.
-                child.kill_group();
-                kill_at = None;
-            }
-            Some(env) = recv(&mut changed) => match settings.on_change {
-                _ if stopping => {}
-                OnChange::Restart => {
-                    if let Err(e) = spawner.check(&env) {
-                        tracing::error!(error = %e, "not restarting the workload, it keeps its current values");
-                    } else if restart_with.replace(env).is_none() {
-                        tracing::info!(signal = settings.stop_signal.as_str(), "restarting the workload");
-                        child.signal(settings.stop_signal);
-                        kill_at = Some(Instant::now() + settings.stop_timeout);
-                    }
-                }
-                OnChange::Signal(sig) => {
-                    tracing::info!(signal = sig.as_str(), "signalling the workload");
-                    child.signal(sig);
-                }
-                OnChange::None => {}
-            },
-            Some(()) = recv(&mut file_changes) => match settings.on_file_change {
-                _ if stopping || restart_with.is_some() => {}
-                OnChange::Restart => {
-                    tracing::info!(signal = settings.stop_signal.as_str(), "files changed; restarting the workload");
-                    restart_with = Some(values_now.clone());
-                    child.signal(settings.stop_signal);
-                    kill_at = Some(Instant::now() + settings.stop_timeout);
-                }
-                OnChange::Signal(sig) => {
-                    tracing::info!(signal = sig.as_str(), "files changed; signalling the workload");
-                    child.signal(sig);
-                }
-                OnChange::None => {}
-            },
         }
+    }
+
+    /// The workload exited with `code`: what is left of its group is stopped, then it
+    /// starts again for a restart under way (`None`), else its code is connd's.
+    async fn exited(&mut self, code: u8) -> Result<Option<u8>, SuperviseError> {
+        // What is left of its group stops with it, within the same stop timeout
+        // when a stop was asked for (systemd's KillMode=control-group).
+        let deadline = self.kill_at.take().unwrap_or_else(|| Instant::now() + self.settings.stop_timeout);
+        let stop = self.settings.stop_signal;
+        if let Some(sig) = stop_group(&mut self.reaper, &mut self.signals, self.child.pid, stop, deadline).await {
+            if self.restart_with.take().is_some() {
+                tracing::info!(signal = sig.as_str(), "restart cancelled: connd ends with the workload");
+            }
+        }
+        let Some(env) = self.restart_with.take() else { return Ok(Some(code)) };
+        tracing::info!(exit_code = code, "the workload stopped; starting it with the new values");
+        self.kill_at = None;
+        self.child = self.spawner.spawn(&env)?;
+        self.values_now = env;
+        Ok(None)
+    }
+
+    /// Passes `sig` on; SIGTERM also stops the workload for good.
+    fn forward(&mut self, sig: Signal) {
+        tracing::debug!(signal = sig.as_str(), "forwarding");
+        self.child.signal(sig);
+        if sig == Signal::SIGTERM {
+            self.stopping = true;
+            self.kill_at.get_or_insert(Instant::now() + self.settings.stop_timeout);
+        }
+        if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) && self.restart_with.take().is_some() {
+            tracing::info!(signal = sig.as_str(), "restart cancelled: connd ends with the workload");
+        }
+    }
+
+    /// The stop timeout passed: SIGKILL to the whole group, so that nothing of a
+    /// workload being stopped stays.
+    fn kill_late(&mut self) {
+        tracing::warn!(timeout = ?self.settings.stop_timeout, "the workload did not stop in time; sending SIGKILL");
+        self.child.kill_group();
+        self.kill_at = None;
+    }
+
+    /// The workload's variables changed: `--on-change` says what it gets.
+    fn values_changed(&mut self, env: Env) {
+        if self.stopping {
+            return;
+        }
+        match self.settings.on_change {
+            OnChange::Restart => {
+                if let Err(e) = self.spawner.check(&env) {
+                    tracing::error!(error = %e, "not restarting the workload, it keeps its current values");
+                } else if self.restart_with.replace(env).is_none() {
+                    tracing::info!(signal = self.settings.stop_signal.as_str(), "restarting the workload");
+                    self.stop_for_restart();
+                }
+            }
+            OnChange::Signal(sig) => {
+                tracing::info!(signal = sig.as_str(), "signalling the workload");
+                self.child.signal(sig);
+            }
+            OnChange::None => {}
+        }
+    }
+
+    /// Only rendered files changed: `--on-file-change` says what the workload gets.
+    fn files_changed(&mut self) {
+        if self.stopping || self.restart_with.is_some() {
+            return;
+        }
+        match self.settings.on_file_change {
+            OnChange::Restart => {
+                tracing::info!(signal = self.settings.stop_signal.as_str(), "files changed; restarting the workload");
+                self.restart_with = Some(self.values_now.clone());
+                self.stop_for_restart();
+            }
+            OnChange::Signal(sig) => {
+                tracing::info!(signal = sig.as_str(), "files changed; signalling the workload");
+                self.child.signal(sig);
+            }
+            OnChange::None => {}
+        }
+    }
+
+    /// Asks the workload to stop, SIGKILL after the stop timeout; `restart_with` is set.
+    fn stop_for_restart(&mut self) {
+        self.child.signal(self.settings.stop_signal);
+        self.kill_at = Some(Instant::now() + self.settings.stop_timeout);
     }
 }
 

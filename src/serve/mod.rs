@@ -5,17 +5,19 @@
 //! Lifecycle: serve at once (`/readyz` says 503 and why), `READY=1` after the first full
 //! resolution, or exit with that resolution's error after the startup timeout; SIGHUP
 //! reloads (`RELOADING=1`, then `READY=1`); shutdown sends `STOPPING=1`, stops the
-//! reloader and drains the server within its grace period.
+//! reloader and drains the server within its grace period. The parts (reloader, API,
+//! egress proxy, metrics listener, files keeper) are assembled by `daemon`, as `run`'s.
 
 pub mod api;
 pub mod metrics_listen;
 pub mod probe;
 pub mod sdnotify;
 
+use crate::daemon::{Daemon, Door, Serving, Shared};
 use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
-use crate::reload::{ReloadConfig, Reloader};
-use crate::serve::api::server::{self, ApiStateParts};
+use crate::reload::ReloadConfig;
+use crate::serve::api::server::{self, ApiStateParts, BindError};
 use crate::serve::sdnotify::Notifier;
 use crate::signal;
 use crate::source::outbound::{self, Outbound};
@@ -25,8 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -56,6 +57,65 @@ pub struct Socket {
     pub group: Option<u32>,
 }
 
+/// The local API's bound socket and how it serves: a door of the daemon.
+pub struct Api {
+    /// The socket, bound (see [`Api::bind`]).
+    pub listener: UnixListener,
+    /// Who may call it, besides connd's own uid (`--allow-uid`, `--allow-gid`).
+    pub allow: Allow,
+    /// How long in-flight requests get once shutdown starts.
+    pub grace: Duration,
+    /// What one caller may hold of it.
+    pub limits: server::Limits,
+}
+
+impl Api {
+    /// Binds `socket` (its folder created, a stale file replaced, its mode and group
+    /// given) and says so, warning of allowed callers the socket keeps out.
+    pub fn bind(socket: &Socket, allow: Allow, grace: Duration, limits: server::Limits) -> Result<Api, BindError> {
+        let listener = server::bind(&socket.path, socket.mode, socket.group)?;
+        tracing::info!(socket = %socket.path.display(), "serving");
+        for warning in allow.unreachable(&socket.path) {
+            tracing::warn!("{warning}");
+        }
+        Ok(Api { listener, allow, grace, limits })
+    }
+}
+
+impl<S: Sources> Door<S> for Api {
+    fn name(&self) -> &'static str {
+        "the local API"
+    }
+
+    fn drain(&self) -> Duration {
+        self.grace
+    }
+
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving {
+        let parts = ApiStateParts { store: shared.store, sources: shared.sources, metrics: shared.metrics };
+        Box::pin(server::serve_with(self.listener, parts, self.allow, self.grace, self.limits, until))
+    }
+}
+
+/// `--metrics-listen`, bound: `/metrics`, `/healthz` and `/readyz` over TCP, a door of
+/// the daemon.
+pub struct MetricsDoor(pub Arc<std::net::TcpListener>);
+
+impl<S: Sources> Door<S> for MetricsDoor {
+    fn name(&self) -> &'static str {
+        "the metrics listener"
+    }
+
+    /// Scrapes and probes are short: the listener closes every connection at once.
+    fn drain(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving {
+        Box::pin(metrics_listen::serve(self.0, shared.store, shared.metrics, until))
+    }
+}
+
 async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) {
     match hangups {
         Some(s) => {
@@ -76,13 +136,14 @@ pub async fn run<S: Sources>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    run_with_proxy(listener, None, settings, sources, metrics, shutdown).await
+    let api = Api { listener, allow: settings.allow.clone(), grace: settings.grace, limits: settings.limits };
+    run_with(api, None, settings, sources, metrics, shutdown).await
 }
 
-/// [`run`], with the egress proxy (docs/proxy.md) on its bound listeners when given: it
-/// serves the reloader's snapshot with the same sources and metrics as the API.
-pub async fn run_with_proxy<S: Sources>(
-    listener: UnixListener,
+/// [`run`] on the bound API, with the egress proxy (docs/proxy.md) on its bound listeners
+/// when given: the daemon's parts, with the files kept current, and serve's lifecycle.
+pub async fn run_with<S: Sources>(
+    api: Api,
     proxy: Option<crate::proxy::Bound>,
     settings: ServeSettings,
     sources: Arc<S>,
@@ -90,84 +151,53 @@ pub async fn run_with_proxy<S: Sources>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notifier = Notifier::new(settings.notify_socket.as_deref());
-    // Stops the reloader and the server, each through a child token.
-    let stop = CancellationToken::new();
-    let mut reloader =
-        Reloader::start(settings.reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
+    let mut doors: Vec<Box<dyn Door<S>>> = vec![Box::new(api)];
+    doors.extend(proxy.map(|bound| Box::new(bound) as Box<dyn Door<S>>));
+    doors.extend(settings.metrics_listener.map(|listener| Box::new(MetricsDoor(listener)) as Box<dyn Door<S>>));
+    let mut daemon = Daemon::start(settings.reload, sources, metrics, doors);
     // Files (docs/files.md) follow the same snapshots, and token renewals.
-    let _files = crate::files::keep::Keeper::start(
-        reloader.store().clone(),
-        sources.clone(),
-        metrics.clone(),
-        None,
-        stop.child_token().cancelled_owned(),
-    );
-    let metrics_server = settings.metrics_listener.map(|listener| {
-        let (store, metrics) = (reloader.store().clone(), metrics.clone());
-        AbortOnDropHandle::new(tokio::spawn(metrics_listen::serve(
-            listener,
-            store,
-            metrics,
-            stop.child_token().cancelled_owned(),
-        )))
-    });
-    let proxy = proxy.map(|bound| {
-        let (store, sources, metrics) = (reloader.store().clone(), sources.clone(), metrics.clone());
-        let serving = bound.serve(store, sources, metrics, stop.child_token().cancelled_owned());
-        AbortOnDropHandle::new(tokio::spawn(serving))
-    });
-    let parts = ApiStateParts { store: reloader.store().clone(), sources, metrics };
-    let (allow, grace, limits) = (settings.allow, settings.grace, settings.limits);
-    let serving = server::serve_with(listener, parts, allow, grace, limits, stop.child_token().cancelled_owned());
-    let server = AbortOnDropHandle::new(tokio::spawn(serving));
-    let mut hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
-    tokio::pin!(shutdown);
+    daemon.keep_files(None);
+    let hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
+    let result = lifecycle(&mut daemon, &notifier, settings.startup_timeout, hangups, shutdown).await;
+    notifier.stopping();
+    daemon.shut_down().await;
+    result
+}
 
-    let store = reloader.store().clone();
-    let started = tokio::select! {
-        ready = crate::reload::ready(&store, settings.startup_timeout) => Some(ready.map_err(anyhow::Error::from)),
-        e = reloader.failed() => Some(Err(e)),
-        () = &mut shutdown => None,
-    };
-    let mut result = Ok(());
-    match started {
-        Some(Ok(_)) => {
-            tracing::info!("ready: values resolved");
-            notifier.ready();
-            loop {
+/// Waits for the first full resolution (then `READY=1`), then serves until `shutdown`
+/// or until the reloader fails, reloading on SIGHUP.
+async fn lifecycle<S: Sources>(
+    daemon: &mut Daemon<S>,
+    notifier: &Notifier,
+    startup_timeout: Duration,
+    mut hangups: Option<tokio::signal::unix::Signal>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let store = daemon.reloader().store().clone();
+    tokio::select! {
+        ready = crate::reload::ready(&store, startup_timeout) => ready.map(drop)?,
+        e = daemon.reloader_mut().failed() => return Err(e),
+        () = &mut shutdown => return Ok(()),
+    }
+    tracing::info!("ready: values resolved");
+    notifier.ready();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            e = daemon.reloader_mut().failed() => return Err(e),
+            () = hangup(&mut hangups) => {
+                tracing::info!("SIGHUP: reloading");
+                notifier.reloading();
+                // Shutdown must not wait for a reload (a control plane may be
+                // slow to answer): the grace period bounds it either way.
                 tokio::select! {
-                    () = &mut shutdown => break,
-                    e = reloader.failed() => {
-                        result = Err(e);
-                        break;
-                    }
-                    () = hangup(&mut hangups) => {
-                        tracing::info!("SIGHUP: reloading");
-                        notifier.reloading();
-                        // Shutdown must not wait for a reload (a control plane may be
-                        // slow to answer): the grace period bounds it either way.
-                        tokio::select! {
-                            () = reloader.reload() => notifier.ready(),
-                            () = &mut shutdown => break,
-                        }
-                    }
+                    () = daemon.reloader().reload() => notifier.ready(),
+                    () = &mut shutdown => return Ok(()),
                 }
             }
         }
-        Some(Err(e)) => result = Err(e),
-        None => {}
     }
-    notifier.stopping();
-    stop.cancel();
-    let _ = server.await;
-    if let Some(proxy) = proxy {
-        let _ = proxy.await;
-    }
-    if let Some(metrics_server) = metrics_server {
-        let _ = metrics_server.await;
-    }
-    reloader.stopped().await;
-    result
 }
 
 /// The binary's `serve`: binds the socket, runs until SIGTERM/SIGINT, removes the socket.
@@ -188,12 +218,9 @@ pub fn command(
         let metrics = Arc::new(Metrics::default());
         let sources = Arc::new(Outbound::new(outbound, crate::retry::Until::Cancelled, metrics.clone())?);
         let proxy = crate::proxy::bind(proxy.clone())?;
-        let listener = server::bind(&socket.path, socket.mode, socket.group)?;
-        tracing::info!(socket = %socket.path.display(), "serving");
-        for warning in settings.allow.unreachable(&socket.path) {
-            tracing::warn!("{warning}");
-        }
-        let result = run_with_proxy(listener, proxy, settings, sources.clone(), metrics, shutdown).await;
+        let (allow, grace, limits) = (settings.allow.clone(), settings.grace, settings.limits);
+        let api = Api::bind(socket, allow, grace, limits)?;
+        let result = run_with(api, proxy, settings, sources.clone(), metrics, shutdown).await;
         sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);
         result

@@ -1,0 +1,168 @@
+//! The one assembly of the long-running parts that `serve` and `run` share: the reloader,
+//! and on its snapshot the front doors (the local API, the egress proxy's listeners, the
+//! metrics listener) and the files keeper. Every part but the reloader is optional, and
+//! every part is owned the same way: a `Part` holds its task, stopped through a child
+//! of the daemon's token, and [`Daemon::shut_down`] stops them all at once, then waits
+//! for each within a bound (its own drain, then [`STOP_MARGIN`]) before abandoning it.
+//!
+//! A new front door (a webhook server, a listener per connection) is a type of its own
+//! module, bound at startup, that implements [`Door`]; the mode that wants it adds it to
+//! the doors it starts the daemon with (or opens it later with [`Daemon::open`]).
+//!
+//! Boundary: wiring and lifecycle only. What each part does is its module's (`reload`,
+//! `files::keep`, and the doors: `serve`'s API and metrics listener, `proxy`); what the
+//! process does around them (signals, readiness, the workload) is `serve`'s and `run`'s.
+//! It names no door, so the doors' modules may use it.
+
+use crate::files::keep::keep;
+use crate::metrics::Metrics;
+use crate::reload::snapshot::Store;
+use crate::reload::{ReloadConfig, Reloader};
+use crate::source::Sources;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::AbortOnDropHandle;
+
+/// Beyond a part's own drain, how long its task may take to end once stopped before it
+/// is abandoned (aborted): the proxy's thread, say, ends its runtime within 100 ms.
+pub const STOP_MARGIN: Duration = Duration::from_secs(1);
+
+/// What every part serves from: the reloader's snapshot, the sources, and the one set
+/// of metrics that `/metrics` reports.
+pub struct Shared<S> {
+    /// The reloader's snapshot: values, plan, readiness.
+    pub store: Arc<Store>,
+    /// Where tokens are asked for (and dropped when an upstream refuses one).
+    pub sources: Arc<S>,
+    /// What every part counts into.
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared { store: self.store.clone(), sources: self.sources.clone(), metrics: self.metrics.clone() }
+    }
+}
+
+/// A part's serving future, as a door gives it.
+pub type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A front door: a listener bound at startup (so that a taken address fails before
+/// anything runs), served on the daemon's snapshot until it is asked to stop.
+pub trait Door<S>: Send {
+    /// What it is, for the log line when it does not stop in time.
+    fn name(&self) -> &'static str;
+    /// How long it takes to drain once asked to stop.
+    fn drain(&self) -> Duration;
+    /// Serves until `until` completes, then drains.
+    fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving;
+}
+
+/// One long-running part: its task, and how long it may take to stop. The token that
+/// asks it to stop is a child of the daemon's.
+struct Part {
+    /// For the log line when it does not stop in time.
+    name: &'static str,
+    /// How long it may take to end once stopped, its own drain included.
+    bound: Duration,
+    /// Aborts the task when dropped.
+    task: AbortOnDropHandle<()>,
+}
+
+impl Part {
+    /// Waits for the part, asked to stop at `asked`, until its bound from then; then
+    /// abandons it.
+    async fn stopped(self, asked: Instant) {
+        if tokio::time::timeout_at(asked + self.bound, self.task).await.is_err() {
+            tracing::warn!(part = self.name, bound = ?self.bound, "did not stop in time; abandoned");
+        }
+    }
+}
+
+/// The reloader and the parts started on its snapshot; dropped, every task is aborted.
+pub struct Daemon<S> {
+    reloader: Reloader,
+    sources: Arc<S>,
+    metrics: Arc<Metrics>,
+    /// Every part's token is a child of it: cancelled, all begin to stop at once.
+    stop: CancellationToken,
+    /// The started parts, in start order.
+    parts: Vec<Part>,
+}
+
+impl<S: Sources> Daemon<S> {
+    /// Starts the reloader, then serves every door of `doors` on its snapshot, with the
+    /// same sources and the same `metrics` for all.
+    pub fn start(reload: ReloadConfig, sources: Arc<S>, metrics: Arc<Metrics>, doors: Vec<Box<dyn Door<S>>>) -> Self {
+        let stop = CancellationToken::new();
+        let reloader = Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
+        let mut daemon = Daemon { reloader, sources, metrics, stop, parts: Vec::new() };
+        for door in doors {
+            daemon.open(door);
+        }
+        daemon
+    }
+
+    /// Serves one more door, from now on.
+    pub fn open(&mut self, door: Box<dyn Door<S>>) {
+        let (name, drain) = (door.name(), door.drain());
+        self.spawn(name, drain, |shared, until| door.serve(shared, until));
+    }
+
+    /// Keeps the files of the plan current (docs/files.md) from now on. With
+    /// `file_changes`, it says when files changed while the variables did not.
+    pub fn keep_files(&mut self, file_changes: Option<mpsc::Sender<()>>) {
+        // Nothing to drain: a sync under way is dropped (a write in progress ends on its
+        // blocking thread whatever becomes of the task, and every write is atomic).
+        self.spawn("the files keeper", Duration::ZERO, |shared, until| {
+            Box::pin(keep(shared.store, shared.sources, shared.metrics, file_changes, until))
+        });
+    }
+
+    /// Spawns one part's serving future, made by `serve` from what parts share and the
+    /// future that completes when the part is asked to stop; `drain` is how long the
+    /// part takes to drain once asked.
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        drain: Duration,
+        serve: impl FnOnce(Shared<S>, WaitForCancellationFutureOwned) -> Serving,
+    ) {
+        let until = self.stop.child_token().cancelled_owned();
+        let task = AbortOnDropHandle::new(tokio::spawn(serve(self.shared(), until)));
+        self.parts.push(Part { name, bound: drain + STOP_MARGIN, task });
+    }
+
+    /// What the parts share.
+    pub fn shared(&self) -> Shared<S> {
+        Shared { store: self.reloader.store().clone(), sources: self.sources.clone(), metrics: self.metrics.clone() }
+    }
+
+    /// The reloader whose snapshot every part serves.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    /// For [`Reloader::failed`], which needs it mutably.
+    pub fn reloader_mut(&mut self) -> &mut Reloader {
+        &mut self.reloader
+    }
+
+    /// Stops every part at once, then waits for each within its bound (counted from
+    /// now), then for the reloader.
+    pub async fn shut_down(self) {
+        let asked = Instant::now();
+        self.stop.cancel();
+        for part in self.parts {
+            part.stopped(asked).await;
+        }
+        if tokio::time::timeout_at(asked + STOP_MARGIN, self.reloader.stopped()).await.is_err() {
+            tracing::warn!(part = "the reloader", bound = ?STOP_MARGIN, "did not stop in time; abandoned");
+        }
+    }
+}
