@@ -216,6 +216,12 @@ impl<S: Sources> Proxy<S> {
                 tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
                 self.send(parts.method, uri, headers, Either::Right(Full::new(kept))).await?
             }
+            // docs/proxy.md: a 401 drops the token even when the body cannot be sent again,
+            // so that the next request fetches a fresh one.
+            (true, Some(token), _, _) => {
+                self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], token).await;
+                first
+            }
             (_, _, _, _) => first,
         };
         Ok(downstream(response))

@@ -101,8 +101,14 @@ pub enum OAuthError {
     Unavailable { url: String, attempts: u32, elapsed: Duration, cause: String },
     #[error("the token endpoint {url} is unavailable: {cause}; retrying")]
     Down { url: String, cause: String },
+    /// An answer connd cannot use (an empty or unparsable body, no `access_token`, a
+    /// `token_type` other than Bearer): transient, since the next answer may be good.
     #[error("bad answer from the token endpoint {url}: {cause}")]
     BadAnswer { url: String, cause: String },
+    /// The exchange failed in a way asking again does not fix (a TLS fault, a forward
+    /// proxy's refusal, an oversized answer).
+    #[error("cannot use the token endpoint {url}: {cause}")]
+    Broken { url: String, cause: String },
     /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
     #[error("cannot talk to the token endpoint {url}: {cause}")]
     Tls { url: String, cause: String },
@@ -112,13 +118,16 @@ fn describe(description: &Option<String>) -> String {
     description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
-/// Only an unavailable endpoint is worth retrying: the background renewal stops on the others.
+/// docs/oauth.md: only a refusal, a rejection or a broken setup is permanent (the background
+/// renewal stops on them); an unavailable endpoint and an unusable answer are retried.
 impl Classify for OAuthError {
     fn class(&self) -> Class {
         match self {
             OAuthError::Refused { .. } | OAuthError::Rejected { .. } => Class::Refused,
-            OAuthError::Unavailable { .. } | OAuthError::Down { .. } => Class::Unavailable,
-            OAuthError::BadAnswer { .. } => Class::BadAnswer,
+            OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
+                Class::Unavailable
+            }
+            OAuthError::Broken { .. } => Class::BadAnswer,
             OAuthError::Tls { .. } => Class::Config,
         }
     }
@@ -405,6 +414,7 @@ impl App {
             Ok(_) => Call::Ok,
             Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
             Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
+            Err(Attempt::Permanent(OAuthError::BadAnswer { .. })) => Call::failed(Class::BadAnswer),
             Err(Attempt::Permanent(e)) => Call::failed(e.class()),
         });
         let now = Instant::now();
@@ -438,7 +448,7 @@ impl App {
 
     /// The token request's headers and form body, with the client authentication.
     fn token_request(&self) -> Result<Request, OAuthError> {
-        let bad = |cause: String| OAuthError::BadAnswer { url: self.key.token_url.clone(), cause };
+        let bad = |cause: String| OAuthError::Broken { url: self.key.token_url.clone(), cause };
         let secret = self.secret.lock().clone();
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
@@ -483,7 +493,7 @@ impl App {
             Err(e) if e.class() == crate::error::Class::Config => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
-            Err(e) => return Err(bad(e.to_string())),
+            Err(e) => return Err(Attempt::Permanent(OAuthError::Broken { url: url.clone(), cause: e.to_string() })),
         };
         let status = response.status;
         if retry::transient_status(status) {
@@ -500,6 +510,16 @@ impl App {
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));
             }
+            // RFC 6749 §7.1: a client must not use a token whose type it does not understand.
+            match answer.token_type.as_deref() {
+                None => {}
+                Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+                Some(other) => {
+                    return Err(bad(format!(
+                        "the token_type is {other:?}, not Bearer: connd sends only Bearer tokens (RFC 6749 §7.1)"
+                    )))
+                }
+            }
             let ttl = match answer.expires_in {
                 None => {
                     tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
@@ -511,7 +531,7 @@ impl App {
             let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
             return Ok(CachedToken {
                 access_token: Secret::new(answer.access_token),
-                token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
+                token_type: "Bearer".into(),
                 expires_at: sent + ttl,
                 refresh_at: sent + refresh_in,
             });
