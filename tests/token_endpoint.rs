@@ -4,12 +4,12 @@
 
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::*;
-use connd::config::model::ClientAuth;
 use connd::http::client::HttpClient;
 use connd::http::proxy::Proxies;
 use connd::http::tls::TlsSettings;
 use connd::http::url::check_url;
 use connd::retry::Until;
+use connd::source::client_auth::Material;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use connd::source::{Sources, Tokens};
 use std::sync::Arc;
@@ -261,8 +261,7 @@ fn creds(cp: &FakeControlPlane) -> Credentials {
     Credentials {
         key: AppKey::new(&url, "portal", &[]),
         url: check_url(&url, false).unwrap(),
-        secret: SECRET.into(),
-        auth: ClientAuth::Basic,
+        auth: Material::Basic { secret: SECRET.into() },
     }
 }
 
