@@ -39,13 +39,10 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let plan = resolve::plan(&args.config.config_dir, &options)?;
     plan.log_warnings();
     values::check_local(&plan)?;
-    // The token URLs `env` would refuse, where the client's parameters are all local
-    // (resolving without a fetch leaves the others out).
+    // The token URLs and keys `env` would refuse, where the client's parameters are all
+    // local (resolving without a fetch leaves the others out).
     for p in plan.connections.iter().filter(|p| p.connection.is_oauth()) {
-        let params = values::resolve_keys(p, &credentials::CLIENT_KEYS, None)?;
-        if params.len() == credentials::CLIENT_KEYS.len() {
-            credentials::from_params(p, &params, args.config.outbound.allow_insecure_http)?;
-        }
+        credentials::check_local(p, args.config.outbound.allow_insecure_http)?;
     }
     // What the kernel would refuse, as far as it is known here: control-plane values are not.
     let local = values::local_env(&plan)?;

@@ -7,7 +7,7 @@
 //! listener, and `serve` on `output`. Only the command line knows clap.
 //! - `config/`: reads the connection-config directory (kubelet-aware) and checks every
 //!   document, collecting diagnostics that name file, line and fix; `config::model` is
-//!   the validated model, which also answers what a connection offers (its keys, which
+//!   the validated model (`config::oauth` its OAuth settings), which also answers what a connection offers (its keys, which
 //!   come from the control plane, whether it is OAuth) and, by its `Source` kind
 //!   (value, file, control plane), where each value comes from; `config::scalar` keeps
 //!   every value as written.
@@ -16,7 +16,8 @@
 //! - `source/`: where values come from, one backend per module behind the `Sources`
 //!   seam. `values` reads the local ones and materialises the rest; `controlplane`
 //!   (docs/control-plane.md) and `token_endpoint` (over `oauth`, the token cache, with
-//!   `credentials`, an OAuth client's, read from the resolved parameters) are the
+//!   `credentials`, an OAuth client's, read from the resolved parameters, and
+//!   `client_auth`, one module per client authentication method) are the
 //!   outbound backends, composed by `outbound` (`Local` is the seam with none); `once`
 //!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
 //! - `reload/`: the reloader that keeps a resolution current (file events from its

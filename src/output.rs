@@ -79,6 +79,10 @@ pub fn render_plan(plan: &Plan) -> String {
             security(c),
             conn.id
         );
+        // docs/oauth.md: the grant and the method, never a key.
+        if let Some(o) = &conn.oauth {
+            let _ = writeln!(out, "    oauth: grant {}, clientAuth {}", o.grant.name(), o.client_auth.name());
+        }
     }
     let _ = writeln!(out, "\nvariables:");
     let rows: Vec<[String; 4]> = plan
@@ -111,7 +115,7 @@ pub fn render_plan(plan: &Plan) -> String {
 
 /// The plan as `check --format json` prints it, for CI: the same content as the text,
 /// values redacted the same way. Shape:
-/// `{component, project, dir, connections: [{name, kind, visibility, security, id}],
+/// `{component, project, dir, connections: [{name, kind, visibility, security, id, oauth: {grant, clientAuth} | null}],
 /// variables: [{name, from, source, value, redacted}], skipped: [{name, source}],
 /// warnings: [{file, line, message, fix}]}`; `value` is null when it is not shown
 /// (`redacted: true`, or a `remote` source, which `check` does not contact).
@@ -122,7 +126,8 @@ pub fn render_plan_json(plan: &Plan) -> String {
         .iter()
         .map(|c| {
             json!({"name": c.name, "kind": c.kind.as_str(), "visibility": visibility(c),
-                   "security": security(c), "id": c.connection.id})
+                   "security": security(c), "id": c.connection.id,
+                   "oauth": c.connection.oauth.as_ref().map(|o| json!({"grant": o.grant.name(), "clientAuth": o.client_auth.name()}))})
         })
         .collect();
     let variables: Vec<Value> = plan

@@ -5,10 +5,10 @@
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::oidc::{Client, OidcProvider};
 use crate::support::*;
-use connd::config::model::ClientAuth;
 use connd::http::client::HttpClient;
 use connd::http::proxy::Proxies;
 use connd::http::url::check_url;
+use connd::source::client_auth::Material;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,11 +142,12 @@ fn client_credentials_can_come_from_the_control_plane() {
     assert_eq!(idp.token_successes(), 1);
 }
 
-fn credentials(idp: &OidcProvider, auth: ClientAuth) -> Credentials {
+/// `portal`'s credentials at `idp`, with `client_secret_basic`.
+fn credentials(idp: &OidcProvider) -> Credentials {
+    let auth = Material::Basic { secret: SECRET.into() };
     Credentials {
         key: AppKey::new(idp.token_url(), "portal", &["read".to_owned()]),
         url: check_url(idp.token_url(), false).unwrap(),
-        secret: SECRET.into(),
         auth,
     }
 }
@@ -167,7 +168,7 @@ fn a_thousand_concurrent_requests_cause_one_token_call() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..1000 {
-            let (cache, creds) = (cache.clone(), credentials(&idp, ClientAuth::Basic));
+            let (cache, creds) = (cache.clone(), credentials(&idp));
             tasks.spawn(async move { cache.get(creds, deadline).await.map(|t| t.access_token.expose().to_owned()) });
         }
         let mut tokens = std::collections::HashSet::new();
@@ -191,12 +192,12 @@ fn tokens_are_renewed_in_the_background() {
             Arc::default(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
+        let first = cache.get(credentials(&idp), deadline).await.expect("first token");
         while idp.token_successes() < 2 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(idp.token_successes(), 2, "the token was not renewed in the background");
-        let second = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("second token");
+        let second = cache.get(credentials(&idp), deadline).await.expect("second token");
         assert_ne!(first.access_token.expose(), second.access_token.expose());
         assert!(second.expires_at > first.expires_at);
         cache.shutdown().await;
@@ -216,14 +217,14 @@ fn without_background_renewal_an_ageing_token_is_renewed_on_demand() {
             Arc::default(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let first = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("first token");
-        let again = cache.get(credentials(&idp, ClientAuth::Basic), deadline).await.expect("cached token");
+        let first = cache.get(credentials(&idp), deadline).await.expect("first token");
+        let again = cache.get(credentials(&idp), deadline).await.expect("cached token");
         assert_eq!(first.access_token.expose(), again.access_token.expose());
         assert_eq!(idp.token_requests(), 1);
 
-        let first = cache.get(credentials(&short, ClientAuth::Basic), deadline).await.expect("first token");
+        let first = cache.get(credentials(&short), deadline).await.expect("first token");
         tokio::time::sleep_until(first.expires_at).await;
-        let renewed = cache.get(credentials(&short, ClientAuth::Basic), deadline).await.expect("renewed token");
+        let renewed = cache.get(credentials(&short), deadline).await.expect("renewed token");
         assert_ne!(first.access_token.expose(), renewed.access_token.expose());
         assert_eq!(short.token_requests(), 2);
     });

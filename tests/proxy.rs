@@ -308,6 +308,42 @@ async fn an_upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
     assert_eq!(puts[2].body_len, 100 * 1024);
 }
 
+/// elasticsearch#151592: a 401 to a request whose body connd did not keep (chunked, or
+/// over 64 KiB) is passed on, but the token is dropped all the same: the next request
+/// goes out with a fresh one, not the revoked one.
+#[tokio::test]
+async fn an_upstream_401_to_an_unkept_body_still_drops_the_token() {
+    let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 300);
+    let up = Upstream::tls();
+    let fx = Fixture::with(
+        &component(&["hr-connection"]),
+        &oauth_connection(HR, "hr-connection", &format!("{}/api", up.url()), idp.token_url()),
+    );
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+    let first = call(daemon.addr, "GET", "/hr-connection/me", &[], "").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let mut token = first.echoed("authorization").unwrap();
+
+    let big = "b".repeat(100 * 1024);
+    let chunked = [("transfer-encoding", "chunked")];
+    for (headers, body) in [(&[][..], big.as_str()), (&chunked[..], "a chunked body")] {
+        up.revoke(&token);
+        let before = idp.token_requests();
+        let r = call(daemon.addr, "POST", "/hr-connection/me", headers, body).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        let next = call(daemon.addr, "GET", "/hr-connection/me", &[], "").await;
+        assert_eq!(next.status, 200, "the revoked token was sent again: {}", next.text());
+        let fresh = next.echoed("authorization").unwrap();
+        assert_ne!(fresh, token);
+        assert_eq!(idp.token_requests(), before + 1, "one fresh token");
+        token = fresh;
+    }
+    let statuses: Vec<u16> = up.seen().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [200, 401, 200, 401, 200], "no retry of an unkept body, no revoked token reused");
+}
+
 #[tokio::test]
 async fn no_token_means_503_and_no_upstream_call() {
     let up = Upstream::tls();

@@ -70,3 +70,6 @@ mod tls;
 mod token_endpoint;
 /// Values as written: YAML scalars and JSON numbers keep their text; nulls say quote it.
 mod values_as_written;
+/// Client authentication without a long-lived secret against the real OpenID provider:
+/// signed assertions, mTLS, federated files, token exchange, resources, bad keys.
+mod workload_identity;

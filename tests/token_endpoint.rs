@@ -4,12 +4,12 @@
 
 use crate::support::control_plane::{FakeControlPlane, Reply};
 use crate::support::*;
-use connd::config::model::ClientAuth;
 use connd::http::client::HttpClient;
 use connd::http::proxy::Proxies;
 use connd::http::tls::TlsSettings;
 use connd::http::url::check_url;
 use connd::retry::Until;
+use connd::source::client_auth::Material;
 use connd::source::oauth::{AppKey, Credentials, TokenCache};
 use connd::source::{Sources, Tokens};
 use std::sync::Arc;
@@ -56,10 +56,109 @@ fn a_badly_typed_token_body_is_reported_without_the_token() {
     let cp = FakeControlPlane::start(false);
     let inner = token_body("AT-SECRET", "60");
     cp.script("/token", vec![Reply::raw(200, &serde_json::to_string(&inner).unwrap())]);
-    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "2s");
     assert_eq!(out.code, 69, "{out:?}");
     assert_contains(&out.stderr, &["\"hr-connection\"", "bad answer from the token endpoint", "not a token response"]);
     assert!(!out.stderr.contains("AT-SECRET"), "the token leaked:\n{out:?}");
+    assert!(cp.requests_for("/token").len() > 1, "an unusable answer is retried until the deadline");
+}
+
+/// docs/oauth.md: an answer connd cannot use (an empty body, a body that is not JSON, JSON
+/// without `access_token`, a 5xx) is transient: retried with backoff until a good one.
+#[test]
+fn every_unusable_answer_is_retried_until_a_good_one() {
+    let cp = FakeControlPlane::start(false);
+    cp.script(
+        "/token",
+        vec![
+            Reply::raw(200, ""),
+            Reply::raw(200, "<html>upstream reset</html>"),
+            Reply::raw(200, r#"{"token_type":"Bearer","expires_in":60}"#),
+            Reply::raw(502, ""),
+            Reply::raw(200, &token_body("AT-GOOD", "60")),
+        ],
+    );
+    let out = env(&fixture(&token_url(&cp), SECRET), &cp, "30s");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["HR_TOKEN='AT-GOOD'"]);
+    let statuses: Vec<u16> = cp.requests_for("/token").iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 502, 200]);
+}
+
+/// RFC 6749 §7.1: a token of a type connd does not understand (`mac`) is never used as
+/// Bearer; it is a bad answer, asked again. `bearer` in any case is Bearer.
+#[test]
+fn a_token_type_other_than_bearer_is_a_bad_answer() {
+    let cp = FakeControlPlane::start(false);
+    let typed =
+        |token: &str, kind: &str| format!(r#"{{"access_token":"{token}","token_type":"{kind}","expires_in":60}}"#);
+    cp.script("/token", vec![Reply::raw(200, &typed("AT-MAC", "mac")), Reply::raw(200, &typed("AT-BEARER", "bEaReR"))]);
+    let ca = cp.ca_file().display().to_string();
+    let fx = fixture(&token_url(&cp), SECRET);
+    let out = fx.run("env", &["--ca-file", &ca, "--log-level", "debug"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["HR_TOKEN='AT-BEARER'"]);
+    assert!(!out.stdout.contains("AT-MAC"), "a mac token was used as Bearer:\n{out:?}");
+    assert_contains(&out.stderr, &["the token_type is", "mac", "not Bearer"]);
+    assert_eq!(cp.requests_for("/token").len(), 2);
+
+    // Only ever `mac`: the deadline passes, 69 with the cause.
+    cp.script("/token", vec![Reply::raw(200, &typed("AT-MAC", "mac"))]);
+    let out = env(&fx, &cp, "1s");
+    assert_eq!(out.code, 69, "{out:?}");
+    assert_contains(&out.stderr, &["bad answer from the token endpoint", "not Bearer"]);
+}
+
+/// envoy#42009: one empty answer during a background renewal must not stop it. `serve`
+/// renders the token into a file; the renewal meets an empty body, JSON without a token,
+/// a 503 and a `mac` token, and the file (and the API) get the next good token long
+/// before any re-scan.
+#[tokio::test]
+async fn one_bad_answer_does_not_stop_the_renewal_of_a_token_file() {
+    let cp = FakeControlPlane::start(false);
+    cp.script(
+        "/token",
+        vec![
+            Reply::raw(200, &token_body("AT-1", "2")),
+            Reply::raw(200, ""),
+            Reply::raw(200, r#"{"token_type":"Bearer"}"#),
+            Reply::raw(503, ""),
+            Reply::raw(200, r#"{"access_token":"AT-MAC","token_type":"mac","expires_in":60}"#),
+            Reply::raw(200, &token_body("AT-2", "60")),
+        ],
+    );
+    let fx = fixture(&token_url(&cp), SECRET).file(
+        "token.yaml",
+        "kind: File\npath: /run/secrets/token\nformat: template\ntemplate: \"{{ connections['hr-connection'].AccessToken }}\"\n",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let ca = cp.ca_file().display().to_string();
+    let args = ["--ca-file", &ca, "--files-root", &root.path().display().to_string(), "--refresh-interval", "3600s"];
+    let daemon = Daemon::start(fx.path(), &args, &[]);
+    daemon.ready().await;
+    let file = root.path().join("run/secrets/token");
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while read() != "AT-1" && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read(), "AT-1");
+    // AT-1 expires 2 s after it was issued; the backoff after four failures stays under 2 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while read() != "AT-2" && std::time::Instant::now() < deadline {
+        assert_ne!(read(), "AT-MAC", "a mac token was rendered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read(), "AT-2", "the token file was left with the expired token: {:?}", cp.requests_for("/token"));
+    let answer =
+        connd::serve::api::client::request(&daemon.socket, http::Method::GET, "/v1/connections/hr-connection/token")
+            .await
+            .unwrap();
+    assert_contains(&answer.text(), &["AT-2"]);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("renewal stopped"), "{stderr}");
 }
 
 #[test]
@@ -162,8 +261,7 @@ fn creds(cp: &FakeControlPlane) -> Credentials {
     Credentials {
         key: AppKey::new(&url, "portal", &[]),
         url: check_url(&url, false).unwrap(),
-        secret: SECRET.into(),
-        auth: ClientAuth::Basic,
+        auth: Material::Basic { secret: SECRET.into() },
     }
 }
 

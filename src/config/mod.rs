@@ -7,6 +7,7 @@ pub mod diag;
 pub mod files;
 pub mod filespec;
 pub mod model;
+pub mod oauth;
 pub mod raw;
 pub mod scalar;
 pub mod suggest;

@@ -4,7 +4,8 @@
 //! is OAuth) is answered here, once, by methods on [`Connection`]; where a value comes
 //! from, by methods on [`Source`].
 
-pub use super::raw::{ClientAuth, Security, Visibility};
+pub use super::oauth::{ClientAuth, Grant, OAuth};
+pub use super::raw::{Security, Visibility};
 use crate::config::diag::Origin;
 use crate::secret::Secret;
 use std::collections::BTreeMap;
@@ -49,12 +50,6 @@ impl fmt::Display for ResourceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct OAuth {
-    pub scopes: Vec<String>,
-    pub client_auth: ClientAuth,
 }
 
 /// Where a parameter's value comes from: the source kind. Every layer decides about a

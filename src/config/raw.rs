@@ -41,23 +41,46 @@ pub enum Security {
     ApiKey,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// `client_secret_basic`: id and secret in the Authorization header.
-    #[default]
-    Basic,
-    /// `client_secret_post`: id and secret in the form body.
-    Post,
-}
-
+/// `oauth`: checked by `config::oauth` (docs/oauth.md). Method and grant names are
+/// strings here, so that a misspelt one gets a "did you mean".
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OAuth {
     #[serde(default)]
     pub scopes: Vec<String>,
+    pub client_auth: Option<String>,
+    pub grant: Option<String>,
+    pub key_id: Option<String>,
+    pub signing_alg: Option<String>,
+    pub assertion_file: Option<String>,
+    pub assertion_audience: Option<String>,
+    pub subject_token_file: Option<String>,
+    pub subject_token_type: Option<String>,
     #[serde(default)]
-    pub client_auth: ClientAuth,
+    pub audience: OneOrMany,
+    #[serde(default)]
+    pub resource: OneOrMany,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Default)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OneOrMany, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(OneOrMany(match Shape::deserialize(d)? {
+            Shape::One(s) => vec![s],
+            Shape::Many(v) => v,
+        }))
+    }
 }
 
 #[derive(Debug, Deserialize)]

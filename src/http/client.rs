@@ -53,6 +53,12 @@ impl HttpClient {
         HttpClient { connector: Connector::new(tls, proxies) }
     }
 
+    /// A client with this one's trust and proxy rules that presents its own TLS
+    /// configuration (see [`Connector::with_tls_config`]).
+    pub fn with_tls_config(&self, config: std::sync::Arc<rustls::ClientConfig>) -> HttpClient {
+        HttpClient { connector: self.connector.with_tls_config(config) }
+    }
+
     /// Reads the TLS files now, so that a bad `--ca-file` is reported before any request.
     pub fn prepare_tls(&self) -> Result<(), HttpError> {
         self.connector.prepare_tls()

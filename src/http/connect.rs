@@ -58,6 +58,19 @@ impl Connector {
         Connector { tcp, tls: Arc::new(LazyTls { settings: tls, built: OnceLock::new() }), proxies }
     }
 
+    /// A connector with this one's trust and proxy rules whose TLS configuration is
+    /// `config` (built now, by the caller: a connection's own client certificate).
+    pub fn with_tls_config(&self, config: Arc<rustls::ClientConfig>) -> Connector {
+        let built = OnceLock::from(Ok(tokio_rustls::TlsConnector::from(config)));
+        let tls = Arc::new(LazyTls { settings: self.tls.settings.clone(), built });
+        Connector { tcp: self.tcp.clone(), tls, proxies: self.proxies.clone() }
+    }
+
+    /// The TLS settings (trust, `--client-cert`) this connector was made with.
+    pub fn tls_settings(&self) -> &TlsSettings {
+        &self.tls.settings
+    }
+
     /// Where a request to `uri` goes: directly or through which proxy.
     pub fn route(&self, uri: &Uri) -> Route {
         self.proxies.route(uri)

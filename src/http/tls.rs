@@ -79,6 +79,36 @@ fn own_certificate_error(e: &rustls::Error, flag: &str) -> String {
 
 /// Builds the client configuration; reads every file now, so a bad path fails at startup.
 pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = trusting(settings)?;
+    let config = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("client certificate", cert)?;
+            let pem = std::fs::read(key).map_err(|e| file_err("client key", key, e))?;
+            let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_err("client key", key, e))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| file_err("client certificate", cert, own_certificate_error(&e, "--client-cert")))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The configuration of [`client_config`]'s trust that presents `chain` and `key`
+/// instead of `--client-cert` (a connection's own certificate, docs/oauth.md); a key
+/// that does not match the certificate is `rustls::Error::InconsistentKeys`.
+pub fn client_config_presenting(
+    settings: &TlsSettings,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    Ok(Arc::new(trusting(settings)?.with_client_auth_cert(chain, key)?))
+}
+
+/// The ring provider, safe protocol versions and the trust `settings` name.
+fn trusting(
+    settings: &TlsSettings,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
     let mut roots = RootCertStore::empty();
     match &settings.ca_file {
         Some(path) => {
@@ -96,19 +126,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsErr
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match (&settings.client_cert, &settings.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs("client certificate", cert)?;
-            let pem = std::fs::read(key).map_err(|e| file_err("client key", key, e))?;
-            let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| file_err("client key", key, e))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| file_err("client certificate", cert, own_certificate_error(&e, "--client-cert")))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
+        .with_root_certificates(roots))
 }

@@ -162,6 +162,12 @@ impl<S: Sources> Proxy<S> {
                 let resend = Resend { method: parts.method, uri, headers, body: kept };
                 self.after_401(&resolved, i, token, resend, connection).await?
             }
+            // docs/proxy.md: a 401 drops the token even when the body cannot be sent again,
+            // so that the next request fetches a fresh one.
+            (true, Some(token), _, _) => {
+                self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
+                first
+            }
             (_, _, _, _) => first,
         };
         Ok(downstream(response))

@@ -1,22 +1,27 @@
 //! The client credentials of an OAuth connection (docs/oauth.md): `TokenURL`,
-//! `ConsumerKey` and `ConsumerSecret` from the connection's resolved parameters, whatever
-//! their source (a literal, a `file:` or the control plane), with the token URL checked
-//! against the plain-http rule.
+//! `ConsumerKey` and what its client authentication method reads (`ConsumerSecret`,
+//! `ClientPrivateKey`, `ClientCertificate`/`ClientKey`) from the connection's resolved
+//! parameters, whatever their source (a literal, a `file:` or the control plane), with
+//! the token URL checked against the plain-http rule; and the fields of its `oauth`
+//! settings every token request adds.
 //!
 //! Boundary: reading and checking only; `token_endpoint` decides when, `oauth` uses them.
 //! Values are resolved by `values`, as every other parameter is: this module never asks
 //! a backend itself.
 
+use crate::config::model::{ClientAuth, OAuth};
 use crate::http::url::check_url;
 use crate::resolve::PlannedConnection;
 use crate::secret::Secret;
+use crate::source::client_auth::Material;
 use crate::source::oauth::{AppKey, Credentials};
 use crate::source::values::{self, Fetched};
 use crate::source::SetupError;
 use std::collections::{BTreeMap, HashMap};
 
-/// The parameters an OAuth client needs.
-pub const CLIENT_KEYS: [&str; 3] = ["TokenURL", "ConsumerKey", "ConsumerSecret"];
+/// The parameters an OAuth client may need, whatever its method.
+pub const CLIENT_KEYS: [&str; 6] =
+    ["TokenURL", "ConsumerKey", "ConsumerSecret", "ClientPrivateKey", "ClientCertificate", "ClientKey"];
 
 /// The client credentials of `p` from `params`, its resolved parameters (key → value,
 /// as `values::materialize` gives them; other keys are ignored). A missing key is a
@@ -31,21 +36,69 @@ pub fn from_params(
     };
     let token_url = value("TokenURL")?;
     let client_id = value("ConsumerKey")?;
-    let secret = value("ConsumerSecret")?;
     let url = check_url(token_url.expose(), allow_insecure_http).map_err(|source| SetupError::TokenUrl {
         connection: p.name.clone(),
         key: "TokenURL",
         source,
     })?;
-    let oauth = p.connection.oauth.as_ref();
-    let scopes = oauth.map(|o| o.scopes.clone()).unwrap_or_default();
-    Ok(Credentials {
-        key: AppKey::new(token_url.expose(), client_id.expose(), &scopes)
-            .secret_client_id(p.connection.parameters.get("ConsumerKey").is_some_and(|k| k.secret)),
-        url,
-        secret: secret.clone(),
-        auth: oauth.map(|o| o.client_auth).unwrap_or_default(),
+    let default = OAuth::default();
+    let oauth = p.connection.oauth.as_ref().unwrap_or(&default);
+    let auth = material(oauth, &value)?;
+    let key = AppKey::new(token_url.expose(), client_id.expose(), &oauth.scopes)
+        .secret_client_id(p.connection.parameters.get("ConsumerKey").is_some_and(|k| k.secret))
+        .asked(oauth.client_auth, oauth.grant.clone(), fields(oauth));
+    Ok(Credentials { key, url, auth })
+}
+
+/// What `check` can prove of `p`'s OAuth client without contacting anything: when every
+/// parameter its method reads is local, the token URL passes the plain-http rule and the
+/// keys are usable (docs/oauth.md). Control-plane parameters are left for `env` to check.
+pub fn check_local(p: &PlannedConnection, allow_insecure_http: bool) -> Result<(), SetupError> {
+    let params = values::resolve_keys(p, &CLIENT_KEYS, None)?;
+    let method = p.connection.oauth.as_ref().map(|o| o.client_auth).unwrap_or_default();
+    let needed = ["TokenURL", "ConsumerKey"].iter().chain(method.needs());
+    if !needed.into_iter().all(|k| params.contains_key(*k)) {
+        return Ok(());
+    }
+    let creds = from_params(p, &params, allow_insecure_http)?;
+    crate::source::client_auth::check(&creds.auth)
+        .map_err(|source| SetupError::ClientAuth { connection: p.name.clone(), source })
+}
+
+/// What `oauth.client_auth` reads, from the parameters (`value`) and the settings.
+fn material<'a>(
+    oauth: &OAuth,
+    value: &impl Fn(&'static str) -> Result<&'a Secret, SetupError>,
+) -> Result<Material, SetupError> {
+    let audience = oauth.assertion_audience.clone();
+    Ok(match oauth.client_auth {
+        ClientAuth::Basic => Material::Basic { secret: value("ConsumerSecret")?.clone() },
+        ClientAuth::Post => Material::Post { secret: value("ConsumerSecret")?.clone() },
+        ClientAuth::ClientSecretJwt => Material::ClientSecretJwt { secret: value("ConsumerSecret")?.clone(), audience },
+        ClientAuth::PrivateKeyJwt => Material::PrivateKeyJwt {
+            key_pem: value("ClientPrivateKey")?.clone(),
+            key_id: oauth.key_id.clone(),
+            alg: oauth.signing_alg.clone(),
+            audience,
+        },
+        ClientAuth::TlsClientAuth => Material::TlsClientAuth {
+            cert_pem: value("ClientCertificate")?.clone(),
+            key_pem: value("ClientKey")?.clone(),
+        },
+        // The config check makes sure it is set; an empty path fails the request, not the plan.
+        ClientAuth::Federated => {
+            Material::Federated { assertion_file: oauth.assertion_file.clone().unwrap_or_default() }
+        }
     })
+}
+
+/// The form fields of `oauth` every token request adds: `audience`, `resource`, then
+/// `params`, in that order (part of the token cache's key).
+pub fn fields(oauth: &OAuth) -> Vec<(String, String)> {
+    let audience = oauth.audience.iter().map(|a| ("audience".to_owned(), a.clone()));
+    let resource = oauth.resource.iter().map(|r| ("resource".to_owned(), r.clone()));
+    let params = oauth.params.iter().map(|(k, v)| (k.clone(), v.clone()));
+    audience.chain(resource).chain(params).collect()
 }
 
 /// The client parameters of `p` ([`CLIENT_KEYS`]) resolved as every parameter is, the
@@ -122,7 +175,7 @@ mod tests {
         let creds = from_params(&p, &params, false).unwrap();
         assert_eq!(creds.key.token_url, "https://sts.example/token");
         assert_eq!(creds.key.client_id, "client-7");
-        assert_eq!(creds.secret, Secret::new("s3cret"));
+        assert_eq!(creds.auth, Material::Basic { secret: Secret::new("s3cret") });
 
         // Without the control plane's answer (as `check` resolves), the secret is missing.
         let local = resolve(&p, None).await.unwrap();

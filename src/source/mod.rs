@@ -18,6 +18,7 @@
 //!
 //! [`Source`]: crate::config::model::Source
 
+pub mod client_auth;
 pub mod controlplane;
 pub mod credentials;
 pub mod oauth;
@@ -121,6 +122,13 @@ pub enum SetupError {
     /// A client parameter that cannot be resolved (an unreadable `file:`).
     #[error(transparent)]
     Value(#[from] ValueError),
+    /// A key or certificate its client authentication cannot use (docs/oauth.md).
+    #[error("connection {connection:?}: {source}")]
+    ClientAuth {
+        connection: String,
+        #[source]
+        source: client_auth::ClientAuthError,
+    },
 }
 
 impl Classify for SetupError {
@@ -133,6 +141,7 @@ impl Classify for SetupError {
             | SetupError::TokenUrl { .. }
             | SetupError::Credential { .. } => Class::Config,
             SetupError::Value(e) => e.class(),
+            SetupError::ClientAuth { source, .. } => source.class(),
         }
     }
 }

@@ -5,16 +5,16 @@
 //! the cache is long-lived; a failed renewal keeps the last good token until it expires
 //! and backs off. This module does not know connections: `remote` maps them to apps.
 
-use crate::config::model::ClientAuth;
+use crate::config::model::{ClientAuth, Grant};
 use crate::error::{Class, Classify};
 use crate::http::client::{HttpClient, Request};
 use crate::metrics::{Call, Metrics};
 use crate::retry::{self, retry, Failure, GaveUp, Reason, Until};
 use crate::secret::Secret;
+use crate::source::client_auth::{self, federated, ClientAuthError, Material, Prepared};
 use arc_swap::ArcSwapOption;
-use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{Method, StatusCode, Uri};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -26,6 +26,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// RFC 8693 §2.1: the token-exchange grant.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// Lifetime assumed when the token endpoint omits `expires_in`.
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// The longest lifetime believed: a token is renewed at least about daily, and no
@@ -36,8 +38,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a background renewal keeps retrying before it waits for the next round.
 const RENEWAL_BUDGET: Duration = Duration::from_secs(30);
 
-/// One OAuth application: where tokens come from and for whom. Its Debug shows the
-/// client ID as logs do (not at all when it is secret).
+/// One OAuth application: where tokens come from, for whom and what for; every field is
+/// part of the token cache's key, so that two connections of one client with different
+/// audiences get two tokens. Its Debug shows the client ID as logs do (not at all when it
+/// is secret).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AppKey {
     pub token_url: String,
@@ -46,6 +50,12 @@ pub struct AppKey {
     pub scopes: Vec<String>,
     /// The descriptor marks ConsumerKey `secret`: logs and errors do not show it.
     pub client_id_secret: bool,
+    /// How the client proves itself.
+    pub method: ClientAuth,
+    /// The grant (with, for token exchange, the subject token's file and type).
+    pub grant: Grant,
+    /// The form fields every request adds (`audience`, `resource`, `oauth.params`), in order.
+    pub fields: Vec<(String, String)>,
 }
 
 impl AppKey {
@@ -53,7 +63,23 @@ impl AppKey {
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
-        AppKey { token_url: token_url.to_owned(), client_id: client_id.to_owned(), scopes, client_id_secret: false }
+        AppKey {
+            token_url: token_url.to_owned(),
+            client_id: client_id.to_owned(),
+            scopes,
+            client_id_secret: false,
+            method: ClientAuth::Basic,
+            grant: Grant::ClientCredentials,
+            fields: Vec::new(),
+        }
+    }
+
+    /// The same application asked with `method`, `grant` and these form `fields`.
+    pub fn asked(mut self, method: ClientAuth, grant: Grant, fields: Vec<(String, String)>) -> AppKey {
+        self.method = method;
+        self.grant = grant;
+        self.fields = fields;
+        self
     }
 
     /// The same application, its client ID a secret (never logged nor in errors).
@@ -78,6 +104,9 @@ impl std::fmt::Debug for AppKey {
             .field("token_url", &self.token_url)
             .field("client_id", &format_args!("{}", self.shown_client_id()))
             .field("scopes", &self.scopes)
+            .field("method", &self.method.name())
+            .field("grant", &self.grant.name())
+            .field("fields", &self.fields)
             .finish()
     }
 }
@@ -87,22 +116,35 @@ pub struct Credentials {
     pub key: AppKey,
     /// Checked by `http::url::check_url`.
     pub url: Uri,
-    pub secret: Secret,
-    pub auth: ClientAuth,
+    /// What the client authentication method reads (the secret, a key, a file).
+    pub auth: Material,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
-    #[error("the token endpoint {url} refused client {client_id}: {error}{}; check ConsumerKey and ConsumerSecret (this is permanent: connd will not retry)", describe(description))]
-    Refused { url: String, client_id: String, error: String, description: Option<String> },
+    #[error("the token endpoint {url} refused client {client_id}: {error}{}; it authenticated with {}: {} (this is permanent: connd will not retry)", describe(description), method.name(), client_auth::refusal_fix(*method))]
+    Refused { url: String, client_id: String, error: String, description: Option<String>, method: ClientAuth },
     #[error("the token endpoint {url} rejected the request of client {client_id}: {error}{}", describe(description))]
     Rejected { url: String, client_id: String, error: String, description: Option<String> },
     #[error("the token endpoint {url} is unavailable: gave up after {attempts} attempt(s) in {elapsed:.1?}; last cause: {cause}")]
     Unavailable { url: String, attempts: u32, elapsed: Duration, cause: String },
     #[error("the token endpoint {url} is unavailable: {cause}; retrying")]
     Down { url: String, cause: String },
+    /// An answer connd cannot use (an empty or unparsable body, no `access_token`, a
+    /// `token_type` other than Bearer): transient, since the next answer may be good.
     #[error("bad answer from the token endpoint {url}: {cause}")]
     BadAnswer { url: String, cause: String },
+    /// The exchange failed in a way asking again does not fix (a TLS fault, a forward
+    /// proxy's refusal, an oversized answer).
+    #[error("cannot use the token endpoint {url}: {cause}")]
+    Broken { url: String, cause: String },
+    /// The client authentication cannot be made (a key or certificate that cannot be
+    /// used): a config error.
+    #[error("cannot authenticate client {client_id} to the token endpoint {url} with {}: {cause}", method.name())]
+    Setup { url: String, client_id: String, method: ClientAuth, cause: ClientAuthError },
+    /// A workload token file is empty or unreadable: this request cannot be made yet.
+    #[error("cannot ask the token endpoint {url} yet: {cause}")]
+    NotYet { url: String, cause: ClientAuthError },
     /// A TLS file (`--ca-file`, `--client-cert`, `--client-key`) is unusable: a setup error.
     #[error("cannot talk to the token endpoint {url}: {cause}")]
     Tls { url: String, cause: String },
@@ -112,13 +154,18 @@ fn describe(description: &Option<String>) -> String {
     description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
-/// Only an unavailable endpoint is worth retrying: the background renewal stops on the others.
+/// docs/oauth.md: only a refusal, a rejection or a broken setup is permanent (the background
+/// renewal stops on them); an unavailable endpoint and an unusable answer are retried.
 impl Classify for OAuthError {
     fn class(&self) -> Class {
         match self {
             OAuthError::Refused { .. } | OAuthError::Rejected { .. } => Class::Refused,
-            OAuthError::Unavailable { .. } | OAuthError::Down { .. } => Class::Unavailable,
-            OAuthError::BadAnswer { .. } => Class::BadAnswer,
+            OAuthError::Unavailable { .. } | OAuthError::Down { .. } | OAuthError::BadAnswer { .. } => {
+                Class::Unavailable
+            }
+            OAuthError::Broken { .. } => Class::BadAnswer,
+            OAuthError::Setup { .. } => Class::Config,
+            OAuthError::NotYet { .. } => Class::Unavailable,
             OAuthError::Tls { .. } => Class::Config,
         }
     }
@@ -144,9 +191,9 @@ struct Failures {
 struct App {
     key: AppKey,
     url: Uri,
-    auth: ClientAuth,
-    /// The latest secret a caller gave: a rotated secret is used from the next request.
-    secret: Mutex<Secret>,
+    /// The latest material a caller gave and the method prepared from it: a rotated
+    /// secret or key is used from the next request.
+    auth: Mutex<Option<(Material, Arc<Prepared>)>>,
     current: ArcSwapOption<CachedToken>,
     /// The single-flight gate: held by whoever is requesting a token.
     gate: tokio::sync::Mutex<()>,
@@ -281,8 +328,7 @@ impl TokenCache {
                         Arc::new(App {
                             key: creds.key.clone(),
                             url: creds.url.clone(),
-                            auth: creds.auth,
-                            secret: Mutex::new(creds.secret.clone()),
+                            auth: Mutex::new(None),
                             current: ArcSwapOption::empty(),
                             gate: tokio::sync::Mutex::new(()),
                             failures: Mutex::new(Failures::default()),
@@ -296,12 +342,7 @@ impl TokenCache {
                 }
             }
         };
-        {
-            let mut secret = app.secret.lock();
-            if *secret != creds.secret {
-                *secret = creds.secret;
-            }
-        }
+        app.prepare(creds.auth, &self.shared.http)?;
         let token = app.get(&self.shared.http, deadline).await?;
         if self.shared.until.renews_in_background() {
             self.arm_refresher(&app);
@@ -350,6 +391,28 @@ async fn refresh_loop(app: Weak<App>, http: Arc<HttpClient>) {
 }
 
 impl App {
+    /// Keeps `material` and the method prepared from it, preparing it again only when it
+    /// changed (a rotated key is parsed once).
+    fn prepare(&self, material: Material, http: &HttpClient) -> Result<(), OAuthError> {
+        let mut auth = self.auth.lock();
+        if auth.as_ref().is_some_and(|(known, _)| *known == material) {
+            return Ok(());
+        }
+        let prepared = client_auth::prepare(&material, http).map_err(|cause| OAuthError::Setup {
+            url: self.key.token_url.clone(),
+            client_id: self.key.shown_client_id(),
+            method: material.method(),
+            cause,
+        })?;
+        *auth = Some((material, Arc::new(prepared)));
+        Ok(())
+    }
+
+    /// The prepared method and the material it came from.
+    fn prepared(&self) -> Option<(Material, Arc<Prepared>)> {
+        self.auth.lock().clone()
+    }
+
     fn fresh(&self, now: Instant) -> Option<Arc<CachedToken>> {
         self.current.load_full().filter(|t| now < t.refresh_at)
     }
@@ -405,6 +468,7 @@ impl App {
             Ok(_) => Call::Ok,
             Err(Attempt::Transient(_)) => Call::failed(Class::Unavailable),
             Err(Attempt::Permanent(OAuthError::Rejected { .. })) => Call::Rejected,
+            Err(Attempt::Permanent(OAuthError::BadAnswer { .. })) => Call::failed(Class::BadAnswer),
             Err(Attempt::Permanent(e)) => Call::failed(e.class()),
         });
         let now = Instant::now();
@@ -436,34 +500,42 @@ impl App {
         failures.last = Some(error.clone());
     }
 
-    /// The token request's headers and form body, with the client authentication.
-    fn token_request(&self) -> Result<Request, OAuthError> {
-        let bad = |cause: String| OAuthError::BadAnswer { url: self.key.token_url.clone(), cause };
-        let secret = self.secret.lock().clone();
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
+    /// The token request's headers and form body, with the grant's fields, the fields of
+    /// `oauth` and the client authentication of `prepared`.
+    async fn token_request(&self, prepared: &Prepared) -> Result<Request, OAuthError> {
+        let url = &self.key.token_url;
+        let failed = |cause: ClientAuthError| match cause.class() {
+            Class::Unavailable => OAuthError::NotYet { url: url.clone(), cause },
+            _ => OAuthError::Setup {
+                url: url.clone(),
+                client_id: self.key.shown_client_id(),
+                method: self.key.method,
+                cause,
+            },
+        };
+        let mut form = client_auth::Form::default();
+        match &self.key.grant {
+            Grant::ClientCredentials => {
+                form.append_pair("grant_type", "client_credentials");
+            }
+            Grant::TokenExchange { subject_token_file, subject_token_type } => {
+                let subject = federated::read(subject_token_file, "oauth.subjectTokenFile").await.map_err(failed)?;
+                form.append_pair("grant_type", TOKEN_EXCHANGE);
+                form.append_pair("subject_token", subject.expose());
+                form.append_pair("subject_token_type", subject_token_type);
+            }
+        }
         if !self.key.scopes.is_empty() {
             form.append_pair("scope", &self.key.scopes.join(" "));
+        }
+        for (name, value) in &self.key.fields {
+            form.append_pair(name, value);
         }
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        match self.auth {
-            ClientAuth::Basic => {
-                // RFC 6749 §2.3.1: each part form-urlencoded before base64.
-                let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", encode(&self.key.client_id), encode(secret.expose()));
-                let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-                let mut value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| bad(e.to_string()))?;
-                value.set_sensitive(true);
-                headers.insert(AUTHORIZATION, value);
-            }
-            ClientAuth::Post => {
-                form.append_pair("client_id", &self.key.client_id);
-                form.append_pair("client_secret", secret.expose());
-            }
-        }
-        let body = Secret::new(form.finish());
+        prepared.apply(&self.key.client_id, url, &mut form, &mut headers).await.map_err(failed)?;
+        let body = form.finish();
         Ok(Request {
             method: Method::POST,
             url: self.url.clone(),
@@ -475,7 +547,12 @@ impl App {
     async fn request(&self, http: &HttpClient, deadline: Instant) -> Result<CachedToken, Attempt> {
         let url = &self.key.token_url;
         let bad = |cause: String| Attempt::Permanent(OAuthError::BadAnswer { url: url.clone(), cause });
-        let request = self.token_request().map_err(Attempt::Permanent)?;
+        let Some((material, prepared)) = self.prepared() else {
+            let cause = "no client authentication was given".to_owned();
+            return Err(Attempt::Permanent(OAuthError::Broken { url: url.clone(), cause }));
+        };
+        let request = self.token_request(&prepared).await.map_err(Attempt::Permanent)?;
+        let http = prepared.http().map_or(http, |own| own.as_ref());
         let sent = Instant::now();
         let response = match http.send(request, deadline.min(sent + REQUEST_TIMEOUT)).await {
             Ok(r) => r,
@@ -483,7 +560,7 @@ impl App {
             Err(e) if e.class() == crate::error::Class::Config => {
                 return Err(Attempt::Permanent(OAuthError::Tls { url: url.clone(), cause: e.to_string() }));
             }
-            Err(e) => return Err(bad(e.to_string())),
+            Err(e) => return Err(Attempt::Permanent(OAuthError::Broken { url: url.clone(), cause: e.to_string() })),
         };
         let status = response.status;
         if retry::transient_status(status) {
@@ -500,6 +577,16 @@ impl App {
             if answer.access_token.is_empty() {
                 return Err(bad("the access_token is empty".into()));
             }
+            // RFC 6749 §7.1: a client must not use a token whose type it does not understand.
+            match answer.token_type.as_deref() {
+                None => {}
+                Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+                Some(other) => {
+                    return Err(bad(format!(
+                        "the token_type is {other:?}, not Bearer: connd sends only Bearer tokens (RFC 6749 §7.1)"
+                    )))
+                }
+            }
             let ttl = match answer.expires_in {
                 None => {
                     tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
@@ -511,7 +598,7 @@ impl App {
             let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
             return Ok(CachedToken {
                 access_token: Secret::new(answer.access_token),
-                token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
+                token_type: "Bearer".into(),
                 expires_at: sent + ttl,
                 refresh_at: sent + refresh_in,
             });
@@ -522,14 +609,21 @@ impl App {
             // 401/403 refuse the client whatever the body (docs/commands.md: exit 77).
             if refused {
                 let (url, error) = (url.clone(), status.to_string());
-                return Err(Attempt::Permanent(OAuthError::Refused { url, client_id, error, description: None }));
+                let method = self.key.method;
+                return Err(Attempt::Permanent(OAuthError::Refused {
+                    url,
+                    client_id,
+                    error,
+                    description: None,
+                    method,
+                }));
             }
             return Err(bad(format!("unexpected status {status}")));
         };
         // The endpoint's words may quote what it was sent: never show the secret in them.
-        let secret = self.secret.lock().clone();
+        let secret = material.secret().map(Secret::expose).unwrap_or_default();
         let hide = |text: String| {
-            let text = match secret.expose() {
+            let text = match secret {
                 s if !s.is_empty() && text.contains(s) => text.replace(s, "(ConsumerSecret)"),
                 _ => text,
             };
@@ -541,14 +635,19 @@ impl App {
         let (error_code, description) =
             (hide(error.error), error.error_description.filter(|d| !d.is_empty()).map(hide));
         Err(Attempt::Permanent(match error_code.as_str() {
-            "invalid_client" | "unauthorized_client" => {
-                OAuthError::Refused { url: url.clone(), client_id, error: error_code, description }
-            }
+            "invalid_client" | "unauthorized_client" => OAuthError::Refused {
+                url: url.clone(),
+                client_id,
+                error: error_code,
+                description,
+                method: self.key.method,
+            },
             _ if refused => OAuthError::Refused {
                 url: url.clone(),
                 client_id,
                 error: format!("{status}, {error_code}"),
                 description,
+                method: self.key.method,
             },
             _ => OAuthError::Rejected { url: url.clone(), client_id, error: error_code, description },
         }))

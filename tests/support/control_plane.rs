@@ -152,6 +152,37 @@ impl Pki {
         self.server_key = key_pem.as_bytes().to_vec();
     }
 
+    /// A client certificate for `common_name` signed by this CA, and its key, as PEM
+    /// files: `(cert, key)`.
+    pub fn client_named(&self, common_name: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("client key");
+        let mut params = CertificateParams::new(vec![common_name.to_owned()]).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.ca).expect("client cert");
+        let (cert_path, key_path) =
+            (self.dir.path().join(format!("{common_name}.pem")), self.dir.path().join(format!("{common_name}.key")));
+        std::fs::write(&cert_path, cert.pem()).expect("write PEM");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write PEM");
+        (cert_path, key_path)
+    }
+
+    /// The server's certificate and key as PEM files, for servers of other tools: `(cert, key)`.
+    pub fn server_files(&self) -> (PathBuf, PathBuf) {
+        let pem: String = self
+            .server_chain
+            .iter()
+            .map(|der| {
+                let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref());
+                let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+                format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+            })
+            .collect();
+        let (cert, key) = (self.dir.path().join("server.pem"), self.dir.path().join("server.key"));
+        std::fs::write(&cert, pem).expect("write PEM");
+        std::fs::write(&key, &self.server_key).expect("write PEM");
+        (cert, key)
+    }
+
     /// The CA's private key, PEM, for signing with other tools.
     pub fn ca_key_pem(&self) -> String {
         self.ca.key().serialize_pem()

@@ -36,6 +36,7 @@ const INSTALL_HINT: &str = "run: npm ci --prefix tests/support/oidc";
 #[derive(Clone, Debug)]
 pub struct Client {
     pub id: String,
+    /// Empty for the methods without a secret.
     pub secret: String,
     /// `"client_secret_basic"` or `"client_secret_post"`: the method the client is
     /// registered with. oidc-provider accepts either method from any client that
@@ -44,17 +45,32 @@ pub struct Client {
     pub auth: &'static str,
     /// Space-separated scopes this client may request, e.g. `"read write"`.
     pub scope: String,
+    /// More registration fields for server.mjs (`key_pem`, `kid`,
+    /// `tls_client_auth_subject_dn`, `token_exchange`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Client {
     /// A client registered for `client_secret_basic`.
     pub fn basic(id: &str, secret: &str, scope: &str) -> Client {
-        Client { id: id.into(), secret: secret.into(), auth: "client_secret_basic", scope: scope.into() }
+        Client::with_method(id, secret, "client_secret_basic", scope)
+    }
+
+    /// A client registered for `method` (any server.mjs knows; `secret` empty when the
+    /// method has none).
+    pub fn with_method(id: &str, secret: &str, method: &'static str, scope: &str) -> Client {
+        Client { id: id.into(), secret: secret.into(), auth: method, scope: scope.into(), extra: Default::default() }
+    }
+
+    /// This client with one more registration field.
+    pub fn field(mut self, key: &str, value: serde_json::Value) -> Client {
+        self.extra.insert(key.into(), value);
+        self
     }
 
     /// A client registered for `client_secret_post`.
     pub fn post(id: &str, secret: &str, scope: &str) -> Client {
-        Client { id: id.into(), secret: secret.into(), auth: "client_secret_post", scope: scope.into() }
+        Client::with_method(id, secret, "client_secret_post", scope)
     }
 }
 
@@ -81,8 +97,10 @@ pub struct OidcProvider {
     stderr_forwarder: Option<JoinHandle<()>>,
     /// The last lines the server wrote to stderr, for start-up failure messages.
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    /// From the ready line: where the test-only routes are.
+    /// From the ready line: where the provider listens.
     port: u16,
+    /// From the ready line: where the test-only routes are (plain http).
+    admin_port: u16,
     /// From the ready line, as the provider itself reports them.
     issuer: String,
     token_url: String,
@@ -95,15 +113,14 @@ impl OidcProvider {
     /// Panics, with what to do, if Node.js or the installed provider is missing,
     /// or if the server does not report ready within 20 seconds.
     pub fn start(clients: &[Client], token_ttl_secs: u64) -> OidcProvider {
+        OidcProvider::start_with(clients, token_ttl_secs, None)
+    }
+
+    /// As [`Self::start`], over https with `requestCert` when `tls` names the server's
+    /// certificate, key and the CA its clients' certificates are checked against
+    /// (`(cert, key, ca)`): the provider's mTLS feature (`tls_client_auth`) is on.
+    pub fn start_with(clients: &[Client], token_ttl_secs: u64, tls: Option<(&Path, &Path, &Path)>) -> OidcProvider {
         assert!(!clients.is_empty(), "OidcProvider::start needs at least one client");
-        for c in clients {
-            assert!(
-                c.auth == "client_secret_basic" || c.auth == "client_secret_post",
-                "client {:?}: auth must be \"client_secret_basic\" or \"client_secret_post\", not {:?}",
-                c.id,
-                c.auth
-            );
-        }
 
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/oidc");
         let script = dir.join("server.mjs");
@@ -117,17 +134,23 @@ impl OidcProvider {
             clients
                 .iter()
                 .map(|c| {
-                    serde_json::json!({
+                    let mut v = serde_json::json!({
                         "client_id": c.id,
                         "client_secret": c.secret,
                         "token_endpoint_auth_method": c.auth,
                         "scope": c.scope,
-                    })
+                    });
+                    v.as_object_mut().expect("an object").extend(c.extra.clone());
+                    v
                 })
                 .collect(),
         );
 
-        let mut child = match Command::new("node")
+        let mut command = Command::new("node");
+        if let Some((cert, key, ca)) = tls {
+            command.env("OIDC_TLS", serde_json::json!({"cert": cert, "key": key, "ca": ca}).to_string());
+        }
+        let mut child = match command
             .arg(&script)
             .current_dir(&dir)
             .env("OIDC_CLIENTS", clients_json.to_string())
@@ -191,6 +214,7 @@ impl OidcProvider {
             stderr_forwarder: Some(stderr_forwarder),
             stderr_tail,
             port: 0,
+            admin_port: 0,
             issuer: String::new(),
             token_url: String::new(),
         };
@@ -238,6 +262,7 @@ impl OidcProvider {
             panic!("unexpected ready line from the OIDC test server: {line}");
         };
         provider.port = port;
+        provider.admin_port = field("admin_port").as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(port);
         provider.issuer = issuer;
         provider.token_url = token_url;
         provider
@@ -295,6 +320,14 @@ impl OidcProvider {
         }
     }
 
+    /// Every token request as the provider judged it (see server.mjs, `/_test/seen`).
+    pub fn seen(&self) -> Vec<serde_json::Value> {
+        match self.request("GET", "/_test/seen") {
+            serde_json::Value::Array(all) => all,
+            other => panic!("/_test/seen is not a list: {other}"),
+        }
+    }
+
     /// Zeroes the counters.
     pub fn reset(&self) {
         self.request("POST", "/_test/reset");
@@ -302,15 +335,15 @@ impl OidcProvider {
 
     /// One HTTP/1.0 request to the test-only routes; returns the JSON body.
     fn request(&self, method: &str, path: &str) -> serde_json::Value {
-        let what = format!("{method} {path} on the OIDC test server (port {})", self.port);
+        let what = format!("{method} {path} on the OIDC test server (port {})", self.admin_port);
         let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).unwrap_or_else(|e| panic!("{what}: connect: {e}"));
+            TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap_or_else(|e| panic!("{what}: connect: {e}"));
         stream.set_read_timeout(Some(HTTP_TIMEOUT)).expect("set_read_timeout");
         stream.set_write_timeout(Some(HTTP_TIMEOUT)).expect("set_write_timeout");
         write!(
             stream,
             "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n",
-            self.port
+            self.admin_port
         )
         .unwrap_or_else(|e| panic!("{what}: write: {e}"));
         let mut raw = Vec::new();

@@ -146,19 +146,7 @@ fn oauth(
 ) -> Option<model::OAuth> {
     match (security, oauth) {
         (model::Security::OAuth2, oauth) => {
-            let missing: Vec<&str> = ["ConsumerKey", "ConsumerSecret", "TokenURL"]
-                .into_iter()
-                .filter(|k| !parameters.contains_key(*k))
-                .collect();
-            if !missing.is_empty() {
-                diags.error(
-                    at("security"),
-                    format!("OAuth connection {name:?} lacks {}", missing.join(", ")),
-                    "add those parameters: an oauth2 connection needs ConsumerKey, ConsumerSecret and TokenURL",
-                );
-            }
-            let oauth = oauth.unwrap_or_default();
-            Some(model::OAuth { scopes: oauth.scopes, client_auth: oauth.client_auth })
+            Some(crate::config::oauth::settings(name, oauth.unwrap_or_default(), parameters, at, diags))
         }
         (_, Some(_)) => {
             diags.error(

@@ -11,8 +11,16 @@
 //                     "scope":"read write"}, ...]
 //                   token_endpoint_auth_method is client_secret_basic (default)
 //                   or client_secret_post; scope is optional.
+//                   Other methods: client_secret_jwt (with client_secret),
+//                   private_key_jwt (with "key_pem": a PEM key whose public half is
+//                   registered as the client's JWKS, "kid" optional), tls_client_auth
+//                   (with "tls_client_auth_subject_dn": "CN=<name>"). "token_exchange":
+//                   true also registers the RFC 8693 grant for the client.
 //   OIDC_TOKEN_TTL  lifetime of client-credentials access tokens in seconds
 //                   (default 3600); the token response's expires_in.
+//   OIDC_TLS        optional JSON {"cert": PATH, "key": PATH, "ca": PATH}: serve https
+//                   with requestCert (mTLS, RFC 8705) trusting client certificates
+//                   signed by "ca"; the provider's mTLS feature (tls_client_auth) is on.
 //
 // stdout carries exactly one line, printed once the server listens:
 //   {"ready":true,"port":N,"issuer":"http://127.0.0.1:N","token_url":"http://127.0.0.1:N/token",
@@ -28,11 +36,18 @@
 //                         requests presented client credentials (Authorization: Basic
 //                         header, client_secret in the form body, or neither)
 //   POST /_test/reset  -> zeroes all counters, answers the zeroed stats
+//   GET  /_test/seen   -> every token request as the provider judged it:
+//                         [{status, error, client_id, method, grant_type, assertion:
+//                           {header, payload} | null, resource, audience, subject_token,
+//                           access_token_claims}] (access_token_claims: the payload of a
+//                         JWT access token issued for a resource indicator)
 //
 // The process exits on SIGTERM/SIGINT/SIGHUP and when its stdin reaches EOF, so a
 // provider whose test process died (closing the pipe) never outlives it.
 
 import * as http from 'node:http';
+import * as https from 'node:https';
+import * as fs from 'node:fs';
 import * as crypto from 'node:crypto';
 
 // oidc-provider prints its notices with console.info (stdout). stdout is reserved
@@ -47,6 +62,8 @@ function fail(message) {
   process.exit(2);
 }
 
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
 function readClients() {
   const raw = process.env.OIDC_CLIENTS;
   if (!raw) fail('OIDC_CLIENTS is not set (a JSON array of clients)');
@@ -60,20 +77,29 @@ function readClients() {
   return list.map((c, i) => {
     if (!c || typeof c !== 'object') fail(`OIDC_CLIENTS[${i}] is not an object`);
     if (typeof c.client_id !== 'string' || !c.client_id) fail(`OIDC_CLIENTS[${i}].client_id must be a non-empty string`);
-    if (typeof c.client_secret !== 'string' || !c.client_secret) fail(`OIDC_CLIENTS[${i}].client_secret must be a non-empty string`);
     const method = c.token_endpoint_auth_method ?? 'client_secret_basic';
-    if (method !== 'client_secret_basic' && method !== 'client_secret_post') {
-      fail(`OIDC_CLIENTS[${i}].token_endpoint_auth_method must be client_secret_basic or client_secret_post`);
-    }
+    const methods = ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'tls_client_auth'];
+    if (!methods.includes(method)) fail(`OIDC_CLIENTS[${i}].token_endpoint_auth_method must be one of ${methods.join(', ')}`);
+    const secretMethod = method.startsWith('client_secret_');
+    if (secretMethod && (typeof c.client_secret !== 'string' || !c.client_secret)) fail(`OIDC_CLIENTS[${i}].client_secret must be a non-empty string`);
     const scope = (c.scope ?? '').split(/\s+/).filter(Boolean).join(' ');
+    const extra = {};
+    if (method === 'private_key_jwt') {
+      if (typeof c.key_pem !== 'string') fail(`OIDC_CLIENTS[${i}].key_pem is needed for private_key_jwt`);
+      const jwk = crypto.createPublicKey(c.key_pem).export({ format: 'jwk' });
+      extra.jwks = { keys: [{ ...jwk, ...(c.kid ? { kid: c.kid } : {}) }] };
+    }
+    if (method === 'tls_client_auth') extra.tls_client_auth_subject_dn = c.tls_client_auth_subject_dn;
+    if (c.token_endpoint_auth_signing_alg) extra.token_endpoint_auth_signing_alg = c.token_endpoint_auth_signing_alg;
     return {
       client_id: c.client_id,
-      client_secret: c.client_secret,
+      ...(secretMethod ? { client_secret: c.client_secret } : {}),
       token_endpoint_auth_method: method,
-      grant_types: ['client_credentials'],
+      grant_types: ['client_credentials', ...(c.token_exchange ? [TOKEN_EXCHANGE] : [])],
       response_types: [],
       redirect_uris: [],
       ...(scope ? { scope } : {}),
+      ...extra,
     };
   });
 }
@@ -107,14 +133,28 @@ let handler = (req, res) => {
   res.statusCode = 503;
   res.end();
 };
-const server = http.createServer((req, res) => handler(req, res));
+const tlsFiles = process.env.OIDC_TLS ? JSON.parse(process.env.OIDC_TLS) : null;
+const server = tlsFiles
+  ? https.createServer({
+    cert: fs.readFileSync(tlsFiles.cert),
+    key: fs.readFileSync(tlsFiles.key),
+    ca: fs.readFileSync(tlsFiles.ca),
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, (req, res) => handler(req, res))
+  : http.createServer((req, res) => handler(req, res));
 
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(0, '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const origin = `http://127.0.0.1:${port}`;
+// The test-only routes are also served over plain http on a port of their own, so a test
+// reaches them whether or not the provider itself speaks TLS.
+const admin = tlsFiles ? http.createServer((req, res) => handler(req, res)) : server;
+if (tlsFiles) await new Promise((resolve) => admin.listen(0, '127.0.0.1', resolve));
+const adminPort = admin.address().port;
+const origin = `${tlsFiles ? 'https' : 'http'}://127.0.0.1:${port}`;
 const issuer = origin;
 
 const provider = new Provider(issuer, {
@@ -122,14 +162,63 @@ const provider = new Provider(issuer, {
   scopes: [...scopes],
   jwks: { keys: [jwk] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', ...(tlsFiles ? ['tls_client_auth'] : [])],
   features: {
     clientCredentials: { enabled: true },
     devInteractions: { enabled: false },
+    mTLS: {
+      enabled: Boolean(tlsFiles),
+      tlsClientAuth: true,
+      getCertificate(ctx) {
+        const peer = ctx.socket.getPeerCertificate?.();
+        if (!peer || !peer.raw) return undefined;
+        return `-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64').match(/.{1,64}/g).join('\n')}\n-----END CERTIFICATE-----`;
+      },
+      certificateAuthorized(ctx) {
+        return ctx.socket.authorized === true;
+      },
+      certificateSubjectMatches(ctx, property, expected) {
+        const peer = ctx.socket.getPeerCertificate?.();
+        return property === 'tls_client_auth_subject_dn' && Boolean(peer?.subject) && `CN=${peer.subject.CN}` === expected;
+      },
+    },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => undefined,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => ({
+        scope: [...scopes].join(' '),
+        audience: resource,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
   },
   ttl: {
     ClientCredentials: tokenTtl,
   },
 });
+
+// RFC 8693 token exchange, as the test's authorization server does it: the client is
+// authenticated by the provider (any of its methods); a non-empty subject_token is
+// exchanged for a client-credentials access token of that client.
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const { subject_token: subject, subject_token_type: subjectType } = ctx.oidc.params;
+  if (!subject) {
+    ctx.status = 400;
+    ctx.body = { error: 'invalid_request', error_description: 'subject_token missing' };
+    return;
+  }
+  const token = new provider.ClientCredentials({ client: ctx.oidc.client, scope: ctx.oidc.params.scope || undefined });
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    subject_token_type_seen: subjectType,
+  };
+}, ['subject_token', 'subject_token_type', 'audience', 'resource', 'scope'], ['audience', 'resource']);
 
 // Counting. The token endpoint URL is the one the provider itself builds for its
 // "token" route (the same value its discovery document advertises).
@@ -142,6 +231,17 @@ const stats = { token_requests: 0, token_successes: 0 };
 // for a test to tell which one the caller used.
 const authMethods = { client_secret_basic: 0, client_secret_post: 0, none: 0 };
 const snapshot = () => ({ ...stats, auth_methods: { ...authMethods } });
+// Every token request as the provider judged it (see /_test/seen).
+const seen = [];
+const decodeJwt = (jwt) => {
+  try {
+    const [h, p] = jwt.split('.');
+    return { header: JSON.parse(Buffer.from(h, 'base64url')), payload: JSON.parse(Buffer.from(p, 'base64url')) };
+  } catch {
+    return null;
+  }
+};
+const list = (v) => (v === undefined ? [] : [].concat(v));
 
 // provider.use() places the middleware ahead of the provider's own error handling,
 // so after `await next()` the final status of every request is known.
@@ -149,6 +249,11 @@ provider.use(async (ctx, next) => {
   if (ctx.path === '/_test/stats' && ctx.method === 'GET') {
     ctx.status = 200;
     ctx.body = snapshot();
+    return;
+  }
+  if (ctx.path === '/_test/seen' && ctx.method === 'GET') {
+    ctx.status = 200;
+    ctx.body = seen;
     return;
   }
   if (ctx.path === '/_test/reset' && ctx.method === 'POST') {
@@ -180,6 +285,27 @@ provider.use(async (ctx, next) => {
     if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object' && ctx.body.access_token) {
       stats.token_successes += 1;
     }
+    let body = {};
+    try {
+      body = ctx.oidc?.body ?? {};
+    } catch {
+      // no parsed body
+    }
+    const answer = ctx.body && typeof ctx.body === 'object' ? ctx.body : {};
+    seen.push({
+      status: ctx.status,
+      error: answer.error ?? null,
+      error_description: answer.error_description ?? null,
+      client_id: ctx.oidc?.client?.clientId ?? null,
+      method: ctx.oidc?.client?.clientAuthMethod ?? null,
+      grant_type: body.grant_type ?? null,
+      assertion: body.client_assertion ? decodeJwt(body.client_assertion) : null,
+      resource: list(body.resource),
+      audience: list(body.audience),
+      subject_token: body.subject_token ?? null,
+      subject_token_type: body.subject_token_type ?? null,
+      access_token_claims: typeof answer.access_token === 'string' ? decodeJwt(answer.access_token)?.payload ?? null : null,
+    });
   }
 });
 
@@ -209,6 +335,7 @@ function shutdown(reason) {
   exiting = true;
   process.stderr.write(`oidc test server: exiting (${reason})\n`);
   server.close();
+  if (admin !== server) admin.close();
   server.closeAllConnections?.();
   process.exit(0);
 }
@@ -221,6 +348,7 @@ process.stdin.resume();
 process.stdout.write(`${JSON.stringify({
   ready: true,
   port,
+  admin_port: adminPort,
   issuer,
   token_url: tokenUrl,
   stats_url: `${origin}/_test/stats`,
