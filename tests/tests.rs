@@ -7,6 +7,8 @@ mod support;
 
 /// The API's limits: header-read timeout, idle connections, the connection cap.
 mod api_limits;
+/// The outage cache: restarts during an outage start on it; every untrusted cache is ignored.
+mod cache;
 /// `check`, `env` and `exec` end to end on valid directories: names, formats, exec.
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
