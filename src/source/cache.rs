@@ -366,13 +366,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// `d` as people read an age: `45s`, `12m30s`, `3h5m`, `2d4h`.
+/// `d` as people read an age: `45s`, `12m30s`, `27h5m`.
 pub fn words(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{}s", s / 60, s % 60),
-        3600..=86399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
     }
 }
