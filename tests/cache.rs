@@ -290,3 +290,53 @@ async fn serve_starts_on_the_cache_marked_stale_until_the_control_plane_answers(
         &["connd_cache_stale 0", "connd_cache_writes_total{result=\"written\"}"],
     );
 }
+
+#[test]
+fn run_restarted_during_an_outage_starts_its_workload_on_the_cached_values() {
+    let (f, cache) = (hr_remote(), CacheDir::new());
+    let (cp, url, ca) = cached_once(&f, &cache);
+    drop(cp);
+    let run = ["run", "--", "sh", "-c", "echo \"key=$CHOREO_HR_CONNECTION_CONSUMERKEY\""];
+    let restarted = connd_on(&f, &url, &ca, &run, &cache.args());
+    assert_eq!(restarted.code, 0, "{restarted:?}");
+    assert_eq!(restarted.stdout, "key=key-1\n");
+    assert_contains(&restarted.stderr, &["starting on the values it gave"]);
+}
+
+/// `serve` with flags `extra` on `f`, stopped when it exits by itself: its code and stderr.
+fn serve_until_exit(f: &Fixture, extra: &[String]) -> (i32, String) {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    Daemon::start(f.path(), &extra, &[]).wait()
+}
+
+#[test]
+fn serve_with_a_revoked_client_exits_77_whatever_the_cache_holds() {
+    let (f, cache) = (hr_remote(), CacheDir::new());
+    let (cp, url, ca) = cached_once(&f, &cache);
+    cp.script(HR_ID, vec![Reply::Status(401)]);
+    let mut extra = vec!["--control-plane".to_owned(), url, "--ca-file".into(), ca.display().to_string()];
+    extra.extend(cache.args());
+    extra.extend(["--startup-timeout".into(), "2s".into()]);
+    let (code, stderr) = serve_until_exit(&f, &extra);
+    assert_eq!(code, 77, "{stderr}");
+    assert!(!stderr.contains("starting on the values"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_without_a_writable_cache_dir_counts_it_and_serves() {
+    let f = hr_remote();
+    let cache = CacheDir::new();
+    let cp = FakeControlPlane::start(false);
+    cp.script(HR_ID, vec![Reply::ok("1", &[("ConsumerKey", "key-1")])]);
+    let blocked = cache.key().join("cache").display().to_string();
+    let key = cache.key().display().to_string();
+    let extra =
+        ["--control-plane", &cp.url(), "--ca-file", &cp.ca_file().display().to_string()].map(str::to_owned).to_vec();
+    let mut extra = extra;
+    extra.extend(["--cache-dir".into(), blocked, "--cache-key-file".into(), key]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(f.path(), &extra, &[]);
+    daemon.ready().await;
+    let metrics = request(&daemon.socket, Method::GET, "/metrics").await.unwrap();
+    assert_contains(&String::from_utf8_lossy(&metrics.body), &["connd_cache_disabled 1", "connd_cache_stale 0"]);
+}
