@@ -33,6 +33,8 @@ mod faults;
 /// Files (docs/files.md): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
+/// A fleet on one control plane: replicas started together do not refresh in step.
+mod fleet;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

@@ -375,3 +375,79 @@ pub fn words(d: Duration) -> String {
         _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound() -> Bound {
+        Bound { dir: "/etc/connd".into(), project: "p".into(), component: "c".into() }
+    }
+
+    fn open(dir: &Path, key: &[u8]) -> (Cache, Arc<Metrics>) {
+        std::fs::write(dir.join("key"), key).unwrap();
+        let settings =
+            Settings { dir: dir.join("cache"), key_file: dir.join("key"), max_stale: Duration::from_secs(60) };
+        let metrics = Arc::new(Metrics::default());
+        (Cache::open(&settings, metrics.clone()).unwrap().unwrap(), metrics)
+    }
+
+    fn entry(value: &str) -> Entry {
+        let params = HashMap::from([("id-1".to_owned(), HashMap::from([("Key".to_owned(), Secret::new(value))]))]);
+        let token = CachedToken {
+            access_token: Secret::new("tok"),
+            token_type: "Bearer".into(),
+            expires_at: SystemTime::now() + Duration::from_secs(300),
+        };
+        Entry { written_at: SystemTime::now(), params, tokens: HashMap::from([("id-1".to_owned(), token)]) }
+    }
+
+    #[test]
+    fn what_is_stored_is_read_back_and_a_failed_write_keeps_the_previous_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, metrics) = open(tmp.path(), &[3u8; 32]);
+        cache.store(&bound(), &entry("v1"));
+        let read = cache.open_file(&bound(), &cache.path(&bound())).unwrap();
+        assert_eq!(read.params["id-1"]["Key"].expose(), "v1");
+        assert_eq!(read.tokens["id-1"].access_token.expose(), "tok");
+        assert_eq!(read.tokens["id-1"].token_type, "Bearer");
+        // A write that fails half-way (here: its temporary file cannot be made, as on a
+        // full disk) leaves the previous file whole.
+        let tmp_file = cache.path(&bound()).with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::create_dir(&tmp_file).unwrap();
+        cache.store(&bound(), &entry("v2"));
+        let read = cache.open_file(&bound(), &cache.path(&bound())).unwrap();
+        assert_eq!(read.params["id-1"]["Key"].expose(), "v1");
+        let text = metrics.render();
+        assert!(text.contains("connd_cache_writes_total{result=\"written\"} 1"), "{text}");
+        assert!(text.contains("connd_cache_writes_total{result=\"failed\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn another_binding_or_key_is_told_apart_from_an_altered_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = open(tmp.path(), &[3u8; 32]);
+        cache.store(&bound(), &entry("v1"));
+        let path = cache.path(&bound());
+        let other = Bound { component: "c2".into(), ..bound() };
+        let why = cache.open_file(&other, &path).unwrap_err();
+        assert!(why.contains("written for config directory /etc/connd (project p, component c)"), "{why}");
+        let (other_key, _) = open(tmp.path(), &[4u8; 32]);
+        assert_eq!(
+            other_key.open_file(&bound(), &path).unwrap_err(),
+            "it was written with another key (--cache-key-file)"
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(cache.open_file(&bound(), &path).unwrap_err().contains("fails authentication"));
+    }
+
+    #[test]
+    fn ages_read_as_people_write_them() {
+        assert_eq!(words(Duration::from_secs(45)), "45s");
+        assert_eq!(words(Duration::from_secs(750)), "12m30s");
+        assert_eq!(words(Duration::from_secs(25 * 3600 + 300)), "25h5m");
+    }
+}
