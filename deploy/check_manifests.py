@@ -72,6 +72,7 @@ def policy(files):
                     if "subPath" in m or "subPathExpr" in m:
                         problems.append(f"{at}: volumeMount {m['name']} uses subPath, "
                                         "which never receives ConfigMap updates")
+                problems += cache_rule(at, c, spec)
                 if c.get("restartPolicy") == "Always":  # a native sidecar
                     for probe in ("startupProbe", "readinessProbe"):
                         cmd = ((c.get(probe) or {}).get("exec") or {}).get("command") or []
@@ -81,6 +82,34 @@ def policy(files):
         print(f"  FAIL {p}")
     print(f"  policy: {pods} pod template(s) in {len(files)} file(s), {len(problems)} problem(s)")
     return not problems
+
+
+def cache_rule(at, c, spec):
+    """A connd that reaches a control plane keeps the outage cache (docs/cache.md) on an
+    in-memory emptyDir, its key from a Secret."""
+    env = {e["name"]: e.get("value") for e in c.get("env") or []}
+    if "CONND_CONTROL_PLANE" not in env:
+        return []
+    if not env.get("CONND_CACHE_DIR") or not env.get("CONND_CACHE_KEY_FILE"):
+        return [f"{at}: a connd with a control plane must set CONND_CACHE_DIR and CONND_CACHE_KEY_FILE"]
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+
+    def volume_at(path):
+        best = None
+        for m in c.get("volumeMounts") or []:
+            mount = m["mountPath"].rstrip("/")
+            if (path == mount or path.startswith(mount + "/")) and (not best or len(mount) > len(best[0])):
+                best = (mount, volumes.get(m["name"]) or {})
+        return best[1] if best else None
+
+    problems = []
+    cache = volume_at(env["CONND_CACHE_DIR"])
+    if not cache or (cache.get("emptyDir") or {}).get("medium") != "Memory":
+        problems.append(f"{at}: CONND_CACHE_DIR must be on an emptyDir with medium: Memory")
+    key = volume_at(env["CONND_CACHE_KEY_FILE"])
+    if not key or "secret" not in key:
+        problems.append(f"{at}: CONND_CACHE_KEY_FILE must be in a mounted Secret")
+    return problems
 
 
 # The fields of kustomize.config.k8s.io/v1beta1 Kustomization these files may use.

@@ -130,6 +130,30 @@ pub struct OutboundArgs {
     pub startup_timeout: Duration,
 }
 
+/// The outage cache of docs/cache.md (`env`, `exec`, `run`, `serve`, `render`): the last
+/// values from the control plane, kept encrypted on disk to start on during an outage.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Outage cache")]
+pub struct CacheArgs {
+    /// Keep the control plane's last values here (encrypted) and start on them when it is down
+    #[arg(long, env = "CONND_CACHE_DIR", value_name = "DIR", requires = "cache_key_file")]
+    pub cache_dir: Option<PathBuf>,
+    /// File of at least 32 random bytes the cache's key is derived from (a Secret, say)
+    #[arg(long, env = "CONND_CACHE_KEY_FILE", value_name = "PATH", requires = "cache_dir")]
+    pub cache_key_file: Option<PathBuf>,
+    /// The oldest cached values connd starts on
+    #[arg(long, env = "CONND_MAX_STALE", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_stale: Duration,
+}
+
+impl CacheArgs {
+    /// The cache's settings; `None` without `--cache-dir`.
+    pub fn settings(&self) -> Option<crate::source::cache::Settings> {
+        let (dir, key_file) = (self.cache_dir.clone()?, self.cache_key_file.clone()?);
+        Some(crate::source::cache::Settings { dir, key_file, max_stale: self.max_stale })
+    }
+}
+
 impl LogArgs {
     pub fn settings(&self) -> crate::logging::Settings {
         let format = match self.log_format {
@@ -151,6 +175,7 @@ impl OutboundArgs {
             allow_insecure_http: self.allow_insecure_http,
             startup_timeout: self.startup_timeout,
             no_proxy_env: self.no_proxy_env,
+            cache: None,
         }
     }
 }
@@ -180,11 +205,15 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     #[command(flatten)]
+    pub cache: CacheArgs,
+    #[command(flatten)]
     pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Output format: dotenv, json, or shell (`eval "$(connd env --format shell)"`)
@@ -214,6 +243,8 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -262,6 +293,8 @@ pub struct RunArgs {
     pub access: SocketAccessArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -358,6 +391,8 @@ pub struct ServeArgs {
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

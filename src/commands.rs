@@ -3,8 +3,8 @@
 //! error chain whose first classified cause gives the exit code ([`exit_code`]).
 
 use crate::cli::{
-    CheckArgs, ConfigArgs, EnvArgs, ExecArgs, OutboundArgs, ProbeArgs, ProxyArgs, RenderArgs, RunArgs, ServeArgs,
-    SocketAccessArgs,
+    CacheArgs, CheckArgs, ConfigArgs, EnvArgs, ExecArgs, OutboundArgs, ProbeArgs, ProxyArgs, RenderArgs, RunArgs,
+    ServeArgs, SocketAccessArgs,
 };
 use crate::config::ConfigError;
 use crate::error::{Class, Classify};
@@ -23,9 +23,10 @@ use crate::{exec, exit, output, stdout};
 use std::error::Error;
 use std::sync::Arc;
 
-/// Loads the directory, builds the plan and resolves every value once.
-pub fn resolve_once(config: &ConfigArgs) -> anyhow::Result<(Arc<Plan>, Values)> {
-    let outbound = config.outbound.settings();
+/// Loads the directory, builds the plan and resolves every value once, on the outage
+/// cache (docs/cache.md) if `cache` says so and the control plane is down.
+pub fn resolve_once(config: &ConfigArgs, cache: &CacheArgs) -> anyhow::Result<(Arc<Plan>, Values)> {
+    let outbound = outbound(config, cache);
     // Directories that need no outbound source stay on this thread: no runtime, no TLS setup.
     once::resolve_blocking(&config.config_dir, &config.options(), |plan| {
         crate::source::outbound::fetch_once(&outbound, plan)
@@ -56,7 +57,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
 }
 
 pub fn env(args: &EnvArgs) -> anyhow::Result<u8> {
-    let (_, values) = resolve_once(&args.config)?;
+    let (_, values) = resolve_once(&args.config, &args.cache)?;
     stdout::write(output::render_env(&values.env, args.format.format()).as_bytes())?;
     Ok(0)
 }
@@ -80,7 +81,7 @@ fn with_files_json(plan_json: String, plan: &Plan) -> String {
 /// Resolves once and writes the files (docs/files.md), then exits: for init containers and
 /// `ExecStartPre`. Nothing is written when any file fails to render.
 pub fn render(args: &RenderArgs) -> anyhow::Result<u8> {
-    let (plan, values) = resolve_once(&args.config)?;
+    let (plan, values) = resolve_once(&args.config, &args.cache)?;
     let changed = crate::files::write_all(&plan, &values)?;
     tracing::info!(files = plan.files.len(), changed, "files rendered");
     Ok(0)
@@ -89,7 +90,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<u8> {
 /// Resolves, writes the files, then execs; returns only on failure. No workload starts
 /// with a file missing or partly rendered.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
-    let (plan, values) = resolve_once(&args.config)?;
+    let (plan, values) = resolve_once(&args.config, &args.cache)?;
     if !plan.files.is_empty() {
         crate::files::write_all(&plan, &values)?;
     }
@@ -103,7 +104,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         command: args.command.clone(),
         supervise: args.settings(),
         reload: reload_config(&args.config, &args.reload),
-        outbound: args.config.outbound.settings(),
+        outbound: outbound(&args.config, &args.cache),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
         proxy: proxy(&args.proxy, &args.access, &args.config.outbound, server::Limits::default(), RUN_API_GRACE),
         metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
@@ -127,7 +128,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
         metrics_listener: args.metrics.metrics_listen.map(crate::serve::metrics_listen::bind).transpose()?,
     };
     let proxy = proxy(&args.proxy, &args.access, &args.config.outbound, settings.limits, args.shutdown_grace);
-    crate::serve::command(settings, &socket(&args.socket, &args.access), &args.config.outbound.settings(), &proxy)?;
+    crate::serve::command(settings, &socket(&args.socket, &args.access), &outbound(&args.config, &args.cache), &proxy)?;
     Ok(exit::OK)
 }
 
@@ -135,6 +136,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     crate::serve::probe::command(&args.socket, args.timeout)?;
     Ok(exit::OK)
+}
+
+/// The outbound sources' settings, the outage cache's included.
+fn outbound(config: &ConfigArgs, cache: &CacheArgs) -> crate::source::outbound::Settings {
+    crate::source::outbound::Settings { cache: cache.settings(), ..config.outbound.settings() }
 }
 
 fn reload_config(config: &ConfigArgs, reload: &crate::cli::ReloadArgs) -> ReloadConfig {
@@ -201,6 +207,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<crate::source::controlplane::ControlPlaneError>(cause))
         .or_else(|| as_class::<crate::source::oauth::OAuthError>(cause))
         .or_else(|| as_class::<crate::source::SetupError>(cause))
+        .or_else(|| as_class::<crate::source::cache::KeyError>(cause))
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<crate::proxy::ListenError>(cause))
         .or_else(|| as_class::<BindError>(cause))

@@ -132,6 +132,13 @@ pub struct Metrics {
     files_failing: AtomicU64,
     /// The egress proxy's requests, per connection.
     proxy: ProxyMetrics,
+    /// Writes of the outage cache (docs/cache.md): written, failed.
+    cache_writes: [AtomicU64; 2],
+    /// 1 when `--cache-dir` could not be written and connd runs without the cache.
+    cache_disabled: AtomicU64,
+    /// Unix milliseconds when the cached values now served were written; 0 while the
+    /// values are fresh from the control plane.
+    cache_stale_ms: AtomicU64,
 }
 
 /// Upper bounds (seconds) of the proxy's latency histogram buckets; `+Inf` follows.
@@ -220,6 +227,23 @@ impl Metrics {
         self.reloads[usize::from(!changed)].fetch_add(1, Relaxed);
     }
 
+    /// One write of the outage cache, `ok` or failed (the previous file kept).
+    pub fn cache_write(&self, ok: bool) {
+        self.cache_writes[usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+
+    /// `--cache-dir` cannot be written: connd runs without the cache.
+    pub fn cache_disabled(&self) {
+        self.cache_disabled.store(1, Relaxed);
+    }
+
+    /// The values served are the cache's, written at `written_at` (`Some`), or fresh
+    /// from the control plane again (`None`).
+    pub fn cache_stale(&self, written_at: Option<SystemTime>) {
+        let ms = written_at.map_or(0, |t| t.duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis().max(1) as u64));
+        self.cache_stale_ms.store(ms, Relaxed);
+    }
+
     /// A blocking query starts waiting; it is counted until the guard drops.
     pub fn parked(&self) -> Parked<'_> {
         self.parked.fetch_add(1, Relaxed);
@@ -301,6 +325,29 @@ impl Metrics {
         }
     }
 
+    fn render_cache(&self, out: &mut String, age: impl Fn(u64) -> f64) {
+        let name = "connd_cache_writes_total";
+        header(out, name, "counter", "Writes of the outage cache, by result (a failed one keeps the previous file).");
+        for (i, result) in ["written", "failed"].iter().enumerate() {
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", self.cache_writes[i].load(Relaxed));
+        }
+        let name = "connd_cache_disabled";
+        header(out, name, "gauge", "1 when --cache-dir cannot be written and connd runs without the cache.");
+        let _ = writeln!(out, "{name} {}", self.cache_disabled.load(Relaxed));
+        let stale = self.cache_stale_ms.load(Relaxed);
+        let name = "connd_cache_stale";
+        header(
+            out,
+            name,
+            "gauge",
+            "1 while the values served are the outage cache's, not fresh from the control plane.",
+        );
+        let _ = writeln!(out, "{name} {}", u8::from(stale != 0));
+        let name = "connd_cache_stale_age_seconds";
+        header(out, name, "gauge", "Age of the cached values served (0 while fresh).");
+        let _ = writeln!(out, "{name} {}", age(stale));
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -352,8 +399,15 @@ impl Metrics {
         }
         header(&mut out, "connd_files_failing", "gauge", "Files keeping their last good content after an error.");
         let _ = writeln!(out, "connd_files_failing {}", self.files_failing.load(Relaxed));
-        header(&mut out, "connd_ready", "gauge", "1 once the first full resolution succeeded.");
-        let _ = writeln!(out, "connd_ready {}", u8::from(last != 0));
+        header(
+            &mut out,
+            "connd_ready",
+            "gauge",
+            "1 once the first full resolution succeeded (or started on the cache).",
+        );
+        let ready = last != 0 || self.cache_stale_ms.load(Relaxed) != 0;
+        let _ = writeln!(out, "connd_ready {}", u8::from(ready));
+        self.render_cache(&mut out, age);
         let name = "connd_log_write_failures_total";
         header(&mut out, name, "counter", "Log records dropped because stderr could not take them.");
         let _ = writeln!(out, "{name} {}", crate::logging::write_failures());

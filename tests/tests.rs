@@ -7,6 +7,8 @@ mod support;
 
 /// The API's limits: header-read timeout, idle connections, the connection cap.
 mod api_limits;
+/// The outage cache: restarts during an outage start on it; every untrusted cache is ignored.
+mod cache;
 /// `check`, `env` and `exec` end to end on valid directories: names, formats, exec.
 mod cli;
 /// One invalid directory per config error, asserting the message a user reads.
@@ -31,6 +33,8 @@ mod faults;
 /// Files (docs/files.md): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
+/// A fleet on one control plane: replicas started together do not refresh in step.
+mod fleet;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

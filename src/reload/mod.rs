@@ -126,6 +126,8 @@ impl Reloader {
             failures: 0,
             retry_after: None,
             warned: Vec::new(),
+            cached: None,
+            refreshed: false,
         };
         let task = AbortOnDropHandle::new(tokio::spawn(task.run(requests_rx, events, shutdown)));
         Reloader { store, requests, task: Some(task) }
@@ -253,6 +255,12 @@ struct Task<S> {
     retry_after: Option<Duration>,
     /// The config warnings last logged: each is logged when it appears, not at every reload.
     warned: Vec<crate::config::Diagnostic>,
+    /// When the values of the last fetch were written to the outage cache, if that
+    /// fetch fell back on it (docs/cache.md), until they are published as stale.
+    cached: Option<std::time::SystemTime>,
+    /// Whether a full reload has succeeded yet: the first refresh after it is spread
+    /// over the whole interval, so that a fleet started together does not refresh in step.
+    refreshed: bool,
 }
 
 /// How often watching a wanted folder that could not be watched is tried again.
@@ -353,8 +361,11 @@ impl<S: Sources> Task<S> {
         let (refresh, now) = (self.config.refresh_interval, Instant::now());
         if ok {
             self.failures = 0;
-            // Shifted by up to ±10%, so that many replicas do not call in step.
-            return now + retry::jitter(refresh, 0.9..=1.1);
+            // The first refresh anywhere in the interval (a fleet restarted together
+            // spreads out at once), then shifted by up to ±10%, so that many replicas
+            // do not call in step (docs/control-plane.md).
+            let factors = if std::mem::replace(&mut self.refreshed, true) { 0.9..=1.1 } else { 0.0..=1.0 };
+            return now + retry::jitter(refresh, factors).max(retry::MIN_DELAY);
         }
         self.failures = self.failures.saturating_add(1);
         let backoff = Backoff::new(Duration::from_millis(100), refresh);
@@ -412,7 +423,10 @@ impl<S: Sources> Task<S> {
             // the files changed, and leave the failure, its age and the success
             // metrics as they are.
             Some(source_failure) => {
-                let changed = self.store.succeed_files(plan, values, source_failure);
+                let changed = match self.cached.take() {
+                    Some(at) => self.store.succeed_cached(plan, values, source_failure, at),
+                    None => self.store.succeed_files(plan, values, source_failure),
+                };
                 self.metrics.files_reload(changed);
                 changed
             }
@@ -445,7 +459,11 @@ impl<S: Sources> Task<S> {
             Ok(fetched) => {
                 self.fetched = Some(fetched.clone());
                 self.needs = needs;
-                self.source_failure = None;
+                // Values from the outage cache: published stale, the outage kept showing.
+                self.source_failure = self.sources.stale().map(|stale| {
+                    self.cached = Some(stale.written_at);
+                    (stale.cause, stale.class)
+                });
                 Ok(fetched)
             }
             Err(e) => {

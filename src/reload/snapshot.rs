@@ -137,6 +137,9 @@ pub struct Snapshot {
     pub resolved: Option<Arc<Resolved>>,
     /// The current error, if the latest resolution failed.
     pub failure: Option<Arc<Failure>>,
+    /// When the values served were written to the outage cache, while they are its
+    /// (docs/cache.md): stale, until the control plane answers.
+    pub cached: Option<SystemTime>,
 }
 
 impl Snapshot {
@@ -215,7 +218,20 @@ impl Store {
     /// failure is cleared; returns true only when some answer changed. Indexes of
     /// unchanged answers are kept.
     pub fn succeed(&self, plan: Arc<Plan>, values: Values) -> bool {
-        self.update(plan, values, None)
+        self.update(plan, values, None, None)
+    }
+
+    /// Records a resolution on the outage cache's values, written at `cached`, taken
+    /// because the sources fail with `source_failure` (message, class): published as
+    /// [`Self::succeed_files`] does, and marked stale until a fetch succeeds.
+    pub fn succeed_cached(
+        &self,
+        plan: Arc<Plan>,
+        values: Values,
+        source_failure: (String, Class),
+        cached: SystemTime,
+    ) -> bool {
+        self.update(plan, values, Some(source_failure), Some(cached))
     }
 
     /// Records a resolution of the files that reused the last fetch while the sources
@@ -223,10 +239,17 @@ impl Store {
     /// published, but the failure stays, with its age if it is the current one. Only
     /// a successful fetch ends a source failure.
     pub fn succeed_files(&self, plan: Arc<Plan>, values: Values, source_failure: (String, Class)) -> bool {
-        self.update(plan, values, Some(source_failure))
+        let cached = self.load().cached;
+        self.update(plan, values, Some(source_failure), cached)
     }
 
-    fn update(&self, plan: Arc<Plan>, values: Values, keep: Option<(String, Class)>) -> bool {
+    fn update(
+        &self,
+        plan: Arc<Plan>,
+        values: Values,
+        keep: Option<(String, Class)>,
+        cached: Option<SystemTime>,
+    ) -> bool {
         let prev = self.load();
         let generation = prev.generation + 1;
         let mut next = Resolved {
@@ -272,14 +295,14 @@ impl Store {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        if !changed && same_failure {
+        if !changed && same_failure && cached == prev.cached {
             return false;
         }
         if changed {
             next.env_json = RenderedEnv(render_env_json(&next.values.env));
         }
         let resolved = if changed { Arc::new(next) } else { prev.resolved.clone().expect("resolved before") };
-        self.publish(Snapshot { generation, resolved: Some(resolved), failure });
+        self.publish(Snapshot { generation, resolved: Some(resolved), failure, cached });
         changed
     }
 
@@ -296,6 +319,7 @@ impl Store {
             generation: prev.generation + 1,
             resolved: prev.resolved.clone(),
             failure: Some(Arc::new(failure)),
+            cached: prev.cached,
         });
         true
     }

@@ -4,7 +4,10 @@
 //! - the control plane (`remote: true`): `controlplane`;
 //! - the token endpoint (`AccessToken` of `security: oauth2`): `token_endpoint` over the
 //!   token cache `oauth`, its client credentials read by `credentials` from the
-//!   connection's resolved parameters, whatever their source.
+//!   connection's resolved parameters, whatever their source;
+//! - the last known good of both, on disk (`--cache-dir`, docs/cache.md): `cache`, which
+//!   `outbound` writes after every fetch that reached them and starts on when they are
+//!   unavailable at start.
 //!
 //! [`Local`] is the embedded default (no outbound source); `outbound::Outbound` composes
 //! the control plane and the token endpoint. Both implement [`Sources`], so `exec`, `run`
@@ -18,7 +21,9 @@
 //!
 //! [`Source`]: crate::config::model::Source
 
+pub mod cache;
 pub mod client_auth;
+
 pub mod controlplane;
 pub mod credentials;
 pub mod oauth;
@@ -129,6 +134,9 @@ pub enum SetupError {
         #[source]
         source: client_auth::ClientAuthError,
     },
+    /// `--cache-key-file` cannot be used (docs/cache.md).
+    #[error(transparent)]
+    CacheKey(cache::KeyError),
 }
 
 impl Classify for SetupError {
@@ -142,6 +150,7 @@ impl Classify for SetupError {
             | SetupError::Credential { .. } => Class::Config,
             SetupError::Value(e) => e.class(),
             SetupError::ClientAuth { source, .. } => source.class(),
+            SetupError::CacheKey(e) => e.class(),
         }
     }
 }
@@ -188,11 +197,28 @@ pub trait Sources: Send + Sync + 'static {
         async {}
     }
 
+    /// Whether the last [`Sources::fetch`] that succeeded gave the on-disk cache's values
+    /// (docs/cache.md) because the sources were unavailable, and why: the reloader
+    /// then shows them stale and keeps asking. `None` for fresh values.
+    fn stale(&self) -> Option<Stale> {
+        None
+    }
+
     /// Changes whenever a new token is obtained (renewals included), for what keeps a
     /// copy of tokens (rendered files, docs/files.md); `None` for sources without tokens.
     fn renewals(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+}
+
+/// Values started on from the on-disk cache (docs/cache.md) while the sources fail.
+#[derive(Debug, Clone)]
+pub struct Stale {
+    /// When the cached values were last confirmed by the control plane.
+    pub written_at: std::time::SystemTime,
+    /// The failure that made connd fall back on them (its whole chain).
+    pub cause: String,
+    pub class: Class,
 }
 
 /// No outbound source (no control plane, no token endpoint): every value is local.

@@ -273,6 +273,7 @@ impl FakeControlPlane {
             allow_insecure_http: false,
             no_proxy_env: true,
             startup_timeout: std::time::Duration::from_secs(30),
+            cache: None,
         }
     }
 

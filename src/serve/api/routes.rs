@@ -145,10 +145,20 @@ fn not_ready(s: &Snapshot) -> Response<Body> {
 }
 
 /// `/readyz`: 200 once the first full resolution succeeded, else 503 with the reason.
+/// On the outage cache's values (docs/cache.md), still 200, its body says they are
+/// stale, how old, and why.
 pub fn readyz(s: &Snapshot) -> Response<Body> {
-    match &s.resolved {
-        Some(_) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
-        None => not_ready(s),
+    match (&s.resolved, s.cached) {
+        (Some(_), None) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+        (Some(_), Some(written)) => {
+            let age = std::time::SystemTime::now().duration_since(written).unwrap_or_default().as_secs();
+            let reason = s.failure.as_ref().map(|f| f.message.clone());
+            json_response(
+                StatusCode::OK,
+                &json!({ "status": "ready", "stale": true, "cache_age_seconds": age, "reason": reason }),
+            )
+        }
+        (None, _) => not_ready(s),
     }
 }
 
