@@ -101,7 +101,13 @@ impl Connector {
             }
         };
         if !https {
-            return Ok(Conn { io: TokioIo::new(Stream::Tcp(tcp)), proxied_http, proxy_authorization, proxy_shown });
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Tcp(tcp)),
+                proxied_http,
+                proxy_authorization,
+                proxy_shown,
+                uses: Uses::default(),
+            });
         }
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| HttpError::Protocol(format!("bad server name {host:?}: {e}")))?;
@@ -111,6 +117,7 @@ impl Connector {
             proxied_http: false,
             proxy_authorization: None,
             proxy_shown: None,
+            uses: Uses::default(),
         })
     }
 
@@ -254,6 +261,22 @@ pub struct Conn {
     proxy_authorization: Option<HeaderValue>,
     /// For those requests: the proxy, as messages show it.
     proxy_shown: Option<String>,
+    /// How many exchanges a pooled client has had on it (see [`Uses`]).
+    uses: Uses,
+}
+
+/// A connection's exchange count, shared by every copy of its `Connected` info, which a
+/// pooled client hands to each request (`capture_connection`) and response (extensions):
+/// a request that fails on a connection with uses before it met a keep-alive race, not
+/// a dead upstream. Counted by the pooled client's user ([`Uses::next`]).
+#[derive(Clone, Debug, Default)]
+pub struct Uses(Arc<std::sync::atomic::AtomicU64>);
+
+impl Uses {
+    /// Counts one more exchange; how many there were before it.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Conn {
@@ -277,7 +300,7 @@ impl Conn {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        Connected::new().proxy(self.proxied_http)
+        Connected::new().proxy(self.proxied_http).extra(self.uses.clone())
     }
 }
 

@@ -185,11 +185,22 @@ where
     S::ResBody: 'static,
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = http1::Builder::new()
-        .max_buf_size(max_head)
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(io), service);
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size(max_head).timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http1_with(&builder, io, service, draining).await;
+}
+
+/// As [`http1`], with `builder`'s settings (a server that judges its own head limits
+/// and so lets hyper read more, say).
+pub async fn http1_with<I, S>(builder: &http1::Builder, io: I, service: S, draining: CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

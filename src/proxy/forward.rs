@@ -7,6 +7,7 @@
 use super::route;
 use super::upstream::{self, Connector, Failure};
 use crate::config::model::{Security, ACCESS_TOKEN};
+use crate::http::connect::Uses;
 use crate::http::url::check_url;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::{Resolved, Store};
@@ -17,10 +18,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::client::legacy::Client;
 use serde_json::json;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,8 +32,11 @@ use tokio::time::Instant;
 pub const MAX_TARGET: usize = 8 * 1024;
 /// Largest header block accepted, names and values counted (431 beyond).
 pub const MAX_HEADERS: usize = 16 * 1024;
-/// A request body up to this size is kept, so the request can be sent again with a
-/// fresh token after an upstream 401.
+/// Most header fields accepted in one request (431 beyond).
+pub const MAX_HEADER_FIELDS: usize = 100;
+/// A request body with a `Content-Length` up to this size is kept, so the request can be
+/// sent again: on a new connection after a keep-alive race, with a fresh token after an
+/// upstream 401.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
 /// The header the `apiKey` scheme sends, with the `ChoreoAPIKey` parameter.
 pub const API_KEY_HEADER: &str = "choreo-api-key";
@@ -61,6 +66,8 @@ pub struct Proxy<S> {
     pub(super) metrics: Arc<Metrics>,
     connector: Connector,
     client: Client<Connector, UpstreamBody>,
+    /// New connections only, for the resend after a keep-alive race.
+    fresh: Client<Connector, UpstreamBody>,
     settings: Forwarding,
 }
 
@@ -105,7 +112,8 @@ impl<S: Sources> Proxy<S> {
         connector: Connector,
         settings: Forwarding,
     ) -> Proxy<S> {
-        Proxy { store, sources, metrics, client: upstream::client(connector.clone()), connector, settings }
+        let (client, fresh) = (upstream::client(connector.clone()), upstream::fresh_client(connector.clone()));
+        Proxy { store, sources, metrics, client, fresh, connector, settings }
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
@@ -144,25 +152,28 @@ impl<S: Sources> Proxy<S> {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let (mut parts, body) = req.into_parts();
-        let oauth = creds.token.is_some();
-        let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
-            RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
-            RequestBody::Streamed(watched) => (Either::Left(watched), None),
-        };
+        let body = request_body(&parts.headers, body).await?;
         upstream_headers(&mut parts.headers, &base, &creds);
         if let Some(authorization) = self.connector.proxy_authorization(&uri) {
             parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
         }
-        // Kept for a second send only when one may follow (an OAuth token and a kept body).
-        let again = (oauth && kept.is_some()).then(|| parts.headers.clone());
-        let first = self.send(parts.method.clone(), uri.clone(), parts.headers, body).await?;
-        let response = match (first.status() == StatusCode::UNAUTHORIZED, creds.token, kept, again) {
-            (true, Some(token), Some(kept), Some(headers)) => {
+        let (first, again) = match body {
+            RequestBody::Kept(body) => {
+                let resend = Resend { method: parts.method, uri, headers: parts.headers, body };
+                (self.send(resend.outgoing(), Some(&resend)).await?, Some(resend))
+            }
+            RequestBody::Streamed(watched) => {
+                let outgoing =
+                    Outgoing { method: parts.method, uri, headers: parts.headers, body: Either::Left(watched) };
+                (self.send(outgoing, None).await?, None)
+            }
+        };
+        let response = match (first.status() == StatusCode::UNAUTHORIZED, creds.token, again) {
+            (true, Some(token), Some(resend)) => {
                 drop(first);
-                let resend = Resend { method: parts.method, uri, headers, body: kept };
                 self.after_401(&resolved, i, token, resend, connection).await?
             }
-            (_, _, _, _) => first,
+            (_, _, _) => first,
         };
         Ok(downstream(response))
     }
@@ -215,16 +226,16 @@ impl<S: Sources> Proxy<S> {
         resend: Resend,
         connection: &str,
     ) -> Result<Response<Incoming>, Refusal> {
-        let Resend { method, uri, mut headers, body } = resend;
+        let mut resend = resend;
         self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
         let fresh = self.credentials(resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         for (name, value) in &fresh.headers {
-            headers.insert(name.clone(), value.clone());
+            resend.headers.insert(name.clone(), value.clone());
         }
         tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
-        self.send(method, uri, headers, Either::Right(Full::new(body))).await
+        self.send(resend.outgoing(), Some(&resend)).await
     }
 
     /// The connection's ServiceURL, under the plain-http rule of docs/commands.md.
@@ -280,13 +291,27 @@ impl<S: Sources> Proxy<S> {
         Ok(creds)
     }
 
-    async fn send(
+    /// Sends `outgoing`; when it fails on a reused pooled connection before any byte of
+    /// the answer arrived (the upstream closed the connection while idle) and `replay`
+    /// can send it again, it is sent once more on a new connection (docs/proxy.md).
+    async fn send(&self, outgoing: Outgoing, replay: Option<&Resend>) -> Result<Response<Incoming>, Refusal> {
+        match (self.send_on(&self.client, outgoing).await, replay) {
+            (Err(Failed { raced: true, .. }), Some(replay)) => {
+                tracing::debug!("the upstream closed a reused connection: sent again on a new one");
+                self.send_on(&self.fresh, replay.outgoing()).await.map_err(|f| f.refusal)
+            }
+            (result, _) => result.map_err(|f| f.refusal),
+        }
+    }
+
+    /// One exchange on `client`, the response timeout counted from the last request
+    /// body byte sent.
+    async fn send_on(
         &self,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-        body: UpstreamBody,
-    ) -> Result<Response<Incoming>, Refusal> {
+        client: &Client<Connector, UpstreamBody>,
+        outgoing: Outgoing,
+    ) -> Result<Response<Incoming>, Failed> {
+        let Outgoing { method, uri, headers, body } = outgoing;
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -295,26 +320,27 @@ impl<S: Sources> Proxy<S> {
             Either::Left(watched) => watched.activity.clone(),
             Either::Right(_) => Arc::new(Activity::new()),
         };
-        let exchange = self.client.request(req);
+        let captured = capture_connection(&mut req);
+        let exchange = client.request(req);
         tokio::pin!(exchange);
         let timeout = self.settings.response_timeout;
         loop {
             let deadline = activity.last() + timeout;
             tokio::select! {
                 result = &mut exchange => {
-                    return result.map_err(|e| {
-                        let (failure, cause) = upstream::classify(&e);
-                        match failure {
-                            Failure::ConnectTimeout => refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("the upstream did not accept a connection in time: {cause}")),
-                            Failure::Unreachable => refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("the upstream is unreachable: {cause}")),
-                            Failure::Broken => refuse(StatusCode::BAD_GATEWAY, "upstream_failed", format!("the upstream exchange failed: {cause}")),
-                        }
+                    // Counts the exchange on its connection; whether it had one before.
+                    let reused = captured.connection_metadata().as_ref().is_some_and(|connected| {
+                        let mut extensions = http::Extensions::new();
+                        connected.get_extras(&mut extensions);
+                        extensions.get::<Uses>().is_some_and(|uses| uses.next() > 0)
                     });
+                    return result.map_err(|e| failed(&e, reused, &activity));
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if activity.last() + timeout <= Instant::now() {
                         let message = format!("the upstream sent no response head within {timeout:?}");
-                        return Err(refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message));
+                        let refusal = refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message);
+                        return Err(Failed { refusal, raced: false });
                     }
                 }
             }
@@ -322,7 +348,37 @@ impl<S: Sources> Proxy<S> {
     }
 }
 
-/// The 404 for a name that is no connection, listing those there are.
+/// A failed exchange: what the caller is told, and whether it was a keep-alive race.
+struct Failed {
+    refusal: Refusal,
+    raced: bool,
+}
+
+/// What a failed exchange means: the caller's own body broken (400, not the upstream's
+/// fault), a connect timeout (504), an unreachable upstream or a broken exchange (502).
+fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activity) -> Failed {
+    let (failure, cause) = upstream::classify(e);
+    if activity.caller_failed() {
+        let message = format!("the request body is malformed or was cut short: {cause}");
+        return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
+    }
+    let raced = reused && upstream::nothing_arrived(e);
+    let refusal = match failure {
+        Failure::ConnectTimeout => refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the upstream did not accept a connection in time: {cause}"),
+        ),
+        Failure::Unreachable => {
+            refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("the upstream is unreachable: {cause}"))
+        }
+        Failure::Broken => {
+            refuse(StatusCode::BAD_GATEWAY, "upstream_failed", format!("the upstream exchange failed: {cause}"))
+        }
+    };
+    Failed { refusal, raced }
+}
+
 /// Refuses what no connection may receive: a caller not allowed, a target or headers
 /// over the limits, a request not aimed at this proxy, CONNECT.
 fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
@@ -340,6 +396,12 @@ fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
         let message = format!("the request's headers are {header_bytes} bytes, over the limit of {MAX_HEADERS}");
         return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
     }
+    let fields = req.headers().len();
+    if fields > MAX_HEADER_FIELDS {
+        let message = format!("the request has {fields} header fields, over the limit of {MAX_HEADER_FIELDS}");
+        return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
+    }
+    one_host(req)?;
     aimed_here(caller, req)?;
     if req.method() == Method::CONNECT {
         let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
@@ -358,7 +420,8 @@ struct Routed {
     uri: Uri,
 }
 
-/// A request kept whole, to be sent again with a fresh token.
+/// A request kept whole, so it can be sent again (after a keep-alive race, or with a
+/// fresh token).
 struct Resend {
     method: Method,
     uri: Uri,
@@ -366,6 +429,27 @@ struct Resend {
     body: Bytes,
 }
 
+impl Resend {
+    /// One sending of it.
+    fn outgoing(&self) -> Outgoing {
+        Outgoing {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers: self.headers.clone(),
+            body: Either::Right(Full::new(self.body.clone())),
+        }
+    }
+}
+
+/// A request as it goes upstream.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: UpstreamBody,
+}
+
+/// The 404 for a name that is no connection, listing those there are.
 fn no_connection(resolved: &Resolved, name: Option<&str>) -> Refusal {
     let names: Vec<&str> = resolved.plan.connections.iter().map(|c| c.name.as_str()).collect();
     let what = match name {
@@ -373,6 +457,21 @@ fn no_connection(resolved: &Resolved, name: Option<&str>) -> Refusal {
         None => "the path names no connection: use /<connection>/<path>".to_owned(),
     };
     refuse(StatusCode::NOT_FOUND, "no_such_connection", format!("{what}; it references: {}", names.join(", ")))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`; with several, which one
+/// names the target is ambiguous (a check could read one and the upstream another).
+fn one_host<B>(req: &Request<B>) -> Result<(), Refusal> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        let message = format!("the request has {hosts} Host fields; send exactly one (RFC 9112 §3.2)");
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", message));
+    }
+    if hosts == 0 && req.version() == http::Version::HTTP_11 {
+        let message = "an HTTP/1.1 request needs a Host field (RFC 9112 §3.2): send Host: 127.0.0.1:PORT";
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", message));
+    }
+    Ok(())
 }
 
 /// Refuses a request aimed at another host: an absolute-form target or (over TCP) a
@@ -487,15 +586,15 @@ enum RequestBody {
     Kept(Bytes),
 }
 
-/// Keeps a small body whole when a retry may need it (an OAuth connection and a
-/// `Content-Length` within [`RETRY_BODY_MAX`]); else streams it.
-async fn request_body(headers: &HeaderMap, body: Incoming, oauth: bool) -> Result<RequestBody, Refusal> {
+/// Keeps a small body whole, so that the request can be sent again (a `Content-Length`
+/// within [`RETRY_BODY_MAX`]); else streams it.
+async fn request_body(headers: &HeaderMap, body: Incoming) -> Result<RequestBody, Refusal> {
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     if body.is_end_stream() {
         return Ok(RequestBody::Kept(Bytes::new()));
     }
-    if oauth && !chunked && length.is_some_and(|n| n <= RETRY_BODY_MAX) {
+    if !chunked && length.is_some_and(|n| n <= RETRY_BODY_MAX) {
         let collected = Limited::new(body, RETRY_BODY_MAX as usize).collect().await.map_err(|e| {
             refuse(StatusCode::BAD_REQUEST, "bad_body", format!("the request body could not be read: {e}"))
         })?;
@@ -504,16 +603,23 @@ async fn request_body(headers: &HeaderMap, body: Incoming, oauth: bool) -> Resul
     Ok(RequestBody::Streamed(Watched::new(body)))
 }
 
-/// When the request body last moved: the response timeout counts from then.
+/// When the request body last moved (the response timeout counts from then), and
+/// whether the caller's body broke (a malformed chunk: the caller's fault, not the
+/// upstream's).
 pub struct Activity {
     epoch: Instant,
     /// Milliseconds after `epoch`.
     last_ms: AtomicU64,
+    caller_failed: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Activity {
-        Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0), caller_failed: AtomicBool::new(false) }
+    }
+
+    fn caller_failed(&self) -> bool {
+        self.caller_failed.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -544,8 +650,10 @@ impl Body for Watched {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
-            self.activity.touch();
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.activity.touch(),
+            Poll::Ready(Some(Err(_))) => self.activity.caller_failed.store(true, Ordering::Relaxed),
+            Poll::Ready(None) | Poll::Pending => {}
         }
         polled
     }

@@ -23,8 +23,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-/// Largest request head read (request line and headers); beyond it hyper answers 431.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Largest request head hyper reads (request line and headers). It is well above the
+/// limits `forward` judges (target, header bytes, header fields), so that a caller over
+/// those reads connd's JSON answer; only a head beyond this gets hyper's bare 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields hyper parses in one request head; above `forward::MAX_HEADER_FIELDS`
+/// for the same reason.
+pub const MAX_HEAD_FIELDS: usize = 512;
 
 /// What a caller over the connection cap reads before its connection is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -191,5 +196,11 @@ where
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(caller, req).await) }
     });
-    conn::http1(io, service, limits, MAX_HEAD_BYTES, draining).await;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEAD_FIELDS)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    conn::http1_with(&builder, io, service, draining).await;
 }

@@ -94,6 +94,40 @@ where
         .build(connector)
 }
 
+/// A client that makes a new connection for every request and keeps none: for the one
+/// resend after a keep-alive race, which must not meet another stale pooled connection.
+pub fn fresh_client<B>(connector: Connector) -> Client<Connector, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).timer(TokioTimer::new()).build(connector)
+}
+
+/// Whether `err` says the connection ended before any byte of the answer arrived: the
+/// upstream closed it (hyper's "connection closed before message completed"), reset it,
+/// or the request could not be written. On a reused connection that is a keep-alive
+/// race (the upstream closed it while idle), not an answer.
+pub fn nothing_arrived(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// What went wrong with an upstream exchange, as the caller is told.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Failure {
