@@ -5,7 +5,8 @@
 //! has the method, connection, path without query, status and time.
 
 use super::route;
-use super::upstream::{self, Connector, Failure};
+use super::upgrade::{self, Tunnels};
+use super::upstream::{self, Connector, Failure, Pools, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
 use crate::http::connect::Uses;
 use crate::http::url::check_url;
@@ -38,6 +39,9 @@ pub const MAX_HEADER_FIELDS: usize = 100;
 /// sent again: on a new connection after a keep-alive race, with a fresh token after an
 /// upstream 401.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
+/// The header that names the connection on the shared listener instead of the path's
+/// first segment (docs/proxy.md); never forwarded.
+pub const CONND_CONNECTION: &str = "connd-connection";
 /// The header the `apiKey` scheme sends, with the `ChoreoAPIKey` parameter.
 pub const API_KEY_HEADER: &str = "choreo-api-key";
 const API_KEY_PARAM: &str = "ChoreoAPIKey";
@@ -65,9 +69,12 @@ pub struct Proxy<S> {
     pub(super) sources: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
     connector: Connector,
-    client: Client<Connector, UpstreamBody>,
-    /// New connections only, for the resend after a keep-alive race.
-    fresh: Client<Connector, UpstreamBody>,
+    /// HTTP/1.1 or what TLS negotiates, one pool.
+    negotiated: Pools<UpstreamBody>,
+    /// HTTP/2 with prior knowledge to plain-http upstreams, another.
+    h2c: Pools<UpstreamBody>,
+    /// HTTP/1.1 only, for upgrades, a third.
+    http1: Pools<UpstreamBody>,
     settings: Forwarding,
 }
 
@@ -104,6 +111,43 @@ fn json_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
     response
 }
 
+/// Whether a request is a gRPC call (`content-type: application/grpc`, `+proto` and
+/// the like), whose caller reads connd's refusals as gRPC statuses.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc")))
+}
+
+/// A refusal as a gRPC caller reads it (docs/proxy.md): a trailers-only answer, HTTP
+/// 200 with `grpc-status` (14 UNAVAILABLE, 5 NOT_FOUND, 4 DEADLINE_EXCEEDED, 3
+/// INVALID_ARGUMENT) and `grpc-message` (percent-encoded, as gRPC says) naming the
+/// connection and the cause.
+fn grpc_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
+    let code = match r.status {
+        StatusCode::NOT_FOUND => "5",
+        StatusCode::GATEWAY_TIMEOUT => "4",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "14",
+        _ => "3",
+    };
+    let message = match connection {
+        Some(c) => format!("connection {c}: {} ({})", r.message, r.code),
+        None => format!("{} ({})", r.message, r.code),
+    };
+    const GRPC_MESSAGE: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'"').add(b'\\').add(0x7f);
+    let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
 impl<S: Sources> Proxy<S> {
     pub fn new(
         store: Arc<Store>,
@@ -112,27 +156,38 @@ impl<S: Sources> Proxy<S> {
         connector: Connector,
         settings: Forwarding,
     ) -> Proxy<S> {
-        let (client, fresh) = (upstream::client(connector.clone()), upstream::fresh_client(connector.clone()));
-        Proxy { store, sources, metrics, client, fresh, connector, settings }
+        let (negotiated, h2c) = (Pools::new(&connector, Wire::Negotiated), Pools::new(&connector, Wire::H2c));
+        let http1 = Pools::new(&connector.http1_only(), Wire::Http1);
+        Proxy { store, sources, metrics, negotiated, h2c, http1, connector, settings }
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
-    pub async fn handle(&self, caller: Caller, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// An upgrade's joined streams go to `tunnels`, which the caller's connection runs.
+    pub async fn handle(&self, caller: Caller, req: Request<Incoming>, tunnels: &Tunnels) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
+        let grpc = is_grpc(req.headers());
         let mut connection = String::new();
         let mut logged_path = String::new();
-        let response = match self.forward(caller, req, &mut connection, &mut logged_path).await {
-            Ok(response) => response,
-            Err(r) => json_error((!connection.is_empty()).then_some(connection.as_str()), r),
+        let (response, status) = match self.forward(caller, req, tunnels, &mut connection, &mut logged_path).await {
+            Ok(response) => {
+                let status = response.status();
+                (response, status)
+            }
+            Err(r) => {
+                let named = (!connection.is_empty()).then_some(connection.as_str());
+                // Counted and logged by the HTTP status it stands for, also as a gRPC status.
+                let status = r.status;
+                (if grpc { grpc_error(named, r) } else { json_error(named, r) }, status)
+            }
         };
         let elapsed = started.elapsed();
-        self.metrics.proxied(&connection, response.status().as_u16(), elapsed);
+        self.metrics.proxied(&connection, status.as_u16(), elapsed);
         tracing::debug!(
             %method,
             connection = %connection,
             path = %logged_path,
-            status = response.status().as_u16(),
+            status = status.as_u16(),
             micros = elapsed.as_micros() as u64,
             "proxied"
         );
@@ -142,29 +197,37 @@ impl<S: Sources> Proxy<S> {
     async fn forward(
         &self,
         caller: Caller,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
+        tunnels: &Tunnels,
         connection: &mut String,
         logged_path: &mut String,
     ) -> Result<Response<ProxyBody>, Refusal> {
         admit(caller, &req)?;
+        let upgrade = upgrade::requested(&req);
+        let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
         let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let (mut parts, body) = req.into_parts();
+        let mut wire = self.connector.wire(&uri, parts.version == http::Version::HTTP_2);
         let body = request_body(&parts.headers, body).await?;
         upstream_headers(&mut parts.headers, &base, &creds);
+        if let Some(protocol) = upgrade {
+            upgrade::ask_upstream(&mut parts.headers, protocol);
+            wire = Wire::Http1;
+        }
         if let Some(authorization) = self.connector.proxy_authorization(&uri) {
             parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
         }
         let (first, again) = match body {
             RequestBody::Kept(body) => {
-                let resend = Resend { method: parts.method, uri, headers: parts.headers, body };
+                let resend = Resend { method: parts.method, uri, headers: parts.headers, body, wire };
                 (self.send(resend.outgoing(), Some(&resend)).await?, Some(resend))
             }
             RequestBody::Streamed(watched) => {
-                let outgoing =
-                    Outgoing { method: parts.method, uri, headers: parts.headers, body: Either::Left(watched) };
+                let body = Either::Left(watched);
+                let outgoing = Outgoing { method: parts.method, uri, headers: parts.headers, body, wire };
                 (self.send(outgoing, None).await?, None)
             }
         };
@@ -175,7 +238,12 @@ impl<S: Sources> Proxy<S> {
             }
             (_, _, _) => first,
         };
-        Ok(downstream(response))
+        match on_caller {
+            Some(caller) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                Ok(upgrade::switch(response, caller, tunnels, connection.clone()))
+            }
+            Some(_) | None => Ok(downstream(response)),
+        }
     }
 
     /// The connection a request names and where it goes upstream; `connection` and
@@ -192,18 +260,21 @@ impl<S: Sources> Proxy<S> {
             return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("connd is not ready: {reason}")));
         };
         let path = req.uri().path();
-        let Some(split) = route::split(path) else {
-            return Err(no_connection(&resolved, None));
+        let split = match req.headers().get(CONND_CONNECTION) {
+            // The header names the connection; the whole path goes upstream.
+            Some(name) => {
+                let name = name.to_str().map_err(|_| {
+                    refuse(StatusCode::BAD_REQUEST, "bad_connection_header", "Connd-Connection is not ASCII text")
+                })?;
+                route::Split { connection: name.trim().into(), rest: path }
+            }
+            None => route::split(path).ok_or_else(|| no_connection(&resolved, None))?,
         };
         let Some(i) = resolved.position(&split.connection) else {
             return Err(no_connection(&resolved, Some(&split.connection)));
         };
         connection.push_str(&resolved.plan.connections[i].name);
         let rest = split.rest.to_owned();
-        if req.headers().contains_key(header::UPGRADE) {
-            let message = "protocol upgrades (WebSocket) are not supported by the egress proxy yet";
-            return Err(refuse(StatusCode::NOT_IMPLEMENTED, "upgrade_unsupported", message));
-        }
         if route::climbs(&rest) {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
@@ -295,10 +366,15 @@ impl<S: Sources> Proxy<S> {
     /// the answer arrived (the upstream closed the connection while idle) and `replay`
     /// can send it again, it is sent once more on a new connection (docs/proxy.md).
     async fn send(&self, outgoing: Outgoing, replay: Option<&Resend>) -> Result<Response<Incoming>, Refusal> {
-        match (self.send_on(&self.client, outgoing).await, replay) {
+        let pools = match outgoing.wire {
+            Wire::Negotiated => &self.negotiated,
+            Wire::H2c => &self.h2c,
+            Wire::Http1 => &self.http1,
+        };
+        match (self.send_on(&pools.pooled, outgoing).await, replay) {
             (Err(Failed { raced: true, .. }), Some(replay)) => {
                 tracing::debug!("the upstream closed a reused connection: sent again on a new one");
-                self.send_on(&self.fresh, replay.outgoing()).await.map_err(|f| f.refusal)
+                self.send_on(&pools.fresh, replay.outgoing()).await.map_err(|f| f.refusal)
             }
             (result, _) => result.map_err(|f| f.refusal),
         }
@@ -311,7 +387,7 @@ impl<S: Sources> Proxy<S> {
         client: &Client<Connector, UpstreamBody>,
         outgoing: Outgoing,
     ) -> Result<Response<Incoming>, Failed> {
-        let Outgoing { method, uri, headers, body } = outgoing;
+        let Outgoing { method, uri, headers, body, wire: _ } = outgoing;
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -363,6 +439,13 @@ fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activi
         return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
     }
     let raced = reused && upstream::nothing_arrived(e);
+    if upstream::head_too_large(e) {
+        let message = format!(
+            "the upstream's answer head is over connd's limit of {} KiB of header fields",
+            upstream::MAX_ANSWER_HEAD / 1024
+        );
+        return Failed { refusal: refuse(StatusCode::BAD_GATEWAY, "upstream_head_too_large", message), raced };
+    }
     let refusal = match failure {
         Failure::ConnectTimeout => refuse(
             StatusCode::GATEWAY_TIMEOUT,
@@ -427,6 +510,7 @@ struct Resend {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    wire: Wire,
 }
 
 impl Resend {
@@ -437,6 +521,7 @@ impl Resend {
             uri: self.uri.clone(),
             headers: self.headers.clone(),
             body: Either::Right(Full::new(self.body.clone())),
+            wire: self.wire,
         }
     }
 }
@@ -447,6 +532,7 @@ struct Outgoing {
     uri: Uri,
     headers: HeaderMap,
     body: UpstreamBody,
+    wire: Wire,
 }
 
 /// The 404 for a name that is no connection, listing those there are.
@@ -541,6 +627,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is one of the fixed hop-by-hop fields.
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
@@ -563,7 +654,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The caller's headers made the upstream's: end-to-end only, `Host` the upstream's, no
 /// `Expect` (connd answered it), the credentials set (a caller's own value replaced).
 fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
+    // `te: trailers` says the caller reads trailers (gRPC needs it): end to end, kept.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|t| t.split(',').any(|p| p.trim().eq_ignore_ascii_case("trailers"))));
     strip_hop_by_hop(headers);
+    headers.remove(CONND_CONNECTION);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::EXPECT);
     if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
         headers.insert(header::HOST, host);

@@ -160,7 +160,12 @@ impl Reply {
 /// One request through the proxy on a fresh connection.
 pub async fn call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+    // Up to 1000 answer fields: the proxy passes more than hyper's default of 100.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_headers(1000)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     let mut req = http::Request::builder().method(method).uri(target).header("host", addr.to_string());
     for (k, v) in headers {
