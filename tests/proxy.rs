@@ -1,23 +1,17 @@
 //! The egress proxy end to end: the real `connd serve` with `--proxy-listen`, a hyper
 //! upstream over TLS with its own CA, and the real OpenID provider for tokens.
 
+use crate::support::flaky::{Closes, Flaky};
 use crate::support::oidc::{Client, OidcProvider};
+use crate::support::proxy::*;
 use crate::support::tinyproxy::{Options, Tinyproxy};
 use crate::support::upstream::{Generated, Upstream};
 use crate::support::*;
 use bytes::Bytes;
-use connd::serve::api::client::request;
-use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const HR: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
@@ -25,7 +19,6 @@ const KEYED: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
 const BARE: &str = "5c0a1e2b-3d4f-4a5b-8c6d-7e8f9a0b1c2d";
 const SECRET: &str = "portal-s3cr3t-value";
 const API_KEY: &str = "k3y-0f-the-api";
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// An OAuth connection to `service_url` with tokens from `token_url`.
 fn oauth_connection(id: &str, name: &str, service_url: &str, token_url: &str) -> String {
@@ -47,180 +40,6 @@ fn api_key_connection(id: &str, name: &str, service_url: &str) -> String {
 
 fn component(names: &[&str]) -> String {
     component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>())
-}
-
-/// A running `connd serve --proxy-listen 127.0.0.1:0`, its stderr collected.
-struct ProxyDaemon {
-    child: Child,
-    addr: SocketAddr,
-    socket: PathBuf,
-    log: Arc<Mutex<String>>,
-    _tmp: tempfile::TempDir,
-}
-
-impl ProxyDaemon {
-    fn start(config_dir: &Path, extra: &[&str]) -> ProxyDaemon {
-        ProxyDaemon::spawn("serve", config_dir, extra, &[], &[])
-    }
-
-    /// `connd serve` with these environment variables.
-    fn start_with_env(config_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ProxyDaemon {
-        ProxyDaemon::spawn("serve", config_dir, extra, &[], env)
-    }
-
-    /// `connd run` with the proxy, supervising `command`.
-    fn run(config_dir: &Path, extra: &[&str], command: &[&str]) -> ProxyDaemon {
-        ProxyDaemon::spawn("run", config_dir, extra, command, &[])
-    }
-
-    fn spawn(sub: &str, config_dir: &Path, extra: &[&str], command: &[&str], env: &[(&str, &str)]) -> ProxyDaemon {
-        let tmp = tempfile::tempdir().unwrap();
-        let socket = tmp.path().join("connd.sock");
-        let mut cmd = connd();
-        cmd.args([sub, "--config-dir"])
-            .arg(config_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--proxy-listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(env.iter().copied());
-        if !command.is_empty() {
-            cmd.arg("--").args(command);
-        }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("connd serve starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let line = strip_ansi(&line);
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                let mut log = sink.lock();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(PATIENCE) {
-            Ok(addr) => addr.parse().expect("an address"),
-            Err(_) => panic!("connd never said where the proxy listens:\n{}", log.lock()),
-        };
-        ProxyDaemon { child, addr, socket, log, _tmp: tmp }
-    }
-
-    async fn ready(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
-                if a.status == 200 {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < PATIENCE, "connd serve never became ready:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().clone()
-    }
-
-    async fn metrics(&self) -> String {
-        request(&self.socket, Method::GET, "/metrics").await.expect("metrics").text()
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for ProxyDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `line` without terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// What the proxy answered.
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The upstream's echo of one request header (its first value).
-    fn echoed(&self, name: &str) -> Option<String> {
-        self.json()["headers"][name][0].as_str().map(str::to_owned)
-    }
-}
-
-/// One request through the proxy on a fresh connection.
-async fn call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
-    tokio::spawn(conn);
-    let mut req = http::Request::builder().method(method).uri(target).header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-    let res = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.expect("an answer").expect("response");
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
-}
-
-/// Sends `raw` bytes and reads until the proxy closes; the answer's text.
-async fn raw(addr: SocketAddr, raw: &[u8]) -> String {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.write_all(raw).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut out)).await.expect("the proxy closed");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Waits until `metrics` shows `line`.
-async fn wait_for_metric(daemon: &ProxyDaemon, line: &str) {
-    let start = Instant::now();
-    loop {
-        let text = daemon.metrics().await;
-        if text.contains(line) {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE, "{line} never showed in:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -426,8 +245,6 @@ async fn refusals_never_reach_the_upstream() {
     let r = call(a, "GET", "/far-away/x", &[], "").await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_contains(&r.text(), &["refusing plain http://", "--allow-insecure-http", "far-away"]);
-    let r = call(a, "GET", "/keyed/x", &[("upgrade", "websocket"), ("connection", "upgrade")], "").await;
-    assert_eq!(r.status, 501, "{}", r.text());
 
     for target in [
         "/keyed/../../admin",
@@ -475,16 +292,18 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
         ("connection", "keep-alive, x-hop"),
         ("x-hop", "this hop only"),
         ("keep-alive", "timeout=5"),
-        ("te", "trailers"),
+        ("te", "trailers, deflate"),
         ("proxy-authorization", "Basic c2VjcmV0"),
         ("x-end", "kept"),
     ];
     let r = call(daemon.addr, "GET", "/keyed/echo", &headers, "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let sent: Vec<String> = r.json()["headers"].as_object().unwrap().keys().cloned().collect();
-    for name in ["connection", "x-hop", "keep-alive", "te", "proxy-authorization"] {
+    for name in ["connection", "x-hop", "keep-alive", "proxy-authorization"] {
         assert!(!sent.contains(&name.to_owned()), "{name} reached the upstream: {sent:?}");
     }
+    // `te: trailers` says the caller reads trailers (gRPC): kept, and only that.
+    assert_eq!(r.echoed("te").as_deref(), Some("trailers"));
     assert_eq!(r.echoed("x-end").as_deref(), Some("kept"));
 
     let r = call(daemon.addr, "GET", "/keyed/hop", &[], "").await;
@@ -687,4 +506,103 @@ async fn upstreams_are_reached_through_https_proxy() {
     assert_eq!(r.json()["target"], "/via-proxy");
     let connects: Vec<String> = forward.requests().into_iter().filter(|l| l.starts_with("CONNECT ")).collect();
     assert_eq!(connects, [format!("CONNECT 127.0.0.1:{} HTTP/1.1", up.port())], "{}", forward.log());
+}
+
+/// A plain-http apiKey connection named `name` to `url`, alone in a directory.
+fn keyed_fixture(url: &str) -> Fixture {
+    Fixture::with(&component(&["keyed"]), &api_key_connection(KEYED, "keyed", url))
+}
+
+#[tokio::test]
+async fn a_keep_alive_race_is_sent_again_on_a_new_connection() {
+    let up = Flaky::start(Closes::EveryReused);
+    let fx = keyed_fixture(&up.url());
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    for i in 0..40 {
+        let r = call(daemon.addr, "GET", "/keyed/x", &[], "").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+    }
+    // A POST whose body was kept (a Content-Length within 64 KiB) is sent again too, whole.
+    let body = "p".repeat(1000);
+    for i in 0..4 {
+        let r = call(daemon.addr, "POST", "/keyed/x", &[], &body).await;
+        assert_eq!((r.status, r.json()["body_len"].as_u64()), (200, Some(1000)), "POST {i}: {}", r.text());
+    }
+    assert!(up.closed_on() > 0, "the upstream never closed a reused connection: the test shows nothing");
+    assert_eq!(up.answered(), 44, "each request answered once");
+    assert!(up.connections() >= up.closed_on(), "each resend on a new connection");
+}
+
+#[tokio::test]
+async fn an_upstream_with_a_1s_idle_timeout_gives_no_502() {
+    let up = Flaky::start(Closes::IdleAfter(Duration::from_secs(1)));
+    let fx = keyed_fixture(&up.url());
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let mut failed = Vec::new();
+    for i in 0..40 {
+        // Some requests reuse a connection still fresh, some one the upstream gave up.
+        let pause = if i % 3 == 2 { 1100 } else { 150 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let r = call(daemon.addr, "GET", "/keyed/x", &[], "").await;
+        if r.status != 200 {
+            failed.push(format!("GET {i}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(failed.is_empty(), "{} of 40 failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(up.closed_on() >= 10, "only {} requests met an idle close", up.closed_on());
+}
+
+#[tokio::test]
+async fn host_fields_follow_rfc_9112() {
+    let up = Upstream::plain();
+    let fx = keyed_fixture(&up.url());
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let a = daemon.addr;
+    let two =
+        raw(a, b"GET /keyed/x HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    assert_contains(&two, &["application/json", "\"code\":\"bad_host\"", "2 Host fields"]);
+    let none = raw(a, b"GET /keyed/x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(none.starts_with("HTTP/1.1 400"), "{none}");
+    assert_contains(&none, &["application/json", "\"code\":\"bad_host\"", "needs a Host field"]);
+    assert_eq!(up.arrivals(), 0, "a request with bad Host fields reached the upstream");
+    // HTTP/1.0 has no Host rule.
+    let old = raw(a, b"GET /keyed/x HTTP/1.0\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.0 200") || old.starts_with("HTTP/1.1 200"), "{old}");
+}
+
+#[tokio::test]
+async fn connds_own_answers_are_json_and_a_callers_bad_body_is_a_400() {
+    let up = Upstream::plain();
+    let fx = keyed_fixture(&up.url());
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let a = daemon.addr;
+    // Too many header fields, and too many header bytes.
+    let mut many = String::from("GET /keyed/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-Field-{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let answer = raw(a, many.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_contains(
+        &answer,
+        &["application/json", "\"code\":\"headers_too_large\"", "152 header fields, over the limit of 100"],
+    );
+    let huge = format!("GET /keyed/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "b".repeat(40_000));
+    let answer = raw(a, huge.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(300)]);
+    assert_contains(&answer, &["application/json", "\"code\":\"headers_too_large\""]);
+    // A malformed chunked body is the caller's fault: 400, counted as a 4xx.
+    let bad = b"POST /keyed/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nxx\r\n";
+    let answer = raw(a, bad).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_contains(&answer, &["application/json", "\"code\":\"bad_body\"", "\"connection\":\"keyed\""]);
+    let metrics = daemon.metrics().await;
+    assert_contains(&metrics, &["connd_proxy_requests_total{connection=\"keyed\",class=\"4xx\"} 1"]);
+    assert_contains(&metrics, &["connd_proxy_requests_total{connection=\"keyed\",class=\"5xx\"} 0"]);
 }

@@ -45,6 +45,8 @@ mod oauth;
 mod proxy;
 /// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
 mod proxy_env;
+/// The proxy's protocols with real peers: gRPC (grpcio), WebSocket (websockets), h2c (curl), SSE.
+mod proxy_protocols;
 /// The README's first directory, copied from its text, gives what the text says.
 mod readme;
 /// The reloader on real files: kubelet updates, invalid updates, a source going down.

@@ -45,24 +45,40 @@ pub struct Connector {
 /// setup never reads certificates.
 struct LazyTls {
     settings: TlsSettings,
+    /// The ALPN protocols offered, most wanted first; none for an HTTP/1.1-only client.
+    alpn: Vec<Vec<u8>>,
     built: OnceLock<Result<tokio_rustls::TlsConnector, Arc<TlsError>>>,
 }
 
 impl Connector {
     /// A connector trusting and presenting what `tls` names, routing by `proxies`.
     pub fn new(tls: TlsSettings, proxies: Proxies) -> Connector {
+        Connector::with_alpn(tls, proxies, Vec::new())
+    }
+
+    /// As [`Connector::new`], offering `alpn` (`h2`, `http/1.1`) in TLS handshakes; a
+    /// connection whose server chose `h2` says so ([`Connected::negotiated_h2`]), so that
+    /// a pooled client speaks HTTP/2 on it.
+    pub fn with_alpn(tls: TlsSettings, proxies: Proxies, alpn: Vec<Vec<u8>>) -> Connector {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        Connector { tcp, tls: Arc::new(LazyTls { settings: tls, built: OnceLock::new() }), proxies }
+        Connector { tcp, tls: Arc::new(LazyTls { settings: tls, alpn, built: OnceLock::new() }), proxies }
+    }
+
+    /// The same connector offering no ALPN protocol: HTTP/1.1 over TLS whatever the
+    /// server prefers (an HTTP/1.1 upgrade cannot go over HTTP/2).
+    pub fn without_alpn(&self) -> Connector {
+        let tls = LazyTls { settings: self.tls.settings.clone(), alpn: Vec::new(), built: OnceLock::new() };
+        Connector { tcp: self.tcp.clone(), tls: Arc::new(tls), proxies: self.proxies.clone() }
     }
 
     /// A connector with this one's trust and proxy rules whose TLS configuration is
     /// `config` (built now, by the caller: a connection's own client certificate).
     pub fn with_tls_config(&self, config: Arc<rustls::ClientConfig>) -> Connector {
         let built = OnceLock::from(Ok(tokio_rustls::TlsConnector::from(config)));
-        let tls = Arc::new(LazyTls { settings: self.tls.settings.clone(), built });
+        let tls = Arc::new(LazyTls { settings: self.tls.settings.clone(), alpn: self.tls.alpn.clone(), built });
         Connector { tcp: self.tcp.clone(), tls, proxies: self.proxies.clone() }
     }
 
@@ -78,7 +94,12 @@ impl Connector {
 
     /// Reads the TLS files now (blocking), so that a bad `--ca-file` is reported at startup.
     pub fn prepare_tls(&self) -> Result<(), HttpError> {
-        self.tls.built.get_or_init(|| build(&self.tls.settings)).clone().map(|_| ()).map_err(HttpError::Tls)
+        self.tls
+            .built
+            .get_or_init(|| build(&self.tls.settings, &self.tls.alpn))
+            .clone()
+            .map(|_| ())
+            .map_err(HttpError::Tls)
     }
 
     /// The TLS connector; its first build reads files and the system's roots, which
@@ -88,8 +109,8 @@ impl Connector {
         if let Some(built) = self.tls.built.get() {
             return built.clone().map_err(HttpError::Tls);
         }
-        let settings = self.tls.settings.clone();
-        let built = tokio::task::spawn_blocking(move || build(&settings))
+        let (settings, alpn) = (self.tls.settings.clone(), self.tls.alpn.clone());
+        let built = tokio::task::spawn_blocking(move || build(&settings, &alpn))
             .await
             .map_err(|_| HttpError::Protocol("the TLS setup task failed".into()))?;
         self.tls.built.get_or_init(|| built).clone().map_err(HttpError::Tls)
@@ -114,16 +135,26 @@ impl Connector {
             }
         };
         if !https {
-            return Ok(Conn { io: TokioIo::new(Stream::Tcp(tcp)), proxied_http, proxy_authorization, proxy_shown });
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Tcp(tcp)),
+                h2: false,
+                proxied_http,
+                proxy_authorization,
+                proxy_shown,
+                uses: Uses::default(),
+            });
         }
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| HttpError::Protocol(format!("bad server name {host:?}: {e}")))?;
         let tls = self.tls().await?.connect(name, tcp).await.map_err(|e| self.tls_error(&e, &host))?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(Conn {
             io: TokioIo::new(Stream::Tls(Box::new(tls))),
+            h2,
             proxied_http: false,
             proxy_authorization: None,
             proxy_shown: None,
+            uses: Uses::default(),
         })
     }
 
@@ -207,8 +238,14 @@ impl Service<Uri> for Connector {
     }
 }
 
-fn build(settings: &TlsSettings) -> Result<tokio_rustls::TlsConnector, Arc<TlsError>> {
-    tls::client_config(settings).map(tokio_rustls::TlsConnector::from).map_err(Arc::new)
+fn build(settings: &TlsSettings, alpn: &[Vec<u8>]) -> Result<tokio_rustls::TlsConnector, Arc<TlsError>> {
+    let config = tls::client_config(settings).map_err(Arc::new)?;
+    if alpn.is_empty() {
+        return Ok(tokio_rustls::TlsConnector::from(config));
+    }
+    let mut config = (*config).clone();
+    config.alpn_protocols = alpn.to_vec();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A proxy as messages show it: scheme, host and port (its URL never keeps credentials).
@@ -261,12 +298,30 @@ pub fn credentials_refused(proxy: &str, status: StatusCode, with_credentials: bo
 /// One connection: TCP or TLS over TCP, tunneled or not.
 pub struct Conn {
     io: TokioIo<Stream>,
+    /// The TLS handshake chose `h2` by ALPN.
+    h2: bool,
     /// Plain http through a proxy: requests go in absolute form (`GET http://host/path`).
     proxied_http: bool,
     /// For those requests: the proxy's credentials, to send as `Proxy-Authorization`.
     proxy_authorization: Option<HeaderValue>,
     /// For those requests: the proxy, as messages show it.
     proxy_shown: Option<String>,
+    /// How many exchanges a pooled client has had on it (see [`Uses`]).
+    uses: Uses,
+}
+
+/// A connection's exchange count, shared by every copy of its `Connected` info, which a
+/// pooled client hands to each request (`capture_connection`) and response (extensions):
+/// a request that fails on a connection with uses before it met a keep-alive race, not
+/// a dead upstream. Counted by the pooled client's user ([`Uses::next`]).
+#[derive(Clone, Debug, Default)]
+pub struct Uses(Arc<std::sync::atomic::AtomicU64>);
+
+impl Uses {
+    /// Counts one more exchange; how many there were before it.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Conn {
@@ -290,7 +345,12 @@ impl Conn {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        Connected::new().proxy(self.proxied_http)
+        let connected = Connected::new().proxy(self.proxied_http).extra(self.uses.clone());
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! has the method, connection, path without query, status and time.
 
 use super::route;
-use super::upstream::{self, Connector, Failure};
+use super::upgrade::{self, Tunnels};
+use super::upstream::{self, Connector, Failure, Pools, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
+use crate::http::connect::Uses;
 use crate::http::url::check_url;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::{Resolved, Store};
@@ -17,10 +19,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
+use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::client::legacy::Client;
 use serde_json::json;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,9 +33,15 @@ use tokio::time::Instant;
 pub const MAX_TARGET: usize = 8 * 1024;
 /// Largest header block accepted, names and values counted (431 beyond).
 pub const MAX_HEADERS: usize = 16 * 1024;
-/// A request body up to this size is kept, so the request can be sent again with a
-/// fresh token after an upstream 401.
+/// Most header fields accepted in one request (431 beyond).
+pub const MAX_HEADER_FIELDS: usize = 100;
+/// A request body with a `Content-Length` up to this size is kept, so the request can be
+/// sent again: on a new connection after a keep-alive race, with a fresh token after an
+/// upstream 401.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
+/// The header that names the connection on the shared listener instead of the path's
+/// first segment (docs/proxy.md); never forwarded.
+pub const CONND_CONNECTION: &str = "connd-connection";
 /// The header the `apiKey` scheme sends, with the `ChoreoAPIKey` parameter.
 pub const API_KEY_HEADER: &str = "choreo-api-key";
 const API_KEY_PARAM: &str = "ChoreoAPIKey";
@@ -60,7 +69,12 @@ pub struct Proxy<S> {
     pub(super) sources: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
     connector: Connector,
-    client: Client<Connector, UpstreamBody>,
+    /// HTTP/1.1 or what TLS negotiates, one pool.
+    negotiated: Pools<UpstreamBody>,
+    /// HTTP/2 with prior knowledge to plain-http upstreams, another.
+    h2c: Pools<UpstreamBody>,
+    /// HTTP/1.1 only, for upgrades, a third.
+    http1: Pools<UpstreamBody>,
     settings: Forwarding,
 }
 
@@ -97,6 +111,43 @@ fn json_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
     response
 }
 
+/// Whether a request is a gRPC call (`content-type: application/grpc`, `+proto` and
+/// the like), whose caller reads connd's refusals as gRPC statuses.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc")))
+}
+
+/// A refusal as a gRPC caller reads it (docs/proxy.md): a trailers-only answer, HTTP
+/// 200 with `grpc-status` (14 UNAVAILABLE, 5 NOT_FOUND, 4 DEADLINE_EXCEEDED, 3
+/// INVALID_ARGUMENT) and `grpc-message` (percent-encoded, as gRPC says) naming the
+/// connection and the cause.
+fn grpc_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
+    let code = match r.status {
+        StatusCode::NOT_FOUND => "5",
+        StatusCode::GATEWAY_TIMEOUT => "4",
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "14",
+        _ => "3",
+    };
+    let message = match connection {
+        Some(c) => format!("connection {c}: {} ({})", r.message, r.code),
+        None => format!("{} ({})", r.message, r.code),
+    };
+    const GRPC_MESSAGE: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'"').add(b'\\').add(0x7f);
+    let encoded = percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from_static(code));
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
 impl<S: Sources> Proxy<S> {
     pub fn new(
         store: Arc<Store>,
@@ -105,26 +156,38 @@ impl<S: Sources> Proxy<S> {
         connector: Connector,
         settings: Forwarding,
     ) -> Proxy<S> {
-        Proxy { store, sources, metrics, client: upstream::client(connector.clone()), connector, settings }
+        let (negotiated, h2c) = (Pools::new(&connector, Wire::Negotiated), Pools::new(&connector, Wire::H2c));
+        let http1 = Pools::new(&connector.http1_only(), Wire::Http1);
+        Proxy { store, sources, metrics, negotiated, h2c, http1, connector, settings }
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
-    pub async fn handle(&self, caller: Caller, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// An upgrade's joined streams go to `tunnels`, which the caller's connection runs.
+    pub async fn handle(&self, caller: Caller, req: Request<Incoming>, tunnels: &Tunnels) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
+        let grpc = is_grpc(req.headers());
         let mut connection = String::new();
         let mut logged_path = String::new();
-        let response = match self.forward(caller, req, &mut connection, &mut logged_path).await {
-            Ok(response) => response,
-            Err(r) => json_error((!connection.is_empty()).then_some(connection.as_str()), r),
+        let (response, status) = match self.forward(caller, req, tunnels, &mut connection, &mut logged_path).await {
+            Ok(response) => {
+                let status = response.status();
+                (response, status)
+            }
+            Err(r) => {
+                let named = (!connection.is_empty()).then_some(connection.as_str());
+                // Counted and logged by the HTTP status it stands for, also as a gRPC status.
+                let status = r.status;
+                (if grpc { grpc_error(named, r) } else { json_error(named, r) }, status)
+            }
         };
         let elapsed = started.elapsed();
-        self.metrics.proxied(&connection, response.status().as_u16(), elapsed);
+        self.metrics.proxied(&connection, status.as_u16(), elapsed);
         tracing::debug!(
             %method,
             connection = %connection,
             path = %logged_path,
-            status = response.status().as_u16(),
+            status = status.as_u16(),
             micros = elapsed.as_micros() as u64,
             "proxied"
         );
@@ -134,43 +197,59 @@ impl<S: Sources> Proxy<S> {
     async fn forward(
         &self,
         caller: Caller,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
+        tunnels: &Tunnels,
         connection: &mut String,
         logged_path: &mut String,
     ) -> Result<Response<ProxyBody>, Refusal> {
         admit(caller, &req)?;
+        let upgrade = upgrade::requested(&req);
+        let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
         let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let (mut parts, body) = req.into_parts();
-        let oauth = creds.token.is_some();
-        let (body, kept) = match request_body(&parts.headers, body, oauth).await? {
-            RequestBody::Kept(bytes) => (Either::Right(Full::new(bytes.clone())), Some(bytes)),
-            RequestBody::Streamed(watched) => (Either::Left(watched), None),
-        };
+        let mut wire = self.connector.wire(&uri, parts.version == http::Version::HTTP_2);
+        let body = request_body(&parts.headers, body).await?;
         upstream_headers(&mut parts.headers, &base, &creds);
+        if let Some(protocol) = upgrade {
+            upgrade::ask_upstream(&mut parts.headers, protocol);
+            wire = Wire::Http1;
+        }
         if let Some(authorization) = self.connector.proxy_authorization(&uri) {
             parts.headers.insert(header::PROXY_AUTHORIZATION, authorization);
         }
-        // Kept for a second send only when one may follow (an OAuth token and a kept body).
-        let again = (oauth && kept.is_some()).then(|| parts.headers.clone());
-        let first = self.send(parts.method.clone(), uri.clone(), parts.headers, body).await?;
-        let response = match (first.status() == StatusCode::UNAUTHORIZED, creds.token, kept, again) {
-            (true, Some(token), Some(kept), Some(headers)) => {
+        let (first, again) = match body {
+            RequestBody::Kept(body) => {
+                let resend = Resend { method: parts.method, uri, headers: parts.headers, body, wire };
+                (self.send(resend.outgoing(), Some(&resend)).await?, Some(resend))
+            }
+            RequestBody::Streamed(watched) => {
+                let body = Either::Left(watched);
+                let outgoing = Outgoing { method: parts.method, uri, headers: parts.headers, body, wire };
+                (self.send(outgoing, None).await?, None)
+            }
+        };
+        let response = match (first.status() == StatusCode::UNAUTHORIZED, creds.token, again) {
+            (true, Some(token), Some(resend)) => {
                 drop(first);
-                let resend = Resend { method: parts.method, uri, headers, body: kept };
                 self.after_401(&resolved, i, token, resend, connection).await?
             }
             // docs/proxy.md: a 401 drops the token even when the body cannot be sent again,
             // so that the next request fetches a fresh one.
-            (true, Some(token), _, _) => {
+            (true, Some(token), None) => {
                 self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
                 first
             }
-            (_, _, _, _) => first,
+            (_, _, _) => first,
         };
-        Ok(downstream(response))
+        match on_caller {
+            Some(caller) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                Ok(upgrade::switch(response, caller, tunnels, connection.clone()))
+            }
+            Some(_) | None => Ok(downstream(response)),
+        }
     }
 
     /// The connection a request names and where it goes upstream; `connection` and
@@ -187,18 +266,21 @@ impl<S: Sources> Proxy<S> {
             return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("connd is not ready: {reason}")));
         };
         let path = req.uri().path();
-        let Some(split) = route::split(path) else {
-            return Err(no_connection(&resolved, None));
+        let split = match req.headers().get(CONND_CONNECTION) {
+            // The header names the connection; the whole path goes upstream.
+            Some(name) => {
+                let name = name.to_str().map_err(|_| {
+                    refuse(StatusCode::BAD_REQUEST, "bad_connection_header", "Connd-Connection is not ASCII text")
+                })?;
+                route::Split { connection: name.trim().into(), rest: path }
+            }
+            None => route::split(path).ok_or_else(|| no_connection(&resolved, None))?,
         };
         let Some(i) = resolved.position(&split.connection) else {
             return Err(no_connection(&resolved, Some(&split.connection)));
         };
         connection.push_str(&resolved.plan.connections[i].name);
         let rest = split.rest.to_owned();
-        if req.headers().contains_key(header::UPGRADE) {
-            let message = "protocol upgrades (WebSocket) are not supported by the egress proxy yet";
-            return Err(refuse(StatusCode::NOT_IMPLEMENTED, "upgrade_unsupported", message));
-        }
         if route::climbs(&rest) {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
@@ -221,16 +303,16 @@ impl<S: Sources> Proxy<S> {
         resend: Resend,
         connection: &str,
     ) -> Result<Response<Incoming>, Refusal> {
-        let Resend { method, uri, mut headers, body } = resend;
+        let mut resend = resend;
         self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
         let fresh = self.credentials(resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         for (name, value) in &fresh.headers {
-            headers.insert(name.clone(), value.clone());
+            resend.headers.insert(name.clone(), value.clone());
         }
         tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
-        self.send(method, uri, headers, Either::Right(Full::new(body))).await
+        self.send(resend.outgoing(), Some(&resend)).await
     }
 
     /// The connection's ServiceURL, under the plain-http rule of docs/commands.md.
@@ -286,13 +368,32 @@ impl<S: Sources> Proxy<S> {
         Ok(creds)
     }
 
-    async fn send(
+    /// Sends `outgoing`; when it fails on a reused pooled connection before any byte of
+    /// the answer arrived (the upstream closed the connection while idle) and `replay`
+    /// can send it again, it is sent once more on a new connection (docs/proxy.md).
+    async fn send(&self, outgoing: Outgoing, replay: Option<&Resend>) -> Result<Response<Incoming>, Refusal> {
+        let pools = match outgoing.wire {
+            Wire::Negotiated => &self.negotiated,
+            Wire::H2c => &self.h2c,
+            Wire::Http1 => &self.http1,
+        };
+        match (self.send_on(&pools.pooled, outgoing).await, replay) {
+            (Err(Failed { raced: true, .. }), Some(replay)) => {
+                tracing::debug!("the upstream closed a reused connection: sent again on a new one");
+                self.send_on(&pools.fresh, replay.outgoing()).await.map_err(|f| f.refusal)
+            }
+            (result, _) => result.map_err(|f| f.refusal),
+        }
+    }
+
+    /// One exchange on `client`, the response timeout counted from the last request
+    /// body byte sent.
+    async fn send_on(
         &self,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-        body: UpstreamBody,
-    ) -> Result<Response<Incoming>, Refusal> {
+        client: &Client<Connector, UpstreamBody>,
+        outgoing: Outgoing,
+    ) -> Result<Response<Incoming>, Failed> {
+        let Outgoing { method, uri, headers, body, wire: _ } = outgoing;
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -301,26 +402,27 @@ impl<S: Sources> Proxy<S> {
             Either::Left(watched) => watched.activity.clone(),
             Either::Right(_) => Arc::new(Activity::new()),
         };
-        let exchange = self.client.request(req);
+        let captured = capture_connection(&mut req);
+        let exchange = client.request(req);
         tokio::pin!(exchange);
         let timeout = self.settings.response_timeout;
         loop {
             let deadline = activity.last() + timeout;
             tokio::select! {
                 result = &mut exchange => {
-                    return result.map_err(|e| {
-                        let (failure, cause) = upstream::classify(&e);
-                        match failure {
-                            Failure::ConnectTimeout => refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("the upstream did not accept a connection in time: {cause}")),
-                            Failure::Unreachable => refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("the upstream is unreachable: {cause}")),
-                            Failure::Broken => refuse(StatusCode::BAD_GATEWAY, "upstream_failed", format!("the upstream exchange failed: {cause}")),
-                        }
+                    // Counts the exchange on its connection; whether it had one before.
+                    let reused = captured.connection_metadata().as_ref().is_some_and(|connected| {
+                        let mut extensions = http::Extensions::new();
+                        connected.get_extras(&mut extensions);
+                        extensions.get::<Uses>().is_some_and(|uses| uses.next() > 0)
                     });
+                    return result.map_err(|e| failed(&e, reused, &activity));
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if activity.last() + timeout <= Instant::now() {
                         let message = format!("the upstream sent no response head within {timeout:?}");
-                        return Err(refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message));
+                        let refusal = refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message);
+                        return Err(Failed { refusal, raced: false });
                     }
                 }
             }
@@ -328,7 +430,44 @@ impl<S: Sources> Proxy<S> {
     }
 }
 
-/// The 404 for a name that is no connection, listing those there are.
+/// A failed exchange: what the caller is told, and whether it was a keep-alive race.
+struct Failed {
+    refusal: Refusal,
+    raced: bool,
+}
+
+/// What a failed exchange means: the caller's own body broken (400, not the upstream's
+/// fault), a connect timeout (504), an unreachable upstream or a broken exchange (502).
+fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activity) -> Failed {
+    let (failure, cause) = upstream::classify(e);
+    if activity.caller_failed() {
+        let message = format!("the request body is malformed or was cut short: {cause}");
+        return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
+    }
+    let raced = reused && upstream::nothing_arrived(e);
+    if upstream::head_too_large(e) {
+        let message = format!(
+            "the upstream's answer head is over connd's limit of {} KiB of header fields",
+            upstream::MAX_ANSWER_HEAD / 1024
+        );
+        return Failed { refusal: refuse(StatusCode::BAD_GATEWAY, "upstream_head_too_large", message), raced };
+    }
+    let refusal = match failure {
+        Failure::ConnectTimeout => refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("the upstream did not accept a connection in time: {cause}"),
+        ),
+        Failure::Unreachable => {
+            refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("the upstream is unreachable: {cause}"))
+        }
+        Failure::Broken => {
+            refuse(StatusCode::BAD_GATEWAY, "upstream_failed", format!("the upstream exchange failed: {cause}"))
+        }
+    };
+    Failed { refusal, raced }
+}
+
 /// Refuses what no connection may receive: a caller not allowed, a target or headers
 /// over the limits, a request not aimed at this proxy, CONNECT.
 fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
@@ -346,6 +485,12 @@ fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
         let message = format!("the request's headers are {header_bytes} bytes, over the limit of {MAX_HEADERS}");
         return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
     }
+    let fields = req.headers().len();
+    if fields > MAX_HEADER_FIELDS {
+        let message = format!("the request has {fields} header fields, over the limit of {MAX_HEADER_FIELDS}");
+        return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", message));
+    }
+    one_host(req)?;
     aimed_here(caller, req)?;
     if req.method() == Method::CONNECT {
         let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
@@ -364,14 +509,39 @@ struct Routed {
     uri: Uri,
 }
 
-/// A request kept whole, to be sent again with a fresh token.
+/// A request kept whole, so it can be sent again (after a keep-alive race, or with a
+/// fresh token).
 struct Resend {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    wire: Wire,
 }
 
+impl Resend {
+    /// One sending of it.
+    fn outgoing(&self) -> Outgoing {
+        Outgoing {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers: self.headers.clone(),
+            body: Either::Right(Full::new(self.body.clone())),
+            wire: self.wire,
+        }
+    }
+}
+
+/// A request as it goes upstream.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: UpstreamBody,
+    wire: Wire,
+}
+
+/// The 404 for a name that is no connection, listing those there are.
 fn no_connection(resolved: &Resolved, name: Option<&str>) -> Refusal {
     let names: Vec<&str> = resolved.plan.connections.iter().map(|c| c.name.as_str()).collect();
     let what = match name {
@@ -379,6 +549,21 @@ fn no_connection(resolved: &Resolved, name: Option<&str>) -> Refusal {
         None => "the path names no connection: use /<connection>/<path>".to_owned(),
     };
     refuse(StatusCode::NOT_FOUND, "no_such_connection", format!("{what}; it references: {}", names.join(", ")))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`; with several, which one
+/// names the target is ambiguous (a check could read one and the upstream another).
+fn one_host<B>(req: &Request<B>) -> Result<(), Refusal> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        let message = format!("the request has {hosts} Host fields; send exactly one (RFC 9112 §3.2)");
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", message));
+    }
+    if hosts == 0 && req.version() == http::Version::HTTP_11 {
+        let message = "an HTTP/1.1 request needs a Host field (RFC 9112 §3.2): send Host: 127.0.0.1:PORT";
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_host", message));
+    }
+    Ok(())
 }
 
 /// Refuses a request aimed at another host: an absolute-form target or (over TCP) a
@@ -448,6 +633,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is one of the fixed hop-by-hop fields.
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
@@ -470,7 +660,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The caller's headers made the upstream's: end-to-end only, `Host` the upstream's, no
 /// `Expect` (connd answered it), the credentials set (a caller's own value replaced).
 fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
+    // `te: trailers` says the caller reads trailers (gRPC needs it): end to end, kept.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|t| t.split(',').any(|p| p.trim().eq_ignore_ascii_case("trailers"))));
     strip_hop_by_hop(headers);
+    headers.remove(CONND_CONNECTION);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::EXPECT);
     if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
         headers.insert(header::HOST, host);
@@ -493,15 +692,15 @@ enum RequestBody {
     Kept(Bytes),
 }
 
-/// Keeps a small body whole when a retry may need it (an OAuth connection and a
-/// `Content-Length` within [`RETRY_BODY_MAX`]); else streams it.
-async fn request_body(headers: &HeaderMap, body: Incoming, oauth: bool) -> Result<RequestBody, Refusal> {
+/// Keeps a small body whole, so that the request can be sent again (a `Content-Length`
+/// within [`RETRY_BODY_MAX`]); else streams it.
+async fn request_body(headers: &HeaderMap, body: Incoming) -> Result<RequestBody, Refusal> {
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     if body.is_end_stream() {
         return Ok(RequestBody::Kept(Bytes::new()));
     }
-    if oauth && !chunked && length.is_some_and(|n| n <= RETRY_BODY_MAX) {
+    if !chunked && length.is_some_and(|n| n <= RETRY_BODY_MAX) {
         let collected = Limited::new(body, RETRY_BODY_MAX as usize).collect().await.map_err(|e| {
             refuse(StatusCode::BAD_REQUEST, "bad_body", format!("the request body could not be read: {e}"))
         })?;
@@ -510,16 +709,23 @@ async fn request_body(headers: &HeaderMap, body: Incoming, oauth: bool) -> Resul
     Ok(RequestBody::Streamed(Watched::new(body)))
 }
 
-/// When the request body last moved: the response timeout counts from then.
+/// When the request body last moved (the response timeout counts from then), and
+/// whether the caller's body broke (a malformed chunk: the caller's fault, not the
+/// upstream's).
 pub struct Activity {
     epoch: Instant,
     /// Milliseconds after `epoch`.
     last_ms: AtomicU64,
+    caller_failed: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Activity {
-        Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0), caller_failed: AtomicBool::new(false) }
+    }
+
+    fn caller_failed(&self) -> bool {
+        self.caller_failed.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -550,8 +756,10 @@ impl Body for Watched {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
-            self.activity.touch();
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.activity.touch(),
+            Poll::Ready(Some(Err(_))) => self.activity.caller_failed.store(true, Ordering::Relaxed),
+            Poll::Ready(None) | Poll::Pending => {}
         }
         polled
     }

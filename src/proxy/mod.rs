@@ -4,7 +4,8 @@
 //!
 //! - `route`: which connection and which upstream path a target names; what is refused.
 //! - `forward`: one request, credentials, streaming, retries on 401, error answers.
-//! - `upstream`: the pooled client and its TCP/TLS connector.
+//! - `upgrade`: WebSocket and other HTTP/1.1 upgrades: the two connections joined.
+//! - `upstream`: the pooled clients (one per wire protocol) and their TCP/TLS connector.
 //! - `server`: the TCP and Unix-socket listeners, their limits and drain.
 //!
 //! Boundary: it reads the reloader's snapshot (values, plan) and asks the sources for
@@ -13,6 +14,7 @@
 pub mod forward;
 pub mod route;
 pub mod server;
+pub mod upgrade;
 pub mod upstream;
 
 use crate::daemon::{Door, Serving, Shared};

@@ -1,18 +1,21 @@
 //! The proxy's listeners: TCP (`--proxy-listen`, loopback unless `--proxy-allow-remote`)
 //! and a Unix socket (`--proxy-socket`, callers checked by SO_PEERCRED as the API's).
-//! HTTP/1.1 with keep-alive on hyper, under the API's [`Limits`]: a header-read timeout
+//! HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on hyper, under the API's [`Limits`]: a header-read timeout
 //! (which also closes idle kept-alive connections) and a cap on open connections (a
 //! caller beyond it gets a 503 and a closed connection at once). On shutdown: no new
 //! connections, in-flight requests finish within the grace period, the rest are closed.
 //! The accept loop, the limits and the drain are `listen::conn`'s, as for the API.
 
 use super::forward::{Caller, Proxy};
+use super::upgrade::Tunnels;
 use crate::error::{Class, Classify};
 use crate::listen::auth::Allow;
 use crate::listen::conn::{self, WhenFull};
 use crate::listen::{conn::Limits, socket::BindError};
 use crate::source::Sources;
 use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,8 +26,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
-/// Largest request head read (request line and headers); beyond it hyper answers 431.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Largest request head hyper reads (request line and headers). It is well above the
+/// limits `forward` judges (target, header bytes, header fields), so that a caller over
+/// those reads connd's JSON answer; only a head beyond this gets hyper's bare 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields hyper parses in one request head; above `forward::MAX_HEADER_FIELDS`
+/// for the same reason.
+pub const MAX_HEAD_FIELDS: usize = 512;
 
 /// What a caller over the connection cap reads before its connection is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -182,14 +190,35 @@ async fn accept(listener: &Live) -> std::io::Result<(Accepted, Caller)> {
     }
 }
 
+/// HTTP/1.1 and HTTP/2 with prior knowledge (h2c, what a gRPC client speaks to an
+/// `http://` target) on one listener, under the proxy's head limits.
+fn builder(limits: Limits) -> AutoBuilder<TokioExecutor> {
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEAD_FIELDS)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder
+}
+
 async fn connection<IO, S>(io: IO, caller: Caller, proxy: Arc<Proxy<S>>, draining: CancellationToken, limits: Limits)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Sources,
 {
+    let tunnels = Tunnels::default();
+    let joined = tunnels.clone();
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(caller, req).await) }
+        let (proxy, tunnels) = (proxy.clone(), tunnels.clone());
+        async move { Ok::<_, Infallible>(proxy.handle(caller, req, &tunnels).await) }
     });
-    conn::http1(io, service, limits, MAX_HEAD_BYTES, draining).await;
+    conn::auto(&builder(limits), io, service, limits, draining).await;
+    // An upgraded connection (WebSocket) lives on here, in this connection's task: its
+    // slot is held, and the drain bounds it.
+    if let Some(tunnel) = joined.take() {
+        tunnel.await;
+    }
 }

@@ -43,7 +43,8 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(tls: TlsSettings, proxies: Proxies, timeout: Duration) -> Connector {
-        Connector { inner: connect::Connector::new(tls, proxies), timeout }
+        let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Connector { inner: connect::Connector::with_alpn(tls, proxies, alpn), timeout }
     }
 
     /// The `Proxy-Authorization` a plain `http://` request to `uri` carries when it goes
@@ -56,6 +57,25 @@ impl Connector {
         match self.inner.route(uri) {
             Route::Proxy { authorization, .. } => authorization,
             Route::Direct => None,
+        }
+    }
+}
+
+impl Connector {
+    /// The same connector, HTTP/1.1 only (for upgrades).
+    pub fn http1_only(&self) -> Connector {
+        Connector { inner: self.inner.without_alpn(), timeout: self.timeout }
+    }
+
+    /// How a request to `uri` goes: HTTP/2 with prior knowledge when the caller spoke
+    /// HTTP/2 (`caller_h2`) and the upstream is plain `http` reached directly (a forward
+    /// proxy takes plain-http requests in HTTP/1.1); else HTTP/1.1 or what TLS negotiates.
+    pub fn wire(&self, uri: &Uri, caller_h2: bool) -> Wire {
+        let direct = matches!(self.inner.route(uri), Route::Direct);
+        if caller_h2 && direct && uri.scheme_str() == Some("http") {
+            Wire::H2c
+        } else {
+            Wire::Negotiated
         }
     }
 }
@@ -80,18 +100,94 @@ impl Service<Uri> for Connector {
     }
 }
 
-/// The pooled client, generic over the request body.
-pub fn client<B>(connector: Connector) -> Client<Connector, B>
+/// Largest answer head read from an upstream (status line and header fields); a larger
+/// one is a 502 naming this limit.
+pub const MAX_ANSWER_HEAD: usize = 64 * 1024;
+/// Most header fields read in one answer head (hyper's default of 100 is too few for
+/// some services' answers).
+const MAX_ANSWER_FIELDS: usize = 1024;
+
+/// How requests reach an upstream, each with a pool of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1, or over TLS whatever ALPN chose (`h2` or `http/1.1`).
+    Negotiated,
+    /// HTTP/2 with prior knowledge over plain TCP (h2c): for a caller that spoke HTTP/2
+    /// (gRPC) to a plain-`http` upstream.
+    H2c,
+    /// HTTP/1.1 whatever TLS could negotiate: an upgrade (WebSocket) handshake.
+    Http1,
+}
+
+/// The clients of one [`Wire`]: the pool, and one that makes a new connection for every
+/// request and keeps none (for the one resend after a keep-alive race, which must not
+/// meet another stale pooled connection).
+pub struct Pools<B> {
+    pub pooled: Client<Connector, B>,
+    pub fresh: Client<Connector, B>,
+}
+
+impl<B> Pools<B>
 where
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + 'static + Unpin,
     B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+    pub fn new(connector: &Connector, wire: Wire) -> Pools<B> {
+        let mut pooled = builder(wire);
+        pooled.pool_idle_timeout(POOL_IDLE).pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST);
+        let mut fresh = builder(wire);
+        fresh.pool_max_idle_per_host(0);
+        Pools { pooled: pooled.build(connector.clone()), fresh: fresh.build(connector.clone()) }
+    }
+}
+
+fn builder(wire: Wire) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .http1_max_buf_size(MAX_ANSWER_HEAD)
+        .http1_max_headers(MAX_ANSWER_FIELDS)
+        .http2_max_header_list_size(MAX_ANSWER_HEAD as u32)
+        .http2_only(wire == Wire::H2c);
+    builder
+}
+
+/// Whether `err` says the connection ended before any byte of the answer arrived: the
+/// upstream closed it (hyper's "connection closed before message completed"), reset it,
+/// or the request could not be written. On a reused connection that is a keep-alive
+/// race (the upstream closed it while idle), not an answer.
+pub fn nothing_arrived(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether `err` is an answer head over [`MAX_ANSWER_HEAD`] (or over its field count).
+pub fn head_too_large(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// What went wrong with an upstream exchange, as the caller is told.

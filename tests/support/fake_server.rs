@@ -1,5 +1,5 @@
 //! The skeleton every fake server of the tests shares (the fake control plane, which also
-//! plays token endpoints, and the proxy's upstream): a hyper HTTP/1.1 server on
+//! plays token endpoints, and the proxy's upstream): a hyper HTTP/1.1 and HTTP/2 server on
 //! `127.0.0.1:0`, over rustls or plain, on a thread and runtime of its own so that
 //! synchronous tests can use it too, stopped and joined when dropped. What it answers is
 //! the caller's function.
@@ -94,7 +94,8 @@ async fn serve<A, F, B>(
         let (acceptor, answer) = (acceptor.clone(), answer.clone());
         tokio::spawn(async move {
             let service = service_fn(answer);
-            let http = hyper::server::conn::http1::Builder::new();
+            // HTTP/1.1, and HTTP/2 with prior knowledge or by ALPN (the proxy's h2 tests).
+            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             match acceptor {
                 Some(acceptor) => {
                     // A refused handshake (unknown CA, no client certificate) just ends here.

@@ -6,8 +6,10 @@
 pub mod control_plane;
 pub mod daemon;
 pub mod fixtures;
+pub mod flaky;
 pub mod kubelet;
 pub mod oidc;
+pub mod proxy;
 pub mod supervised;
 pub mod tinyproxy;
 pub mod upstream;

@@ -6,6 +6,9 @@
 //! - `upload`: reads the body, counting, and answers `{"received": N}`;
 //! - `never`: reads the request and never answers;
 //! - `hop`: hop-by-hop fields in the answer (`Connection: x-up`, `X-Up`, `Keep-Alive`);
+//! - `events`: three server-sent events, [`EVENT_GAP`] apart;
+//! - `wide?n=FIELDS&size=BYTES`: an answer with that many header fields of that size
+//!   (1100 bytes by default);
 //! - anything else: echoes the request as JSON (`method`, `target`, `headers`, `body`).
 //!
 //! A request whose `Authorization` is [`Upstream::revoke`]d is answered 401.
@@ -21,6 +24,7 @@ use hyper::body::{Body, Frame, Incoming};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -143,7 +147,34 @@ impl Body for Generated {
     }
 }
 
-type Answer = hyper::Response<Either<Full<Bytes>, Generated>>;
+/// The pause between two of `events`' events.
+pub const EVENT_GAP: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Server-sent events, one every [`EVENT_GAP`], each its own frame.
+pub struct Events {
+    left: usize,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + EVENT_GAP;
+        self.sleep.as_mut().reset(next);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("data: event {}\n\n", 3 - self.left))))))
+    }
+}
+
+type Answer = hyper::Response<Either<Full<Bytes>, Either<Generated, Events>>>;
 
 fn json(status: u16, value: serde_json::Value) -> Answer {
     hyper::Response::builder()
@@ -187,10 +218,32 @@ async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Resu
                     parts.uri.query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(0u64);
                 hyper::Response::builder()
                     .header("content-type", "application/octet-stream")
-                    .body(Either::Right(Generated { left: n, cut: Some(state.lock().cut.clone()) }))
+                    .body(Either::Right(Either::Left(Generated { left: n, cut: Some(state.lock().cut.clone()) })))
                     .expect("response")
             }
             "upload" => json(200, serde_json::json!({ "received": body_len })),
+            "events" => hyper::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Either::Right(Either::Right(Events { left: 3, sleep: Box::pin(tokio::time::sleep(EVENT_GAP)) })))
+                .expect("response"),
+            "wide" => {
+                let query: Vec<usize> = parts
+                    .uri
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('=')?.1.parse().ok())
+                    .collect();
+                let (n, size) = (query.first().copied().unwrap_or(0), query.get(1).copied().unwrap_or(1100));
+                let mut r = json(200, serde_json::json!({ "fields": n }));
+                for i in 0..n {
+                    r.headers_mut().insert(
+                        http::HeaderName::from_bytes(format!("x-wide-{i}").as_bytes()).unwrap(),
+                        http::HeaderValue::from_str(&"w".repeat(size)).unwrap(),
+                    );
+                }
+                r
+            }
             "hop" => {
                 let mut r = json(200, serde_json::json!({}));
                 let h = r.headers_mut();

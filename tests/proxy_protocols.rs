@@ -1,0 +1,237 @@
+//! The egress proxy's protocols with real peers: gRPC through the real `grpcio` client
+//! and server, WebSocket through the real `websockets` client and server, HTTP/2 with
+//! prior knowledge from `curl`, server-sent events timed per event, and wide answer heads.
+
+use crate::support::proxy::*;
+use crate::support::upstream::{Upstream, EVENT_GAP};
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const UP: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
+const DOWN: &str = "5c0a1e2b-3d4f-4a5b-8c6d-7e8f9a0b1c2d";
+const BEARER: &str = "Bearer upstream-t0ken";
+
+/// A Python peer from `tests/support/NAME`: started, its port read from its first line;
+/// it stops when its stdin closes (dropped).
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Peer {
+    fn start(script: &str) -> Peer {
+        let path = format!("{}/tests/support/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("a port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{script} printed no port: {line:?} (pip install grpcio websockets)"));
+        Peer { child, port }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection `name` to `url` whose proxy header `Authorization` carries [`BEARER`].
+fn bearer_connection(id: &str, name: &str, url: &str) -> String {
+    format!(
+        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\n\
+         proxy: {{ headers: {{ Authorization: Tok }} }}\nparameters:\n  ServiceURL: {url}\n  Tok: \"{BEARER}\"\n"
+    )
+}
+
+/// An OAuth connection whose token endpoint is down: no credentials.
+fn tokenless_connection(id: &str, name: &str, url: &str) -> String {
+    format!(
+        "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\nsecurity: oauth2\n\
+         parameters:\n  ServiceURL: {url}\n  TokenURL: http://127.0.0.1:9/token\n  ConsumerKey: portal\n  \
+         ConsumerSecret: {{ value: \"s3cret\" }}\n"
+    )
+}
+
+fn fixture(names: &[&str], connections: &str) -> Fixture {
+    Fixture::with(&component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>()), connections)
+}
+
+/// Runs a Python client script; its one JSON line.
+fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = format!("{}/tests/support/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3").arg(&path).args(args).output().expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{script}: {e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn grpc_calls_of_every_shape_pass_with_credentials_and_trailers() {
+    let grpc = Peer::start("grpc/server.py");
+    let url = format!("http://127.0.0.1:{}", grpc.port);
+    let fx = fixture(&["grpc-up"], &bearer_connection(UP, "grpc-up", &url));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let target = daemon.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || python_json("grpc/client.py", &[&target, "grpc-up"])).await.unwrap();
+    assert_eq!(out["unary"]["ok"][0], format!("echo:hello|auth={BEARER}"), "{out}");
+    assert_eq!(out["unary"]["ok"][1], "kept", "the upstream's trailer passed: {out}");
+    assert_eq!(out["server_stream"]["ok"], serde_json::json!(["item-0", "item-1", "item-2", "item-3"]), "{out}");
+    assert_eq!(out["client_stream"]["ok"], "a+b+c", "{out}");
+    assert_eq!(out["bidi"]["ok"], serde_json::json!(["bidi:x", "bidi:y"]), "{out}");
+    assert_eq!(out["error"]["code"], "PERMISSION_DENIED", "the upstream's status passed: {out}");
+    assert_eq!(out["error"]["details"], "the upstream says no", "{out}");
+}
+
+#[tokio::test]
+async fn connds_own_grpc_refusals_are_grpc_statuses() {
+    let grpc = Peer::start("grpc/server.py");
+    let url = format!("http://127.0.0.1:{}", grpc.port);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let connections = tokenless_connection(UP, "payments-api", &url) + &bearer_connection(DOWN, "gone", &closed_url);
+    let fx = fixture(&["payments-api", "gone"], &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let target = daemon.addr.to_string();
+    let call = |name: &'static str| {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || python_json("grpc/client.py", &[&target, name, "unary-only"]))
+    };
+    let out = call("payments-api").await.unwrap();
+    assert_eq!(out["unary"]["code"], "UNAVAILABLE", "{out}");
+    assert_contains(out["unary"]["details"].as_str().unwrap(), &["payments-api", "credentials_unavailable"]);
+    let out = call("nothing-here").await.unwrap();
+    assert_eq!(out["unary"]["code"], "NOT_FOUND", "{out}");
+    assert_contains(out["unary"]["details"].as_str().unwrap(), &["nothing-here", "payments-api, gone"]);
+    let out = call("gone").await.unwrap();
+    assert_eq!(out["unary"]["code"], "UNAVAILABLE", "{out}");
+    assert_contains(out["unary"]["details"].as_str().unwrap(), &["gone", "unreachable"]);
+    // Without the header the first path segment names the connection: `test.Echo` is none.
+    let out = call("").await.unwrap();
+    assert_eq!(out["unary"]["code"], "NOT_FOUND", "{out}");
+    wait_for_metric(&daemon, "connd_proxy_requests_total{connection=\"payments-api\",class=\"5xx\"} 1").await;
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_and_http1_share_the_listener() {
+    let up = Upstream::plain();
+    let fx = fixture(&["keyed"], &bearer_connection(UP, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    for extra in [&["--http2-prior-knowledge"][..], &["--http1.1"][..]] {
+        let url = format!("http://{}/keyed/echo", daemon.addr);
+        let out = Command::new("curl").args(["-sS", "-w", "\n%{http_version}"]).args(extra).arg(&url).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, version) = text.rsplit_once('\n').unwrap();
+        assert_eq!(version, if extra[0].contains("http2") { "2" } else { "1.1" }, "{text}");
+        let echo: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(echo["headers"]["authorization"][0], BEARER, "{text}");
+    }
+    // Connd-Connection names the connection on the shared listener: the whole path goes
+    // upstream, the header does not.
+    let r = call(daemon.addr, "GET", "/pkg.Service/Method", &[("connd-connection", "keyed")], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/pkg.Service/Method");
+    assert_eq!(r.echoed("connd-connection"), None);
+}
+
+#[tokio::test]
+async fn a_websocket_is_joined_with_credentials_and_a_refusal_passed_on() {
+    let ws = Peer::start("ws/server.py");
+    let url = format!("http://127.0.0.1:{}", ws.port);
+    let fx = fixture(&["chat"], &bearer_connection(UP, "chat", &url));
+    let daemon = ProxyDaemon::start(fx.path(), &["--proxy-response-timeout", "1s"]);
+    daemon.ready().await;
+    let target = format!("ws://{}/chat/room", daemon.addr);
+    let out = tokio::task::spawn_blocking(move || python_json("ws/client.py", &[&target, "50"])).await.unwrap();
+    assert_eq!(out["first"], format!("auth={BEARER}"), "{out}");
+    assert_eq!(out["answers"], serde_json::json!(["echo:m0", "echo:m1", "echo:m2"]), "{out}");
+    assert_eq!(out["n"], 50, "{out}");
+    let refused = format!("ws://{}/chat/refuse", daemon.addr);
+    let out = tokio::task::spawn_blocking(move || python_json("ws/client.py", &[&refused, "1"])).await.unwrap();
+    assert_eq!((out["status"].as_u64(), out["body"].as_str()), (Some(403), Some("the upstream refuses\n")), "{out}");
+}
+
+#[tokio::test]
+async fn an_open_websocket_outlives_the_response_timeout() {
+    let ws = Peer::start("ws/server.py");
+    let url = format!("http://127.0.0.1:{}", ws.port);
+    let fx = fixture(&["chat"], &bearer_connection(UP, "chat", &url));
+    let daemon = ProxyDaemon::start(fx.path(), &["--proxy-response-timeout", "1s", "--idle-timeout", "1s"]);
+    daemon.ready().await;
+    // One message every 300 ms for 3 s: three response timeouts, three idle timeouts.
+    let target = format!("ws://{}/chat/room", daemon.addr);
+    let script = "import sys, time\nfrom websockets.sync.client import connect\n\
+                  with connect(sys.argv[1]) as ws:\n    ws.recv()\n    for i in range(10):\n        \
+                  time.sleep(0.3)\n        ws.send(str(i))\n        print(ws.recv(timeout=5), flush=True)\n";
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").args(["-c", script, &target]).output().unwrap())
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 10, "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.lines().last(), Some("echo:9"));
+}
+
+#[tokio::test]
+async fn server_sent_events_arrive_one_by_one() {
+    let up = Upstream::plain();
+    let fx = fixture(&["keyed"], &bearer_connection(UP, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let mut curl = Command::new("curl")
+        .args(["-sN", &format!("http://{}/keyed/events", daemon.addr)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut lines = BufReader::new(curl.stdout.take().unwrap()).lines();
+    let mut arrivals = Vec::new();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("data: ") {
+            arrivals.push(started.elapsed());
+        }
+    }
+    let _ = curl.wait();
+    assert_eq!(arrivals.len(), 3, "{arrivals:?}");
+    for (i, at) in arrivals.iter().enumerate() {
+        let due = EVENT_GAP * (i as u32 + 1);
+        assert!(
+            *at >= due - Duration::from_millis(50) && *at < due + Duration::from_millis(300),
+            "event {i} at {at:?}, due {due:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wide_answer_heads_pass_up_to_64_kib() {
+    let up = Upstream::plain();
+    let fx = fixture(&["keyed"], &bearer_connection(UP, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    // More than hyper's default of 100 fields, under 64 KiB.
+    let r = call(daemon.addr, "GET", "/keyed/wide?n=200&size=300", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.headers.get("x-wide-199").map(|v| v.len()), Some(300));
+    let r = call(daemon.addr, "GET", "/keyed/wide?n=56", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Over 64 KiB: a 502 that names the limit.
+    let r = call(daemon.addr, "GET", "/keyed/wide?n=98", &[], "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_contains(&r.text(), &["64 KiB"]);
+}
