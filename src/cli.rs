@@ -212,7 +212,7 @@ impl EnvFormat {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The command and its arguments, after `--`
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -248,13 +248,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
     /// The command and its arguments, after `--`
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD",
-        help_heading = "Arguments"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD", help_heading = "Arguments")]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub reload: ReloadArgs,

@@ -366,3 +366,30 @@ fn check_counts_one_connection_in_the_singular() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_contains(&out.stdout, &["ok: 1 connection, 1 variable\n"]);
 }
+
+/// A mistyped flag before `--` is a usage error with clap's tip, for every command that
+/// takes `-- CMD`; it never becomes the command connd runs (issue: "cannot run
+/// --stop-timout: not found in PATH").
+#[test]
+fn a_mistyped_flag_before_the_command_is_a_usage_error_with_the_flag_meant() {
+    let dir = EXAMPLE.to_owned();
+    for (sub, typo, meant) in [
+        ("run", "--stop-timout", "--stop-timeout"),
+        ("exec", "--config-dri", "--config-dir"),
+        ("run", "--config-dri", "--config-dir"),
+    ] {
+        let out = run(&[sub, "--config-dir", &dir, typo, "5s", "--", "true"]);
+        assert_eq!(out.code, 64, "{sub} {typo}: {out:?}");
+        assert_contains(
+            &out.stderr,
+            &[&format!("unexpected argument '{typo}'"), &format!("a similar argument exists: '{meant}'")],
+        );
+        assert!(!out.stderr.contains("not found in PATH"), "{out:?}");
+    }
+    // After `--` everything is the command's, flags included; and a command named without
+    // `--` keeps its own flags.
+    let out = run(&["exec", "--config-dir", &dir, "--", "sh", "-c", "echo --stop-timout"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "--stop-timout\n"), "{out:?}");
+    let out = run(&["exec", "--config-dir", &dir, "sh", "-c", "echo ok"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out:?}");
+}
