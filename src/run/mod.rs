@@ -8,6 +8,7 @@
 //! process work is `supervise`'s.
 
 pub mod changes;
+pub mod deathsig;
 pub mod reap;
 pub mod supervise;
 pub mod terminal;
