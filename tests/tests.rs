@@ -31,6 +31,9 @@ mod faults;
 /// Files (docs/files.md): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
+/// `serve` and `run` keeping files across their life: drift put back, restart leftovers
+/// removed, a `file:` source caught mid-write read once finished.
+mod files_keep;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

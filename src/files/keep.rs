@@ -6,6 +6,11 @@
 //! logged (once per distinct error) and counted, and is retried with backoff. A file
 //! this process wrote that the plan no longer holds is removed.
 //!
+//! Drift is repaired: after every resolution the reloader finishes (each re-scan, each
+//! SIGHUP, each refresh), every planned file is compared with the disk as `render`
+//! compares it (bytes, mode, owner; `write::write`), and one changed, re-moded or deleted
+//! behind connd's back is put back.
+//!
 //! Boundary: what to render and how to write are `render`'s and `write`'s; when values
 //! change is the reloader's.
 
@@ -81,10 +86,14 @@ impl<S: Sources> State<S> {
     ) {
         tokio::pin!(shutdown);
         let mut snapshots = store.subscribe();
+        let mut finished = store.subscribe_finished();
         let mut renewals = self.sources.renewals();
         let mut env_index = None;
         let mut retry_at = None;
+        // Whether this round runs only to put back files changed behind connd's back.
+        let mut repair = false;
         loop {
+            finished.borrow_and_update();
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(resolved) = &snapshot.resolved {
                 let env_changed = env_index.is_some_and(|i| i != resolved.env_index);
@@ -94,9 +103,10 @@ impl<S: Sources> State<S> {
                 let changed = tokio::select! {
                     biased;
                     () = &mut shutdown => return,
-                    changed = self.sync(resolved) => changed,
+                    changed = self.sync(resolved, repair) => changed,
                 };
-                if changed > 0 && !env_changed {
+                // A repair gives the workload back the file it had: nothing new to tell it.
+                if changed > 0 && !env_changed && !repair {
                     if let Some(tx) = &file_changes {
                         let _ = tx.try_send(());
                     }
@@ -109,18 +119,24 @@ impl<S: Sources> State<S> {
                     self.failures = 0;
                 }
             }
+            repair = false;
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
                 changed = snapshots.changed() => if changed.is_err() { return },
                 () = renewal(&mut renewals) => {}
                 () = sleep_until(retry_at) => {}
+                changed = finished.changed() => match changed {
+                    Ok(()) => repair = true,
+                    Err(_) => return,
+                },
             }
         }
     }
 
     /// Renders and writes every planned file of `resolved`; returns how many changed.
-    async fn sync(&mut self, resolved: &Arc<Resolved>) -> usize {
+    /// `repair`: the values did not change, so a file written was one changed on disk.
+    async fn sync(&mut self, resolved: &Arc<Resolved>, repair: bool) -> usize {
         let plan = resolved.plan.clone();
         if plan.files.is_empty() && self.written.is_empty() {
             return 0;
@@ -135,7 +151,7 @@ impl<S: Sources> State<S> {
                 return 0;
             }
         };
-        let changed = self.record_writes(results, &mut written) + self.record_removals(removed, &mut written);
+        let changed = self.record_writes(results, &mut written, repair) + self.record_removals(removed, &mut written);
         self.metrics.files_failing(self.errors.len());
         self.written = written;
         changed
@@ -168,7 +184,7 @@ impl<S: Sources> State<S> {
 
     /// Counts and logs each file's outcome, once per distinct error; returns how many
     /// were rewritten.
-    fn record_writes(&mut self, results: Writes, written: &mut BTreeSet<PathBuf>) -> usize {
+    fn record_writes(&mut self, results: Writes, written: &mut BTreeSet<PathBuf>, repair: bool) -> usize {
         let mut changed = 0;
         for (target, result) in results {
             match result {
@@ -179,7 +195,14 @@ impl<S: Sources> State<S> {
                     }
                     if outcome == Outcome::Written {
                         changed += 1;
-                        tracing::info!(file = %target.display(), "file rendered");
+                        if repair {
+                            tracing::warn!(
+                                file = %target.display(),
+                                "file changed, re-moded or deleted behind connd's back: put back as rendered"
+                            );
+                        } else {
+                            tracing::info!(file = %target.display(), "file rendered");
+                        }
                         self.metrics.file_write(FileWrite::Written);
                     } else {
                         self.metrics.file_write(FileWrite::Unchanged);

@@ -1,0 +1,95 @@
+//! `serve` and `run` keeping files across their life (docs/files.md): a file changed,
+//! re-moded or deleted behind connd's back is put back; files an earlier connd process
+//! wrote and no longer planned are removed after a restart; a `file:` source caught
+//! mid-write is read once its writer is done.
+
+use crate::support::kubelet::AtomicDir;
+use crate::support::*;
+use nix::sys::signal::Signal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const DB: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Waits until `pred` holds for the file's content and mode (None: absent).
+#[track_caller]
+fn file_until(path: &Path, what: &str, pred: impl Fn(Option<(&str, u32)>) -> bool) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).ok();
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
+        if pred(text.as_deref().map(|t| (t, mode))) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "{} never {what}; it is {text:?}, mode {mode:o}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One `kind: File` at /conf/app.env holding the database's host.
+fn app_env_dir(host: &str) -> AtomicDir {
+    let conns = IDENTITY.to_owned() + &connection(DB, "orders-db", &[("HostName", host)]);
+    let file = "kind: File\npath: /conf/app.env\nformat: dotenv\nvalues:\n  - name: DB_HOST\n    \
+                valueFrom: { connectionRef: { name: orders-db, key: HostName } }\n";
+    AtomicDir::new(&[
+        ("component.yaml", &component_yaml(&[("orders-db", "database:pg/orders")])),
+        ("c.yaml", &conns),
+        ("file.yaml", file),
+    ])
+}
+
+fn rendered(t: Option<(&str, u32)>) -> bool {
+    t.is_some_and(|(text, mode)| text == "DB_HOST='db1'\n" && mode == 0o600)
+}
+
+#[tokio::test]
+async fn serve_puts_back_a_file_changed_re_moded_or_deleted_behind_its_back_on_sighup() {
+    let dir = app_env_dir("db1");
+    let root = tempfile::tempdir().unwrap();
+    // No re-scan or refresh during the test: only SIGHUP can bring the file back.
+    let args =
+        ["--files-root", &root.path().display().to_string(), "--rescan-interval", "10m", "--refresh-interval", "10m"];
+    let daemon = Daemon::start(dir.path(), &args, &[]);
+    daemon.ready().await;
+    let app = root.path().join("conf/app.env");
+    file_until(&app, "was rendered", rendered);
+    type Drift = fn(&Path);
+    let drifts: [(&str, Drift); 3] = [
+        ("overwritten", |p| std::fs::write(p, "DB_HOST=evil\n").unwrap()),
+        ("re-moded", |p| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap()),
+        ("deleted", |p| std::fs::remove_file(p).unwrap()),
+    ];
+    for (what, drift) in drifts {
+        drift(&app);
+        // Nothing puts it back by itself.
+        std::thread::sleep(Duration::from_millis(300));
+        let mode = std::fs::metadata(&app).map(|m| m.permissions().mode() & 0o7777).ok();
+        let text = std::fs::read_to_string(&app).ok();
+        assert!(!rendered(text.as_deref().zip(mode)), "{what}: {text:?} {mode:?}");
+        daemon.signal(Signal::SIGHUP);
+        file_until(&app, &format!("was put back once {what}"), rendered);
+    }
+    daemon.signal(Signal::SIGTERM);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_contains(&stderr, &["behind connd's back: put back as rendered"]);
+}
+
+#[test]
+fn run_puts_back_a_deleted_or_re_moded_file_at_the_next_re_scan() {
+    let dir = app_env_dir("db1");
+    let root = tempfile::tempdir().unwrap();
+    let args = ["--files-root", &root.path().display().to_string(), "--rescan-interval", "200ms"];
+    let mut s = Supervised::start(dir.path(), &args, "echo started; while :; do sleep 0.05; done").patience(PATIENCE);
+    s.expect("started");
+    let app = root.path().join("conf/app.env");
+    file_until(&app, "was rendered", rendered);
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o644)).unwrap();
+    file_until(&app, "was re-moded back", rendered);
+    std::fs::remove_file(&app).unwrap();
+    file_until(&app, "was put back", rendered);
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}
