@@ -5,6 +5,7 @@
 
 use crate::support::kubelet::AtomicDir;
 use crate::support::*;
+use connd::serve::api::client::request;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -92,4 +93,88 @@ fn run_puts_back_a_deleted_or_re_moded_file_at_the_next_re_scan() {
     file_until(&app, "was put back", rendered);
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait(), 143, "{}", s.transcript());
+}
+
+/// `kind: File` documents, one per name, each a dotenv file under /conf.
+fn kind_files(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                format!("{n}.yaml"),
+                format!("kind: File\npath: /conf/{n}.env\nformat: dotenv\nvalues:\n  - name: A\n    value: {n}\n"),
+            )
+        })
+        .collect()
+}
+
+fn serve_files(dir: &Path, root: &Path) -> Daemon {
+    Daemon::start(dir, &["--files-root", &root.display().to_string()], &[])
+}
+
+#[tokio::test]
+async fn a_restarted_serve_removes_the_files_an_earlier_one_wrote_and_no_longer_plans() {
+    let files = kind_files(&["app", "gone", "taken"]);
+    let mut fx = Fixture::with(&component_yaml(&[]), "");
+    for (name, text) in &files {
+        fx = fx.file(name, text);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    let first = serve_files(fx.path(), root.path());
+    first.ready().await;
+    for n in ["app", "gone", "taken"] {
+        file_until(&conf.join(format!("{n}.env")), "was rendered", |t| t.is_some());
+    }
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait().0, 0);
+
+    // While no connd runs: two files leave the plan, and someone makes one of them theirs.
+    std::fs::remove_file(fx.join("gone.yaml")).unwrap();
+    std::fs::remove_file(fx.join("taken.yaml")).unwrap();
+    std::fs::write(conf.join("taken.env.new"), "MINE=1\n").unwrap();
+    std::fs::rename(conf.join("taken.env.new"), conf.join("taken.env")).unwrap();
+    let user_file = conf.join("user.env");
+    std::fs::write(&user_file, "USER=1\n").unwrap();
+
+    let second = serve_files(fx.path(), root.path());
+    second.ready().await;
+    file_until(&conf.join("gone.env"), "was removed by the new process", |t| t.is_none());
+    assert_eq!(std::fs::read_to_string(conf.join("taken.env")).unwrap(), "MINE=1\n", "another's file stays");
+    assert_eq!(std::fs::read_to_string(&user_file).unwrap(), "USER=1\n", "a file connd never wrote stays");
+    assert_eq!(std::fs::read_to_string(conf.join("app.env")).unwrap(), "A='app'\n");
+    second.signal(Signal::SIGTERM);
+    let (code, stderr) = second.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert_contains(&stderr, &["gone.env", "file no longer planned: removed"]);
+}
+
+#[tokio::test]
+async fn serve_is_not_ready_before_its_files_are_written() {
+    let dir = app_env_dir("db1");
+    let root = tempfile::tempdir().unwrap();
+    // A file where the folder must go: the values resolve, the file cannot be written.
+    std::fs::write(root.path().join("conf"), "not a folder").unwrap();
+    let daemon = serve_files(dir.path(), root.path());
+    let start = Instant::now();
+    loop {
+        let env = request(&daemon.socket, http::Method::GET, "/v1/env").await;
+        if env.is_ok_and(|a| a.status == 200) {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the values never resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let readyz = request(&daemon.socket, http::Method::GET, "/readyz").await.unwrap();
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    assert_contains(&readyz.text(), &["the files are not written yet"]);
+    let probe = connd().args(["probe", "--socket"]).arg(&daemon.socket).output().unwrap();
+    assert_ne!(probe.status.code(), Some(0), "probe said ready");
+
+    std::fs::remove_file(root.path().join("conf")).unwrap();
+    daemon.ready().await;
+    file_until(&root.path().join("conf/app.env"), "was rendered", rendered);
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait().0, 0);
 }

@@ -2,12 +2,14 @@
 //! They are planned with the rest of the plan (`fileplan`, below `resolve`).
 //! - `render`: a planned file plus values → bytes, one writer per format.
 //! - `write`: atomic writes under the root (temp file, mode and owner, fsync, rename).
-//! - `keep`: the task that keeps files current in `run` and `serve`.
+//! - `keep`: the task that keeps files current in `run` and `serve`, with `record`, what
+//!   it wrote, kept on disk for the next process.
 //!
 //! `render_all` and `write_all` are the one-shot path of `render` and `exec`: every file
 //! is rendered before the first is written, so a bad value writes nothing.
 
 pub mod keep;
+pub mod record;
 pub mod render;
 pub mod write;
 

@@ -77,6 +77,11 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     // With a front door, the daemon starts at once: its doors serve the reloader's snapshot.
     let mut daemon =
         (!doors.is_empty()).then(|| Daemon::start(reload_config(args), sources.clone(), metrics.clone(), doors));
+    // Its doors say "not ready" until the files keeper, started with the workload, wrote
+    // the files once.
+    if let Some(daemon) = &daemon {
+        daemon.reloader().store().files_pending();
+    }
     let result = workload(args, &sources, &metrics, &mut daemon, signals).await;
     if let Some(daemon) = daemon {
         daemon.shut_down().await;
