@@ -105,7 +105,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let settings = crate::run::Settings {
         command: args.command.clone(),
         supervise: args.settings(),
-        reload: reload_config(&args.config, &args.reload),
+        reload: ReloadConfig { file_settle: args.change_debounce, ..reload_config(&args.config, &args.reload) },
         outbound: args.config.outbound.settings(),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
         proxy: proxy(&args.proxy, &args.access, &args.config.outbound, server::Limits::default(), RUN_API_GRACE),

@@ -178,3 +178,48 @@ async fn serve_is_not_ready_before_its_files_are_written() {
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait().0, 0);
 }
+
+/// A `file:` source truncated, then written a moment later by a tool that does not rename
+/// (`tool > file`: the shell truncates before the tool writes): never served empty.
+#[tokio::test]
+async fn a_file_source_written_in_place_is_read_once_its_writer_is_done() {
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("password");
+    std::fs::write(&key, "first-value").unwrap();
+    let conns =
+        connection(DB, "orders-db", &[("HostName", "db1")]) + &format!("  Password: {{ file: {} }}\n", key.display());
+    let fx = Fixture::with(&component_yaml(&[("orders-db", "database:pg/orders")]), &conns);
+    let daemon = Daemon::start(fx.path(), &["--rescan-interval", "10m", "--refresh-interval", "10m"], &[]);
+    daemon.ready().await;
+    let password = || async {
+        let a = request(&daemon.socket, http::Method::GET, "/v1/env").await.unwrap();
+        let env: serde_json::Value = serde_json::from_str(&a.text()).unwrap();
+        env["CHOREO_ORDERS_DB_PASSWORD"].as_str().unwrap_or("(absent)").to_owned()
+    };
+    assert_eq!(password().await, "first-value");
+    let writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.15 > '{0}'; printf second-value > '{0}'", key.display()))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let now = password().await;
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        if now == "second-value" || start.elapsed() > PATIENCE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = writer.wait_with_output();
+    assert_eq!(
+        seen,
+        ["first-value", "second-value"],
+        "a value between the writer's truncation and its write was served"
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait().0, 0);
+}
