@@ -17,6 +17,8 @@ mod config_messages;
 mod control_plane;
 /// Retries until the startup timeout, the last attempt made at the deadline.
 mod deadline;
+/// The systemd files as installed by deploy/systemd/install; the unit's system-call filter.
+mod deploy_systemd;
 /// The docs/ reference pages: every page cited exists; src/ cites no file outside the repo.
 mod docs;
 /// `env --format dotenv` read back by python-dotenv, the real reader.
