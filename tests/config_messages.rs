@@ -324,3 +324,49 @@ fn a_wrong_indent_says_check_the_indentation() {
     let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
     config_error(&f, &["fix: check the indentation of this line and the one before"], &[]);
 }
+
+/// `connectionRef:` outdented to sit beside an empty `valueFrom:`: the fault is where it
+/// sits, not a missing value.
+#[test]
+fn a_connection_ref_beside_an_empty_value_from_says_where_it_sits() {
+    for (block, line) in [
+        ("configurations:\n  env:\n    - name: DB\n      valueFrom:\n      connectionRef:\n        name: orders-db\n        key: HostName\n", 8),
+        (
+            "configurations:\n  file:\n    - name: app.json\n      mountPath: /conf\n      type: json\n      values:\n        - name: db\n          valueFrom:\n          connectionRef: {name: orders-db, key: HostName}\n",
+            12,
+        ),
+    ] {
+        let comp = component_yaml(&[("orders-db", HR_REF)]) + block;
+        let f = Fixture::with(&comp, &connection(ID1, "orders-db", &[("HostName", "db")]));
+        config_error(
+            &f,
+            &[
+                &format!("component.yaml:{line}:"),
+                "`connectionRef` sits beside `valueFrom`, not under it, so `valueFrom` is empty",
+                "fix: indent `connectionRef:` and the lines under it two more spaces than `valueFrom:`",
+            ],
+            &["needs exactly one of"],
+        );
+    }
+}
+
+/// A list item outdented from the items before it: the columns, not libyaml's words.
+#[test]
+fn an_outdented_list_item_names_both_columns() {
+    for indent in ["   ", "  ", " "] {
+        let comp = component_yaml(&[("orders-db", HR_REF)])
+            + "configurations:\n  env:\n    - name: A\n      value: x\n"
+            + indent
+            + "- name: B\n      value: y\n";
+        let f = Fixture::with(&comp, &connection(ID1, "orders-db", &[("HostName", "db")]));
+        config_error(
+            &f,
+            &[
+                &format!("component.yaml:10: the list item on line 10 starts at column {}", indent.len() + 1),
+                "but the item before it (line 8) at column 5: the items of one list must line up",
+                "fix: indent line 10",
+            ],
+            &["did not find expected", "correct the YAML of this"],
+        );
+    }
+}

@@ -88,7 +88,12 @@ fn values(
             diags.error(origin, format!("{:?} is not a valid name for a {} file", v.name, format.as_str()), fix);
             continue;
         }
-        let Some(source) = value_source(&format!("value {}", v.name), v.value, v.value_from, &origin, diags) else {
+        let Some(source) = value_source(
+            &format!("value {}", v.name),
+            (v.value, v.value_from, v.connection_ref.is_some()),
+            &origin,
+            diags,
+        ) else {
             continue;
         };
         // Two entries for one name, or a name that is both a value and a table.
@@ -120,13 +125,24 @@ fn values(
 /// `configurations.env`, a value of a file): exactly one of the two, and under `valueFrom`
 /// exactly one of `connectionRef`, `configGroupRef`, `configForm`. `what` names the entry in
 /// messages ("variable X", "value X"). `None` after reporting to `diags`.
+/// `stray_ref`: a `connectionRef` was written beside `valueFrom` rather than under it.
 pub fn value_source(
     what: &str,
-    value: Option<raw::Scalar>,
-    value_from: Option<raw::ValueFrom>,
+    (value, value_from, stray_ref): (Option<raw::Scalar>, Option<raw::ValueFrom>, bool),
     origin: &Origin,
     diags: &mut Diagnostics,
 ) -> Option<ValueSource> {
+    if stray_ref && value_from.as_ref().map_or(true, |f| f.connection_ref.is_none()) {
+        diags.error(
+            origin.clone(),
+            format!(
+                "{what}: `connectionRef` sits beside `valueFrom`, not under it, so `valueFrom` {}",
+                if value_from.is_some() { "holds no connectionRef" } else { "is empty" }
+            ),
+            "indent `connectionRef:` and the lines under it two more spaces than `valueFrom:`",
+        );
+        return None;
+    }
     match (value, value_from) {
         (Some(value), None) => Some(ValueSource::Literal(value.0)),
         (None, Some(from)) => {
