@@ -552,20 +552,20 @@ fn remote_without_control_plane(connections: &[PlannedConnection], diags: &mut D
 fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics) {
     // Each file once (many connections often share one mounted key); each parameter
     // that reads a bad one reported once, at its own line.
-    let mut read: HashMap<&Path, Result<(), String>> = HashMap::new();
+    let mut read: HashMap<&Path, Result<(), (String, &'static str)>> = HashMap::new();
     let mut reported = std::collections::HashSet::new();
     for p in connections {
         for (key, param) in &p.connection.parameters {
             let Some(path) = param.source.file() else { continue };
-            let result = read.entry(path).or_insert_with(|| config::files::read_value_file(path).map(drop));
-            if let Err(cause) = result {
+            let result = read.entry(path).or_insert_with(|| config::files::read_value_file_or_fix(path).map(drop));
+            if let Err((cause, fix)) = result {
                 if !reported.insert(&param.origin) {
                     continue;
                 }
                 diags.error(
                     param.origin.clone(),
                     format!("cannot read {key} of connection {:?} from {}: {cause}", p.connection.name, path.display()),
-                    "create the file (a relative path is taken from the config directory), correct `file:`, or give the value with `value:`",
+                    *fix,
                 );
             }
         }

@@ -393,3 +393,17 @@ fn a_mistyped_flag_before_the_command_is_a_usage_error_with_the_flag_meant() {
     let out = run(&["exec", "--config-dir", &dir, "sh", "-c", "echo ok"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out:?}");
 }
+
+/// A listener that cannot bind says its cause once, not two or three times.
+#[test]
+fn a_bind_error_says_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let socket = tempfile::tempdir().unwrap();
+    let socket = socket.path().join("connd.sock").display().to_string();
+    for flag in ["--proxy-listen", "--metrics-listen"] {
+        let out = run(&["serve", "--config-dir", EXAMPLE, "--socket", &socket, flag, &addr]);
+        assert_eq!(out.code, 73, "{out:?}");
+        assert_eq!(out.stderr.matches("Address already in use").count(), 1, "{flag}: {}", out.stderr);
+    }
+}

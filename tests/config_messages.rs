@@ -370,3 +370,18 @@ fn an_outdented_list_item_names_both_columns() {
         );
     }
 }
+
+/// A `file:` source that exists but is the wrong file is not fixed by creating it.
+#[test]
+fn a_device_or_oversized_file_source_says_point_at_the_right_file() {
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    for (path, needles) in [
+        ("/dev/zero".to_owned(), ["not a regular file (a device, FIFO or socket)", "connd never reads devices"]),
+        (big.path().display().to_string(), ["the file is over 1048576 bytes", "at most 1 MiB"]),
+    ] {
+        let conn = connection(ID1, "hr-service", &[]) + &format!("  ServiceURL: {{ file: {path} }}\n");
+        let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+        config_error(&f, &needles, &["create the file"]);
+    }
+}

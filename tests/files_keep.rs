@@ -223,3 +223,31 @@ async fn a_file_source_written_in_place_is_read_once_its_writer_is_done() {
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait().0, 0);
 }
+
+/// A file bind-mounted onto the target (a Kubernetes `subPath`, `docker -v file:file`):
+/// rename(2) over a mount point fails with EBUSY; the message says what it means.
+#[test]
+fn a_target_that_is_a_mount_point_says_mount_the_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let target = conf.join("app.env");
+    std::fs::write(&target, "old\n").unwrap();
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    let mounted = std::process::Command::new("mount").arg("--bind").arg(outside.path()).arg(&target).status();
+    assert!(mounted.is_ok_and(|s| s.success()), "cannot bind-mount: this test needs root (CI runs as root)");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&target);
+    let dir = app_env_dir("db1");
+    let out =
+        connd().args(["render", "--config-dir"]).arg(dir.path()).arg("--files-root").arg(root.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{stderr}");
+    assert_contains(&stderr, &["app.env", "is a mount point", "mount the folder instead"]);
+    assert!(!stderr.contains("os error 16"), "{stderr}");
+}

@@ -189,7 +189,7 @@ impl<S: Sources> State<S> {
                 Err(e) => {
                     tracing::warn!(
                         connection = %plan.connections[conn].name,
-                        error = %format_args!("{e:#}"),
+                        error = %crate::error::chain(&e),
                         "no access token for the files that use it; they keep their last content"
                     );
                     slot.remove(ACCESS_TOKEN);

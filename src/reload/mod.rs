@@ -489,7 +489,7 @@ impl<S: Sources> Task<S> {
             Err(e) => {
                 self.retry_after = e.retry_after();
                 let (class, e) = (e.class(), anyhow::Error::from(e));
-                self.source_failure = Some((format!("{e:#}"), class));
+                self.source_failure = Some((crate::error::chain(e.as_ref()), class));
                 Err((class, e))
             }
         }
@@ -498,9 +498,9 @@ impl<S: Sources> Task<S> {
     fn failed(&mut self, class: Class, e: anyhow::Error) -> bool {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
-        if self.store.fail(format!("{e:#}"), class) {
+        let error = crate::error::chain(e.as_ref());
+        if self.store.fail(error.clone(), class) {
             let problems = crate::logging::problems(&e);
-            let error = format!("{e:#}");
             if serving {
                 tracing::warn!(error = %error, problems = problems.as_deref(), "reload failed, the last good values stay");
             } else {
