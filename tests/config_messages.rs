@@ -385,3 +385,21 @@ fn a_device_or_oversized_file_source_says_point_at_the_right_file() {
         config_error(&f, &needles, &["create the file"]);
     }
 }
+
+/// A template written on its `template:` line is located on that line, not the next.
+#[test]
+fn a_template_on_its_key_line_is_located_there() {
+    let f = Fixture::with(
+        &component_yaml(&[("hr-service", HR_REF)]),
+        &connection(ID1, "hr-service", &[("ServiceURL", "u")]),
+    )
+    .file("t.yaml", "kind: File\npath: /t\nformat: template\ntemplate: \"{{ connections['hr-service'].Nope }}\"\n")
+    .file(
+        "u.yaml",
+        "kind: File\npath: /u\nformat: template\ntemplate: |-\n  first\n  {{ connections['hr-service'].Nope }}\n",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let out = f.run("render", &["--files-root", &root.path().display().to_string()]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["t.yaml:4: template of /t", "u.yaml:6: template of /u"]);
+}

@@ -99,7 +99,9 @@ async fn a_caller_of_another_uid_is_refused_unless_allowed() {
     assert_eq!(std::fs::metadata(&refused.socket).unwrap().permissions().mode() & 0o777, 0o666);
     let (pid, out) = probe_as_nobody_with_pid(&refused.socket);
     assert_eq!(out.code, 69, "{out:?}");
-    assert_contains(&out.stderr, &["not ready (403)", "forbidden", "not allowed", "--allow-uid"]);
+    // A refusal is no verdict on readiness: said as such, with the uid to allow.
+    assert_contains(&out.stderr, &["refused (403)", "uid 65534", "readiness unknown", "--allow-uid 65534"]);
+    assert!(!out.stderr.contains("not ready"), "{out:?}");
     // The operator learns who knocked.
     refused.signal(Signal::SIGTERM);
     let (_, log) = refused.wait();

@@ -320,7 +320,7 @@ fn file_body(
     match (format, values, template) {
         (FileFormat::Template, None, Some(text)) => {
             // The text of a block scalar starts on the line after `template: |`.
-            let first_line = doc.line_of("template", 0).map_or(doc.first_line, |l| l + 1);
+            let first_line = doc.line_of("template", 0).map_or(doc.first_line, |l| template_start(doc, l));
             Some(Body::Template { text, first_line })
         }
         (FileFormat::Template, _, _) => {
@@ -340,6 +340,20 @@ fn file_body(
             );
             None
         }
+    }
+}
+
+/// The line a template's text starts on, `key_line` being its `template:` line: the next
+/// line for a block scalar (`template: |`), that line itself for a scalar written on it
+/// (`template: "{{ ... }}"`).
+fn template_start(doc: &Document<'_>, key_line: usize) -> usize {
+    let text = doc.text.lines().nth(key_line.saturating_sub(doc.first_line)).unwrap_or("");
+    let value = text.split_once(':').map_or("", |(_, v)| v).trim_start();
+    let block = value.is_empty() || value.starts_with(['|', '>', '#']);
+    if block {
+        key_line + 1
+    } else {
+        key_line
     }
 }
 
