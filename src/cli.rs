@@ -94,6 +94,10 @@ pub struct ConfigArgs {
     /// Folder under which rendered files are written (each file's path is joined to it)
     #[arg(long, env = "CONND_FILES_ROOT", default_value = "/", value_name = "DIR")]
     pub files_root: PathBuf,
+    /// Treat every warning about the directory (a misspelled key, a value a reader
+    /// mangles) as an error: exit 78 instead of going on
+    #[arg(long, env = "CONND_STRICT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub strict: bool,
     #[command(flatten)]
     pub outbound: OutboundArgs,
 }
@@ -164,6 +168,7 @@ impl ConfigArgs {
             ignore_unsupported: self.ignore_unsupported,
             control_plane: self.outbound.control_plane.is_some(),
             files_root: self.files_root.clone(),
+            strict: self.strict,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Options {
     pub control_plane: bool,
     /// Where files (docs/files.md) are written: every file's path is joined under it.
     pub files_root: PathBuf,
+    /// `--strict`: every warning about the directory is an error.
+    pub strict: bool,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
             ignore_unsupported: false,
             control_plane: false,
             files_root: PathBuf::from("/"),
+            strict: false,
         }
     }
 }
@@ -143,6 +146,9 @@ pub fn plan(dir: &Path, opts: &Options) -> Result<Plan, ConfigError> {
     let mut diags = Diagnostics::default();
     let loaded = config::load(dir, &mut diags);
     let plan = build(dir, loaded, opts, &mut diags);
+    if opts.strict {
+        diags.warnings_as_errors();
+    }
     match plan {
         Some(mut plan) if diags.is_empty() => {
             plan.warnings = diags.warnings().to_vec();

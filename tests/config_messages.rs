@@ -403,3 +403,31 @@ fn a_template_on_its_key_line_is_located_there() {
     assert_eq!(out.code, 78, "{out:?}");
     assert_contains(&out.stderr, &["t.yaml:4: template of /t", "u.yaml:6: template of /u"]);
 }
+
+/// A misspelled `dependencies` leaves nothing to resolve: `check` must not read as a
+/// clean pass, and `--strict` (or `CONND_STRICT`) stops every command on it.
+#[test]
+fn warnings_are_counted_by_check_and_errors_under_strict() {
+    let comp = component_yaml(&[("hr-service", HR_REF)]).replace("dependencies:", "dependancies:");
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "u")]));
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["ok, with 1 warning: 0 connections, 0 variables"]);
+    assert_contains(&out.stderr, &["`dependancies` is not a key connd reads", "did you mean `dependencies`?"]);
+
+    let out = f.run("check", &["--strict"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["did you mean `dependencies`? (an error under --strict)"]);
+    let marker = f.join("started");
+    let out: Run = connd()
+        .args(["exec", "--config-dir"])
+        .arg(f.path())
+        .args(["--", "touch"])
+        .arg(&marker)
+        .env("CONND_STRICT", "1")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 78, "{out:?}");
+    assert!(!marker.exists(), "the workload started on a directory --strict refuses");
+}
