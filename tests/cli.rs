@@ -301,6 +301,17 @@ fn completions_and_man_pages_come_from_the_command_line() {
     assert_contains(&main, &[".TH connd 1", "check", "exec"]);
     let exec = std::fs::read_to_string(dir.path().join("connd-exec.1")).unwrap();
     assert_contains(&exec, &["connd\\-exec", "CONND_CONFIG_DIR"]);
+    // The synopsis reads as typed; every page carries the exit codes and the reference.
+    let synopsis = exec.split(".SH SYNOPSIS").nth(1).unwrap_or("").lines().nth(1).unwrap_or("");
+    assert!(synopsis.starts_with("\\fBconnd exec\\fR"), "{synopsis}");
+    for page in [&main, &exec] {
+        assert_contains(
+            page,
+            &[".SH \"EXIT STATUS\"", "\\fB78\\fR", "\\fB127\\fR", ".SH \"SEE ALSO\"", "docs/config.md"],
+        );
+    }
+    let printed = run(&["man"]);
+    assert_contains(&printed.stdout, &[".SH \"EXIT STATUS\"", "docs/config.md"]);
 }
 
 #[test]
