@@ -87,6 +87,7 @@ fn settings(dir: &Path) -> ServeSettings {
             refresh_interval: Duration::from_secs(3600),
             rescan_interval: Duration::from_secs(3600),
             debounce: Duration::from_millis(10),
+            file_settle: connd::reload::FILE_SETTLE,
             tokens: connd::source::Tokens::All,
         },
         allow: Allow::new(vec![], vec![]),

@@ -94,6 +94,10 @@ pub struct ConfigArgs {
     /// Folder under which rendered files are written (each file's path is joined to it)
     #[arg(long, env = "CONND_FILES_ROOT", default_value = "/", value_name = "DIR")]
     pub files_root: PathBuf,
+    /// Treat every warning about the directory (a misspelled key, a value a reader
+    /// mangles) as an error: exit 78 instead of going on
+    #[arg(long, env = "CONND_STRICT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub strict: bool,
     #[command(flatten)]
     pub outbound: OutboundArgs,
 }
@@ -189,6 +193,7 @@ impl ConfigArgs {
             ignore_unsupported: self.ignore_unsupported,
             control_plane: self.outbound.control_plane.is_some(),
             files_root: self.files_root.clone(),
+            strict: self.strict,
         }
     }
 }
@@ -241,7 +246,7 @@ impl EnvFormat {
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// The command and its arguments, after `--`
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub cache: CacheArgs,
@@ -279,13 +284,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
     /// The command and its arguments, after `--`
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD",
-        help_heading = "Arguments"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD", help_heading = "Arguments")]
     pub command: Vec<OsString>,
     #[command(flatten)]
     pub reload: ReloadArgs,

@@ -37,16 +37,29 @@ pub fn resolve_once(config: &ConfigArgs, cache: &CacheArgs) -> anyhow::Result<(A
 /// shown as `remote` whether or not a control plane is given (docs/commands.md).
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let options = resolve::Options { control_plane: true, ..args.config.options() };
-    let plan = resolve::plan(&args.config.config_dir, &options)?;
-    plan.log_warnings();
+    let mut plan = resolve::plan(&args.config.config_dir, &options)?;
     values::check_local(&plan)?;
+    // Values a dotenv reader would mangle, known here for the local ones.
+    let local = values::local_env(&plan)?;
+    let mut hazards = crate::config::Diagnostics::default();
+    for b in
+        plan.vars.iter().filter(|b| local.get(&b.var).is_some_and(|v| crate::dotenv::python_dotenv_loses(v.expose())))
+    {
+        let (message, fix) = crate::dotenv::python_dotenv_warning(&format!("the value of {}", b.var));
+        hazards.warn(b.origin.clone(), message, fix);
+    }
+    if options.strict && !hazards.warnings().is_empty() {
+        hazards.warnings_as_errors();
+        return Err(crate::config::ConfigError { dir: plan.dir.clone(), diagnostics: hazards }.into());
+    }
+    plan.warnings.extend(hazards.warnings().iter().cloned());
+    plan.log_warnings();
     // The token URLs and keys `env` would refuse, where the client's parameters are all
     // local (resolving without a fetch leaves the others out).
     for p in plan.connections.iter().filter(|p| p.connection.is_oauth()) {
         credentials::check_local(p, args.config.outbound.allow_insecure_http)?;
     }
     // What the kernel would refuse, as far as it is known here: control-plane values are not.
-    let local = values::local_env(&plan)?;
     exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
     let text = match args.format {
         output::PlanFormat::Text => output::render_plan(&plan) + &crate::files::describe(&plan),
@@ -82,6 +95,16 @@ fn with_files_json(plan_json: String, plan: &Plan) -> String {
 /// `ExecStartPre`. Nothing is written when any file fails to render.
 pub fn render(args: &RenderArgs) -> anyhow::Result<u8> {
     let (plan, values) = resolve_once(&args.config, &args.cache)?;
+    let hazards = crate::files::dotenv_hazards(&plan, &values);
+    if args.config.strict && !hazards.is_empty() {
+        let mut diagnostics = crate::config::Diagnostics::default();
+        hazards.into_iter().for_each(|(origin, message, fix)| diagnostics.warn(origin, message, fix));
+        diagnostics.warnings_as_errors();
+        return Err(crate::config::ConfigError { dir: plan.dir.clone(), diagnostics }.into());
+    }
+    for (origin, message, fix) in hazards {
+        tracing::warn!("{origin}: {message}\n    fix: {fix}");
+    }
     let changed = crate::files::write_all(&plan, &values)?;
     tracing::info!(files = plan.files.len(), changed, "files rendered");
     Ok(0)
@@ -103,7 +126,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let settings = crate::run::Settings {
         command: args.command.clone(),
         supervise: args.settings(),
-        reload: reload_config(&args.config, &args.reload),
+        reload: ReloadConfig { file_settle: args.change_debounce, ..reload_config(&args.config, &args.reload) },
         outbound: outbound(&args.config, &args.cache),
         api: args.socket.as_ref().map(|path| (socket(path, &args.access), allow(&args.access))),
         proxy: proxy(&args.proxy, &args.access, &args.config.outbound, server::Limits::default(), RUN_API_GRACE),

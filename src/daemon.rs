@@ -117,6 +117,8 @@ impl<S: Sources> Daemon<S> {
     /// Keeps the files of the plan current (docs/files.md) from now on. With
     /// `file_changes`, it says when files changed while the variables did not.
     pub fn keep_files(&mut self, file_changes: Option<mpsc::Sender<()>>) {
+        // Not ready until the keeper wrote the files once: said now, before any request.
+        self.reloader.store().files_pending();
         // Nothing to drain: a sync under way is dropped (a write in progress ends on its
         // blocking thread whatever becomes of the task, and every write is atomic).
         self.spawn("the files keeper", Duration::ZERO, |shared, until| {

@@ -25,3 +25,23 @@ pub fn dotenv_quote(value: &str) -> String {
     out.push('"');
     out
 }
+
+/// Whether python-dotenv (1.2) misreads a file holding `value`: a value ending in `\`
+/// (quoted `"...\\"`) makes it skip that variable and every line after it up to and
+/// including the next line holding a `"`, even a `"` inside a single-quoted value
+/// (`tests/dotenv_readers.rs` shows it). systemd's `EnvironmentFile=` reads it right.
+pub fn python_dotenv_loses(value: &str) -> bool {
+    value.ends_with('\\')
+}
+
+/// The warning for a value [`python_dotenv_loses`], `what` naming it ("variable X").
+pub fn python_dotenv_warning(what: &str) -> (String, &'static str) {
+    (
+        format!(
+            "{what} ends in a backslash: in a dotenv file, python-dotenv loses it and every variable after it \
+             up to the next line holding a `\"` (systemd's EnvironmentFile= reads it right)"
+        ),
+        "if a python-dotenv reader reads it, end the value otherwise, or give it as JSON (`env --format json`, \
+         a json file) instead",
+    )
+}

@@ -63,14 +63,14 @@ pub trait Classify {
 }
 
 /// `e` and its sources, `: `-separated, as a log or message shows an error's whole cause. A
-/// source whose text already ends its parent's (a `{source}` in the parent's message) is not
-/// repeated.
+/// source whose text the line already holds (a `{source}` in a message above it) is not
+/// repeated: anyhow's `{:#}` would print it two or three times.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
         let more = c.to_string();
-        if !text.ends_with(&more) {
+        if !text.contains(&more) {
             text.push_str(": ");
             text.push_str(&more);
         }
@@ -100,5 +100,21 @@ mod tests {
             assert_eq!(class.exit_code(), code, "{class:?}");
             assert_eq!(class.is_transient(), class == Class::Unavailable, "{class:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot bind /run/x.sock: {source}")]
+    struct Bind {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_the_message_quotes_is_said_once() {
+        let e = anyhow::Error::new(Bind { source: std::io::Error::from_raw_os_error(13) }).context("serving");
+        assert_eq!(format!("{e:#}").matches("os error 13").count(), 2, "anyhow repeats it");
+        assert_eq!(super::chain(e.as_ref()), "serving: cannot bind /run/x.sock: Permission denied (os error 13)");
     }
 }

@@ -53,7 +53,8 @@
 //!   (the quoting of a dotenv value, for `output` and `files/`), `template` (the template
 //!   engine of files, for `fileplan` and `files/`).
 //!
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `run::deathsig` alone allows it, for `pre_exec`.
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod commands;

@@ -53,9 +53,14 @@ fn main() -> ExitCode {
             // Neither way panics when stderr fails: the message is then dropped.
             match cli.log.log_format {
                 LogFormat::Json => {
-                    tracing::error!(exit_code = code, problems = logging::problems(&e).as_deref(), "{e:#}")
+                    tracing::error!(
+                        exit_code = code,
+                        problems = logging::problems(&e).as_deref(),
+                        "{}",
+                        connd::error::chain(e.as_ref())
+                    )
                 }
-                LogFormat::Text => logging::write_stderr(&format!("connd: {e:#}\n")),
+                LogFormat::Text => logging::write_stderr(&format!("connd: {}\n", connd::error::chain(e.as_ref()))),
             }
             ExitCode::from(code)
         }

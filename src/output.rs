@@ -108,8 +108,10 @@ pub fn render_plan(plan: &Plan) -> String {
     for (var, what) in &plan.skipped {
         let _ = writeln!(out, "  {var:<w0$}  (left out: {what} is not served by connd)");
     }
-    let (n, v) = (plan.connections.len(), plan.vars.len());
-    let _ = writeln!(out, "\nok: {n} {}, {v} {}", plural(n, "connection"), plural(v, "variable"));
+    let (n, v, w) = (plan.connections.len(), plan.vars.len(), plan.warnings.len());
+    // A warning is no pass: the summary says how many there are (stderr says which).
+    let ok = if w == 0 { "ok".to_owned() } else { format!("ok, with {w} {}", plural(w, "warning")) };
+    let _ = writeln!(out, "\n{ok}: {n} {}, {v} {}", plural(n, "connection"), plural(v, "variable"));
     out
 }
 

@@ -27,6 +27,8 @@ pub struct Options {
     pub control_plane: bool,
     /// Where files (docs/files.md) are written: every file's path is joined under it.
     pub files_root: PathBuf,
+    /// `--strict`: every warning about the directory is an error.
+    pub strict: bool,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
             ignore_unsupported: false,
             control_plane: false,
             files_root: PathBuf::from("/"),
+            strict: false,
         }
     }
 }
@@ -143,6 +146,9 @@ pub fn plan(dir: &Path, opts: &Options) -> Result<Plan, ConfigError> {
     let mut diags = Diagnostics::default();
     let loaded = config::load(dir, &mut diags);
     let plan = build(dir, loaded, opts, &mut diags);
+    if opts.strict {
+        diags.warnings_as_errors();
+    }
     match plan {
         Some(mut plan) if diags.is_empty() => {
             plan.warnings = diags.warnings().to_vec();
@@ -552,20 +558,20 @@ fn remote_without_control_plane(connections: &[PlannedConnection], diags: &mut D
 fn check_file_sources(connections: &[PlannedConnection], diags: &mut Diagnostics) {
     // Each file once (many connections often share one mounted key); each parameter
     // that reads a bad one reported once, at its own line.
-    let mut read: HashMap<&Path, Result<(), String>> = HashMap::new();
+    let mut read: HashMap<&Path, Result<(), (String, &'static str)>> = HashMap::new();
     let mut reported = std::collections::HashSet::new();
     for p in connections {
         for (key, param) in &p.connection.parameters {
             let Some(path) = param.source.file() else { continue };
-            let result = read.entry(path).or_insert_with(|| config::files::read_value_file(path).map(drop));
-            if let Err(cause) = result {
+            let result = read.entry(path).or_insert_with(|| config::files::read_value_file_or_fix(path).map(drop));
+            if let Err((cause, fix)) = result {
                 if !reported.insert(&param.origin) {
                     continue;
                 }
                 diags.error(
                     param.origin.clone(),
                     format!("cannot read {key} of connection {:?} from {}: {cause}", p.connection.name, path.display()),
-                    "create the file (a relative path is taken from the config directory), correct `file:`, or give the value with `value:`",
+                    *fix,
                 );
             }
         }

@@ -301,6 +301,17 @@ fn completions_and_man_pages_come_from_the_command_line() {
     assert_contains(&main, &[".TH connd 1", "check", "exec"]);
     let exec = std::fs::read_to_string(dir.path().join("connd-exec.1")).unwrap();
     assert_contains(&exec, &["connd\\-exec", "CONND_CONFIG_DIR"]);
+    // The synopsis reads as typed; every page carries the exit codes and the reference.
+    let synopsis = exec.split(".SH SYNOPSIS").nth(1).unwrap_or("").lines().nth(1).unwrap_or("");
+    assert!(synopsis.starts_with("\\fBconnd exec\\fR"), "{synopsis}");
+    for page in [&main, &exec] {
+        assert_contains(
+            page,
+            &[".SH \"EXIT STATUS\"", "\\fB78\\fR", "\\fB127\\fR", ".SH \"SEE ALSO\"", "docs/config.md"],
+        );
+    }
+    let printed = run(&["man"]);
+    assert_contains(&printed.stdout, &[".SH \"EXIT STATUS\"", "docs/config.md"]);
 }
 
 #[test]
@@ -365,4 +376,45 @@ fn check_counts_one_connection_in_the_singular() {
     let out = f.run("check", &[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_contains(&out.stdout, &["ok: 1 connection, 1 variable\n"]);
+}
+
+/// A mistyped flag before `--` is a usage error with clap's tip, for every command that
+/// takes `-- CMD`; it never becomes the command connd runs (issue: "cannot run
+/// --stop-timout: not found in PATH").
+#[test]
+fn a_mistyped_flag_before_the_command_is_a_usage_error_with_the_flag_meant() {
+    let dir = EXAMPLE.to_owned();
+    for (sub, typo, meant) in [
+        ("run", "--stop-timout", "--stop-timeout"),
+        ("exec", "--config-dri", "--config-dir"),
+        ("run", "--config-dri", "--config-dir"),
+    ] {
+        let out = run(&[sub, "--config-dir", &dir, typo, "5s", "--", "true"]);
+        assert_eq!(out.code, 64, "{sub} {typo}: {out:?}");
+        assert_contains(
+            &out.stderr,
+            &[&format!("unexpected argument '{typo}'"), &format!("a similar argument exists: '{meant}'")],
+        );
+        assert!(!out.stderr.contains("not found in PATH"), "{out:?}");
+    }
+    // After `--` everything is the command's, flags included; and a command named without
+    // `--` keeps its own flags.
+    let out = run(&["exec", "--config-dir", &dir, "--", "sh", "-c", "echo --stop-timout"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "--stop-timout\n"), "{out:?}");
+    let out = run(&["exec", "--config-dir", &dir, "sh", "-c", "echo ok"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out:?}");
+}
+
+/// A listener that cannot bind says its cause once, not two or three times.
+#[test]
+fn a_bind_error_says_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let socket = tempfile::tempdir().unwrap();
+    let socket = socket.path().join("connd.sock").display().to_string();
+    for flag in ["--proxy-listen", "--metrics-listen"] {
+        let out = run(&["serve", "--config-dir", EXAMPLE, "--socket", &socket, flag, &addr]);
+        assert_eq!(out.code, 73, "{out:?}");
+        assert_eq!(out.stderr.matches("Address already in use").count(), 1, "{flag}: {}", out.stderr);
+    }
 }

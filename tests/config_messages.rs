@@ -324,3 +324,110 @@ fn a_wrong_indent_says_check_the_indentation() {
     let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
     config_error(&f, &["fix: check the indentation of this line and the one before"], &[]);
 }
+
+/// `connectionRef:` outdented to sit beside an empty `valueFrom:`: the fault is where it
+/// sits, not a missing value.
+#[test]
+fn a_connection_ref_beside_an_empty_value_from_says_where_it_sits() {
+    for (block, line) in [
+        ("configurations:\n  env:\n    - name: DB\n      valueFrom:\n      connectionRef:\n        name: orders-db\n        key: HostName\n", 8),
+        (
+            "configurations:\n  file:\n    - name: app.json\n      mountPath: /conf\n      type: json\n      values:\n        - name: db\n          valueFrom:\n          connectionRef: {name: orders-db, key: HostName}\n",
+            12,
+        ),
+    ] {
+        let comp = component_yaml(&[("orders-db", HR_REF)]) + block;
+        let f = Fixture::with(&comp, &connection(ID1, "orders-db", &[("HostName", "db")]));
+        config_error(
+            &f,
+            &[
+                &format!("component.yaml:{line}:"),
+                "`connectionRef` sits beside `valueFrom`, not under it, so `valueFrom` is empty",
+                "fix: indent `connectionRef:` and the lines under it two more spaces than `valueFrom:`",
+            ],
+            &["needs exactly one of"],
+        );
+    }
+}
+
+/// A list item outdented from the items before it: the columns, not libyaml's words.
+#[test]
+fn an_outdented_list_item_names_both_columns() {
+    for indent in ["   ", "  ", " "] {
+        let comp = component_yaml(&[("orders-db", HR_REF)])
+            + "configurations:\n  env:\n    - name: A\n      value: x\n"
+            + indent
+            + "- name: B\n      value: y\n";
+        let f = Fixture::with(&comp, &connection(ID1, "orders-db", &[("HostName", "db")]));
+        config_error(
+            &f,
+            &[
+                &format!("component.yaml:10: the list item on line 10 starts at column {}", indent.len() + 1),
+                "but the item before it (line 8) at column 5: the items of one list must line up",
+                "fix: indent line 10",
+            ],
+            &["did not find expected", "correct the YAML of this"],
+        );
+    }
+}
+
+/// A `file:` source that exists but is the wrong file is not fixed by creating it.
+#[test]
+fn a_device_or_oversized_file_source_says_point_at_the_right_file() {
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    for (path, needles) in [
+        ("/dev/zero".to_owned(), ["not a regular file (a device, FIFO or socket)", "connd never reads devices"]),
+        (big.path().display().to_string(), ["the file is over 1048576 bytes", "at most 1 MiB"]),
+    ] {
+        let conn = connection(ID1, "hr-service", &[]) + &format!("  ServiceURL: {{ file: {path} }}\n");
+        let f = Fixture::with(&component_yaml(&[("hr-service", HR_REF)]), &conn);
+        config_error(&f, &needles, &["create the file"]);
+    }
+}
+
+/// A template written on its `template:` line is located on that line, not the next.
+#[test]
+fn a_template_on_its_key_line_is_located_there() {
+    let f = Fixture::with(
+        &component_yaml(&[("hr-service", HR_REF)]),
+        &connection(ID1, "hr-service", &[("ServiceURL", "u")]),
+    )
+    .file("t.yaml", "kind: File\npath: /t\nformat: template\ntemplate: \"{{ connections['hr-service'].Nope }}\"\n")
+    .file(
+        "u.yaml",
+        "kind: File\npath: /u\nformat: template\ntemplate: |-\n  first\n  {{ connections['hr-service'].Nope }}\n",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let out = f.run("render", &["--files-root", &root.path().display().to_string()]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["t.yaml:4: template of /t", "u.yaml:6: template of /u"]);
+}
+
+/// A misspelled `dependencies` leaves nothing to resolve: `check` must not read as a
+/// clean pass, and `--strict` (or `CONND_STRICT`) stops every command on it.
+#[test]
+fn warnings_are_counted_by_check_and_errors_under_strict() {
+    let comp = component_yaml(&[("hr-service", HR_REF)]).replace("dependencies:", "dependancies:");
+    let f = Fixture::with(&comp, &connection(ID1, "hr-service", &[("ServiceURL", "u")]));
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stdout, &["ok, with 1 warning: 0 connections, 0 variables"]);
+    assert_contains(&out.stderr, &["`dependancies` is not a key connd reads", "did you mean `dependencies`?"]);
+
+    let out = f.run("check", &["--strict"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["did you mean `dependencies`? (an error under --strict)"]);
+    let marker = f.join("started");
+    let out: Run = connd()
+        .args(["exec", "--config-dir"])
+        .arg(f.path())
+        .args(["--", "touch"])
+        .arg(&marker)
+        .env("CONND_STRICT", "1")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 78, "{out:?}");
+    assert!(!marker.exists(), "the workload started on a directory --strict refuses");
+}

@@ -529,3 +529,15 @@ fn a_token_file_with_a_byte_order_mark_sends_the_token_without_it() {
     let requests = cp.requests_for(ID);
     assert_eq!(requests[0].authorization.as_deref(), Some(format!("Bearer {BEARER}").as_str()));
 }
+
+/// A parameter sent as `null` is there without a value: said so, not "has no parameter".
+#[test]
+fn a_null_parameter_is_said_to_be_null() {
+    let (fx, cp) = (fixture(), FakeControlPlane::start(false));
+    let body = r#"{"parameters": {"ConsumerKey": "key-1", "ConsumerSecret": null}}"#;
+    cp.script(ID, vec![Reply::raw_with(200, &[("ETag", "\"1\"")], body)]);
+    let out = env(&fx, &cp, &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert_contains(&out.stderr, &["\"hr-connection\"", "parameter ConsumerSecret is null", "set one there"]);
+    assert!(!out.stderr.contains("has no parameter"), "{out:?}");
+}

@@ -108,3 +108,32 @@ fn what_python_dotenv_misreads_is_what_the_readme_lists() {
     assert_eq!(read.get("V1"), None, "python-dotenv now reads the value after {text:?}: update the README");
     assert_eq!(read.get("V2").map(String::as_str), Some("third"), "{text:?}");
 }
+
+/// The README's words, exactly: a value ending in `\` loses itself and every variable up
+/// to and including the next line holding a `"`, even inside single quotes; with no `"`
+/// after it, nothing is lost.
+#[test]
+fn a_value_ending_in_a_backslash_loses_every_line_up_to_the_next_double_quote() {
+    let (_f, path, text) = dotenv_file(&["ends in \\", "plain", "a \"quote\" inside", "after"]);
+    assert!(text.contains("V2='a \"quote\" inside'"), "the `\"` is inside single quotes: {text}");
+    let read = python_dotenv(&path, false);
+    assert_eq!(read.keys().map(String::as_str).collect::<Vec<_>>(), ["V3"], "{text:?}: update the README");
+    let (_f, path, text) = dotenv_file(&["ends in \\", "plain", "more"]);
+    assert_eq!(python_dotenv(&path, false).len(), 3, "{text:?}: with no `\"` after it nothing is lost");
+}
+
+/// `check` and `render` warn of such a value (and `--strict` refuses it).
+#[test]
+fn check_and_render_warn_of_a_value_python_dotenv_loses() {
+    let f = fixture(&["ends in \\", "fine"])
+        .file("f.yaml", "kind: File\npath: /app.env\nformat: dotenv\nvalues:\n  - name: A\n    value: 'x\\'\n");
+    let out = f.run("check", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stderr, &["the value of V0 ends in a backslash", "python-dotenv loses it"]);
+    assert_contains(&out.stdout, &["ok, with 1 warning"]);
+    assert_eq!(f.run("check", &["--strict"]).code, 78);
+    let root = tempfile::tempdir().unwrap();
+    let out = f.run("render", &["--files-root", &root.path().display().to_string()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_contains(&out.stderr, &["f.yaml:5: value A of /app.env ends in a backslash"]);
+}

@@ -687,6 +687,7 @@ fn a_full_file_system_keeps_the_old_file_and_leaves_no_temporary_file() {
     let out = big(20_000).run("render", &["--files-root", &root]);
     assert_eq!(out.code, 73, "{out:?}");
     assert_contains(&out.stderr, &["cannot write", "big.txt", "No space left on device"]);
+    assert_eq!(out.stderr.matches("No space left").count(), 1, "the cause said once: {}", out.stderr);
     assert_eq!(std::fs::read_to_string(fs.0.path().join("big.txt")).unwrap().len(), 10_000, "the old file stays");
     let names: Vec<String> = std::fs::read_dir(fs.0.path())
         .unwrap()

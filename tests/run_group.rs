@@ -155,3 +155,18 @@ fn new_values_the_kernel_would_refuse_leave_the_running_workload_alone() {
     s.signal(Signal::SIGTERM);
     assert_eq!(s.wait(), 143, "{}", s.transcript());
 }
+
+/// connd SIGKILLed (an OOM kill, `kill -9`) cannot stop its workload itself: the kernel's
+/// parent-death signal does, so no workload runs on unsupervised with stale values.
+#[test]
+fn the_workload_dies_with_a_sigkilled_connd() {
+    let d = dir("5432");
+    // The workload ignores SIGTERM: only SIGKILL, which connd can no longer send, ends it.
+    let mut s = start(d.path(), &[], "trap '' TERM; echo \"workload=$$\"; while :; do sleep 1; done");
+    let workload = s.pid_after("workload");
+    let _guard = Reap(workload);
+    assert!(running(workload));
+    s.signal(Signal::SIGKILL);
+    assert_eq!(s.child.wait().expect("connd waited").code(), None);
+    assert_ends(workload, "the workload of a SIGKILLed connd", &s);
+}

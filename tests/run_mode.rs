@@ -493,3 +493,16 @@ mod remote {
         assert_eq!(s.count("start key="), 2, "{}", s.transcript());
     }
 }
+
+/// `run --socket` on a directory that cannot be read: exit 78 before anything is bound
+/// or said to serve, and no socket folder left behind.
+#[test]
+fn run_with_a_socket_and_a_bad_directory_leaves_nothing_behind() {
+    let bad = Fixture::with(&component_yaml(&[("hr-service", "service:/x")]), "kind: Connection\nid: [\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("sub/connd.sock");
+    let out = bad.run("run", &["--socket", &socket.display().to_string(), "--", "true"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert!(!out.stderr.contains("serving"), "{out:?}");
+    assert!(!tmp.path().join("sub").exists(), "the socket folder was left behind");
+}

@@ -19,6 +19,8 @@ mod config_messages;
 mod control_plane;
 /// Retries until the startup timeout, the last attempt made at the deadline.
 mod deadline;
+/// The systemd files as installed by deploy/systemd/install; the unit's system-call filter.
+mod deploy_systemd;
 /// The docs/ reference pages: every page cited exists; src/ cites no file outside the repo.
 mod docs;
 /// `env --format dotenv` read back by python-dotenv, the real reader.
@@ -35,6 +37,9 @@ mod faults;
 mod files;
 /// A fleet on one control plane: replicas started together do not refresh in step.
 mod fleet;
+/// `serve` and `run` keeping files across their life: drift put back, restart leftovers
+/// removed, a `file:` source caught mid-write read once finished.
+mod files_keep;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

@@ -88,6 +88,14 @@ impl Diagnostics {
         &self.warnings
     }
 
+    /// Makes every warning an error (`--strict`, docs/commands.md), its message saying so.
+    pub fn warnings_as_errors(&mut self) {
+        for mut d in std::mem::take(&mut self.warnings) {
+            d.message.push_str(" (an error under --strict)");
+            self.errors.push(d);
+        }
+    }
+
     pub fn extend(&mut self, other: Diagnostics) {
         self.errors.extend(other.errors);
         self.warnings.extend(other.warnings);

@@ -220,20 +220,48 @@ fn read_file(dir: &Path, name: String, diags: &mut Diagnostics) -> Option<Source
 /// A `file:` source larger than this is refused: it holds a key or a URL, not a blob.
 pub const MAX_VALUE_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed.
+/// Reads a `file:` source: UTF-8, bounded, one trailing newline trimmed. The error is
+/// the cause alone; [`read_value_file_or_fix`] gives the fix with it.
 pub fn read_value_file(path: &Path) -> Result<String, String> {
+    read_value_file_or_fix(path).map_err(|(cause, _)| cause)
+}
+
+/// The fix for a missing file (and any read error not told apart below).
+const CREATE_FIX: &str =
+    "create the file (a relative path is taken from the config directory), correct `file:`, or give the value with `value:`";
+
+/// [`read_value_file`], its error the cause and the fix for that cause: a missing file is
+/// created, but a device, a FIFO or an oversized file is the wrong file.
+pub fn read_value_file_or_fix(path: &Path) -> Result<String, (String, &'static str)> {
+    let io = |e: std::io::Error| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                "let connd's user read the file (its mode, owner or group), or correct `file:`"
+            }
+            _ => CREATE_FIX,
+        };
+        (e.to_string(), fix)
+    };
     // A FIFO or a device would block the read or never end.
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
-        return Err("it is not a regular file".to_owned());
+        let what = if meta.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" };
+        return Err((
+            format!("it is {what}"),
+            "point `file:` at a regular file that holds only the value; connd never reads devices or FIFOs",
+        ));
     }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
-    file.take(MAX_VALUE_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    file.take(MAX_VALUE_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > MAX_VALUE_FILE_BYTES {
-        return Err(format!("the file is over {MAX_VALUE_FILE_BYTES} bytes"));
+        return Err((
+            format!("the file is over {MAX_VALUE_FILE_BYTES} bytes"),
+            "point `file:` at a file that holds only the value (a key, a password, a URL), at most 1 MiB",
+        ));
     }
-    let mut text = String::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())?;
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| ("the file is not UTF-8".to_owned(), "store the value as UTF-8 text (base64 for binary data)"))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

@@ -88,7 +88,12 @@ fn values(
             diags.error(origin, format!("{:?} is not a valid name for a {} file", v.name, format.as_str()), fix);
             continue;
         }
-        let Some(source) = value_source(&format!("value {}", v.name), v.value, v.value_from, &origin, diags) else {
+        let Some(source) = value_source(
+            &format!("value {}", v.name),
+            (v.value, v.value_from, v.connection_ref.is_some()),
+            &origin,
+            diags,
+        ) else {
             continue;
         };
         // Two entries for one name, or a name that is both a value and a table.
@@ -120,13 +125,24 @@ fn values(
 /// `configurations.env`, a value of a file): exactly one of the two, and under `valueFrom`
 /// exactly one of `connectionRef`, `configGroupRef`, `configForm`. `what` names the entry in
 /// messages ("variable X", "value X"). `None` after reporting to `diags`.
+/// `stray_ref`: a `connectionRef` was written beside `valueFrom` rather than under it.
 pub fn value_source(
     what: &str,
-    value: Option<raw::Scalar>,
-    value_from: Option<raw::ValueFrom>,
+    (value, value_from, stray_ref): (Option<raw::Scalar>, Option<raw::ValueFrom>, bool),
     origin: &Origin,
     diags: &mut Diagnostics,
 ) -> Option<ValueSource> {
+    if stray_ref && value_from.as_ref().map_or(true, |f| f.connection_ref.is_none()) {
+        diags.error(
+            origin.clone(),
+            format!(
+                "{what}: `connectionRef` sits beside `valueFrom`, not under it, so `valueFrom` {}",
+                if value_from.is_some() { "holds no connectionRef" } else { "is empty" }
+            ),
+            "indent `connectionRef:` and the lines under it two more spaces than `valueFrom:`",
+        );
+        return None;
+    }
     match (value, value_from) {
         (Some(value), None) => Some(ValueSource::Literal(value.0)),
         (None, Some(from)) => {
@@ -304,7 +320,7 @@ fn file_body(
     match (format, values, template) {
         (FileFormat::Template, None, Some(text)) => {
             // The text of a block scalar starts on the line after `template: |`.
-            let first_line = doc.line_of("template", 0).map_or(doc.first_line, |l| l + 1);
+            let first_line = doc.line_of("template", 0).map_or(doc.first_line, |l| template_start(doc, l));
             Some(Body::Template { text, first_line })
         }
         (FileFormat::Template, _, _) => {
@@ -324,6 +340,20 @@ fn file_body(
             );
             None
         }
+    }
+}
+
+/// The line a template's text starts on, `key_line` being its `template:` line: the next
+/// line for a block scalar (`template: |`), that line itself for a scalar written on it
+/// (`template: "{{ ... }}"`).
+fn template_start(doc: &Document<'_>, key_line: usize) -> usize {
+    let text = doc.text.lines().nth(key_line.saturating_sub(doc.first_line)).unwrap_or("");
+    let value = text.split_once(':').map_or("", |(_, v)| v).trim_start();
+    let block = value.is_empty() || value.starts_with(['|', '>', '#']);
+    if block {
+        key_line + 1
+    } else {
+        key_line
     }
 }
 

@@ -269,6 +269,10 @@ pub struct EnvEntry {
     #[serde(default, deserialize_with = "scalar::written")]
     pub value: Option<Scalar>,
     pub value_from: Option<ValueFrom>,
+    /// A `connectionRef` beside `valueFrom` instead of under it (an indentation slip):
+    /// read only to say so.
+    #[serde(default)]
+    pub connection_ref: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,6 +311,9 @@ pub struct RawValue {
     pub name: String,
     pub value: Option<Scalar>,
     pub value_from: Option<ValueFrom>,
+    /// A `connectionRef` beside `valueFrom` instead of under it: read only to say so.
+    #[serde(default)]
+    pub connection_ref: Option<serde_yaml::Value>,
 }
 
 /// A `kind: File` document.

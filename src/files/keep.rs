@@ -6,9 +6,15 @@
 //! logged (once per distinct error) and counted, and is retried with backoff. A file
 //! this process wrote that the plan no longer holds is removed.
 //!
+//! Drift is repaired: after every resolution the reloader finishes (each re-scan, each
+//! SIGHUP, each refresh), every planned file is compared with the disk as `render`
+//! compares it (bytes, mode, owner; `write::write`), and one changed, re-moded or deleted
+//! behind connd's back is put back.
+//!
 //! Boundary: what to render and how to write are `render`'s and `write`'s; when values
 //! change is the reloader's.
 
+use super::record;
 use super::write::{self, Outcome};
 use super::FileError;
 use crate::config::model::ACCESS_TOKEN;
@@ -39,7 +45,7 @@ pub async fn keep<S: Sources>(
     file_changes: Option<mpsc::Sender<()>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let state = State { sources, metrics, written: BTreeSet::new(), errors: BTreeMap::new(), failures: 0 };
+    let state = State { sources, metrics, written: BTreeSet::new(), errors: BTreeMap::new(), failures: 0, first: true };
     state.run(store, file_changes, shutdown).await;
 }
 
@@ -52,6 +58,8 @@ struct State<S> {
     errors: BTreeMap<PathBuf, String>,
     /// Consecutive rounds with a failing file, for the retry backoff.
     failures: u32,
+    /// No sync ran yet: the records of an earlier process are still to be read.
+    first: bool,
 }
 
 async fn renewal(rx: &mut Option<watch::Receiver<u64>>) {
@@ -81,10 +89,15 @@ impl<S: Sources> State<S> {
     ) {
         tokio::pin!(shutdown);
         let mut snapshots = store.subscribe();
+        let mut finished = store.subscribe_finished();
         let mut renewals = self.sources.renewals();
         let mut env_index = None;
         let mut retry_at = None;
+        // Whether this round runs only to put back files changed behind connd's back.
+        let mut repair = false;
+        let mut announced = false;
         loop {
+            finished.borrow_and_update();
             let snapshot = snapshots.borrow_and_update().clone();
             if let Some(resolved) = &snapshot.resolved {
                 let env_changed = env_index.is_some_and(|i| i != resolved.env_index);
@@ -94,12 +107,18 @@ impl<S: Sources> State<S> {
                 let changed = tokio::select! {
                     biased;
                     () = &mut shutdown => return,
-                    changed = self.sync(resolved) => changed,
+                    changed = self.sync(resolved, repair) => changed,
                 };
-                if changed > 0 && !env_changed {
+                // A repair gives the workload back the file it had: nothing new to tell it.
+                if changed > 0 && !env_changed && !repair {
                     if let Some(tx) = &file_changes {
                         let _ = tx.try_send(());
                     }
+                }
+                // Ready (`/readyz`) once every planned file was written once.
+                if !announced && self.errors.is_empty() {
+                    announced = true;
+                    store.files_written();
                 }
                 retry_at = (!self.errors.is_empty()).then(|| {
                     self.failures = self.failures.saturating_add(1);
@@ -109,25 +128,33 @@ impl<S: Sources> State<S> {
                     self.failures = 0;
                 }
             }
+            repair = false;
             tokio::select! {
                 biased;
                 () = &mut shutdown => return,
                 changed = snapshots.changed() => if changed.is_err() { return },
                 () = renewal(&mut renewals) => {}
                 () = sleep_until(retry_at) => {}
+                changed = finished.changed() => match changed {
+                    Ok(()) => repair = true,
+                    Err(_) => return,
+                },
             }
         }
     }
 
     /// Renders and writes every planned file of `resolved`; returns how many changed.
-    async fn sync(&mut self, resolved: &Arc<Resolved>) -> usize {
+    /// `repair`: the values did not change, so a file written was one changed on disk.
+    async fn sync(&mut self, resolved: &Arc<Resolved>, repair: bool) -> usize {
         let plan = resolved.plan.clone();
         if plan.files.is_empty() && self.written.is_empty() {
             return 0;
         }
         let values = self.live_tokens(&plan, resolved.values.clone()).await;
         let written = std::mem::take(&mut self.written);
-        let job = tokio::task::spawn_blocking(move || write_files(&plan, &values, written));
+        let first = std::mem::replace(&mut self.first, false);
+        let for_job = plan.clone();
+        let job = tokio::task::spawn_blocking(move || write_files(&for_job, &values, written, first));
         let (results, removed, mut written) = match job.await {
             Ok(done) => done,
             Err(e) => {
@@ -135,8 +162,14 @@ impl<S: Sources> State<S> {
                 return 0;
             }
         };
-        let changed = self.record_writes(results, &mut written) + self.record_removals(removed, &mut written);
+        let changed = self.record_writes(results, &mut written, repair) + self.record_removals(removed, &mut written);
         self.metrics.files_failing(self.errors.len());
+        if changed > 0 || first {
+            let (before, now) = (self.written.clone(), written.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || keep_record(&plan, &before, &now)).await {
+                tracing::error!(error = %e, "recording the written files stopped");
+            }
+        }
         self.written = written;
         changed
     }
@@ -156,7 +189,7 @@ impl<S: Sources> State<S> {
                 Err(e) => {
                     tracing::warn!(
                         connection = %plan.connections[conn].name,
-                        error = %format_args!("{e:#}"),
+                        error = %crate::error::chain(&e),
                         "no access token for the files that use it; they keep their last content"
                     );
                     slot.remove(ACCESS_TOKEN);
@@ -168,7 +201,7 @@ impl<S: Sources> State<S> {
 
     /// Counts and logs each file's outcome, once per distinct error; returns how many
     /// were rewritten.
-    fn record_writes(&mut self, results: Writes, written: &mut BTreeSet<PathBuf>) -> usize {
+    fn record_writes(&mut self, results: Writes, written: &mut BTreeSet<PathBuf>, repair: bool) -> usize {
         let mut changed = 0;
         for (target, result) in results {
             match result {
@@ -179,7 +212,14 @@ impl<S: Sources> State<S> {
                     }
                     if outcome == Outcome::Written {
                         changed += 1;
-                        tracing::info!(file = %target.display(), "file rendered");
+                        if repair {
+                            tracing::warn!(
+                                file = %target.display(),
+                                "file changed, re-moded or deleted behind connd's back: put back as rendered"
+                            );
+                        } else {
+                            tracing::info!(file = %target.display(), "file rendered");
+                        }
                         self.metrics.file_write(FileWrite::Written);
                     } else {
                         self.metrics.file_write(FileWrite::Unchanged);
@@ -224,8 +264,14 @@ type Writes = Vec<(PathBuf, Result<Outcome, FileError>)>;
 type Removals = Vec<(PathBuf, std::io::Result<()>)>;
 
 /// Renders and writes every planned file (on a blocking thread), and removes those of
-/// `written` the plan no longer holds; gives `written` back for the caller to update.
-fn write_files(plan: &Plan, values: &Values, written: BTreeSet<PathBuf>) -> (Writes, Removals, BTreeSet<PathBuf>) {
+/// `written` the plan no longer holds, and on the `first` round those an earlier process
+/// recorded; gives `written` back for the caller to update.
+fn write_files(
+    plan: &Plan,
+    values: &Values,
+    written: BTreeSet<PathBuf>,
+    first: bool,
+) -> (Writes, Removals, BTreeSet<PathBuf>) {
     let mut results = Vec::with_capacity(plan.files.len());
     let batch = super::render::Batch::new(plan, values);
     let root = crate::fileplan::resolve_root(&plan.files_root).map_err(write::WriteError::Escapes);
@@ -242,5 +288,39 @@ fn write_files(plan: &Plan, values: &Values, written: BTreeSet<PathBuf>) -> (Wri
     for target in written.iter().filter(|t| !planned.contains(t)) {
         removed.push((target.clone(), write::remove(target)));
     }
+    if first {
+        removed.extend(leftovers(plan, &planned));
+    }
     (results, removed, written)
+}
+
+/// The files an earlier connd process recorded in the planned folders, no longer planned
+/// and still as it left them, removed.
+fn leftovers(plan: &Plan, planned: &BTreeSet<&PathBuf>) -> Removals {
+    let folders: BTreeSet<&std::path::Path> = plan.files.iter().filter_map(|f| f.target.parent()).collect();
+    record::load(folders)
+        .into_iter()
+        .filter(|e| !planned.contains(&e.path) && e.path.starts_with(&plan.files_root) && e.still_ours())
+        .map(|e| {
+            let removed = write::remove(&e.path);
+            (e.path, removed)
+        })
+        .collect()
+}
+
+/// Writes the record of the files `now` holds into each folder holding one, and removes
+/// the records of folders that held one of `before` and hold none of `now`.
+fn keep_record(plan: &Plan, before: &BTreeSet<PathBuf>, now: &BTreeSet<PathBuf>) {
+    let entries = now.iter().filter_map(|t| record::Entry::of(t)).collect();
+    let folders: BTreeSet<&std::path::Path> = now.iter().filter_map(|t| t.parent()).collect();
+    if let Err(e) = record::save(folders.iter().copied(), &entries) {
+        tracing::warn!(
+            error = %e,
+            root = %plan.files_root.display(),
+            "cannot record the written files; a later connd may leave a file no longer planned"
+        );
+    }
+    for gone in before.iter().filter_map(|t| t.parent()).filter(|f| !folders.contains(f)) {
+        let _ = write::remove(&gone.join(record::RECORD));
+    }
 }

@@ -2,12 +2,14 @@
 //! They are planned with the rest of the plan (`fileplan`, below `resolve`).
 //! - `render`: a planned file plus values → bytes, one writer per format.
 //! - `write`: atomic writes under the root (temp file, mode and owner, fsync, rename).
-//! - `keep`: the task that keeps files current in `run` and `serve`.
+//! - `keep`: the task that keeps files current in `run` and `serve`, with `record`, what
+//!   it wrote, kept on disk for the next process.
 //!
 //! `render_all` and `write_all` are the one-shot path of `render` and `exec`: every file
 //! is rendered before the first is written, so a bad value writes nothing.
 
 pub mod keep;
+pub mod record;
 pub mod render;
 pub mod write;
 
@@ -74,6 +76,29 @@ pub fn write_all(plan: &Plan, values: &Values) -> Result<usize, FileError> {
         }
     }
     Ok(changed)
+}
+
+/// The values of dotenv files a python-dotenv reader would lose (see
+/// `dotenv::python_dotenv_loses`), each as (where, message, fix).
+pub fn dotenv_hazards(plan: &Plan, values: &Values) -> Vec<(Origin, String, &'static str)> {
+    use crate::config::model::FileFormat;
+    let mut out = Vec::new();
+    for f in plan.files.iter().filter(|f| f.format == FileFormat::Dotenv) {
+        let Content::Values(entries) = &f.content else { continue };
+        for v in entries {
+            let value = match &v.from {
+                ValueFrom::Literal(s) => Some(s),
+                ValueFrom::Param { conn, key } => values.connections.get(*conn).and_then(|c| c.get(key)),
+            };
+            if value.is_some_and(|s| crate::dotenv::python_dotenv_loses(s.expose())) {
+                let (message, fix) =
+                    crate::dotenv::python_dotenv_warning(&format!("value {} of {}", v.name, f.path.display()));
+                let origin = v.line.map_or_else(|| f.origin.clone(), |line| Origin::at(&f.origin.file, line));
+                out.push((origin, message, fix));
+            }
+        }
+    }
+    out
 }
 
 /// One value of a file as `check` shows it.

@@ -19,6 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum WriteError {
     #[error("{0}")]
     Escapes(String),
+    /// The target is a mount point (a file bind-mounted there): rename(2) over it fails
+    /// with EBUSY, and writing into it in place would let a reader see half a file.
+    #[error(
+        "it is a mount point (a file mounted there: a Kubernetes subPath, a docker -v file mount), \
+         and a file cannot be replaced there; mount the folder instead and let connd write the file in it"
+    )]
+    MountPoint,
     #[error("{step}: {source}")]
     Io {
         step: &'static str,
@@ -78,8 +85,12 @@ pub fn write(real_root: &Path, file: &PlannedFile, bytes: &[u8]) -> Result<Outco
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let temp = folder.join(format!(".{name}.connd-{}-{n}.tmp", std::process::id()));
-    let result =
-        write_temp(&temp, file, bytes).and_then(|()| fs::rename(&temp, target).map_err(io("renaming into place")));
+    let result = write_temp(&temp, file, bytes).and_then(|()| {
+        fs::rename(&temp, target).map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::libc::EBUSY => WriteError::MountPoint,
+            _ => io("renaming into place")(e),
+        })
+    });
     if let Err(e) = result {
         let _ = fs::remove_file(&temp);
         return Err(e);

@@ -47,30 +47,46 @@ impl Allow {
 
     /// The allowed callers that the socket file's owner, group and mode keep from
     /// connecting (connect(2) needs write permission on the socket), each as a sentence
-    /// that names the flag that fixes it (docs/api.md). Root is never kept out; a caller's
-    /// groups are its user's primary and supplementary groups.
+    /// that names the fix, never loosening the mode first (docs/api.md). Root is never
+    /// kept out. connd sees a user's groups only in the group database: groups given
+    /// when a process starts (Kubernetes' `fsGroup` and `supplementalGroups`, systemd's
+    /// `SupplementaryGroups=`) are invisible to it, so a uid with no user here (a
+    /// workload container's) is not warned about when the socket's group may connect,
+    /// and a warning about a known user says what connd cannot see.
     pub fn unreachable(&self, socket: &Path) -> Vec<String> {
         let Ok(meta) = std::fs::metadata(socket) else { return Vec::new() };
         let (owner, group, mode) = (meta.uid(), meta.gid(), meta.mode() & 0o777);
         let describe = format!("{} is {mode:04o} {}:{}", socket.display(), user_name(owner), group_name(group));
         let mut out = Vec::new();
         for &uid in &self.uids {
-            let bit = if uid == owner {
-                0o200
-            } else if groups_of(uid).contains(&group) {
-                0o020
-            } else {
-                0o002
-            };
-            if uid == 0 || mode & bit != 0 {
+            if uid == 0 || (uid == owner && mode & 0o200 != 0) || (uid != owner && mode & 0o002 != 0) {
                 continue;
             }
-            out.push(format!(
-                "--allow-uid {uid}: {} cannot connect, since the socket {describe}: pass --socket-group with a \
-                 group of that user, or --socket-mode 0666 (callers are still checked against \
-                 --allow-uid/--allow-gid)",
-                user_name(uid)
-            ));
+            let who = format!("--allow-uid {uid}: {}", user_name(uid));
+            if uid == owner {
+                out.push(format!("{who} cannot connect, since the socket {describe}: pass --socket-mode 0660"));
+                continue;
+            }
+            if mode & 0o020 == 0 {
+                out.push(format!(
+                    "{who} cannot connect, since the socket {describe} and its group cannot write: pass \
+                     --socket-mode 0660 with --socket-group set to a group of that user"
+                ));
+                continue;
+            }
+            match groups_of(uid) {
+                // No user for the uid here: its groups are given at its start, unseen.
+                None => tracing::debug!(uid, "cannot see the groups of an allowed uid without a user here"),
+                Some(groups) if groups.contains(&group) => {}
+                Some(_) => out.push(format!(
+                    "{who} may not connect: the socket {describe}, and the group database does not put \
+                     that user in {}. connd cannot see groups given when a process starts \
+                     (Kubernetes fsGroup or supplementalGroups, systemd SupplementaryGroups=): if the \
+                     caller gets the group that way, all is well; otherwise add the user to the group \
+                     or pass --socket-group with one of its groups",
+                    group_name(group)
+                )),
+            }
         }
         for &gid in &self.gids {
             let bit = if gid == group { 0o020 } else { 0o002 };
@@ -79,8 +95,7 @@ impl Allow {
             }
             out.push(format!(
                 "--allow-gid {gid}: processes of group {} cannot connect, since the socket {describe}: pass \
-                 --socket-group {gid} (with a --socket-mode that lets the group write, such as 0660), or \
-                 --socket-mode 0666",
+                 --socket-group {gid} (with a --socket-mode that lets the group write, such as 0660)",
                 group_name(gid)
             ));
         }
@@ -104,12 +119,13 @@ fn group_name(gid: u32) -> String {
     }
 }
 
-/// Every group of `uid`'s user: its primary group and the groups that list it.
-fn groups_of(uid: u32) -> Vec<u32> {
-    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else { return Vec::new() };
-    let Ok(name) = std::ffi::CString::new(user.name) else { return vec![user.gid.as_raw()] };
-    match nix::unistd::getgrouplist(&name, user.gid) {
+/// Every group of `uid`'s user as the group database has it: its primary group and the
+/// groups that list it; None when no user has the uid here.
+fn groups_of(uid: u32) -> Option<Vec<u32>> {
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else { return None };
+    let Ok(name) = std::ffi::CString::new(user.name) else { return Some(vec![user.gid.as_raw()]) };
+    Some(match nix::unistd::getgrouplist(&name, user.gid) {
         Ok(groups) => groups.into_iter().map(Gid::as_raw).collect(),
         Err(_) => vec![user.gid.as_raw()],
-    }
+    })
 }

@@ -48,6 +48,10 @@ pub struct ReloadConfig {
     /// Quiet time after a change event before reloading, so that a burst of writes is
     /// read once, complete.
     pub debounce: Duration,
+    /// How long a `file:` source must have been left alone before it is read: one
+    /// written in place (truncated, then written by a tool that does not rename) is read
+    /// once its writer is done, not between the two (docs/api.md).
+    pub file_settle: Duration,
     /// Which tokens each resolution obtains: all for an API, the mapped ones for `run`
     /// without one (a token nobody reads must not hold up the workload's start).
     pub tokens: Tokens,
@@ -61,6 +65,7 @@ impl ReloadConfig {
             refresh_interval,
             rescan_interval,
             debounce: Duration::from_millis(10),
+            file_settle: FILE_SETTLE,
             tokens: Tokens::All,
         }
     }
@@ -263,6 +268,9 @@ struct Task<S> {
     refreshed: bool,
 }
 
+/// The default of [`ReloadConfig::file_settle`]: as `run --change-debounce`'s.
+pub const FILE_SETTLE: Duration = Duration::from_millis(250);
+
 /// How often watching a wanted folder that could not be watched is tried again.
 const REWATCH: Duration = Duration::from_millis(100);
 
@@ -337,6 +345,7 @@ impl<S: Sources> Task<S> {
                     Kind::Local
                 }
             };
+            self.settle(&mut events).await;
             let span = tracing::info_span!("reload", kind = ?kind);
             let ok = tokio::select! {
                 () = &mut shutdown => break,
@@ -385,6 +394,35 @@ impl<S: Sources> Task<S> {
         while let Ok(Some(())) =
             tokio::time::timeout_at(limit.min(Instant::now() + self.config.debounce), events.recv()).await
         {}
+    }
+
+    /// Waits while a `file:` source of the current plan was modified less than
+    /// `file_settle` ago, so that a writer's truncation and its write count as one
+    /// change (at most 20 settle periods; events meanwhile are taken in).
+    async fn settle(&self, events: &mut mpsc::Receiver<()>) {
+        let snapshot = self.store.load();
+        let Some(resolved) = &snapshot.resolved else { return };
+        let (_, files) = watched_paths(&self.config.dir, &resolved.plan);
+        let settle = self.config.file_settle;
+        let limit = Instant::now() + settle * 20;
+        loop {
+            let now = std::time::SystemTime::now();
+            let youngest = files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+                .filter_map(|at| now.duration_since(at).ok())
+                .min();
+            let Some(wait) = youngest.and_then(|age| settle.checked_sub(age)) else { return };
+            if Instant::now() >= limit {
+                return;
+            }
+            tracing::debug!(?wait, "a file source was just written; waiting for its writer");
+            let until = (Instant::now() + wait).min(limit);
+            // Without a watcher the channel is closed: wait the time out instead.
+            if let Ok(None) = tokio::time::timeout_at(until, events.recv()).await {
+                tokio::time::sleep_until(until).await;
+            }
+        }
     }
 
     /// One resolution; true when it succeeded.
@@ -469,7 +507,7 @@ impl<S: Sources> Task<S> {
             Err(e) => {
                 self.retry_after = e.retry_after();
                 let (class, e) = (e.class(), anyhow::Error::from(e));
-                self.source_failure = Some((format!("{e:#}"), class));
+                self.source_failure = Some((crate::error::chain(e.as_ref()), class));
                 Err((class, e))
             }
         }
@@ -478,9 +516,9 @@ impl<S: Sources> Task<S> {
     fn failed(&mut self, class: Class, e: anyhow::Error) -> bool {
         self.metrics.reload(Reload::Error);
         let serving = self.store.load().resolved.is_some();
-        if self.store.fail(format!("{e:#}"), class) {
+        let error = crate::error::chain(e.as_ref());
+        if self.store.fail(error.clone(), class) {
             let problems = crate::logging::problems(&e);
-            let error = format!("{e:#}");
             if serving {
                 tracing::warn!(error = %error, problems = problems.as_deref(), "reload failed, the last good values stay");
             } else {

@@ -160,6 +160,9 @@ pub struct Store {
     /// The first resolution's deadline, set by whoever waits for it (`reload::ready`):
     /// until then the reloader's retries stop at it, so that one is made there.
     startup_deadline: Mutex<Option<Instant>>,
+    /// True from when a files keeper starts until it wrote every planned file once:
+    /// until then connd is not ready (docs/api.md), whatever the values.
+    files_pending: watch::Sender<bool>,
 }
 
 impl Default for Store {
@@ -170,6 +173,7 @@ impl Default for Store {
             tx: watch::Sender::new(first),
             finished: watch::Sender::new(None),
             startup_deadline: Mutex::new(None),
+            files_pending: watch::Sender::new(false),
         }
     }
 }
@@ -194,6 +198,28 @@ impl Store {
     /// When resolutions finish (see [`Self::finished`]).
     pub fn subscribe_finished(&self) -> watch::Receiver<Option<Instant>> {
         self.finished.subscribe()
+    }
+
+    /// Says that files are to be written before connd is ready (`Daemon::keep_files`).
+    pub fn files_pending(&self) {
+        self.files_pending.send_replace(true);
+    }
+
+    /// Says that every planned file was written once (the files keeper).
+    pub fn files_written(&self) {
+        self.files_pending.send_replace(false);
+    }
+
+    /// Whether files are still to be written once before connd is ready.
+    pub fn files_are_pending(&self) -> bool {
+        *self.files_pending.borrow()
+    }
+
+    /// Completes once no file is pending (at once when none is).
+    pub async fn files_settled(&self) {
+        let mut rx = self.files_pending.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail while borrowed.
+        let _ = rx.wait_for(|pending| !pending).await;
     }
 
     /// Sets the first resolution's deadline (the earliest one set wins).

@@ -8,6 +8,7 @@
 //! process work is `supervise`'s.
 
 pub mod changes;
+pub mod deathsig;
 pub mod reap;
 pub mod supervise;
 pub mod terminal;
@@ -72,10 +73,26 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     let signals = Forwarded::new().map_err(SuperviseError::Signals)?;
     let metrics = Arc::new(Metrics::default());
     let sources = Arc::new(Outbound::new(&args.outbound, Until::Cancelled, metrics.clone())?);
+    // A directory that cannot be read is said (exit 78) before a door is bound, logged as
+    // serving or leaves a socket folder behind.
+    if args.api.is_some()
+        || args.metrics_listener.is_some()
+        || args.proxy.listen.is_some()
+        || args.proxy.socket.is_some()
+    {
+        let (dir, options) = (args.reload.dir.clone(), args.reload.options.clone());
+        tokio::task::spawn_blocking(move || crate::resolve::plan(&dir, &options)).await??;
+    }
+    let socket_dir = args.api.as_ref().and_then(|(s, _)| s.path.parent()).filter(|d| !d.exists());
     let doors = doors(args)?;
     // With a front door, the daemon starts at once: its doors serve the reloader's snapshot.
     let mut daemon =
         (!doors.is_empty()).then(|| Daemon::start(reload_config(args), sources.clone(), metrics.clone(), doors));
+    // Its doors say "not ready" until the files keeper, started with the workload, wrote
+    // the files once.
+    if let Some(daemon) = &daemon {
+        daemon.reloader().store().files_pending();
+    }
     let result = workload(args, &sources, &metrics, &mut daemon, signals).await;
     if let Some(daemon) = daemon {
         daemon.shut_down().await;
@@ -83,6 +100,10 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     sources.token_cache().shutdown().await;
     if let Some((socket, _)) = &args.api {
         let _ = std::fs::remove_file(&socket.path);
+    }
+    // The folder made for the socket goes with it (only if left empty).
+    if let Some(dir) = socket_dir {
+        let _ = std::fs::remove_dir(dir);
     }
     result
 }

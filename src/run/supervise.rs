@@ -357,6 +357,7 @@ impl Spawner<'_> {
         let mut cmd = std::process::Command::new(&path);
         cmd.arg0(command).args(&self.argv[1..]).env_clear().envs(env);
         cmd.process_group(0);
+        super::deathsig::die_with_parent(&mut cmd);
         // std starts the child with an empty signal mask and default dispositions, and the
         // handle is dropped without waiting: the reaper alone collects the exit.
         let child = cmd.spawn().map_err(|e| SuperviseError::Spawn(exec::spawn_failure(command, &path, &e)))?;

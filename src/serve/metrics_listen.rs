@@ -61,7 +61,7 @@ pub fn answer<B>(store: &Store, metrics: &Metrics, req: &Request<B>) -> (Route, 
     match req.uri().path() {
         "/metrics" => (Route::Metrics, routes::metrics_text(metrics)),
         "/healthz" => (Route::Healthz, routes::healthz()),
-        "/readyz" => (Route::Readyz, routes::readyz(&store.load())),
+        "/readyz" => (Route::Readyz, routes::readyz_of(store)),
         _ => (
             Route::Other,
             routes::error(

@@ -180,6 +180,12 @@ async fn lifecycle<S: Sources>(
         e = daemon.reloader_mut().failed() => return Err(e),
         () = &mut shutdown => return Ok(()),
     }
+    // Ready when the workload can read its files too (docs/files.md).
+    tokio::select! {
+        () = store.files_settled() => {}
+        e = daemon.reloader_mut().failed() => return Err(e),
+        () = &mut shutdown => return Ok(()),
+    }
     tracing::info!("ready: values resolved");
     notifier.ready();
     loop {

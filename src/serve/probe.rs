@@ -14,6 +14,12 @@ pub enum ProbeError {
     Client(ClientError),
     #[error("not ready ({status}): {body}")]
     NotReady { status: u16, body: String },
+    /// The server is there, but does not let this probe's uid in: readiness is unknown.
+    #[error(
+        "refused (403): the server does not allow this probe's uid {uid} (readiness unknown); \
+         run the probe as an allowed uid, or start connd with --allow-uid {uid}"
+    )]
+    Refused { uid: u32 },
     #[error("no answer within {}s", .0.as_secs_f32())]
     Timeout(Duration),
 }
@@ -37,6 +43,9 @@ pub async fn probe(socket: &Path, timeout: Duration) -> Result<(), ProbeError> {
     let answer = tokio::time::timeout(timeout, ask).await.map_err(|_| ProbeError::Timeout(timeout))??;
     if answer.status == http::StatusCode::OK {
         return Ok(());
+    }
+    if answer.status == http::StatusCode::FORBIDDEN {
+        return Err(ProbeError::Refused { uid: nix::unistd::geteuid().as_raw() });
     }
     Err(ProbeError::NotReady { status: answer.status.as_u16(), body: answer.text().trim().to_owned() })
 }

@@ -178,6 +178,8 @@ struct Cached {
 struct Params {
     scalars: HashMap<String, Secret>,
     not_scalar: HashSet<String>,
+    /// Keys sent as `null`: present, but without a value, which is not "missing".
+    nulls: HashSet<String>,
 }
 
 /// The bearer credential, re-read whenever the file's identity or mtime changes (a
@@ -511,7 +513,10 @@ fn parse_body(body: &[u8]) -> Result<Params, String> {
         let value: serde_json::Value = serde_json::from_str(raw.get())
             .map_err(|e| format!("the body is not the expected JSON ({})", crate::http::json::json_error(&e)))?;
         let text = match value {
-            serde_json::Value::Null => continue,
+            serde_json::Value::Null => {
+                out.nulls.insert(key);
+                continue;
+            }
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(_) => raw.get().to_owned(),
             v @ serde_json::Value::Bool(_) => v.to_string(),
@@ -531,6 +536,11 @@ fn pick(all: &Params, w: &Wanted) -> Result<HashMap<String, Secret>, BodyError> 
     for key in &w.keys {
         if all.not_scalar.contains(key) {
             return Err(BodyError::Invalid(format!("parameter {key} is not a string, number or boolean")));
+        }
+        if all.nulls.contains(key) {
+            return Err(BodyError::Invalid(format!(
+                "parameter {key} is null: the connection in the control plane has no value for it; set one there"
+            )));
         }
         let value = all.scalars.get(key).ok_or_else(|| BodyError::Missing(key.clone()))?;
         out.insert(key.clone(), value.clone());

@@ -51,6 +51,7 @@ pub fn config(dir: &std::path::Path, refresh: Duration) -> ReloadConfig {
         refresh_interval: refresh,
         rescan_interval: Duration::from_secs(60),
         debounce: Duration::from_millis(10),
+        file_settle: connd::reload::FILE_SETTLE,
         tokens: connd::source::Tokens::All,
     }
 }

@@ -164,8 +164,7 @@ fn env_entries(
         }
         let Some(value) = crate::config::filespec::value_source(
             &format!("variable {}", e.name),
-            e.value,
-            e.value_from,
+            (e.value, e.value_from, e.connection_ref.is_some()),
             &origin,
             diags,
         ) else {

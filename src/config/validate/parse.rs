@@ -102,7 +102,11 @@ fn explain(e: &serde_yaml::Error, doc: &Document<'_>, line: usize, what: &str) -
         Some((&rest[..rest.find('`')?], rest))
     });
     let Some((word, rest)) = unknown else {
-        if message.contains("mapping values are not allowed") || message.contains("did not find expected key") {
+        let structural = ["mapping values are not allowed", "did not find expected key", "did not find expected '-'"];
+        if structural.iter().any(|m| message.contains(m)) {
+            if let Some(said) = misaligned_item(doc, line) {
+                return said;
+            }
             return (
                 message,
                 format!("check the indentation of this line and the one before; correct the YAML of this {what}"),
@@ -142,6 +146,36 @@ fn explain(e: &serde_yaml::Error, doc: &Document<'_>, line: usize, what: &str) -
         );
     }
     (message, format!("remove the key, or correct its spelling; see the {what} format in the README"))
+}
+
+/// A list item (`- ...`) at `line`, or on the line before it, that starts at another
+/// column than the item before it in the same list: what the parser's "did not find
+/// expected key" or "expected '-' indicator" means there, as a message and a fix.
+fn misaligned_item(doc: &Document<'_>, line: usize) -> Option<(String, String)> {
+    let lines: Vec<&str> = doc.text.lines().collect();
+    let at = line.checked_sub(doc.first_line)?;
+    let column = |l: &str| l.len() - l.trim_start().len();
+    let is_item = |l: &str| l.trim_start().starts_with("- ") || l.trim() == "-";
+    // The parser may stop on the line after the item it could not place.
+    let item = [at, at.checked_sub(1)?].into_iter().find(|&i| lines.get(i).is_some_and(|l| is_item(l)))?;
+    let col = column(lines[item]);
+    // The item before it in the same list: the nearest earlier item, skipping lines
+    // indented deeper than both (the earlier item's own content).
+    let before =
+        (0..item).rev().find(|&i| is_item(lines[i]) || (!lines[i].trim().is_empty() && column(lines[i]) < col))?;
+    if !is_item(lines[before]) || column(lines[before]) == col {
+        return None;
+    }
+    let (n, m, want) = (doc.first_line + item, doc.first_line + before, column(lines[before]));
+    Some((
+        format!(
+            "the list item on line {n} starts at column {}, but the item before it (line {m}) at column {}: \
+             the items of one list must line up",
+            col + 1,
+            want + 1
+        ),
+        format!("indent line {n} (and the lines under it) by {want} spaces, as line {m}"),
+    ))
 }
 
 /// The parser's message without its own " at line L column C" suffix (the origin says

@@ -81,7 +81,7 @@ async fn route<S: Sources, B>(state: &ApiState<S>, allowed: bool, req: &Request<
     };
     match path {
         "/healthz" => (Route::Healthz, healthz()),
-        "/readyz" => (Route::Readyz, readyz(&state.store.load())),
+        "/readyz" => (Route::Readyz, readyz_of(&state.store)),
         "/metrics" => (Route::Metrics, metrics(state)),
         "/v1/env" => (Route::Env, env(state, &query).await),
         "/v1/connections" => (Route::Connections, with_resolved(&state.store.load(), list)),
@@ -142,6 +142,17 @@ fn not_ready(s: &Snapshot) -> Response<Body> {
         None => "not ready: the first resolution has not finished".to_owned(),
     };
     error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+}
+
+/// `/readyz` of `store`: [`readyz`] of its snapshot once the files (docs/files.md) were
+/// written once, 503 `not_ready` before.
+pub fn readyz_of(store: &crate::reload::snapshot::Store) -> Response<Body> {
+    let snapshot = store.load();
+    if snapshot.resolved.is_some() && store.files_are_pending() {
+        let reason = "not ready: the files are not written yet".to_owned();
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason);
+    }
+    readyz(&snapshot)
 }
 
 /// `/readyz`: 200 once the first full resolution succeeded, else 503 with the reason.
