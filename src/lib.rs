@@ -56,6 +56,7 @@ pub mod exit;
 pub mod fileplan;
 pub mod files;
 pub mod http;
+pub mod inject;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
