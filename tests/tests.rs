@@ -29,6 +29,9 @@ mod faults;
 /// Files (SPEC §7): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
+/// Kubernetes injection: `inject` on every kind and mode (kubernetes-validate), the webhook
+/// over TLS (patches applied by jsonpatch), refusals, certificate rotation.
+mod inject;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

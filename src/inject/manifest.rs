@@ -83,7 +83,8 @@ pub fn inject_stream(text: &str, source_name: &str, settings: &Settings) -> Resu
     for doc in crate::config::files::documents(text) {
         let mut value: Value = serde_yaml::from_str(doc.text).map_err(|e| ManifestError::Yaml {
             source_name: source_name.to_owned(),
-            line: e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1),
+            // The parser may report the end of the stream, past the document's last line.
+            line: e.location().map_or(doc.first_line, |l| doc.first_line + l.line() - 1).min(last_line(&doc)),
             message: without_location(&e.to_string()),
         })?;
         if value.is_null() {
@@ -105,6 +106,10 @@ pub fn inject_stream(text: &str, source_name: &str, settings: &Settings) -> Resu
     } else {
         Err(ManifestError::Refused { source_name: source_name.to_owned(), refused })
     }
+}
+
+fn last_line(doc: &crate::config::files::Document<'_>) -> usize {
+    doc.first_line + doc.text.trim_end_matches('\n').lines().count().saturating_sub(1)
 }
 
 /// The parser's message without its " at line L column C" (the line is given apart).

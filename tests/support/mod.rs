@@ -10,6 +10,7 @@ pub mod kubelet;
 pub mod oidc;
 pub mod tinyproxy;
 pub mod upstream;
+pub mod webhook;
 
 pub use daemon::Daemon;
 pub use fixtures::*;
