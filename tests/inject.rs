@@ -326,18 +326,9 @@ fn bad_cases() -> Vec<Bad> {
             says: &["annotation connd.dev/config", "missing", "add connd.dev/config: <name of the ConfigMap"],
         },
         Bad {
-            what: "an annotation on the Deployment, not its template",
-            manifest: d("app: x").replacen(
-                "  namespace: shop\n",
-                "  namespace: shop\n  annotations:\n    connd.dev/inject: \"true\"\n",
-                1,
-            ),
-            says: &["Deployment/shop/orders", "annotation connd.dev/inject", "is on metadata", "move the connd.dev/ annotations to spec.template.metadata.annotations"],
-        },
-        Bad {
             what: "an annotation on a Service",
             manifest: "apiVersion: v1\nkind: Service\nmetadata:\n  name: orders\n  annotations:\n    connd.dev/inject: \"true\"\nspec:\n  ports:\n    - port: 80\n".into(),
-            says: &["Service/orders", "connd injects into pod templates only"],
+            says: &["Service/orders", "annotation connd.dev/inject", "connd injects into pod templates only"],
         },
         Bad {
             what: "a volume with connd's name",
@@ -381,6 +372,34 @@ fn bad_annotations_are_refused_naming_object_annotation_and_fix_and_nothing_is_w
         assert_contains(&run.stderr, case.says);
         assert_contains(&run.stderr, &["<stdin>:"]);
     }
+}
+
+/// `kubectl annotate deployment/orders connd.dev/inject=true ...` sets the Deployment's own
+/// annotations: `inject` reads them as its template's (the template's own win).
+#[test]
+fn annotations_on_the_workload_itself_count_as_its_templates() {
+    let on_workload = "  annotations:\n    connd.dev/inject: \"true\"\n    connd.dev/config: orders-connd\n    \
+                       connd.dev/mode: render\n    connd.dev/files-root: /etc/orders\n";
+    let deployment = manifest("Deployment", "orders", "connd.dev/mode: entrypoint").replacen(
+        "  namespace: shop\n",
+        &format!("  namespace: shop\n{on_workload}"),
+        1,
+    );
+    let cron = manifest("CronJob", "nightly", "app.kubernetes.io/part-of: shop").replacen(
+        "  namespace: shop\n",
+        &format!("  namespace: shop\n{on_workload}"),
+        1,
+    );
+    let run = inject(&stream(&[deployment, cron]), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = docs(&run.stdout);
+    assert_eq!(names(&pod_spec(&out[0])["initContainers"]), ["connd-install"], "the template's mode wins");
+    assert_eq!(names(&pod_spec(&out[1])["initContainers"]), ["connd-render"]);
+    let annotations = &out[1]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["connd.dev/config"], "orders-connd", "copied to the template, so pods carry them");
+    assert_eq!(annotations["connd.dev/status"], "injected");
+    let again = inject(&run.stdout, &[]);
+    assert_eq!(again.stdout, run.stdout, "injecting again changes nothing");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `connd inject` (docs/kubernetes.md): a stream of YAML manifests in, the same stream out
 //! with connd added to the pod templates that opt in. Documents keep their order; a
 //! `List`'s items are handled one by one; other kinds pass through with their meaning
-//! unchanged (re-serialised: comments are not kept). Any problem anywhere refuses the
+//! unchanged (re-serialised: comments are not kept). A workload's own `connd.dev/`
+//! annotations (what `kubectl annotate deployment/NAME` sets) count as its template's. Any problem anywhere refuses the
 //! whole stream, every problem listed: nothing is printed, exit 78.
 //!
 //! Boundary: documents, kinds and where each kind keeps its pod template; the
@@ -137,41 +138,71 @@ fn object(value: &mut Value, settings: &Settings, errors: &mut Vec<InjectError>)
         return;
     }
     let Some(path) = path else { return };
+    let outer = outer_annotations(value, path);
     let Some(template) = path.iter().try_fold(&mut *value, |v, key| v.get_mut(*key)) else { return };
-    match pod::inject(template, &who, settings) {
+    let candidate = with_annotations(template, outer);
+    match pod::inject(&candidate, &who, settings) {
         Ok(pod::Outcome::Injected(new)) => *template = new,
         Ok(pod::Outcome::Unchanged) => {}
         Err(e) => errors.push(e),
     }
 }
 
-/// An annotation of connd's on an object that is not a pod template: on a workload's own
-/// metadata (it belongs on its template), or on a kind without pods.
-fn misplaced(value: &Value, path: Option<&[&str]>) -> Option<Problem> {
-    let holders: &[&[&str]] = match path {
-        Some([]) => return None,
-        Some(p) if p.len() == 4 => &[&["metadata"], &["spec", "jobTemplate", "metadata"]],
-        _ => &[&["metadata"]],
+/// The `connd.dev/` annotations of the metadata around a workload's template (its own,
+/// and a CronJob's `jobTemplate`'s): what `kubectl annotate deployment/NAME` sets. They
+/// count as the template's, which wins where both set one.
+fn outer_annotations(value: &Value, path: &[&str]) -> Vec<(Value, Value)> {
+    let holders: &[&[&str]] = match path.len() {
+        0 => &[],
+        2 => &[&["metadata"]],
+        _ => &[&["metadata"], &["spec", "jobTemplate", "metadata"]],
     };
+    let mut found = Vec::new();
     for holder in holders {
         let at = holder.iter().try_fold(value, |v, key| v.get(*key));
-        let annotations = at.and_then(|m| m.get("annotations")).and_then(Value::as_mapping);
-        let Some(name) = annotations
-            .into_iter()
-            .flat_map(|a| a.keys())
-            .filter_map(Value::as_str)
-            .find(|k| k.starts_with("connd.dev/"))
-        else {
-            continue;
-        };
-        let fix = match path {
-            Some(p) => format!("move the connd.dev/ annotations to {}.metadata.annotations", p.join(".")),
-            None => "connd injects into pod templates only (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, \
-                     Job, CronJob): annotate one of those, or remove the annotation"
-                .to_owned(),
-        };
-        let place = holder.join(".");
-        return Some(Problem::annotation(name, format!("is on {place}, where connd does not read it"), fix));
+        let annotations = at.and_then(|m| m.get("annotations")).and_then(Value::as_mapping).into_iter().flatten();
+        let connd = annotations.filter(|(k, _)| k.as_str().is_some_and(|k| k.starts_with("connd.dev/")));
+        found.extend(connd.map(|(k, v)| (k.clone(), v.clone())));
     }
-    None
+    found
+}
+
+/// `template` with `outer` added to its annotations where it has none of that name.
+fn with_annotations(template: &Value, outer: Vec<(Value, Value)>) -> Value {
+    let mut t = template.clone();
+    if outer.is_empty() {
+        return t;
+    }
+    let meta = t.as_mapping_mut().map(|t| t.entry("metadata".into()).or_insert(Value::Mapping(Default::default())));
+    if let Some(Value::Mapping(meta)) = meta {
+        let a = meta.entry("annotations".into()).or_insert(Value::Null);
+        if a.is_null() {
+            *a = Value::Mapping(Default::default());
+        }
+        if let Value::Mapping(a) = a {
+            for (k, v) in outer {
+                a.entry(k).or_insert(v);
+            }
+        }
+    }
+    t
+}
+
+/// An annotation of connd's on an object of a kind without pods.
+fn misplaced(value: &Value, path: Option<&[&str]>) -> Option<Problem> {
+    if path.is_some() {
+        return None;
+    }
+    let annotations = value.get("metadata").and_then(|m| m.get("annotations")).and_then(Value::as_mapping);
+    let name = annotations
+        .into_iter()
+        .flat_map(|a| a.keys())
+        .filter_map(Value::as_str)
+        .find(|k| k.starts_with("connd.dev/"))?;
+    Some(Problem::annotation(
+        name,
+        "is on an object without pods, where connd does not read it",
+        "connd injects into pod templates only (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, \
+         CronJob): annotate one of those, or remove the annotation",
+    ))
 }
