@@ -516,6 +516,10 @@ pub struct WebhookArgs {
     /// How long SIGTERM/SIGINT wait for reviews in flight before closing them
     #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM/SIGINT, keep answering this long (with /readyz 503) while the
+    /// Service's endpoints drop this replica, before draining
+    #[arg(long, env = "CONND_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_delay: Duration,
     /// Connections open at once; more wait to be accepted
     #[arg(long, env = "CONND_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections: u32,
@@ -535,6 +539,7 @@ impl WebhookArgs {
                 max_connections: self.max_connections as usize,
             },
             grace: self.shutdown_grace,
+            shutdown_delay: self.shutdown_delay,
         }
     }
 }

@@ -576,17 +576,28 @@ async fn webhook_rereads_its_certificate_without_dropping_open_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_drains_on_sigterm_and_refuses_a_bad_certificate_at_start() {
+async fn webhook_answers_through_its_shutdown_delay_and_refuses_a_bad_certificate_at_start() {
     let ca = Ca::new("connd webhook test CA");
-    let webhook = Webhook::start(&ca.issue(), &["--shutdown-grace", "2s"]);
+    let webhook = Webhook::start(&ca.issue(), &["--shutdown-grace", "2s", "--shutdown-delay", "1s"]);
     let mut client = Client::connect(webhook.addr, &ca.der()).await.unwrap();
     assert_eq!(client.request("GET", "/readyz", "").await.status, 200);
+    let started = std::time::Instant::now();
     webhook.signal(nix::sys::signal::Signal::SIGTERM);
+    // During the delay: not ready, but reviews on new connections are still answered.
+    let mut status = 200;
+    while status == 200 && started.elapsed() < Duration::from_secs(1) {
+        status = client.request("GET", "/readyz", "").await.status;
+    }
+    assert_eq!(status, 503, "not ready once SIGTERM arrived");
+    let mut late = Client::connect(webhook.addr, &ca.der()).await.expect("still accepting during the delay");
+    let (pod, _) = pods_and_injected().remove(0);
+    assert_eq!(late.review(&admission_review("late", "", "Pod", "shop", &pod)).await.status, 200);
     let code = tokio::task::spawn_blocking(move || {
         let mut webhook = webhook;
         webhook.wait()
     });
     assert_eq!(code.await.unwrap(), 0);
+    assert!(started.elapsed() >= Duration::from_secs(1), "the delay is kept");
 
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));

@@ -7,6 +7,7 @@
 use super::Problem;
 use serde_yaml::{Mapping, Value};
 
+/// The annotations a pod template opts in with (docs/kubernetes.md has their meaning).
 pub const INJECT: &str = "connd.dev/inject";
 pub const CONFIG: &str = "connd.dev/config";
 pub const SECRETS: &str = "connd.dev/secrets";
@@ -18,6 +19,7 @@ pub const CONTROL_PLANE: &str = "connd.dev/control-plane";
 pub const TOKEN_AUDIENCE: &str = "connd.dev/token-audience";
 /// Set by connd on the templates it injected: `injected`.
 pub const STATUS: &str = "connd.dev/status";
+/// The value of [`STATUS`] on an injected template.
 pub const INJECTED: &str = "injected";
 
 /// Every annotation connd reads or writes; another `connd.dev/` name is a typo.

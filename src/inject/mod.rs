@@ -63,10 +63,12 @@ impl fmt::Display for Problem {
 }
 
 impl Problem {
+    /// A problem `at` a place (`container app`, `spec.containers`), with its fix.
     pub fn new(at: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Problem {
         Problem { at: at.into(), message: message.into(), fix: fix.into() }
     }
 
+    /// A problem with the annotation `name` (`connd.dev/mode`).
     pub fn annotation(name: &str, message: impl Into<String>, fix: impl Into<String>) -> Problem {
         Problem::new(format!("annotation {name}"), message, fix)
     }

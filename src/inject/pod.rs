@@ -29,8 +29,9 @@ const FILES_DIR: &str = "/run/connd-files";
 const BIN_DIR: &str = "/connd/bin";
 const BIN: &str = "/connd/bin/connd";
 
-/// Names connd adds: a pod that already has one of them is refused.
+/// The container names connd adds: a pod that already has one of them is refused.
 pub const CONTAINER_NAMES: [&str; 3] = ["connd", "connd-install", "connd-render"];
+/// The volume names connd adds: a pod that already has one of them is refused.
 pub const VOLUME_NAMES: [&str; 5] = ["connd-socket", "connd-files", "connd-config", "connd-token", "connd-bin"];
 
 /// What happened to a template.

@@ -1,7 +1,8 @@
 //! `connd webhook` (docs/kubernetes.md): the mutating admission webhook. HTTPS on
 //! `--listen` with the certificate of `--tls-cert`/`--tls-key` (re-read when the files
 //! change, `certs`); `POST /mutate` answers an `AdmissionReview` (`review`); `/healthz`,
-//! `/readyz` (503 once draining, so the Service stops sending) and `/metrics`.
+//! `/readyz` (503 from SIGTERM on, so the Service stops sending) and `/metrics`. After
+//! SIGTERM it keeps answering for `--shutdown-delay`, while the endpoints drop it.
 //!
 //! Connections go through `listen::conn`, as the API's do: the connection cap, the
 //! request-head timeout, and on SIGTERM the bounded drain (requests in flight answered,
@@ -47,6 +48,10 @@ pub struct WebhookSettings {
     pub limits: Limits,
     /// How long SIGTERM waits for requests in flight.
     pub grace: Duration,
+    /// How long, after SIGTERM, new connections are still accepted (`/readyz` answering
+    /// 503) while the Service's endpoints drop this replica: the API server may still send
+    /// it reviews meanwhile, and with `failurePolicy: Fail` a refused one fails a pod.
+    pub shutdown_delay: Duration,
 }
 
 /// `--listen` cannot be listened on. Exit 73.
@@ -67,8 +72,8 @@ impl Classify for ListenError {
 struct State {
     settings: Settings,
     metrics: Metrics,
-    /// Cancelled on shutdown: `/readyz` then answers 503.
-    draining: CancellationToken,
+    /// Cancelled when shutdown starts (before the delay): `/readyz` then answers 503.
+    stopping: CancellationToken,
 }
 
 /// Runs the webhook until SIGTERM or SIGINT, then drains.
@@ -102,7 +107,8 @@ pub fn tls_config(settings: &WebhookSettings) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// Accepts on `listener` until `shutdown`, then drains within `settings.grace`.
+/// Accepts on `listener` until `shutdown` and `settings.shutdown_delay` after it, then
+/// drains within `settings.grace`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -110,8 +116,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let draining = CancellationToken::new();
+    let stopping = CancellationToken::new();
     let state =
-        Arc::new(State { settings: settings.inject.clone(), metrics: Metrics::default(), draining: draining.clone() });
+        Arc::new(State { settings: settings.inject.clone(), metrics: Metrics::default(), stopping: stopping.clone() });
+    let delay = settings.shutdown_delay;
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+        if !delay.is_zero() {
+            tracing::info!(delay_seconds = delay.as_secs_f32(), "not ready; still answering until the delay ends");
+            tokio::time::sleep(delay).await;
+        }
+    };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let limits = settings.limits;
     conn::serve(
@@ -159,7 +175,7 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Response<B
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/mutate") => mutate(state, req).await,
         (&Method::GET | &Method::HEAD, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "serving" })),
-        (&Method::GET | &Method::HEAD, "/readyz") => match state.draining.is_cancelled() {
+        (&Method::GET | &Method::HEAD, "/readyz") => match state.stopping.is_cancelled() {
             false => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
             true => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "draining" })),
         },

@@ -31,8 +31,10 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in the order `/metrics` lists them.
     pub const ALL: [Verdict; 4] = [Verdict::Patched, Verdict::Allowed, Verdict::Denied, Verdict::Malformed];
 
+    /// The `result` label of `connd_webhook_reviews_total`.
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Patched => "patched",
