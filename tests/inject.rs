@@ -269,13 +269,27 @@ fn other_documents_keep_their_order_and_meaning() {
                 .collect::<String>())
             .collect::<String>()
     );
-    let docs_in = [config_map.to_owned(), manifest("Deployment", "opted", MODES[1].1), service.into(), untouched, list];
+    let anchored = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: anchors\n  labels: &labels\n    app: orders\n\
+                    data:\n  <<: *labels\n  tier: web\n";
+    let docs_in = [
+        config_map.to_owned(),
+        manifest("Deployment", "opted", MODES[1].1),
+        service.into(),
+        untouched,
+        list,
+        anchored.into(),
+    ];
     let input = format!("# leading comment\n{}\n...\n", stream(&docs_in));
     let run = inject(&input, &[]);
     assert_eq!(run.code, 0, "{run:?}");
     let out = docs(&run.stdout);
     let inp = docs(&input);
-    assert_eq!(out.len(), 5);
+    assert_eq!(out.len(), 6);
+    assert_eq!(
+        out[5]["data"],
+        json!({ "app": "orders", "tier": "web" }),
+        "merge keys applied, as kubectl applies them"
+    );
     assert_eq!(out[0], inp[0], "a ConfigMap comes out as it went in");
     assert_eq!(out[2], inp[2]);
     assert_eq!(out[3], inp[3], "not opted in: untouched");

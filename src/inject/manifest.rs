@@ -91,6 +91,13 @@ pub fn inject_stream(text: &str, source_name: &str, settings: &Settings) -> Resu
         if value.is_null() {
             continue;
         }
+        // `<<: *defaults` merge keys, as kubectl's reader applies them: the output has the
+        // merged mappings (written back, a `<<` key would be quoted and lose its meaning).
+        value.apply_merge().map_err(|e| ManifestError::Yaml {
+            source_name: source_name.to_owned(),
+            line: doc.first_line,
+            message: without_location(&e.to_string()),
+        })?;
         let mut errors = Vec::new();
         object(&mut value, settings, &mut errors);
         refused.extend(errors.into_iter().map(|e| (doc.first_line, e)));
