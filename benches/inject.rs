@@ -2,6 +2,7 @@
 //! 1. `connd webhook` (the real binary): AdmissionReviews of a pod that opts in (sidecar
 //!    mode, every annotation), answered with a patch, from 32 keep-alive TLS connections
 //!    for 5 s: reviews/s, p50/p99 latency, the server's CPU per review and its peak RSS;
+//!    then from one connection for 2 s: the latency of a review alone;
 //! 2. `connd inject` of a 1,000-document stream (1,000 Deployments, all opted in): wall
 //!    time, median of 5 runs.
 //!
@@ -100,10 +101,18 @@ fn review_body() -> Bytes {
     Bytes::from(serde_json::to_vec(&review).unwrap())
 }
 
-/// Starts `connd webhook` with a fresh certificate; its child, address and CA.
-fn start_webhook(
-    dir: &std::path::Path,
-) -> (std::process::Child, std::net::SocketAddr, rustls::pki_types::CertificateDer<'static>) {
+/// The webhook process, killed when dropped (a failed assertion included).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `connd webhook` with a fresh certificate; its process, address and CA.
+fn start_webhook(dir: &std::path::Path) -> (Server, std::net::SocketAddr, rustls::pki_types::CertificateDer<'static>) {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
@@ -126,7 +135,7 @@ fn start_webhook(
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
-    (child, addr, cert.der().clone())
+    (Server(child), addr, cert.der().clone())
 }
 
 async fn client(
@@ -171,8 +180,8 @@ async fn client(
 
 fn webhook_load() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, ca) = start_webhook(dir.path());
-    let pid = child.id();
+    let (server, addr, ca) = start_webhook(dir.path());
+    let pid = server.0.id();
     let body = review_body();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     // A warm-up second, then the measured run.
@@ -196,8 +205,9 @@ fn webhook_load() {
         all
     });
     let (_, cpu_after) = usage(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut alone = rt.block_on(client(addr, ca.clone(), body.clone(), Instant::now() + Duration::from_secs(2)));
+    alone.sort();
+    drop(server);
     let mut all = all;
     all.sort();
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
@@ -212,6 +222,11 @@ fn webhook_load() {
         percentile(&all, 0.5).as_secs_f64() * 1e3,
         percentile(&all, 0.99).as_secs_f64() * 1e3,
         peak_rss as f64 / 1024.0
+    );
+    println!(
+        "  one connection: p50 {:.3} ms  p99 {:.3} ms",
+        percentile(&alone, 0.5).as_secs_f64() * 1e3,
+        percentile(&alone, 0.99).as_secs_f64() * 1e3
     );
 }
 
