@@ -148,7 +148,7 @@ fn object(value: &mut Value, settings: &Settings, errors: &mut Vec<InjectError>)
     let outer = outer_annotations(value, path);
     let Some(template) = path.iter().try_fold(&mut *value, |v, key| v.get_mut(*key)) else { return };
     let candidate = with_annotations(template, outer);
-    match pod::inject(&candidate, &who, settings) {
+    match pod::inject(candidate, &who, settings) {
         Ok(pod::Outcome::Injected(new)) => *template = new,
         Ok(pod::Outcome::Unchanged) => {}
         Err(e) => errors.push(e),

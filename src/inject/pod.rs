@@ -44,9 +44,10 @@ pub enum Outcome {
 }
 
 /// Injects connd into `template` (a mapping with `metadata` and `spec`; a whole Pod
-/// object works too: other keys are kept) as its annotations ask. `object` names it in
-/// errors. The template is never changed in place.
-pub fn inject(template: &Value, object: &Object, settings: &Settings) -> Result<Outcome, InjectError> {
+/// object works too: other keys are kept) as its annotations ask, and returns the new
+/// template. `object` names it in errors. Taken by value: the callers' copy is theirs to
+/// keep or not (the webhook's is a conversion, made for this), and no tree is cloned.
+pub fn inject(template: Value, object: &Object, settings: &Settings) -> Result<Outcome, InjectError> {
     let fail = |problems| InjectError { object: object.clone(), problems };
     let annotations = template.get("metadata").and_then(|m| m.get("annotations"));
     let annotations = match annotations {
@@ -62,7 +63,7 @@ pub fn inject(template: &Value, object: &Object, settings: &Settings) -> Result<
         OptIn::Out | OptIn::Injected => return Ok(Outcome::Unchanged),
         OptIn::In(r) => r,
     };
-    let mut out = template.clone();
+    let mut out = template;
     let spec = match out.get_mut("spec") {
         Some(Value::Mapping(spec)) => spec,
         _ => return Err(fail(vec![Problem::new("spec", "missing", "give the pod template a spec with containers")])),

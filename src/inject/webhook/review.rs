@@ -107,7 +107,7 @@ fn decide(request: &Request, settings: &Settings) -> Result<(Verdict, Value), St
     let pod = request.object.as_ref().filter(|o| o.is_object()).ok_or("the CREATE request of a Pod has no object")?;
     let template: serde_yaml::Value = serde_yaml::to_value(pod).map_err(|e| format!("the Pod cannot be read: {e}"))?;
     let object = Object { kind: "Pod".into(), namespace: request.namespace.clone(), name: pod_name(request, pod) };
-    match pod::inject(&template, &object, settings) {
+    match pod::inject(template, &object, settings) {
         Ok(pod::Outcome::Unchanged) => Ok((Verdict::Allowed, allowed)),
         Ok(pod::Outcome::Injected(new)) => {
             let new: Value = serde_json::to_value(&new).map_err(|e| format!("the injected Pod is not JSON: {e}"))?;
