@@ -191,6 +191,19 @@ fn every_kind_in_every_mode_is_valid_for_kubernetes_and_reinjecting_changes_noth
     let file = dir.path().join("injected.yaml");
     std::fs::write(&file, &run.stdout).unwrap();
     kubernetes_validate(&file);
+    // Every connd command line injected (containers, probes) parses with this binary, and
+    // every CONND_* variable set beside it is one that subcommand reads (deploy/check's rule).
+    let checker = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/check_manifests.py");
+    let commands = std::process::Command::new("python3")
+        .args([checker, "connd-commands", connd_bin(), file.to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&commands.stdout);
+    assert!(commands.status.success(), "{text}{}", String::from_utf8_lossy(&commands.stderr));
+    assert_contains(
+        &text,
+        &["container app: connd exec --", "(env: CONND_CONTROL_PLANE, CONND_FILES_ROOT, CONND_TOKEN_FILE)"],
+    );
 
     let again = inject(&run.stdout, &["--image", "registry.example/connd:1.2.3"]);
     assert_eq!(again.code, 0, "{again:?}");
