@@ -3,7 +3,8 @@
 //!    mode, every annotation), answered with a patch, from 32 keep-alive TLS connections
 //!    for 5 s: reviews/s, p50/p99 latency, the server's CPU per review and its peak RSS;
 //!    then from one connection for 2 s: the latency of a review alone;
-//! 2. `connd inject` of a 1,000-document stream (1,000 Deployments, all opted in): wall
+//! 2. the review alone, in process (`review::answer` on the same body, no TLS or HTTP);
+//! 3. `connd inject` of a 1,000-document stream (1,000 Deployments, all opted in): wall
 //!    time, median of 5 runs.
 //!
 //! The clients run in this process, on the same cores as the server: the figures are the
@@ -269,7 +270,30 @@ fn inject_stream() {
     );
 }
 
+fn review_alone() {
+    let body = review_body();
+    let settings = connd::inject::Settings { image: connd::inject::DEFAULT_IMAGE.into() };
+    const ROUNDS: u32 = 20_000;
+    // CPU time of this thread, not wall time: the machine is shared.
+    let cpu = || {
+        let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).unwrap();
+        let (user, sys) = (u.user_time(), u.system_time());
+        (user.tv_sec() + sys.tv_sec()) as f64 * 1e6 + (user.tv_usec() + sys.tv_usec()) as f64
+    };
+    let (start, wall) = (cpu(), Instant::now());
+    for _ in 0..ROUNDS {
+        let (verdict, _) = connd::inject::webhook::review::answer(&body, &settings).unwrap();
+        assert_eq!(verdict, connd::inject::webhook::review::Verdict::Patched);
+    }
+    println!(
+        "review alone (parse, inject, diff, answer; no TLS, no HTTP): {:.1} us CPU ({:.1} us wall)",
+        (cpu() - start) / f64::from(ROUNDS),
+        wall.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS)
+    );
+}
+
 fn main() {
     webhook_load();
+    review_alone();
     inject_stream();
 }
