@@ -436,23 +436,26 @@ fn volumes(request: &Request) -> Vec<Value> {
 /// `spec.securityContext.fsGroup` = connd's gid when the pod sets none: the socket's and
 /// the files' group, which every container of the pod is given.
 fn set_fs_group(spec: &mut Mapping) {
-    let sc = spec.entry("securityContext".into()).or_insert_with(|| Value::Mapping(Mapping::new()));
-    if let Value::Mapping(sc) = sc {
+    if let Some(sc) = mapping_at(spec, "securityContext") {
         sc.entry("fsGroup".into()).or_insert_with(|| Value::from(CONND_UID));
     }
 }
 
 /// `metadata.annotations["connd.dev/status"] = "injected"`.
 fn mark(template: &mut Value) {
-    if let Value::Mapping(t) = template {
-        let meta = t.entry("metadata".into()).or_insert_with(|| Value::Mapping(Mapping::new()));
-        if let Value::Mapping(meta) = meta {
-            let a = meta.entry("annotations".into()).or_insert_with(|| Value::Mapping(Mapping::new()));
-            if let Value::Mapping(a) = a {
-                a.insert(annotations::STATUS.into(), annotations::INJECTED.into());
-            }
-        }
+    let meta = template.as_mapping_mut().and_then(|t| mapping_at(t, "metadata"));
+    if let Some(annotations) = meta.and_then(|m| mapping_at(m, "annotations")) {
+        annotations.insert(annotations::STATUS.into(), annotations::INJECTED.into());
     }
+}
+
+/// The mapping at `key`, created when absent or null; `None` for another value.
+fn mapping_at<'a>(m: &'a mut Mapping, key: &str) -> Option<&'a mut Mapping> {
+    let v = m.entry(key.into()).or_insert(Value::Null);
+    if v.is_null() {
+        *v = Value::Mapping(Mapping::new());
+    }
+    v.as_mapping_mut()
 }
 
 fn seq<'a>(spec: &'a Mapping, field: &str) -> &'a [Value] {
@@ -477,4 +480,43 @@ fn push(c: &mut Value, field: &str, item: Value) {
 /// A JSON value built with `json!` as YAML; infallible for what `json!` can hold.
 fn to_yaml(v: serde_json::Value) -> Value {
     serde_yaml::to_value(v).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object() -> Object {
+        Object { kind: "Pod".into(), namespace: "shop".into(), name: "p".into() }
+    }
+
+    /// Null where a mapping belongs is taken as empty: the mark is written, so injecting
+    /// the output again changes nothing rather than refusing connd's own containers.
+    #[test]
+    fn null_mappings_are_filled_and_the_output_is_left_as_it_is() {
+        let settings = Settings { image: "connd:test".into() };
+        let pod: Value = serde_yaml::from_str(
+            "metadata:\n  annotations: {connd.dev/inject: \"true\", connd.dev/config: c}\nspec:\n  \
+             securityContext: null\n  initContainers: null\n  volumes: null\n  containers:\n    \
+             - {name: a, image: b, securityContext: {runAsUser: 5}, volumeMounts: null}\n",
+        )
+        .unwrap();
+        let Ok(Outcome::Injected(out)) = inject(pod, &object(), &settings) else { panic!("injected") };
+        assert_eq!(out["spec"]["securityContext"]["fsGroup"], Value::from(CONND_UID));
+        assert_eq!(out["metadata"]["annotations"][annotations::STATUS], Value::from(annotations::INJECTED));
+        assert_eq!(out["spec"]["containers"][0]["volumeMounts"][0]["name"], Value::from("connd-socket"));
+        assert_eq!(inject(out, &object(), &settings), Ok(Outcome::Unchanged));
+    }
+
+    #[test]
+    fn a_list_field_that_is_not_a_list_is_refused() {
+        let settings = Settings { image: "connd:test".into() };
+        let pod: Value = serde_yaml::from_str(
+            "metadata:\n  annotations: {connd.dev/inject: \"true\", connd.dev/config: c}\nspec:\n  \
+             volumes: oops\n  containers: [{name: a, image: b, securityContext: {runAsUser: 5}}]\n",
+        )
+        .unwrap();
+        let e = inject(pod, &object(), &settings).unwrap_err();
+        assert_eq!(e.problems[0].at, "spec.volumes", "{e}");
+    }
 }
