@@ -600,6 +600,14 @@ async fn webhook_rereads_its_certificate_without_dropping_open_connections() {
         &log,
         &["the changed TLS certificate cannot be used; the previous one stays", "TLS certificate re-read"],
     );
+    let metrics = open.request("GET", "/metrics", "").await.text();
+    assert_contains(
+        &metrics,
+        &[
+            "connd_webhook_certificate_reloads_total{result=\"ok\"} 1",
+            "connd_webhook_certificate_reloads_total{result=\"error\"} 1",
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

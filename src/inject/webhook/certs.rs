@@ -59,6 +59,9 @@ pub struct CertFiles {
     key: PathBuf,
     provider: Arc<CryptoProvider>,
     loaded: Mutex<Loaded>,
+    /// Counts re-reads by result: a rotation that keeps failing shows before the old
+    /// certificate expires.
+    metrics: Arc<super::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for CertFiles {
@@ -69,7 +72,12 @@ impl std::fmt::Debug for CertFiles {
 
 impl CertFiles {
     /// Loads the pair now: a bad one fails at startup.
-    pub fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<CertFiles, CertError> {
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        provider: Arc<CryptoProvider>,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> Result<CertFiles, CertError> {
         let stamps = [stamp(cert), stamp(key)];
         let pair = load_pair(cert, key, &provider)?;
         Ok(CertFiles {
@@ -77,6 +85,7 @@ impl CertFiles {
             key: key.to_path_buf(),
             provider,
             loaded: Mutex::new(Loaded { key: Arc::new(pair), stamps, failed: None }),
+            metrics,
         })
     }
 
@@ -90,10 +99,12 @@ impl CertFiles {
                     loaded.key = Arc::new(pair);
                     loaded.stamps = stamps;
                     loaded.failed = None;
+                    self.metrics.certificate_reload(true);
                     tracing::info!(cert = %self.cert.display(), "TLS certificate re-read");
                 }
                 Err(e) => {
                     loaded.failed = Some(stamps);
+                    self.metrics.certificate_reload(false);
                     tracing::warn!(error = %e, "the changed TLS certificate cannot be used; the previous one stays");
                 }
             }

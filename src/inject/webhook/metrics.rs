@@ -18,6 +18,8 @@ pub struct Metrics {
     /// Per [`BUCKETS`] bound, then `+Inf`; not cumulative (summed when rendered).
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
+    /// Re-reads of the certificate after its files changed: loaded, failed.
+    certificate_reloads: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -29,6 +31,11 @@ impl Metrics {
         let bucket = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Relaxed);
         self.sum_micros.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// One re-read of the changed certificate files: `ok` when the new pair is in use.
+    pub fn certificate_reload(&self, ok: bool) {
+        self.certificate_reloads[usize::from(!ok)].fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -49,6 +56,12 @@ impl Metrics {
         }
         let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {cumulative}");
+        let name = "connd_webhook_certificate_reloads_total";
+        let _ = writeln!(out, "# HELP {name} Re-reads of the changed TLS certificate files, by result.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (i, result) in ["ok", "error"].iter().enumerate() {
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", self.certificate_reloads[i].load(Relaxed));
+        }
         let name = "connd_log_write_failures_total";
         let _ = writeln!(out, "# HELP {name} Log records dropped because stderr could not take them.");
         let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", crate::logging::write_failures());

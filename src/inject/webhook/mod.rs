@@ -71,7 +71,7 @@ impl Classify for ListenError {
 /// What every connection shares.
 struct State {
     settings: Settings,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// Cancelled when shutdown starts (before the delay): `/readyz` then answers 503.
     stopping: CancellationToken,
 }
@@ -81,23 +81,28 @@ pub fn command(settings: &WebhookSettings) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let shutdown = crate::signal::shutdown()?;
-        let tls = tls_config(settings)?;
+        let metrics = Arc::new(Metrics::default());
+        let tls = tls_config(settings, metrics.clone())?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|error| ListenError { addr: settings.listen, error })?;
         let addr = listener.local_addr().unwrap_or(settings.listen);
         tracing::info!(%addr, "webhook listening");
-        serve(listener, tls, settings, shutdown).await;
+        serve(listener, tls, settings, metrics, shutdown).await;
         anyhow::Ok(())
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     result
 }
 
-/// The server's TLS configuration: rustls with `ring`, HTTP/1.1, the reloading pair.
-pub fn tls_config(settings: &WebhookSettings) -> Result<Arc<rustls::ServerConfig>, certs::CertError> {
+/// The server's TLS configuration: rustls with `ring`, HTTP/1.1, the reloading pair
+/// (its re-reads counted in `metrics`).
+pub fn tls_config(
+    settings: &WebhookSettings,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<rustls::ServerConfig>, certs::CertError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let files = CertFiles::load(&settings.tls_cert, &settings.tls_key, provider.clone())?;
+    let files = CertFiles::load(&settings.tls_cert, &settings.tls_key, provider.clone(), metrics)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| certs::CertError::setup(&settings.tls_cert, e))?
@@ -113,12 +118,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     settings: &WebhookSettings,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let draining = CancellationToken::new();
     let stopping = CancellationToken::new();
-    let state =
-        Arc::new(State { settings: settings.inject.clone(), metrics: Metrics::default(), stopping: stopping.clone() });
+    let state = Arc::new(State { settings: settings.inject.clone(), metrics, stopping: stopping.clone() });
     let delay = settings.shutdown_delay;
     let shutdown = async move {
         shutdown.await;
