@@ -6,6 +6,10 @@
                                     the connection-config directories held in ConfigMaps
                                     (optionally written out, one directory per ConfigMap,
                                     for `connd check`)
+  cert-manager FILE...              the cert-manager.io/v1 objects (Issuer, Certificate), read
+                                    with typed models of cert-manager's CRDs: a field the
+                                    model does not know, or a wrong type, fails; and every
+                                    cert-manager.io/inject-ca-from names a Certificate here
   connd-commands BIN FILE...        every connd command line of the manifests (containers,
                                     probes) and systemd units (Exec*= lines): its flags parse
                                     with the built binary BIN, and every CONND_* variable it
@@ -215,6 +219,59 @@ def connd_config(files, extract):
     return not problems
 
 
+def unknown_fields(want, got, path=""):
+    """The paths of `want` that a model's dump `got` does not have: fields it dropped."""
+    out = []
+    if isinstance(want, dict):
+        for k, v in want.items():
+            if not isinstance(got, dict) or k not in got:
+                out.append(f"{path}.{k}".lstrip("."))
+            else:
+                out += unknown_fields(v, got[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        for i, v in enumerate(want):
+            item = got[i] if isinstance(got, list) and i < len(got) else None
+            out += unknown_fields(v, item, f"{path}[{i}]")
+    return out
+
+
+def cert_manager(files):
+    from cloudcoil.models.cert_manager import v1
+    models = {"Issuer": v1.Issuer, "Certificate": v1.Certificate}
+    problems, certificates, wanted = [], set(), []
+    for path in files:
+        for doc in load_docs(path):
+            meta = doc.get("metadata") or {}
+            ca_from = (meta.get("annotations") or {}).get("cert-manager.io/inject-ca-from")
+            if ca_from:
+                wanted.append((f"{path}: {doc.get('kind')}/{meta.get('name')}", ca_from))
+            if doc.get("apiVersion") != "cert-manager.io/v1":
+                continue
+            where = f"{path}: {doc.get('kind')}/{meta.get('name')}"
+            model = models.get(doc.get("kind"))
+            if model is None:
+                problems.append(f"{where}: kind {doc.get('kind')!r} is not checked here; add its model")
+                continue
+            try:
+                back = model.model_validate(doc).model_dump(mode="json", by_alias=True, exclude_none=True)
+            except Exception as e:  # pydantic's ValidationError, with every field at fault
+                problems.append(f"{where}: {e}")
+                continue
+            for field in unknown_fields(doc, back):
+                problems.append(f"{where}: unknown field {field}")
+            if doc["kind"] == "Certificate":
+                certificates.add(f"{meta.get('namespace')}/{meta.get('name')}")
+            print(f"  cert-manager: {where}")
+    for where, ca_from in wanted:
+        if ca_from not in certificates:
+            problems.append(f"{where}: cert-manager.io/inject-ca-from {ca_from} names no Certificate here")
+        else:
+            print(f"  cert-manager: {where} gets its caBundle from Certificate {ca_from}")
+    for p in problems:
+        print(f"  FAIL {p}")
+    return not problems
+
+
 def connd_invocations(path):
     """(where, argv after the binary, {CONND_*: value}) for each connd command line."""
     found = []
@@ -281,6 +338,8 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "policy":
         return 0 if policy(args) else 1
+    if cmd == "cert-manager":
+        return 0 if cert_manager(args) else 1
     if cmd == "kustomize-structure":
         return 0 if kustomize_structure(args) else 1
     if cmd == "connd-commands" and args:

@@ -43,6 +43,10 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Resolve once, write the files (configurations.file, kind: File), then exit
     Render(RenderArgs),
+    /// Add connd to the Kubernetes manifests of FILE (or stdin) whose pod templates opt in
+    Inject(InjectArgs),
+    /// Serve the mutating admission webhook that adds connd to pods as `inject` does
+    Webhook(WebhookArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     Completions {
         #[arg(value_enum)]
@@ -503,5 +507,81 @@ pub fn parse_gid(text: &str) -> Result<u32, String> {
             Err(format!("no group named {text:?} on this system: give a gid, or the name of an existing group"))
         }
         Err(e) => Err(format!("cannot look up the group {text:?}: {e}")),
+    }
+}
+
+/// `connd inject` (docs/kubernetes.md).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Kubernetes injection")]
+pub struct InjectArgs {
+    /// The manifests to read (YAML, one or many documents); `-` for stdin
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        env = "CONND_INJECT_FILE",
+        default_value = "-",
+        value_name = "FILE"
+    )]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+/// The image of the containers `inject` and `webhook` add.
+#[derive(Debug, Clone, Args)]
+pub struct ImageArgs {
+    /// The connd image the added containers run
+    #[arg(long, env = "CONND_IMAGE", default_value = crate::inject::DEFAULT_IMAGE, value_name = "IMAGE")]
+    pub image: String,
+}
+
+/// `connd webhook` (docs/kubernetes.md).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Admission webhook")]
+pub struct WebhookArgs {
+    /// The HTTPS address to listen on
+    #[arg(long, env = "CONND_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen_addr, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate (chain) served; re-read when the file changes
+    #[arg(long, env = "CONND_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of --tls-cert; re-read when the file changes
+    #[arg(long, env = "CONND_TLS_KEY", value_name = "PATH")]
+    pub tls_key: PathBuf,
+    /// How long SIGTERM/SIGINT wait for reviews in flight before closing them
+    #[arg(long, env = "CONND_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace: Duration,
+    /// After SIGTERM/SIGINT, keep answering this long (with /readyz 503) while the
+    /// Service's endpoints drop this replica, before draining
+    #[arg(long, env = "CONND_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_delay: Duration,
+    /// Connections open at once; more wait to be accepted
+    #[arg(long, env = "CONND_MAX_CONNECTIONS", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> crate::inject::webhook::WebhookSettings {
+        crate::inject::webhook::WebhookSettings {
+            listen: self.listen,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            inject: self.image.settings(),
+            limits: crate::listen::conn::Limits {
+                header_read_timeout: Duration::from_secs(10),
+                max_connections: self.max_connections as usize,
+            },
+            grace: self.shutdown_grace,
+            shutdown_delay: self.shutdown_delay,
+        }
+    }
+}
+
+impl ImageArgs {
+    pub fn settings(&self) -> crate::inject::Settings {
+        crate::inject::Settings { image: self.image.clone() }
     }
 }

@@ -155,6 +155,20 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Prints the manifests with connd added (docs/kubernetes.md); nothing when any is refused.
+pub fn inject(args: &crate::cli::InjectArgs) -> anyhow::Result<u8> {
+    let (text, name) = crate::inject::manifest::read_input(&args.file)?;
+    let out = crate::inject::manifest::inject_stream(&text, &name, &args.image.settings())?;
+    stdout::write(out.as_bytes())?;
+    Ok(exit::OK)
+}
+
+/// Serves the admission webhook until SIGTERM or SIGINT.
+pub fn webhook(args: &crate::cli::WebhookArgs) -> anyhow::Result<u8> {
+    crate::inject::webhook::command(&args.settings())?;
+    Ok(exit::OK)
+}
+
 /// Exits 0 when the server on the socket is ready.
 pub fn probe(args: &ProbeArgs) -> anyhow::Result<u8> {
     crate::serve::probe::command(&args.socket, args.timeout)?;
@@ -239,4 +253,8 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))
         .or_else(|| as_class::<crate::files::FileError>(cause))
+        .or_else(|| as_class::<crate::inject::manifest::ManifestError>(cause))
+        .or_else(|| as_class::<crate::inject::InjectError>(cause))
+        .or_else(|| as_class::<crate::inject::webhook::certs::CertError>(cause))
+        .or_else(|| as_class::<crate::inject::webhook::ListenError>(cause))
 }

@@ -35,6 +35,9 @@
 //!   current in `run` and `serve` by its `keep` task).
 //!   `proxy/` (the egress proxy of docs/proxy.md, beside `serve/api/`, in `serve` and `run`):
 //!   calls to `/<connection>/...` forwarded to its `ServiceURL` with its credentials.
+//! - beside the modes, `inject/` (Kubernetes injection): one pod-template transformation
+//!   from `connd.dev/` annotations, `inject` over manifest streams (with its YAML writer),
+//!   and the admission webhook (on `listen/`'s accept loop) answering with the same pod.
 //! - beside the path: `http/`, outbound HTTP, which the sources and the egress proxy
 //!   use: the `client` and its proxy-aware connector (`connect`, `proxy`), TLS (`tls`,
 //!   and `tls_fault`: TLS faults in words), URL policy (`url`), their `error`, and the
@@ -69,6 +72,7 @@ pub mod exit;
 pub mod fileplan;
 pub mod files;
 pub mod http;
+pub mod inject;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

@@ -43,6 +43,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve(args),
         Command::Probe(args) => commands::probe(args),
         Command::Run(args) => commands::run(args),
+        Command::Inject(args) => commands::inject(args),
+        Command::Webhook(args) => commands::webhook(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

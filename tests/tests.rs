@@ -35,11 +35,14 @@ mod faults;
 /// Files (docs/files.md): every format against its real reader, atomic writes, escapes, and
 /// `serve`/`run` keeping files current (kubelet swaps, token renewals, read-only targets).
 mod files;
-/// A fleet on one control plane: replicas started together do not refresh in step.
-mod fleet;
 /// `serve` and `run` keeping files across their life: drift put back, restart leftovers
 /// removed, a `file:` source caught mid-write read once finished.
 mod files_keep;
+/// A fleet on one control plane: replicas started together do not refresh in step.
+mod fleet;
+/// Kubernetes injection: `inject` on every kind and mode (kubernetes-validate), the webhook
+/// over TLS (patches applied by jsonpatch), refusals, certificate rotation.
+mod inject;
 /// The loader fuzzed: mutated and random directories never panic, hang or lose a file name.
 mod loader_fuzz;
 /// `--metrics-listen` in `serve` and `run`: metrics and probes over TCP, never a value.

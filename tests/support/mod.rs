@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod supervised;
 pub mod tinyproxy;
 pub mod upstream;
+pub mod webhook;
 
 pub use daemon::Daemon;
 pub use fixtures::*;
