@@ -251,3 +251,31 @@ fn a_target_that_is_a_mount_point_says_mount_the_folder() {
     assert_contains(&stderr, &["app.env", "is a mount point", "mount the folder instead"]);
     assert!(!stderr.contains("os error 16"), "{stderr}");
 }
+
+/// The same under `run`: the workload restarts once, on the finished value, never on an
+/// empty one (the wait is `--change-debounce`, 250 ms by default).
+#[test]
+fn run_restarts_once_on_a_file_source_written_in_place() {
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("password");
+    std::fs::write(&key, "first-value").unwrap();
+    let conns =
+        connection(DB, "orders-db", &[("HostName", "db1")]) + &format!("  Password: {{ file: {} }}\n", key.display());
+    let fx = Fixture::with(&component_yaml(&[("orders-db", "database:pg/orders")]), &conns);
+    let script = "echo \"start password=[$CHOREO_ORDERS_DB_PASSWORD]\"; while :; do sleep 0.05; done";
+    let mut s = Supervised::start(fx.path(), &["--rescan-interval", "10m", "--refresh-interval", "10m"], script)
+        .patience(PATIENCE);
+    s.expect("start password=[first-value]");
+    let writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.1 > '{0}'; printf second-value > '{0}'", key.display()))
+        .status()
+        .unwrap();
+    assert!(writer.success());
+    s.expect("start password=[second-value]");
+    s.collect(Duration::from_millis(500));
+    let starts: Vec<&String> = s.seen().iter().filter(|l| l.starts_with("start ")).collect();
+    assert_eq!(starts.len(), 2, "{}", s.transcript());
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait(), 143, "{}", s.transcript());
+}

@@ -345,7 +345,6 @@ impl<S: Sources> Task<S> {
                     Kind::Local
                 }
             };
-            self.settle(&mut events).await;
             let span = tracing::info_span!("reload", kind = ?kind);
             let ok = tokio::select! {
                 () = &mut shutdown => break,
@@ -396,14 +395,15 @@ impl<S: Sources> Task<S> {
         {}
     }
 
-    /// Waits while a `file:` source of the current plan was modified less than
-    /// `file_settle` ago, so that a writer's truncation and its write count as one
-    /// change (at most 20 settle periods; events meanwhile are taken in).
-    async fn settle(&self, events: &mut mpsc::Receiver<()>) {
-        let snapshot = self.store.load();
-        let Some(resolved) = &snapshot.resolved else { return };
-        let (_, files) = watched_paths(&self.config.dir, &resolved.plan);
+    /// Waits while a `file:` source of `plan` was modified less than `file_settle` ago,
+    /// so that a writer's truncation and its write count as one change (at most 20
+    /// settle periods). Events meanwhile stay queued: they cause one more, cheap, reload.
+    async fn settle(&self, plan: &Plan) {
+        let (_, files) = watched_paths(&self.config.dir, plan);
         let settle = self.config.file_settle;
+        if files.is_empty() || settle.is_zero() {
+            return;
+        }
         let limit = Instant::now() + settle * 20;
         loop {
             let now = std::time::SystemTime::now();
@@ -417,11 +417,7 @@ impl<S: Sources> Task<S> {
                 return;
             }
             tracing::debug!(?wait, "a file source was just written; waiting for its writer");
-            let until = (Instant::now() + wait).min(limit);
-            // Without a watcher the channel is closed: wait the time out instead.
-            if let Ok(None) = tokio::time::timeout_at(until, events.recv()).await {
-                tokio::time::sleep_until(until).await;
-            }
+            tokio::time::sleep_until((Instant::now() + wait).min(limit)).await;
         }
     }
 
@@ -444,6 +440,7 @@ impl<S: Sources> Task<S> {
             Err(e) => return self.failed(Class::Internal, anyhow::anyhow!("reading the config directory failed: {e}")),
         };
         self.sync_watches(Some(&plan));
+        self.settle(&plan).await;
         let fetched = match self.fetch(&plan, kind).await {
             Ok(fetched) => fetched,
             Err((class, e)) => return self.failed(class, e),

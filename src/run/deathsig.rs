@@ -13,6 +13,7 @@
 
 use nix::sys::signal::{raise, Signal};
 use nix::unistd::{getppid, Pid};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 
 /// Makes the process `cmd` starts receive SIGKILL when the thread that starts it ends.
@@ -38,4 +39,22 @@ pub fn die_with_parent(cmd: &mut std::process::Command) {
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// Whether the kernel would refuse to execute `path` as a program (ENOEXEC): it starts
+/// neither with an ELF header nor with `#!`, and no binfmt_misc handler is registered
+/// that might take it. A `pre_exec` hook makes std use execvp, which would run such a
+/// file with /bin/sh; the caller refuses it first.
+pub fn kernel_refuses(path: &std::path::Path) -> bool {
+    let mut head = [0u8; 4];
+    let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) else { return false };
+    let head = &head[..n];
+    if head.starts_with(b"\x7fELF") || head.starts_with(b"#!") {
+        return false;
+    }
+    // Other formats may have a binfmt_misc handler: then the kernel decides.
+    let handlers = std::fs::read_dir("/proc/sys/fs/binfmt_misc").map_or(0, |d| {
+        d.filter_map(Result::ok).filter(|e| !matches!(e.file_name().to_str(), Some("register" | "status"))).count()
+    });
+    handlers == 0
 }

@@ -354,6 +354,13 @@ impl Spawner<'_> {
         let env = exec::child_env(self.inherited.iter().cloned(), vars);
         let path = exec::find_command(command, &env).map_err(SuperviseError::Spawn)?;
         exec::check_workload(self.argv, &env).map_err(SuperviseError::Spawn)?;
+        // With a `pre_exec` hook std starts the child with glibc's execvp, which runs a
+        // file the kernel refuses (ENOEXEC) with /bin/sh instead: refuse it here, as the
+        // kernel and `exec` do.
+        if super::deathsig::kernel_refuses(&path) {
+            let refused = std::io::Error::from_raw_os_error(nix::libc::ENOEXEC);
+            return Err(SuperviseError::Spawn(exec::spawn_failure(command, &path, &refused)));
+        }
         let mut cmd = std::process::Command::new(&path);
         cmd.arg0(command).args(&self.argv[1..]).env_clear().envs(env);
         cmd.process_group(0);
