@@ -342,7 +342,16 @@ impl TokenCache {
                 }
             }
         };
-        app.prepare(creds.auth, &self.shared.http)?;
+        if let Err(e) = app.prepare(creds.auth, &self.shared.http) {
+            // A key rotated to one that cannot be used: the last good token stays while it lasts.
+            match app.unexpired(Instant::now()).filter(|_| app.prepared().is_some()) {
+                Some(token) => {
+                    tracing::warn!(error = %e, "the client authentication changed to one that cannot be used; keeping the current token");
+                    return Ok(token);
+                }
+                None => return Err(e),
+            }
+        }
         let token = app.get(&self.shared.http, deadline).await?;
         if self.shared.until.renews_in_background() {
             self.arm_refresher(&app);

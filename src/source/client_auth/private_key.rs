@@ -109,3 +109,38 @@ pub fn check_rsa(parameter: &'static str, pkcs1: &[u8]) -> Result<(), ClientAuth
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(pem: &str) -> String {
+        match signing_key(&Secret::new(pem), None) {
+            Ok(_) => panic!("accepted: {pem}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_usable_key_is_said_without_showing_it() {
+        assert!(refusal("").contains("it is empty"));
+        assert!(refusal("hunter2 is no key").contains("it is not PEM (17 bytes"));
+        assert!(!refusal("hunter2 is no key").contains("hunter2"));
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert!(refusal(cert).contains("a PEM CERTIFICATE, not a private key"), "{}", refusal(cert));
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----\n";
+        assert!(refusal(sec1).contains("openssl pkcs8 -topk8"), "{}", refusal(sec1));
+        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(refusal(encrypted).contains("encrypted PEM"), "{}", refusal(encrypted));
+    }
+
+    #[test]
+    fn the_algorithm_follows_the_key() {
+        let p256 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let (_, alg) = signing_key(&Secret::new(&p256), None).unwrap();
+        assert_eq!(alg, Algorithm::ES256);
+        assert!(signing_key(&Secret::new(&p256), Some("RS256")).is_err());
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap().serialize_pem();
+        assert!(refusal(&p384).contains("other than P-256"), "{}", refusal(&p384));
+    }
+}
