@@ -342,7 +342,16 @@ impl TokenCache {
                 }
             }
         };
-        app.prepare(creds.auth, &self.shared.http)?;
+        if let Err(e) = app.prepare(creds.auth, &self.shared.http) {
+            // A key rotated to one that cannot be used: the last good token stays while it lasts.
+            match app.unexpired(Instant::now()).filter(|_| app.prepared().is_some()) {
+                Some(token) => {
+                    tracing::warn!(error = %e, "the client authentication changed to one that cannot be used; keeping the current token");
+                    return Ok(token);
+                }
+                None => return Err(e),
+            }
+        }
         let token = app.get(&self.shared.http, deadline).await?;
         if self.shared.until.renews_in_background() {
             self.arm_refresher(&app);
@@ -570,38 +579,7 @@ impl App {
         // endpoints answer `200 {"error": "invalid_client"}`.
         let error = serde_json::from_slice::<ErrorAnswer>(&response.body).ok();
         if status == StatusCode::OK && error.is_none() {
-            // Never `{e}`: serde_json's message quotes the offending value (the token).
-            let answer: TokenAnswer = serde_json::from_slice(&response.body).map_err(|e| {
-                bad(format!("the body is not a token response ({})", crate::http::json::json_error(&e)))
-            })?;
-            if answer.access_token.is_empty() {
-                return Err(bad("the access_token is empty".into()));
-            }
-            // RFC 6749 §7.1: a client must not use a token whose type it does not understand.
-            match answer.token_type.as_deref() {
-                None => {}
-                Some(t) if t.eq_ignore_ascii_case("bearer") => {}
-                Some(other) => {
-                    return Err(bad(format!(
-                        "the token_type is {other:?}, not Bearer: connd sends only Bearer tokens (RFC 6749 §7.1)"
-                    )))
-                }
-            }
-            let ttl = match answer.expires_in {
-                None => {
-                    tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
-                    DEFAULT_TTL
-                }
-                Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
-            };
-            // About 80% of the lifetime, jittered so that many instances do not renew together.
-            let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
-            return Ok(CachedToken {
-                access_token: Secret::new(answer.access_token),
-                token_type: "Bearer".into(),
-                expires_at: sent + ttl,
-                refresh_at: sent + refresh_in,
-            });
+            return token_of(url, &response.body, sent).map_err(bad);
         }
         let client_id = self.key.shown_client_id();
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
@@ -652,6 +630,42 @@ impl App {
             _ => OAuthError::Rejected { url: url.clone(), client_id, error: error_code, description },
         }))
     }
+}
+
+/// The token in a 200 answer's `body` (the request sent at `sent`), or why it cannot be
+/// used (docs/oauth.md: an unusable answer is transient).
+fn token_of(url: &str, body: &[u8], sent: Instant) -> Result<CachedToken, String> {
+    // Never `{e}`: serde_json's message quotes the offending value (the token).
+    let answer: TokenAnswer = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not a token response ({})", crate::http::json::json_error(&e)))?;
+    if answer.access_token.is_empty() {
+        return Err("the access_token is empty".into());
+    }
+    // RFC 6749 §7.1: a client must not use a token whose type it does not understand.
+    match answer.token_type.as_deref() {
+        None => {}
+        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(other) => {
+            return Err(format!(
+                "the token_type is {other:?}, not Bearer: connd sends only Bearer tokens (RFC 6749 §7.1)"
+            ))
+        }
+    }
+    let ttl = match answer.expires_in {
+        None => {
+            tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
+            DEFAULT_TTL
+        }
+        Some(seconds) => ttl_of(seconds).ok_or("expires_in is not a number of seconds")?,
+    };
+    // About 80% of the lifetime, jittered so that many instances do not renew together.
+    let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
+    Ok(CachedToken {
+        access_token: Secret::new(answer.access_token),
+        token_type: "Bearer".into(),
+        expires_at: sent + ttl,
+        refresh_at: sent + refresh_in,
+    })
 }
 
 enum Attempt {

@@ -3,6 +3,7 @@
 //! checked: PEM, not encrypted, RSA of 2048 bits or more, EC on P-256 (ES256). Each refusal
 //! says what was found and how to fix it.
 
+use super::assertion::Key;
 use super::ClientAuthError;
 use crate::secret::Secret;
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -46,29 +47,29 @@ fn found(text: &str) -> String {
 
 /// The signing key in `pem` (`ClientPrivateKey`) and its algorithm: `alg` when given and
 /// fitting the key, else RS256 for RSA and ES256 for P-256.
-pub fn signing_key(pem: &Secret, alg: Option<&str>) -> Result<(EncodingKey, Algorithm), ClientAuthError> {
+pub fn signing_key(pem: &Secret, alg: Option<&str>) -> Result<(Key, Algorithm), ClientAuthError> {
     const PARAMETER: &str = "ClientPrivateKey";
     let refuse = |cause: String| ClientAuthError::Key { parameter: PARAMETER, cause };
     match parse(PARAMETER, pem)? {
         PrivateKeyDer::Pkcs1(der) => {
             let alg = rsa_alg(alg).map_err(refuse)?;
-            check_rsa(PARAMETER, der.secret_pkcs1_der())?;
-            Ok((EncodingKey::from_rsa_der(der.secret_pkcs1_der()), alg))
+            Ok((rsa_key(der.secret_pkcs1_der())?, alg))
         }
         PrivateKeyDer::Pkcs8(der) => {
             let info = pkcs8::PrivateKeyInfo::try_from(der.secret_pkcs8_der())
                 .map_err(|e| refuse(format!("a PKCS#8 key that cannot be read: {e}")))?;
             if info.algorithm.oid == RSA {
                 let alg = rsa_alg(alg).map_err(refuse)?;
-                check_rsa(PARAMETER, info.private_key)?;
-                return Ok((EncodingKey::from_rsa_der(info.private_key), alg));
+                return Ok((rsa_key(info.private_key)?, alg));
             }
             if info.algorithm.oid == EC {
                 if info.algorithm.parameters_oid().ok() != Some(P256) {
                     return Err(refuse("an EC key on a curve other than P-256; ES256 needs P-256 (prime256v1)".into()));
                 }
                 return match alg {
-                    None | Some("ES256") => Ok((EncodingKey::from_ec_der(der.secret_pkcs8_der()), Algorithm::ES256)),
+                    None | Some("ES256") => {
+                        Ok((Key::Jwt(EncodingKey::from_ec_der(der.secret_pkcs8_der())), Algorithm::ES256))
+                    }
                     Some(other) => Err(refuse(format!("an EC P-256 key, which signs ES256, not {other}"))),
                 };
             }
@@ -84,6 +85,14 @@ pub fn signing_key(pem: &Secret, alg: Option<&str>) -> Result<(EncodingKey, Algo
         )),
         _ => Err(refuse("a kind of private key connd does not know".into())),
     }
+}
+
+/// An RSA signing key (PKCS#1 DER) of at least [`MIN_RSA_BITS`], parsed by `ring`.
+fn rsa_key(pkcs1: &[u8]) -> Result<Key, ClientAuthError> {
+    check_rsa("ClientPrivateKey", pkcs1)?;
+    ring::signature::RsaKeyPair::from_der(pkcs1).map(|pair| Key::Rsa(Box::new(pair))).map_err(|e| {
+        ClientAuthError::Key { parameter: "ClientPrivateKey", cause: format!("an RSA key that cannot sign: {e}") }
+    })
 }
 
 /// RS256 unless PS256 is asked for.
@@ -108,4 +117,39 @@ pub fn check_rsa(parameter: &'static str, pkcs1: &[u8]) -> Result<(), ClientAuth
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(pem: &str) -> String {
+        match signing_key(&Secret::new(pem), None) {
+            Ok(_) => panic!("accepted: {pem}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_usable_key_is_said_without_showing_it() {
+        assert!(refusal("").contains("it is empty"));
+        assert!(refusal("hunter2 is no key").contains("it is not PEM (17 bytes"));
+        assert!(!refusal("hunter2 is no key").contains("hunter2"));
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert!(refusal(cert).contains("a PEM CERTIFICATE, not a private key"), "{}", refusal(cert));
+        let sec1 = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----\n";
+        assert!(refusal(sec1).contains("openssl pkcs8 -topk8"), "{}", refusal(sec1));
+        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert!(refusal(encrypted).contains("encrypted PEM"), "{}", refusal(encrypted));
+    }
+
+    #[test]
+    fn the_algorithm_follows_the_key() {
+        let p256 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let (_, alg) = signing_key(&Secret::new(&p256), None).unwrap();
+        assert_eq!(alg, Algorithm::ES256);
+        assert!(signing_key(&Secret::new(&p256), Some("RS256")).is_err());
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap().serialize_pem();
+        assert!(refusal(&p384).contains("other than P-256"), "{}", refusal(&p384));
+    }
 }
