@@ -439,3 +439,40 @@ fn unusable_keys_and_settings_are_config_errors() {
         assert_contains(&out.stderr, &needles);
     }
 }
+
+#[test]
+fn check_never_shows_a_private_key_not_marked_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rsa_key(dir.path(), "key.pem", 2048);
+    let pki = Pki::new();
+    let (cert, client_key) = pki.client_named("a");
+    let conns = oauth_conn(
+        0,
+        "k-api",
+        "clientAuth: private_key_jwt",
+        &format!("  TokenURL: http://127.0.0.1:9/token\n  ConsumerKey: c\n  ClientPrivateKey: {{ file: {} }}\n", key.display()),
+    ) + &oauth_conn(
+        1,
+        "m-api",
+        "clientAuth: tls_client_auth",
+        &format!(
+            "  TokenURL: http://127.0.0.1:9/token\n  ConsumerKey: c\n  ClientCertificate: {{ file: {} }}\n  ClientKey: {{ file: {} }}\n",
+            cert.display(),
+            client_key.display()
+        ),
+    );
+    let fx = Fixture::with(&component_with_tokens(&["k-api", "m-api"]), &conns);
+    let secrets: Vec<String> = [&key, &client_key]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().nth(1).unwrap().to_owned())
+        .collect();
+    for args in [&[][..], &["--format", "json"][..]] {
+        let out = fx.run("check", args);
+        assert_eq!(out.code, 0, "{out:?}");
+        for secret in &secrets {
+            assert!(!out.stdout.contains(secret.as_str()), "check {args:?} shows a key:\n{}", out.stdout);
+            assert!(!out.stderr.contains(secret.as_str()), "check {args:?} logs a key:\n{}", out.stderr);
+        }
+        assert_contains(&out.stdout, &["ClientPrivateKey", "ClientKey", "redacted"]);
+    }
+}

@@ -167,13 +167,14 @@ impl Connection {
     }
 }
 
-/// Keys ending in `Secret`, `Password`, `APIKey`, `ApiKey` or `Token` hold secrets unless
-/// the descriptor says `secret: false`. The match ignores case and separators, so that
+/// Keys ending in `Secret`, `Password`, `APIKey`, `ApiKey`, `Token`, `PrivateKey` or
+/// `ClientKey` (the private keys of client authentication, docs/oauth.md) hold secrets
+/// unless the descriptor says `secret: false`. The match ignores case and separators, so that
 /// `client_secret`, `DB_PASSWORD` and `api-key` are secret too: redacting one value too
 /// many is the safe side.
 pub fn secret_by_default(key: &str) -> bool {
     let folded: String = key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    ["secret", "password", "apikey", "token"].iter().any(|end| folded.ends_with(end))
+    ["secret", "password", "apikey", "token", "privatekey", "clientkey"].iter().any(|end| folded.ends_with(end))
 }
 
 /// A name a POSIX shell and `execve` accept as an environment variable.
@@ -196,10 +197,13 @@ mod tests {
             "client_secret",
             "DB_PASSWORD",
             "api-key",
+            "ClientPrivateKey",
+            "ClientKey",
         ] {
             assert!(super::secret_by_default(key), "{key}");
         }
-        for key in ["ServiceURL", "TokenURL", "Username", "Port", "secretary_name"] {
+        for key in ["ServiceURL", "TokenURL", "Username", "Port", "secretary_name", "ConsumerKey", "ClientCertificate"]
+        {
             assert!(!super::secret_by_default(key), "{key}");
         }
     }
