@@ -1,7 +1,8 @@
-//! Process signals as futures: one `shutdown()` for SIGTERM/SIGINT, and the SIGHUP
-//! stream that asks for a reload. Only the command layer asks for these (`serve::run`
-//! takes SIGHUP only when its settings say so), so that library code and in-process
-//! tests never depend on process-wide signal state.
+//! Process signals as futures: one `shutdown()` for SIGTERM/SIGINT, the SIGHUP stream
+//! that asks for a reload, and `ignore_stray()` for the signals a daemon has no use for.
+//! Only the command layer asks for these (`serve::run` takes SIGHUP only when its
+//! settings say so), so that library code and in-process tests never depend on
+//! process-wide signal state.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -21,4 +22,16 @@ pub fn shutdown() -> std::io::Result<impl std::future::Future<Output = ()> + Sen
 /// SIGHUP deliveries.
 pub fn hangups() -> std::io::Result<Signal> {
     signal(SignalKind::hangup())
+}
+
+/// Makes SIGUSR1, SIGUSR2 and SIGALRM harmless to a daemon that has no use for them:
+/// their default action ends the process, and a stray one (a mistaken `kill -USR1`, a
+/// tool signalling every process of a container) must not take `serve` or the webhook
+/// down. A handler stays installed once made (tokio never uninstalls one), so the
+/// dropped streams leave the signals caught and ignored.
+pub fn ignore_stray() -> std::io::Result<()> {
+    for kind in [SignalKind::user_defined1(), SignalKind::user_defined2(), SignalKind::alarm()] {
+        drop(signal(kind)?);
+    }
+    Ok(())
 }

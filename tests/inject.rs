@@ -659,3 +659,18 @@ async fn webhook_answers_through_its_shutdown_delay_and_refuses_a_bad_certificat
     assert_eq!(run.code, 78, "{run:?}");
     assert_contains(&run.stderr, &["cannot use key", "tls.key", "the key the certificate was issued for"]);
 }
+
+#[tokio::test]
+async fn stray_signals_do_not_end_the_webhook() {
+    let ca = Ca::new("connd webhook test CA");
+    let webhook = Webhook::start(&ca.issue(), &[]);
+    let mut client = Client::connect(webhook.addr, &ca.der()).await.unwrap();
+    assert_eq!(client.request("GET", "/healthz", "").await.status, 200);
+    use nix::sys::signal::Signal;
+    for signal in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM] {
+        webhook.signal(signal);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fresh = Client::connect(webhook.addr, &ca.der()).await.expect("still listening");
+        assert_eq!(fresh.request("GET", "/healthz", "").await.status, 200, "after {signal}");
+    }
+}

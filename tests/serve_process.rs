@@ -249,3 +249,19 @@ fn unknown_user_and_group_names_are_usage_errors() {
         assert!(!out.stderr.contains("invalid digit"), "{out:?}");
     }
 }
+
+#[tokio::test]
+async fn stray_signals_do_not_end_serve() {
+    let dir = AtomicDir::new(&refs(&files("5432")));
+    let daemon = Daemon::start(dir.path(), &[], &[]);
+    daemon.ready().await;
+    for signal in [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGALRM] {
+        daemon.signal(signal);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = request(&daemon.socket, Method::GET, "/healthz").await.expect("still serving");
+        assert_eq!(answer.status, 200, "after {signal}");
+    }
+    daemon.signal(Signal::SIGTERM);
+    let (code, stderr) = daemon.wait();
+    assert_eq!(code, 0, "{stderr}");
+}

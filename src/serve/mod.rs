@@ -219,6 +219,7 @@ pub fn command(
         // Installed now, so that a SIGHUP before `run` takes over does not kill connd
         // (the handler stays installed once made).
         let _early_hangups = signal::hangups()?;
+        signal::ignore_stray()?;
         // Everything that can fail is set up before the socket exists, so that an
         // error leaves no socket file behind.
         let metrics = Arc::new(Metrics::default());

@@ -81,6 +81,10 @@ pub fn command(settings: &WebhookSettings) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async {
         let shutdown = crate::signal::shutdown()?;
+        // The certificate is re-read as its files change, so SIGHUP asks for nothing:
+        // like any stray signal, it must not end the webhook.
+        drop(crate::signal::hangups()?);
+        crate::signal::ignore_stray()?;
         let metrics = Arc::new(Metrics::default());
         let tls = tls_config(settings, metrics.clone())?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
