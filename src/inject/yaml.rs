@@ -93,7 +93,7 @@ fn scalar(out: &mut String, v: &Value) {
             let _ = write!(out, "{n}");
         }
         Value::String(s) if is_plain(s) => out.push_str(s),
-        Value::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        Value::String(s) => quoted(out, s),
         Value::Mapping(_) | Value::Sequence(_) | Value::Tagged(_) => flow(out, v),
     }
 }
@@ -123,8 +123,27 @@ fn flow(out: &mut String, v: &Value) {
             let _ = write!(out, "{} ", t.tag);
             flow(out, &t.value);
         }
-        Value::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        Value::String(s) => quoted(out, s),
         other => scalar(out, other),
+    }
+}
+
+/// `s` double-quoted: JSON's escapes, and YAML's for what JSON leaves raw but a YAML reader
+/// refuses or folds: DEL and the C1 controls (`\x7F`, `\x85`...), and the line and paragraph
+/// separators U+2028 and U+2029 (`\L`, `\P`), which YAML 1.1 reads as line breaks.
+fn quoted(out: &mut String, s: &str) {
+    for c in serde_json::to_string(s).unwrap_or_default().chars() {
+        match c {
+            '\u{7f}'..='\u{9f}' => {
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
+            '\u{2028}' => out.push_str("\\L"),
+            '\u{2029}' => out.push_str("\\P"),
+            '\u{fffe}' | '\u{ffff}' => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
 }
 
@@ -144,7 +163,8 @@ fn is_plain(s: &str) -> bool {
 fn is_block(s: &str) -> bool {
     s.contains('\n')
         && !s.starts_with([' ', '\n'])
-        && s.chars().all(|c| c == '\n' || !c.is_control())
+        && s.chars()
+            .all(|c| c == '\n' || !(c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}')))
         && s.split('\n').all(|line| !line.ends_with(' '))
         && !s.contains('\u{feff}')
 }
@@ -202,6 +222,17 @@ mod tests {
             assert!(to_string(&v).contains("k: |"), "{}", to_string(&v));
             round_trip(&v);
             round_trip(&Value::Sequence(vec![Value::from(s), v]));
+        }
+    }
+
+    #[test]
+    fn characters_a_yaml_reader_refuses_or_folds_are_escaped() {
+        for s in ["x\u{7f}y", "x\u{85}y\u{2028}z\u{2029}", "a\nb\u{2028}c\n", "\u{9f}\u{fffe}"] {
+            let v = Value::Mapping([(Value::from("k"), Value::from(s))].into_iter().collect());
+            let text = to_string(&v);
+            let raw = |c: char| matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{fffe}');
+            assert!(!text.chars().any(raw), "written raw: {text:?}");
+            round_trip(&v);
         }
     }
 
