@@ -4,7 +4,9 @@
 //! what `inject` prints; refusals that name the object, the annotation and the fix;
 //! certificate rotation by replacing the files.
 
-use crate::support::webhook::{admission_review, kubernetes_validate, python, replace_file, Ca, Client, Webhook};
+use crate::support::webhook::{
+    admission_review, kubernetes_validate, python, replace_file, tls_stream, Ca, Client, Webhook,
+};
 use crate::support::*;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -673,4 +675,25 @@ async fn stray_signals_do_not_end_the_webhook() {
         let mut fresh = Client::connect(webhook.addr, &ca.der()).await.expect("still listening");
         assert_eq!(fresh.request("GET", "/healthz", "").await.status, 200, "after {signal}");
     }
+}
+
+/// A client that sends a review's head and then stalls gets 408, and its connection slot
+/// back, instead of holding it as long as it likes.
+#[tokio::test]
+async fn a_review_body_that_stalls_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("connd webhook test CA");
+    let webhook = Webhook::start(&ca.issue(), &["--max-connections", "1"]);
+    let mut stalled = tls_stream(webhook.addr, &ca.der()).await.unwrap();
+    let head = "POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "no answer within 30s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_contains(&answer, &["did not arrive within"]);
+    let mut next = Client::connect(webhook.addr, &ca.der()).await.expect("the slot is free again");
+    assert_eq!(next.request("GET", "/healthz", "").await.status, 200);
 }

@@ -161,17 +161,7 @@ impl Reply {
 impl Client {
     /// Connects to `addr` trusting only `ca`; fails as the TLS handshake does.
     pub async fn connect(addr: std::net::SocketAddr, ca: &CertificateDer<'static>) -> std::io::Result<Client> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone()).expect("CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+        let tls = tls_stream(addr, ca).await?;
         let server_cert = tls.get_ref().1.peer_certificates().expect("a server certificate")[0].clone();
         let (sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(std::io::Error::other)?;
@@ -267,4 +257,22 @@ pub fn kubernetes_validate(file: &Path) {
         let bad = text.lines().any(|l| l.starts_with("WARN") || l.starts_with("ERROR"));
         assert!(out.status.success() && !bad, "kubernetes-validate --strict -k {version} refused:\n{text}");
     }
+}
+
+/// A TLS connection to `addr` trusting only `ca`, for requests written by hand.
+pub async fn tls_stream(
+    addr: std::net::SocketAddr,
+    ca: &CertificateDer<'static>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).expect("CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await
 }

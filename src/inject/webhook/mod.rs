@@ -37,6 +37,10 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to send a review's body once its head arrived: the API server waits
+/// only `timeoutSeconds` (at most 30 s) for the answer, so a body slower than that holds a
+/// connection slot for nothing.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `connd webhook` runs with (its flags).
 #[derive(Debug, Clone)]
@@ -210,9 +214,17 @@ async fn route(state: &State, req: Request<hyper::body::Incoming>) -> Response<B
 /// `POST /mutate`: the review answered, or 400 (413 for a body over the limit).
 async fn mutate(state: &State, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
+    let reading = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY_BYTES).collect());
+    let body = match reading.await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Err(_) => {
+            state.metrics.review(Verdict::Malformed, started.elapsed());
+            let message = format!("the review's body did not arrive within {}s", BODY_TIMEOUT.as_secs());
+            let mut response = json(StatusCode::REQUEST_TIMEOUT, &serde_json::json!({ "error": message }));
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return response;
+        }
+        Ok(Err(e)) => {
             state.metrics.review(Verdict::Malformed, started.elapsed());
             let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
             let (status, message) = match too_large {
