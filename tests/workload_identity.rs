@@ -476,3 +476,23 @@ fn check_never_shows_a_private_key_not_marked_secret() {
         assert_contains(&out.stdout, &["ClientPrivateKey", "ClientKey", "redacted"]);
     }
 }
+
+#[test]
+fn a_misspelt_method_is_one_error_not_a_second_about_basic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ec_key(dir.path(), "key.pem");
+    let conns = oauth_conn(
+        0,
+        "k-api",
+        "clientAuth: private_key_jtw",
+        &format!(
+            "  TokenURL: http://127.0.0.1:9/token\n  ConsumerKey: c\n  ClientPrivateKey: {{ file: {} }}\n",
+            key.display()
+        ),
+    );
+    let fx = Fixture::with(&component_with_tokens(&["k-api"]), &conns);
+    let out = fx.run("check", &[]);
+    assert_eq!(out.code, 78, "{out:?}");
+    assert_contains(&out.stderr, &["\"private_key_jtw\" is not a method connd knows", "private_key_jwt", "(1 error)"]);
+    assert!(!out.stderr.contains("lacks"), "a second error about a method never asked for:\n{}", out.stderr);
+}

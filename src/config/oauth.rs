@@ -136,80 +136,16 @@ pub fn settings(
     at: &impl Fn(&str) -> Origin,
     diags: &mut Diagnostics,
 ) -> OAuth {
-    let client_auth = match raw.client_auth.as_deref() {
-        None => ClientAuth::Basic,
-        Some(text) => match ClientAuth::ALL.into_iter().find(|m| m.name() == text) {
-            Some(m) => m,
-            None => {
-                let names = ClientAuth::ALL.map(ClientAuth::name);
-                diags.error(
-                    at("clientAuth"),
-                    format!(
-                        "connection {name:?}: oauth.clientAuth {text:?} is not a method connd knows{}",
-                        did_you_mean(text, names)
-                    ),
-                    format!("write one of {}", names.join(", ")),
-                );
-                ClientAuth::Basic
-            }
-        },
-    };
-    let missing: Vec<&str> = ["ConsumerKey"]
-        .iter()
-        .chain(client_auth.needs())
-        .chain(&["TokenURL"])
-        .copied()
-        .filter(|k| !parameters.contains_key(*k))
-        .collect();
-    if !missing.is_empty() {
-        diags.error(
-            at("security"),
-            format!("OAuth connection {name:?} lacks {} (oauth.clientAuth {})", missing.join(", "), client_auth.name()),
-            format!("add those parameters: {} needs {}", client_auth.name(), needs_text(client_auth)),
-        );
+    // A method connd does not know is reported once: its parameters are not checked
+    // against a method the user never asked for.
+    let known = client_auth(name, raw.client_auth.as_deref(), at, diags);
+    let client_auth = known.unwrap_or(ClientAuth::Basic);
+    if known.is_some() {
+        missing_parameters(name, client_auth, parameters, at, diags);
     }
     let assertion_file = raw.assertion_file.map(PathBuf::from);
-    match (client_auth, &assertion_file) {
-        (ClientAuth::Federated, None) => diags.error(
-            at("clientAuth"),
-            format!("connection {name:?}: oauth.clientAuth federated needs oauth.assertionFile"),
-            "set oauth.assertionFile to the workload's token file (a projected ServiceAccount token, say)",
-        ),
-        (ClientAuth::Federated, Some(path)) if !path.is_absolute() => diags.error(
-            at("assertionFile"),
-            format!("connection {name:?}: oauth.assertionFile {:?} is not an absolute path", path.display()),
-            "write the absolute path of the file",
-        ),
-        (ClientAuth::Federated, Some(_)) => {}
-        (_, Some(_)) => diags.error(
-            at("assertionFile"),
-            format!("connection {name:?}: oauth.assertionFile is read only by oauth.clientAuth federated"),
-            "set `clientAuth: federated`, or remove assertionFile",
-        ),
-        (_, None) => {}
-    }
-    let signs = matches!(client_auth, ClientAuth::PrivateKeyJwt);
-    if raw.key_id.is_some() && !signs {
-        diags.error(
-            at("keyId"),
-            format!("connection {name:?}: oauth.keyId is used only by private_key_jwt"),
-            "remove keyId, or set `clientAuth: private_key_jwt`",
-        );
-    }
-    match raw.signing_alg.as_deref() {
-        Some("RS256" | "PS256" | "ES256") if signs => {}
-        Some(other) if signs => diags.error(
-            at("signingAlg"),
-            format!("connection {name:?}: oauth.signingAlg {other:?} is not RS256, PS256 or ES256"),
-            "write RS256 or PS256 for an RSA key, ES256 for a P-256 key, or leave it out to take it from the key",
-        ),
-        Some(_) => diags.error(
-            at("signingAlg"),
-            format!("connection {name:?}: oauth.signingAlg is used only by private_key_jwt"),
-            "remove signingAlg",
-        ),
-        None => {}
-    }
+    assertion_file_fits(name, client_auth, assertion_file.as_deref(), at, diags);
+    signing_fits(name, client_auth, raw.key_id.is_some(), raw.signing_alg.as_deref(), at, diags);
     let grant = grant(name, raw.grant.as_deref(), raw.subject_token_file, raw.subject_token_type, at, diags);
     for key in raw.params.keys().filter(|k| OWN_FIELDS.contains(&k.as_str())) {
         diags.error(
@@ -229,6 +165,117 @@ pub fn settings(
         audience: raw.audience.0,
         resource: raw.resource.0,
         params: raw.params,
+    }
+}
+
+/// `oauth.clientAuth` as a method (`basic` when absent); `None`, reported, when connd
+/// knows no method of that name.
+fn client_auth(
+    name: &str,
+    text: Option<&str>,
+    at: &impl Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) -> Option<ClientAuth> {
+    let Some(text) = text else { return Some(ClientAuth::Basic) };
+    let found = ClientAuth::ALL.into_iter().find(|m| m.name() == text);
+    if found.is_none() {
+        let names = ClientAuth::ALL.map(ClientAuth::name);
+        diags.error(
+            at("clientAuth"),
+            format!(
+                "connection {name:?}: oauth.clientAuth {text:?} is not a method connd knows{}",
+                did_you_mean(text, names)
+            ),
+            format!("write one of {}", names.join(", ")),
+        );
+    }
+    found
+}
+
+/// The parameters `client_auth` needs that the connection lacks, as one error.
+fn missing_parameters(
+    name: &str,
+    client_auth: ClientAuth,
+    parameters: &BTreeMap<String, Parameter>,
+    at: &impl Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) {
+    let missing: Vec<&str> = ["ConsumerKey"]
+        .iter()
+        .chain(client_auth.needs())
+        .chain(&["TokenURL"])
+        .copied()
+        .filter(|k| !parameters.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        diags.error(
+            at("security"),
+            format!("OAuth connection {name:?} lacks {} (oauth.clientAuth {})", missing.join(", "), client_auth.name()),
+            format!("add those parameters: {} needs {}", client_auth.name(), needs_text(client_auth)),
+        );
+    }
+}
+
+/// `oauth.assertionFile`: required by `federated` (an absolute path), read by no other method.
+fn assertion_file_fits(
+    name: &str,
+    client_auth: ClientAuth,
+    assertion_file: Option<&std::path::Path>,
+    at: &impl Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) {
+    match (client_auth, assertion_file) {
+        (ClientAuth::Federated, None) => diags.error(
+            at("clientAuth"),
+            format!("connection {name:?}: oauth.clientAuth federated needs oauth.assertionFile"),
+            "set oauth.assertionFile to the workload's token file (a projected ServiceAccount token, say)",
+        ),
+        (ClientAuth::Federated, Some(path)) if !path.is_absolute() => diags.error(
+            at("assertionFile"),
+            format!("connection {name:?}: oauth.assertionFile {:?} is not an absolute path", path.display()),
+            "write the absolute path of the file",
+        ),
+        (ClientAuth::Federated, Some(_)) => {}
+        (_, Some(_)) => diags.error(
+            at("assertionFile"),
+            format!("connection {name:?}: oauth.assertionFile is read only by oauth.clientAuth federated"),
+            "set `clientAuth: federated`, or remove assertionFile",
+        ),
+        (_, None) => {}
+    }
+}
+
+/// `oauth.keyId` and `oauth.signingAlg`: read only by `private_key_jwt`, whose algorithms
+/// are RS256, PS256 and ES256.
+fn signing_fits(
+    name: &str,
+    client_auth: ClientAuth,
+    key_id: bool,
+    signing_alg: Option<&str>,
+    at: &impl Fn(&str) -> Origin,
+    diags: &mut Diagnostics,
+) {
+    let signs = matches!(client_auth, ClientAuth::PrivateKeyJwt);
+    if key_id && !signs {
+        diags.error(
+            at("keyId"),
+            format!("connection {name:?}: oauth.keyId is used only by private_key_jwt"),
+            "remove keyId, or set `clientAuth: private_key_jwt`",
+        );
+    }
+    match signing_alg {
+        Some("RS256" | "PS256" | "ES256") if signs => {}
+        Some(other) if signs => diags.error(
+            at("signingAlg"),
+            format!("connection {name:?}: oauth.signingAlg {other:?} is not RS256, PS256 or ES256"),
+            "write RS256 or PS256 for an RSA key, ES256 for a P-256 key, or leave it out to take it from the key",
+        ),
+        Some(_) => diags.error(
+            at("signingAlg"),
+            format!("connection {name:?}: oauth.signingAlg is used only by private_key_jwt"),
+            "remove signingAlg",
+        ),
+        None => {}
     }
 }
 
