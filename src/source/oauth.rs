@@ -553,9 +553,10 @@ impl App {
         })
     }
 
+    /// One token request: sent, then its answer read as a token (RFC 6749 §5.1) or as a
+    /// refusal (§5.2).
     async fn request(&self, http: &HttpClient, deadline: Instant) -> Result<CachedToken, Attempt> {
         let url = &self.key.token_url;
-        let bad = |cause: String| Attempt::Permanent(OAuthError::BadAnswer { url: url.clone(), cause });
         let Some((material, prepared)) = self.prepared() else {
             let cause = "no client authentication was given".to_owned();
             return Err(Attempt::Permanent(OAuthError::Broken { url: url.clone(), cause }));
@@ -577,26 +578,63 @@ impl App {
         }
         // docs/oauth.md: an OAuth error body (RFC 6749 §5.2) is a refusal whatever the status: some
         // endpoints answer `200 {"error": "invalid_client"}`.
-        let error = serde_json::from_slice::<ErrorAnswer>(&response.body).ok();
-        if status == StatusCode::OK && error.is_none() {
-            return token_of(url, &response.body, sent).map_err(bad);
+        match serde_json::from_slice::<ErrorAnswer>(&response.body).ok() {
+            None if status == StatusCode::OK => self.token(&response.body, sent),
+            error => Err(self.refusal(status, error, &material)),
         }
+    }
+
+    /// A `200` answer's token, or why it cannot be used (an unusable answer is transient).
+    fn token(&self, body: &[u8], sent: Instant) -> Result<CachedToken, Attempt> {
+        let url = &self.key.token_url;
+        let bad = |cause: String| Attempt::Permanent(OAuthError::BadAnswer { url: url.clone(), cause });
+        // Never `{e}`: serde_json's message quotes the offending value (the token).
+        let answer: TokenAnswer = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("the body is not a token response ({})", crate::http::json::json_error(&e))))?;
+        if answer.access_token.is_empty() {
+            return Err(bad("the access_token is empty".into()));
+        }
+        // RFC 6749 §7.1: a client must not use a token whose type it does not understand.
+        match answer.token_type.as_deref() {
+            None => {}
+            Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+            Some(other) => {
+                return Err(bad(format!(
+                    "the token_type is {other:?}, not Bearer: connd sends only Bearer tokens (RFC 6749 §7.1)"
+                )))
+            }
+        }
+        let ttl = match answer.expires_in {
+            None => {
+                tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
+                DEFAULT_TTL
+            }
+            Some(seconds) => ttl_of(seconds).ok_or_else(|| bad("expires_in is not a number of seconds".into()))?,
+        };
+        // About 80% of the lifetime, jittered so that many instances do not renew together.
+        let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
+        Ok(CachedToken {
+            access_token: Secret::new(answer.access_token),
+            token_type: "Bearer".into(),
+            expires_at: sent + ttl,
+            refresh_at: sent + refresh_in,
+        })
+    }
+
+    /// A refusal or a rejection: `error` is the answer's OAuth error body, if it had one.
+    fn refusal(&self, status: StatusCode, error: Option<ErrorAnswer>, material: &Material) -> Attempt {
+        let url = &self.key.token_url;
         let client_id = self.key.shown_client_id();
+        let method = self.key.method;
         let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
         let Some(error) = error else {
             // 401/403 refuse the client whatever the body (docs/commands.md: exit 77).
             if refused {
                 let (url, error) = (url.clone(), status.to_string());
-                let method = self.key.method;
-                return Err(Attempt::Permanent(OAuthError::Refused {
-                    url,
-                    client_id,
-                    error,
-                    description: None,
-                    method,
-                }));
+                return Attempt::Permanent(OAuthError::Refused { url, client_id, error, description: None, method });
             }
-            return Err(bad(format!("unexpected status {status}")));
+            let cause = format!("unexpected status {status}");
+            return Attempt::Permanent(OAuthError::BadAnswer { url: url.clone(), cause });
         };
         // The endpoint's words may quote what it was sent: never show the secret in them.
         let secret = material.secret().map(Secret::expose).unwrap_or_default();
@@ -612,60 +650,18 @@ impl App {
         };
         let (error_code, description) =
             (hide(error.error), error.error_description.filter(|d| !d.is_empty()).map(hide));
-        Err(Attempt::Permanent(match error_code.as_str() {
-            "invalid_client" | "unauthorized_client" => OAuthError::Refused {
-                url: url.clone(),
-                client_id,
-                error: error_code,
-                description,
-                method: self.key.method,
-            },
-            _ if refused => OAuthError::Refused {
-                url: url.clone(),
-                client_id,
-                error: format!("{status}, {error_code}"),
-                description,
-                method: self.key.method,
-            },
-            _ => OAuthError::Rejected { url: url.clone(), client_id, error: error_code, description },
-        }))
+        let url = url.clone();
+        Attempt::Permanent(match error_code.as_str() {
+            "invalid_client" | "unauthorized_client" => {
+                OAuthError::Refused { url, client_id, error: error_code, description, method }
+            }
+            _ if refused => {
+                let error = format!("{status}, {error_code}");
+                OAuthError::Refused { url, client_id, error, description, method }
+            }
+            _ => OAuthError::Rejected { url, client_id, error: error_code, description },
+        })
     }
-}
-
-/// The token in a 200 answer's `body` (the request sent at `sent`), or why it cannot be
-/// used (docs/oauth.md: an unusable answer is transient).
-fn token_of(url: &str, body: &[u8], sent: Instant) -> Result<CachedToken, String> {
-    // Never `{e}`: serde_json's message quotes the offending value (the token).
-    let answer: TokenAnswer = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not a token response ({})", crate::http::json::json_error(&e)))?;
-    if answer.access_token.is_empty() {
-        return Err("the access_token is empty".into());
-    }
-    // RFC 6749 §7.1: a client must not use a token whose type it does not understand.
-    match answer.token_type.as_deref() {
-        None => {}
-        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
-        Some(other) => {
-            return Err(format!(
-                "the token_type is {other:?}, not Bearer: connd sends only Bearer tokens (RFC 6749 §7.1)"
-            ))
-        }
-    }
-    let ttl = match answer.expires_in {
-        None => {
-            tracing::debug!(token_url = %url, ttl = ?DEFAULT_TTL, "the token response has no expires_in: taking the default lifetime");
-            DEFAULT_TTL
-        }
-        Some(seconds) => ttl_of(seconds).ok_or("expires_in is not a number of seconds")?,
-    };
-    // About 80% of the lifetime, jittered so that many instances do not renew together.
-    let refresh_in = crate::retry::jitter(ttl, 0.75..=0.85);
-    Ok(CachedToken {
-        access_token: Secret::new(answer.access_token),
-        token_type: "Bearer".into(),
-        expires_at: sent + ttl,
-        refresh_at: sent + refresh_in,
-    })
 }
 
 enum Attempt {
