@@ -263,6 +263,10 @@ struct Task<S> {
     refreshed: bool,
 }
 
+/// The failures in a row a start on the outage cache counts as: enough for the backoff's
+/// ceiling to be its cap, the refresh interval.
+const STALE_START_FAILURES: u32 = 16;
+
 /// How often watching a wanted folder that could not be watched is tried again.
 const REWATCH: Duration = Duration::from_millis(100);
 
@@ -424,7 +428,14 @@ impl<S: Sources> Task<S> {
             // metrics as they are.
             Some(source_failure) => {
                 let changed = match self.cached.take() {
-                    Some(at) => self.store.succeed_cached(plan, values, source_failure, at),
+                    Some(at) => {
+                        // Started on the outage cache: the control plane is known to be
+                        // down, so retry as a fleet long in an outage does, over the whole
+                        // interval at once, not from 100 ms up (a rolling restart would
+                        // otherwise multiply its load by the restarts; benches/fleet).
+                        self.failures = self.failures.max(STALE_START_FAILURES);
+                        self.store.succeed_cached(plan, values, source_failure, at)
+                    }
                     None => self.store.succeed_files(plan, values, source_failure),
                 };
                 self.metrics.files_reload(changed);
