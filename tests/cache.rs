@@ -93,7 +93,10 @@ fn an_exec_restarted_during_an_outage_starts_on_its_cached_values() {
     let restarted = connd_on(&f, &url, &ca, &exec_echo(), &cache.args());
     assert_eq!(restarted.code, 0, "{restarted:?}");
     assert_eq!(restarted.stdout, "key=key-1\n");
-    assert_contains(&restarted.stderr, &["the control plane is unavailable: starting on the values it gave", "ago"]);
+    assert_contains(
+        &restarted.stderr,
+        &["the control plane is unavailable: starting on the values cached ", " ago, until it answers"],
+    );
 
     // Without the cache, the same outage fails closed as before.
     let without = connd_on(&f, &url, &ca, &exec_echo(), &[]);
@@ -300,7 +303,7 @@ fn run_restarted_during_an_outage_starts_its_workload_on_the_cached_values() {
     let restarted = connd_on(&f, &url, &ca, &run, &cache.args());
     assert_eq!(restarted.code, 0, "{restarted:?}");
     assert_eq!(restarted.stdout, "key=key-1\n");
-    assert_contains(&restarted.stderr, &["starting on the values it gave"]);
+    assert_contains(&restarted.stderr, &["the control plane is unavailable: starting on the values cached"]);
 }
 
 /// `serve` with flags `extra` on `f`, stopped when it exits by itself: its code and stderr.
