@@ -372,7 +372,13 @@ impl<S: Sources> Task<S> {
             return now + retry::jitter(refresh, factors).max(retry::MIN_DELAY);
         }
         self.failures = self.failures.saturating_add(1);
-        let backoff = Backoff::new(Duration::from_millis(100), refresh);
+        // While values are served, a failing round is not urgent: the ramp starts at an
+        // eighth of the interval, not 100 ms, so that an outage costs the control plane
+        // a few times its steady rate, not tens (benches/fleet). The first resolution
+        // keeps the short ramp: nothing is served yet.
+        let serving = self.store.load().resolved.is_some();
+        let base = if serving { (refresh / 8).max(Duration::from_millis(100)) } else { Duration::from_millis(100) };
+        let backoff = Backoff::new(base, refresh);
         let retry_after = self.retry_after;
         match backoff.next(self.failures, retry_after, now, self.store.startup_deadline()) {
             Next::At(at) => at,
