@@ -18,7 +18,8 @@
 //!   (docs/control-plane.md) and `token_endpoint` (over `oauth`, the token cache, with
 //!   `credentials`, an OAuth client's, read from the resolved parameters, and
 //!   `client_auth`, one module per client authentication method) are the
-//!   outbound backends, composed by `outbound` (`Local` is the seam with none); `once`
+//!   outbound backends, composed by `outbound` with `cache`, their last known good on
+//!   disk for a start during an outage (docs/cache.md) (`Local` is the seam with none); `once`
 //!   is the one resolution (plan → fetch → materialise) of `env`, `exec` and `run`'s start.
 //! - `reload/`: the reloader that keeps a resolution current (file events from its
 //!   `watcher`, re-scans, refreshes) and the `snapshot` it publishes, versioned per answer.

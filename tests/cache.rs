@@ -93,7 +93,10 @@ fn an_exec_restarted_during_an_outage_starts_on_its_cached_values() {
     let restarted = connd_on(&f, &url, &ca, &exec_echo(), &cache.args());
     assert_eq!(restarted.code, 0, "{restarted:?}");
     assert_eq!(restarted.stdout, "key=key-1\n");
-    assert_contains(&restarted.stderr, &["the control plane is unavailable: starting on the values it gave", "ago"]);
+    assert_contains(
+        &restarted.stderr,
+        &["the control plane is unavailable: starting on the values cached ", " ago, until it answers"],
+    );
 
     // Without the cache, the same outage fails closed as before.
     let without = connd_on(&f, &url, &ca, &exec_echo(), &[]);
@@ -300,7 +303,7 @@ fn run_restarted_during_an_outage_starts_its_workload_on_the_cached_values() {
     let restarted = connd_on(&f, &url, &ca, &run, &cache.args());
     assert_eq!(restarted.code, 0, "{restarted:?}");
     assert_eq!(restarted.stdout, "key=key-1\n");
-    assert_contains(&restarted.stderr, &["starting on the values it gave"]);
+    assert_contains(&restarted.stderr, &["the control plane is unavailable: starting on the values cached"]);
 }
 
 /// `serve` with flags `extra` on `f`, stopped when it exits by itself: its code and stderr.
@@ -339,4 +342,59 @@ async fn serve_without_a_writable_cache_dir_counts_it_and_serves() {
     daemon.ready().await;
     let metrics = request(&daemon.socket, Method::GET, "/metrics").await.unwrap();
     assert_contains(&String::from_utf8_lossy(&metrics.body), &["connd_cache_disabled 1", "connd_cache_stale 0"]);
+}
+
+/// A directory whose `HR_TOKEN` is the OAuth token of `hr-connection`, from the token
+/// endpoint `/token` of `cp`.
+fn token_fixture(cp: &FakeControlPlane) -> Fixture {
+    let mut component = crate::support::component_yaml(&[("hr-connection", "thirdparty:svc/v1")]);
+    component.push_str(
+        "configurations:\n  env:\n    - name: HR_TOKEN\n      valueFrom:\n        \
+         connectionRef: { name: hr-connection, key: AccessToken }\n",
+    );
+    let token_url = format!("{}/token", cp.url());
+    Fixture::with(
+        &component,
+        &crate::support::oauth_connection(HR_ID, "hr-connection", &token_url, "portal", "s3cr3t", "basic"),
+    )
+}
+
+fn token_reply(token: &str, expires_in: u64) -> Reply {
+    let body = format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{expires_in}}}"#);
+    Reply::raw_with(200, &[("content-type", "application/json")], &body)
+}
+
+/// A cached token serves a start while the token endpoint is down, until its own expiry;
+/// a refused client never falls back.
+#[test]
+fn a_cached_token_starts_an_exec_until_it_expires_and_never_for_a_refused_client() {
+    let cp = FakeControlPlane::start(false);
+    let (f, cache) = (token_fixture(&cp), CacheDir::new());
+    let echo = ["exec", "--", "sh", "-c", "echo \"token=$HR_TOKEN\""];
+    cp.script("/token", vec![token_reply("tok-1", 3600)]);
+    let first = connd_on(&f, &cp.url(), cp.ca_file(), &echo, &cache.args());
+    assert_eq!((first.code, first.stdout.as_str()), (0, "token=tok-1\n"), "{first:?}");
+    assert!(!std::fs::read(cache.file()).unwrap().windows(5).any(|w| w == b"tok-1"), "no token in clear");
+
+    cp.script("/token", vec![Reply::Status(503)]);
+    let down = connd_on(&f, &cp.url(), cp.ca_file(), &echo, &cache.args());
+    assert_eq!((down.code, down.stdout.as_str()), (0, "token=tok-1\n"), "{down:?}");
+    assert_contains(&down.stderr, &["a token endpoint is unavailable: starting on the values cached"]);
+
+    cp.script("/token", vec![Reply::raw(401, r#"{"error":"invalid_client"}"#)]);
+    let refused = connd_on(&f, &cp.url(), cp.ca_file(), &echo, &cache.args());
+    assert_eq!((refused.code, refused.stdout.as_str()), (77, ""), "{refused:?}");
+
+    // A token that expires in 1 s is cached with its expiry, and not used after it.
+    cp.script("/token", vec![token_reply("tok-2", 1)]);
+    let short = connd_on(&f, &cp.url(), cp.ca_file(), &echo, &cache.args());
+    assert_eq!((short.code, short.stdout.as_str()), (0, "token=tok-2\n"), "{short:?}");
+    std::thread::sleep(Duration::from_millis(2100));
+    cp.script("/token", vec![Reply::Status(503)]);
+    let expired = connd_on(&f, &cp.url(), cp.ca_file(), &echo, &cache.args());
+    assert_eq!((expired.code, expired.stdout.as_str()), (69, ""), "{expired:?}");
+    assert_contains(
+        &expired.stderr,
+        &["the cache is not used: its token for connection \"hr-connection\" has expired"],
+    );
 }

@@ -270,6 +270,9 @@ struct Task<S> {
 
 /// The default of [`ReloadConfig::file_settle`]: as `run --change-debounce`'s.
 pub const FILE_SETTLE: Duration = Duration::from_millis(250);
+/// The failures in a row a start on the outage cache counts as: enough for the backoff's
+/// ceiling to be its cap, the refresh interval.
+const STALE_START_FAILURES: u32 = 16;
 
 /// How often watching a wanted folder that could not be watched is tried again.
 const REWATCH: Duration = Duration::from_millis(100);
@@ -376,7 +379,13 @@ impl<S: Sources> Task<S> {
             return now + retry::jitter(refresh, factors).max(retry::MIN_DELAY);
         }
         self.failures = self.failures.saturating_add(1);
-        let backoff = Backoff::new(Duration::from_millis(100), refresh);
+        // While values are served, a failing round is not urgent: the ramp starts at an
+        // eighth of the interval, not 100 ms, so that an outage costs the control plane
+        // a few times its steady rate, not tens (benches/fleet). The first resolution
+        // keeps the short ramp: nothing is served yet.
+        let serving = self.store.load().resolved.is_some();
+        let base = if serving { (refresh / 8).max(Duration::from_millis(100)) } else { Duration::from_millis(100) };
+        let backoff = Backoff::new(base, refresh);
         let retry_after = self.retry_after;
         match backoff.next(self.failures, retry_after, now, self.store.startup_deadline()) {
             Next::At(at) => at,
@@ -459,7 +468,14 @@ impl<S: Sources> Task<S> {
             // metrics as they are.
             Some(source_failure) => {
                 let changed = match self.cached.take() {
-                    Some(at) => self.store.succeed_cached(plan, values, source_failure, at),
+                    Some(at) => {
+                        // Started on the outage cache: the control plane is known to be
+                        // down, so retry as a fleet long in an outage does, over the whole
+                        // interval at once, not from 100 ms up (a rolling restart would
+                        // otherwise multiply its load by the restarts; benches/fleet).
+                        self.failures = self.failures.max(STALE_START_FAILURES);
+                        self.store.succeed_cached(plan, values, source_failure, at)
+                    }
                     None => self.store.succeed_files(plan, values, source_failure),
                 };
                 self.metrics.files_reload(changed);

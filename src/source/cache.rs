@@ -77,6 +77,7 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// What a cache for `plan` is bound to: its directory, project and component.
     pub fn of(plan: &Plan) -> Bound {
         let dir = std::path::absolute(&plan.dir).unwrap_or_else(|_| plan.dir.clone()).display().to_string();
         Bound { dir, project: plan.identity.project.clone(), component: plan.identity.component.clone() }

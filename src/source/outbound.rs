@@ -143,9 +143,7 @@ impl Outbound {
             Some(_) | None => Ok(HashMap::new()),
         }
     }
-}
 
-impl Outbound {
     /// One round: the control plane, then the token endpoint.
     async fn fetch_live(&self, plan: &Plan, tokens: Tokens) -> Result<Fetched, FetchError> {
         let deadline = deadline_after(self.startup_timeout);
@@ -189,10 +187,15 @@ impl Outbound {
             return None;
         }
         let cause = crate::error::chain(error);
+        let peer = match error {
+            FetchError::ControlPlane(_) => "the control plane",
+            FetchError::Token { .. } => "a token endpoint",
+            FetchError::Setup(_) => "a source",
+        };
         tracing::warn!(
             age = %cache::words(entry.age()),
             error = %cause,
-            "the control plane is unavailable: starting on the values it gave {} ago (cached), until it answers",
+            "{peer} is unavailable: starting on the values cached {} ago, until it answers",
             cache::words(entry.age())
         );
         self.started.store(true, Ordering::Relaxed);
