@@ -27,6 +27,12 @@ use std::sync::Arc;
 /// cache (docs/cache.md) if `cache` says so and the control plane is down.
 pub fn resolve_once(config: &ConfigArgs, cache: &CacheArgs) -> anyhow::Result<(Arc<Plan>, Values)> {
     let outbound = outbound(config, cache);
+    // A bad key file is an error even where this directory needs no fetch: it would be
+    // one on the day the directory gains a remote parameter.
+    if let Some(settings) = &outbound.cache {
+        let mut key = crate::source::cache::read_key(settings).map_err(crate::source::SetupError::CacheKey)?;
+        zeroize::Zeroize::zeroize(&mut key);
+    }
     // Directories that need no outbound source stay on this thread: no runtime, no TLS setup.
     once::resolve_blocking(&config.config_dir, &config.options(), |plan| {
         crate::source::outbound::fetch_once(&outbound, plan)

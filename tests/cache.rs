@@ -398,3 +398,31 @@ fn a_cached_token_starts_an_exec_until_it_expires_and_never_for_a_refused_client
         &["the cache is not used: its token for connection \"hr-connection\" has expired"],
     );
 }
+
+/// A bad key file is found where the directory needs no fetch too: the day it gains a
+/// remote parameter is not the day to learn of it.
+#[test]
+fn a_bad_key_file_is_an_error_for_a_directory_with_nothing_to_fetch() {
+    let cache = CacheDir::new();
+    let key = cache.key().display().to_string();
+    std::fs::write(cache.key(), [1u8; 31]).unwrap();
+    let example = format!("{}/config/example", env!("CARGO_MANIFEST_DIR"));
+    for command in [&["env"][..], &["exec"][..], &["render", "--files-root"][..]] {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        if command[0] == "render" {
+            args.push(cache.key().parent().unwrap().join("files").display().to_string());
+        }
+        args.extend(["--config-dir".into(), example.clone()]);
+        args.extend(cache.args());
+        if command[0] == "exec" {
+            args.extend(["--".into(), "true".into()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = crate::support::run(&refs);
+        assert_eq!(out.code, 78, "{command:?}: {out:?}");
+        assert_contains(
+            &out.stderr,
+            &[&format!("--cache-key-file {key}: it holds 31 bytes"), "head -c 32 /dev/urandom"],
+        );
+    }
+}

@@ -166,21 +166,32 @@ impl hkdf::KeyType for KeyIdLen {
     }
 }
 
+/// The key file's bytes, or why they cannot be a key: a file that is missing, empty or
+/// shorter than [`MIN_KEY_BYTES`]. Also what `env`, `exec` and `render` check when their
+/// directory needs no fetch, so that a bad `--cache-key-file` is found before the day
+/// the cache is needed (docs/cache.md).
+pub fn read_key(settings: &Settings) -> Result<Vec<u8>, KeyError> {
+    let key_error = |cause: String| KeyError { path: settings.key_file.clone(), cause };
+    let make_one = "make one with `head -c 32 /dev/urandom > FILE`";
+    let bytes = std::fs::read(&settings.key_file).map_err(|e| key_error(format!("cannot read it: {e}; {make_one}")))?;
+    let short = match bytes.len() {
+        0 => Some("it is empty".to_owned()),
+        n if n < MIN_KEY_BYTES => Some(format!("it holds {n} bytes, fewer than the {MIN_KEY_BYTES} a key needs")),
+        _ => None,
+    };
+    match short {
+        Some(cause) => Err(key_error(format!("{cause}; {make_one}"))),
+        None => Ok(bytes),
+    }
+}
+
 impl Cache {
     /// Reads the key file and checks that the folder can be written. A key file that
     /// is missing, empty or shorter than [`MIN_KEY_BYTES`] is an error; a folder that
     /// cannot be written is a warning, counted in `metrics`, and no cache (`None`).
     pub fn open(settings: &Settings, metrics: Arc<Metrics>) -> Result<Option<Cache>, KeyError> {
         let key_error = |cause: String| KeyError { path: settings.key_file.clone(), cause };
-        let mut bytes = std::fs::read(&settings.key_file).map_err(|e| key_error(format!("cannot read it: {e}")))?;
-        let short = match bytes.len() {
-            0 => Some("it is empty".to_owned()),
-            n if n < MIN_KEY_BYTES => Some(format!("it holds {n} bytes, fewer than the {MIN_KEY_BYTES} a key needs")),
-            _ => None,
-        };
-        if let Some(cause) = short {
-            return Err(key_error(format!("{cause}; make one with `head -c 32 /dev/urandom > FILE`")));
-        }
+        let mut bytes = read_key(settings)?;
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"connd cache").extract(&bytes);
         bytes.zeroize();
         let derive_error = || key_error("cannot derive a key from it".into());
