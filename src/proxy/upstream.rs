@@ -112,7 +112,7 @@ impl Service<Uri> for Connector {
 pub const MAX_ANSWER_HEAD: usize = 64 * 1024;
 /// Most header fields read in one answer head (hyper's default of 100 is too few for
 /// some services' answers).
-const MAX_ANSWER_FIELDS: usize = 1024;
+const MAX_ANSWER_FIELDS: usize = 256;
 
 /// How requests reach an upstream, each with a pool of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
