@@ -235,3 +235,68 @@ async fn wide_answer_heads_pass_up_to_64_kib() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_contains(&r.text(), &["64 KiB"]);
 }
+
+#[tokio::test]
+async fn a_connections_own_certificate_reaches_an_h2_only_mtls_upstream_and_a_renewal_is_used() {
+    let up = Upstream::mtls_h2();
+    let pki = up.pki.as_ref().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let at = |name: &str| certs.path().join(name).display().to_string();
+    // As a Secret volume swaps them: written beside, renamed over.
+    let put = |name: &str, text: &str| {
+        std::fs::write(certs.path().join(format!(".{name}.new")), text).unwrap();
+        std::fs::rename(certs.path().join(format!(".{name}.new")), certs.path().join(name)).unwrap();
+    };
+    put("tls.crt", &std::fs::read_to_string(&pki.client_cert).unwrap());
+    put("tls.key", &std::fs::read_to_string(&pki.client_key).unwrap());
+    put("ca.crt", &std::fs::read_to_string(&pki.ca_file).unwrap());
+    let own = format!(
+        "---\nkind: Connection\nid: {UP}\nname: partner\nproject: hr-project\nvisibility: project\n\
+         parameters:\n  ServiceURL: {}\n  ClientCertificate: {{ file: {} }}\n  ClientKey: {{ file: {}, secret: true }}\n  \
+         CACertificate: {{ file: {} }}\n",
+        up.url(),
+        at("tls.crt"),
+        at("tls.key"),
+        at("ca.crt")
+    );
+    let connections = own + &bearer_connection(DOWN, "no-cert", &up.url());
+    let fx = fixture(&["partner", "no-cert"], &connections);
+    let ca = up.ca_file().display().to_string();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+
+    let r = call(daemon.addr, "GET", "/partner/echo", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.seen().last().unwrap().version, http::Version::HTTP_2, "ALPN chose h2");
+    // The same upstream without a client certificate refuses the handshake.
+    let r = call(daemon.addr, "GET", "/no-cert/echo", &[], "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_ne!(r.json()["code"], "bad_client_certificate", "{}", r.text());
+
+    // A renewed certificate (here one the upstream does not trust) is used for new
+    // connections within the reload latency; the good one again, too.
+    let stranger = crate::support::control_plane::Pki::new();
+    put("tls.crt", &std::fs::read_to_string(&stranger.client_cert).unwrap());
+    put("tls.key", &std::fs::read_to_string(&stranger.client_key).unwrap());
+    // (A certificate and key caught mid-swap do not match: `bad_client_certificate`.)
+    let until = |status: u16| {
+        let addr = daemon.addr;
+        async move {
+            let start = Instant::now();
+            loop {
+                let r = call(addr, "GET", "/partner/echo", &[], "").await;
+                if r.status == status && (status == 200 || r.json()["code"].as_str() != Some("bad_client_certificate"))
+                {
+                    return;
+                }
+                assert!(start.elapsed() < PATIENCE, "still {} after {PATIENCE:?}: {}", r.status, r.text());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until(502).await;
+    put("tls.crt", &std::fs::read_to_string(&pki.client_cert).unwrap());
+    put("tls.key", &std::fs::read_to_string(&pki.client_key).unwrap());
+    until(200).await;
+    assert!(!daemon.log().contains("BEGIN"), "no PEM in the log");
+}

@@ -70,19 +70,30 @@ impl Connector {
     /// The same connector offering no ALPN protocol: HTTP/1.1 over TLS whatever the
     /// server prefers (an HTTP/1.1 upgrade cannot go over HTTP/2).
     pub fn without_alpn(&self) -> Connector {
-        let tls = LazyTls { settings: self.tls.settings.clone(), alpn: Vec::new(), built: OnceLock::new() };
+        let built = match self.tls.built.get() {
+            // A configuration given whole (`with_tls_config`) is kept, without ALPN.
+            Some(Ok(connector)) => {
+                let mut config = (**connector.config()).clone();
+                config.alpn_protocols = Vec::new();
+                OnceLock::from(Ok(tokio_rustls::TlsConnector::from(Arc::new(config))))
+            }
+            Some(Err(_)) | None => OnceLock::new(),
+        };
+        let tls = LazyTls { settings: self.tls.settings.clone(), alpn: Vec::new(), built };
         Connector { tcp: self.tcp.clone(), tls: Arc::new(tls), proxies: self.proxies.clone() }
     }
 
-    /// A connector with this one's trust and proxy rules whose TLS configuration is
-    /// `config` (built now, by the caller: a connection's own client certificate).
+    /// The same connector (proxies, ALPN) with the TLS client configuration `config`
+    /// (a connection's own certificates, say) instead of its settings'.
     pub fn with_tls_config(&self, config: Arc<rustls::ClientConfig>) -> Connector {
-        let built = OnceLock::from(Ok(tokio_rustls::TlsConnector::from(config)));
-        let tls = Arc::new(LazyTls { settings: self.tls.settings.clone(), alpn: self.tls.alpn.clone(), built });
-        Connector { tcp: self.tcp.clone(), tls, proxies: self.proxies.clone() }
+        let mut config = (*config).clone();
+        config.alpn_protocols = self.tls.alpn.clone();
+        let built = OnceLock::from(Ok(tokio_rustls::TlsConnector::from(Arc::new(config))));
+        let tls = LazyTls { settings: self.tls.settings.clone(), alpn: self.tls.alpn.clone(), built };
+        Connector { tcp: self.tcp.clone(), tls: Arc::new(tls), proxies: self.proxies.clone() }
     }
 
-    /// The TLS settings (trust, `--client-cert`) this connector was made with.
+    /// The TLS settings it was made with (`--ca-file`, `--client-cert`).
     pub fn tls_settings(&self) -> &TlsSettings {
         &self.tls.settings
     }

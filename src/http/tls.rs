@@ -28,6 +28,9 @@ pub enum TlsError {
     /// message alone.
     #[error("cannot set up TLS: {0}")]
     Rustls(rustls::Error),
+    /// A PEM value given as a parameter (the proxy's per-connection mTLS).
+    #[error("cannot use {what}: {cause}")]
+    Pem { what: &'static str, cause: String },
 }
 
 impl From<rustls::Error> for TlsError {
@@ -109,6 +112,15 @@ pub fn client_config_presenting(
 fn trusting(
     settings: &TlsSettings,
 ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
+    let roots = roots(settings)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots))
+}
+
+/// The trust `settings` name: `--ca-file`, else the system's roots.
+fn roots(settings: &TlsSettings) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match &settings.ca_file {
         Some(path) => {
@@ -125,8 +137,55 @@ fn trusting(
             }
         }
     }
+    Ok(roots)
+}
+
+/// PEM material given as values rather than files: the egress proxy's per-connection
+/// upstream TLS (docs/proxy.md), from a connection's `CACertificate`, `ClientCertificate`
+/// and `ClientKey` parameters.
+pub struct PemTls<'a> {
+    /// Trusted alone for this upstream when given; else `settings`' trust.
+    pub ca: Option<&'a str>,
+    /// The certificate chain and key presented to the upstream.
+    pub client: Option<(&'a str, &'a str)>,
+}
+
+fn pem_certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { what, cause: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem { what, cause: "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into() });
+    }
+    Ok(certs)
+}
+
+/// Builds a client configuration from `pem`, with `settings` for what it does not give
+/// (the trust when `pem.ca` is absent). Reads files only for that fallback.
+pub fn client_config_pem(settings: &TlsSettings, pem: &PemTls<'_>) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots))
+    let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = match pem.ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in pem_certs("CACertificate", ca)? {
+                roots.add(cert).map_err(|e| TlsError::Pem { what: "CACertificate", cause: e.to_string() })?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder.with_root_certificates(roots(settings)?),
+    };
+    let config = match pem.client {
+        Some((cert, key)) => {
+            let chain = pem_certs("ClientCertificate", cert)?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| TlsError::Pem { what: "ClientKey", cause: e.to_string() })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| TlsError::Pem {
+                what: "ClientCertificate",
+                cause: own_certificate_error(&e, "ClientCertificate"),
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }

@@ -6,9 +6,10 @@
 
 use super::route;
 use super::upgrade::{self, Tunnels};
-use super::upstream::{self, Connector, Failure, Pools, Wire};
+use super::upstream::{self, Clients, Connector, Failure, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
 use crate::http::connect::Uses;
+use crate::http::tls::PemTls;
 use crate::http::url::check_url;
 use crate::metrics::Metrics;
 use crate::reload::snapshot::{Resolved, Store};
@@ -21,7 +22,10 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::client::legacy::Client;
+use parking_lot::Mutex;
 use serde_json::json;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +50,10 @@ pub const CONND_CONNECTION: &str = "connd-connection";
 pub const API_KEY_HEADER: &str = "choreo-api-key";
 const API_KEY_PARAM: &str = "ChoreoAPIKey";
 const SERVICE_URL: &str = "ServiceURL";
+/// The parameters of a connection's own upstream TLS (PEM).
+const CLIENT_CERTIFICATE: &str = "ClientCertificate";
+const CLIENT_KEY: &str = "ClientKey";
+const CA_CERTIFICATE: &str = "CACertificate";
 
 /// What the caller's request body becomes upstream: streamed as it comes, or kept
 /// whole (small, replayable).
@@ -69,14 +77,18 @@ pub struct Proxy<S> {
     pub(super) sources: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
     connector: Connector,
-    /// HTTP/1.1 or what TLS negotiates, one pool.
-    negotiated: Pools<UpstreamBody>,
-    /// HTTP/2 with prior knowledge to plain-http upstreams, another.
-    h2c: Pools<UpstreamBody>,
-    /// HTTP/1.1 only, for upgrades, a third.
-    http1: Pools<UpstreamBody>,
+    /// The upstream clients of connections without certificates of their own.
+    clients: Arc<Clients<UpstreamBody>>,
+    /// Those of connections with their own (`ClientCertificate`, `CACertificate`), by
+    /// connection name, with a fingerprint of the certificates they were made from: a
+    /// renewed certificate gets new clients, and the old pools end with their last user.
+    own_tls: Mutex<HashMap<String, OwnTls>>,
     settings: Forwarding,
 }
+
+/// A connection's own upstream clients and the fingerprint of the certificates they
+/// were made from.
+type OwnTls = (u64, Arc<Clients<UpstreamBody>>);
 
 /// Who sent a request, as the listener knows it.
 #[derive(Debug, Clone, Copy)]
@@ -156,9 +168,8 @@ impl<S: Sources> Proxy<S> {
         connector: Connector,
         settings: Forwarding,
     ) -> Proxy<S> {
-        let (negotiated, h2c) = (Pools::new(&connector, Wire::Negotiated), Pools::new(&connector, Wire::H2c));
-        let http1 = Pools::new(&connector.http1_only(), Wire::Http1);
-        Proxy { store, sources, metrics, negotiated, h2c, http1, connector, settings }
+        let clients = Arc::new(Clients::new(&connector));
+        Proxy { store, sources, metrics, clients, own_tls: Mutex::new(HashMap::new()), connector, settings }
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
@@ -209,6 +220,7 @@ impl<S: Sources> Proxy<S> {
         let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
+        let clients = self.clients_for(&resolved, i)?;
         let (mut parts, body) = req.into_parts();
         let mut wire = self.connector.wire(&uri, parts.version == http::Version::HTTP_2);
         let body = request_body(&parts.headers, body).await?;
@@ -222,12 +234,12 @@ impl<S: Sources> Proxy<S> {
         }
         let (first, again) = match body {
             RequestBody::Kept(body) => {
-                let resend = Resend { method: parts.method, uri, headers: parts.headers, body, wire };
+                let resend = Resend { method: parts.method, uri, headers: parts.headers, body, wire, clients };
                 (self.send(resend.outgoing(), Some(&resend)).await?, Some(resend))
             }
             RequestBody::Streamed(watched) => {
                 let body = Either::Left(watched);
-                let outgoing = Outgoing { method: parts.method, uri, headers: parts.headers, body, wire };
+                let outgoing = Outgoing { method: parts.method, uri, headers: parts.headers, body, wire, clients };
                 (self.send(outgoing, None).await?, None)
             }
         };
@@ -315,6 +327,42 @@ impl<S: Sources> Proxy<S> {
         self.send(resend.outgoing(), Some(&resend)).await
     }
 
+    /// The clients for connection `i`: its own when its parameters give certificates
+    /// (docs/proxy.md), made again when they change; else the proxy's.
+    fn clients_for(&self, resolved: &Resolved, i: usize) -> Result<Arc<Clients<UpstreamBody>>, Refusal> {
+        let values = &resolved.values.connections[i];
+        let text = |key: &str| values.get(key).map(|v| v.expose()).filter(|v| !v.is_empty());
+        let (ca, cert, key) = (text(CA_CERTIFICATE), text(CLIENT_CERTIFICATE), text(CLIENT_KEY));
+        if ca.is_none() && cert.is_none() {
+            return Ok(self.clients.clone());
+        }
+        let name = &resolved.plan.connections[i].name;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (ca, cert, key).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let mut own = self.own_tls.lock();
+        if let Some((made_from, clients)) = own.get(name) {
+            if *made_from == fingerprint {
+                return Ok(clients.clone());
+            }
+        }
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                let message = format!("{CLIENT_CERTIFICATE} and {CLIENT_KEY} go together: give both, or neither");
+                return Err(refuse(StatusCode::BAD_GATEWAY, "bad_client_certificate", message));
+            }
+        };
+        let connector = self.connector.with_pem(&PemTls { ca, client }).map_err(|e| {
+            refuse(StatusCode::BAD_GATEWAY, "bad_client_certificate", format!("the connection's TLS: {e}"))
+        })?;
+        let clients = Arc::new(Clients::new(&connector));
+        tracing::info!(connection = %name, "upstream TLS made from the connection's certificates");
+        own.insert(name.clone(), (fingerprint, clients.clone()));
+        Ok(clients)
+    }
+
     /// The connection's ServiceURL, under the plain-http rule of docs/commands.md.
     fn service_url(&self, resolved: &Resolved, i: usize) -> Result<Uri, Refusal> {
         let Some(url) = resolved.values.connections[i].get(SERVICE_URL) else {
@@ -372,11 +420,8 @@ impl<S: Sources> Proxy<S> {
     /// the answer arrived (the upstream closed the connection while idle) and `replay`
     /// can send it again, it is sent once more on a new connection (docs/proxy.md).
     async fn send(&self, outgoing: Outgoing, replay: Option<&Resend>) -> Result<Response<Incoming>, Refusal> {
-        let pools = match outgoing.wire {
-            Wire::Negotiated => &self.negotiated,
-            Wire::H2c => &self.h2c,
-            Wire::Http1 => &self.http1,
-        };
+        let clients = outgoing.clients.clone();
+        let pools = clients.of(outgoing.wire);
         match (self.send_on(&pools.pooled, outgoing).await, replay) {
             (Err(Failed { raced: true, .. }), Some(replay)) => {
                 tracing::debug!("the upstream closed a reused connection: sent again on a new one");
@@ -393,7 +438,7 @@ impl<S: Sources> Proxy<S> {
         client: &Client<Connector, UpstreamBody>,
         outgoing: Outgoing,
     ) -> Result<Response<Incoming>, Failed> {
-        let Outgoing { method, uri, headers, body, wire: _ } = outgoing;
+        let Outgoing { method, uri, headers, body, .. } = outgoing;
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -517,6 +562,7 @@ struct Resend {
     headers: HeaderMap,
     body: Bytes,
     wire: Wire,
+    clients: Arc<Clients<UpstreamBody>>,
 }
 
 impl Resend {
@@ -528,6 +574,7 @@ impl Resend {
             headers: self.headers.clone(),
             body: Either::Right(Full::new(self.body.clone())),
             wire: self.wire,
+            clients: self.clients.clone(),
         }
     }
 }
@@ -539,6 +586,8 @@ struct Outgoing {
     headers: HeaderMap,
     body: UpstreamBody,
     wire: Wire,
+    /// The connection's clients (its own TLS, or the proxy's).
+    clients: Arc<Clients<UpstreamBody>>,
 }
 
 /// The 404 for a name that is no connection, listing those there are.

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields hyper parses in one request head; above `forward::MAX_HEADER_FIELDS`
 /// for the same reason.
-pub const MAX_HEAD_FIELDS: usize = 512;
+pub const MAX_HEAD_FIELDS: usize = 256;
 
 /// What a caller over the connection cap reads before its connection is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\

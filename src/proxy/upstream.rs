@@ -7,7 +7,7 @@
 use crate::http::client::HttpError;
 use crate::http::connect::{self, Conn};
 use crate::http::proxy::{Proxies, Route};
-use crate::http::tls::TlsSettings;
+use crate::http::tls::{self, PemTls, TlsError, TlsSettings};
 use http::header::HeaderValue;
 use http::Uri;
 use hyper_util::client::legacy::Client;
@@ -62,6 +62,13 @@ impl Connector {
 }
 
 impl Connector {
+    /// The same connector with `pem`'s trust and client certificate for TLS (a
+    /// connection's own, docs/proxy.md); the rest of the trust from `--ca-file`.
+    pub fn with_pem(&self, pem: &PemTls<'_>) -> Result<Connector, TlsError> {
+        let config = tls::client_config_pem(self.inner.tls_settings(), pem)?;
+        Ok(Connector { inner: self.inner.with_tls_config(config), timeout: self.timeout })
+    }
+
     /// The same connector, HTTP/1.1 only (for upgrades).
     pub fn http1_only(&self) -> Connector {
         Connector { inner: self.inner.without_alpn(), timeout: self.timeout }
@@ -105,7 +112,7 @@ impl Service<Uri> for Connector {
 pub const MAX_ANSWER_HEAD: usize = 64 * 1024;
 /// Most header fields read in one answer head (hyper's default of 100 is too few for
 /// some services' answers).
-const MAX_ANSWER_FIELDS: usize = 1024;
+const MAX_ANSWER_FIELDS: usize = 256;
 
 /// How requests reach an upstream, each with a pool of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +146,38 @@ where
         let mut fresh = builder(wire);
         fresh.pool_max_idle_per_host(0);
         Pools { pooled: pooled.build(connector.clone()), fresh: fresh.build(connector.clone()) }
+    }
+}
+
+/// The pools of every [`Wire`] over one connector: the proxy's (`--ca-file`,
+/// `--client-cert`), or one connection's with its own certificates.
+pub struct Clients<B> {
+    negotiated: Pools<B>,
+    h2c: Pools<B>,
+    http1: Pools<B>,
+}
+
+impl<B> Clients<B>
+where
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pub fn new(connector: &Connector) -> Clients<B> {
+        Clients {
+            negotiated: Pools::new(connector, Wire::Negotiated),
+            h2c: Pools::new(connector, Wire::H2c),
+            http1: Pools::new(&connector.http1_only(), Wire::Http1),
+        }
+    }
+
+    /// The pools of `wire`.
+    pub fn of(&self, wire: Wire) -> &Pools<B> {
+        match wire {
+            Wire::Negotiated => &self.negotiated,
+            Wire::H2c => &self.h2c,
+            Wire::Http1 => &self.http1,
+        }
     }
 }
 

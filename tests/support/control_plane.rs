@@ -190,6 +190,26 @@ impl Pki {
 }
 
 impl Pki {
+    /// A server configuration that asks for a client certificate signed by this CA and
+    /// offers only `h2` by ALPN (the egress proxy's mTLS and HTTP/2 tests).
+    pub fn mtls_h2_server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("CA root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .expect("client verifier");
+        let key = PrivateKeyDer::from_pem_slice(&self.server_key).expect("server key");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server_chain.clone(), key)
+            .expect("server cert");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(config)
+    }
+
     /// A server configuration presenting the CA-signed certificate for `localhost` and
     /// `127.0.0.1`, without client authentication.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {

@@ -34,6 +34,8 @@ use std::task::{Context, Poll};
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub method: String,
+    /// The HTTP version it arrived in.
+    pub version: http::Version,
     /// Path and query, as received.
     pub target: String,
     pub headers: http::HeaderMap,
@@ -69,8 +71,20 @@ impl Upstream {
         Upstream::start(None)
     }
 
+    /// An upstream over TLS that asks for a client certificate signed by its own CA
+    /// (`pki.client_cert`) and speaks HTTP/2 only (ALPN `h2`).
+    pub fn mtls_h2() -> Upstream {
+        let pki = Pki::new();
+        let config = pki.mtls_h2_server_config();
+        Upstream::start_with(Some(pki), Some(config))
+    }
+
     fn start(pki: Option<Pki>) -> Upstream {
         let config = pki.as_ref().map(Pki::server_config);
+        Upstream::start_with(pki, config)
+    }
+
+    fn start_with(pki: Option<Pki>, config: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let state = Arc::new(Mutex::new(State::default()));
         let answered = state.clone();
         let server = FakeServer::start(config, || {}, move |req| answer(req, answered.clone()));
@@ -278,6 +292,7 @@ async fn answer(req: hyper::Request<Incoming>, state: Arc<Mutex<State>>) -> Resu
         }
     };
     state.lock().seen.push(Seen {
+        version: parts.version,
         method: parts.method.to_string(),
         target,
         headers: parts.headers,
