@@ -254,7 +254,7 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<ProbeError>(cause))
         .or_else(|| as_class::<crate::proxy::ListenError>(cause))
         .or_else(|| as_class::<BindError>(cause))
-        .or_else(|| as_class::<crate::serve::metrics_listen::ListenError>(cause))
+        .or_else(|| as_class::<crate::listen::ListenError>(cause))
         .or_else(|| as_class::<StartupError>(cause))
         .or_else(|| as_class::<ExecError>(cause))
         .or_else(|| as_class::<SuperviseError>(cause))
@@ -262,5 +262,4 @@ fn class_of(cause: &(dyn Error + 'static)) -> Option<Class> {
         .or_else(|| as_class::<crate::inject::manifest::ManifestError>(cause))
         .or_else(|| as_class::<crate::inject::InjectError>(cause))
         .or_else(|| as_class::<crate::inject::webhook::certs::CertError>(cause))
-        .or_else(|| as_class::<crate::inject::webhook::ListenError>(cause))
 }

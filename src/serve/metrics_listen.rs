@@ -6,8 +6,8 @@
 //! (`routes::{metrics_text, healthz, readyz}`), on the connection handling of
 //! `listen::conn`; `serve` and `run` own its task.
 
-use crate::error::{Class, Classify};
 use crate::listen::conn::{self, Limits, WhenFull};
+use crate::listen::ListenError;
 use crate::metrics::{Metrics, Route};
 use crate::reload::snapshot::Store;
 use crate::serve::api::routes::{self, Body};
@@ -24,25 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// more than 64 at once wait to be accepted.
 const LIMITS: Limits = Limits { header_read_timeout: Duration::from_secs(10), max_connections: 64 };
 
-/// The address cannot be listened on (in use, not local, no permission). Exit 73.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on --metrics-listen {addr}: {error}; choose another address or port")]
-pub struct ListenError {
-    addr: SocketAddr,
-    // Not `source`: the message already says it, and a source would be printed again.
-    error: std::io::Error,
-}
-
-impl Classify for ListenError {
-    fn class(&self) -> Class {
-        Class::CantCreate
-    }
-}
-
 /// Binds `addr` now, so that a bad address fails at startup, before anything else.
 pub fn bind(addr: SocketAddr) -> Result<Arc<std::net::TcpListener>, ListenError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|error| ListenError { addr, error })?;
-    listener.set_nonblocking(true).map_err(|error| ListenError { addr, error })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|error| ListenError { flag: "--metrics-listen", addr, error })?;
+    listener.set_nonblocking(true).map_err(|error| ListenError { flag: "--metrics-listen", addr, error })?;
     Ok(Arc::new(listener))
 }
 

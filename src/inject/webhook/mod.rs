@@ -15,9 +15,9 @@ pub mod certs;
 pub mod metrics;
 pub mod review;
 
-use crate::error::{Class, Classify};
 use crate::inject::Settings;
 use crate::listen::conn::{self, Limits, WhenFull};
+use crate::listen::ListenError;
 use bytes::Bytes;
 use certs::CertFiles;
 use http::{header, Method, Request, Response, StatusCode};
@@ -58,20 +58,6 @@ pub struct WebhookSettings {
     pub shutdown_delay: Duration,
 }
 
-/// `--listen` cannot be listened on. Exit 73.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on --listen {addr}: {error} (fix: choose another address or port)")]
-pub struct ListenError {
-    addr: SocketAddr,
-    error: std::io::Error,
-}
-
-impl Classify for ListenError {
-    fn class(&self) -> Class {
-        Class::CantCreate
-    }
-}
-
 /// What every connection shares.
 struct State {
     settings: Settings,
@@ -91,9 +77,11 @@ pub fn command(settings: &WebhookSettings) -> anyhow::Result<()> {
         crate::signal::ignore_stray()?;
         let metrics = Arc::new(Metrics::default());
         let tls = tls_config(settings, metrics.clone())?;
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .map_err(|error| ListenError { addr: settings.listen, error })?;
+        let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|error| ListenError {
+            flag: "--listen",
+            addr: settings.listen,
+            error,
+        })?;
         let addr = listener.local_addr().unwrap_or(settings.listen);
         tracing::info!(%addr, "webhook listening");
         serve(listener, tls, settings, metrics, shutdown).await;
