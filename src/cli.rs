@@ -532,8 +532,20 @@ pub struct InjectArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ImageArgs {
     /// The connd image the added containers run
-    #[arg(long, env = "CONND_IMAGE", default_value = crate::inject::DEFAULT_IMAGE, value_name = "IMAGE")]
+    #[arg(long, env = "CONND_IMAGE", default_value = crate::inject::DEFAULT_IMAGE, value_name = "IMAGE", value_parser = image_reference)]
     pub image: String,
+}
+
+/// An image reference as a container's `image` takes it: not empty, no whitespace or
+/// control characters (which would write a broken or different manifest).
+fn image_reference(text: &str) -> Result<String, String> {
+    match text {
+        "" => Err("an image reference is needed, such as registry.example/connd:0.1.0".into()),
+        t if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err("an image reference has no spaces, line breaks or control characters".into())
+        }
+        t => Ok(t.to_owned()),
+    }
 }
 
 /// `connd webhook` (docs/kubernetes.md).

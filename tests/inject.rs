@@ -697,3 +697,17 @@ async fn a_review_body_that_stalls_is_answered_408() {
     let mut next = Client::connect(webhook.addr, &ca.der()).await.expect("the slot is free again");
     assert_eq!(next.request("GET", "/healthz", "").await.status, 200);
 }
+
+#[test]
+fn an_image_that_would_break_the_manifest_is_a_usage_error() {
+    let pod = manifest("Pod", "p", MODES[0].1);
+    for (image, says) in [("", "an image reference is needed"), ("evil\nimage: x", "no spaces, line breaks")] {
+        let run = inject(&pod, &["--image", image]);
+        assert_eq!(run.code, 64, "{image:?}: {run:?}");
+        assert_eq!(run.stdout, "", "nothing written");
+        assert_contains(&run.stderr, &["--image", says]);
+    }
+    let run = inject(&pod, &["--image", "registry.example/connd:0.1.0"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_contains(&run.stdout, &["image: registry.example/connd:0.1.0"]);
+}
