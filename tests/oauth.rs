@@ -17,25 +17,6 @@ const HR: &str = "19d2648b-d29c-4452-afdd-1b9311e81412";
 const PAYROLL: &str = "0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40";
 const SECRET: &str = "portal-s3cr3t";
 
-/// A component.yaml that maps the `AccessToken` of each named reference.
-fn component_with_tokens(names: &[&str]) -> String {
-    let mut s = component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>());
-    s.push_str("configurations:\n  env:\n");
-    for n in names {
-        let var = format!("{}_TOKEN", n.to_uppercase().replace('-', "_"));
-        s.push_str(&format!(
-            "    - name: {var}\n      valueFrom:\n        connectionRef: {{ name: {n}, key: AccessToken }}\n"
-        ));
-    }
-    s
-}
-
-fn token_in(stdout: &str, var: &str) -> String {
-    let line =
-        stdout.lines().find(|l| l.starts_with(&format!("{var}="))).unwrap_or_else(|| panic!("no {var} in:\n{stdout}"));
-    line.split_once('=').unwrap().1.trim_matches('\'').to_owned()
-}
-
 #[test]
 fn exec_gives_the_workload_a_token_from_the_provider() {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 60);

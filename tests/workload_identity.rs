@@ -52,25 +52,6 @@ fn oauth_conn(i: usize, name: &str, oauth: &str, params: &str) -> String {
     )
 }
 
-/// A component mapping each named connection's `AccessToken` to `<NAME>_TOKEN`.
-fn component_with_tokens(names: &[&str]) -> String {
-    let mut s = component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>());
-    s.push_str("configurations:\n  env:\n");
-    for n in names {
-        let var = format!("{}_TOKEN", n.to_uppercase().replace('-', "_"));
-        s.push_str(&format!(
-            "    - name: {var}\n      valueFrom:\n        connectionRef: {{ name: {n}, key: AccessToken }}\n"
-        ));
-    }
-    s
-}
-
-fn token_in(stdout: &str, var: &str) -> String {
-    let line =
-        stdout.lines().find(|l| l.starts_with(&format!("{var}="))).unwrap_or_else(|| panic!("no {var} in:\n{stdout}"));
-    line.split_once('=').unwrap().1.trim_matches('\'').to_owned()
-}
-
 /// The provider's records of `client`'s token requests.
 fn seen_for(idp: &OidcProvider, client: &str) -> Vec<Value> {
     idp.seen().into_iter().filter(|r| r["client_id"] == client).collect()

@@ -40,16 +40,7 @@ impl Daemon {
     }
 
     pub async fn ready(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
-                if a.status == 200 {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "connd serve never became ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(ready_within(&self.socket, Duration::from_secs(10)).await, "connd serve never became ready");
     }
 
     /// Waits for the exit and returns its code and stderr.
@@ -72,5 +63,21 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether the server on `socket` answered `/readyz` with 200 within `patience`.
+pub async fn ready_within(socket: &std::path::Path, patience: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if let Ok(a) = request(socket, Method::GET, "/readyz").await {
+            if a.status == 200 {
+                return true;
+            }
+        }
+        if start.elapsed() >= patience {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -85,3 +85,23 @@ pub fn oauth_connection(id: &str, name: &str, token_url: &str, client: &str, sec
          TokenURL: {token_url}\n  ConsumerKey: {client}\n  ConsumerSecret: {{ value: \"{secret}\" }}\n"
     )
 }
+
+/// A component.yaml mapping each named reference's `AccessToken` to `<NAME>_TOKEN`.
+pub fn component_with_tokens(names: &[&str]) -> String {
+    let mut s = component_yaml(&names.iter().map(|n| (*n, "thirdparty:svc/v1")).collect::<Vec<_>>());
+    s.push_str("configurations:\n  env:\n");
+    for n in names {
+        let var = format!("{}_TOKEN", n.to_uppercase().replace('-', "_"));
+        s.push_str(&format!(
+            "    - name: {var}\n      valueFrom:\n        connectionRef: {{ name: {n}, key: AccessToken }}\n"
+        ));
+    }
+    s
+}
+
+/// The value of `VAR=...` in `env`'s output (quotes trimmed).
+pub fn token_in(stdout: &str, var: &str) -> String {
+    let line =
+        stdout.lines().find(|l| l.starts_with(&format!("{var}="))).unwrap_or_else(|| panic!("no {var} in:\n{stdout}"));
+    line.split_once('=').unwrap().1.trim_matches('\'').to_owned()
+}

@@ -83,16 +83,8 @@ impl ProxyDaemon {
     }
 
     pub async fn ready(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(a) = request(&self.socket, Method::GET, "/readyz").await {
-                if a.status == 200 {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < PATIENCE, "connd serve never became ready:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let ready = super::daemon::ready_within(&self.socket, PATIENCE).await;
+        assert!(ready, "connd serve never became ready:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
