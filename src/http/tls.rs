@@ -112,7 +112,13 @@ pub fn client_config_presenting(
 fn trusting(
     settings: &TlsSettings,
 ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
-    let roots = roots(settings)?;
+    trusting_roots(roots(settings)?)
+}
+
+/// The ring provider and safe protocol versions, trusting `roots`.
+fn trusting_roots(
+    roots: RootCertStore,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -163,17 +169,15 @@ fn pem_certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static
 /// Builds a client configuration from `pem`, with `settings` for what it does not give
 /// (the trust when `pem.ca` is absent). Reads files only for that fallback.
 pub fn client_config_pem(settings: &TlsSettings, pem: &PemTls<'_>) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
     let builder = match pem.ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in pem_certs("CACertificate", ca)? {
                 roots.add(cert).map_err(|e| TlsError::Pem { what: "CACertificate", cause: e.to_string() })?;
             }
-            builder.with_root_certificates(roots)
+            trusting_roots(roots)?
         }
-        None => builder.with_root_certificates(roots(settings)?),
+        None => trusting(settings)?,
     };
     let config = match pem.client {
         Some((cert, key)) => {
