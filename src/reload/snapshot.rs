@@ -299,6 +299,10 @@ impl Store {
             if old.plan.files != next.plan.files {
                 changed = true;
             }
+            // So are the proxy's ports (docs/proxy.md): their listeners follow the plan.
+            if old.plan.proxy_ports() != next.plan.proxy_ports() {
+                changed = true;
+            }
             if old.listing() == next.listing() {
                 next.connections_index = old.connections_index;
             } else {
