@@ -221,3 +221,50 @@ impl<S: Sources> Daemon<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Local;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A door that serves until asked, then says it stopped.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Door<Local> for Flag {
+        fn name(&self) -> &'static str {
+            "a test door"
+        }
+
+        fn drain(&self) -> Duration {
+            Duration::ZERO
+        }
+
+        fn serve(self: Box<Self>, _: Shared<Local>, until: WaitForCancellationFutureOwned) -> Serving {
+            Box::pin(async move {
+                until.await;
+                self.0.store(true, Ordering::SeqCst);
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_door_closed_alone_stops_while_the_others_serve_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let reload =
+            ReloadConfig::new(dir.path().into(), Default::default(), Duration::from_secs(60), Duration::from_secs(60));
+        let (a, b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let mut daemon = Daemon::start(reload, Arc::new(Local), Arc::new(Metrics::default()), Vec::new());
+        let first = daemon.open(Box::new(Flag(a.clone())));
+        let second = daemon.open(Box::new(Flag(b.clone())));
+        assert_ne!(first, second);
+        let closed = daemon.close(first).expect("an open door");
+        tokio::time::timeout(Duration::from_secs(5), closed.stopped()).await.expect("stopped within its bound");
+        assert!(a.load(Ordering::SeqCst), "the closed door was asked to stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!b.load(Ordering::SeqCst), "the other door serves on");
+        assert!(daemon.close(first).is_none(), "a door closes once");
+        daemon.shut_down().await;
+        assert!(b.load(Ordering::SeqCst), "shutdown stops the rest");
+    }
+}
