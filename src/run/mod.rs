@@ -95,6 +95,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     // the files once.
     if let Some(daemon) = &daemon {
         daemon.reloader().store().files_pending();
+        daemon.reloader().store().ports_pending();
     }
     let result = workload(args, &sources, &metrics, &mut daemon, signals).await;
     if let Some(daemon) = daemon {
@@ -152,7 +153,20 @@ async fn workload(
     // The workload finds its connections' ports listening (docs/proxy.md).
     let mut ports = Ports::new(args.proxy.clone());
     if !wanted.is_empty() {
-        ports.apply(daemon.get_or_insert_with(start), wanted).await?;
+        let fresh = daemon.is_none();
+        let daemon = daemon.get_or_insert_with(start);
+        ports.apply(daemon, wanted).await?;
+        // The ports answer from the daemon's own snapshot: a daemon started for them is
+        // waited for, as one with a door is by `first_resolution`.
+        if fresh {
+            tokio::select! {
+                ready = daemon.reloader().ready(args.outbound.startup_timeout) => drop(ready?),
+                code = startup_signal(&mut signals) => return Ok(code),
+            }
+        }
+    }
+    if let Some(daemon) = daemon {
+        daemon.reloader().store().ports_opened();
     }
     let (env_tx, env_rx) = watch::channel(first);
     let inherited = std::env::vars_os().collect();

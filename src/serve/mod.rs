@@ -161,6 +161,8 @@ pub async fn run_with<S: Sources>(
     doors.extend(proxy.map(|bound| Box::new(bound) as Box<dyn Door<S>>));
     doors.extend(settings.metrics_listener.map(|listener| Box::new(MetricsDoor(listener)) as Box<dyn Door<S>>));
     let mut daemon = Daemon::start(settings.reload, sources, metrics, doors);
+    // Not ready until the first plan's proxy ports are open: said now, before any request.
+    daemon.reloader().store().ports_pending();
     // Files (docs/files.md) follow the same snapshots, and token renewals.
     daemon.keep_files(None);
     let hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
@@ -190,6 +192,7 @@ async fn lifecycle<S: Sources>(
     };
     // A port that cannot be listened on at startup is an error (docs/commands.md).
     ports.apply(daemon, Ports::wanted(&first).unwrap_or_default()).await?;
+    store.ports_opened();
     // Ready when the workload can read its files too (docs/files.md).
     tokio::select! {
         () = store.files_settled() => {}

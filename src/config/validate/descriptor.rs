@@ -246,7 +246,7 @@ fn proxy_port(
     // In a one-line flow map (`proxy: { port: 15001 }`) the key is on `proxy`'s line.
     let proxy_line = doc.line_of("proxy", 0);
     let on_proxy_line =
-        proxy_line.and_then(|l| doc.text.lines().nth(l - doc.first_line)).is_some_and(|text| text.contains("port"));
+        proxy_line.and_then(|l| doc.text.lines().nth(l - doc.first_line)).is_some_and(|text| text.contains("port:"));
     let line = if on_proxy_line { proxy_line } else { doc.line_of_under("proxy", "port").or(proxy_line) };
     let origin = Origin::at(path, line.unwrap_or(doc.first_line));
     let problem = match spec {
