@@ -7,7 +7,10 @@
 //!
 //! A new front door (a webhook server, a listener per connection) is a type of its own
 //! module, bound at startup, that implements [`Door`]; the mode that wants it adds it to
-//! the doors it starts the daemon with (or opens it later with [`Daemon::open`]).
+//! the doors it starts the daemon with (or opens it later with [`Daemon::open`]). A door
+//! opened later may be stopped alone with [`Daemon::close`] (a connection's proxy port
+//! that a reload removed): its own token is cancelled, the others serve on, and it is
+//! waited for within its own bound in the background, then at shutdown with the rest.
 //!
 //! Boundary: wiring and lifecycle only. What each part does is its module's (`reload`,
 //! `files::keep`, and the doors: `serve`'s API and metrics listener, `proxy`); what the
@@ -23,7 +26,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::AbortOnDropHandle;
@@ -63,13 +67,21 @@ pub trait Door<S>: Send {
     fn serve(self: Box<Self>, shared: Shared<S>, until: WaitForCancellationFutureOwned) -> Serving;
 }
 
-/// One long-running part: its task, and how long it may take to stop. The token that
-/// asks it to stop is a child of the daemon's.
+/// Names a door opened on a daemon, for [`Daemon::close`]; never reused by that daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DoorId(u64);
+
+/// One long-running part: its task, how long it may take to stop, and the token that
+/// asks it to stop (a child of the daemon's, so that shutdown reaches it too).
 struct Part {
+    /// For [`Daemon::close`].
+    id: DoorId,
     /// For the log line when it does not stop in time.
     name: &'static str,
     /// How long it may take to end once stopped, its own drain included.
     bound: Duration,
+    /// Cancelled, this part alone begins to stop.
+    stop: CancellationToken,
     /// Aborts the task when dropped.
     task: AbortOnDropHandle<()>,
 }
@@ -93,6 +105,22 @@ pub struct Daemon<S> {
     stop: CancellationToken,
     /// The started parts, in start order.
     parts: Vec<Part>,
+    /// Parts closed alone ([`Daemon::close`]), each waited for within its bound; what
+    /// is left of them at shutdown is waited for with the rest, and aborted on drop.
+    closing: JoinSet<()>,
+    /// The next [`DoorId`].
+    next_id: u64,
+}
+
+/// Completes once a door closed alone has stopped (or was abandoned at its bound); see
+/// [`Daemon::close`]. Dropping it does not stop the waiting, which the daemon owns.
+pub struct Closed(oneshot::Receiver<()>);
+
+impl Closed {
+    /// Waits for the door's end.
+    pub async fn stopped(self) {
+        let _ = self.0.await;
+    }
 }
 
 impl<S: Sources> Daemon<S> {
@@ -101,17 +129,38 @@ impl<S: Sources> Daemon<S> {
     pub fn start(reload: ReloadConfig, sources: Arc<S>, metrics: Arc<Metrics>, doors: Vec<Box<dyn Door<S>>>) -> Self {
         let stop = CancellationToken::new();
         let reloader = Reloader::start(reload, sources.clone(), metrics.clone(), stop.child_token().cancelled_owned());
-        let mut daemon = Daemon { reloader, sources, metrics, stop, parts: Vec::new() };
+        let (parts, closing) = (Vec::new(), JoinSet::new());
+        let mut daemon = Daemon { reloader, sources, metrics, stop, parts, closing, next_id: 0 };
         for door in doors {
             daemon.open(door);
         }
         daemon
     }
 
-    /// Serves one more door, from now on.
-    pub fn open(&mut self, door: Box<dyn Door<S>>) {
+    /// Serves one more door, from now on; the id closes it alone.
+    pub fn open(&mut self, door: Box<dyn Door<S>>) -> DoorId {
         let (name, drain) = (door.name(), door.drain());
-        self.spawn(name, drain, |shared, until| door.serve(shared, until));
+        self.spawn(name, drain, |shared, until| door.serve(shared, until))
+    }
+
+    /// Stops the door `id` alone: asked now, its listener closes and it drains within its
+    /// own bound (its drain, then [`STOP_MARGIN`]) while every other part serves on. The
+    /// waiting is the daemon's (in the background, and at [`Daemon::shut_down`]); the
+    /// answer says when it is over, for a caller that must wait (to bind the same port
+    /// again, say). `None` when no open door has that id.
+    pub fn close(&mut self, id: DoorId) -> Option<Closed> {
+        let at = self.parts.iter().position(|p| p.id == id)?;
+        let part = self.parts.remove(at);
+        let asked = Instant::now();
+        part.stop.cancel();
+        let (done, closed) = oneshot::channel();
+        // Those already over are reaped here, so that the set does not grow with reloads.
+        while self.closing.try_join_next().is_some() {}
+        self.closing.spawn(async move {
+            part.stopped(asked).await;
+            let _ = done.send(());
+        });
+        Some(Closed(closed))
     }
 
     /// Keeps the files of the plan current (docs/files.md) from now on. With
@@ -134,10 +183,13 @@ impl<S: Sources> Daemon<S> {
         name: &'static str,
         drain: Duration,
         serve: impl FnOnce(Shared<S>, WaitForCancellationFutureOwned) -> Serving,
-    ) {
-        let until = self.stop.child_token().cancelled_owned();
-        let task = AbortOnDropHandle::new(tokio::spawn(serve(self.shared(), until)));
-        self.parts.push(Part { name, bound: drain + STOP_MARGIN, task });
+    ) -> DoorId {
+        let stop = self.stop.child_token();
+        let task = AbortOnDropHandle::new(tokio::spawn(serve(self.shared(), stop.clone().cancelled_owned())));
+        let id = DoorId(self.next_id);
+        self.next_id += 1;
+        self.parts.push(Part { id, name, bound: drain + STOP_MARGIN, stop, task });
+        id
     }
 
     /// What the parts share.
@@ -156,15 +208,63 @@ impl<S: Sources> Daemon<S> {
     }
 
     /// Stops every part at once, then waits for each within its bound (counted from
-    /// now), then for the reloader.
-    pub async fn shut_down(self) {
+    /// now; a part closed alone before, from when it was asked), then for the reloader.
+    pub async fn shut_down(mut self) {
         let asked = Instant::now();
         self.stop.cancel();
         for part in self.parts {
             part.stopped(asked).await;
         }
+        while self.closing.join_next().await.is_some() {}
         if tokio::time::timeout_at(asked + STOP_MARGIN, self.reloader.stopped()).await.is_err() {
             tracing::warn!(part = "the reloader", bound = ?STOP_MARGIN, "did not stop in time; abandoned");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Local;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A door that serves until asked, then says it stopped.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Door<Local> for Flag {
+        fn name(&self) -> &'static str {
+            "a test door"
+        }
+
+        fn drain(&self) -> Duration {
+            Duration::ZERO
+        }
+
+        fn serve(self: Box<Self>, _: Shared<Local>, until: WaitForCancellationFutureOwned) -> Serving {
+            Box::pin(async move {
+                until.await;
+                self.0.store(true, Ordering::SeqCst);
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_door_closed_alone_stops_while_the_others_serve_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let reload =
+            ReloadConfig::new(dir.path().into(), Default::default(), Duration::from_secs(60), Duration::from_secs(60));
+        let (a, b) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let mut daemon = Daemon::start(reload, Arc::new(Local), Arc::new(Metrics::default()), Vec::new());
+        let first = daemon.open(Box::new(Flag(a.clone())));
+        let second = daemon.open(Box::new(Flag(b.clone())));
+        assert_ne!(first, second);
+        let closed = daemon.close(first).expect("an open door");
+        tokio::time::timeout(Duration::from_secs(5), closed.stopped()).await.expect("stopped within its bound");
+        assert!(a.load(Ordering::SeqCst), "the closed door was asked to stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!b.load(Ordering::SeqCst), "the other door serves on");
+        assert!(daemon.close(first).is_none(), "a door closes once");
+        daemon.shut_down().await;
+        assert!(b.load(Ordering::SeqCst), "shutdown stops the rest");
     }
 }

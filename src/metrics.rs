@@ -160,6 +160,10 @@ struct ProxyCounters {
 #[derive(Debug, Default)]
 struct ProxyMetrics {
     by_connection: parking_lot::RwLock<std::collections::BTreeMap<String, std::sync::Arc<ProxyCounters>>>,
+    /// The connections' own ports listening now: port → connection.
+    ports: parking_lot::RwLock<std::collections::BTreeMap<u16, String>>,
+    /// Ports a plan asked for that could not be listened on.
+    port_errors: AtomicU64,
 }
 
 impl ProxyMetrics {
@@ -289,6 +293,16 @@ impl Metrics {
         c.sum_micros.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
 
+    /// For the egress proxy: the connections' own ports listening now (port, connection).
+    pub fn proxy_ports<'a>(&self, open: impl Iterator<Item = (u16, &'a str)>) {
+        *self.proxy.ports.write() = open.map(|(port, c)| (port, c.to_owned())).collect();
+    }
+
+    /// For the egress proxy: a port a plan asked for could not be listened on.
+    pub fn proxy_port_error(&self) {
+        self.proxy.port_errors.fetch_add(1, Relaxed);
+    }
+
     /// For the egress proxy: a request to `connection` found no valid credential.
     pub fn proxy_credential_failure(&self, connection: &str) {
         self.proxy.counters(connection).credential_failures.fetch_add(1, Relaxed);
@@ -323,6 +337,24 @@ impl Metrics {
         for (conn, c) in map.iter() {
             let _ = writeln!(out, "{name}{{connection=\"{}\"}} {}", label(conn), c.credential_failures.load(Relaxed));
         }
+        let name = "connd_proxy_port_listening";
+        header(
+            out,
+            name,
+            "gauge",
+            "1 for each connection's own proxy port (proxy.port) listening, by connection and port.",
+        );
+        for (port, conn) in self.proxy.ports.read().iter() {
+            let _ = writeln!(out, "{name}{{connection=\"{}\",port=\"{port}\"}} 1", label(conn));
+        }
+        let name = "connd_proxy_port_errors_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Connections' proxy ports that could not be listened on (the last good listeners kept).",
+        );
+        let _ = writeln!(out, "{name} {}", self.proxy.port_errors.load(Relaxed));
     }
 
     fn render_cache(&self, out: &mut String, age: impl Fn(u64) -> f64) {

@@ -83,6 +83,10 @@ pub fn render_plan(plan: &Plan) -> String {
         if let Some(o) = &conn.oauth {
             let _ = writeln!(out, "    oauth: grant {}, clientAuth {}", o.grant.name(), o.client_auth.name());
         }
+        // docs/proxy.md: the connection's own listener in `serve` and `run`.
+        if let Some(p) = &conn.proxy_port {
+            let _ = writeln!(out, "    proxy port: 127.0.0.1:{}", p.port);
+        }
     }
     let _ = writeln!(out, "\nvariables:");
     let rows: Vec<[String; 4]> = plan
@@ -117,7 +121,8 @@ pub fn render_plan(plan: &Plan) -> String {
 
 /// The plan as `check --format json` prints it, for CI: the same content as the text,
 /// values redacted the same way. Shape:
-/// `{component, project, dir, connections: [{name, kind, visibility, security, id, oauth: {grant, clientAuth} | null}],
+/// `{component, project, dir, connections: [{name, kind, visibility, security, id, oauth: {grant, clientAuth} | null,
+/// proxyPort: N | null}],
 /// variables: [{name, from, source, value, redacted}], skipped: [{name, source}],
 /// warnings: [{file, line, message, fix}]}`; `value` is null when it is not shown
 /// (`redacted: true`, or a `remote` source, which `check` does not contact).
@@ -129,7 +134,8 @@ pub fn render_plan_json(plan: &Plan) -> String {
         .map(|c| {
             json!({"name": c.name, "kind": c.kind.as_str(), "visibility": visibility(c),
                    "security": security(c), "id": c.connection.id,
-                   "oauth": c.connection.oauth.as_ref().map(|o| json!({"grant": o.grant.name(), "clientAuth": o.client_auth.name()}))})
+                   "oauth": c.connection.oauth.as_ref().map(|o| json!({"grant": o.grant.name(), "clientAuth": o.client_auth.name()})),
+                   "proxyPort": c.connection.proxy_port.as_ref().map(|p| p.port)})
         })
         .collect();
     let variables: Vec<Value> = plan

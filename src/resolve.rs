@@ -101,6 +101,19 @@ impl Plan {
         self.needs_control_plane() || self.token_vars().next().is_some()
     }
 
+    /// The connections' own proxy ports (docs/proxy.md), each with the name of the
+    /// connection it serves. Ports are unique among descriptors; a descriptor referenced
+    /// twice serves its port under its first reference's name.
+    pub fn proxy_ports(&self) -> std::collections::BTreeMap<u16, &str> {
+        let mut ports = std::collections::BTreeMap::new();
+        for c in &self.connections {
+            if let Some(p) = &c.connection.proxy_port {
+                ports.entry(p.port).or_insert(c.name.as_str());
+            }
+        }
+        ports
+    }
+
     /// The plan's warnings (likely typos), one log record each.
     pub fn log_warnings(&self) {
         for w in &self.warnings {

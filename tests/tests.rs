@@ -53,6 +53,8 @@ mod oauth;
 mod proxy;
 /// Outbound HTTP through a real forward proxy (tinyproxy): CONNECT, NO_PROXY, credentials.
 mod proxy_env;
+/// A connection's own proxy port: routing, h2c and gRPC, bad ports, reloads, `check`.
+mod proxy_ports;
 /// The proxy's protocols with real peers: gRPC (grpcio), WebSocket (websockets), h2c (curl), SSE.
 mod proxy_protocols;
 /// The README's first directory, copied from its text, gives what the text says.

@@ -88,6 +88,7 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
             );
         }
     }
+    proxy_ports_unique(&docs.connections, diags);
     loaded.identities = docs.identities;
     loaded.connections = docs.connections;
     loaded.files = docs.files;
@@ -95,6 +96,32 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
     loaded.failed = docs.failed;
     loaded.failed_identity = docs.failed_identity || unread;
     loaded
+}
+
+/// Every `proxy.port` is one connection's: two listeners cannot share a port, and which
+/// connection a shared one meant cannot be guessed (docs/proxy.md). Checked over every
+/// descriptor of the directory, referenced or not, as ids are.
+fn proxy_ports_unique(connections: &[Arc<Connection>], diags: &mut Diagnostics) {
+    let mut seen: HashMap<u16, &Connection> = HashMap::new();
+    for c in connections {
+        let Some(own) = &c.proxy_port else { continue };
+        let first = match seen.entry(own.port) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(c);
+                continue;
+            }
+            std::collections::hash_map::Entry::Occupied(first) => *first.get(),
+        };
+        let first_at = first.proxy_port.as_ref().map_or(&first.origin, |p| &p.origin);
+        diags.error(
+            own.origin.clone(),
+            format!(
+                "proxy port {} is claimed by two connections: {:?} (at {first_at}) and {:?} (here)",
+                own.port, first.name, c.name
+            ),
+            "give each connection its own `proxy.port`, or remove it from one of them",
+        );
+    }
 }
 
 /// What one run of the parser over some documents found.

@@ -118,6 +118,18 @@ pub struct Connection {
     pub parameters: BTreeMap<String, Parameter>,
     /// Headers the egress proxy sets from parameters (`proxy.headers`), in name order.
     pub proxy_headers: Vec<ProxyHeader>,
+    /// `proxy.port`: the connection's own loopback listener in `serve` and `run`
+    /// (docs/proxy.md), unique in the directory.
+    pub proxy_port: Option<ProxyPort>,
+    pub origin: Origin,
+}
+
+/// A connection's `proxy.port`, and where the descriptor gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPort {
+    /// 1 to 65535.
+    pub port: u16,
+    /// The line of `port` (or of `proxy`, in a one-line flow map).
     pub origin: Origin,
 }
 

@@ -103,12 +103,28 @@ pub struct ConnectionDoc {
     pub proxy: Option<ProxySpec>,
 }
 
-/// `proxy: { headers: { Header-Name: ParameterKey } }`.
+/// `proxy: { headers: { Header-Name: ParameterKey }, port: 15001 }`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySpec {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The connection's own loopback listener (docs/proxy.md), as written: validation
+    /// judges it, so that a bad one is said in words with its line.
+    pub port: Option<PortSpec>,
+}
+
+/// `proxy.port` as YAML read it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(u64),
+    Negative(i64),
+    Fraction(f64),
+    /// Quoted (`"15001"`) or not a number at all (`abc`).
+    Text(String),
+    /// A boolean, a list, a map: nothing a port can be.
+    Other(serde::de::IgnoredAny),
 }
 
 /// A parameter: a plain scalar is a literal value, a map names its source.

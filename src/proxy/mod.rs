@@ -7,11 +7,14 @@
 //! - `upgrade`: WebSocket and other HTTP/1.1 upgrades: the two connections joined.
 //! - `upstream`: the pooled clients (one per wire protocol) and their TCP/TLS connector.
 //! - `server`: the TCP and Unix-socket listeners, their limits and drain.
+//! - `ports`: the connections' own ports (`proxy.port`), opened and closed as the plan's
+//!   ports change, each a door of the daemon.
 //!
 //! Boundary: it reads the reloader's snapshot (values, plan) and asks the sources for
 //! tokens; it changes neither.
 
 pub mod forward;
+pub mod ports;
 pub mod route;
 pub mod server;
 pub mod upgrade;
@@ -88,8 +91,11 @@ impl ProxySettings {
 }
 
 /// The proxy's listeners, bound at startup (so that a taken port fails before anything
-/// runs), and what serving them needs.
+/// runs), and what serving them needs: the shared ones (`--proxy-listen`,
+/// `--proxy-socket`), or one connection's own port ([`ports`]).
 pub struct Bound {
+    /// What it is, for the daemon's log line when it does not stop in time.
+    name: &'static str,
     listeners: Vec<Listener>,
     settings: ProxySettings,
     connector: upstream::Connector,
@@ -108,12 +114,25 @@ pub fn bind(settings: ProxySettings) -> Result<Option<Bound>, ListenError> {
     if let Some(path) = &settings.socket {
         listeners.push(server::bind_unix(path, settings.socket_mode, settings.socket_group, settings.allow.clone())?);
     }
-    let proxies = if settings.no_proxy_env { Proxies::none() } else { Proxies::from_env()? };
-    let connector = upstream::Connector::new(settings.tls.clone(), proxies, settings.connect_timeout);
-    Ok(Some(Bound { listeners, settings, connector }))
+    Ok(Some(Bound::new("the egress proxy", listeners, settings)?))
+}
+
+/// Binds connection `connection`'s own port on 127.0.0.1, served as the shared listeners
+/// are (limits, drain, forwarding) on a thread of its own.
+pub fn bind_port(settings: &ProxySettings, port: u16, connection: &str) -> Result<Bound, ListenError> {
+    let listener = server::bind_port(port, connection)?;
+    Bound::new("a connection's proxy port", vec![listener], settings.clone())
 }
 
 impl Bound {
+    /// `listeners`, served with `settings` and the upstream connector they ask for (which
+    /// reads the outbound proxy variables).
+    fn new(name: &'static str, listeners: Vec<Listener>, settings: ProxySettings) -> Result<Bound, ListenError> {
+        let proxies = if settings.no_proxy_env { Proxies::none() } else { Proxies::from_env()? };
+        let connector = upstream::Connector::new(settings.tls.clone(), proxies, settings.connect_timeout);
+        Ok(Bound { name, listeners, settings, connector })
+    }
+
     /// The TCP address bound (port 0 resolved).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.listeners.iter().find_map(Listener::local_addr)
@@ -133,9 +152,9 @@ impl Bound {
         metrics: Arc<Metrics>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let Bound { listeners, settings, connector } = self;
-        if let Some(addr) = listeners.iter().find_map(Listener::local_addr) {
-            tracing::info!(%addr, "egress proxy listening");
+        let Bound { listeners, settings, connector, .. } = self;
+        for listener in &listeners {
+            listener.announce();
         }
         if let Some(path) = &settings.socket {
             tracing::info!(socket = %path.display(), "egress proxy listening");
@@ -179,7 +198,7 @@ impl Bound {
 /// The proxy's listeners are a door of the daemon.
 impl<S: Sources> Door<S> for Bound {
     fn name(&self) -> &'static str {
-        "the egress proxy"
+        self.name
     }
 
     fn drain(&self) -> Duration {

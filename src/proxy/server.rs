@@ -1,18 +1,22 @@
-//! The proxy's listeners: TCP (`--proxy-listen`, loopback unless `--proxy-allow-remote`)
-//! and a Unix socket (`--proxy-socket`, callers checked by SO_PEERCRED as the API's).
+//! The proxy's listeners: TCP (`--proxy-listen`, loopback unless `--proxy-allow-remote`),
+//! a Unix socket (`--proxy-socket`, callers checked by SO_PEERCRED as the API's), and a
+//! connection's own port (`proxy.port`, on 127.0.0.1), whose every request names that
+//! connection as the shared listener's `Connd-Connection` header does: the header is set
+//! on each request (a caller's own replaced), so that routing has one rule.
 //! HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on hyper, under the API's [`Limits`]: a header-read timeout
 //! (which also closes idle kept-alive connections) and a cap on open connections (a
 //! caller beyond it gets a 503 and a closed connection at once). On shutdown: no new
 //! connections, in-flight requests finish within the grace period, the rest are closed.
 //! The accept loop, the limits and the drain are `listen::conn`'s, as for the API.
 
-use super::forward::{Caller, Proxy};
+use super::forward::{Caller, Proxy, CONND_CONNECTION};
 use super::upgrade::Tunnels;
 use crate::error::{Class, Classify};
 use crate::listen::auth::Allow;
 use crate::listen::conn::{self, WhenFull};
 use crate::listen::{conn::Limits, socket::BindError};
 use crate::source::Sources;
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder as AutoBuilder;
@@ -47,6 +51,11 @@ pub enum ListenError {
     Tcp { addr: SocketAddr, source: std::io::Error },
     #[error("--proxy-socket: {0}")]
     Unix(#[from] BindError),
+    #[error(
+        "cannot listen on 127.0.0.1:{port}, the proxy port of connection {connection:?}: {source}; {}",
+        port_fix(source)
+    )]
+    Port { connection: String, port: u16, source: std::io::Error },
     #[error(transparent)]
     ProxyVariable(#[from] crate::http::proxy::ProxyError),
 }
@@ -57,9 +66,22 @@ impl Classify for ListenError {
     fn class(&self) -> Class {
         match self {
             ListenError::NotLoopback { .. } => Class::Usage,
-            ListenError::Tcp { .. } | ListenError::Unix(_) => Class::CantCreate,
+            ListenError::Tcp { .. } | ListenError::Unix(_) | ListenError::Port { .. } => Class::CantCreate,
             ListenError::ProxyVariable(_) => Class::Config,
         }
+    }
+}
+
+/// What to do about a proxy port that cannot be listened on, by its cause.
+fn port_fix(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process listens there: stop it, or give the connection another `proxy.port`"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "a port below 1024 needs the CAP_NET_BIND_SERVICE capability: grant it to connd, or use a port from 1024 up"
+        }
+        _ => "give the connection another `proxy.port`",
     }
 }
 
@@ -69,6 +91,17 @@ pub enum Listener {
     Tcp(std::net::TcpListener),
     /// With who may call through it.
     Unix(std::os::unix::net::UnixListener, Allow),
+    /// A connection's own port, with the connection every request on it goes to.
+    Port(std::net::TcpListener, Pinned),
+}
+
+/// The connection a port listener serves.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    /// Its name in the plan, for logs and metrics.
+    pub connection: Arc<str>,
+    /// The same as the `Connd-Connection` value set on every request.
+    header: HeaderValue,
 }
 
 /// A listener registered with the serving runtime.
@@ -90,6 +123,18 @@ pub fn bind_tcp(addr: SocketAddr, allow_remote: bool) -> Result<Listener, Listen
     tcp().map(Listener::Tcp).map_err(|source| ListenError::Tcp { addr, source })
 }
 
+/// Binds connection `connection`'s own port on 127.0.0.1 (docs/proxy.md).
+pub fn bind_port(port: u16, connection: &str) -> Result<Listener, ListenError> {
+    let failed = |source| ListenError::Port { connection: connection.to_owned(), port, source };
+    // Names follow the platform's naming rule; one that is no header value is refused
+    // rather than routed some other way.
+    let header = HeaderValue::from_str(connection)
+        .map_err(|_| failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the name is not a header value")))?;
+    let std = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).map_err(failed)?;
+    std.set_nonblocking(true).map_err(failed)?;
+    Ok(Listener::Port(std, Pinned { connection: connection.into(), header }))
+}
+
 /// Binds the Unix socket as the API's is bound (directory, stale file, mode, group).
 pub fn bind_unix(path: &Path, mode: u32, group: Option<u32>, allow: Allow) -> Result<Listener, ListenError> {
     let listener = crate::listen::socket::bind(path, mode, group)?;
@@ -103,8 +148,26 @@ impl Listener {
     /// The TCP address bound (port 0 resolved), for logs and tests.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Tcp(l) | Listener::Port(l, _) => l.local_addr().ok(),
             Listener::Unix(..) => None,
+        }
+    }
+
+    /// Says where it listens, once serving starts.
+    pub fn announce(&self) {
+        match self {
+            Listener::Tcp(l) => {
+                if let Ok(addr) = l.local_addr() {
+                    tracing::info!(%addr, "egress proxy listening");
+                }
+            }
+            Listener::Port(l, pinned) => {
+                if let Ok(addr) = l.local_addr() {
+                    tracing::info!(%addr, connection = %pinned.connection, "proxy port listening");
+                }
+            }
+            // Said by `Bound::serve`, with the path.
+            Listener::Unix(..) => {}
         }
     }
 }
@@ -118,9 +181,10 @@ pub async fn serve<S: Sources>(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let live = match listener {
-        Listener::Tcp(l) => TcpListener::from_std(l).map(Live::Tcp),
-        Listener::Unix(l, allow) => UnixListener::from_std(l).map(|l| Live::Unix(l, allow)),
+    let (live, pinned) = match listener {
+        Listener::Tcp(l) => (TcpListener::from_std(l).map(Live::Tcp), None),
+        Listener::Port(l, pinned) => (TcpListener::from_std(l).map(Live::Tcp), Some(pinned)),
+        Listener::Unix(l, allow) => (UnixListener::from_std(l).map(|l| Live::Unix(l, allow)), None),
     };
     let listener = match live {
         Ok(live) => live,
@@ -130,9 +194,10 @@ pub async fn serve<S: Sources>(
         }
     };
     let draining = CancellationToken::new();
+    let counted_as = pinned.as_ref().map_or("", |p| &*p.connection);
     let refuse = |(stream, _): (Accepted, Caller)| {
         let _ = stream.try_write(OVER_CAPACITY);
-        proxy.metrics.proxied("", 503, Duration::ZERO);
+        proxy.metrics.proxied(counted_as, 503, Duration::ZERO);
     };
     let conns = conn::serve(
         listener,
@@ -142,11 +207,11 @@ pub async fn serve<S: Sources>(
         draining.clone(),
         shutdown,
         |(stream, caller)| {
-            let (proxy, draining) = (proxy.clone(), draining.clone());
+            let (proxy, draining, pinned) = (proxy.clone(), draining.clone(), pinned.clone());
             async move {
                 match stream {
-                    Accepted::Tcp(s) => connection(s, caller, proxy, draining, limits).await,
-                    Accepted::Unix(s) => connection(s, caller, proxy, draining, limits).await,
+                    Accepted::Tcp(s) => connection(s, caller, pinned, proxy, draining, limits).await,
+                    Accepted::Unix(s) => connection(s, caller, pinned, proxy, draining, limits).await,
                 }
             }
         },
@@ -204,14 +269,25 @@ fn builder(limits: Limits) -> AutoBuilder<TokioExecutor> {
     builder
 }
 
-async fn connection<IO, S>(io: IO, caller: Caller, proxy: Arc<Proxy<S>>, draining: CancellationToken, limits: Limits)
-where
+/// One caller's connection; on a connection's own port (`pinned`), every request is
+/// named for that connection.
+async fn connection<IO, S>(
+    io: IO,
+    caller: Caller,
+    pinned: Option<Pinned>,
+    proxy: Arc<Proxy<S>>,
+    draining: CancellationToken,
+    limits: Limits,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Sources,
 {
     let tunnels = Tunnels::default();
     let joined = tunnels.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(pinned) = &pinned {
+            req.headers_mut().insert(CONND_CONNECTION, pinned.header.clone());
+        }
         let (proxy, tunnels) = (proxy.clone(), tunnels.clone());
         async move { Ok::<_, Infallible>(proxy.handle(caller, req, &tunnels).await) }
     });

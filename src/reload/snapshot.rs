@@ -11,6 +11,7 @@ use crate::source::values::Values;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -163,6 +164,10 @@ pub struct Store {
     /// True from when a files keeper starts until it wrote every planned file once:
     /// until then connd is not ready (docs/api.md), whatever the values.
     files_pending: watch::Sender<bool>,
+    /// True from when a mode says the first plan's proxy ports (docs/proxy.md) are to be
+    /// opened until they are: until then connd is not ready, so that a workload started
+    /// on readiness finds them listening.
+    ports_pending: AtomicBool,
 }
 
 impl Default for Store {
@@ -174,6 +179,7 @@ impl Default for Store {
             finished: watch::Sender::new(None),
             startup_deadline: Mutex::new(None),
             files_pending: watch::Sender::new(false),
+            ports_pending: AtomicBool::new(false),
         }
     }
 }
@@ -213,6 +219,21 @@ impl Store {
     /// Whether files are still to be written once before connd is ready.
     pub fn files_are_pending(&self) -> bool {
         *self.files_pending.borrow()
+    }
+
+    /// Says that the first plan's proxy ports are to be opened before connd is ready.
+    pub fn ports_pending(&self) {
+        self.ports_pending.store(true, Ordering::SeqCst);
+    }
+
+    /// Says that the first plan's proxy ports were opened.
+    pub fn ports_opened(&self) {
+        self.ports_pending.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the first plan's proxy ports are still to be opened.
+    pub fn ports_are_pending(&self) -> bool {
+        self.ports_pending.load(Ordering::SeqCst)
     }
 
     /// Completes once no file is pending (at once when none is).
@@ -297,6 +318,10 @@ impl Store {
             }
             // Files (docs/files.md) are rendered from the plan: a changed file entry is a change.
             if old.plan.files != next.plan.files {
+                changed = true;
+            }
+            // So are the proxy's ports (docs/proxy.md): their listeners follow the plan.
+            if old.plan.proxy_ports() != next.plan.proxy_ports() {
                 changed = true;
             }
             if old.listing() == next.listing() {

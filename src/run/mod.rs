@@ -3,7 +3,9 @@
 //! same snapshot so that the workload can ask for fresh tokens.
 //!
 //! Boundary: `run` is the daemon's parts (`daemon`: the reloader and, as asked, the API,
-//! the egress proxy, the metrics listener, the files keeper) plus the supervisor. Change
+//! the egress proxy and the connections' own proxy ports, the metrics listener, the files
+//! keeper) plus the supervisor. The ports of the first plan are open before the workload
+//! starts (one that cannot be is the startup's error), and follow every new plan. Change
 //! detection is the reloader's (`reload`), which changes count is `changes`', the
 //! process work is `supervise`'s.
 
@@ -16,6 +18,7 @@ pub mod terminal;
 use crate::daemon::{Daemon, Door};
 use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
+use crate::proxy::ports::{Ports, Wanted};
 use crate::reload::snapshot::Snapshot;
 use crate::reload::{ReloadConfig, Reloader};
 use crate::retry::Until;
@@ -92,6 +95,7 @@ async fn run(args: &Settings) -> anyhow::Result<u8> {
     // the files once.
     if let Some(daemon) = &daemon {
         daemon.reloader().store().files_pending();
+        daemon.reloader().store().ports_pending();
     }
     let result = workload(args, &sources, &metrics, &mut daemon, signals).await;
     if let Some(daemon) = daemon {
@@ -141,10 +145,29 @@ async fn workload(
     daemon: &mut Option<Daemon<Outbound>>,
     mut signals: Forwarded,
 ) -> anyhow::Result<u8> {
-    let first = tokio::select! {
+    let (first, wanted) = tokio::select! {
         first = first_resolution(args, &**sources, daemon.as_ref().map(Daemon::reloader)) => first?,
         code = startup_signal(&mut signals) => return Ok(code),
     };
+    let start = || Daemon::start(reload_config(args), sources.clone(), metrics.clone(), Vec::new());
+    // The workload finds its connections' ports listening (docs/proxy.md).
+    let mut ports = Ports::new(args.proxy.clone());
+    if !wanted.is_empty() {
+        let fresh = daemon.is_none();
+        let daemon = daemon.get_or_insert_with(start);
+        ports.apply(daemon, wanted).await?;
+        // The ports answer from the daemon's own snapshot: a daemon started for them is
+        // waited for, as one with a door is by `first_resolution`.
+        if fresh {
+            tokio::select! {
+                ready = daemon.reloader().ready(args.outbound.startup_timeout) => drop(ready?),
+                code = startup_signal(&mut signals) => return Ok(code),
+            }
+        }
+    }
+    if let Some(daemon) = daemon {
+        daemon.reloader().store().ports_opened();
+    }
     let (env_tx, env_rx) = watch::channel(first);
     let inherited = std::env::vars_os().collect();
     let (file_tx, file_rx) = tokio::sync::mpsc::channel(1);
@@ -155,13 +178,17 @@ async fn workload(
     tokio::select! {
         code = &mut supervised => Ok(code?),
         () = tokio::time::sleep(delay) => {
-            let daemon = daemon.get_or_insert_with(|| {
-                Daemon::start(reload_config(args), sources.clone(), metrics.clone(), Vec::new())
-            });
+            let daemon = daemon.get_or_insert_with(start);
             let _forward = AbortOnDropHandle::new(tokio::spawn(forward_env(daemon.reloader().subscribe(), env_tx)));
             // Files written before the start are kept current from now on.
             daemon.keep_files(Some(file_tx));
-            Ok(supervised.await?)
+            let store = daemon.reloader().store().clone();
+            loop {
+                tokio::select! {
+                    code = &mut supervised => return Ok(code?),
+                    wanted = ports.changed(&store) => ports.reload(daemon, wanted).await,
+                }
+            }
         }
     }
 }
@@ -170,12 +197,18 @@ async fn workload(
 /// only the tokens variables map. The long-running sources fail a transient failure at
 /// once, so it is retried here, with backoff, until `--startup-timeout`.
 /// With an API, the workload then starts once the API is ready too, on its values.
-async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&Reloader>) -> anyhow::Result<Env> {
+/// Also the proxy ports the plan asks for.
+async fn first_resolution(
+    args: &Settings,
+    sources: &impl Sources,
+    api: Option<&Reloader>,
+) -> anyhow::Result<(Env, Wanted)> {
     let fetch = |plan: Arc<_>| async move {
         let deadline = crate::http::deadline::deadline_after(args.outbound.startup_timeout);
         Ok(once::fetch(&plan, sources, Until::Deadline, deadline).await?)
     };
     let (plan, values) = once::resolve(&args.reload.dir, &args.reload.options, fetch).await?;
+    let wanted = Ports::of(&plan);
     // As `exec`: the workload never starts with a file missing or partly rendered.
     if !plan.files.is_empty() {
         crate::files::write_all(&plan, &values)?;
@@ -183,10 +216,10 @@ async fn first_resolution(args: &Settings, sources: &impl Sources, api: Option<&
     if let Some(reloader) = api {
         let ready = reloader.ready(args.outbound.startup_timeout).await?;
         if let Some((env, _)) = ready.env() {
-            return Ok(Arc::new(env.clone()));
+            return Ok((Arc::new(env.clone()), wanted));
         }
     }
-    Ok(Arc::new(values.env))
+    Ok((Arc::new(values.env), wanted))
 }
 
 /// Completes with 128+N when a signal that ends connd arrives before the workload runs.

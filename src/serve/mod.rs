@@ -7,6 +7,8 @@
 //! reloads (`RELOADING=1`, then `READY=1`); shutdown sends `STOPPING=1`, stops the
 //! reloader and drains the server within its grace period. The parts (reloader, API,
 //! egress proxy, metrics listener, files keeper) are assembled by `daemon`, as `run`'s.
+//! The connections' own proxy ports (docs/proxy.md) open before `READY=1` (one that
+//! cannot is the startup's error) and follow every new plan after.
 
 pub mod api;
 pub mod metrics_listen;
@@ -16,6 +18,7 @@ pub mod sdnotify;
 use crate::daemon::{Daemon, Door, Serving, Shared};
 use crate::listen::auth::Allow;
 use crate::metrics::Metrics;
+use crate::proxy::ports::Ports;
 use crate::reload::ReloadConfig;
 use crate::serve::api::server::{self, ApiStateParts, BindError};
 use crate::serve::sdnotify::Notifier;
@@ -137,14 +140,17 @@ pub async fn run<S: Sources>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let api = Api { listener, allow: settings.allow.clone(), grace: settings.grace, limits: settings.limits };
-    run_with(api, None, settings, sources, metrics, shutdown).await
+    let ports = Ports::new(crate::proxy::ProxySettings::off());
+    run_with(api, None, ports, settings, sources, metrics, shutdown).await
 }
 
 /// [`run`] on the bound API, with the egress proxy (docs/proxy.md) on its bound listeners
-/// when given: the daemon's parts, with the files kept current, and serve's lifecycle.
+/// when given and the connections' own ports as `ports` serves them: the daemon's parts,
+/// with the files kept current, and serve's lifecycle.
 pub async fn run_with<S: Sources>(
     api: Api,
     proxy: Option<crate::proxy::Bound>,
+    ports: Ports,
     settings: ServeSettings,
     sources: Arc<S>,
     metrics: Arc<Metrics>,
@@ -155,19 +161,23 @@ pub async fn run_with<S: Sources>(
     doors.extend(proxy.map(|bound| Box::new(bound) as Box<dyn Door<S>>));
     doors.extend(settings.metrics_listener.map(|listener| Box::new(MetricsDoor(listener)) as Box<dyn Door<S>>));
     let mut daemon = Daemon::start(settings.reload, sources, metrics, doors);
+    // Not ready until the first plan's proxy ports are open: said now, before any request.
+    daemon.reloader().store().ports_pending();
     // Files (docs/files.md) follow the same snapshots, and token renewals.
     daemon.keep_files(None);
     let hangups = if settings.sighup { Some(signal::hangups()?) } else { None };
-    let result = lifecycle(&mut daemon, &notifier, settings.startup_timeout, hangups, shutdown).await;
+    let result = lifecycle(&mut daemon, ports, &notifier, settings.startup_timeout, hangups, shutdown).await;
     notifier.stopping();
     daemon.shut_down().await;
     result
 }
 
-/// Waits for the first full resolution (then `READY=1`), then serves until `shutdown`
-/// or until the reloader fails, reloading on SIGHUP.
+/// Waits for the first full resolution and opens its proxy ports (then `READY=1`), then
+/// serves until `shutdown` or until the reloader fails, reloading on SIGHUP and
+/// following the plan's ports.
 async fn lifecycle<S: Sources>(
     daemon: &mut Daemon<S>,
+    mut ports: Ports,
     notifier: &Notifier,
     startup_timeout: Duration,
     mut hangups: Option<tokio::signal::unix::Signal>,
@@ -175,11 +185,14 @@ async fn lifecycle<S: Sources>(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let store = daemon.reloader().store().clone();
-    tokio::select! {
-        ready = crate::reload::ready(&store, startup_timeout) => ready.map(drop)?,
+    let first = tokio::select! {
+        ready = crate::reload::ready(&store, startup_timeout) => ready?,
         e = daemon.reloader_mut().failed() => return Err(e),
         () = &mut shutdown => return Ok(()),
-    }
+    };
+    // A port that cannot be listened on at startup is an error (docs/commands.md).
+    ports.apply(daemon, Ports::wanted(&first).unwrap_or_default()).await?;
+    store.ports_opened();
     // Ready when the workload can read its files too (docs/files.md).
     tokio::select! {
         () = store.files_settled() => {}
@@ -192,15 +205,21 @@ async fn lifecycle<S: Sources>(
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             e = daemon.reloader_mut().failed() => return Err(e),
+            wanted = ports.changed(&store) => ports.reload(daemon, wanted).await,
             () = hangup(&mut hangups) => {
                 tracing::info!("SIGHUP: reloading");
                 notifier.reloading();
                 // Shutdown must not wait for a reload (a control plane may be
                 // slow to answer): the grace period bounds it either way.
                 tokio::select! {
-                    () = daemon.reloader().reload() => notifier.ready(),
+                    () = daemon.reloader().reload() => {}
                     () = &mut shutdown => return Ok(()),
                 }
+                // The plan's ports, tried again even when unchanged: a port that was
+                // taken may have been freed since.
+                let wanted = Ports::wanted(&store.load()).unwrap_or_default();
+                ports.reload(daemon, wanted).await;
+                notifier.ready();
             }
         }
     }
@@ -224,10 +243,11 @@ pub fn command(
         // error leaves no socket file behind.
         let metrics = Arc::new(Metrics::default());
         let sources = Arc::new(Outbound::new(outbound, crate::retry::Until::Cancelled, metrics.clone())?);
+        let ports = Ports::new(proxy.clone());
         let proxy = crate::proxy::bind(proxy.clone())?;
         let (allow, grace, limits) = (settings.allow.clone(), settings.grace, settings.limits);
         let api = Api::bind(socket, allow, grace, limits)?;
-        let result = run_with(api, proxy, settings, sources.clone(), metrics, shutdown).await;
+        let result = run_with(api, proxy, ports, settings, sources.clone(), metrics, shutdown).await;
         sources.token_cache().shutdown().await;
         let _ = std::fs::remove_file(&socket.path);
         result

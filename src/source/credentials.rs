@@ -157,6 +157,7 @@ mod tests {
             oauth: None,
             parameters,
             proxy_headers: Vec::new(),
+            proxy_port: None,
             origin: Origin::file("c.yaml"),
         };
         PlannedConnection { name: "hr".into(), kind: RefKind::ThirdParty, connection: Arc::new(connection) }

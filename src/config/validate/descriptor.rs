@@ -1,5 +1,5 @@
 //! A connection descriptor (`kind: Connection`), section by section: names and id,
-//! owner, parameters and their sources, OAuth, `proxy.headers`.
+//! owner, parameters and their sources, OAuth, `proxy.headers` and `proxy.port`.
 
 use super::names::{parse_resource_ref, parse_uuid, valid_name, NAME_RULE, RESOURCE_REF_GRAMMAR};
 use crate::config::diag::{Diagnostics, Origin};
@@ -29,7 +29,9 @@ pub(super) fn connection(
     });
     let parameters = parameters(raw.parameters, path, doc, diags);
     let oauth = oauth(&raw.name, raw.security, raw.oauth, &parameters, &at, diags);
-    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, raw.proxy, &at, diags);
+    let (headers, port) = raw.proxy.map_or_else(Default::default, |p| (p.headers, p.port));
+    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, headers, &at, diags);
+    let proxy_port = port.and_then(|port| proxy_port(&raw.name, port, path, doc, diags));
     if diags.len() > before {
         return None;
     }
@@ -44,6 +46,7 @@ pub(super) fn connection(
         oauth,
         parameters,
         proxy_headers,
+        proxy_port,
         origin: at("name"),
     })
 }
@@ -183,12 +186,12 @@ fn proxy_headers(
     connection: &str,
     security: model::Security,
     parameters: &std::collections::BTreeMap<String, Parameter>,
-    spec: Option<raw::ProxySpec>,
+    headers: BTreeMap<String, String>,
     at: &dyn Fn(&str) -> Origin,
     diags: &mut Diagnostics,
 ) -> Vec<model::ProxyHeader> {
     let mut out: Vec<model::ProxyHeader> = Vec::new();
-    for (name, key) in spec.map(|s| s.headers).unwrap_or_default() {
+    for (name, key) in headers {
         let origin = || at(&name);
         let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
             diags.error(
@@ -229,6 +232,43 @@ fn proxy_headers(
         out.push(model::ProxyHeader { name: header, key });
     }
     out
+}
+
+/// `proxy.port`: a TCP port, 1 to 65535, as a number (or digits quoted). Whether another
+/// connection claims it too is the directory's question (`config::load`).
+fn proxy_port(
+    connection: &str,
+    spec: raw::PortSpec,
+    path: &Path,
+    doc: &Document<'_>,
+    diags: &mut Diagnostics,
+) -> Option<model::ProxyPort> {
+    // In a one-line flow map (`proxy: { port: 15001 }`) the key is on `proxy`'s line.
+    let proxy_line = doc.line_of("proxy", 0);
+    let on_proxy_line =
+        proxy_line.and_then(|l| doc.text.lines().nth(l - doc.first_line)).is_some_and(|text| text.contains("port:"));
+    let line = if on_proxy_line { proxy_line } else { doc.line_of_under("proxy", "port").or(proxy_line) };
+    let origin = Origin::at(path, line.unwrap_or(doc.first_line));
+    let problem = match spec {
+        raw::PortSpec::Number(n) => match u16::try_from(n) {
+            Ok(0) => "0, which asks the system for any free port: the workload could not know it".to_owned(),
+            Ok(port) => return Some(model::ProxyPort { port, origin }),
+            Err(_) => format!("{n}, over 65535"),
+        },
+        raw::PortSpec::Text(text) => match text.trim().parse::<u16>() {
+            Ok(port) if port > 0 => return Some(model::ProxyPort { port, origin }),
+            Ok(_) | Err(_) => format!("{text:?}, not a port number"),
+        },
+        raw::PortSpec::Negative(n) => format!("{n}, not a port number"),
+        raw::PortSpec::Fraction(f) => format!("{f}, not a whole number"),
+        raw::PortSpec::Other(_) => "not a number".to_owned(),
+    };
+    diags.error(
+        origin,
+        format!("proxy port of connection {connection:?} is {problem}"),
+        "give a TCP port from 1 to 65535 that no other connection uses, e.g. `proxy: { port: 15001 }`",
+    );
+    None
 }
 
 /// `file` is the descriptor's own path: relative `file:` sources are taken from its directory.

@@ -145,11 +145,16 @@ fn not_ready(s: &Snapshot) -> Response<Body> {
 }
 
 /// `/readyz` of `store`: [`readyz`] of its snapshot once the files (docs/files.md) were
-/// written once, 503 `not_ready` before.
+/// written once and the connections' proxy ports (docs/proxy.md) opened, 503 `not_ready`
+/// before.
 pub fn readyz_of(store: &crate::reload::snapshot::Store) -> Response<Body> {
     let snapshot = store.load();
     if snapshot.resolved.is_some() && store.files_are_pending() {
         let reason = "not ready: the files are not written yet".to_owned();
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason);
+    }
+    if snapshot.resolved.is_some() && store.ports_are_pending() {
+        let reason = "not ready: the connections' proxy ports are not open yet".to_owned();
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason);
     }
     readyz(&snapshot)
