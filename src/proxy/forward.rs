@@ -4,11 +4,11 @@
 //! connection and the cause. Header values are never logged; the access line (debug)
 //! has the method, connection, path without query, status and time.
 
+use super::pool::{Answer, Pool, SendError};
 use super::route;
 use super::upgrade::{self, Tunnels};
 use super::upstream::{self, Clients, Connector, Failure, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
-use crate::http::connect::Uses;
 use crate::http::tls::PemTls;
 use crate::http::url::check_url;
 use crate::metrics::Metrics;
@@ -20,8 +20,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::client::legacy::connect::capture_connection;
-use hyper_util::client::legacy::Client;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::HashMap;
@@ -59,7 +57,7 @@ const CA_CERTIFICATE: &str = "CACertificate";
 /// whole (small, replayable).
 pub type UpstreamBody = Either<Watched, Full<Bytes>>;
 /// What the caller reads: the upstream's body streamed, or connd's own JSON.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<Answer<UpstreamBody>, Full<Bytes>>;
 
 /// Settings of the forwarding itself.
 #[derive(Debug, Clone)]
@@ -314,7 +312,7 @@ impl<S: Sources> Proxy<S> {
         token: Secret,
         resend: Resend,
         connection: &str,
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<Response<Answer<UpstreamBody>>, Refusal> {
         let mut resend = resend;
         self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
         let fresh = self.credentials(resolved, i).await.inspect_err(|_| {
@@ -419,7 +417,11 @@ impl<S: Sources> Proxy<S> {
     /// Sends `outgoing`; when it fails on a reused pooled connection before any byte of
     /// the answer arrived (the upstream closed the connection while idle) and `replay`
     /// can send it again, it is sent once more on a new connection (docs/proxy.md).
-    async fn send(&self, outgoing: Outgoing, replay: Option<&Resend>) -> Result<Response<Incoming>, Refusal> {
+    async fn send(
+        &self,
+        outgoing: Outgoing,
+        replay: Option<&Resend>,
+    ) -> Result<Response<Answer<UpstreamBody>>, Refusal> {
         let clients = outgoing.clients.clone();
         let pools = clients.of(outgoing.wire);
         match (self.send_on(&pools.pooled, outgoing).await, replay) {
@@ -431,40 +433,37 @@ impl<S: Sources> Proxy<S> {
         }
     }
 
-    /// One exchange on `client`, the response timeout counted from the last request
+    /// One exchange on `pool`, the response timeout counted from the last request
     /// body byte sent.
     async fn send_on(
         &self,
-        client: &Client<Connector, UpstreamBody>,
+        pool: &Pool<UpstreamBody>,
         outgoing: Outgoing,
-    ) -> Result<Response<Incoming>, Failed> {
+    ) -> Result<Response<Answer<UpstreamBody>>, Failed> {
         let Outgoing { method, uri, headers, body, .. } = outgoing;
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         let activity = match req.body() {
-            Either::Left(watched) => watched.activity.clone(),
-            Either::Right(_) => Arc::new(Activity::new()),
+            Either::Left(watched) => Some(watched.activity.clone()),
+            Either::Right(_) => None,
         };
-        let captured = capture_connection(&mut req);
-        let exchange = client.request(req);
+        let exchange = pool.send(req);
         tokio::pin!(exchange);
         let timeout = self.settings.response_timeout;
+        // A kept body is all sent at once: the timeout counts from the start.
+        let started = Instant::now();
+        let last = || activity.as_ref().map_or(started, |a| a.last());
         loop {
-            let deadline = activity.last() + timeout;
+            let deadline = last() + timeout;
             tokio::select! {
                 result = &mut exchange => {
-                    // Counts the exchange on its connection; whether it had one before.
-                    let reused = captured.connection_metadata().as_ref().is_some_and(|connected| {
-                        let mut extensions = http::Extensions::new();
-                        connected.get_extras(&mut extensions);
-                        extensions.get::<Uses>().is_some_and(|uses| uses.next() > 0)
-                    });
-                    return result.map_err(|e| failed(&e, reused, &activity));
+                    let caller_failed = activity.as_ref().is_some_and(|a| a.caller_failed());
+                    return result.map_err(|f| failed(&f.error, f.reused, caller_failed));
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    if activity.last() + timeout <= Instant::now() {
+                    if last() + timeout <= Instant::now() {
                         let message = format!("the upstream sent no response head within {timeout:?}");
                         let refusal = refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message);
                         return Err(Failed { refusal, raced: false });
@@ -483,9 +482,9 @@ struct Failed {
 
 /// What a failed exchange means: the caller's own body broken (400, not the upstream's
 /// fault), a connect timeout (504), an unreachable upstream or a broken exchange (502).
-fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activity) -> Failed {
+fn failed(e: &SendError, reused: bool, caller_failed: bool) -> Failed {
     let (failure, cause) = upstream::classify(e);
-    if activity.caller_failed() {
+    if caller_failed {
         let message = format!("the request body is malformed or was cut short: {cause}");
         return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
     }
@@ -729,7 +728,7 @@ fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
 }
 
 /// The upstream's answer as the caller gets it: end-to-end headers, body streamed.
-fn downstream(response: Response<Incoming>) -> Response<ProxyBody> {
+fn downstream(response: Response<Answer<UpstreamBody>>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))
