@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,6 +52,10 @@ const SERVICE_URL: &str = "ServiceURL";
 const CLIENT_CERTIFICATE: &str = "ClientCertificate";
 const CLIENT_KEY: &str = "ClientKey";
 const CA_CERTIFICATE: &str = "CACertificate";
+/// How long a connection's credentials and ServiceURL, once made, serve its next
+/// requests (while the snapshot and the tokens stay the same): under load the token
+/// cache and the URL checks are then asked a few times a second, not per request.
+const KEEP_MADE: Duration = Duration::from_secs(1);
 
 /// What the caller's request body becomes upstream: streamed as it comes, or kept
 /// whole (small, replayable).
@@ -82,6 +86,26 @@ pub struct Proxy<S> {
     /// renewed certificate gets new clients, and the old pools end with their last user.
     own_tls: Mutex<HashMap<String, OwnTls>>,
     settings: Forwarding,
+    /// Each connection's credentials and ServiceURL as last made, for one snapshot.
+    made: Mutex<Made>,
+    /// Changes whenever the token cache obtains a token: what was made from the last
+    /// one is then made again.
+    renewals: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Connections' credentials and ServiceURLs made for the snapshot `from`, by position.
+#[derive(Default)]
+struct Made {
+    from: Weak<Resolved>,
+    by_connection: HashMap<usize, MadeFor>,
+}
+
+/// One connection's, with the token count they were made at and until when they serve.
+struct MadeFor {
+    renewals: u64,
+    until: Instant,
+    base: Option<Uri>,
+    creds: Option<Credentials>,
 }
 
 /// A connection's own upstream clients and the fingerprint of the certificates they
@@ -167,7 +191,48 @@ impl<S: Sources> Proxy<S> {
         settings: Forwarding,
     ) -> Proxy<S> {
         let clients = Arc::new(Clients::new(&connector));
-        Proxy { store, sources, metrics, clients, own_tls: Mutex::new(HashMap::new()), connector, settings }
+        let renewals = sources.renewals();
+        let (own_tls, made) = (Mutex::new(HashMap::new()), Mutex::new(Made::default()));
+        Proxy { store, sources, metrics, clients, own_tls, connector, settings, made, renewals }
+    }
+
+    /// What `pick` finds made for connection `i` of `resolved`, if it is still good.
+    fn made<T>(&self, resolved: &Arc<Resolved>, i: usize, pick: impl FnOnce(&MadeFor) -> Option<T>) -> Option<T> {
+        let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
+        let made = self.made.lock();
+        let m = made.by_connection.get(&i)?;
+        let good = made.from.as_ptr() == Arc::as_ptr(resolved) && m.renewals == renewals && Instant::now() < m.until;
+        good.then(|| pick(m)).flatten()
+    }
+
+    /// Keeps what `put` sets for connection `i` of `resolved`.
+    fn make(&self, resolved: &Arc<Resolved>, i: usize, put: impl FnOnce(&mut MadeFor)) {
+        let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
+        let mut made = self.made.lock();
+        if made.from.as_ptr() != Arc::as_ptr(resolved) {
+            *made = Made { from: Arc::downgrade(resolved), by_connection: HashMap::new() };
+        }
+        let now = Instant::now();
+        let m = made.by_connection.entry(i).or_insert(MadeFor { renewals, until: now, base: None, creds: None });
+        if m.renewals != renewals || now >= m.until {
+            *m = MadeFor { renewals, until: now + KEEP_MADE, base: None, creds: None };
+        }
+        put(m);
+    }
+
+    /// Forgets what was made for connection `i` (its token was refused).
+    fn unmake(&self, i: usize) {
+        self.made.lock().by_connection.remove(&i);
+    }
+
+    /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`].
+    async fn kept_credentials(&self, resolved: &Arc<Resolved>, i: usize) -> Result<Credentials, Refusal> {
+        if let Some(creds) = self.made(resolved, i, |m| m.creds.clone()) {
+            return Ok(creds);
+        }
+        let creds = self.credentials(resolved, i).await?;
+        self.make(resolved, i, |m| m.creds = Some(creds.clone()));
+        Ok(creds)
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
@@ -215,7 +280,7 @@ impl<S: Sources> Proxy<S> {
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
-        let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
+        let creds = self.kept_credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let clients = self.clients_for(&resolved, i)?;
@@ -249,6 +314,7 @@ impl<S: Sources> Proxy<S> {
             // docs/proxy.md: a 401 drops the token even when the body cannot be sent again,
             // so that the next request fetches a fresh one.
             (true, Some(token), None) => {
+                self.unmake(i);
                 self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
                 first
             }
@@ -295,7 +361,14 @@ impl<S: Sources> Proxy<S> {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
         }
-        let base = self.service_url(&resolved, i)?;
+        let base = match self.made(&resolved, i, |m| m.base.clone()) {
+            Some(base) => base,
+            None => {
+                let base = self.service_url(&resolved, i)?;
+                self.make(&resolved, i, |m| m.base = Some(base.clone()));
+                base
+            }
+        };
         let path_and_query = route::join(base.path(), base.query(), &rest, req.uri().query());
         logged_path.push_str(base.path().trim_end_matches('/'));
         logged_path.push_str(&rest);
@@ -314,6 +387,7 @@ impl<S: Sources> Proxy<S> {
         connection: &str,
     ) -> Result<Response<Answer<UpstreamBody>>, Refusal> {
         let mut resend = resend;
+        self.unmake(i);
         self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
         let fresh = self.credentials(resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
@@ -662,6 +736,7 @@ fn sensitive(text: &str) -> Option<HeaderValue> {
 }
 
 /// The headers a connection adds, and the OAuth token among them (for a 401).
+#[derive(Clone)]
 struct Credentials {
     headers: Vec<(HeaderName, HeaderValue)>,
     token: Option<Secret>,
