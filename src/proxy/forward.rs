@@ -231,7 +231,10 @@ impl<S: Sources> Proxy<S> {
             return Ok(creds);
         }
         let creds = self.credentials(resolved, i).await?;
-        self.make(resolved, i, |m| m.creds = Some(creds.clone()));
+        self.make(resolved, i, |m| {
+            m.until = creds.expires.map_or(m.until, |expires| m.until.min(expires));
+            m.creds = Some(creds.clone());
+        });
         Ok(creds)
     }
 
@@ -453,11 +456,14 @@ impl<S: Sources> Proxy<S> {
         let p = &resolved.plan.connections[i];
         let values = &resolved.values.connections[i];
         let unavailable = |message: String| refuse(StatusCode::SERVICE_UNAVAILABLE, "credentials_unavailable", message);
-        let mut creds = Credentials { headers: Vec::with_capacity(1), token: None };
+        let mut creds = Credentials { headers: Vec::with_capacity(1), token: None, expires: None };
         let needs_token = p.connection.security == Security::OAuth2;
         if needs_token {
             let token = match self.sources.token(&resolved.plan, i, values).await {
-                Ok(t) => t.access_token,
+                Ok(t) => {
+                    creds.expires = Some(Instant::now() + t.expires_in);
+                    t.access_token
+                }
                 Err(SourceError::Other(e)) => return Err(unavailable(format!("no access token: {e:#}"))),
                 Err(e) => return Err(unavailable(e.to_string())),
             };
@@ -740,6 +746,8 @@ fn sensitive(text: &str) -> Option<HeaderValue> {
 struct Credentials {
     headers: Vec<(HeaderName, HeaderValue)>,
     token: Option<Secret>,
+    /// When the token among them expires.
+    expires: Option<Instant>,
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), which apply to one connection and are not
