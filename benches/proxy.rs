@@ -9,7 +9,8 @@
 //! connection whose token is cached (a token endpoint in this process hands it out once);
 //! (d) with `CONND_BENCH_BASE=path`, the same with another connd build (today's main, say).
 //! Reported per way and round: requests/s, p50/p99 latency, server CPU per request (the
-//! proxy process's user+system time over the requests it served) and RSS after the load;
+//! proxy process's user+system time over the requests it served; the system part in
+//! parentheses: the loopback TCP work, which every proxy pays alike) and RSS after the load;
 //! then the per-round ratios of connd against nginx and against the baseline (medians,
 //! with the smallest and largest), since under a shared load only pairs compare.
 //! Then one connection, to show the latency each proxy adds at p50.
@@ -100,12 +101,12 @@ fn micros(text: &str) -> f64 {
     }
 }
 
-/// User+system CPU seconds of `pid` and its children threads (not child processes).
-fn cpu_seconds(pid: u32) -> f64 {
+/// User and system CPU seconds of `pid` and its threads (not child processes).
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    let ticks = |i: usize| fields[i].parse::<f64>().unwrap() / 100.0;
+    (ticks(11), ticks(12))
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -210,15 +211,20 @@ struct Way {
 struct Measured {
     run: Run,
     cpu_us: Option<f64>,
+    /// The part of it in the kernel (system time).
+    sys_us: Option<f64>,
     rss_kib: Option<u64>,
 }
 
 fn measure(way: &Way) -> Measured {
     let before = way.pid.map(cpu_seconds);
     let run = wrk(&way.url, 64, LOAD);
-    let cpu_us = way.pid.zip(before).map(|(p, b)| (cpu_seconds(p) - b) / run.requests * 1e6);
+    let after = way.pid.map(cpu_seconds);
+    let per_request = |s: f64| s / run.requests * 1e6;
+    let cpu_us = before.zip(after).map(|(b, a)| per_request(a.0 + a.1 - b.0 - b.1));
+    let sys_us = before.zip(after).map(|(b, a)| per_request(a.1 - b.1));
     let rss_kib = way.pid.map(|p| status_kib(p, "VmRSS:"));
-    Measured { run, cpu_us, rss_kib }
+    Measured { run, cpu_us, sys_us, rss_kib }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -287,17 +293,20 @@ fn main() {
         "egress proxy, {rounds} rounds alternated, 64 keep-alive connections (wrk -t1), 1 KiB answers; load average {}",
         load_average()
     );
-    println!("{:<8} {:>10} {:>9} {:>9} {:>11} {:>9}", "way", "req/s", "p50 us", "p99 us", "CPU us/req", "RSS KiB");
+    println!(
+        "{:<8} {:>10} {:>9} {:>9} {:>17} {:>9}",
+        "way", "req/s", "p50 us", "p99 us", "CPU us/req (sys)", "RSS KiB"
+    );
     // Per round, connd against nginx and against the baseline: requests/s, CPU per request, p99.
     let (mut vs_nginx, mut vs_base) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
     let mut rss = [0u64; 2];
     for _ in 0..rounds {
         let measured: Vec<Measured> = ways.iter().map(measure).collect();
         for (way, m) in ways.iter().zip(&measured) {
-            let cpu = m.cpu_us.map_or("-".to_owned(), |c| format!("{c:.1}"));
+            let cpu = m.cpu_us.zip(m.sys_us).map_or("-".to_owned(), |(c, s)| format!("{c:.1} ({s:.1})"));
             let kib = m.rss_kib.map_or("-".to_owned(), |k| k.to_string());
             println!(
-                "{:<8} {:>10.0} {:>9.0} {:>9.0} {:>11} {:>9}",
+                "{:<8} {:>10.0} {:>9.0} {:>9.0} {:>17} {:>9}",
                 way.name, m.run.rps, m.run.p50_us, m.run.p99_us, cpu, kib
             );
         }
