@@ -31,8 +31,8 @@ use tower_service::Service;
 const IDLE_FOR: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
-/// How often the idle connections of every upstream are swept for expired ones (on the
-/// way back of a connection: the pool has no task of its own).
+/// How often the idle connections of every upstream are swept for expired or closed ones
+/// (an expired one is closed then, within `IDLE_FOR` and this).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// An upstream: connections are kept per scheme and authority.
@@ -79,7 +79,6 @@ struct Inner<B> {
 struct State<B> {
     http1: HashMap<Key, Vec<Idle<B>>>,
     http2: HashMap<Key, http2::SendRequest<B>>,
-    swept: Instant,
 }
 
 /// An idle HTTP/1.1 connection: its sender, whether requests on it go to an outbound
@@ -102,8 +101,12 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(connector: Connector, wire: Wire, keep: bool) -> Pool<B> {
-        let state = State { http1: HashMap::new(), http2: HashMap::new(), swept: Instant::now() };
-        Pool { inner: Arc::new(Inner { connector, wire, keep, state: Mutex::new(state) }) }
+        let state = State { http1: HashMap::new(), http2: HashMap::new() };
+        let inner = Arc::new(Inner { connector, wire, keep, state: Mutex::new(state) });
+        if keep {
+            sweep_while_kept(Arc::downgrade(&inner));
+        }
+        Pool { inner }
     }
 
     /// Sends `req` (an absolute URI) on a kept connection to its upstream, or a new one.
@@ -219,6 +222,29 @@ enum Unsent<B> {
     Failed(hyper::Error),
 }
 
+/// Every [`SWEEP_EVERY`], drops the pool's expired and closed connections (dropping an
+/// idle sender closes its connection), until the pool itself is dropped. Outside a
+/// runtime (no pool is made there) nothing is swept.
+fn sweep_while_kept<B: Send + 'static>(pool: std::sync::Weak<Inner<B>>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            let now = Instant::now();
+            let mut state = pool.state.lock();
+            for idle in state.http1.values_mut() {
+                idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= IDLE_FOR);
+            }
+            state.http1.retain(|_, idle| !idle.is_empty());
+            state.http2.retain(|_, h2| !h2.is_closed());
+        }
+    });
+}
+
 /// The upstream of `uri`: its scheme and authority.
 fn key(uri: &Uri) -> Option<Key> {
     Some((uri.scheme()?.clone(), uri.authority()?.clone()))
@@ -250,19 +276,11 @@ struct Checkin<B> {
 impl<B> Checkin<B> {
     fn give_back(self) {
         let Checkin { pool, key, sender, proxied } = self;
-        let now = Instant::now();
+        let since = Instant::now();
         let mut state = pool.state.lock();
-        if now.duration_since(state.swept) > SWEEP_EVERY {
-            state.swept = now;
-            for idle in state.http1.values_mut() {
-                idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= IDLE_FOR);
-            }
-            state.http1.retain(|_, idle| !idle.is_empty());
-            state.http2.retain(|_, h2| !h2.is_closed());
-        }
         let idle = state.http1.entry(key).or_default();
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle { sender, proxied, since: now });
+            idle.push(Idle { sender, proxied, since });
         }
     }
 }
