@@ -41,7 +41,7 @@ impl Connector {
     }
 
     /// The `Proxy-Authorization` a plain `http://` request to `uri` carries when it goes
-    /// through an outbound proxy whose URL has credentials (the pooled client does not
+    /// through an outbound proxy whose URL has credentials (the pool does not
     /// add it itself).
     pub fn proxy_authorization(&self, uri: &Uri) -> Option<HeaderValue> {
         if uri.scheme_str() != Some("http") {
