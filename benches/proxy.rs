@@ -1,16 +1,21 @@
 //! Benchmark of the egress proxy (run: `cargo bench --bench proxy`; needs `nginx` and
 //! `wrk` from Debian: `apt-get install nginx wrk`).
 //!
-//! A minimal hyper upstream on loopback answers a 1 KiB body. Three ways to reach it,
+//! A minimal hyper upstream on loopback answers a 1 KiB body. The ways to reach it,
 //! alternated round by round in the same run, each loaded by `wrk` with 64 keep-alive
 //! connections:
 //! (a) direct; (b) nginx as a reverse proxy adding a fixed `Authorization` header
 //! (`worker_processes 1`, keep-alive to the upstream); (c) connd's proxy on an OAuth
-//! connection whose token is cached (a token endpoint in this process hands it out once).
-//! Reported per way: requests/s, p50/p99 latency, server CPU per request (the proxy
-//! process's user+system time over the requests served), and connd's peak RSS.
+//! connection whose token is cached (a token endpoint in this process hands it out once);
+//! (d) with `CONND_BENCH_BASE=path`, the same with another connd build (today's main, say).
+//! Reported per way and round: requests/s, p50/p99 latency, server CPU per request (the
+//! proxy process's user+system time over the requests it served; the system part in
+//! parentheses: the loopback TCP work, which every proxy pays alike) and RSS after the load;
+//! then the per-round ratios of connd against nginx and against the baseline (medians,
+//! with the smallest and largest), since under a shared load only pairs compare.
 //! Then one connection, to show the latency each proxy adds at p50.
-//! `CONND_BENCH_BIN=path` runs another connd build than the one cargo built.
+//! `CONND_BENCH_BIN=path` runs another connd build than the one cargo built;
+//! `CONND_BENCH_ROUNDS` sets the rounds (default 3).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -96,12 +101,12 @@ fn micros(text: &str) -> f64 {
     }
 }
 
-/// User+system CPU seconds of `pid` and its children threads (not child processes).
-fn cpu_seconds(pid: u32) -> f64 {
+/// User and system CPU seconds of `pid` and its threads (not child processes).
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    let ticks = |i: usize| fields[i].parse::<f64>().unwrap() / 100.0;
+    (ticks(11), ticks(12))
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -163,7 +168,7 @@ fn nginx(dir: &Path, upstream: u16) -> (Killed, u16, u32) {
     (Killed(child), port, worker)
 }
 
-fn connd(dir: &Path, upstream: u16, token_port: u16) -> (Killed, u16) {
+fn start_connd(dir: &Path, upstream: u16, token_port: u16, bin: &str) -> (Killed, u16) {
     let config = dir.join("config");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
@@ -182,8 +187,6 @@ fn connd(dir: &Path, upstream: u16, token_port: u16) -> (Killed, u16) {
     )
     .unwrap();
     let port = free_port();
-    // `CONND_BENCH_BIN` times another build (one with symbols, for a profiler, say).
-    let bin = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
     let child = Command::new(bin)
         .args(["--log-level", "warn", "serve", "--config-dir"])
         .arg(&config)
@@ -197,7 +200,57 @@ fn connd(dir: &Path, upstream: u16, token_port: u16) -> (Killed, u16) {
     (Killed(child), port)
 }
 
+/// One way to reach the upstream: its name, URL and the process whose CPU serves it.
+struct Way {
+    name: &'static str,
+    url: String,
+    pid: Option<u32>,
+}
+
+/// One load of a way: the run, its server CPU per request (us), its RSS after (KiB).
+struct Measured {
+    run: Run,
+    cpu_us: Option<f64>,
+    /// The part of it in the kernel (system time).
+    sys_us: Option<f64>,
+    rss_kib: Option<u64>,
+}
+
+fn measure(way: &Way) -> Measured {
+    let before = way.pid.map(cpu_seconds);
+    let run = wrk(&way.url, 64, LOAD);
+    let after = way.pid.map(cpu_seconds);
+    let per_request = |s: f64| s / run.requests * 1e6;
+    let cpu_us = before.zip(after).map(|(b, a)| per_request(a.0 + a.1 - b.0 - b.1));
+    let sys_us = before.zip(after).map(|(b, a)| per_request(a.1 - b.1));
+    let rss_kib = way.pid.map(|p| status_kib(p, "VmRSS:"));
+    Measured { run, cpu_us, sys_us, rss_kib }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// "median (min-max)" of per-round ratios.
+fn ratios(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.2}x ({:.2}-{:.2})", median(values.to_vec()), min, max)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map_or_else(|_| "?".into(), |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
 fn main() {
+    let rounds: usize = std::env::var("CONND_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS);
     let upstream = serve(&BODY, "application/octet-stream");
     let token_body: &'static [u8] = Box::leak(
         format!("{{\"access_token\":\"{TOKEN}\",\"token_type\":\"Bearer\",\"expires_in\":86400}}")
@@ -207,58 +260,94 @@ fn main() {
     let token_port = serve(token_body, "application/json");
     let tmp = tempfile::tempdir().unwrap();
     let (_nginx, nginx_port, nginx_worker) = nginx(tmp.path(), upstream);
-    let (connd, connd_port) = connd(tmp.path(), upstream, token_port);
-    let connd_pid = connd.0.id();
-    let direct_url = format!("http://127.0.0.1:{upstream}/users/42");
-    let nginx_url = format!("http://127.0.0.1:{nginx_port}/hr-connection/users/42");
-    let connd_url = format!("http://127.0.0.1:{connd_port}/hr-connection/users/42");
+    // `CONND_BENCH_BIN` times another build (one with symbols, for a profiler, say);
+    // `CONND_BENCH_BASE` adds a baseline build (today's main, say), alternated with it.
+    let bin = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
+    let (connd, connd_port) = start_connd(&tmp.path().join("connd"), upstream, token_port, &bin);
+    let base = std::env::var("CONND_BENCH_BASE")
+        .ok()
+        .map(|base| start_connd(&tmp.path().join("base"), upstream, token_port, &base));
+    let mut ways = vec![
+        Way { name: "direct", url: format!("http://127.0.0.1:{upstream}/users/42"), pid: None },
+        Way {
+            name: "nginx",
+            url: format!("http://127.0.0.1:{nginx_port}/hr-connection/users/42"),
+            pid: Some(nginx_worker),
+        },
+        Way {
+            name: "connd",
+            url: format!("http://127.0.0.1:{connd_port}/hr-connection/users/42"),
+            pid: Some(connd.0.id()),
+        },
+    ];
+    if let Some((base, port)) = &base {
+        let url = format!("http://127.0.0.1:{port}/hr-connection/users/42");
+        ways.push(Way { name: "base", url, pid: Some(base.0.id()) });
+    }
     // Warm up: the first call fetches and caches the token; pools fill.
-    for url in [&direct_url, &nginx_url, &connd_url] {
-        wrk(url, 64, "1s");
+    for way in &ways {
+        wrk(&way.url, 64, "1s");
     }
 
-    println!("egress proxy, {ROUNDS} rounds alternated, 64 keep-alive connections (wrk -t1), 1 KiB answers");
-    println!("{:<8} {:>10} {:>9} {:>9} {:>14}", "way", "req/s", "p50 us", "p99 us", "CPU us/req");
-    let mut peak_rss = 0;
-    let mut totals = [(0.0, 0.0, 0.0, 0.0); 3];
-    for _ in 0..ROUNDS {
-        for (i, (name, url, pid)) in [
-            ("direct", &direct_url, None),
-            ("nginx", &nginx_url, Some(nginx_worker)),
-            ("connd", &connd_url, Some(connd_pid)),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let before = pid.map(cpu_seconds);
-            let run = wrk(url, 64, LOAD);
-            let cpu = pid.zip(before).map(|(p, b)| (cpu_seconds(p) - b) / run.requests * 1e6);
-            if name == "connd" {
-                peak_rss = peak_rss.max(status_kib(connd_pid, "VmRSS:"));
-            }
-            let cpu_text = cpu.map_or("-".to_owned(), |c| format!("{c:.1}"));
-            println!("{name:<8} {:>10.0} {:>9.0} {:>9.0} {:>14}", run.rps, run.p50_us, run.p99_us, cpu_text);
-            let t = &mut totals[i];
-            *t = (t.0 + run.rps, t.1 + run.p99_us, t.2 + cpu.unwrap_or(0.0), t.3 + 1.0);
+    println!(
+        "egress proxy, {rounds} rounds alternated, 64 keep-alive connections (wrk -t1), 1 KiB answers; load average {}",
+        load_average()
+    );
+    println!(
+        "{:<8} {:>10} {:>9} {:>9} {:>17} {:>9}",
+        "way", "req/s", "p50 us", "p99 us", "CPU us/req (sys)", "RSS KiB"
+    );
+    // Per round, connd against nginx and against the baseline: requests/s, CPU per request, p99.
+    let (mut vs_nginx, mut vs_base) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    let mut rss = [0u64; 2];
+    for _ in 0..rounds {
+        let measured: Vec<Measured> = ways.iter().map(measure).collect();
+        for (way, m) in ways.iter().zip(&measured) {
+            let cpu = m.cpu_us.zip(m.sys_us).map_or("-".to_owned(), |(c, s)| format!("{c:.1} ({s:.1})"));
+            let kib = m.rss_kib.map_or("-".to_owned(), |k| k.to_string());
+            println!(
+                "{:<8} {:>10.0} {:>9.0} {:>9.0} {:>17} {:>9}",
+                way.name, m.run.rps, m.run.p50_us, m.run.p99_us, cpu, kib
+            );
+        }
+        let versus = |to: &mut [Vec<f64>; 3], a: &Measured, b: &Measured| {
+            to[0].push(a.run.rps / b.run.rps);
+            to[1].push(a.cpu_us.unwrap_or(0.0) / b.cpu_us.unwrap_or(1.0));
+            to[2].push(a.run.p99_us / b.run.p99_us);
+        };
+        versus(&mut vs_nginx, &measured[2], &measured[1]);
+        rss[0] = rss[0].max(measured[2].rss_kib.unwrap_or(0));
+        if let Some(b) = measured.get(3) {
+            versus(&mut vs_base, &measured[2], b);
+            rss[1] = rss[1].max(b.rss_kib.unwrap_or(0));
         }
     }
-    let mean = |i: usize| (totals[i].0 / totals[i].3, totals[i].1 / totals[i].3, totals[i].2 / totals[i].3);
-    let (d, n, c) = (mean(0), mean(1), mean(2));
-    println!("mean    direct {:.0} req/s; nginx {:.0} req/s, p99 {:.0} us, {:.1} CPU us/req; connd {:.0} req/s, p99 {:.0} us, {:.1} CPU us/req", d.0, n.0, n.1, n.2, c.0, c.1, c.2);
+    println!("per-round ratios, median (min-max); load average now {}", load_average());
     println!(
-        "connd/nginx: throughput {:.2}x, CPU per request {:.2}x; connd RSS under load {:.1} MiB (peak {:.1} MiB)",
-        c.0 / n.0,
-        c.2 / n.2,
-        peak_rss as f64 / 1024.0,
-        status_kib(connd_pid, "VmHWM:") as f64 / 1024.0
+        "connd/nginx: req/s {}, CPU per request {}, p99 {}",
+        ratios(&vs_nginx[0]),
+        ratios(&vs_nginx[1]),
+        ratios(&vs_nginx[2])
     );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("connd RSS under load {:.1} MiB (peak {:.1} MiB)", mib(rss[0]), mib(status_kib(connd.0.id(), "VmHWM:")));
+    if let Some((base, _)) = &base {
+        println!(
+            "connd/base: req/s {}, CPU per request {}, p99 {}; base RSS under load {:.1} MiB (peak {:.1} MiB)",
+            ratios(&vs_base[0]),
+            ratios(&vs_base[1]),
+            ratios(&vs_base[2]),
+            mib(rss[1]),
+            mib(status_kib(base.0.id(), "VmHWM:"))
+        );
+    }
 
-    println!("one connection, {ROUNDS} rounds: p50 latency");
+    println!("one connection, {rounds} rounds: p50 latency");
     let mut added = Vec::new();
-    for _ in 0..ROUNDS {
-        let direct = wrk(&direct_url, 1, ONE);
-        let via_nginx = wrk(&nginx_url, 1, ONE);
-        let via_connd = wrk(&connd_url, 1, ONE);
+    for _ in 0..rounds {
+        let direct = wrk(&ways[0].url, 1, ONE);
+        let via_nginx = wrk(&ways[1].url, 1, ONE);
+        let via_connd = wrk(&ways[2].url, 1, ONE);
         println!(
             "direct {:.0} us, nginx {:.0} us (+{:.0}), connd {:.0} us (+{:.0})",
             direct.p50_us,
@@ -269,6 +358,5 @@ fn main() {
         );
         added.push(via_connd.p50_us - direct.p50_us);
     }
-    added.sort_by(f64::total_cmp);
-    println!("connd adds {:.0} us at p50 (median of rounds)", added[added.len() / 2]);
+    println!("connd adds {:.0} us at p50 (median of rounds)", median(added));
 }

@@ -3,7 +3,12 @@
 //!    hyper server answering a fixed body of the same size on a Unix socket, same run;
 //! 2. reload latency: from the kubelet's `..data` rename to a blocking query answering
 //!    the new value;
-//! 3. idle RSS of the real binary with 50 and with 10,000 open connections.
+//! 3. idle RSS of the real binary with 50 and with 10,000 open connections, split into
+//!    anonymous memory (heap, stacks, buffers) and file pages (the binary's code and the
+//!    shared libraries', as far as it touched them), and the same for a baseline build
+//!    named by `CONND_BENCH_BASE` (today's main, say), in the same run.
+//!
+//! `CONND_BENCH_BIN` names another connd build than the one cargo built.
 
 use bytes::Bytes;
 use connd::reload::ReloadConfig;
@@ -226,20 +231,41 @@ fn reload_latency(rt: &tokio::runtime::Runtime, client: &tokio::runtime::Runtime
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn idle_rss(client: &tokio::runtime::Runtime) {
+/// "X MiB (anonymous A, file F)" of `pid`.
+fn rss_text(pid: u32) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    format!(
+        "{:.1} MiB (anonymous {:.1}, file {:.1})",
+        mib(rss_kib(pid)),
+        mib(status_kib(pid, "RssAnon:")),
+        mib(status_kib(pid, "RssFile:"))
+    )
+}
+
+/// The connd binaries measured: this one (`CONND_BENCH_BIN`, else cargo's), and the
+/// baseline of `CONND_BENCH_BASE` when set.
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    let this = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
+    let mut bins = vec![("connd", PathBuf::from(this))];
+    if let Ok(base) = std::env::var("CONND_BENCH_BASE") {
+        bins.push(("base", PathBuf::from(base)));
+    }
+    bins
+}
+
+fn idle_rss(client: &tokio::runtime::Runtime, (name, bin): &(&str, PathBuf)) {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("connd.sock");
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/connd");
-    if !bin.exists() {
-        println!("idle RSS: skipped, build the binary first: cargo build --release");
-        return;
-    }
-    let mut child = std::process::Command::new(&bin)
+    let mut child = std::process::Command::new(bin)
         .args(["serve", "--log-level", "warn", "--config-dir"])
         .arg(example_dir())
         .arg("--socket")
@@ -264,8 +290,8 @@ fn idle_rss(client: &tokio::runtime::Runtime) {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             println!(
-                "idle RSS of connd serve with {target} open keep-alive connections (one request each): {:.1} MiB",
-                rss_kib(child.id()) as f64 / 1024.0
+                "{name}: idle RSS of serve with {target} open keep-alive connections (one request each): {}",
+                rss_text(child.id())
             );
         }
     });
@@ -297,19 +323,14 @@ fn write_descriptors(dir: &Path, n: usize) {
 
 /// Idle RSS by the size of the directory served: 50 and 10,000 connection descriptors,
 /// after one `GET /v1/env` (so the rendered answer is held too).
-fn idle_rss_by_descriptors(client: &tokio::runtime::Runtime) {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/connd");
-    if !bin.exists() {
-        println!("idle RSS by descriptors: skipped, build the binary first: cargo build --release");
-        return;
-    }
+fn idle_rss_by_descriptors(client: &tokio::runtime::Runtime, (name, bin): &(&str, PathBuf)) {
     for n in [50usize, 10_000] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("config");
         std::fs::create_dir(&dir).unwrap();
         write_descriptors(&dir, n);
         let socket = tmp.path().join("connd.sock");
-        let mut child = std::process::Command::new(&bin)
+        let mut child = std::process::Command::new(bin)
             .args(["serve", "--log-level", "warn", "--config-dir"])
             .arg(&dir)
             .arg("--socket")
@@ -327,9 +348,9 @@ fn idle_rss_by_descriptors(client: &tokio::runtime::Runtime) {
             let _ = driver.await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             println!(
-                "idle RSS of connd serve with {n} connection descriptors ({} KiB /v1/env): {:.1} MiB",
+                "{name}: idle RSS of serve with {n} connection descriptors ({} KiB /v1/env): {}",
                 body.len() / 1024,
-                rss_kib(child.id()) as f64 / 1024.0
+                rss_text(child.id())
             );
         });
         let _ = child.kill();
@@ -340,8 +361,16 @@ fn idle_rss_by_descriptors(client: &tokio::runtime::Runtime) {
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    throughput(&rt, &client);
-    reload_latency(&rt, &client);
-    idle_rss_by_descriptors(&client);
-    idle_rss(&client);
+    // `CONND_BENCH_IDLE_ONLY` skips the throughput and reload parts.
+    if std::env::var_os("CONND_BENCH_IDLE_ONLY").is_none() {
+        throughput(&rt, &client);
+        reload_latency(&rt, &client);
+    }
+    let bins = binaries();
+    for bin in &bins {
+        idle_rss_by_descriptors(&client, bin);
+    }
+    for bin in &bins {
+        idle_rss(&client, bin);
+    }
 }

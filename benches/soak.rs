@@ -5,8 +5,14 @@
 //! 200 lacked a value (the remote password or the literal that every swap changes).
 //!
 //! Run: `cargo bench --bench soak`; `CONND_SOAK_SECS` sets the duration (default 600),
-//! `CONND_SOAK_PAUSE_MS` each client's pause between requests (default 10).
-//! Asked (issue 10): RSS drift <= 1 MiB, descriptors constant, only 200s, no missing value.
+//! `CONND_SOAK_PAUSE_MS` each client's pause between requests (default 10),
+//! `CONND_BENCH_BIN` another connd build than the one cargo built.
+//! Each sample splits the RSS by where it lives (`/proc/PID/smaps`): the main heap
+//! (`[heap]`, glibc's main arena), other anonymous memory (the other threads' malloc
+//! arenas, stacks, mmapped blocks) and file pages (the binary's code), so that growth
+//! can be told apart: arenas that keep freed pages, or live objects that pile up.
+//! Asked: RSS flat after warm-up (<= 256 KiB growth from minute 2 to minute 10),
+//! descriptors constant, only 200s, no missing value.
 
 #[path = "../tests/support/control_plane.rs"]
 mod control_plane;
@@ -32,6 +38,8 @@ const SWAP_EVERY: Duration = Duration::from_millis(100);
 const OUTAGE_EVERY: Duration = Duration::from_secs(5);
 /// How often RSS and descriptors are printed during the run, to tell growth from a plateau.
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+/// Growth is judged from here on: before it, pools, buffers and arenas fill.
+const WARM_UP: Duration = Duration::from_secs(120);
 
 fn env_secs(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -52,6 +60,40 @@ fn files(serial: u64) -> Vec<(&'static str, String)> {
         ("identity.yaml", "kind: Component\nproject: hr-project\nname: user-portal\n".to_owned()),
         ("connections.yaml", connections),
     ]
+}
+
+/// The connd binary the soak runs.
+fn bin() -> String {
+    std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned())
+}
+
+/// RSS in KiB by where it lives: `[heap]`, other anonymous mappings, file-backed.
+fn breakdown(pid: u32) -> (u64, u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut heap, mut anon, mut file) = (0, 0, 0);
+    let mut kind = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            kind = match path {
+                "[heap]" => 0,
+                "" | "[stack]" | "[anon]" => 1,
+                p if p.starts_with('[') => 3,
+                _ => 2,
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match kind {
+                0 => heap += kib,
+                1 => anon += kib,
+                2 => file += kib,
+                _ => {}
+            }
+        }
+    }
+    (heap, anon, file)
 }
 
 fn refs<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -110,7 +152,7 @@ async fn client(socket: PathBuf, pause: Duration, stop: Arc<AtomicBool>, tally: 
 }
 
 fn start_serve(dir: &Path, socket: &Path, cp: &FakeControlPlane) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_connd"))
+    Command::new(bin())
         .args(["serve", "--config-dir"])
         .arg(dir)
         .arg("--socket")
@@ -127,7 +169,7 @@ fn start_serve(dir: &Path, socket: &Path, cp: &FakeControlPlane) -> Child {
 fn wait_ready(socket: &Path) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        let ok = Command::new(env!("CARGO_BIN_EXE_connd")).arg("probe").arg("--socket").arg(socket).status();
+        let ok = Command::new(bin()).arg("probe").arg("--socket").arg(socket).status();
         if ok.is_ok_and(|s| s.success()) {
             return;
         }
@@ -162,10 +204,18 @@ fn main() {
     let start = Instant::now();
     let (mut serial, mut outage, mut next_flip) = (0u64, false, start + OUTAGE_EVERY);
     let mut next_sample = start + SAMPLE_EVERY;
+    let mut warm: Option<(u64, (u64, u64, u64))> = None;
     while start.elapsed() < duration {
         if Instant::now() >= next_sample {
             let (rss, fds) = usage(pid);
-            println!("  at {:>4}s: RSS {rss} KiB, {fds} fds", start.elapsed().as_secs());
+            let (heap, anon, file) = breakdown(pid);
+            println!(
+                "  at {:>4}s: RSS {rss} KiB (heap {heap}, other anonymous {anon}, file {file}), {fds} fds",
+                start.elapsed().as_secs()
+            );
+            if warm.is_none() && start.elapsed() >= WARM_UP {
+                warm = Some((rss, (heap, anon, file)));
+            }
             next_sample += SAMPLE_EVERY;
         }
         serial += 1;
@@ -179,6 +229,7 @@ fn main() {
     }
     cp.script(DB_ID, up());
     let (rss_end, fds_end) = usage(pid);
+    let parts_end = breakdown(pid);
     stop.store(true, Ordering::Relaxed);
     runtime.block_on(async {
         for c in clients {
@@ -195,6 +246,16 @@ fn main() {
         rss_end as i64 - rss_start as i64,
         fds_end as i64 - fds_start as i64
     );
+    if let Some((rss, (heap, anon, file))) = warm {
+        println!(
+            "after warm-up ({}s to the end): RSS {:+} KiB (heap {:+}, other anonymous {:+}, file {:+})",
+            WARM_UP.as_secs(),
+            rss_end as i64 - rss as i64,
+            parts_end.0 as i64 - heap as i64,
+            parts_end.1 as i64 - anon as i64,
+            parts_end.2 as i64 - file as i64
+        );
+    }
     println!("{serial} swaps, {} control-plane requests", cp.requests_for(DB_ID).len());
     println!("answers: {total} ({:.0}/s) by status: {statuses:?}", total as f64 / duration.as_secs_f64());
     println!(

@@ -606,3 +606,35 @@ async fn connds_own_answers_are_json_and_a_callers_bad_body_is_a_400() {
     assert_contains(&metrics, &["connd_proxy_requests_total{connection=\"keyed\",class=\"4xx\"} 1"]);
     assert_contains(&metrics, &["connd_proxy_requests_total{connection=\"keyed\",class=\"5xx\"} 0"]);
 }
+
+/// A connection's new key and ServiceURL (after a reload) go out with the first request
+/// after the API serves them, together, and the old ones never again: what the proxy keeps
+/// between requests is made from one snapshot (docs/proxy.md).
+#[tokio::test]
+async fn a_reloaded_key_and_service_url_go_out_at_once_and_together() {
+    let up = Upstream::plain();
+    let fx = keyed_fixture(&format!("{}/one", up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let sent = |r: &Reply| (r.json()["target"].as_str().unwrap_or("").to_owned(), r.echoed("choreo-api-key"));
+    let old = ("/one/x".to_owned(), Some(API_KEY.to_owned()));
+    let new = ("/two/x".to_owned(), Some("n3w-k3y".to_owned()));
+    assert_eq!(sent(&call(daemon.addr, "GET", "/keyed/x", &[], "").await), old);
+    let changed = api_key_connection(KEYED, "keyed", &format!("{}/two", up.url())).replace(API_KEY, "n3w-k3y");
+    std::fs::write(fx.join("connections.yaml"), changed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the API never served the new ServiceURL:\n{}", daemon.log());
+        let env = connd::serve::api::client::request(&daemon.socket, http::Method::GET, "/v1/env").await.unwrap();
+        let env: serde_json::Value = serde_json::from_slice(&env.body).unwrap();
+        if env["CHOREO_KEYED_SERVICEURL"].as_str().is_some_and(|u| u.ends_with("/two")) {
+            break;
+        }
+        // Meanwhile: the old values or the new ones, never a mix.
+        let seen = sent(&call(daemon.addr, "GET", "/keyed/x", &[], "").await);
+        assert!(seen == old || seen == new, "{seen:?}");
+    }
+    for i in 0..20 {
+        assert_eq!(sent(&call(daemon.addr, "GET", "/keyed/x", &[], "").await), new, "request {i} after the reload");
+    }
+}

@@ -4,11 +4,11 @@
 //! connection and the cause. Header values are never logged; the access line (debug)
 //! has the method, connection, path without query, status and time.
 
+use super::pool::{Answer, Pool, SendError};
 use super::route;
 use super::upgrade::{self, Tunnels};
 use super::upstream::{self, Clients, Connector, Failure, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
-use crate::http::connect::Uses;
 use crate::http::tls::PemTls;
 use crate::http::url::check_url;
 use crate::metrics::Metrics;
@@ -20,15 +20,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
-use hyper_util::client::legacy::connect::capture_connection;
-use hyper_util::client::legacy::Client;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -54,12 +52,16 @@ const SERVICE_URL: &str = "ServiceURL";
 const CLIENT_CERTIFICATE: &str = "ClientCertificate";
 const CLIENT_KEY: &str = "ClientKey";
 const CA_CERTIFICATE: &str = "CACertificate";
+/// How long a connection's credentials and ServiceURL, once made, serve its next
+/// requests (while the snapshot and the tokens stay the same): under load the token
+/// cache and the URL checks are then asked a few times a second, not per request.
+const KEEP_MADE: Duration = Duration::from_secs(1);
 
 /// What the caller's request body becomes upstream: streamed as it comes, or kept
 /// whole (small, replayable).
 pub type UpstreamBody = Either<Watched, Full<Bytes>>;
 /// What the caller reads: the upstream's body streamed, or connd's own JSON.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<Answer<UpstreamBody>, Full<Bytes>>;
 
 /// Settings of the forwarding itself.
 #[derive(Debug, Clone)]
@@ -84,6 +86,26 @@ pub struct Proxy<S> {
     /// renewed certificate gets new clients, and the old pools end with their last user.
     own_tls: Mutex<HashMap<String, OwnTls>>,
     settings: Forwarding,
+    /// Each connection's credentials and ServiceURL as last made, for one snapshot.
+    made: Mutex<Made>,
+    /// Changes whenever the token cache obtains a token: what was made from the last
+    /// one is then made again.
+    renewals: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Connections' credentials and ServiceURLs made for the snapshot `from`, by position.
+#[derive(Default)]
+struct Made {
+    from: Weak<Resolved>,
+    by_connection: HashMap<usize, MadeFor>,
+}
+
+/// One connection's, with the token count they were made at and until when they serve.
+struct MadeFor {
+    renewals: u64,
+    until: Instant,
+    base: Option<Uri>,
+    creds: Option<Credentials>,
 }
 
 /// A connection's own upstream clients and the fingerprint of the certificates they
@@ -169,7 +191,51 @@ impl<S: Sources> Proxy<S> {
         settings: Forwarding,
     ) -> Proxy<S> {
         let clients = Arc::new(Clients::new(&connector));
-        Proxy { store, sources, metrics, clients, own_tls: Mutex::new(HashMap::new()), connector, settings }
+        let renewals = sources.renewals();
+        let (own_tls, made) = (Mutex::new(HashMap::new()), Mutex::new(Made::default()));
+        Proxy { store, sources, metrics, clients, own_tls, connector, settings, made, renewals }
+    }
+
+    /// What `pick` finds made for connection `i` of `resolved`, if it is still good.
+    fn made<T>(&self, resolved: &Arc<Resolved>, i: usize, pick: impl FnOnce(&MadeFor) -> Option<T>) -> Option<T> {
+        let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
+        let made = self.made.lock();
+        let m = made.by_connection.get(&i)?;
+        let good = made.from.as_ptr() == Arc::as_ptr(resolved) && m.renewals == renewals && Instant::now() < m.until;
+        good.then(|| pick(m)).flatten()
+    }
+
+    /// Keeps what `put` sets for connection `i` of `resolved`.
+    fn make(&self, resolved: &Arc<Resolved>, i: usize, put: impl FnOnce(&mut MadeFor)) {
+        let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
+        let mut made = self.made.lock();
+        if made.from.as_ptr() != Arc::as_ptr(resolved) {
+            *made = Made { from: Arc::downgrade(resolved), by_connection: HashMap::new() };
+        }
+        let now = Instant::now();
+        let m = made.by_connection.entry(i).or_insert(MadeFor { renewals, until: now, base: None, creds: None });
+        if m.renewals != renewals || now >= m.until {
+            *m = MadeFor { renewals, until: now + KEEP_MADE, base: None, creds: None };
+        }
+        put(m);
+    }
+
+    /// Forgets what was made for connection `i` (its token was refused).
+    fn unmake(&self, i: usize) {
+        self.made.lock().by_connection.remove(&i);
+    }
+
+    /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`].
+    async fn kept_credentials(&self, resolved: &Arc<Resolved>, i: usize) -> Result<Credentials, Refusal> {
+        if let Some(creds) = self.made(resolved, i, |m| m.creds.clone()) {
+            return Ok(creds);
+        }
+        let creds = self.credentials(resolved, i).await?;
+        self.make(resolved, i, |m| {
+            m.until = creds.expires.map_or(m.until, |expires| m.until.min(expires));
+            m.creds = Some(creds.clone());
+        });
+        Ok(creds)
     }
 
     /// Answers one request; never fails (errors are answers), counts it and logs it.
@@ -217,7 +283,7 @@ impl<S: Sources> Proxy<S> {
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
-        let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
+        let creds = self.kept_credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let clients = self.clients_for(&resolved, i)?;
@@ -251,6 +317,7 @@ impl<S: Sources> Proxy<S> {
             // docs/proxy.md: a 401 drops the token even when the body cannot be sent again,
             // so that the next request fetches a fresh one.
             (true, Some(token), None) => {
+                self.unmake(i);
                 self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
                 first
             }
@@ -297,7 +364,14 @@ impl<S: Sources> Proxy<S> {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
         }
-        let base = self.service_url(&resolved, i)?;
+        let base = match self.made(&resolved, i, |m| m.base.clone()) {
+            Some(base) => base,
+            None => {
+                let base = self.service_url(&resolved, i)?;
+                self.make(&resolved, i, |m| m.base = Some(base.clone()));
+                base
+            }
+        };
         let path_and_query = route::join(base.path(), base.query(), &rest, req.uri().query());
         logged_path.push_str(base.path().trim_end_matches('/'));
         logged_path.push_str(&rest);
@@ -314,8 +388,9 @@ impl<S: Sources> Proxy<S> {
         token: Secret,
         resend: Resend,
         connection: &str,
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<Response<Answer<UpstreamBody>>, Refusal> {
         let mut resend = resend;
+        self.unmake(i);
         self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
         let fresh = self.credentials(resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
@@ -381,11 +456,14 @@ impl<S: Sources> Proxy<S> {
         let p = &resolved.plan.connections[i];
         let values = &resolved.values.connections[i];
         let unavailable = |message: String| refuse(StatusCode::SERVICE_UNAVAILABLE, "credentials_unavailable", message);
-        let mut creds = Credentials { headers: Vec::with_capacity(1), token: None };
+        let mut creds = Credentials { headers: Vec::with_capacity(1), token: None, expires: None };
         let needs_token = p.connection.security == Security::OAuth2;
         if needs_token {
             let token = match self.sources.token(&resolved.plan, i, values).await {
-                Ok(t) => t.access_token,
+                Ok(t) => {
+                    creds.expires = Some(Instant::now() + t.expires_in);
+                    t.access_token
+                }
                 Err(SourceError::Other(e)) => return Err(unavailable(format!("no access token: {e:#}"))),
                 Err(e) => return Err(unavailable(e.to_string())),
             };
@@ -419,7 +497,11 @@ impl<S: Sources> Proxy<S> {
     /// Sends `outgoing`; when it fails on a reused pooled connection before any byte of
     /// the answer arrived (the upstream closed the connection while idle) and `replay`
     /// can send it again, it is sent once more on a new connection (docs/proxy.md).
-    async fn send(&self, outgoing: Outgoing, replay: Option<&Resend>) -> Result<Response<Incoming>, Refusal> {
+    async fn send(
+        &self,
+        outgoing: Outgoing,
+        replay: Option<&Resend>,
+    ) -> Result<Response<Answer<UpstreamBody>>, Refusal> {
         let clients = outgoing.clients.clone();
         let pools = clients.of(outgoing.wire);
         match (self.send_on(&pools.pooled, outgoing).await, replay) {
@@ -431,40 +513,37 @@ impl<S: Sources> Proxy<S> {
         }
     }
 
-    /// One exchange on `client`, the response timeout counted from the last request
+    /// One exchange on `pool`, the response timeout counted from the last request
     /// body byte sent.
     async fn send_on(
         &self,
-        client: &Client<Connector, UpstreamBody>,
+        pool: &Pool<UpstreamBody>,
         outgoing: Outgoing,
-    ) -> Result<Response<Incoming>, Failed> {
+    ) -> Result<Response<Answer<UpstreamBody>>, Failed> {
         let Outgoing { method, uri, headers, body, .. } = outgoing;
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         let activity = match req.body() {
-            Either::Left(watched) => watched.activity.clone(),
-            Either::Right(_) => Arc::new(Activity::new()),
+            Either::Left(watched) => Some(watched.activity.clone()),
+            Either::Right(_) => None,
         };
-        let captured = capture_connection(&mut req);
-        let exchange = client.request(req);
+        let exchange = pool.send(req);
         tokio::pin!(exchange);
         let timeout = self.settings.response_timeout;
+        // A kept body is all sent at once: the timeout counts from the start.
+        let started = Instant::now();
+        let last = || activity.as_ref().map_or(started, |a| a.last());
         loop {
-            let deadline = activity.last() + timeout;
+            let deadline = last() + timeout;
             tokio::select! {
                 result = &mut exchange => {
-                    // Counts the exchange on its connection; whether it had one before.
-                    let reused = captured.connection_metadata().as_ref().is_some_and(|connected| {
-                        let mut extensions = http::Extensions::new();
-                        connected.get_extras(&mut extensions);
-                        extensions.get::<Uses>().is_some_and(|uses| uses.next() > 0)
-                    });
-                    return result.map_err(|e| failed(&e, reused, &activity));
+                    let caller_failed = activity.as_ref().is_some_and(|a| a.caller_failed());
+                    return result.map_err(|f| failed(&f.error, f.reused, caller_failed));
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    if activity.last() + timeout <= Instant::now() {
+                    if last() + timeout <= Instant::now() {
                         let message = format!("the upstream sent no response head within {timeout:?}");
                         let refusal = refuse(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message);
                         return Err(Failed { refusal, raced: false });
@@ -483,9 +562,9 @@ struct Failed {
 
 /// What a failed exchange means: the caller's own body broken (400, not the upstream's
 /// fault), a connect timeout (504), an unreachable upstream or a broken exchange (502).
-fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activity) -> Failed {
+fn failed(e: &SendError, reused: bool, caller_failed: bool) -> Failed {
     let (failure, cause) = upstream::classify(e);
-    if activity.caller_failed() {
+    if caller_failed {
         let message = format!("the request body is malformed or was cut short: {cause}");
         return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
     }
@@ -663,9 +742,12 @@ fn sensitive(text: &str) -> Option<HeaderValue> {
 }
 
 /// The headers a connection adds, and the OAuth token among them (for a 401).
+#[derive(Clone)]
 struct Credentials {
     headers: Vec<(HeaderName, HeaderValue)>,
     token: Option<Secret>,
+    /// When the token among them expires.
+    expires: Option<Instant>,
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), which apply to one connection and are not
@@ -729,7 +811,7 @@ fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
 }
 
 /// The upstream's answer as the caller gets it: end-to-end headers, body streamed.
-fn downstream(response: Response<Incoming>) -> Response<ProxyBody> {
+fn downstream(response: Response<Answer<UpstreamBody>>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))

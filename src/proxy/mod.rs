@@ -5,7 +5,9 @@
 //! - `route`: which connection and which upstream path a target names; what is refused.
 //! - `forward`: one request, credentials, streaming, retries on 401, error answers.
 //! - `upgrade`: WebSocket and other HTTP/1.1 upgrades: the two connections joined.
-//! - `upstream`: the pooled clients (one per wire protocol) and their TCP/TLS connector.
+//! - `upstream`: the pools (one per wire protocol), their TCP/TLS connector, and what a
+//!   failed exchange means; `pool`: the kept connections themselves, on hyper's
+//!   `client::conn`.
 //! - `server`: the TCP and Unix-socket listeners, their limits and drain.
 //! - `ports`: the connections' own ports (`proxy.port`), opened and closed as the plan's
 //!   ports change, each a door of the daemon.
@@ -14,6 +16,7 @@
 //! tokens; it changes neither.
 
 pub mod forward;
+pub mod pool;
 pub mod ports;
 pub mod route;
 pub mod server;

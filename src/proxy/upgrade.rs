@@ -64,8 +64,8 @@ pub fn ask_upstream(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// The upstream's `101` as the caller gets it, its `Connection`/`Upgrade` kept; the two
 /// connections are joined in `tunnels` once both are handed over. `connection` names
 /// it in the log.
-pub fn switch(
-    mut response: Response<hyper::body::Incoming>,
+pub fn switch<B>(
+    mut response: Response<B>,
     caller: OnUpgrade,
     tunnels: &Tunnels,
     connection: String,

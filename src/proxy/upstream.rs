@@ -1,30 +1,23 @@
-//! The proxy's way out: hyper-util's pooled client over `crate::http::connect`'s
+//! The proxy's way out: its pools (`pool`) over `crate::http::connect`'s
 //! connector (TCP, the outbound proxy variables with CONNECT tunnels, rustls with
 //! `--ca-file` and the client certificate), with one timeout over the whole connect, TLS
 //! handshake included. Failures are sorted into what the caller is told: a timeout (504),
 //! or an upstream that cannot be reached or refused the handshake (502), in words.
 
+use super::pool::{Pool, SendError};
 use crate::http::client::HttpError;
 use crate::http::connect::{self, Conn};
 use crate::http::proxy::{Proxies, Route};
 use crate::http::tls::{self, PemTls, TlsError, TlsSettings};
 use http::header::HeaderValue;
 use http::Uri;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_service::Service;
 
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream host.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
-
-/// Why a connection to an upstream could not be made. Found again in the client's error
-/// chain by [`classify`].
+/// Why a connection to an upstream could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("no connection within {0:?}")]
@@ -48,7 +41,7 @@ impl Connector {
     }
 
     /// The `Proxy-Authorization` a plain `http://` request to `uri` carries when it goes
-    /// through an outbound proxy whose URL has credentials (the pooled client does not
+    /// through an outbound proxy whose URL has credentials (the pool does not
     /// add it itself).
     pub fn proxy_authorization(&self, uri: &Uri) -> Option<HeaderValue> {
         if uri.scheme_str() != Some("http") {
@@ -112,7 +105,7 @@ impl Service<Uri> for Connector {
 pub const MAX_ANSWER_HEAD: usize = 64 * 1024;
 /// Most header fields read in one answer head (hyper's default of 100 is too few for
 /// some services' answers).
-const MAX_ANSWER_FIELDS: usize = 256;
+pub const MAX_ANSWER_FIELDS: usize = 256;
 
 /// How requests reach an upstream, each with a pool of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,26 +119,21 @@ pub enum Wire {
     Http1,
 }
 
-/// The clients of one [`Wire`]: the pool, and one that makes a new connection for every
-/// request and keeps none (for the one resend after a keep-alive race, which must not
-/// meet another stale pooled connection).
+/// The pools of one [`Wire`]: the kept connections, and one that makes a new connection
+/// for every request and keeps none (for the one resend after a keep-alive race, which
+/// must not meet another stale kept connection).
 pub struct Pools<B> {
-    pub pooled: Client<Connector, B>,
-    pub fresh: Client<Connector, B>,
+    pub pooled: Pool<B>,
+    pub fresh: Pool<B>,
 }
 
 impl<B> Pools<B>
 where
-    B: hyper::body::Body + Send + 'static + Unpin,
-    B::Data: Send,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(connector: &Connector, wire: Wire) -> Pools<B> {
-        let mut pooled = builder(wire);
-        pooled.pool_idle_timeout(POOL_IDLE).pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST);
-        let mut fresh = builder(wire);
-        fresh.pool_max_idle_per_host(0);
-        Pools { pooled: pooled.build(connector.clone()), fresh: fresh.build(connector.clone()) }
+        Pools { pooled: Pool::new(connector.clone(), wire, true), fresh: Pool::new(connector.clone(), wire, false) }
     }
 }
 
@@ -159,8 +147,7 @@ pub struct Clients<B> {
 
 impl<B> Clients<B>
 where
-    B: hyper::body::Body + Send + 'static + Unpin,
-    B::Data: Send,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(connector: &Connector) -> Clients<B> {
@@ -181,27 +168,17 @@ where
     }
 }
 
-fn builder(wire: Wire) -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .http1_max_buf_size(MAX_ANSWER_HEAD)
-        .http1_max_headers(MAX_ANSWER_FIELDS)
-        .http2_max_header_list_size(MAX_ANSWER_HEAD as u32)
-        .http2_only(wire == Wire::H2c);
-    builder
-}
-
 /// Whether `err` says the connection ended before any byte of the answer arrived: the
 /// upstream closed it (hyper's "connection closed before message completed"), reset it,
 /// or the request could not be written. On a reused connection that is a keep-alive
 /// race (the upstream closed it while idle), not an answer.
-pub fn nothing_arrived(err: &hyper_util::client::legacy::Error) -> bool {
-    if err.is_connect() {
-        return false;
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+pub fn nothing_arrived(err: &SendError) -> bool {
+    let e = match err {
+        SendError::Connect(_) | SendError::NoAuthority => return false,
+        SendError::ClosedUnsent => return true,
+        SendError::Exchange(e) => e,
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() {
@@ -218,15 +195,8 @@ pub fn nothing_arrived(err: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// Whether `err` is an answer head over [`MAX_ANSWER_HEAD`] (or over its field count).
-pub fn head_too_large(err: &hyper_util::client::legacy::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(c) = cause {
-        if c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+pub fn head_too_large(err: &SendError) -> bool {
+    matches!(err, SendError::Exchange(e) if e.is_parse_too_large())
 }
 
 /// What went wrong with an upstream exchange, as the caller is told.
@@ -240,27 +210,13 @@ pub enum Failure {
     Broken,
 }
 
-/// Sorts a client error by its cause chain, and says it in words (never a header value:
-/// the chain holds connect and protocol errors only).
-pub fn classify(err: &hyper_util::client::legacy::Error) -> (Failure, String) {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(c) = cause {
-        if let Some(ce) = c.downcast_ref::<ConnectError>() {
-            let failure = match ce {
-                ConnectError::Timeout(_) => Failure::ConnectTimeout,
-                ConnectError::Failed(_) => Failure::Unreachable,
-            };
-            return (failure, ce.to_string());
-        }
-        cause = c.source();
-    }
-    let text = match std::error::Error::source(err) {
-        Some(source) => crate::error::chain(source),
-        None => err.to_string(),
-    };
-    if err.is_connect() {
-        (Failure::Unreachable, format!("cannot connect: {text}"))
-    } else {
-        (Failure::Broken, text)
+/// Sorts a failed exchange, and says it in words (never a header value: the causes are
+/// connect and protocol errors only).
+pub fn classify(err: &SendError) -> (Failure, String) {
+    match err {
+        SendError::Connect(e @ ConnectError::Timeout(_)) => (Failure::ConnectTimeout, e.to_string()),
+        SendError::Connect(e @ ConnectError::Failed(_)) => (Failure::Unreachable, e.to_string()),
+        SendError::Exchange(e) => (Failure::Broken, crate::error::chain(e)),
+        SendError::ClosedUnsent | SendError::NoAuthority => (Failure::Broken, err.to_string()),
     }
 }
