@@ -86,26 +86,29 @@ impl Document<'_> {
     /// [`Document::line_of`] and [`Document::line_of_under`] for many keys: the lines
     /// are read once, so that a descriptor's parameters do not each rescan the text.
     pub fn key_lines(&self) -> KeyLines<'_> {
-        let mut map: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
-        for (i, line) in self.text.lines().enumerate() {
-            let t = line.trim_start().trim_start_matches("- ").trim_start();
-            if let Some(colon) = t.find(':') {
-                map.entry(t[..colon].trim_end_matches(QUOTES)).or_default().push(i);
-            }
-        }
-        KeyLines { doc: *self, map }
+        let keys = self
+            .text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let t = line.trim_start().trim_start_matches("- ").trim_start();
+                t.find(':').map(|colon| (t[..colon].trim_end_matches(QUOTES), i))
+            })
+            .collect();
+        KeyLines { doc: *self, keys }
     }
 }
 
 /// The quotes `line_of` lets stand between a key and its colon.
 const QUOTES: [char; 2] = ['"', '\''];
 
-/// See [`Document::key_lines`]: the document-relative lines (ascending) of each line's
-/// text before its first colon, quotes trimmed, which is where `line_of` finds a key
-/// that holds no colon or quote itself.
+/// See [`Document::key_lines`]: each line's text before its first colon, quotes trimmed,
+/// with its document-relative line, in line order: where `line_of` finds a key that holds
+/// no colon or quote itself. A list, not a map: a descriptor has a few dozen lines, and
+/// comparing them costs less than hashing.
 pub struct KeyLines<'a> {
     doc: Document<'a>,
-    map: std::collections::HashMap<&'a str, Vec<usize>>,
+    keys: Vec<(&'a str, usize)>,
 }
 
 impl KeyLines<'_> {
@@ -115,9 +118,9 @@ impl KeyLines<'_> {
         if key.is_empty() || key.contains([':', '"', '\'']) {
             return self.doc.line_of(key, from);
         }
-        let lines = self.map.get(key)?;
-        let first = lines[lines.partition_point(|&i| i < from)..].first()?;
-        Some(self.doc.first_line + first)
+        let start = self.keys.partition_point(|&(_, i)| i < from);
+        let (_, line) = self.keys[start..].iter().find(|(k, _)| *k == key)?;
+        Some(self.doc.first_line + line)
     }
 
     /// As [`Document::line_of_under`].
