@@ -315,12 +315,25 @@ impl RunArgs {
     }
 }
 
-/// A signal by name, with or without `SIG`, any case: `SIGHUP`, `hup`.
+/// This process's command line, parsed, and the definition it was parsed by: building
+/// the definition (every subcommand's flags) is most of clap's part of a start, so it is
+/// built once, for the parse and for [`misspelled_env_vars`]. The error is clap's, as
+/// `Cli::try_parse` gives it (usage, `--help`, `--version`).
+pub fn parse() -> Result<(Cli, clap::Command), clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    let mut matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    match Cli::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => Ok((cli, cmd)),
+        Err(e) => Err(e.format(&mut cmd)),
+    }
+}
+
 /// The variables of this process's environment that look like a misspelled `CONND_*`
 /// setting (one edit or a case away from one, docs/config.md's typo rule), each with the one
 /// meant. Names only: values are never read.
-pub fn misspelled_env_vars() -> Vec<(String, String)> {
-    use clap::CommandFactory;
+/// `cmd` is the command line's definition, as [`parse`] returns it.
+pub fn misspelled_env_vars(cmd: &clap::Command) -> Vec<(String, String)> {
     fn collect(cmd: &clap::Command, known: &mut std::collections::BTreeSet<String>) {
         for arg in cmd.get_arguments() {
             if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
@@ -329,11 +342,18 @@ pub fn misspelled_env_vars() -> Vec<(String, String)> {
         }
         cmd.get_subcommands().for_each(|sub| collect(sub, known));
     }
-    let mut known = std::collections::BTreeSet::new();
-    collect(&Cli::command(), &mut known);
-    std::env::vars_os()
+    let candidates: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| name.to_ascii_uppercase().starts_with("CONND_") && !known.contains(name))
+        .filter(|name| name.to_ascii_uppercase().starts_with("CONND_"))
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut known = std::collections::BTreeSet::new();
+    collect(cmd, &mut known);
+    candidates
+        .into_iter()
+        .filter(|name| !known.contains(name))
         .filter_map(|name| {
             let upper = name.to_ascii_uppercase();
             let meant = known.iter().find(|k| strsim::osa_distance(&upper, k) <= 1)?;
@@ -342,6 +362,7 @@ pub fn misspelled_env_vars() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A signal by name, with or without `SIG`, any case: `SIGHUP`, `hup`.
 pub fn parse_signal(text: &str) -> Result<Signal, String> {
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };

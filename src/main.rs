@@ -1,8 +1,7 @@
 //! The binary: parse the command line, start logging, run the command, map its result
 //! to an exit code. The work is in the library.
 
-use clap::Parser;
-use connd::cli::{Cli, Command, LogFormat};
+use connd::cli::{Command, LogFormat};
 use connd::{commands, exit, logging, stdout};
 use std::process::ExitCode;
 
@@ -35,17 +34,18 @@ fn one_malloc_arena() {
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     one_malloc_arena();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (cli, definition) = match connd::cli::parse() {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
     logging::init(&cli.log.settings());
-    for (name, meant) in connd::cli::misspelled_env_vars() {
+    for (name, meant) in connd::cli::misspelled_env_vars(&definition) {
         tracing::warn!("{name} is not a variable connd reads, and is ignored: did you mean {meant}?");
     }
+    drop(definition);
     if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         connd::secret::forbid_dumps();
     }

@@ -82,6 +82,52 @@ impl Document<'_> {
         let start = self.line_of(parent, 0)? - self.first_line;
         self.line_of(key, start + 1)
     }
+
+    /// [`Document::line_of`] and [`Document::line_of_under`] for many keys: the lines
+    /// are read once, so that a descriptor's parameters do not each rescan the text.
+    pub fn key_lines(&self) -> KeyLines<'_> {
+        let keys = self
+            .text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let t = line.trim_start().trim_start_matches("- ").trim_start();
+                t.find(':').map(|colon| (t[..colon].trim_end_matches(QUOTES), i))
+            })
+            .collect();
+        KeyLines { doc: *self, keys }
+    }
+}
+
+/// The quotes `line_of` lets stand between a key and its colon.
+const QUOTES: [char; 2] = ['"', '\''];
+
+/// See [`Document::key_lines`]: each line's text before its first colon, quotes trimmed,
+/// with its document-relative line, in line order: where `line_of` finds a key that holds
+/// no colon or quote itself. A list, not a map: a descriptor has a few dozen lines, and
+/// comparing them costs less than hashing.
+pub struct KeyLines<'a> {
+    doc: Document<'a>,
+    keys: Vec<(&'a str, usize)>,
+}
+
+impl KeyLines<'_> {
+    /// As [`Document::line_of`].
+    pub fn line_of(&self, key: &str, from: usize) -> Option<usize> {
+        // Such a key could match a line at another colon: ask the text itself.
+        if key.is_empty() || key.contains([':', '"', '\'']) {
+            return self.doc.line_of(key, from);
+        }
+        let start = self.keys.partition_point(|&(_, i)| i < from);
+        let (_, line) = self.keys[start..].iter().find(|(k, _)| *k == key)?;
+        Some(self.doc.first_line + line)
+    }
+
+    /// As [`Document::line_of_under`].
+    pub fn line_of_under(&self, parent: &str, key: &str) -> Option<usize> {
+        let start = self.line_of(parent, 0)? - self.doc.first_line;
+        self.line_of(key, start + 1)
+    }
 }
 
 /// See [`Document::entry_lines`].
@@ -324,6 +370,36 @@ mod tests {
         assert_eq!(docs[0].text, "kind: A\n");
         assert_eq!(docs[1].first_line, 8);
         assert_eq!(docs[1].line_of("x", 0), Some(9));
+    }
+
+    #[test]
+    fn key_lines_find_what_line_of_finds() {
+        let text = "kind: Connection\nname: a\n\"name\": b\nparameters:\n  - name: c\n  'Port': 1\n  a:b: 2\n  \
+                    Url: http://x:1\n  name:\n# name: d\n  - - Key\": 3\n  :\n";
+        let doc = Document { text, first_line: 7 };
+        let lines = doc.key_lines();
+        let keys = [
+            "kind",
+            "name",
+            "\"name",
+            "parameters",
+            "Port",
+            "'Port",
+            "a",
+            "a:b",
+            "Url",
+            "Key",
+            "Key\"",
+            "",
+            "x",
+            "# name",
+        ];
+        for key in keys {
+            for from in 0..14 {
+                assert_eq!(lines.line_of(key, from), doc.line_of(key, from), "{key:?} from {from}");
+            }
+            assert_eq!(lines.line_of_under("parameters", key), doc.line_of_under("parameters", key), "{key:?}");
+        }
     }
 
     #[test]

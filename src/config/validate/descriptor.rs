@@ -3,7 +3,7 @@
 
 use super::names::{parse_resource_ref, parse_uuid, valid_name, NAME_RULE, RESOURCE_REF_GRAMMAR};
 use crate::config::diag::{Diagnostics, Origin};
-use crate::config::files::Document;
+use crate::config::files::{Document, KeyLines};
 use crate::config::model::{self, Connection, Parameter, Source};
 use crate::config::{raw, scalar};
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +16,8 @@ pub(super) fn connection(
     doc: &Document<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Connection> {
-    let at = |key: &str| Origin::at(path, doc.line_of(key, 0).unwrap_or(doc.first_line));
+    let lines = doc.key_lines();
+    let at = |key: &str| Origin::at(path, lines.line_of(key, 0).unwrap_or(doc.first_line));
     let before = diags.len();
     let id = descriptor_names(&raw, &at, diags);
     let owner = owner(&raw, &at, diags);
@@ -27,7 +28,7 @@ pub(super) fn connection(
         }
         parsed
     });
-    let parameters = parameters(raw.parameters, path, doc, diags);
+    let parameters = parameters(raw.parameters, path, doc, &lines, diags);
     let oauth = oauth(&raw.name, raw.security, raw.oauth, &parameters, &at, diags);
     let (headers, port) = raw.proxy.map_or_else(Default::default, |p| (p.headers, p.port));
     let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, headers, &at, diags);
@@ -98,14 +99,14 @@ fn parameters(
     raw: raw::Params,
     path: &Path,
     doc: &Document<'_>,
+    lines: &KeyLines<'_>,
     diags: &mut Diagnostics,
 ) -> BTreeMap<String, Parameter> {
     let mut out = BTreeMap::new();
     // The text of plain scalars YAML typed (`Port: 5432`), read only when one is there.
     let mut typed_texts: Option<HashMap<String, String>> = None;
     for (key, param) in raw.0 {
-        // Lines are looked up only when needed: the scan is the costly part of a valid load.
-        let origin = || Origin::at(path, doc.line_of_under("parameters", &key).unwrap_or(doc.first_line));
+        let origin = || Origin::at(path, lines.line_of_under("parameters", &key).unwrap_or(doc.first_line));
         if key == model::ACCESS_TOKEN {
             diags.error(
                 origin(),
