@@ -2,6 +2,7 @@
 //! and server, WebSocket through the real `websockets` client and server, HTTP/2 with
 //! prior knowledge from `curl`, server-sent events timed per event, and wide answer heads.
 
+use crate::support::h2raw::{self, H2};
 use crate::support::proxy::*;
 use crate::support::upstream::{Upstream, EVENT_GAP};
 use crate::support::*;
@@ -299,4 +300,75 @@ async fn a_connections_own_certificate_reaches_an_h2_only_mtls_upstream_and_a_re
     put("tls.key", &std::fs::read_to_string(&pki.client_key).unwrap());
     until(200).await;
     assert!(!daemon.log().contains("BEGIN"), "no PEM in the log");
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_with_a_goaway_and_a_slow_stream_is_not() {
+    let up = Upstream::plain();
+    let grpc = Peer::start("grpc/server.py");
+    let connections = bearer_connection(UP, "keyed", &up.url())
+        + &bearer_connection(DOWN, "grpc-up", &format!("http://127.0.0.1:{}", grpc.port));
+    let fx = fixture(&["keyed", "grpc-up"], &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &["--idle-timeout", "1s"]);
+    daemon.ready().await;
+
+    // One request, then nothing: a GOAWAY (NO_ERROR) after the idle timeout, then the close.
+    let mut h2 = H2::connect(daemon.addr).await;
+    let stream = h2.request("GET", "/keyed/echo", &daemon.addr.to_string(), &[]).await;
+    let answer = h2.answer(stream, PATIENCE).await;
+    assert!(answer[0].is_ok_head(), "{answer:?}");
+    let done = Instant::now();
+    let goaway = h2.next(PATIENCE).await.expect("a GOAWAY before the close");
+    assert_eq!((goaway.kind, goaway.error_code()), (h2raw::GOAWAY, Some(0)), "{goaway:?}");
+    while let Some(frame) = h2.next(PATIENCE).await {
+        assert_eq!(frame.kind, h2raw::GOAWAY, "only GOAWAYs before the close: {frame:?}");
+    }
+    let closed = done.elapsed();
+    assert!(closed >= Duration::from_millis(900) && closed < Duration::from_secs(3), "closed after {closed:?}");
+
+    // A server stream whose messages come slower than the idle timeout is open: not cut.
+    let target = daemon.addr.to_string();
+    let script = "import json, sys, grpc\nchannel = grpc.insecure_channel(sys.argv[1])\n\
+                  call = channel.unary_stream('/test.Echo/ServerStream')\n\
+                  items = call(b'3/1.5', metadata=(('connd-connection', 'grpc-up'),), timeout=20)\n\
+                  print(json.dumps([m.decode() for m in items]))\n";
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").args(["-c", script, &target]).output().unwrap())
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), r#"["item-0", "item-1", "item-2"]"#, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_connection_specific_h2_field_resets_its_stream_and_the_connection_goes_on() {
+    let up = Upstream::plain();
+    let fx = fixture(&["keyed"], &bearer_connection(UP, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let authority = daemon.addr.to_string();
+    let mut h2 = H2::connect(daemon.addr).await;
+    // RFC 9113 §8.2.2: malformed, a stream error of PROTOCOL_ERROR.
+    for field in [
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+    ] {
+        let stream = h2.request("GET", "/keyed/echo", &authority, &[field]).await;
+        let answer = h2.answer(stream, PATIENCE).await;
+        let last = answer.last().unwrap();
+        assert_eq!(
+            (last.kind, last.error_code()),
+            (h2raw::RST_STREAM, Some(h2raw::PROTOCOL_ERROR)),
+            "{field:?}: {answer:?}"
+        );
+    }
+    // The same connection serves the next stream; `te: trailers` is allowed.
+    let stream = h2.request("GET", "/keyed/echo", &authority, &[("te", "trailers")]).await;
+    let answer = h2.answer(stream, PATIENCE).await;
+    assert!(answer[0].is_ok_head(), "{answer:?}");
+    assert_eq!(up.seen().len(), 1, "only the well-formed request reached the upstream");
 }

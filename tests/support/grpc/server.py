@@ -4,6 +4,7 @@ serves until stdin closes. Every call records its `authorization` metadata, whic
 Unary answers with; a request `fail` is refused with PERMISSION_DENIED."""
 
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -21,7 +22,10 @@ def unary(request, ctx):
 
 
 def server_stream(request, ctx):
-    for i in range(int(request.decode() or "3")):
+    # "N" items, or "N/SECONDS" with that pause before each.
+    count, _, gap = request.decode().partition("/")
+    for i in range(int(count or "3")):
+        time.sleep(float(gap or "0"))
         yield b"item-%d" % i
 
 
