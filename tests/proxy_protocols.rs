@@ -23,9 +23,14 @@ struct Peer {
 
 impl Peer {
     fn start(script: &str) -> Peer {
+        Peer::start_with(script, &[])
+    }
+
+    fn start_with(script: &str, args: &[&str]) -> Peer {
         let path = format!("{}/tests/support/{script}", env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new("python3")
             .arg(&path)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -95,6 +100,26 @@ async fn grpc_calls_of_every_shape_pass_with_credentials_and_trailers() {
     assert_eq!(out["bidi"]["ok"], serde_json::json!(["bidi:x", "bidi:y"]), "{out}");
     assert_eq!(out["error"]["code"], "PERMISSION_DENIED", "the upstream's status passed: {out}");
     assert_eq!(out["error"]["details"], "the upstream says no", "{out}");
+}
+
+#[tokio::test]
+async fn grpc_reaches_an_h2_only_tls_upstream_with_credentials() {
+    let pki = crate::support::control_plane::Pki::new();
+    let (cert, key) = pki.server_files();
+    let grpc = Peer::start_with("grpc/server.py", &[&cert.display().to_string(), &key.display().to_string()]);
+    let url = format!("https://localhost:{}", grpc.port);
+    let ca = pki.ca_file.display().to_string();
+    let fx = fixture(&["grpc-tls"], &bearer_connection(UP, "grpc-tls", &url));
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+    let target = daemon.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || python_json("grpc/client.py", &[&target, "grpc-tls"])).await.unwrap();
+    assert_eq!(out["unary"]["ok"][0], format!("echo:hello|auth={BEARER}"), "the upstream saw the credentials: {out}");
+    assert_eq!(out["unary"]["ok"][1], "kept", "{out}");
+    assert_eq!(out["server_stream"]["ok"], serde_json::json!(["item-0", "item-1", "item-2", "item-3"]), "{out}");
+    assert_eq!(out["client_stream"]["ok"], "a+b+c", "{out}");
+    assert_eq!(out["bidi"]["ok"], serde_json::json!(["bidi:x", "bidi:y"]), "{out}");
+    assert_eq!(out["error"]["code"], "PERMISSION_DENIED", "{out}");
 }
 
 #[tokio::test]
