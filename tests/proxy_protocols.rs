@@ -397,3 +397,51 @@ async fn a_connection_specific_h2_field_resets_its_stream_and_the_connection_goe
     assert!(answer[0].is_ok_head(), "{answer:?}");
     assert_eq!(up.seen().len(), 1, "only the well-formed request reached the upstream");
 }
+
+#[tokio::test]
+async fn an_upstream_refusing_the_connections_certificate_after_a_tls13_handshake_is_named() {
+    // An HTTP caller to an HTTP/1.1 upstream, a gRPC caller to an HTTP/2 one.
+    let up = Upstream::mtls_http1();
+    let grpc_up = Upstream::mtls_h2();
+    let stranger = crate::support::control_plane::Pki::new();
+    let pem = |path: &std::path::Path| path.display().to_string();
+    // Signed by a CA the upstream does not trust: TLS 1.3 ends the handshake on connd's
+    // side first, and the upstream's alert (unknown CA) arrives at the first read.
+    let own = |id: &str, name: &str, url: &str| {
+        format!(
+            "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\n\
+             parameters:\n  ServiceURL: {url}\n  ClientCertificate: {{ file: {} }}\n  ClientKey: {{ file: {}, secret: true }}\n",
+            pem(&stranger.client_cert),
+            pem(&stranger.client_key)
+        )
+    };
+    let connections = own(UP, "partner", &up.url()) + &own(DOWN, "partner-grpc", &grpc_up.url());
+    let fx = fixture(&["partner", "partner-grpc"], &connections);
+    let ca = up.ca_file().display().to_string();
+    let grpc_ca = grpc_up.ca_file().display().to_string();
+    // One --ca-file for both upstreams: a file with both CAs.
+    let both = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(both.path(), std::fs::read_to_string(&ca).unwrap() + &std::fs::read_to_string(&grpc_ca).unwrap())
+        .unwrap();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &pem(both.path())]);
+    daemon.ready().await;
+
+    let r = call(daemon.addr, "GET", "/partner/echo", &[], "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["code"], "client_certificate_refused", "{}", r.text());
+    assert_contains(&r.text(), &["refused", "UnknownCA", "ClientCertificate", "ClientKey", "connection partner"]);
+    assert!(!r.text().contains("connection closed"), "{}", r.text());
+
+    let target = daemon.addr.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || python_json("grpc/client.py", &[&target, "partner-grpc", "unary-only"]))
+            .await
+            .unwrap();
+    assert_eq!(out["unary"]["code"], "UNAVAILABLE", "{out}");
+    eprintln!("{}", daemon.log());
+    assert_contains(
+        out["unary"]["details"].as_str().unwrap(),
+        &["refused", "UnknownCA", "ClientCertificate", "connection partner-grpc"],
+    );
+    assert!(up.seen().is_empty() && grpc_up.seen().is_empty(), "no request was answered");
+}

@@ -354,7 +354,7 @@ impl<S: Sources> Proxy<S> {
                 return Err(refuse(StatusCode::BAD_GATEWAY, "bad_client_certificate", message));
             }
         };
-        let connector = self.connector.with_pem(&PemTls { ca, client }).map_err(|e| {
+        let connector = self.connector.with_pem(&PemTls { ca, client }, name).map_err(|e| {
             refuse(StatusCode::BAD_GATEWAY, "bad_client_certificate", format!("the connection's TLS: {e}"))
         })?;
         let clients = Arc::new(Clients::new(&connector));
@@ -461,7 +461,10 @@ impl<S: Sources> Proxy<S> {
                         connected.get_extras(&mut extensions);
                         extensions.get::<Uses>().is_some_and(|uses| uses.next() > 0)
                     });
-                    return result.map_err(|e| failed(&e, reused, &activity));
+                    return result.map_err(|e| {
+                        let refused = upstream::certificate_refused_on(&captured);
+                        failed(&e, reused, &activity, refused)
+                    });
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if activity.last() + timeout <= Instant::now() {
@@ -482,12 +485,19 @@ struct Failed {
 }
 
 /// What a failed exchange means: the caller's own body broken (400, not the upstream's
-/// fault), a connect timeout (504), an unreachable upstream or a broken exchange (502).
-fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activity) -> Failed {
+/// fault), a connect timeout (504), connd's client certificate `refused` by the upstream,
+/// an unreachable upstream or a broken exchange (502).
+fn failed(e: &hyper_util::client::legacy::Error, reused: bool, activity: &Activity, refused: Option<String>) -> Failed {
     let (failure, cause) = upstream::classify(e);
     if activity.caller_failed() {
         let message = format!("the request body is malformed or was cut short: {cause}");
         return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
+    }
+    if let Some(message) = refused.or_else(|| upstream::certificate_refused(e)) {
+        return Failed {
+            refusal: refuse(StatusCode::BAD_GATEWAY, "client_certificate_refused", message),
+            raced: false,
+        };
     }
     let raced = reused && upstream::nothing_arrived(e);
     if upstream::head_too_large(e) {

@@ -62,11 +62,16 @@ impl Connector {
 }
 
 impl Connector {
-    /// The same connector with `pem`'s trust and client certificate for TLS (a
-    /// connection's own, docs/proxy.md); the rest of the trust from `--ca-file`.
-    pub fn with_pem(&self, pem: &PemTls<'_>) -> Result<Connector, TlsError> {
+    /// The same connector with `pem`'s trust and client certificate for TLS (the own of
+    /// `connection`, which an upstream's refusal of the certificate names, docs/proxy.md);
+    /// the rest of the trust from `--ca-file`.
+    pub fn with_pem(&self, pem: &PemTls<'_>, connection: &str) -> Result<Connector, TlsError> {
         let config = tls::client_config_pem(self.inner.tls_settings(), pem)?;
-        Ok(Connector { inner: self.inner.with_tls_config(config), timeout: self.timeout })
+        let mut inner = self.inner.with_tls_config(config);
+        if pem.client.is_some() {
+            inner = inner.presenting(&format!("ClientCertificate and ClientKey of connection {connection}"));
+        }
+        Ok(Connector { inner, timeout: self.timeout })
     }
 
     /// The same connector, HTTP/1.1 only (for upgrades).
@@ -227,6 +232,30 @@ pub fn head_too_large(err: &hyper_util::client::legacy::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// The refusal of connd's client certificate in `err`'s chain, at the handshake, in
+/// words that name where to fix it.
+pub fn certificate_refused(err: &hyper_util::client::legacy::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(ConnectError::Failed(HttpError::TlsFault(fault))) = c.downcast_ref::<ConnectError>() {
+            return fault.own_settings.then(|| fault.message.clone());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// The same after the handshake (TLS 1.3 refuses a client certificate at the first
+/// read), from the exchange's connection (`captured`): an HTTP/2 stream on it reads
+/// only "connection closed".
+pub fn certificate_refused_on(captured: &hyper_util::client::legacy::connect::CaptureConnection) -> Option<String> {
+    let connected = captured.connection_metadata();
+    let mut extensions = http::Extensions::new();
+    connected.as_ref()?.get_extras(&mut extensions);
+    let fault = extensions.get::<connect::Refused>()?.fault()?;
+    fault.own_settings.then(|| fault.message.clone())
 }
 
 /// What went wrong with an upstream exchange, as the caller is told.
