@@ -14,11 +14,11 @@ use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -243,7 +243,7 @@ pub async fn auto<I, S, B>(
 {
     let spoke = Arc::new(AtomicBool::new(false));
     let io = FirstBytes { io, spoke: spoke.clone() };
-    let (open, _) = watch::channel(0usize);
+    let open = Arc::new(Requests::new());
     let service = Counted { inner: service, open: open.clone() };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -281,39 +281,64 @@ pub async fn auto<I, S, B>(
 }
 
 /// Resolves once no request has been open on the connection for `bound` (counted from
-/// the end of the last one, or from now).
-async fn idle(open: &watch::Sender<usize>, bound: Duration) {
-    let mut open = open.subscribe();
+/// the end of the last one, or from now). A timer that wakes once per `bound` at most,
+/// and two atomic writes per request: nothing is woken as requests come and go.
+async fn idle(open: &Requests, bound: Duration) {
+    let mut deadline = tokio::time::Instant::now() + bound;
     loop {
-        // The sender lives as long as the connection: `Err` cannot come.
-        let _ = open.wait_for(|n| *n == 0).await;
-        if tokio::time::timeout(bound, open.changed()).await.is_err() {
-            return;
-        }
+        tokio::time::sleep_until(deadline).await;
+        let now = tokio::time::Instant::now();
+        deadline = match open.idle_since() {
+            Some(since) if now >= since + bound => return,
+            Some(since) => since + bound,
+            None => now + bound,
+        };
+    }
+}
+
+/// The requests open on one connection, and when the last one ended.
+struct Requests {
+    open: AtomicUsize,
+    /// When the last request ended, in milliseconds after `start`.
+    ended_ms: AtomicU64,
+    start: tokio::time::Instant,
+}
+
+impl Requests {
+    fn new() -> Requests {
+        Requests { open: AtomicUsize::new(0), ended_ms: AtomicU64::new(0), start: tokio::time::Instant::now() }
+    }
+
+    /// Since when none has been open; `None` while one is.
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        (self.open.load(Ordering::Acquire) == 0)
+            .then(|| self.start + Duration::from_millis(self.ended_ms.load(Ordering::Acquire)))
     }
 }
 
 /// One open request: counted from the service's call until its answer's body is done
 /// or dropped (HTTP/2: the stream's life; a stream reset drops it).
-struct Open(watch::Sender<usize>);
+struct Open(Arc<Requests>);
 
 impl Open {
-    fn new(open: &watch::Sender<usize>) -> Open {
-        open.send_modify(|n| *n += 1);
-        Open(open.clone())
+    fn new(requests: &Arc<Requests>) -> Open {
+        requests.open.fetch_add(1, Ordering::AcqRel);
+        Open(requests.clone())
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        let ended = self.0.start.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+        self.0.ended_ms.fetch_max(ended, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// A service whose requests are counted in `open` while they are open.
 struct Counted<S> {
     inner: S,
-    open: watch::Sender<usize>,
+    open: Arc<Requests>,
 }
 
 impl<S, B> hyper::service::Service<hyper::Request<Incoming>> for Counted<S>
