@@ -212,7 +212,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let calls: usize = std::env::var("GRPC_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(40_000);
+    let calls: usize = std::env::var("GRPC_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(60_000);
     let tmp = tempfile::tempdir().unwrap();
     let body = tmp.path().join("request.bin");
     let mut frame = vec![0u8];
