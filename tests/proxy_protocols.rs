@@ -2,6 +2,7 @@
 //! and server, WebSocket through the real `websockets` client and server, HTTP/2 with
 //! prior knowledge from `curl`, server-sent events timed per event, and wide answer heads.
 
+use crate::support::h2raw::{self, H2};
 use crate::support::proxy::*;
 use crate::support::upstream::{Upstream, EVENT_GAP};
 use crate::support::*;
@@ -22,9 +23,14 @@ struct Peer {
 
 impl Peer {
     fn start(script: &str) -> Peer {
+        Peer::start_with(script, &[])
+    }
+
+    fn start_with(script: &str, args: &[&str]) -> Peer {
         let path = format!("{}/tests/support/{script}", env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new("python3")
             .arg(&path)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -94,6 +100,26 @@ async fn grpc_calls_of_every_shape_pass_with_credentials_and_trailers() {
     assert_eq!(out["bidi"]["ok"], serde_json::json!(["bidi:x", "bidi:y"]), "{out}");
     assert_eq!(out["error"]["code"], "PERMISSION_DENIED", "the upstream's status passed: {out}");
     assert_eq!(out["error"]["details"], "the upstream says no", "{out}");
+}
+
+#[tokio::test]
+async fn grpc_reaches_an_h2_only_tls_upstream_with_credentials() {
+    let pki = crate::support::control_plane::Pki::new();
+    let (cert, key) = pki.server_files();
+    let grpc = Peer::start_with("grpc/server.py", &[&cert.display().to_string(), &key.display().to_string()]);
+    let url = format!("https://localhost:{}", grpc.port);
+    let ca = pki.ca_file.display().to_string();
+    let fx = fixture(&["grpc-tls"], &bearer_connection(UP, "grpc-tls", &url));
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
+    daemon.ready().await;
+    let target = daemon.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || python_json("grpc/client.py", &[&target, "grpc-tls"])).await.unwrap();
+    assert_eq!(out["unary"]["ok"][0], format!("echo:hello|auth={BEARER}"), "the upstream saw the credentials: {out}");
+    assert_eq!(out["unary"]["ok"][1], "kept", "{out}");
+    assert_eq!(out["server_stream"]["ok"], serde_json::json!(["item-0", "item-1", "item-2", "item-3"]), "{out}");
+    assert_eq!(out["client_stream"]["ok"], "a+b+c", "{out}");
+    assert_eq!(out["bidi"]["ok"], serde_json::json!(["bidi:x", "bidi:y"]), "{out}");
+    assert_eq!(out["error"]["code"], "PERMISSION_DENIED", "{out}");
 }
 
 #[tokio::test]
@@ -299,4 +325,123 @@ async fn a_connections_own_certificate_reaches_an_h2_only_mtls_upstream_and_a_re
     put("tls.key", &std::fs::read_to_string(&pki.client_key).unwrap());
     until(200).await;
     assert!(!daemon.log().contains("BEGIN"), "no PEM in the log");
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_with_a_goaway_and_a_slow_stream_is_not() {
+    let up = Upstream::plain();
+    let grpc = Peer::start("grpc/server.py");
+    let connections = bearer_connection(UP, "keyed", &up.url())
+        + &bearer_connection(DOWN, "grpc-up", &format!("http://127.0.0.1:{}", grpc.port));
+    let fx = fixture(&["keyed", "grpc-up"], &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &["--idle-timeout", "1s"]);
+    daemon.ready().await;
+
+    // One request, then nothing: a GOAWAY (NO_ERROR) after the idle timeout, then the close.
+    let mut h2 = H2::connect(daemon.addr).await;
+    let stream = h2.request("GET", "/keyed/echo", &daemon.addr.to_string(), &[]).await;
+    let answer = h2.answer(stream, PATIENCE).await;
+    assert!(answer[0].is_ok_head(), "{answer:?}");
+    let done = Instant::now();
+    let goaway = h2.next(PATIENCE).await.expect("a GOAWAY before the close");
+    assert_eq!((goaway.kind, goaway.error_code()), (h2raw::GOAWAY, Some(0)), "{goaway:?}");
+    while let Some(frame) = h2.next(PATIENCE).await {
+        assert_eq!(frame.kind, h2raw::GOAWAY, "only GOAWAYs before the close: {frame:?}");
+    }
+    let closed = done.elapsed();
+    assert!(closed >= Duration::from_millis(900) && closed < Duration::from_secs(3), "closed after {closed:?}");
+
+    // A server stream whose messages come slower than the idle timeout is open: not cut.
+    let target = daemon.addr.to_string();
+    let script = "import json, sys, grpc\nchannel = grpc.insecure_channel(sys.argv[1])\n\
+                  call = channel.unary_stream('/test.Echo/ServerStream')\n\
+                  items = call(b'3/1.5', metadata=(('connd-connection', 'grpc-up'),), timeout=20)\n\
+                  print(json.dumps([m.decode() for m in items]))\n";
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("python3").args(["-c", script, &target]).output().unwrap())
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim(), r#"["item-0", "item-1", "item-2"]"#, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_connection_specific_h2_field_resets_its_stream_and_the_connection_goes_on() {
+    let up = Upstream::plain();
+    let fx = fixture(&["keyed"], &bearer_connection(UP, "keyed", &up.url()));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let authority = daemon.addr.to_string();
+    let mut h2 = H2::connect(daemon.addr).await;
+    // RFC 9113 §8.2.2: malformed, a stream error of PROTOCOL_ERROR.
+    for field in [
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+    ] {
+        let stream = h2.request("GET", "/keyed/echo", &authority, &[field]).await;
+        let answer = h2.answer(stream, PATIENCE).await;
+        let last = answer.last().unwrap();
+        assert_eq!(
+            (last.kind, last.error_code()),
+            (h2raw::RST_STREAM, Some(h2raw::PROTOCOL_ERROR)),
+            "{field:?}: {answer:?}"
+        );
+    }
+    // The same connection serves the next stream; `te: trailers` is allowed.
+    let stream = h2.request("GET", "/keyed/echo", &authority, &[("te", "trailers")]).await;
+    let answer = h2.answer(stream, PATIENCE).await;
+    assert!(answer[0].is_ok_head(), "{answer:?}");
+    assert_eq!(up.seen().len(), 1, "only the well-formed request reached the upstream");
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_the_connections_certificate_after_a_tls13_handshake_is_named() {
+    // An HTTP caller to an HTTP/1.1 upstream, a gRPC caller to an HTTP/2 one.
+    let up = Upstream::mtls_http1();
+    let grpc_up = Upstream::mtls_h2();
+    let stranger = crate::support::control_plane::Pki::new();
+    let pem = |path: &std::path::Path| path.display().to_string();
+    // Signed by a CA the upstream does not trust: TLS 1.3 ends the handshake on connd's
+    // side first, and the upstream's alert (unknown CA) arrives at the first read.
+    let own = |id: &str, name: &str, url: &str| {
+        format!(
+            "---\nkind: Connection\nid: {id}\nname: {name}\nproject: hr-project\nvisibility: project\n\
+             parameters:\n  ServiceURL: {url}\n  ClientCertificate: {{ file: {} }}\n  ClientKey: {{ file: {}, secret: true }}\n",
+            pem(&stranger.client_cert),
+            pem(&stranger.client_key)
+        )
+    };
+    let connections = own(UP, "partner", &up.url()) + &own(DOWN, "partner-grpc", &grpc_up.url());
+    let fx = fixture(&["partner", "partner-grpc"], &connections);
+    let ca = up.ca_file().display().to_string();
+    let grpc_ca = grpc_up.ca_file().display().to_string();
+    // One --ca-file for both upstreams: a file with both CAs.
+    let both = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(both.path(), std::fs::read_to_string(&ca).unwrap() + &std::fs::read_to_string(&grpc_ca).unwrap())
+        .unwrap();
+    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &pem(both.path())]);
+    daemon.ready().await;
+
+    let r = call(daemon.addr, "GET", "/partner/echo", &[], "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["code"], "client_certificate_refused", "{}", r.text());
+    assert_contains(&r.text(), &["refused", "UnknownCA", "ClientCertificate", "ClientKey", "connection partner"]);
+    assert!(!r.text().contains("connection closed"), "{}", r.text());
+
+    let target = daemon.addr.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || python_json("grpc/client.py", &[&target, "partner-grpc", "unary-only"]))
+            .await
+            .unwrap();
+    assert_eq!(out["unary"]["code"], "UNAVAILABLE", "{out}");
+    eprintln!("{}", daemon.log());
+    assert_contains(
+        out["unary"]["details"].as_str().unwrap(),
+        &["refused", "UnknownCA", "ClientCertificate", "connection partner-grpc"],
+    );
+    assert!(up.seen().is_empty() && grpc_up.seen().is_empty(), "no request was answered");
 }

@@ -14,7 +14,7 @@
 use crate::http::error::HttpError;
 use crate::http::proxy::{Proxies, Route};
 use crate::http::tls::{self, TlsError, TlsSettings};
-use crate::http::tls_fault;
+use crate::http::tls_fault::{self, TlsFault};
 use bytes::Bytes;
 use http::header::{HOST, PROXY_AUTHORIZATION};
 use http::{HeaderValue, StatusCode, Uri};
@@ -39,6 +39,9 @@ pub struct Connector {
     tcp: HttpConnector,
     tls: Arc<LazyTls>,
     proxies: Proxies,
+    /// Whose client certificate a configuration given whole presents, as a server's
+    /// refusal of it names it (`ClientCertificate and ClientKey of connection NAME`).
+    presenting: Option<Arc<str>>,
 }
 
 /// The rustls client configuration, built on the first https connection: a plain-http
@@ -64,7 +67,8 @@ impl Connector {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        Connector { tcp, tls: Arc::new(LazyTls { settings: tls, alpn, built: OnceLock::new() }), proxies }
+        let tls = Arc::new(LazyTls { settings: tls, alpn, built: OnceLock::new() });
+        Connector { tcp, tls, proxies, presenting: None }
     }
 
     /// The same connector offering no ALPN protocol: HTTP/1.1 over TLS whatever the
@@ -80,7 +84,7 @@ impl Connector {
             Some(Err(_)) | None => OnceLock::new(),
         };
         let tls = LazyTls { settings: self.tls.settings.clone(), alpn: Vec::new(), built };
-        Connector { tcp: self.tcp.clone(), tls: Arc::new(tls), proxies: self.proxies.clone() }
+        Connector { tls: Arc::new(tls), ..self.clone() }
     }
 
     /// The same connector (proxies, ALPN) with the TLS client configuration `config`
@@ -90,7 +94,14 @@ impl Connector {
         config.alpn_protocols = self.tls.alpn.clone();
         let built = OnceLock::from(Ok(tokio_rustls::TlsConnector::from(Arc::new(config))));
         let tls = LazyTls { settings: self.tls.settings.clone(), alpn: self.tls.alpn.clone(), built };
-        Connector { tcp: self.tcp.clone(), tls: Arc::new(tls), proxies: self.proxies.clone() }
+        Connector { tls: Arc::new(tls), presenting: None, ..self.clone() }
+    }
+
+    /// The same connector, saying in a server's refusal of its client certificate that
+    /// the certificate is `whose` (`ClientCertificate and ClientKey of connection NAME`),
+    /// the place to fix it, rather than `--client-cert`.
+    pub fn presenting(&self, whose: &str) -> Connector {
+        Connector { presenting: Some(whose.into()), ..self.clone() }
     }
 
     /// The TLS settings it was made with (`--ca-file`, `--client-cert`).
@@ -152,20 +163,27 @@ impl Connector {
                 proxied_http,
                 proxy_authorization,
                 proxy_shown,
-                uses: Uses::default(),
+                refused: Refused::default(),
             });
         }
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| HttpError::Protocol(format!("bad server name {host:?}: {e}")))?;
         let tls = self.tls().await?.connect(name, tcp).await.map_err(|e| self.tls_error(&e, &host))?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let refused = Refused::default();
+        let refusals = Refusals {
+            host,
+            settings: self.tls.clone(),
+            presenting: self.presenting.clone(),
+            refused: refused.clone(),
+        };
         Ok(Conn {
-            io: TokioIo::new(Stream::Tls(Box::new(tls))),
+            io: TokioIo::new(Stream::Tls(Box::new((tls, refusals)))),
             h2,
             proxied_http: false,
             proxy_authorization: None,
             proxy_shown: None,
-            uses: Uses::default(),
+            refused,
         })
     }
 
@@ -173,7 +191,7 @@ impl Connector {
     /// refused something, else a transient handshake failure (the connection broke).
     pub fn tls_error(&self, e: &(dyn std::error::Error + 'static), host: &str) -> HttpError {
         match tls_fault::find_rustls(e) {
-            Some(rustls) => HttpError::TlsFault(tls_fault::explain(rustls, host, &self.tls.settings)),
+            Some(rustls) => HttpError::TlsFault(explain(rustls, host, &self.tls.settings, self.presenting.as_deref())),
             None => HttpError::Handshake { host: host.to_owned(), cause: crate::error::chain(e) },
         }
     }
@@ -249,6 +267,70 @@ impl Service<Uri> for Connector {
     }
 }
 
+/// What `e` from `host` means, as [`tls_fault::explain`] says it, but for a client
+/// certificate presented from `presenting`: a refusal of it names that place to fix.
+fn explain(e: &rustls::Error, host: &str, settings: &TlsSettings, presenting: Option<&str>) -> TlsFault {
+    use rustls::AlertDescription as A;
+    match (e, presenting) {
+        (
+            rustls::Error::AlertReceived(
+                alert @ (A::CertificateRequired
+                | A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::DecryptError),
+            ),
+            Some(whose),
+        ) => TlsFault {
+            message: format!(
+                "the server {host} refused the client certificate of {whose} with the TLS alert {alert:?}: check {whose} \
+                 (a CA the server trusts must have signed the certificate, the key must be its own, and it must be valid today)"
+            ),
+            own_settings: true,
+        },
+        _ => tls_fault::explain(e, host, settings),
+    }
+}
+
+/// What a TLS connection needs to say an alert that arrives after the handshake in
+/// words: under TLS 1.3 a server checks the client's certificate after the client has
+/// finished its handshake, so its refusal comes at the first read, not at connect.
+struct Refusals {
+    host: String,
+    settings: Arc<LazyTls>,
+    presenting: Option<Arc<str>>,
+    /// The alert in words, kept for the requests on the connection (see [`Refused`]).
+    refused: Refused,
+}
+
+/// The TLS alert that ended a connection, in words, once one came: in its `Connected`
+/// extras, so that a request the connection broke under (an HTTP/2 stream sees only
+/// "connection closed") can say why.
+#[derive(Clone, Debug, Default)]
+pub struct Refused(Arc<OnceLock<TlsFault>>);
+
+impl Refused {
+    pub fn fault(&self) -> Option<&TlsFault> {
+        self.0.get()
+    }
+}
+
+impl Refusals {
+    /// Notes the TLS alert in `e`, said in words, in the connection's [`Refused`]; `e`
+    /// itself is passed on as it is (a one-shot client finds the alert in it).
+    fn note(&self, e: std::io::Error) -> std::io::Error {
+        if let Some(alert @ rustls::Error::AlertReceived(_)) = tls_fault::find_rustls(&e) {
+            let fault = explain(alert, &self.host, &self.settings.settings, self.presenting.as_deref());
+            let _ = self.refused.0.set(fault);
+        }
+        e
+    }
+}
+
 fn build(settings: &TlsSettings, alpn: &[Vec<u8>]) -> Result<tokio_rustls::TlsConnector, Arc<TlsError>> {
     let config = tls::client_config(settings).map_err(Arc::new)?;
     if alpn.is_empty() {
@@ -317,22 +399,8 @@ pub struct Conn {
     proxy_authorization: Option<HeaderValue>,
     /// For those requests: the proxy, as messages show it.
     proxy_shown: Option<String>,
-    /// How many exchanges a pooled client has had on it (see [`Uses`]).
-    uses: Uses,
-}
-
-/// A connection's exchange count, shared by every copy of its `Connected` info, which a
-/// pooled client hands to each request (`capture_connection`) and response (extensions):
-/// a request that fails on a connection with uses before it met a keep-alive race, not
-/// a dead upstream. Counted by the pooled client's user ([`Uses::next`]).
-#[derive(Clone, Debug, Default)]
-pub struct Uses(Arc<std::sync::atomic::AtomicU64>);
-
-impl Uses {
-    /// Counts one more exchange; how many there were before it.
-    pub fn next(&self) -> u64 {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
+    /// The TLS alert that ended it, if one did.
+    refused: Refused,
 }
 
 impl Conn {
@@ -356,7 +424,7 @@ impl Conn {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let connected = Connected::new().proxy(self.proxied_http).extra(self.uses.clone());
+        let connected = Connected::new().proxy(self.proxied_http).extra(self.refused.clone());
         if self.h2 {
             connected.negotiated_h2()
         } else {
@@ -389,16 +457,48 @@ impl hyper::rt::Write for Conn {
     }
 }
 
+/// A write to a TLS connection failed (`e`): when the server closed it after an alert
+/// (TLS 1.3's refusal of a client certificate, sent as the client wrote its first
+/// request), the alert waits unread in the socket: noted and returned if so, else `e`. Read
+/// from the socket itself: the runtime may not know it readable yet, and the connection
+/// is ended once this error is returned.
+fn write_failed(s: &mut (tokio_rustls::client::TlsStream<TcpStream>, Refusals), e: std::io::Error) -> std::io::Error {
+    use std::os::fd::AsRawFd;
+    let ((tcp, tls), refusals) = (s.0.get_mut(), &s.1);
+    let mut scratch = [0u8; 4096];
+    while let Ok(n @ 1..) =
+        nix::sys::socket::recv(tcp.as_raw_fd(), &mut scratch, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+    {
+        if tls.read_tls(&mut &scratch[..n]).is_err() {
+            break;
+        }
+        match tls.process_new_packets() {
+            Ok(_) => {}
+            Err(alert @ rustls::Error::AlertReceived(_)) => {
+                return refusals.note(std::io::Error::new(std::io::ErrorKind::InvalidData, alert));
+            }
+            Err(_) => break,
+        }
+    }
+    e
+}
+
 enum Stream {
     Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<(tokio_rustls::client::TlsStream<TcpStream>, Refusals)>),
 }
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Tls(s) => {
+                let (tls, refusals) = s.as_mut();
+                match Pin::new(tls).poll_read(cx, buf) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(refusals.note(e))),
+                    other => other,
+                }
+            }
         }
     }
 }
@@ -407,21 +507,27 @@ impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Tls(s) => match Pin::new(&mut s.0).poll_write(cx, buf) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(write_failed(s, e))),
+                other => other,
+            },
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Tls(s) => match Pin::new(&mut s.0).poll_flush(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(write_failed(s, e))),
+                other => other,
+            },
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut s.0).poll_shutdown(cx),
         }
     }
 }

@@ -14,7 +14,7 @@ use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -223,7 +223,9 @@ where
 /// WebSocket), until the peer closes or `draining` is cancelled: then the requests in
 /// flight are finished (HTTP/2: a GOAWAY) and the connection closed. A caller that sends
 /// nothing within `limits.header_read_timeout` is closed (HTTP/1.1's own timeout starts
-/// only once the protocol is known).
+/// only once the protocol is known), and so is a connection with no request open for that
+/// long: HTTP/1.1's keep-alive bound, which HTTP/2 does not have of its own (its streams
+/// are counted here; closing is a GOAWAY, docs/proxy.md).
 pub async fn auto<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
@@ -241,11 +243,15 @@ pub async fn auto<I, S, B>(
 {
     let spoke = Arc::new(AtomicBool::new(false));
     let io = FirstBytes { io, spoke: spoke.clone() };
+    let open = Arc::new(Requests::new());
+    let service = Counted { inner: service, open: open.clone() };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let silent = tokio::time::sleep(limits.header_read_timeout);
     tokio::pin!(silent);
-    let mut drained = false;
+    let idle = idle(&open, limits.header_read_timeout);
+    tokio::pin!(idle);
+    let mut closing = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -254,15 +260,154 @@ pub async fn auto<I, S, B>(
                 }
                 return;
             }
-            () = draining.cancelled(), if !drained => {
-                drained = true;
+            () = draining.cancelled(), if !closing => {
+                closing = true;
                 conn.as_mut().graceful_shutdown();
             }
+            // The condition is read when the loop turns: a caller that spoke since is kept.
             () = &mut silent, if !spoke.load(Ordering::Relaxed) => {
-                tracing::debug!("no request within the header-read timeout; closed");
-                return;
+                if !spoke.load(Ordering::Relaxed) {
+                    tracing::debug!("no request within the header-read timeout; closed");
+                    return;
+                }
+            }
+            () = &mut idle, if !closing => {
+                tracing::debug!("no request open within the idle timeout; closing");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Resolves once no request has been open on the connection for `bound` (counted from
+/// the end of the last one, or from now). A timer that wakes once per `bound` at most,
+/// and two atomic writes per request: nothing is woken as requests come and go.
+async fn idle(open: &Requests, bound: Duration) {
+    let mut deadline = tokio::time::Instant::now() + bound;
+    loop {
+        tokio::time::sleep_until(deadline).await;
+        let now = tokio::time::Instant::now();
+        deadline = match open.idle_since() {
+            Some(since) if now >= since + bound => return,
+            Some(since) => since + bound,
+            None => now + bound,
+        };
+    }
+}
+
+/// The requests open on one connection, and when the last one ended.
+struct Requests {
+    open: AtomicUsize,
+    /// When the last request ended, in milliseconds after `start`.
+    ended_ms: AtomicU64,
+    start: tokio::time::Instant,
+}
+
+impl Requests {
+    fn new() -> Requests {
+        Requests { open: AtomicUsize::new(0), ended_ms: AtomicU64::new(0), start: tokio::time::Instant::now() }
+    }
+
+    /// Since when none has been open; `None` while one is.
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        (self.open.load(Ordering::Acquire) == 0)
+            .then(|| self.start + Duration::from_millis(self.ended_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// One open request: counted from the service's call until its answer's body is done
+/// or dropped (HTTP/2: the stream's life; a stream reset drops it).
+struct Open(Arc<Requests>);
+
+impl Open {
+    fn new(requests: &Arc<Requests>) -> Open {
+        requests.open.fetch_add(1, Ordering::AcqRel);
+        Open(requests.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let ended = self.0.start.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+        self.0.ended_ms.fetch_max(ended, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A service whose requests are counted in `open` while they are open.
+struct Counted<S> {
+    inner: S,
+    open: Arc<Requests>,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<Incoming>> for Counted<S>
+where
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+{
+    type Response = hyper::Response<CountedBody<B>>;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        CountedFuture { inner: self.inner.call(req), open: Some(Open::new(&self.open)) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's answer, its request counted open meanwhile.
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        open: Option<Open>,
+    }
+}
+
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<hyper::Response<B>, E>>,
+{
+    type Output = Result<hyper::Response<CountedBody<B>>, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let res = std::task::ready!(this.inner.poll(cx));
+        let open = this.open.take();
+        std::task::Poll::Ready(res.map(|res| res.map(|body| CountedBody { inner: body, open })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body, its request counted open until the body is done or dropped.
+    struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        open: Option<Open>,
+    }
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.open.take();
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

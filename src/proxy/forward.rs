@@ -4,7 +4,7 @@
 //! connection and the cause. Header values are never logged; the access line (debug)
 //! has the method, connection, path without query, status and time.
 
-use super::pool::{Answer, Pool, SendError};
+use super::pool::{Answer, Pool};
 use super::route;
 use super::upgrade::{self, Tunnels};
 use super::upstream::{self, Clients, Connector, Failure, Wire};
@@ -429,7 +429,7 @@ impl<S: Sources> Proxy<S> {
                 return Err(refuse(StatusCode::BAD_GATEWAY, "bad_client_certificate", message));
             }
         };
-        let connector = self.connector.with_pem(&PemTls { ca, client }).map_err(|e| {
+        let connector = self.connector.with_pem(&PemTls { ca, client }, name).map_err(|e| {
             refuse(StatusCode::BAD_GATEWAY, "bad_client_certificate", format!("the connection's TLS: {e}"))
         })?;
         let clients = Arc::new(Clients::new(&connector));
@@ -540,7 +540,7 @@ impl<S: Sources> Proxy<S> {
             tokio::select! {
                 result = &mut exchange => {
                     let caller_failed = activity.as_ref().is_some_and(|a| a.caller_failed());
-                    return result.map_err(|f| failed(&f.error, f.reused, caller_failed));
+                    return result.map_err(|f| failed(&f, caller_failed));
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if last() + timeout <= Instant::now() {
@@ -561,12 +561,20 @@ struct Failed {
 }
 
 /// What a failed exchange means: the caller's own body broken (400, not the upstream's
-/// fault), a connect timeout (504), an unreachable upstream or a broken exchange (502).
-fn failed(e: &SendError, reused: bool, caller_failed: bool) -> Failed {
+/// fault), a connect timeout (504), connd's client certificate refused by the upstream,
+/// an unreachable upstream or a broken exchange (502).
+fn failed(f: &super::pool::Failed, caller_failed: bool) -> Failed {
+    let (e, reused) = (&f.error, f.reused);
     let (failure, cause) = upstream::classify(e);
     if caller_failed {
         let message = format!("the request body is malformed or was cut short: {cause}");
         return Failed { refusal: refuse(StatusCode::BAD_REQUEST, "bad_body", message), raced: false };
+    }
+    if let Some(message) = upstream::certificate_refused(f) {
+        return Failed {
+            refusal: refuse(StatusCode::BAD_GATEWAY, "client_certificate_refused", message),
+            raced: false,
+        };
     }
     let raced = reused && upstream::nothing_arrived(e);
     if upstream::head_too_large(e) {

@@ -11,12 +11,13 @@
 //! `upstream::Connector`'s.
 
 use super::upstream::{ConnectError, Connector, Wire, MAX_ANSWER_FIELDS, MAX_ANSWER_HEAD};
+use crate::http::connect::Refused;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
-use hyper_util::client::legacy::connect::Connection;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub enum SendError {
 pub struct Failed {
     pub error: SendError,
     pub reused: bool,
+    /// The TLS alert that ended the connection the exchange was on, once one came.
+    pub refused: Option<Refused>,
 }
 
 /// The connections of one [`Wire`] over one connector; `keep: false` makes a new
@@ -78,7 +81,7 @@ struct Inner<B> {
 
 struct State<B> {
     http1: HashMap<Key, Vec<Idle<B>>>,
-    http2: HashMap<Key, http2::SendRequest<B>>,
+    http2: HashMap<Key, (http2::SendRequest<B>, Refused)>,
 }
 
 /// An idle HTTP/1.1 connection: its sender, whether requests on it go to an outbound
@@ -86,13 +89,22 @@ struct State<B> {
 struct Idle<B> {
     sender: http1::SendRequest<B>,
     proxied: bool,
+    refused: Refused,
     since: Instant,
 }
 
 /// A connection ready for one request.
 enum Ready<B> {
-    Http1 { sender: http1::SendRequest<B>, proxied: bool },
-    Http2(http2::SendRequest<B>),
+    Http1 { sender: http1::SendRequest<B>, proxied: bool, refused: Refused },
+    Http2(http2::SendRequest<B>, Refused),
+}
+
+impl<B> Ready<B> {
+    fn refused(&self) -> &Refused {
+        match self {
+            Ready::Http1 { refused, .. } | Ready::Http2(_, refused) => refused,
+        }
+    }
 }
 
 impl<B> Pool<B>
@@ -113,24 +125,30 @@ where
     /// A kept connection found closed, or one that took the request but never started
     /// it, is passed over for the next (the request was not sent).
     pub async fn send(&self, mut req: Request<B>) -> Result<Response<Answer<B>>, Failed> {
-        let key = key(req.uri()).ok_or(Failed { error: SendError::NoAuthority, reused: false })?;
+        let key = key(req.uri()).ok_or(Failed { error: SendError::NoAuthority, reused: false, refused: None })?;
         loop {
             let (ready, reused) = match self.kept(&key).await {
                 Some(ready) => (ready, true),
-                None => (self.connect(&key, req.uri()).await.map_err(|error| Failed { error, reused: false })?, false),
+                None => match self.connect(&key, req.uri()).await {
+                    Ok(ready) => (ready, false),
+                    Err(error) => return Err(Failed { error, reused: false, refused: None }),
+                },
             };
+            let refused = Some(ready.refused().clone());
             req = match self.send_on(ready, &key, req).await {
                 Ok(response) => return Ok(response),
                 Err(Unsent::Back(req)) if reused => *req,
-                Err(Unsent::Back(_)) => return Err(Failed { error: SendError::ClosedUnsent, reused }),
-                Err(Unsent::Failed(error)) => return Err(Failed { error: SendError::Exchange(error), reused }),
+                Err(Unsent::Back(_)) => return Err(Failed { error: SendError::ClosedUnsent, reused, refused }),
+                Err(Unsent::Failed(error)) => {
+                    return Err(Failed { error: SendError::Exchange(error), reused, refused })
+                }
             };
         }
     }
 
     async fn send_on(&self, ready: Ready<B>, key: &Key, mut req: Request<B>) -> Result<Response<Answer<B>>, Unsent<B>> {
         match ready {
-            Ready::Http1 { mut sender, proxied } => {
+            Ready::Http1 { mut sender, proxied, refused } => {
                 if !proxied {
                     origin_form(req.uri_mut());
                 }
@@ -140,11 +158,12 @@ where
                 })?;
                 // A `101`'s connection is the tunnel's now, never another request's.
                 let keep = self.inner.keep && response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                let checkin = keep.then(|| Checkin { pool: self.inner.clone(), key: key.clone(), sender, proxied });
+                let checkin =
+                    keep.then(|| Checkin { pool: self.inner.clone(), key: key.clone(), sender, proxied, refused });
                 let (parts, body) = response.into_parts();
                 Ok(Response::from_parts(parts, Answer::new(body, checkin)))
             }
-            Ready::Http2(mut sender) => {
+            Ready::Http2(mut sender, _) => {
                 let response = sender.try_send_request(req).await.map_err(|mut e| match e.take_message() {
                     Some(req) => Unsent::Back(Box::new(req)),
                     None => Unsent::Failed(e.into_error()),
@@ -163,9 +182,9 @@ where
         loop {
             let idle = {
                 let mut state = self.inner.state.lock();
-                if let Some(h2) = state.http2.get(key) {
+                if let Some((h2, refused)) = state.http2.get(key) {
                     if !h2.is_closed() {
-                        return Some(Ready::Http2(h2.clone()));
+                        return Some(Ready::Http2(h2.clone(), refused.clone()));
                     }
                     state.http2.remove(key);
                 }
@@ -178,7 +197,7 @@ where
             // Given back when its answer's body ended: the connection may need a turn to
             // take the next request.
             if sender.ready().await.is_ok() {
-                return Some(Ready::Http1 { sender, proxied: idle.proxied });
+                return Some(Ready::Http1 { sender, proxied: idle.proxied, refused: idle.refused });
             }
         }
     }
@@ -189,6 +208,7 @@ where
         let mut connector = self.inner.connector.clone();
         let conn = connector.call(uri.clone()).await.map_err(SendError::Connect)?;
         let connected = conn.connected();
+        let refused = refused_of(&connected);
         if connected.is_negotiated_h2() || self.inner.wire == Wire::H2c {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new()).max_header_list_size(MAX_ANSWER_HEAD as u32);
@@ -199,9 +219,9 @@ where
                 }
             });
             if self.inner.keep {
-                self.inner.state.lock().http2.insert(key.clone(), sender.clone());
+                self.inner.state.lock().http2.insert(key.clone(), (sender.clone(), refused.clone()));
             }
-            return Ok(Ready::Http2(sender));
+            return Ok(Ready::Http2(sender, refused));
         }
         let mut builder = http1::Builder::new();
         builder.max_buf_size(MAX_ANSWER_HEAD).max_headers(MAX_ANSWER_FIELDS);
@@ -211,8 +231,16 @@ where
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        Ok(Ready::Http1 { sender, proxied: connected.is_proxied() })
+        Ok(Ready::Http1 { sender, proxied: connected.is_proxied(), refused })
     }
+}
+
+/// The record of a TLS alert the connector put in `connected`'s extras (a fresh one for
+/// a connection that has none: plain TCP).
+fn refused_of(connected: &Connected) -> Refused {
+    let mut extensions = http::Extensions::new();
+    connected.get_extras(&mut extensions);
+    extensions.get::<Refused>().cloned().unwrap_or_default()
 }
 
 /// A request not sent: given back (the connection was closed before it started), or
@@ -240,7 +268,7 @@ fn sweep_while_kept<B: Send + 'static>(pool: std::sync::Weak<Inner<B>>) {
                 idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= IDLE_FOR);
             }
             state.http1.retain(|_, idle| !idle.is_empty());
-            state.http2.retain(|_, h2| !h2.is_closed());
+            state.http2.retain(|_, (h2, _)| !h2.is_closed());
         }
     });
 }
@@ -271,16 +299,17 @@ struct Checkin<B> {
     key: Key,
     sender: http1::SendRequest<B>,
     proxied: bool,
+    refused: Refused,
 }
 
 impl<B> Checkin<B> {
     fn give_back(self) {
-        let Checkin { pool, key, sender, proxied } = self;
+        let Checkin { pool, key, sender, proxied, refused } = self;
         let since = Instant::now();
         let mut state = pool.state.lock();
         let idle = state.http1.entry(key).or_default();
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
-            idle.push(Idle { sender, proxied, since });
+            idle.push(Idle { sender, proxied, refused, since });
         }
     }
 }

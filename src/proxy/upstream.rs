@@ -55,11 +55,16 @@ impl Connector {
 }
 
 impl Connector {
-    /// The same connector with `pem`'s trust and client certificate for TLS (a
-    /// connection's own, docs/proxy.md); the rest of the trust from `--ca-file`.
-    pub fn with_pem(&self, pem: &PemTls<'_>) -> Result<Connector, TlsError> {
+    /// The same connector with `pem`'s trust and client certificate for TLS (the own of
+    /// `connection`, which an upstream's refusal of the certificate names, docs/proxy.md);
+    /// the rest of the trust from `--ca-file`.
+    pub fn with_pem(&self, pem: &PemTls<'_>, connection: &str) -> Result<Connector, TlsError> {
         let config = tls::client_config_pem(self.inner.tls_settings(), pem)?;
-        Ok(Connector { inner: self.inner.with_tls_config(config), timeout: self.timeout })
+        let mut inner = self.inner.with_tls_config(config);
+        if pem.client.is_some() {
+            inner = inner.presenting(&format!("ClientCertificate and ClientKey of connection {connection}"));
+        }
+        Ok(Connector { inner, timeout: self.timeout })
     }
 
     /// The same connector, HTTP/1.1 only (for upgrades).
@@ -197,6 +202,20 @@ pub fn nothing_arrived(err: &SendError) -> bool {
 /// Whether `err` is an answer head over [`MAX_ANSWER_HEAD`] (or over its field count).
 pub fn head_too_large(err: &SendError) -> bool {
     matches!(err, SendError::Exchange(e) if e.is_parse_too_large())
+}
+
+/// The refusal of connd's client certificate, in words that name where to fix it: at the
+/// handshake (in the connect error), or after it, from the TLS alert the exchange's
+/// connection noted (TLS 1.3 refuses a client certificate at the first read, and an
+/// HTTP/2 stream on it reads only "connection closed").
+pub fn certificate_refused(failed: &super::pool::Failed) -> Option<String> {
+    let fault = match &failed.error {
+        SendError::Connect(ConnectError::Failed(HttpError::TlsFault(fault))) => Some(fault),
+        SendError::Connect(_) | SendError::Exchange(_) | SendError::ClosedUnsent | SendError::NoAuthority => {
+            failed.refused.as_ref().and_then(connect::Refused::fault)
+        }
+    }?;
+    fault.own_settings.then(|| fault.message.clone())
 }
 
 /// What went wrong with an upstream exchange, as the caller is told.

@@ -193,6 +193,11 @@ impl Pki {
     /// A server configuration that asks for a client certificate signed by this CA and
     /// offers only `h2` by ALPN (the egress proxy's mTLS and HTTP/2 tests).
     pub fn mtls_h2_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.mtls_server_config(b"h2")
+    }
+
+    /// As [`Self::mtls_h2_server_config`], its ALPN offering `alpn` alone.
+    pub fn mtls_server_config(&self, alpn: &[u8]) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).expect("CA root");
@@ -206,7 +211,7 @@ impl Pki {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.server_chain.clone(), key)
             .expect("server cert");
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         Arc::new(config)
     }
 

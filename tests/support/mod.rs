@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod daemon;
 pub mod fixtures;
 pub mod flaky;
+pub mod h2raw;
 pub mod kubelet;
 pub mod oidc;
 pub mod proxy;

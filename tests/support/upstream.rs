@@ -79,6 +79,13 @@ impl Upstream {
         Upstream::start_with(Some(pki), Some(config))
     }
 
+    /// As [`Self::mtls_h2`], speaking HTTP/1.1 only (ALPN `http/1.1`).
+    pub fn mtls_http1() -> Upstream {
+        let pki = Pki::new();
+        let config = pki.mtls_server_config(b"http/1.1");
+        Upstream::start_with(Some(pki), Some(config))
+    }
+
     fn start(pki: Option<Pki>) -> Upstream {
         let config = pki.as_ref().map(Pki::server_config);
         Upstream::start_with(pki, config)

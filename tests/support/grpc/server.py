@@ -1,9 +1,11 @@
 """A gRPC upstream for the egress proxy's tests: the real grpcio server with generic
 handlers (raw bytes, no generated code) for service test.Echo. Prints its port, then
-serves until stdin closes. Every call records its `authorization` metadata, which
+serves until stdin closes; with CERT and KEY (PEM files) as arguments, over TLS (whose ALPN
+offers h2 alone). Every call records its `authorization` metadata, which
 Unary answers with; a request `fail` is refused with PERMISSION_DENIED."""
 
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -21,7 +23,10 @@ def unary(request, ctx):
 
 
 def server_stream(request, ctx):
-    for i in range(int(request.decode() or "3")):
+    # "N" items, or "N/SECONDS" with that pause before each.
+    count, _, gap = request.decode().partition("/")
+    for i in range(int(count or "3")):
+        time.sleep(float(gap or "0"))
         yield b"item-%d" % i
 
 
@@ -43,7 +48,12 @@ def main():
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if len(sys.argv) > 2:
+        with open(sys.argv[1], "rb") as cert, open(sys.argv[2], "rb") as key:
+            credentials = grpc.ssl_server_credentials(((key.read(), cert.read()),))
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
     sys.stdin.read()
