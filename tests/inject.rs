@@ -144,7 +144,12 @@ fn inject(input: &str, args: &[&str]) -> Run {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("connd runs");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    // A usage error exits before reading its input: the pipe is closed, as for any
+    // command in a shell pipeline, and the exit code and stderr tell the rest.
+    match child.stdin.take().unwrap().write_all(input.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.unwrap(),
+    }
     child.wait_with_output().unwrap().into()
 }
 
