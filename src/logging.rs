@@ -21,6 +21,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -58,18 +59,24 @@ pub struct Settings {
 
 /// Installs the global logger. Text carries colour only when stderr is a terminal and
 /// `NO_COLOR` is unset or empty (no-color.org).
+///
+/// `--log-level debug` and `trace` are connd's own records: the libraries under it (the
+/// HTTP/2 codec writes a record per frame) are written from `info` up, so that a
+/// proxied request's one record is not lost among its frames.
 pub fn init(settings: &Settings) {
     let format = settings.format;
     let builder = tracing_subscriber::fmt()
         .with_writer(move || RecordWriter { format })
         .with_max_level(settings.level)
         .log_internal_errors(false);
+    let libraries = settings.level.min(tracing::level_filters::LevelFilter::INFO);
+    let targets = Targets::new().with_default(libraries).with_target("connd", settings.level);
     match settings.format {
-        Format::Json => builder.event_format(JsonLines).finish().with(SpanFields).init(),
+        Format::Json => builder.event_format(JsonLines).finish().with(SpanFields).with(targets).init(),
         Format::Text => {
             let colour =
                 std::io::stderr().is_terminal() && !matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty());
-            builder.with_target(false).with_ansi(colour).fmt_fields(TextFields).init()
+            builder.with_target(false).with_ansi(colour).fmt_fields(TextFields).finish().with(targets).init()
         }
     }
 }
