@@ -378,6 +378,76 @@ async fn a_bad_reload_keeps_the_last_good_listeners() {
     assert_eq!(call(at(p_held), "GET", "/f", &[], "").await.json()["target"], "/stock/f");
 }
 
+/// A connection `name` whose ServiceURL is read from `file` (what `check` cannot judge).
+fn from_file(id: &str, name: &str, file: &std::path::Path, port: Option<u16>) -> String {
+    descriptor(id, name, "x", port).replace("ServiceURL: x", &format!("ServiceURL: {{ file: {} }}", file.display()))
+}
+
+#[tokio::test]
+async fn a_service_url_pointing_back_at_connd_is_refused_once_with_508() {
+    let up = Upstream::plain();
+    let tmp = tempfile::tempdir().unwrap();
+    let (orders_url, stock_url) = (tmp.path().join("orders-url"), tmp.path().join("stock-url"));
+    let p_orders = free_port();
+    // orders' ServiceURL is its own port; stock's starts at the upstream.
+    std::fs::write(&orders_url, format!("http://127.0.0.1:{p_orders}/loop")).unwrap();
+    std::fs::write(&stock_url, format!("{}/stock", up.url())).unwrap();
+    let connections =
+        from_file(ORDERS, "orders", &orders_url, Some(p_orders)) + &from_file(STOCK, "stock", &stock_url, None);
+    let fx = fixture(&["orders", "stock"], &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let r = call(at(p_orders), "GET", "/x", &[("via", "1.1 gateway")], "").await;
+    assert_eq!(r.status, 508, "{}\n{}", r.text(), daemon.log());
+    let body = r.json();
+    assert_eq!((body["code"].as_str(), body["connection"].as_str()), (Some("loop_detected"), Some("orders")), "{body}");
+    assert_contains(body["error"].as_str().unwrap(), &["\"orders\"'s ServiceURL points back at connd"]);
+    // Once through connd, once refused: the upstream (connd) was not called again.
+    wait_for_metric(&daemon, "connd_proxy_requests_total{connection=\"orders\",class=\"5xx\"} 2").await;
+    // A gRPC caller reads a gRPC status.
+    let grpc =
+        call(at(p_orders), "POST", "/pkg.S/M", &[("content-type", "application/grpc"), ("te", "trailers")], "").await;
+    assert_eq!(grpc.headers.get("grpc-status").map(|v| v.to_str().unwrap()), Some("9"), "{:?}", grpc.headers);
+    // The shared listener: stock's ServiceURL is changed to connd's --proxy-listen.
+    std::fs::write(&stock_url, format!("http://{}/stock", daemon.addr)).unwrap();
+    let start = Instant::now();
+    loop {
+        let r = call(daemon.addr, "GET", "/stock/y", &[], "").await;
+        if r.status == 508 {
+            assert_eq!(r.json()["connection"], "stock");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(start.elapsed() < PATIENCE, "stock's new ServiceURL was never read:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!daemon.metrics().await.contains("class=\"5xx\"} 10"), "no storm of requests");
+}
+
+#[test]
+fn a_literal_service_url_on_a_proxy_port_is_a_config_error_naming_both() {
+    let port = free_port();
+    for url in
+        [format!("http://localhost:{port}/v1"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")]
+    {
+        let connections =
+            descriptor(ORDERS, "orders", "http://127.0.0.1:9/v1", Some(port)) + &descriptor(STOCK, "stock", &url, None);
+        let fx = fixture(&["orders", "stock"], &connections);
+        let expected = [
+            format!("the ServiceURL of connection \"stock\" is port {port} of this machine, the proxy port of connection \"orders\""),
+            "connd would forward its requests to itself".into(),
+            "set the ServiceURL to the real upstream".into(),
+        ];
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        let check = fx.run("check", &[]);
+        assert_eq!(check.code, 78, "{url}: {check:?}");
+        assert_contains(&check.stderr, &expected);
+        let run = fx.run("run", &["--", "true"]);
+        assert_eq!(run.code, 78, "{run:?}");
+        assert_contains(&run.stderr, &expected);
+    }
+}
+
 #[test]
 fn check_lists_each_connections_port() {
     let port = free_port();

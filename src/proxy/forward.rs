@@ -140,6 +140,7 @@ fn grpc_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
     let code = match r.status {
         StatusCode::NOT_FOUND => "5",
         StatusCode::GATEWAY_TIMEOUT => "4",
+        StatusCode::LOOP_DETECTED => "9",
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "14",
         _ => "3",
     };
@@ -217,6 +218,8 @@ impl<S: Sources> Proxy<S> {
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
+        super::loops::pass(&mut req, connection)
+            .map_err(|e| refuse(StatusCode::LOOP_DETECTED, "loop_detected", e.to_string()))?;
         let creds = self.credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;

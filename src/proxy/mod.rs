@@ -4,6 +4,7 @@
 //!
 //! - `route`: which connection and which upstream path a target names; what is refused.
 //! - `forward`: one request, credentials, streaming, retries on 401, error answers.
+//! - `loops`: the `Via` mark that refuses a request coming back to this connd (508).
 //! - `upgrade`: WebSocket and other HTTP/1.1 upgrades: the two connections joined.
 //! - `upstream`: the pooled clients (one per wire protocol) and their TCP/TLS connector.
 //! - `server`: the TCP and Unix-socket listeners, their limits and drain.
@@ -14,6 +15,7 @@
 //! tokens; it changes neither.
 
 pub mod forward;
+pub mod loops;
 pub mod ports;
 pub mod route;
 pub mod server;
