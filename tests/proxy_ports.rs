@@ -354,28 +354,91 @@ async fn a_bad_reload_keeps_the_last_good_listeners() {
     assert_contains(&daemon.log(), &[&format!("proxy port {p_orders} is claimed by two connections")]);
     assert_eq!(call(at(p_stock), "GET", "/b", &[], "").await.json()["target"], "/stock/b");
     assert_eq!(kept.get("/c").await["target"], "/orders/c");
-    // A port another process holds: the values are new, but stock keeps its last good port.
+    // A port another process holds: stock's old port closes (the plan no longer gives it
+    // to stock), the held one is retried on connd's own timer, orders serves on.
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let p_held = held.local_addr().unwrap().port();
     rewrite(&fx, &three(&url, p_orders, Some(p_held), None));
-    wait_for_metric(&daemon, "connd_proxy_port_errors_total 1").await;
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"stock\",port=\"{p_held}\"}} 0")).await;
     wait_for_metric(&daemon, "connd_reloads_total{result=\"error\"} 2").await;
+    wait_listening(p_stock, false, log).await;
     assert_contains(
         &daemon.log(),
-        &[
-            &format!("cannot listen on 127.0.0.1:{p_held}, the proxy port of connection \"stock\""),
-            "the last good listeners serve on",
-        ],
+        &[&format!("cannot listen on 127.0.0.1:{p_held}, the proxy port of connection \"stock\""), "it is tried again"],
     );
-    assert_eq!(call(at(p_stock), "GET", "/d", &[], "").await.json()["target"], "/stock/d");
     assert_eq!(kept.get("/e").await["target"], "/orders/e");
-    // Freed, it is taken at the next SIGHUP.
+    // Freed, it is taken by a retry: no SIGHUP, no change of the directory.
     drop(held);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::Signal::SIGHUP)
-        .unwrap();
-    wait_listening(p_stock, false, log).await;
     wait_listening(p_held, true, log).await;
     assert_eq!(call(at(p_held), "GET", "/f", &[], "").await.json()["target"], "/stock/f");
+}
+
+/// `/readyz` over the daemon's API socket: its status and body.
+async fn readyz(socket: &std::path::Path) -> (u16, String) {
+    let r = connd::serve::api::client::request(socket, http::Method::GET, "/readyz").await.unwrap();
+    (r.status.as_u16(), r.text())
+}
+
+#[tokio::test]
+async fn a_swap_with_a_taken_port_gives_each_port_only_to_its_new_connection() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let (p1, p2) = (free_port(), free_port());
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = held.local_addr().unwrap().port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p1, Some(p2), None));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let log = || daemon.log();
+    wait_listening(p2, true, log).await;
+    // orders and stock swap ports; extra asks for one another process holds.
+    rewrite(&fx, &three(&url, p2, Some(p1), Some(p3)));
+    let start = Instant::now();
+    loop {
+        let (on1, on2) = (call(at(p1), "GET", "/a", &[], "").await, call(at(p2), "GET", "/b", &[], "").await);
+        if on1.status == 200 && on2.status == 200 && on1.json()["target"] == "/stock/a" {
+            assert_eq!(on2.json()["target"], "/orders/b", "{}", log());
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the swap was never applied:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"extra\",port=\"{p3}\"}} 0")).await;
+    assert_contains(
+        &daemon.metrics().await,
+        &[
+            &format!("connd_proxy_port_listening{{connection=\"stock\",port=\"{p1}\"}} 1"),
+            &format!("connd_proxy_port_listening{{connection=\"orders\",port=\"{p2}\"}} 1"),
+        ],
+    );
+    assert_contains(&log(), &["proxy ports applied", &format!("not_listening=[{p3}]")]);
+    let (status, body) = readyz(&daemon.socket).await;
+    assert_eq!(status, 503, "{body}");
+    assert_contains(&body, &[&format!("proxy ports [{p3}] do not listen"), "another process listens there"]);
+    drop(held);
+    wait_listening(p3, true, log).await;
+    assert_eq!(call(at(p3), "GET", "/c", &[], "").await.json()["target"], "/extra/c");
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"extra\",port=\"{p3}\"}} 1")).await;
+    let (status, body) = readyz(&daemon.socket).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn run_retries_a_taken_port_on_its_own_timer() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let p1 = free_port();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = held.local_addr().unwrap().port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p1, None, None));
+    // Under `run`, SIGHUP goes to the workload: only connd's own timer can retry.
+    let daemon = ProxyDaemon::run(fx.path(), &[], &["sleep", "60"]);
+    daemon.ready().await;
+    rewrite(&fx, &three(&url, p1, None, Some(p3)));
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"extra\",port=\"{p3}\"}} 0")).await;
+    drop(held);
+    wait_listening(p3, true, || daemon.log()).await;
+    assert_eq!(call(at(p3), "GET", "/c", &[], "").await.json()["target"], "/extra/c");
 }
 
 /// A connection `name` whose ServiceURL is read from `file` (what `check` cannot judge).
