@@ -512,6 +512,48 @@ fn a_literal_service_url_on_a_proxy_port_is_a_config_error_naming_both() {
 }
 
 #[test]
+fn a_port_on_one_of_connds_own_listeners_is_a_config_error_naming_both() {
+    let port = free_port();
+    let fx = fixture(&["orders"], &descriptor(ORDERS, "orders", "http://127.0.0.1:9", Some(port)));
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let addr = format!("127.0.0.1:{port}");
+    for flag in ["--proxy-listen", "--metrics-listen"] {
+        let expected = format!("proxy port {port} of connection \"orders\" is the port of connd's own {flag} {addr}");
+        let fix = "give the connection another `proxy.port`, or move the listener to another port";
+        let serve = fx.run("serve", &["--socket", socket.to_str().unwrap(), flag, &addr]);
+        assert_eq!(serve.code, 78, "{flag}: {serve:?}");
+        assert_contains(&serve.stderr, &[&expected, fix]);
+        assert!(!serve.stderr.contains("another process listens there"), "{serve:?}");
+        let run = fx.run("run", &[flag, &addr, "--", "true"]);
+        assert_eq!(run.code, 78, "{flag}: {run:?}");
+        assert_contains(&run.stderr, &[&expected, fix]);
+    }
+}
+
+#[tokio::test]
+async fn a_reload_giving_a_port_of_connds_own_keeps_the_last_good_ports() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let (p_orders, p_stock) = (free_port(), free_port());
+    let metrics_port = free_port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p_orders, Some(p_stock), None));
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let daemon = ProxyDaemon::start(fx.path(), &["--metrics-listen", &metrics_addr]);
+    daemon.ready().await;
+    rewrite(&fx, &three(&url, p_orders, None, Some(metrics_port)));
+    wait_for_metric(&daemon, "connd_reloads_total{result=\"error\"} 1").await;
+    assert_contains(
+        &daemon.log(),
+        &[&format!(
+            "proxy port {metrics_port} of connection \"extra\" is the port of connd's own --metrics-listen {metrics_addr}"
+        )],
+    );
+    assert_eq!(call(at(p_stock), "GET", "/a", &[], "").await.json()["target"], "/stock/a", "the last good ports");
+    assert_eq!(call(at(p_orders), "GET", "/b", &[], "").await.json()["target"], "/orders/b");
+}
+
+#[test]
 fn check_lists_each_connections_port() {
     let port = free_port();
     let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", Some(port))

@@ -48,6 +48,9 @@ pub struct Ports {
     failures: u32,
     /// When to try the ports of `asked` that do not listen again; `None` when all listen.
     retry_at: Option<Instant>,
+    /// connd's own TCP listeners (port, which flag and address), which no connection's
+    /// port may take: `--proxy-listen`, `--metrics-listen`.
+    reserved: Vec<(u16, String)>,
 }
 
 /// One port listening.
@@ -60,8 +63,38 @@ struct Open {
 
 impl Ports {
     /// None open yet; each will serve with `settings` (its `listen` and `socket` unused).
+    /// `--proxy-listen`'s port is reserved (see [`Ports::reserve`]).
     pub fn new(settings: ProxySettings) -> Ports {
-        Ports { settings, open: BTreeMap::new(), asked: Wanted::new(), failures: 0, retry_at: None }
+        let listen = settings.listen;
+        let ports = Ports {
+            settings,
+            open: BTreeMap::new(),
+            asked: Wanted::new(),
+            failures: 0,
+            retry_at: None,
+            reserved: Vec::new(),
+        };
+        match listen {
+            Some(addr) => ports.reserve(addr, "--proxy-listen"),
+            None => ports,
+        }
+    }
+
+    /// Reserves the port of connd's own listener `flag` at `addr` (any address): a plan
+    /// that gives it to a connection is refused as a whole, naming both (docs/proxy.md).
+    pub fn reserve(mut self, addr: std::net::SocketAddr, flag: &str) -> Ports {
+        if addr.port() != 0 {
+            self.reserved.push((addr.port(), format!("{flag} {addr}")));
+        }
+        self
+    }
+
+    /// The first port of `wanted` that is one of connd's own listeners'.
+    fn clash(&self, wanted: &Wanted) -> Option<ListenError> {
+        self.reserved.iter().find_map(|(port, listener)| {
+            let connection = wanted.get(port)?;
+            Some(ListenError::Ours { connection: connection.clone(), port: *port, listener: listener.clone() })
+        })
     }
 
     /// The ports `snapshot`'s plan asks for; `None` before a first resolution.
@@ -106,7 +139,14 @@ impl Ports {
     /// handed over is waited for, its drain, and bound again), then every port of
     /// `wanted` not listening is bound. Those that cannot be are left to be tried again
     /// (see [`Ports::changed`]); the first such error is returned (all are logged).
+    ///
+    /// A plan that gives a connection the port of one of connd's own listeners changes
+    /// nothing: the last good ports serve on, and that error is returned.
     pub async fn apply<S: Sources>(&mut self, daemon: &mut Daemon<S>, wanted: Wanted) -> Result<(), ListenError> {
+        if let Some(e) = self.clash(&wanted) {
+            self.asked = wanted;
+            return Err(e);
+        }
         let stale: Vec<u16> =
             self.open.iter().filter(|(port, o)| wanted.get(port) != Some(&o.connection)).map(|(p, _)| *p).collect();
         let (mut closed, mut closing) = (Vec::new(), HashMap::new());
@@ -171,6 +211,7 @@ impl Ports {
                     tracing::error!(connection = %connection, port, error = %e, retry_in = ?again, "a proxy port could not be listened on; it is tried again");
                 }
                 ListenError::NotLoopback { .. }
+                | ListenError::Ours { .. }
                 | ListenError::Tcp { .. }
                 | ListenError::Unix(_)
                 | ListenError::ProxyVariable(_) => {
@@ -186,7 +227,11 @@ impl Ports {
     /// a new plan with a port that cannot is a failed reload (docs/proxy.md).
     pub async fn reload<S: Sources>(&mut self, daemon: &mut Daemon<S>, wanted: Wanted) {
         let news = wanted != self.asked;
-        if self.apply(daemon, wanted).await.is_err() && news {
+        let Err(e) = self.apply(daemon, wanted).await else { return };
+        if let ListenError::Ours { .. } = e {
+            tracing::error!(error = %e, "reload: the proxy ports are refused; the last good ports serve on");
+        }
+        if news {
             daemon.shared().metrics.reload(Reload::Error);
         }
     }

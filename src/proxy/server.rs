@@ -56,18 +56,24 @@ pub enum ListenError {
         port_fix(source)
     )]
     Port { connection: String, port: u16, source: std::io::Error },
+    #[error(
+        "proxy port {port} of connection {connection:?} is the port of connd's own {listener}: give the connection \
+         another `proxy.port`, or move the listener to another port"
+    )]
+    Ours { connection: String, port: u16, listener: String },
     #[error(transparent)]
     ProxyVariable(#[from] crate::http::proxy::ProxyError),
 }
 
 /// A listen address the flags forbid is a usage error; a port or socket in use, a
-/// socket that cannot be made, cannot-create; a bad proxy variable, a setting.
+/// socket that cannot be made, cannot-create; a bad proxy variable, a setting; a
+/// connection's port on one of connd's own listeners, the directory's error.
 impl Classify for ListenError {
     fn class(&self) -> Class {
         match self {
             ListenError::NotLoopback { .. } => Class::Usage,
             ListenError::Tcp { .. } | ListenError::Unix(_) | ListenError::Port { .. } => Class::CantCreate,
-            ListenError::ProxyVariable(_) => Class::Config,
+            ListenError::ProxyVariable(_) | ListenError::Ours { .. } => Class::Config,
         }
     }
 }
