@@ -554,6 +554,23 @@ async fn a_reload_giving_a_port_of_connds_own_keeps_the_last_good_ports() {
 }
 
 #[test]
+fn a_port_on_a_connection_without_a_service_url_is_a_config_error() {
+    let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", Some(15001))
+        .replace("  ServiceURL: http://127.0.0.1:9\n", "  Host: db.internal\n");
+    let check = fixture(&["orders"], &connections).run("check", &[]);
+    assert_eq!(check.code, 78, "{check:?}");
+    assert_contains(
+        &check.stderr,
+        &[
+            "connections.yaml:7",
+            "connection \"orders\" has a proxy port (15001) but no ServiceURL",
+            "the port serves HTTP to the connection's ServiceURL",
+            "remove `proxy.port`",
+        ],
+    );
+}
+
+#[test]
 fn check_lists_each_connections_port() {
     let port = free_port();
     let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", Some(port))

@@ -32,6 +32,16 @@ pub(super) fn connection(
     let (headers, port) = raw.proxy.map_or_else(Default::default, |p| (p.headers, p.port));
     let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, headers, &at, diags);
     let proxy_port = port.and_then(|port| proxy_port(&raw.name, port, path, doc, diags));
+    if let Some(p) = proxy_port.as_ref().filter(|_| !model::offers(raw.security, &parameters, "ServiceURL")) {
+        diags.error(
+            p.origin.clone(),
+            format!(
+                "connection {:?} has a proxy port ({}) but no ServiceURL: the port serves HTTP to the connection's ServiceURL",
+                raw.name, p.port
+            ),
+            "remove `proxy.port` (a connection without a ServiceURL, a database say, is read from its variables), or add a ServiceURL parameter",
+        );
+    }
     if diags.len() > before {
         return None;
     }
