@@ -224,7 +224,13 @@ fn a_port_that_is_no_port_is_a_config_error_with_its_line() {
         ("65536", "is 65536, over 65535"),
         ("http", "is \"http\", not a port number"),
         ("-1", "is -1, not a port number"),
-        ("15001.5", "is 15001.5, not a whole number"),
+        ("15001.5", "is 15001.5 (a float); write a whole number"),
+        ("15001.0", "is 15001.0 (a float); write a whole number"),
+        ("1.5e4", "is 1.5e4 (a float); write a whole number"),
+        // Quoted or not, a number is described the same way.
+        ("\"65536\"", "is 65536, over 65535"),
+        ("\"0\"", "is 0, which asks the system for any free port"),
+        ("99999999999999999999999", "is 99999999999999999999999, over 65535"),
     ] {
         let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", None)
             .replace("proxy: { headers: { Authorization: Tok } }", &format!("proxy:\n  port: {written}\n"));
@@ -236,6 +242,13 @@ fn a_port_that_is_no_port_is_a_config_error_with_its_line() {
             &["connections.yaml:8", &format!("proxy port of connection \"orders\" {said}"), "from 1 to 65535"],
         );
     }
+    // `proxy` is a map: a bare number says so, with the shape to write.
+    let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", None)
+        .replace("proxy: { headers: { Authorization: Tok } }", "proxy: 15001");
+    let check = fixture(&["orders"], &connections).run("check", &[]);
+    assert_eq!(check.code, 78, "{check:?}");
+    assert_contains(&check.stderr, &["`proxy` as a map, e.g. `proxy: { port: 15001 }`"]);
+    assert!(!check.stderr.contains("ProxySpec"), "{check:?}");
     // A quoted number is a port too.
     let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", None)
         .replace("proxy: { headers: { Authorization: Tok } }", "proxy: { port: \"15001\" }");
