@@ -65,6 +65,19 @@ async fn wait_listening(port: u16, want: bool, log: impl Fn() -> String) {
     }
 }
 
+/// The upstream target a GET of `path` on `port` reached; `None` when the port did not
+/// answer (not listening, or a listener that closed as the request came).
+async fn target_of(port: u16, path: &str) -> Option<String> {
+    let tcp = tokio::net::TcpStream::connect(at(port)).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", at(port).to_string()).body(Full::<Bytes>::default()).ok()?;
+    let res = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.ok()?.ok()?;
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    echo["target"].as_str().map(str::to_owned)
+}
+
 /// One kept-alive HTTP/1.1 connection to a port, for requests one after the other.
 struct KeptAlive {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -342,7 +355,7 @@ async fn reloads_open_close_and_move_ports_while_the_others_keep_their_connectio
     // A port handed from one connection to another: closed, then bound again for it.
     rewrite(&fx, &three(&url, p_orders, None, Some(p_moved)));
     let start = Instant::now();
-    while !listening(p_moved) || call(at(p_moved), "GET", "/f", &[], "").await.json()["target"] != "/extra/f" {
+    while target_of(p_moved, "/f").await.as_deref() != Some("/extra/f") {
         assert!(start.elapsed() < PATIENCE, "port {p_moved} never went to extra:\n{}", log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -580,6 +593,71 @@ fn a_port_on_a_connection_without_a_service_url_is_a_config_error() {
             "the port serves HTTP to the connection's ServiceURL",
             "remove `proxy.port`",
         ],
+    );
+}
+
+#[tokio::test]
+async fn refusals_on_a_port_give_advice_for_the_port_and_name_the_connection() {
+    let up = Upstream::plain();
+    let port = free_port();
+    let fx = fixture(&["orders"], &descriptor(ORDERS, "orders", &up.url(), Some(port)));
+    let daemon = ProxyDaemon::start(fx.path(), &["--max-connections", "1"]);
+    daemon.ready().await;
+    // As the JSON body writes it.
+    let fits = r#"/<path> (this port is connection \"orders\"'s: no /<connection> prefix)"#;
+    let misdirected = raw(at(port), b"GET /x HTTP/1.1\r\nhost: elsewhere.example\r\nconnection: close\r\n\r\n").await;
+    assert!(misdirected.starts_with("HTTP/1.1 421"), "{misdirected}");
+    assert_contains(&misdirected, &[fits]);
+    let connect = raw(at(port), b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nhost: 127.0.0.1:443\r\n\r\n").await;
+    assert!(connect.starts_with("HTTP/1.1 501"), "{connect}");
+    assert_contains(&connect, &[fits]);
+    for answer in [&misdirected, &connect] {
+        assert!(!answer.contains("as /<connection>/<path>"), "{answer}");
+    }
+    // Over its cap: the port and its connection named.
+    let _held = KeptAlive::open(at(port)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let busy = raw(at(port), b"GET /y HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert_contains(
+        &busy,
+        &["too many open connections to the proxy port of connection \\\"orders\\\"", "\"connection\":\"orders\""],
+    );
+}
+
+#[tokio::test]
+async fn a_port_failure_is_a_json_log_record_with_connection_and_port() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let p_orders = free_port();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p_held = held.local_addr().unwrap().port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p_orders, None, None));
+    let daemon = Daemon::start(fx.path(), &["--log-format", "json"], &[]);
+    daemon.ready().await;
+    rewrite(&fx, &three(&url, p_orders, Some(p_held), None));
+    let wanted = format!("connd_proxy_port_listening{{connection=\"stock\",port=\"{p_held}\"}} 0");
+    let start = Instant::now();
+    loop {
+        let metrics = connd::serve::api::client::request(&daemon.socket, http::Method::GET, "/metrics").await;
+        if metrics.is_ok_and(|m| m.text().contains(&wanted)) {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{wanted} never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (_, stderr) = daemon.wait();
+    let record = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r.to_string().contains("could not be listened on"))
+        .unwrap_or_else(|| panic!("no record of the failure:\n{stderr}"));
+    let fields = if record["fields"].is_object() { &record["fields"] } else { &record };
+    assert_eq!(
+        (fields["connection"].as_str(), fields["port"].as_u64()),
+        (Some("stock"), Some(u64::from(p_held))),
+        "{record}"
     );
 }
 

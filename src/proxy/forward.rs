@@ -97,6 +97,8 @@ pub struct Caller {
     pub tcp: bool,
     /// The Unix socket's SO_PEERCRED verdict; always true over TCP.
     pub allowed: bool,
+    /// On a connection's own port, which names the connection: advice says `/<path>`.
+    pub pinned: bool,
 }
 
 /// A refusal or failure, as the caller reads it.
@@ -541,8 +543,10 @@ fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
     one_host(req)?;
     aimed_here(caller, req)?;
     if req.method() == Method::CONNECT {
-        let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
-                       send METHOD /<connection>/<path> instead";
+        let message = format!(
+            "CONNECT is not supported: connd's egress proxy is not a forward proxy; send METHOD {} instead",
+            route::advice(caller.pinned, req.headers().get(CONND_CONNECTION))
+        );
         return Err(refuse(StatusCode::NOT_IMPLEMENTED, "not_supported", message));
     }
     Ok(())
@@ -625,7 +629,10 @@ fn aimed_here<B>(caller: Caller, req: &Request<B>) -> Result<(), Refusal> {
         refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected",
-            format!("this proxy serves only itself, not {host:?}: send the request to it, as /<connection>/<path>"),
+            format!(
+                "this proxy serves only itself, not {host:?}: send the request to it, as {}",
+                route::advice(caller.pinned, req.headers().get(CONND_CONNECTION))
+            ),
         )
     };
     if let Some(authority) = req.uri().authority() {

@@ -203,6 +203,18 @@ impl<S: Sources> Door<S> for Bound {
         self.name
     }
 
+    /// A connection's port says which port and connection, for the warning when its
+    /// drain outlasts the grace period.
+    fn label(&self) -> String {
+        match self.listeners.as_slice() {
+            [server::Listener::Port(l, pinned)] => {
+                let port = l.local_addr().map(|a| a.port()).unwrap_or_default();
+                format!("the proxy port 127.0.0.1:{port} of connection {:?}", pinned.connection)
+            }
+            _ => self.name.to_owned(),
+        }
+    }
+
     fn drain(&self) -> Duration {
         self.settings.grace
     }

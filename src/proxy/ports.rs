@@ -51,6 +51,9 @@ pub struct Ports {
     /// connd's own TCP listeners (port, which flag and address), which no connection's
     /// port may take: `--proxy-listen`, `--metrics-listen`.
     reserved: Vec<(u16, String)>,
+    /// Whether a first apply was made: a failure before is the startup's error, said by
+    /// the caller; after, it is logged here.
+    started: bool,
 }
 
 /// One port listening.
@@ -73,6 +76,7 @@ impl Ports {
             failures: 0,
             retry_at: None,
             reserved: Vec::new(),
+            started: false,
         };
         match listen {
             Some(addr) => ports.reserve(addr, "--proxy-listen"),
@@ -204,8 +208,12 @@ impl Ports {
             tracing::info!(opened = ?opened, closed = ?closed, not_listening = ?missing, "proxy ports applied");
         }
         let again = self.retry_at.map(|at| at.saturating_duration_since(Instant::now())).unwrap_or_default();
+        let log = std::mem::replace(&mut self.started, true);
         for e in &failures {
             shared.metrics.proxy_port_error();
+            if !log {
+                continue;
+            }
             match e {
                 ListenError::Port { connection, port, .. } => {
                     tracing::error!(connection = %connection, port, error = %e, retry_in = ?again, "a proxy port could not be listened on; it is tried again");
@@ -227,6 +235,7 @@ impl Ports {
     /// a new plan with a port that cannot is a failed reload (docs/proxy.md).
     pub async fn reload<S: Sources>(&mut self, daemon: &mut Daemon<S>, wanted: Wanted) {
         let news = wanted != self.asked;
+        self.started = true;
         let Err(e) = self.apply(daemon, wanted).await else { return };
         if let ListenError::Ours { .. } = e {
             tracing::error!(error = %e, "reload: the proxy ports are refused; the last good ports serve on");
