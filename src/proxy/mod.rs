@@ -242,3 +242,19 @@ async fn serve_all<S: Sources>(
     }
     while tasks.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Local;
+
+    #[test]
+    fn a_ports_door_names_its_port_and_connection_for_the_drain_warning() {
+        let mut settings = ProxySettings::off();
+        settings.no_proxy_env = true;
+        let bound = bind_port(&settings, 0, "orders").expect("a free port");
+        let port = bound.tcp_addr().expect("bound").port();
+        let label = <Bound as Door<Local>>::label(&bound);
+        assert_eq!(label, format!("the proxy port 127.0.0.1:{port} of connection \"orders\""));
+    }
+}
