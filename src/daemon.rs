@@ -61,6 +61,11 @@ pub type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub trait Door<S>: Send {
     /// What it is, for the log line when it does not stop in time.
     fn name(&self) -> &'static str;
+    /// [`Door::name`], or more when one name stands for many doors (a connection's proxy
+    /// port names its port and connection): what the log line says.
+    fn label(&self) -> String {
+        self.name().to_owned()
+    }
     /// How long it takes to drain once asked to stop.
     fn drain(&self) -> Duration;
     /// Serves until `until` completes, then drains.
@@ -77,7 +82,7 @@ struct Part {
     /// For [`Daemon::close`].
     id: DoorId,
     /// For the log line when it does not stop in time.
-    name: &'static str,
+    name: String,
     /// How long it may take to end once stopped, its own drain included.
     bound: Duration,
     /// Cancelled, this part alone begins to stop.
@@ -91,7 +96,7 @@ impl Part {
     /// abandons it.
     async fn stopped(self, asked: Instant) {
         if tokio::time::timeout_at(asked + self.bound, self.task).await.is_err() {
-            tracing::warn!(part = self.name, bound = ?self.bound, "did not stop in time; abandoned");
+            tracing::warn!(part = %self.name, bound = ?self.bound, "did not stop in time; abandoned");
         }
     }
 }
@@ -139,7 +144,7 @@ impl<S: Sources> Daemon<S> {
 
     /// Serves one more door, from now on; the id closes it alone.
     pub fn open(&mut self, door: Box<dyn Door<S>>) -> DoorId {
-        let (name, drain) = (door.name(), door.drain());
+        let (name, drain) = (door.label(), door.drain());
         self.spawn(name, drain, |shared, until| door.serve(shared, until))
     }
 
@@ -170,7 +175,7 @@ impl<S: Sources> Daemon<S> {
         self.reloader.store().files_pending();
         // Nothing to drain: a sync under way is dropped (a write in progress ends on its
         // blocking thread whatever becomes of the task, and every write is atomic).
-        self.spawn("the files keeper", Duration::ZERO, |shared, until| {
+        self.spawn("the files keeper".to_owned(), Duration::ZERO, |shared, until| {
             Box::pin(keep(shared.store, shared.sources, shared.metrics, file_changes, until))
         });
     }
@@ -180,7 +185,7 @@ impl<S: Sources> Daemon<S> {
     /// part takes to drain once asked.
     fn spawn(
         &mut self,
-        name: &'static str,
+        name: String,
         drain: Duration,
         serve: impl FnOnce(Shared<S>, WaitForCancellationFutureOwned) -> Serving,
     ) -> DoorId {

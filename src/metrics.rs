@@ -160,8 +160,8 @@ struct ProxyCounters {
 #[derive(Debug, Default)]
 struct ProxyMetrics {
     by_connection: parking_lot::RwLock<std::collections::BTreeMap<String, std::sync::Arc<ProxyCounters>>>,
-    /// The connections' own ports listening now: port → connection.
-    ports: parking_lot::RwLock<std::collections::BTreeMap<u16, String>>,
+    /// The connections' own ports the plan asks for: port → (connection, listening now).
+    ports: parking_lot::RwLock<std::collections::BTreeMap<u16, (String, bool)>>,
     /// Ports a plan asked for that could not be listened on.
     port_errors: AtomicU64,
 }
@@ -293,12 +293,13 @@ impl Metrics {
         c.sum_micros.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
 
-    /// For the egress proxy: the connections' own ports listening now (port, connection).
-    pub fn proxy_ports<'a>(&self, open: impl Iterator<Item = (u16, &'a str)>) {
-        *self.proxy.ports.write() = open.map(|(port, c)| (port, c.to_owned())).collect();
+    /// For the egress proxy: the connections' own ports the plan asks for (port,
+    /// connection, whether it listens now).
+    pub fn proxy_ports<'a>(&self, wanted: impl Iterator<Item = (u16, &'a str, bool)>) {
+        *self.proxy.ports.write() = wanted.map(|(port, c, listening)| (port, (c.to_owned(), listening))).collect();
     }
 
-    /// For the egress proxy: a port a plan asked for could not be listened on.
+    /// For the egress proxy: an attempt to listen on a port a plan asks for failed.
     pub fn proxy_port_error(&self) {
         self.proxy.port_errors.fetch_add(1, Relaxed);
     }
@@ -342,18 +343,13 @@ impl Metrics {
             out,
             name,
             "gauge",
-            "1 for each connection's own proxy port (proxy.port) listening, by connection and port.",
+            "Each connection's own proxy port (proxy.port) the plan asks for: 1 listening, 0 not (retried).",
         );
-        for (port, conn) in self.proxy.ports.read().iter() {
-            let _ = writeln!(out, "{name}{{connection=\"{}\",port=\"{port}\"}} 1", label(conn));
+        for (port, (conn, listening)) in self.proxy.ports.read().iter() {
+            let _ = writeln!(out, "{name}{{connection=\"{}\",port=\"{port}\"}} {}", label(conn), u8::from(*listening));
         }
         let name = "connd_proxy_port_errors_total";
-        header(
-            out,
-            name,
-            "counter",
-            "Connections' proxy ports that could not be listened on (the last good listeners kept).",
-        );
+        header(out, name, "counter", "Failed attempts to listen on a connection's proxy port (each retry counted).");
         let _ = writeln!(out, "{name} {}", self.proxy.port_errors.load(Relaxed));
     }
 

@@ -65,6 +65,19 @@ async fn wait_listening(port: u16, want: bool, log: impl Fn() -> String) {
     }
 }
 
+/// The upstream target a GET of `path` on `port` reached; `None` when the port did not
+/// answer (not listening, or a listener that closed as the request came).
+async fn target_of(port: u16, path: &str) -> Option<String> {
+    let tcp = tokio::net::TcpStream::connect(at(port)).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", at(port).to_string()).body(Full::<Bytes>::default()).ok()?;
+    let res = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.ok()?.ok()?;
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    echo["target"].as_str().map(str::to_owned)
+}
+
 /// One kept-alive HTTP/1.1 connection to a port, for requests one after the other.
 struct KeptAlive {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -224,7 +237,13 @@ fn a_port_that_is_no_port_is_a_config_error_with_its_line() {
         ("65536", "is 65536, over 65535"),
         ("http", "is \"http\", not a port number"),
         ("-1", "is -1, not a port number"),
-        ("15001.5", "is 15001.5, not a whole number"),
+        ("15001.5", "is 15001.5 (a float); write a whole number"),
+        ("15001.0", "is 15001.0 (a float); write a whole number"),
+        ("1.5e4", "is 1.5e4 (a float); write a whole number"),
+        // Quoted or not, a number is described the same way.
+        ("\"65536\"", "is 65536, over 65535"),
+        ("\"0\"", "is 0, which asks the system for any free port"),
+        ("99999999999999999999999", "is 99999999999999999999999, over 65535"),
     ] {
         let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", None)
             .replace("proxy: { headers: { Authorization: Tok } }", &format!("proxy:\n  port: {written}\n"));
@@ -236,6 +255,13 @@ fn a_port_that_is_no_port_is_a_config_error_with_its_line() {
             &["connections.yaml:8", &format!("proxy port of connection \"orders\" {said}"), "from 1 to 65535"],
         );
     }
+    // `proxy` is a map: a bare number says so, with the shape to write.
+    let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", None)
+        .replace("proxy: { headers: { Authorization: Tok } }", "proxy: 15001");
+    let check = fixture(&["orders"], &connections).run("check", &[]);
+    assert_eq!(check.code, 78, "{check:?}");
+    assert_contains(&check.stderr, &["`proxy` as a map, e.g. `proxy: { port: 15001 }`"]);
+    assert!(!check.stderr.contains("ProxySpec"), "{check:?}");
     // A quoted number is a port too.
     let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", None)
         .replace("proxy: { headers: { Authorization: Tok } }", "proxy: { port: \"15001\" }");
@@ -329,7 +355,7 @@ async fn reloads_open_close_and_move_ports_while_the_others_keep_their_connectio
     // A port handed from one connection to another: closed, then bound again for it.
     rewrite(&fx, &three(&url, p_orders, None, Some(p_moved)));
     let start = Instant::now();
-    while !listening(p_moved) || call(at(p_moved), "GET", "/f", &[], "").await.json()["target"] != "/extra/f" {
+    while target_of(p_moved, "/f").await.as_deref() != Some("/extra/f") {
         assert!(start.elapsed() < PATIENCE, "port {p_moved} never went to extra:\n{}", log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -354,28 +380,285 @@ async fn a_bad_reload_keeps_the_last_good_listeners() {
     assert_contains(&daemon.log(), &[&format!("proxy port {p_orders} is claimed by two connections")]);
     assert_eq!(call(at(p_stock), "GET", "/b", &[], "").await.json()["target"], "/stock/b");
     assert_eq!(kept.get("/c").await["target"], "/orders/c");
-    // A port another process holds: the values are new, but stock keeps its last good port.
+    // A port another process holds: stock's old port closes (the plan no longer gives it
+    // to stock), the held one is retried on connd's own timer, orders serves on.
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let p_held = held.local_addr().unwrap().port();
     rewrite(&fx, &three(&url, p_orders, Some(p_held), None));
-    wait_for_metric(&daemon, "connd_proxy_port_errors_total 1").await;
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"stock\",port=\"{p_held}\"}} 0")).await;
     wait_for_metric(&daemon, "connd_reloads_total{result=\"error\"} 2").await;
+    wait_listening(p_stock, false, log).await;
     assert_contains(
         &daemon.log(),
-        &[
-            &format!("cannot listen on 127.0.0.1:{p_held}, the proxy port of connection \"stock\""),
-            "the last good listeners serve on",
-        ],
+        &[&format!("cannot listen on 127.0.0.1:{p_held}, the proxy port of connection \"stock\""), "it is tried again"],
     );
-    assert_eq!(call(at(p_stock), "GET", "/d", &[], "").await.json()["target"], "/stock/d");
     assert_eq!(kept.get("/e").await["target"], "/orders/e");
-    // Freed, it is taken at the next SIGHUP.
+    // Freed, it is taken by a retry: no SIGHUP, no change of the directory.
     drop(held);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::Signal::SIGHUP)
-        .unwrap();
-    wait_listening(p_stock, false, log).await;
     wait_listening(p_held, true, log).await;
     assert_eq!(call(at(p_held), "GET", "/f", &[], "").await.json()["target"], "/stock/f");
+}
+
+/// `/readyz` over the daemon's API socket: its status and body.
+async fn readyz(socket: &std::path::Path) -> (u16, String) {
+    let r = connd::serve::api::client::request(socket, http::Method::GET, "/readyz").await.unwrap();
+    (r.status.as_u16(), r.text())
+}
+
+#[tokio::test]
+async fn a_swap_with_a_taken_port_gives_each_port_only_to_its_new_connection() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let (p1, p2) = (free_port(), free_port());
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = held.local_addr().unwrap().port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p1, Some(p2), None));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let log = || daemon.log();
+    wait_listening(p2, true, log).await;
+    // orders and stock swap ports; extra asks for one another process holds.
+    rewrite(&fx, &three(&url, p2, Some(p1), Some(p3)));
+    let start = Instant::now();
+    loop {
+        let (on1, on2) = (call(at(p1), "GET", "/a", &[], "").await, call(at(p2), "GET", "/b", &[], "").await);
+        if on1.status == 200 && on2.status == 200 && on1.json()["target"] == "/stock/a" {
+            assert_eq!(on2.json()["target"], "/orders/b", "{}", log());
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the swap was never applied:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"extra\",port=\"{p3}\"}} 0")).await;
+    assert_contains(
+        &daemon.metrics().await,
+        &[
+            &format!("connd_proxy_port_listening{{connection=\"stock\",port=\"{p1}\"}} 1"),
+            &format!("connd_proxy_port_listening{{connection=\"orders\",port=\"{p2}\"}} 1"),
+        ],
+    );
+    assert_contains(&log(), &["proxy ports applied", &format!("not_listening=[{p3}]")]);
+    let (status, body) = readyz(&daemon.socket).await;
+    assert_eq!(status, 503, "{body}");
+    assert_contains(&body, &[&format!("proxy ports [{p3}] do not listen"), "another process listens there"]);
+    drop(held);
+    wait_listening(p3, true, log).await;
+    assert_eq!(call(at(p3), "GET", "/c", &[], "").await.json()["target"], "/extra/c");
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"extra\",port=\"{p3}\"}} 1")).await;
+    let (status, body) = readyz(&daemon.socket).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn run_retries_a_taken_port_on_its_own_timer() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let p1 = free_port();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p3 = held.local_addr().unwrap().port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p1, None, None));
+    // Under `run`, SIGHUP goes to the workload: only connd's own timer can retry.
+    let daemon = ProxyDaemon::run(fx.path(), &[], &["sleep", "60"]);
+    daemon.ready().await;
+    rewrite(&fx, &three(&url, p1, None, Some(p3)));
+    wait_for_metric(&daemon, &format!("connd_proxy_port_listening{{connection=\"extra\",port=\"{p3}\"}} 0")).await;
+    drop(held);
+    wait_listening(p3, true, || daemon.log()).await;
+    assert_eq!(call(at(p3), "GET", "/c", &[], "").await.json()["target"], "/extra/c");
+}
+
+/// A connection `name` whose ServiceURL is read from `file` (what `check` cannot judge).
+fn from_file(id: &str, name: &str, file: &std::path::Path, port: Option<u16>) -> String {
+    descriptor(id, name, "x", port).replace("ServiceURL: x", &format!("ServiceURL: {{ file: {} }}", file.display()))
+}
+
+#[tokio::test]
+async fn a_service_url_pointing_back_at_connd_is_refused_once_with_508() {
+    let up = Upstream::plain();
+    let tmp = tempfile::tempdir().unwrap();
+    let (orders_url, stock_url) = (tmp.path().join("orders-url"), tmp.path().join("stock-url"));
+    let p_orders = free_port();
+    // orders' ServiceURL is its own port; stock's starts at the upstream.
+    std::fs::write(&orders_url, format!("http://127.0.0.1:{p_orders}/loop")).unwrap();
+    std::fs::write(&stock_url, format!("{}/stock", up.url())).unwrap();
+    let connections =
+        from_file(ORDERS, "orders", &orders_url, Some(p_orders)) + &from_file(STOCK, "stock", &stock_url, None);
+    let fx = fixture(&["orders", "stock"], &connections);
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let r = call(at(p_orders), "GET", "/x", &[("via", "1.1 gateway")], "").await;
+    assert_eq!(r.status, 508, "{}\n{}", r.text(), daemon.log());
+    let body = r.json();
+    assert_eq!((body["code"].as_str(), body["connection"].as_str()), (Some("loop_detected"), Some("orders")), "{body}");
+    assert_contains(body["error"].as_str().unwrap(), &["\"orders\"'s ServiceURL points back at connd"]);
+    // Once through connd, once refused: the upstream (connd) was not called again.
+    wait_for_metric(&daemon, "connd_proxy_requests_total{connection=\"orders\",class=\"5xx\"} 2").await;
+    // A gRPC caller reads a gRPC status.
+    let grpc =
+        call(at(p_orders), "POST", "/pkg.S/M", &[("content-type", "application/grpc"), ("te", "trailers")], "").await;
+    assert_eq!(grpc.headers.get("grpc-status").map(|v| v.to_str().unwrap()), Some("9"), "{:?}", grpc.headers);
+    // The shared listener: stock's ServiceURL is changed to connd's --proxy-listen.
+    std::fs::write(&stock_url, format!("http://{}/stock", daemon.addr)).unwrap();
+    let start = Instant::now();
+    loop {
+        let r = call(daemon.addr, "GET", "/stock/y", &[], "").await;
+        if r.status == 508 {
+            assert_eq!(r.json()["connection"], "stock");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(start.elapsed() < PATIENCE, "stock's new ServiceURL was never read:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!daemon.metrics().await.contains("class=\"5xx\"} 10"), "no storm of requests");
+}
+
+#[test]
+fn a_literal_service_url_on_a_proxy_port_is_a_config_error_naming_both() {
+    let port = free_port();
+    for url in
+        [format!("http://localhost:{port}/v1"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")]
+    {
+        let connections =
+            descriptor(ORDERS, "orders", "http://127.0.0.1:9/v1", Some(port)) + &descriptor(STOCK, "stock", &url, None);
+        let fx = fixture(&["orders", "stock"], &connections);
+        let expected = [
+            format!("the ServiceURL of connection \"stock\" is port {port} of this machine, the proxy port of connection \"orders\""),
+            "connd would forward its requests to itself".into(),
+            "set the ServiceURL to the real upstream".into(),
+        ];
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        let check = fx.run("check", &[]);
+        assert_eq!(check.code, 78, "{url}: {check:?}");
+        assert_contains(&check.stderr, &expected);
+        let run = fx.run("run", &["--", "true"]);
+        assert_eq!(run.code, 78, "{run:?}");
+        assert_contains(&run.stderr, &expected);
+    }
+}
+
+#[test]
+fn a_port_on_one_of_connds_own_listeners_is_a_config_error_naming_both() {
+    let port = free_port();
+    let fx = fixture(&["orders"], &descriptor(ORDERS, "orders", "http://127.0.0.1:9", Some(port)));
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("connd.sock");
+    let addr = format!("127.0.0.1:{port}");
+    for flag in ["--proxy-listen", "--metrics-listen"] {
+        let expected = format!("proxy port {port} of connection \"orders\" is the port of connd's own {flag} {addr}");
+        let fix = "give the connection another `proxy.port`, or move the listener to another port";
+        let serve = fx.run("serve", &["--socket", socket.to_str().unwrap(), flag, &addr]);
+        assert_eq!(serve.code, 78, "{flag}: {serve:?}");
+        assert_contains(&serve.stderr, &[&expected, fix]);
+        assert!(!serve.stderr.contains("another process listens there"), "{serve:?}");
+        let run = fx.run("run", &[flag, &addr, "--", "true"]);
+        assert_eq!(run.code, 78, "{flag}: {run:?}");
+        assert_contains(&run.stderr, &[&expected, fix]);
+    }
+}
+
+#[tokio::test]
+async fn a_reload_giving_a_port_of_connds_own_keeps_the_last_good_ports() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let (p_orders, p_stock) = (free_port(), free_port());
+    let metrics_port = free_port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p_orders, Some(p_stock), None));
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let daemon = ProxyDaemon::start(fx.path(), &["--metrics-listen", &metrics_addr]);
+    daemon.ready().await;
+    rewrite(&fx, &three(&url, p_orders, None, Some(metrics_port)));
+    wait_for_metric(&daemon, "connd_reloads_total{result=\"error\"} 1").await;
+    assert_contains(
+        &daemon.log(),
+        &[&format!(
+            "proxy port {metrics_port} of connection \"extra\" is the port of connd's own --metrics-listen {metrics_addr}"
+        )],
+    );
+    assert_eq!(call(at(p_stock), "GET", "/a", &[], "").await.json()["target"], "/stock/a", "the last good ports");
+    assert_eq!(call(at(p_orders), "GET", "/b", &[], "").await.json()["target"], "/orders/b");
+}
+
+#[test]
+fn a_port_on_a_connection_without_a_service_url_is_a_config_error() {
+    let connections = descriptor(ORDERS, "orders", "http://127.0.0.1:9", Some(15001))
+        .replace("  ServiceURL: http://127.0.0.1:9\n", "  Host: db.internal\n");
+    let check = fixture(&["orders"], &connections).run("check", &[]);
+    assert_eq!(check.code, 78, "{check:?}");
+    assert_contains(
+        &check.stderr,
+        &[
+            "connections.yaml:7",
+            "connection \"orders\" has a proxy port (15001) but no ServiceURL",
+            "the port serves HTTP to the connection's ServiceURL",
+            "remove `proxy.port`",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn refusals_on_a_port_give_advice_for_the_port_and_name_the_connection() {
+    let up = Upstream::plain();
+    let port = free_port();
+    let fx = fixture(&["orders"], &descriptor(ORDERS, "orders", &up.url(), Some(port)));
+    let daemon = ProxyDaemon::start(fx.path(), &["--max-connections", "1"]);
+    daemon.ready().await;
+    // As the JSON body writes it.
+    let fits = r#"/<path> (this port is connection \"orders\"'s: no /<connection> prefix)"#;
+    let misdirected = raw(at(port), b"GET /x HTTP/1.1\r\nhost: elsewhere.example\r\nconnection: close\r\n\r\n").await;
+    assert!(misdirected.starts_with("HTTP/1.1 421"), "{misdirected}");
+    assert_contains(&misdirected, &[fits]);
+    let connect = raw(at(port), b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nhost: 127.0.0.1:443\r\n\r\n").await;
+    assert!(connect.starts_with("HTTP/1.1 501"), "{connect}");
+    assert_contains(&connect, &[fits]);
+    for answer in [&misdirected, &connect] {
+        assert!(!answer.contains("as /<connection>/<path>"), "{answer}");
+    }
+    // Over its cap: the port and its connection named.
+    let _held = KeptAlive::open(at(port)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let busy = raw(at(port), b"GET /y HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert_contains(
+        &busy,
+        &["too many open connections to the proxy port of connection \\\"orders\\\"", "\"connection\":\"orders\""],
+    );
+}
+
+#[tokio::test]
+async fn a_port_failure_is_a_json_log_record_with_connection_and_port() {
+    let up = Upstream::plain();
+    let url = up.url();
+    let p_orders = free_port();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p_held = held.local_addr().unwrap().port();
+    let fx = fixture(&["orders", "stock", "extra"], &three(&url, p_orders, None, None));
+    let daemon = Daemon::start(fx.path(), &["--log-format", "json"], &[]);
+    daemon.ready().await;
+    rewrite(&fx, &three(&url, p_orders, Some(p_held), None));
+    let wanted = format!("connd_proxy_port_listening{{connection=\"stock\",port=\"{p_held}\"}} 0");
+    let start = Instant::now();
+    loop {
+        let metrics = connd::serve::api::client::request(&daemon.socket, http::Method::GET, "/metrics").await;
+        if metrics.is_ok_and(|m| m.text().contains(&wanted)) {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{wanted} never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let (_, stderr) = daemon.wait();
+    let record = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r.to_string().contains("could not be listened on"))
+        .unwrap_or_else(|| panic!("no record of the failure:\n{stderr}"));
+    let fields = if record["fields"].is_object() { &record["fields"] } else { &record };
+    assert_eq!(
+        (fields["connection"].as_str(), fields["port"].as_u64()),
+        (Some("stock"), Some(u64::from(p_held))),
+        "{record}"
+    );
 }
 
 #[test]

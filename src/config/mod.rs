@@ -122,6 +122,43 @@ fn proxy_ports_unique(connections: &[Arc<Connection>], diags: &mut Diagnostics) 
             "give each connection its own `proxy.port`, or remove it from one of them",
         );
     }
+    for c in connections {
+        let Some(target) = c.parameters.get("ServiceURL").and_then(|p| loopback_port(&p.source)) else { continue };
+        let Some(owner) = seen.get(&target) else { continue };
+        let at = owner.proxy_port.as_ref().map_or(&owner.origin, |p| &p.origin);
+        let param = &c.parameters["ServiceURL"];
+        diags.error(
+            param.origin.clone(),
+            format!(
+                "the ServiceURL of connection {:?} is port {target} of this machine, the proxy port of connection \
+                 {:?} (at {at}): connd would forward its requests to itself",
+                c.name, owner.name
+            ),
+            "set the ServiceURL to the real upstream (the service connd's port forwards to), or give the port another number",
+        );
+    }
+}
+
+/// The port of a literal `ServiceURL` whose host is this machine (`localhost`, a loopback
+/// address), its scheme's default when none is written; `None` for any other URL, or a
+/// value not known before resolution (a file, the control plane).
+fn loopback_port(source: &model::Source) -> Option<u16> {
+    let text = match source {
+        model::Source::Value(v) => v.expose(),
+        model::Source::File(_) | model::Source::ControlPlane => return None,
+    };
+    let uri: http::Uri = text.trim().parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if !local {
+        return None;
+    }
+    uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })
 }
 
 /// What one run of the parser over some documents found.

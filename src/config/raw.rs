@@ -100,6 +100,7 @@ pub struct ConnectionDoc {
     #[serde(default)]
     pub parameters: Params,
     /// How the egress proxy authenticates calls to this connection (docs/config.md, docs/proxy.md).
+    #[serde(default, deserialize_with = "proxy_map")]
     pub proxy: Option<ProxySpec>,
 }
 
@@ -114,17 +115,87 @@ pub struct ProxySpec {
     pub port: Option<PortSpec>,
 }
 
-/// `proxy.port` as YAML read it.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `proxy` is a map; anything else (`proxy: 15001`) is said so, with the shape to write.
+fn proxy_map<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProxySpec>, D::Error> {
+    struct Shape;
+    impl<'de> Visitor<'de> for Shape {
+        type Value = Option<ProxySpec>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "`proxy` as a map, e.g. `proxy: { port: 15001 }` or `proxy: { headers: { X-Api-Key: ChoreoAPIKey } }`",
+            )
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            ProxySpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Shape)
+}
+
+/// `proxy.port` as YAML read it; validation reads a number's text as written from the
+/// document, so that a message quotes it.
+#[derive(Debug)]
 pub enum PortSpec {
     Number(u64),
     Negative(i64),
+    /// An integer beyond 64 bits.
+    Huge,
     Fraction(f64),
     /// Quoted (`"15001"`) or not a number at all (`abc`).
     Text(String),
-    /// A boolean, a list, a map: nothing a port can be.
-    Other(serde::de::IgnoredAny),
+    /// A boolean, a list, a map, a null: nothing a port can be.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PortSpec, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = PortSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortSpec, E> {
+                Ok(PortSpec::Number(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortSpec, E> {
+                Ok(u64::try_from(n).map_or(PortSpec::Negative(n), PortSpec::Number))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<PortSpec, E> {
+                Ok(PortSpec::Huge)
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<PortSpec, E> {
+                Ok(PortSpec::Huge)
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<PortSpec, E> {
+                Ok(PortSpec::Fraction(f))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<PortSpec, E> {
+                Ok(PortSpec::Text(s.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<PortSpec, E> {
+                Ok(PortSpec::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PortSpec, E> {
+                Ok(PortSpec::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<PortSpec, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(PortSpec::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PortSpec, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(PortSpec::Other)
+            }
+        }
+        d.deserialize_any(Any)
+    }
 }
 
 /// A parameter: a plain scalar is a literal value, a map names its source.

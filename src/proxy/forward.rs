@@ -119,6 +119,8 @@ pub struct Caller {
     pub tcp: bool,
     /// The Unix socket's SO_PEERCRED verdict; always true over TCP.
     pub allowed: bool,
+    /// On a connection's own port, which names the connection: advice says `/<path>`.
+    pub pinned: bool,
 }
 
 /// A refusal or failure, as the caller reads it.
@@ -162,6 +164,7 @@ fn grpc_error(connection: Option<&str>, r: Refusal) -> Response<ProxyBody> {
     let code = match r.status {
         StatusCode::NOT_FOUND => "5",
         StatusCode::GATEWAY_TIMEOUT => "4",
+        StatusCode::LOOP_DETECTED => "9",
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "14",
         _ => "3",
     };
@@ -283,6 +286,8 @@ impl<S: Sources> Proxy<S> {
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
+        super::loops::pass(&mut req, connection)
+            .map_err(|e| refuse(StatusCode::LOOP_DETECTED, "loop_detected", e.to_string()))?;
         let creds = self.kept_credentials(&resolved, i).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
@@ -625,8 +630,10 @@ fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
     one_host(req)?;
     aimed_here(caller, req)?;
     if req.method() == Method::CONNECT {
-        let message = "CONNECT is not supported: connd's egress proxy is not a forward proxy; \
-                       send METHOD /<connection>/<path> instead";
+        let message = format!(
+            "CONNECT is not supported: connd's egress proxy is not a forward proxy; send METHOD {} instead",
+            route::advice(caller.pinned, req.headers().get(CONND_CONNECTION))
+        );
         return Err(refuse(StatusCode::NOT_IMPLEMENTED, "not_supported", message));
     }
     Ok(())
@@ -709,7 +716,10 @@ fn aimed_here<B>(caller: Caller, req: &Request<B>) -> Result<(), Refusal> {
         refuse(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected",
-            format!("this proxy serves only itself, not {host:?}: send the request to it, as /<connection>/<path>"),
+            format!(
+                "this proxy serves only itself, not {host:?}: send the request to it, as {}",
+                route::advice(caller.pinned, req.headers().get(CONND_CONNECTION))
+            ),
         )
     };
     if let Some(authority) = req.uri().authority() {

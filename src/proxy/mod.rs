@@ -4,6 +4,7 @@
 //!
 //! - `route`: which connection and which upstream path a target names; what is refused.
 //! - `forward`: one request, credentials, streaming, retries on 401, error answers.
+//! - `loops`: the `Via` mark that refuses a request coming back to this connd (508).
 //! - `upgrade`: WebSocket and other HTTP/1.1 upgrades: the two connections joined.
 //! - `upstream`: the pools (one per wire protocol), their TCP/TLS connector, and what a
 //!   failed exchange means; `pool`: the kept connections themselves, on hyper's
@@ -16,6 +17,7 @@
 //! tokens; it changes neither.
 
 pub mod forward;
+pub mod loops;
 pub mod pool;
 pub mod ports;
 pub mod route;
@@ -204,6 +206,18 @@ impl<S: Sources> Door<S> for Bound {
         self.name
     }
 
+    /// A connection's port says which port and connection, for the warning when its
+    /// drain outlasts the grace period.
+    fn label(&self) -> String {
+        match self.listeners.as_slice() {
+            [server::Listener::Port(l, pinned)] => {
+                let port = l.local_addr().map(|a| a.port()).unwrap_or_default();
+                format!("the proxy port 127.0.0.1:{port} of connection {:?}", pinned.connection)
+            }
+            _ => self.name.to_owned(),
+        }
+    }
+
     fn drain(&self) -> Duration {
         self.settings.grace
     }
@@ -230,4 +244,20 @@ async fn serve_all<S: Sources>(
         tasks.spawn(server::serve(listener, proxy.clone(), settings.limits, settings.grace, until));
     }
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Local;
+
+    #[test]
+    fn a_ports_door_names_its_port_and_connection_for_the_drain_warning() {
+        let mut settings = ProxySettings::off();
+        settings.no_proxy_env = true;
+        let bound = bind_port(&settings, 0, "orders").expect("a free port");
+        let port = bound.tcp_addr().expect("bound").port();
+        let label = <Bound as Door<Local>>::label(&bound);
+        assert_eq!(label, format!("the proxy port 127.0.0.1:{port} of connection \"orders\""));
+    }
 }

@@ -92,6 +92,17 @@ pub fn host_allowed(authority: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok()
 }
 
+/// How a request names its target, for a refusal's advice: `/<connection>/<path>` on the
+/// shared listener; on a connection's own port (`pinned`, its name in `connection`),
+/// `/<path>`, every request there going to that connection.
+pub fn advice(pinned: bool, connection: Option<&http::HeaderValue>) -> String {
+    match (pinned, connection.and_then(|v| v.to_str().ok())) {
+        (true, Some(name)) => format!("/<path> (this port is connection {name:?}'s: no /<connection> prefix)"),
+        (true, None) => "/<path> (this port is one connection's: no /<connection> prefix)".to_owned(),
+        (false, _) => "/<connection>/<path>".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,21 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type:
 connection: close\r\ncontent-length: 74\r\n\r\n\
 {\"error\":\"too many open connections to connd; retry later\",\"code\":\"busy\"}\n";
 
+/// What a caller over a connection's own port's cap reads: the port and the connection
+/// named, the flag that sets the cap.
+fn port_over_capacity(connection: &str) -> Vec<u8> {
+    let error = format!(
+        "too many open connections to the proxy port of connection {connection:?} (--max-connections); retry later"
+    );
+    let body = serde_json::json!({ "error": error, "code": "busy", "connection": connection }).to_string() + "\n";
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    (head + &body).into_bytes()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("--proxy-listen {addr} is not a loopback address: the proxy attaches credentials for whoever calls it; listen on 127.0.0.1 or [::1], or pass --proxy-allow-remote")]
@@ -56,18 +71,24 @@ pub enum ListenError {
         port_fix(source)
     )]
     Port { connection: String, port: u16, source: std::io::Error },
+    #[error(
+        "proxy port {port} of connection {connection:?} is the port of connd's own {listener}: give the connection \
+         another `proxy.port`, or move the listener to another port"
+    )]
+    Ours { connection: String, port: u16, listener: String },
     #[error(transparent)]
     ProxyVariable(#[from] crate::http::proxy::ProxyError),
 }
 
 /// A listen address the flags forbid is a usage error; a port or socket in use, a
-/// socket that cannot be made, cannot-create; a bad proxy variable, a setting.
+/// socket that cannot be made, cannot-create; a bad proxy variable, a setting; a
+/// connection's port on one of connd's own listeners, the directory's error.
 impl Classify for ListenError {
     fn class(&self) -> Class {
         match self {
             ListenError::NotLoopback { .. } => Class::Usage,
             ListenError::Tcp { .. } | ListenError::Unix(_) | ListenError::Port { .. } => Class::CantCreate,
-            ListenError::ProxyVariable(_) => Class::Config,
+            ListenError::ProxyVariable(_) | ListenError::Ours { .. } => Class::Config,
         }
     }
 }
@@ -195,8 +216,9 @@ pub async fn serve<S: Sources>(
     };
     let draining = CancellationToken::new();
     let counted_as = pinned.as_ref().map_or("", |p| &*p.connection);
+    let over_capacity = pinned.as_ref().map_or_else(|| OVER_CAPACITY.to_vec(), |p| port_over_capacity(&p.connection));
     let refuse = |(stream, _): (Accepted, Caller)| {
-        let _ = stream.try_write(OVER_CAPACITY);
+        let _ = stream.try_write(&over_capacity);
         proxy.metrics.proxied(counted_as, 503, Duration::ZERO);
     };
     let conns = conn::serve(
@@ -206,7 +228,8 @@ pub async fn serve<S: Sources>(
         grace,
         draining.clone(),
         shutdown,
-        |(stream, caller)| {
+        |(stream, mut caller)| {
+            caller.pinned = pinned.is_some();
             let (proxy, draining, pinned) = (proxy.clone(), draining.clone(), pinned.clone());
             async move {
                 match stream {
@@ -245,12 +268,12 @@ async fn accept(listener: &Live) -> std::io::Result<(Accepted, Caller)> {
         Live::Tcp(l) => {
             let (stream, _) = l.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok((Accepted::Tcp(stream), Caller { tcp: true, allowed: true }))
+            Ok((Accepted::Tcp(stream), Caller { tcp: true, allowed: true, pinned: false }))
         }
         Live::Unix(l, allow) => {
             let (stream, _) = l.accept().await?;
             let allowed = allow.permits(&stream);
-            Ok((Accepted::Unix(stream), Caller { tcp: false, allowed }))
+            Ok((Accepted::Unix(stream), Caller { tcp: false, allowed, pinned: false }))
         }
     }
 }

@@ -168,6 +168,9 @@ pub struct Store {
     /// opened until they are: until then connd is not ready, so that a workload started
     /// on readiness finds them listening.
     ports_pending: AtomicBool,
+    /// Why a port the current plan asks for does not listen (taken, privileged), while
+    /// it is retried: connd is not ready meanwhile (docs/proxy.md).
+    ports_missing: Mutex<Option<String>>,
 }
 
 impl Default for Store {
@@ -180,6 +183,7 @@ impl Default for Store {
             startup_deadline: Mutex::new(None),
             files_pending: watch::Sender::new(false),
             ports_pending: AtomicBool::new(false),
+            ports_missing: Mutex::new(None),
         }
     }
 }
@@ -234,6 +238,16 @@ impl Store {
     /// Whether the first plan's proxy ports are still to be opened.
     pub fn ports_are_pending(&self) -> bool {
         self.ports_pending.load(Ordering::SeqCst)
+    }
+
+    /// Says which of the plan's proxy ports do not listen, and why (`None`: all listen).
+    pub fn set_ports_missing(&self, why: Option<String>) {
+        *self.ports_missing.lock() = why;
+    }
+
+    /// Why a port the plan asks for does not listen, if one does not.
+    pub fn ports_missing(&self) -> Option<String> {
+        self.ports_missing.lock().clone()
     }
 
     /// Completes once no file is pending (at once when none is).

@@ -152,6 +152,9 @@ async fn workload(
     let start = || Daemon::start(reload_config(args), sources.clone(), metrics.clone(), Vec::new());
     // The workload finds its connections' ports listening (docs/proxy.md).
     let mut ports = Ports::new(args.proxy.clone());
+    if let Some(addr) = args.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        ports = ports.reserve(addr, "--metrics-listen");
+    }
     if !wanted.is_empty() {
         let fresh = daemon.is_none();
         let daemon = daemon.get_or_insert_with(start);

@@ -243,7 +243,10 @@ pub fn command(
         // error leaves no socket file behind.
         let metrics = Arc::new(Metrics::default());
         let sources = Arc::new(Outbound::new(outbound, crate::retry::Until::Cancelled, metrics.clone())?);
-        let ports = Ports::new(proxy.clone());
+        let mut ports = Ports::new(proxy.clone());
+        if let Some(addr) = settings.metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            ports = ports.reserve(addr, "--metrics-listen");
+        }
         let proxy = crate::proxy::bind(proxy.clone())?;
         let (allow, grace, limits) = (settings.allow.clone(), settings.grace, settings.limits);
         let api = Api::bind(socket, allow, grace, limits)?;

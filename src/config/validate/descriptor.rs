@@ -33,6 +33,16 @@ pub(super) fn connection(
     let (headers, port) = raw.proxy.map_or_else(Default::default, |p| (p.headers, p.port));
     let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, headers, &at, diags);
     let proxy_port = port.and_then(|port| proxy_port(&raw.name, port, path, doc, diags));
+    if let Some(p) = proxy_port.as_ref().filter(|_| !model::offers(raw.security, &parameters, "ServiceURL")) {
+        diags.error(
+            p.origin.clone(),
+            format!(
+                "connection {:?} has a proxy port ({}) but no ServiceURL: the port serves HTTP to the connection's ServiceURL",
+                raw.name, p.port
+            ),
+            "remove `proxy.port` (a connection without a ServiceURL, a database say, is read from its variables), or add a ServiceURL parameter",
+        );
+    }
     if diags.len() > before {
         return None;
     }
@@ -250,19 +260,32 @@ fn proxy_port(
         proxy_line.and_then(|l| doc.text.lines().nth(l - doc.first_line)).is_some_and(|text| text.contains("port:"));
     let line = if on_proxy_line { proxy_line } else { doc.line_of_under("proxy", "port").or(proxy_line) };
     let origin = Origin::at(path, line.unwrap_or(doc.first_line));
+    // A number's text as written (`15001.0`, `1.5e4`); quoted digits are judged as the
+    // same number unquoted would be.
+    let (spec, text) = match spec {
+        raw::PortSpec::Text(t) => (numeric(t.trim()).unwrap_or(raw::PortSpec::Text(t.clone())), t.trim().to_owned()),
+        spec => {
+            let written = scalar::plain_texts(doc.text, "proxy").remove("port");
+            let text = written.unwrap_or_else(|| match &spec {
+                raw::PortSpec::Number(n) => n.to_string(),
+                raw::PortSpec::Negative(n) => n.to_string(),
+                raw::PortSpec::Fraction(f) => format!("{f:?}"),
+                raw::PortSpec::Huge | raw::PortSpec::Text(_) | raw::PortSpec::Other => String::new(),
+            });
+            (spec, text)
+        }
+    };
     let problem = match spec {
         raw::PortSpec::Number(n) => match u16::try_from(n) {
             Ok(0) => "0, which asks the system for any free port: the workload could not know it".to_owned(),
             Ok(port) => return Some(model::ProxyPort { port, origin }),
-            Err(_) => format!("{n}, over 65535"),
+            Err(_) => format!("{text}, over 65535"),
         },
-        raw::PortSpec::Text(text) => match text.trim().parse::<u16>() {
-            Ok(port) if port > 0 => return Some(model::ProxyPort { port, origin }),
-            Ok(_) | Err(_) => format!("{text:?}, not a port number"),
-        },
-        raw::PortSpec::Negative(n) => format!("{n}, not a port number"),
-        raw::PortSpec::Fraction(f) => format!("{f}, not a whole number"),
-        raw::PortSpec::Other(_) => "not a number".to_owned(),
+        raw::PortSpec::Huge => format!("{text}, over 65535"),
+        raw::PortSpec::Text(text) => format!("{text:?}, not a port number"),
+        raw::PortSpec::Negative(_) => format!("{text}, not a port number"),
+        raw::PortSpec::Fraction(_) => format!("{text} (a float); write a whole number"),
+        raw::PortSpec::Other => "not a number".to_owned(),
     };
     diags.error(
         origin,
@@ -270,6 +293,22 @@ fn proxy_port(
         "give a TCP port from 1 to 65535 that no other connection uses, e.g. `proxy: { port: 15001 }`",
     );
     None
+}
+
+/// Quoted text read as the number it spells, if it spells one (`"65536"` as 65536).
+fn numeric(text: &str) -> Option<raw::PortSpec> {
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(raw::PortSpec::Number(n));
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(raw::PortSpec::Negative(n));
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(if text.starts_with('-') { raw::PortSpec::Negative(i64::MIN) } else { raw::PortSpec::Huge });
+    }
+    let looks_numeric = text.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'-' || b == b'.');
+    text.parse::<f64>().ok().filter(|f| looks_numeric && f.is_finite()).map(raw::PortSpec::Fraction)
 }
 
 /// `file` is the descriptor's own path: relative `file:` sources are taken from its directory.

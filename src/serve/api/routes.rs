@@ -157,6 +157,9 @@ pub fn readyz_of(store: &crate::reload::snapshot::Store) -> Response<Body> {
         let reason = "not ready: the connections' proxy ports are not open yet".to_owned();
         return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason);
     }
+    if let Some(why) = store.ports_missing().filter(|_| snapshot.resolved.is_some()) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("not ready: {why}"));
+    }
     readyz(&snapshot)
 }
 
