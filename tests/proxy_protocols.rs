@@ -177,6 +177,23 @@ async fn h2c_with_prior_knowledge_and_http1_share_the_listener() {
 }
 
 #[tokio::test]
+async fn an_h2_caller_to_an_http1_only_upstream_is_told_to_call_over_http1() {
+    // The websockets server speaks HTTP/1.1 only.
+    let http1_only = Peer::start("ws/server.py");
+    let url = format!("http://127.0.0.1:{}", http1_only.port);
+    let fx = fixture(&["old"], &bearer_connection(UP, "old", &url));
+    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    daemon.ready().await;
+    let target = format!("http://{}/old/echo", daemon.addr);
+    let out = Command::new("curl").args(["-sS", "--http2-prior-knowledge", &target]).output().unwrap();
+    let body: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(body["code"], "upstream_failed", "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert_contains(error, &["HTTP/2 with prior knowledge (h2c)", "call connd over HTTP/1.1"]);
+}
+
+#[tokio::test]
 async fn a_websocket_is_joined_with_credentials_and_a_refusal_passed_on() {
     let ws = Peer::start("ws/server.py");
     let url = format!("http://127.0.0.1:{}", ws.port);

@@ -49,6 +49,11 @@ pub enum SendError {
     /// The request, or the answer's head, broke on the connection.
     #[error("{0}")]
     Exchange(#[source] hyper::Error),
+    /// The first exchange on a new h2c connection (HTTP/2 with prior knowledge, spoken to
+    /// a plain `http://` upstream when the caller speaks HTTP/2) broke: what an upstream
+    /// that speaks HTTP/1.1 only does (docs/proxy.md "Protocols").
+    #[error("{0}")]
+    PriorKnowledge(#[source] hyper::Error),
     /// A new connection closed before it took the request.
     #[error("the upstream closed the connection before the request was sent")]
     ClosedUnsent,
@@ -135,10 +140,14 @@ where
                 },
             };
             let refused = Some(ready.refused().clone());
+            let first_h2c = !reused && self.inner.wire == Wire::H2c;
             req = match self.send_on(ready, &key, req).await {
                 Ok(response) => return Ok(response),
                 Err(Unsent::Back(req)) if reused => *req,
                 Err(Unsent::Back(_)) => return Err(Failed { error: SendError::ClosedUnsent, reused, refused }),
+                Err(Unsent::Failed(error)) if first_h2c => {
+                    return Err(Failed { error: SendError::PriorKnowledge(error), reused, refused })
+                }
                 Err(Unsent::Failed(error)) => {
                     return Err(Failed { error: SendError::Exchange(error), reused, refused })
                 }

@@ -181,7 +181,7 @@ pub fn nothing_arrived(err: &SendError) -> bool {
     let e = match err {
         SendError::Connect(_) | SendError::NoAuthority => return false,
         SendError::ClosedUnsent => return true,
-        SendError::Exchange(e) => e,
+        SendError::Exchange(e) | SendError::PriorKnowledge(e) => e,
     };
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
@@ -211,9 +211,11 @@ pub fn head_too_large(err: &SendError) -> bool {
 pub fn certificate_refused(failed: &super::pool::Failed) -> Option<String> {
     let fault = match &failed.error {
         SendError::Connect(ConnectError::Failed(HttpError::TlsFault(fault))) => Some(fault),
-        SendError::Connect(_) | SendError::Exchange(_) | SendError::ClosedUnsent | SendError::NoAuthority => {
-            failed.refused.as_ref().and_then(connect::Refused::fault)
-        }
+        SendError::Connect(_)
+        | SendError::Exchange(_)
+        | SendError::PriorKnowledge(_)
+        | SendError::ClosedUnsent
+        | SendError::NoAuthority => failed.refused.as_ref().and_then(connect::Refused::fault),
     }?;
     fault.own_settings.then(|| fault.message.clone())
 }
@@ -236,6 +238,14 @@ pub fn classify(err: &SendError) -> (Failure, String) {
         SendError::Connect(e @ ConnectError::Timeout(_)) => (Failure::ConnectTimeout, e.to_string()),
         SendError::Connect(e @ ConnectError::Failed(_)) => (Failure::Unreachable, e.to_string()),
         SendError::Exchange(e) => (Failure::Broken, crate::error::chain(e)),
+        SendError::PriorKnowledge(e) => (
+            Failure::Broken,
+            format!(
+                "{}; connd calls a plain http:// upstream over HTTP/2 with prior knowledge (h2c) when \
+                 the caller speaks HTTP/2: if the upstream speaks HTTP/1.1 only, call connd over HTTP/1.1",
+                crate::error::chain(e)
+            ),
+        ),
         SendError::ClosedUnsent | SendError::NoAuthority => (Failure::Broken, err.to_string()),
     }
 }
