@@ -336,6 +336,10 @@ async fn reloads_open_close_and_move_ports_while_the_others_keep_their_connectio
     assert_eq!(call(at(p_moved), "GET", "/b", &[], "").await.json()["target"], "/stock/b");
     assert_eq!(call(at(p_extra), "GET", "/c", &[], "").await.json()["target"], "/extra/c");
     assert_eq!(kept.get("/d").await["target"], "/orders/d", "orders' open connection was left alone");
+    // A change of ports alone is logged as one, not as values changed with none named.
+    let (orders, stock) = (format!("{p_orders}=orders"), format!("{p_moved}=stock"));
+    assert_contains(&log(), &["proxy ports changed; no value did generation=2", &orders, &stock]);
+    assert!(!log().contains("variables=\"\" connections=\"\""), "{}", log());
     // SIGHUP after an edit: extra's port is removed, the rest stay.
     std::fs::write(fx.join("connections.yaml"), three(&url, p_orders, Some(p_moved), None)).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.child.id() as i32), nix::sys::signal::Signal::SIGHUP)

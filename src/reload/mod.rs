@@ -572,5 +572,22 @@ fn log_change(before: &Resolved, now: &Snapshot) {
         .filter(|(_, index)| **index == now.generation)
         .map(|(c, _)| c.name.as_str())
         .collect();
+    if variables.is_empty() && connections.is_empty() {
+        // Only the plan's shape changed: its proxy ports (logged as they are applied) or
+        // its files.
+        let ports =
+            |r: &Resolved| r.plan.proxy_ports().into_iter().map(|(p, c)| format!("{p}={c}")).collect::<Vec<_>>();
+        let (was, is) = (ports(before), ports(after));
+        if was != is {
+            tracing::info!(
+                generation = now.generation,
+                proxy_ports = is.join(","),
+                "proxy ports changed; no value did"
+            );
+        } else {
+            tracing::info!(generation = now.generation, "the plan changed; no value did");
+        }
+        return;
+    }
     tracing::info!(generation = now.generation, variables, connections = connections.join(","), "values changed");
 }
