@@ -451,6 +451,20 @@ fn proxy_headers_are_checked() {
             "name one of its keys: Region, ServiceURL",
         ],
     );
+    // Each at its own line (the document starts at line 2, after `---`).
+    for (line, name) in [(9, "Bad Header"), (10, "Host"), (11, "X-Token"), (12, "X-Key")] {
+        assert_contains(&out.stderr, &[&format!(":{line}: proxy header \"{name}\"")]);
+    }
+    // In a flow map, a header has no line of its own: the `proxy` line is named, not the
+    // document's first.
+    let flow = "---\nkind: Connection\nid: 0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40\nname: keyed\nproject: hr-project\n\
+                visibility: project\nproxy: { headers: { Host: Region } }\nparameters:\n  ServiceURL: https://x.example\n  \
+                Region: eu\n";
+    let out = Fixture::with(&component(&["keyed"]), flow).run("check", &[]);
+    assert_contains(
+        &out.stderr,
+        &[":7: proxy header \"Host\" of connection \"keyed\" is one the proxy manages itself"],
+    );
 }
 
 #[tokio::test]

@@ -58,6 +58,8 @@ impl Document<'_> {
     pub fn line_of(&self, key: &str, from: usize) -> Option<usize> {
         self.text.lines().enumerate().skip(from).find_map(|(i, line)| {
             let t = line.trim_start().trim_start_matches("- ").trim_start();
+            // A quoted key (`"Bad Header": x`) is found by its text.
+            let t = t.strip_prefix(['"', '\'']).unwrap_or(t);
             let rest = t.strip_prefix(key)?;
             let rest = rest.trim_start_matches(['"', '\'']);
             rest.starts_with(':').then_some(self.first_line + i)
@@ -92,7 +94,7 @@ impl Document<'_> {
             .enumerate()
             .filter_map(|(i, line)| {
                 let t = line.trim_start().trim_start_matches("- ").trim_start();
-                t.find(':').map(|colon| (t[..colon].trim_end_matches(QUOTES), i))
+                t.find(':').map(|colon| (t[..colon].trim_matches(QUOTES), i))
             })
             .collect();
         KeyLines { doc: *self, keys }

@@ -31,7 +31,15 @@ pub(super) fn connection(
     let parameters = parameters(raw.parameters, path, doc, &lines, diags);
     let oauth = oauth(&raw.name, raw.security, raw.oauth, &parameters, &at, diags);
     let (headers, port) = raw.proxy.map_or_else(Default::default, |p| (p.headers, p.port));
-    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, headers, &at, diags);
+    // A header's own line, else (a flow map such as `proxy: { headers: { X-Key: Key } }`)
+    // the line of `headers`, else of `proxy`.
+    let header_at = |name: &str| {
+        let headers = lines.line_of_under("proxy", "headers");
+        let own = headers.and_then(|h| lines.line_of(name, h + 1 - doc.first_line));
+        let line = own.or(headers).or_else(|| lines.line_of("proxy", 0)).unwrap_or(doc.first_line);
+        Origin::at(path, line)
+    };
+    let proxy_headers = proxy_headers(&raw.name, raw.security, &parameters, headers, &header_at, diags);
     let proxy_port = port.and_then(|port| proxy_port(&raw.name, port, path, doc, diags));
     if let Some(p) = proxy_port.as_ref().filter(|_| !model::offers(raw.security, &parameters, "ServiceURL")) {
         diags.error(
