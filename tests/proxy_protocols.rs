@@ -182,7 +182,7 @@ async fn an_h2_caller_to_an_http1_only_upstream_is_told_to_call_over_http1() {
     let http1_only = Peer::start("ws/server.py");
     let url = format!("http://127.0.0.1:{}", http1_only.port);
     let fx = fixture(&["old"], &bearer_connection(UP, "old", &url));
-    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    let daemon = ProxyDaemon::start(fx.path(), &["--log-level", "debug"]);
     daemon.ready().await;
     let target = format!("http://{}/old/echo", daemon.addr);
     let out = Command::new("curl").args(["-sS", "--http2-prior-knowledge", &target]).output().unwrap();
@@ -191,6 +191,10 @@ async fn an_h2_caller_to_an_http1_only_upstream_is_told_to_call_over_http1() {
     assert_eq!(body["code"], "upstream_failed", "{body}");
     let error = body["error"].as_str().unwrap();
     assert_contains(error, &["HTTP/2 with prior knowledge (h2c)", "call connd over HTTP/1.1"]);
+    // At debug, connd's own records and not the HTTP/2 codec's one per frame.
+    let log = daemon.log();
+    assert_contains(&log, &["DEBUG"]);
+    assert!(!log.contains("frame="), "{log}");
 }
 
 #[tokio::test]
