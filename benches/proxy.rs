@@ -17,12 +17,14 @@
 //! `CONND_BENCH_BIN=path` runs another connd build than the one cargo built;
 //! `CONND_BENCH_ROUNDS` sets the rounds (default 3).
 
+#[path = "common/mod.rs"]
+mod common;
 use bytes::Bytes;
+use common::{free_port, status_kib, wait_port, Killed};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 const BODY: [u8; 1024] = [b'x'; 1024];
 const LOAD: &str = "5s";
@@ -107,37 +109,6 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
     let ticks = |i: usize| fields[i].parse::<f64>().unwrap() / 100.0;
     (ticks(11), ticks(12))
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Polls until `port` on loopback accepts.
-fn wait_port(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child stopped by SIGTERM when dropped: nginx's master then stops its worker too
-/// (SIGKILL would leave the worker running, holding the port).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
 }
 
 fn nginx(dir: &Path, upstream: u16) -> (Killed, u16, u32) {

@@ -10,11 +10,15 @@
 //! each way, and what connd adds (the median of per-round differences).
 //! `CONND_BENCH_BIN=path` runs another connd build; `WS_MESSAGES=N` sets the messages per round.
 
+#[path = "common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 use base64::Engine;
+use common::{free_port, Killed};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 6;
@@ -148,20 +152,6 @@ fn round_trips(socket: &mut (TcpStream, BufReader<TcpStream>), n: usize) -> Vec<
             took
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn connd(dir: &Path, upstream: u16) -> (Killed, u16) {
