@@ -372,7 +372,8 @@ async fn a_bad_reload_keeps_the_last_good_listeners() {
     let url = up.url();
     let (p_orders, p_stock) = (free_port(), free_port());
     let fx = fixture(&["orders", "stock", "extra"], &three(&url, p_orders, Some(p_stock), None));
-    let daemon = ProxyDaemon::start(fx.path(), &[]);
+    let p_metrics = free_port();
+    let daemon = ProxyDaemon::start(fx.path(), &["--metrics-listen", &format!("127.0.0.1:{p_metrics}")]);
     daemon.ready().await;
     let log = || daemon.log();
     wait_listening(p_stock, true, log).await;
@@ -397,6 +398,12 @@ async fn a_bad_reload_keeps_the_last_good_listeners() {
         &[&format!("cannot listen on 127.0.0.1:{p_held}, the proxy port of connection \"stock\""), "it is tried again"],
     );
     assert_eq!(kept.get("/e").await["target"], "/orders/e");
+    // A plan giving stock the metrics listener's port is refused once (not logged in a
+    // loop), and the held port of the last good plan goes on being retried.
+    rewrite(&fx, &three(&url, p_orders, Some(p_metrics), None));
+    wait_for_metric(&daemon, "connd_reloads_total{result=\"error\"} 3").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(daemon.log().matches("the proxy ports are refused").count(), 1, "{}", daemon.log());
     // Freed, it is taken by a retry: no SIGHUP, no change of the directory.
     drop(held);
     wait_listening(p_held, true, log).await;

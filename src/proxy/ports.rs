@@ -44,6 +44,11 @@ pub struct Ports {
     /// What the last [`Ports::apply`] was asked for, done or not: a snapshot asking the
     /// same is no news.
     asked: Wanted,
+    /// The last ports refused whole (one of them is connd's own listener's): the same
+    /// asked again is no news, and `asked` (the last good) goes on being retried.
+    refused: Option<Wanted>,
+    /// The ports of `asked` not listening at the last apply, for the summary line.
+    missing: Vec<u16>,
     /// Tries in a row that left a port of `asked` not listening, for the backoff.
     failures: u32,
     /// When to try the ports of `asked` that do not listen again; `None` when all listen.
@@ -73,6 +78,8 @@ impl Ports {
             settings,
             open: BTreeMap::new(),
             asked: Wanted::new(),
+            refused: None,
+            missing: Vec::new(),
             failures: 0,
             retry_at: None,
             reserved: Vec::new(),
@@ -121,7 +128,7 @@ impl Ports {
         let mut gone = false;
         loop {
             if let Some(wanted) = Ports::wanted(&snapshots.borrow_and_update()) {
-                if wanted != self.asked {
+                if wanted != self.asked && Some(&wanted) != self.refused.as_ref() {
                     return wanted;
                 }
             }
@@ -148,8 +155,12 @@ impl Ports {
     /// nothing: the last good ports serve on, and that error is returned.
     pub async fn apply<S: Sources>(&mut self, daemon: &mut Daemon<S>, wanted: Wanted) -> Result<(), ListenError> {
         if let Some(e) = self.clash(&wanted) {
-            self.asked = wanted;
+            self.refused = Some(wanted);
             return Err(e);
+        }
+        // A new plan (not a retry of the last good one) ends the refusal.
+        if wanted != self.asked {
+            self.refused = None;
         }
         let stale: Vec<u16> =
             self.open.iter().filter(|(port, o)| wanted.get(port) != Some(&o.connection)).map(|(p, _)| *p).collect();
@@ -204,9 +215,10 @@ impl Ports {
             let why = failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
             shared.store.set_ports_missing(Some(format!("proxy ports {missing:?} do not listen (retried): {why}")));
         }
-        if !opened.is_empty() || !closed.is_empty() || !missing.is_empty() {
+        if !opened.is_empty() || !closed.is_empty() || missing != self.missing {
             tracing::info!(opened = ?opened, closed = ?closed, not_listening = ?missing, "proxy ports applied");
         }
+        self.missing = missing;
         let again = self.retry_at.map(|at| at.saturating_duration_since(Instant::now())).unwrap_or_default();
         let log = std::mem::replace(&mut self.started, true);
         for e in &failures {
@@ -234,7 +246,7 @@ impl Ports {
     /// A reload's ports (or a retry's), applied: every port that can listen does, and
     /// a new plan with a port that cannot is a failed reload (docs/proxy.md).
     pub async fn reload<S: Sources>(&mut self, daemon: &mut Daemon<S>, wanted: Wanted) {
-        let news = wanted != self.asked;
+        let news = wanted != self.asked && Some(&wanted) != self.refused.as_ref();
         self.started = true;
         let Err(e) = self.apply(daemon, wanted).await else { return };
         if let ListenError::Ours { .. } = e {
