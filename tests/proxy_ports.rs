@@ -527,9 +527,11 @@ async fn a_service_url_pointing_back_at_connd_is_refused_once_with_508() {
 #[test]
 fn a_literal_service_url_on_a_proxy_port_is_a_config_error_naming_both() {
     let port = free_port();
-    for url in
-        [format!("http://localhost:{port}/v1"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")]
-    {
+    for url in [
+        format!("http://localhost:{port}/v1"),
+        format!("http://127.0.0.1:{port}"),
+        format!("http://[::ffff:127.0.0.1]:{port}"),
+    ] {
         let connections =
             descriptor(ORDERS, "orders", "http://127.0.0.1:9/v1", Some(port)) + &descriptor(STOCK, "stock", &url, None);
         let fx = fixture(&["orders", "stock"], &connections);
@@ -545,6 +547,14 @@ fn a_literal_service_url_on_a_proxy_port_is_a_config_error_naming_both() {
         let run = fx.run("run", &["--", "true"]);
         assert_eq!(run.code, 78, "{run:?}");
         assert_contains(&run.stderr, &expected);
+    }
+    // connd's ports are on 127.0.0.1 alone: the same port on [::1] or 127.0.0.2 may be
+    // another process's.
+    for url in [format!("http://[::1]:{port}"), format!("http://127.0.0.2:{port}")] {
+        let connections =
+            descriptor(ORDERS, "orders", "http://127.0.0.1:9/v1", Some(port)) + &descriptor(STOCK, "stock", &url, None);
+        let check = fixture(&["orders", "stock"], &connections).run("check", &[]);
+        assert_eq!(check.code, 0, "{url}: {check:?}");
     }
 }
 

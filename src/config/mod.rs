@@ -139,8 +139,8 @@ fn proxy_ports_unique(connections: &[Arc<Connection>], diags: &mut Diagnostics) 
     }
 }
 
-/// The port of a literal `ServiceURL` whose host is this machine (`localhost`, a loopback
-/// address), its scheme's default when none is written; `None` for any other URL, or a
+/// The port of a literal `ServiceURL` whose host is connd's own ports' address
+/// (`localhost`, `127.0.0.1`, `0.0.0.0`, or those mapped in IPv6), its scheme's default when none is written; `None` for any other URL, or a
 /// value not known before resolution (a file, the control plane).
 fn loopback_port(source: &model::Source) -> Option<u16> {
     let text = match source {
@@ -149,8 +149,12 @@ fn loopback_port(source: &model::Source) -> Option<u16> {
     };
     let uri: http::Uri = text.trim().parse().ok()?;
     let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    let local = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    // What reaches a port connd binds on 127.0.0.1 alone: not `[::1]` or `127.0.0.2`,
+    // where another process may listen on the same port.
+    let v4 = |ip: std::net::IpAddr| {
+        ip.to_canonical() == std::net::Ipv4Addr::LOCALHOST || ip.to_canonical() == std::net::Ipv4Addr::UNSPECIFIED
+    };
+    let local = host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(v4);
     if !local {
         return None;
     }
