@@ -18,12 +18,12 @@
 #[path = "common/mod.rs"]
 mod common;
 use bytes::Bytes;
-use common::{free_port, status_kib, wait_port, Killed};
+use common::{free_port, start_nginx, status_kib, wait_port, Killed};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const ROUNDS: usize = 5;
 const TOKEN: &str = "Bearer bench-access-token-0123456789abcdefghijklmno";
@@ -131,18 +131,8 @@ fn nginx(dir: &Path, upstream: u16) -> (Killed, u16, u32) {
          grpc_set_header Authorization \"{TOKEN}\";\n    }}\n  }}\n}}\n",
         dir = dir.display()
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-c", path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts (apt-get install nginx)");
-    let master = child.id();
-    wait_port(port);
-    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
-    let worker = children.split_whitespace().next().expect("an nginx worker").parse().unwrap();
-    (Killed(child), port, worker)
+    let (master, worker) = start_nginx(dir, &conf, port);
+    (master, port, worker)
 }
 
 /// `connd serve` with one connection, `grpc-up`, to the upstream, adding `authorization`.

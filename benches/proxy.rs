@@ -20,11 +20,11 @@
 #[path = "common/mod.rs"]
 mod common;
 use bytes::Bytes;
-use common::{free_port, status_kib, wait_port, Killed};
+use common::{free_port, start_nginx, status_kib, wait_port, Killed};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const BODY: [u8; 1024] = [b'x'; 1024];
 const LOAD: &str = "5s";
@@ -124,19 +124,8 @@ fn nginx(dir: &Path, upstream: u16) -> (Killed, u16, u32) {
          proxy_set_header Authorization \"Bearer {TOKEN}\";\n    }}\n  }}\n}}\n",
         dir = dir.display()
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-c", path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts (apt-get install nginx)");
-    let master = child.id();
-    wait_port(port);
-    // The one worker: the master's child.
-    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
-    let worker = children.split_whitespace().next().expect("an nginx worker").parse().unwrap();
-    (Killed(child), port, worker)
+    let (master, worker) = start_nginx(dir, &conf, port);
+    (master, port, worker)
 }
 
 fn start_connd(dir: &Path, upstream: u16, token_port: u16, bin: &str) -> (Killed, u16) {

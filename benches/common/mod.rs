@@ -1,7 +1,8 @@
 //! What the process benches share: ports, readiness, memory of a process, and children
 //! stopped when dropped.
 
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`).
@@ -35,4 +36,22 @@ impl Drop for Killed {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = self.0.wait();
     }
+}
+
+/// nginx from the configuration `conf` (written into `dir`, its prefix), once it listens
+/// on `port`: the master, stopped when dropped, and the pid of its one worker (the
+/// master's child), whose CPU and memory the benches read.
+pub fn start_nginx(dir: &Path, conf: &str, port: u16) -> (Killed, u32) {
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts (apt-get install nginx)");
+    let master = child.id();
+    wait_port(port);
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
+    let worker = children.split_whitespace().next().expect("an nginx worker").parse().unwrap();
+    (Killed(child), worker)
 }
