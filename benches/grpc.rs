@@ -18,7 +18,7 @@
 #[path = "common/mod.rs"]
 mod common;
 use bytes::Bytes;
-use common::{free_port, start_nginx, status_kib, wait_port, Killed};
+use common::{bench_bin, free_port, header_connection, serve_proxy, start_nginx, status_kib, Killed};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -137,36 +137,7 @@ fn nginx(dir: &Path, upstream: u16) -> (Killed, u16, u32) {
 
 /// `connd serve` with one connection, `grpc-up`, to the upstream, adding `authorization`.
 fn connd(dir: &Path, upstream: u16) -> (Killed, u16) {
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(
-        config.join("component.yaml"),
-        "schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n    - name: grpc-up\n      resourceRef: thirdparty:grpc/v1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        config.join("connections.yaml"),
-        format!(
-            "kind: Component\nproject: hr-project\nname: portal\n---\nkind: Connection\n\
-             id: 19d2648b-d29c-4452-afdd-1b9311e81412\nname: grpc-up\nproject: hr-project\n\
-             proxy: {{ headers: {{ Authorization: Tok }} }}\n\
-             parameters:\n  ServiceURL: http://127.0.0.1:{upstream}\n  Tok: \"{TOKEN}\"\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let bin = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
-    let child = Command::new(bin)
-        .args(["--log-level", "warn", "serve", "--config-dir"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(dir.join("connd.sock"))
-        .args(["--proxy-listen", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .spawn()
-        .expect("connd starts");
-    wait_port(port);
-    (Killed(child), port)
+    serve_proxy(dir, &bench_bin(), "grpc-up", "thirdparty:grpc/v1", &header_connection("grpc-up", upstream, TOKEN))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -20,7 +20,7 @@
 #[path = "common/mod.rs"]
 mod common;
 use bytes::Bytes;
-use common::{free_port, start_nginx, status_kib, wait_port, Killed};
+use common::{bench_bin, free_port, serve_proxy, start_nginx, status_kib, Killed};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use std::path::Path;
@@ -128,36 +128,16 @@ fn nginx(dir: &Path, upstream: u16) -> (Killed, u16, u32) {
     (master, port, worker)
 }
 
+/// `bin serve` with the OAuth connection `hr-connection` to the upstream, its token from
+/// `token_port`.
 fn start_connd(dir: &Path, upstream: u16, token_port: u16, bin: &str) -> (Killed, u16) {
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(
-        config.join("component.yaml"),
-        "schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n    - name: hr-connection\n      resourceRef: thirdparty:hr/v1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        config.join("connections.yaml"),
-        format!(
-            "kind: Component\nproject: hr-project\nname: portal\n---\nkind: Connection\n\
-             id: 19d2648b-d29c-4452-afdd-1b9311e81412\nname: hr-connection\nproject: hr-project\n\
-             security: oauth2\nparameters:\n  ServiceURL: http://127.0.0.1:{upstream}/\n  \
-             TokenURL: http://127.0.0.1:{token_port}/token\n  ConsumerKey: bench\n  ConsumerSecret: s3cret\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["--log-level", "warn", "serve", "--config-dir"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(dir.join("connd.sock"))
-        .args(["--proxy-listen", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .spawn()
-        .expect("connd starts");
-    wait_port(port);
-    (Killed(child), port)
+    let connections = format!(
+        "kind: Component\nproject: hr-project\nname: portal\n---\nkind: Connection\n\
+         id: 19d2648b-d29c-4452-afdd-1b9311e81412\nname: hr-connection\nproject: hr-project\n\
+         security: oauth2\nparameters:\n  ServiceURL: http://127.0.0.1:{upstream}/\n  \
+         TokenURL: http://127.0.0.1:{token_port}/token\n  ConsumerKey: bench\n  ConsumerSecret: s3cret\n"
+    );
+    serve_proxy(dir, bin, "hr-connection", "thirdparty:hr/v1", &connections)
 }
 
 /// One way to reach the upstream: its name, URL and the process whose CPU serves it.
@@ -222,7 +202,7 @@ fn main() {
     let (_nginx, nginx_port, nginx_worker) = nginx(tmp.path(), upstream);
     // `CONND_BENCH_BIN` times another build (one with symbols, for a profiler, say);
     // `CONND_BENCH_BASE` adds a baseline build (today's main, say), alternated with it.
-    let bin = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
+    let bin = bench_bin();
     let (connd, connd_port) = start_connd(&tmp.path().join("connd"), upstream, token_port, &bin);
     let base = std::env::var("CONND_BENCH_BASE")
         .ok()

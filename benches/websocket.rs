@@ -11,15 +11,13 @@
 //! `CONND_BENCH_BIN=path` runs another connd build; `WS_MESSAGES=N` sets the messages per round.
 
 #[path = "common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 use base64::Engine;
-use common::{free_port, Killed};
+use common::{bench_bin, header_connection, serve_proxy, Killed};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const ROUNDS: usize = 6;
 const MESSAGE: [u8; 64] = [b'm'; 64];
@@ -154,41 +152,9 @@ fn round_trips(socket: &mut (TcpStream, BufReader<TcpStream>), n: usize) -> Vec<
         .collect()
 }
 
+/// `connd serve` with one connection, `ws-up`, to the upstream, adding `authorization`.
 fn connd(dir: &Path, upstream: u16) -> (Killed, u16) {
-    let config = dir.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(
-        config.join("component.yaml"),
-        "schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n    - name: ws-up\n      resourceRef: thirdparty:ws/v1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        config.join("connections.yaml"),
-        format!(
-            "kind: Component\nproject: hr-project\nname: portal\n---\nkind: Connection\n\
-             id: 19d2648b-d29c-4452-afdd-1b9311e81412\nname: ws-up\nproject: hr-project\n\
-             proxy: {{ headers: {{ Authorization: Tok }} }}\n\
-             parameters:\n  ServiceURL: http://127.0.0.1:{upstream}\n  Tok: \"{TOKEN}\"\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let bin = std::env::var("CONND_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_connd").to_owned());
-    let child = Command::new(bin)
-        .args(["--log-level", "warn", "serve", "--config-dir"])
-        .arg(&config)
-        .arg("--socket")
-        .arg(dir.join("connd.sock"))
-        .args(["--proxy-listen", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .spawn()
-        .expect("connd starts");
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "connd never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Killed(child), port)
+    serve_proxy(dir, &bench_bin(), "ws-up", "thirdparty:ws/v1", &header_connection("ws-up", upstream, TOKEN))
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
