@@ -91,8 +91,10 @@ async fn bearer_and_api_key_are_attached_and_the_callers_replaced() {
     assert_contains(&log, &["proxied", "connection=hr-connection", "path=/api/v1/users/42"]);
 }
 
-#[tokio::test]
-async fn an_upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
+/// A ready proxy with the OAuth connection `hr-connection` (its token from a real OpenID
+/// provider) to a TLS upstream under `/api`: the provider, the upstream, the directory and
+/// the daemon.
+async fn oauth_over_tls() -> (OidcProvider, Upstream, Fixture, ProxyDaemon) {
     let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 300);
     let up = Upstream::tls();
     let fx = Fixture::with(
@@ -102,6 +104,12 @@ async fn an_upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
     let ca = up.ca_file().display().to_string();
     let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
     daemon.ready().await;
+    (idp, up, fx, daemon)
+}
+
+#[tokio::test]
+async fn an_upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
+    let (idp, up, _fx, daemon) = oauth_over_tls().await;
     let first = call(daemon.addr, "GET", "/hr-connection/me", &[], "").await;
     assert_eq!(first.status, 200, "{}", first.text());
     let old = first.echoed("authorization").unwrap();
@@ -132,15 +140,7 @@ async fn an_upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
 /// goes out with a fresh one, not the revoked one.
 #[tokio::test]
 async fn an_upstream_401_to_an_unkept_body_still_drops_the_token() {
-    let idp = OidcProvider::start(&[Client::basic("portal", SECRET, "read")], 300);
-    let up = Upstream::tls();
-    let fx = Fixture::with(
-        &component(&["hr-connection"]),
-        &oauth_connection(HR, "hr-connection", &format!("{}/api", up.url()), idp.token_url()),
-    );
-    let ca = up.ca_file().display().to_string();
-    let daemon = ProxyDaemon::start(fx.path(), &["--ca-file", &ca]);
-    daemon.ready().await;
+    let (idp, up, _fx, daemon) = oauth_over_tls().await;
     let first = call(daemon.addr, "GET", "/hr-connection/me", &[], "").await;
     assert_eq!(first.status, 200, "{}", first.text());
     let mut token = first.echoed("authorization").unwrap();
