@@ -6,8 +6,12 @@ use crate::config::model::{secret_by_default, Source, ACCESS_TOKEN};
 use crate::dotenv::dotenv_quote;
 use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use serde::ser::SerializeSeq;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
 
 /// How `env` prints the variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,62 +65,118 @@ pub enum PlanFormat {
     Json,
 }
 
-/// The plan as `check` prints it: connections, then variables with their source and, for
-/// values that are not secret and are known locally, the value.
+/// [`write_plan`] into a string.
 pub fn render_plan(plan: &Plan) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    // A Vec takes every write.
+    let _ = write_plan(&mut out, plan);
+    utf8(out)
+}
+
+/// [`write_plan_json`] into a string.
+pub fn render_plan_json(plan: &Plan) -> String {
+    let mut out = Vec::new();
+    let _ = write_plan_json(&mut out, plan, None);
+    utf8(out)
+}
+
+/// What the writers here wrote: text from `&str`s, so UTF-8 (checked all the same: no panic).
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The plan as `check` prints it: connections, then variables with their source and, for
+/// values that are not secret and are known locally, the value. Written row by row:
+/// 10,000 connections make 50,000 rows, which are never all held as strings at once.
+pub fn write_plan(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
     let id = &plan.identity;
-    let _ = writeln!(out, "component {} in project {} ({})", id.component, id.project, plan.dir.display());
-    let _ = writeln!(out, "\nconnections:");
+    writeln!(out, "component {} in project {} ({})", id.component, id.project, plan.dir.display())?;
+    out.write_all(b"\nconnections:\n")?;
+    let (mut visibility, mut security) = (String::new(), String::new());
     for c in &plan.connections {
         let conn = &c.connection;
-        let _ = writeln!(
-            out,
-            "  {:<24} {:<10} {:<9} {:<7} {}",
-            c.name,
-            c.kind.as_str(),
-            visibility(c),
-            security(c),
-            conn.id
-        );
+        lower_debug(&mut visibility, &conn.visibility);
+        lower_debug(&mut security, &conn.security);
+        writeln!(out, "  {:<24} {:<10} {:<9} {:<7} {}", c.name, c.kind.as_str(), visibility, security, conn.id)?;
         // docs/oauth.md: the grant and the method, never a key.
         if let Some(o) = &conn.oauth {
-            let _ = writeln!(out, "    oauth: grant {}, clientAuth {}", o.grant.name(), o.client_auth.name());
+            writeln!(out, "    oauth: grant {}, clientAuth {}", o.grant.name(), o.client_auth.name())?;
         }
         // docs/proxy.md: the connection's own listener in `serve` and `run`.
         if let Some(p) = &conn.proxy_port {
-            let _ = writeln!(out, "    proxy port: 127.0.0.1:{}", p.port);
+            writeln!(out, "    proxy port: 127.0.0.1:{}", p.port)?;
         }
     }
-    let _ = writeln!(out, "\nvariables:");
-    let rows: Vec<[String; 4]> = plan
-        .vars
-        .iter()
-        .map(|b| {
-            let row = plan_row(plan, b);
-            let shown = match row.value {
-                Shown::Value(v) => v,
-                Shown::Redacted => REDACTED.to_owned(),
-                Shown::Remote => "<remote>".to_owned(),
-            };
-            // A line break or an escape sequence in a value must not break the table or the terminal.
-            let shown = if shown.chars().any(char::is_control) { shown.escape_debug().to_string() } else { shown };
-            [b.var.clone(), row.from, row.source, shown]
-        })
-        .collect();
-    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-    let (w0, w1, w2) = (width(0), width(1), width(2));
-    for [var, from, source, shown] in &rows {
-        let _ = writeln!(out, "  {var:<w0$}  {from:<w1$}  {source:<w2$}  {shown}");
+    out.write_all(b"\nvariables:\n")?;
+    // Column widths first, from what each row says of its source; values are read after.
+    let places: Vec<_> = plan.vars.iter().map(|b| place(plan, b)).collect();
+    let (mut w0, mut w1, mut w2) = (0, 0, 0);
+    for (b, (from, source, _)) in plan.vars.iter().zip(&places) {
+        w0 = w0.max(b.var.chars().count());
+        w1 = w1.max(from.chars());
+        w2 = w2.max(source.chars());
+    }
+    let mut files = ValueFiles::default();
+    for (b, &(from, source, what)) in plan.vars.iter().zip(&places) {
+        out.write_all(b"  ")?;
+        padded(out, &b.var, w0)?;
+        out.write_all(b"  ")?;
+        from.write(out)?;
+        pad(out, from.chars(), w1)?;
+        out.write_all(b"  ")?;
+        source.write(out)?;
+        pad(out, source.chars(), w2)?;
+        out.write_all(b"  ")?;
+        match files.shown(what) {
+            Shown::Value(v) => write_escaped(out, v)?,
+            Shown::Redacted => out.write_all(REDACTED.as_bytes())?,
+            Shown::Remote => out.write_all(b"<remote>")?,
+        }
+        out.write_all(b"\n")?;
     }
     for (var, what) in &plan.skipped {
-        let _ = writeln!(out, "  {var:<w0$}  (left out: {what} is not served by connd)");
+        writeln!(out, "  {var:<w0$}  (left out: {what} is not served by connd)")?;
     }
     let (n, v, w) = (plan.connections.len(), plan.vars.len(), plan.warnings.len());
     // A warning is no pass: the summary says how many there are (stderr says which).
     let ok = if w == 0 { "ok".to_owned() } else { format!("ok, with {w} {}", plural(w, "warning")) };
-    let _ = writeln!(out, "\n{ok}: {n} {}, {v} {}", plural(n, "connection"), plural(v, "variable"));
-    out
+    writeln!(out, "\n{ok}: {n} {}, {v} {}", plural(n, "connection"), plural(v, "variable"))
+}
+
+/// `value` as the table shows it: a line break or an escape sequence in a value must not
+/// break the table or the terminal.
+fn write_escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
+    if value.chars().any(char::is_control) {
+        write!(out, "{}", value.escape_debug())
+    } else {
+        out.write_all(value.as_bytes())
+    }
+}
+
+/// `text`, then spaces up to `width` characters (as `{:<width$}` pads).
+fn padded(out: &mut impl Write, text: &str, width: usize) -> io::Result<()> {
+    out.write_all(text.as_bytes())?;
+    pad(out, text.chars().count(), width)
+}
+
+/// The spaces that take `chars` characters to `width`.
+fn pad(out: &mut impl Write, chars: usize, width: usize) -> io::Result<()> {
+    const SPACES: &[u8; 64] = &[b' '; 64];
+    let mut left = width.saturating_sub(chars);
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.write_all(&SPACES[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// `value`'s `Debug` name in lower case (`OAuth2` is `oauth2`), into `buf`, which is reused.
+fn lower_debug(buf: &mut String, value: &impl std::fmt::Debug) {
+    buf.clear();
+    let _ = write!(buf, "{value:?}");
+    // Variant names are ASCII.
+    buf.make_ascii_lowercase();
 }
 
 /// The plan as `check --format json` prints it, for CI: the same content as the text,
@@ -124,97 +184,310 @@ pub fn render_plan(plan: &Plan) -> String {
 /// `{component, project, dir, connections: [{name, kind, visibility, security, id, oauth: {grant, clientAuth} | null,
 /// proxyPort: N | null}],
 /// variables: [{name, from, source, value, redacted}], skipped: [{name, source}],
-/// warnings: [{file, line, message, fix}]}`; `value` is null when it is not shown
-/// (`redacted: true`, or a `remote` source, which `check` does not contact).
-pub fn render_plan_json(plan: &Plan) -> String {
-    use serde_json::{json, Value};
-    let connections: Vec<Value> = plan
-        .connections
-        .iter()
-        .map(|c| {
-            json!({"name": c.name, "kind": c.kind.as_str(), "visibility": visibility(c),
-                   "security": security(c), "id": c.connection.id,
-                   "oauth": c.connection.oauth.as_ref().map(|o| json!({"grant": o.grant.name(), "clientAuth": o.client_auth.name()})),
-                   "proxyPort": c.connection.proxy_port.as_ref().map(|p| p.port)})
-        })
-        .collect();
-    let variables: Vec<Value> = plan
-        .vars
-        .iter()
-        .map(|b| {
-            let row = plan_row(plan, b);
-            let (value, redacted) = match row.value {
-                Shown::Value(v) => (Value::String(v), false),
-                Shown::Redacted => (Value::Null, true),
-                Shown::Remote => (Value::Null, false),
+/// warnings: [{file, line, message, fix}]}`, and `files` when the plan has files (given
+/// here as JSON by their module); `value` is null when it is not shown (`redacted: true`,
+/// or a `remote` source, which `check` does not contact). Keys are written in byte order,
+/// as serde_json's maps keep them. Serialized as it is written, row by row.
+pub fn write_plan_json(out: &mut impl Write, plan: &Plan, files: Option<serde_json::Value>) -> io::Result<()> {
+    let doc = JsonPlan {
+        component: &plan.identity.component,
+        connections: JsonConnections(plan),
+        dir: &plan.dir,
+        files,
+        project: &plan.identity.project,
+        skipped: JsonSkipped(plan),
+        variables: JsonVariables(plan),
+        warnings: JsonWarnings(plan),
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+// The JSON plan's parts. Fields are declared in byte order of their names: the order
+// serde_json's `Map` gives its keys, which this output has always had.
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    component: &'a str,
+    connections: JsonConnections<'a>,
+    dir: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<serde_json::Value>,
+    project: &'a str,
+    skipped: JsonSkipped<'a>,
+    variables: JsonVariables<'a>,
+    warnings: JsonWarnings<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonConnection<'a> {
+    id: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    oauth: Option<JsonOAuth>,
+    #[serde(rename = "proxyPort")]
+    proxy_port: Option<u16>,
+    security: &'a str,
+    visibility: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonOAuth {
+    #[serde(rename = "clientAuth")]
+    client_auth: &'static str,
+    grant: &'static str,
+}
+
+#[derive(Serialize)]
+struct JsonVariable<'a> {
+    from: JsonStr<FromText<'a>>,
+    name: &'a str,
+    redacted: bool,
+    source: JsonStr<SourceText<'a>>,
+    value: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonSkip<'a> {
+    name: &'a str,
+    source: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonWarning<'a> {
+    file: &'a Path,
+    fix: Option<&'a str>,
+    line: Option<usize>,
+    message: &'a str,
+}
+
+struct JsonConnections<'a>(&'a Plan);
+
+impl Serialize for JsonConnections<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.connections.len()))?;
+        let (mut visibility, mut security) = (String::new(), String::new());
+        for c in &self.0.connections {
+            let conn = &c.connection;
+            lower_debug(&mut visibility, &conn.visibility);
+            lower_debug(&mut security, &conn.security);
+            seq.serialize_element(&JsonConnection {
+                id: &conn.id,
+                kind: c.kind.as_str(),
+                name: &c.name,
+                oauth: conn
+                    .oauth
+                    .as_ref()
+                    .map(|o| JsonOAuth { client_auth: o.client_auth.name(), grant: o.grant.name() }),
+                proxy_port: conn.proxy_port.as_ref().map(|p| p.port),
+                security: &security,
+                visibility: &visibility,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// The variables, each made as it is written.
+struct JsonVariables<'a>(&'a Plan);
+
+impl Serialize for JsonVariables<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let plan = self.0;
+        let mut seq = s.serialize_seq(Some(plan.vars.len()))?;
+        let mut files = ValueFiles::default();
+        for b in &plan.vars {
+            let (from, source, what) = place(plan, b);
+            let (value, redacted) = match files.shown(what) {
+                Shown::Value(v) => (Some(v), false),
+                Shown::Redacted => (None, true),
+                Shown::Remote => (None, false),
             };
-            json!({"name": b.var, "from": row.from, "source": row.source, "value": value, "redacted": redacted})
-        })
-        .collect();
-    let skipped: Vec<Value> = plan.skipped.iter().map(|(var, what)| json!({"name": var, "source": what})).collect();
-    let warnings: Vec<Value> = plan
-        .warnings
-        .iter()
-        .map(|w| json!({"file": w.origin.file, "line": w.origin.line, "message": w.message, "fix": w.fix}))
-        .collect();
-    let doc = json!({
-        "component": plan.identity.component,
-        "project": plan.identity.project,
-        "dir": plan.dir,
-        "connections": connections,
-        "variables": variables,
-        "skipped": skipped,
-        "warnings": warnings,
-    });
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    out.push('\n');
-    out
+            seq.serialize_element(&JsonVariable {
+                from: JsonStr(from),
+                name: &b.var,
+                redacted,
+                source: JsonStr(source),
+                value,
+            })?;
+        }
+        seq.end()
+    }
 }
 
-fn visibility(c: &crate::resolve::PlannedConnection) -> String {
-    format!("{:?}", c.connection.visibility).to_lowercase()
+struct JsonSkipped<'a>(&'a Plan);
+
+impl Serialize for JsonSkipped<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.skipped.iter().map(|(var, what)| JsonSkip { name: var, source: what }))
+    }
 }
 
-fn security(c: &crate::resolve::PlannedConnection) -> String {
-    format!("{:?}", c.connection.security).to_lowercase()
+struct JsonWarnings<'a>(&'a Plan);
+
+impl Serialize for JsonWarnings<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.warnings.iter().map(|w| JsonWarning {
+            file: &w.origin.file,
+            fix: w.fix.as_deref(),
+            line: w.origin.line,
+            message: &w.message,
+        }))
+    }
+}
+
+/// A JSON string of what `T` displays, made without a `String` of its own.
+struct JsonStr<T>(T);
+
+impl<T: std::fmt::Display> Serialize for JsonStr<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Where a variable comes from, as the `from` column shows it.
+#[derive(Clone, Copy)]
+enum FromText<'a> {
+    Literal,
+    /// `<connection>.<key>`.
+    Param(&'a str, &'a str),
+}
+
+impl FromText<'_> {
+    fn chars(self) -> usize {
+        match self {
+            FromText::Literal => "(literal)".len(),
+            FromText::Param(name, key) => name.chars().count() + 1 + key.chars().count(),
+        }
+    }
+
+    fn write(self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            FromText::Literal => out.write_all(b"(literal)"),
+            FromText::Param(name, key) => {
+                out.write_all(name.as_bytes())?;
+                out.write_all(b".")?;
+                out.write_all(key.as_bytes())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FromText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FromText::Literal => f.write_str("(literal)"),
+            FromText::Param(name, key) => write!(f, "{name}.{key}"),
+        }
+    }
+}
+
+/// The `source` column: a word, or `Source::describe`'s `file:<path>`.
+#[derive(Clone, Copy)]
+enum SourceText<'a> {
+    Word(&'static str),
+    File(&'a Path),
+}
+
+impl<'a> SourceText<'a> {
+    fn of(source: &'a Source) -> Self {
+        match source {
+            Source::Value(_) => SourceText::Word("value"),
+            Source::File(path) => SourceText::File(path),
+            Source::ControlPlane => SourceText::Word("remote"),
+        }
+    }
+
+    fn chars(self) -> usize {
+        match self {
+            SourceText::Word(w) => w.len(),
+            SourceText::File(path) => match path.to_str() {
+                Some(p) => "file:".len() + p.chars().count(),
+                None => "file:".len() + path.display().to_string().chars().count(),
+            },
+        }
+    }
+
+    fn write(self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            SourceText::Word(w) => out.write_all(w.as_bytes()),
+            SourceText::File(path) => write!(out, "file:{}", path.display()),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceText::Word(w) => f.write_str(w),
+            SourceText::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
 }
 
 /// What `check` shows of a value.
-enum Shown {
-    Value(String),
+enum Shown<'a> {
+    Value(&'a str),
     Redacted,
     /// From the control plane, which `check` does not contact.
     Remote,
 }
 
-struct Row {
-    from: String,
-    source: String,
-    value: Shown,
+/// Which value a row shows, before any file is read.
+#[derive(Clone, Copy)]
+enum Showing<'a> {
+    Text(&'a str),
+    File(&'a Path),
+    Redacted,
+    Remote,
+}
+
+/// The `file:` values shown, each file read once however many rows show it; a file that
+/// cannot be read is shown as `<unreadable: cause>`.
+#[derive(Default)]
+struct ValueFiles<'a> {
+    read: HashMap<&'a Path, String>,
+}
+
+impl<'a> ValueFiles<'a> {
+    fn shown<'s>(&'s mut self, what: Showing<'a>) -> Shown<'s>
+    where
+        'a: 's,
+    {
+        match what {
+            Showing::Text(v) => Shown::Value(v),
+            Showing::File(path) => Shown::Value(
+                self.read
+                    .entry(path)
+                    .or_insert_with(|| read_value_file(path).unwrap_or_else(|e| format!("<unreadable: {e}>"))),
+            ),
+            Showing::Redacted => Shown::Redacted,
+            Showing::Remote => Shown::Remote,
+        }
+    }
 }
 
 /// One variable of the plan: where it comes from, and the value or why it is not shown.
-fn plan_row(plan: &Plan, b: &Binding) -> Row {
-    let row = |from: String, source: &str, value| Row { from, source: source.to_owned(), value };
+fn place<'a>(plan: &'a Plan, b: &'a Binding) -> (FromText<'a>, SourceText<'a>, Showing<'a>) {
     match &b.target {
-        Target::Literal(_) if secret_by_default(&b.var) => row("(literal)".into(), "value", Shown::Redacted),
-        Target::Literal(v) => row("(literal)".into(), "value", Shown::Value(v.clone())),
+        Target::Literal(_) if secret_by_default(&b.var) => {
+            (FromText::Literal, SourceText::Word("value"), Showing::Redacted)
+        }
+        Target::Literal(v) => (FromText::Literal, SourceText::Word("value"), Showing::Text(v)),
         Target::Param { conn, key } => {
             let c = &plan.connections[*conn];
-            let from = format!("{}.{key}", c.name);
+            let from = FromText::Param(&c.name, key);
             if key == ACCESS_TOKEN {
-                return row(from, "oauth2 token", Shown::Redacted);
+                return (from, SourceText::Word("oauth2 token"), Showing::Redacted);
             }
             let param = &c.connection.parameters[key];
-            let value = match &param.source {
-                _ if param.secret => Shown::Redacted,
-                Source::Value(v) => Shown::Value(v.expose().to_owned()),
-                Source::File(path) => {
-                    Shown::Value(read_value_file(path).unwrap_or_else(|e| format!("<unreadable: {e}>")))
-                }
-                Source::ControlPlane => Shown::Remote,
+            let shown = match &param.source {
+                _ if param.secret => Showing::Redacted,
+                Source::Value(v) => Showing::Text(v.expose()),
+                Source::File(path) => Showing::File(path),
+                Source::ControlPlane => Showing::Remote,
             };
-            Row { from, source: param.source.describe(), value }
+            (from, SourceText::of(&param.source), shown)
         }
     }
 }

@@ -3,7 +3,7 @@
 //! command quietly, as it ends `cat`; any other failure (a full disk) is an error that
 //! names the output. Nothing here panics, whatever the descriptor is.
 
-use std::io::Write;
+use std::io::{BufWriter, StdoutLock, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StdoutError {
@@ -17,10 +17,27 @@ pub enum StdoutError {
 /// Writes all of `bytes` to stdout and flushes it.
 pub fn write(bytes: &[u8]) -> Result<(), StdoutError> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| match e.kind() {
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(classify)
+}
+
+/// How much output [`write_with`] gathers before it writes: a few system calls for a large
+/// `check`, and little memory.
+const BUFFER: usize = 64 * 1024;
+
+/// Runs `write` on stdout behind a buffer, then flushes it: for output made in pieces
+/// (`check` on thousands of connections), which is then never held whole in memory.
+pub fn write_with(
+    write: impl FnOnce(&mut BufWriter<StdoutLock<'static>>) -> std::io::Result<()>,
+) -> Result<(), StdoutError> {
+    let mut out = BufWriter::with_capacity(BUFFER, std::io::stdout().lock());
+    write(&mut out).and_then(|()| out.flush()).map_err(classify)
+}
+
+fn classify(e: std::io::Error) -> StdoutError {
+    match e.kind() {
         std::io::ErrorKind::BrokenPipe => StdoutError::Closed,
         _ => StdoutError::Failed(e),
-    })
+    }
 }
 
 /// Whether `err` is only that the reader of stdout went away.
