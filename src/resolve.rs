@@ -247,7 +247,7 @@ fn build(dir: &Path, loaded: config::Loaded, opts: &Options, diags: &mut Diagnos
     let mut refs = References::new(&loaded, &me);
     let accepted = refs.connection_refs(spec, diags);
     let mapped = refs.service_refs(spec, diags);
-    let References { connections, by_ref, .. } = refs;
+    let (connections, by_ref) = refs.into_planned();
     let (vars, skipped) = variables(spec, opts, &connections, &by_ref, &accepted, mapped, diags);
     if !opts.control_plane {
         remote_without_control_plane(&connections, diags);
@@ -325,6 +325,12 @@ impl<'a> References<'a> {
             connections: Vec::new(),
             by_ref: HashMap::new(),
         }
+    }
+
+    /// The planned connections and the references' indexes into them; the lookups are
+    /// freed here, before the variables are made.
+    fn into_planned(self) -> (Vec<PlannedConnection>, HashMap<&'a str, usize>) {
+        (self.connections, self.by_ref)
     }
 
     fn add(&mut self, name: &'a str, kind: RefKind, c: &'a Arc<Connection>) -> usize {
