@@ -92,11 +92,10 @@ pub fn write_plan(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
     let id = &plan.identity;
     writeln!(out, "component {} in project {} ({})", id.component, id.project, plan.dir.display())?;
     out.write_all(b"\nconnections:\n")?;
-    let (mut visibility, mut security) = (String::new(), String::new());
+    let (mut visibility, mut security) = (Lower::default(), Lower::default());
     for c in &plan.connections {
         let conn = &c.connection;
-        lower_debug(&mut visibility, &conn.visibility);
-        lower_debug(&mut security, &conn.security);
+        let (visibility, security) = (visibility.of(conn.visibility), security.of(conn.security));
         writeln!(out, "  {:<24} {:<10} {:<9} {:<7} {}", c.name, c.kind.as_str(), visibility, security, conn.id)?;
         // docs/oauth.md: the grant and the method, never a key.
         if let Some(o) = &conn.oauth {
@@ -146,7 +145,14 @@ pub fn write_plan(out: &mut impl Write, plan: &Plan) -> io::Result<()> {
 /// `value` as the table shows it: a line break or an escape sequence in a value must not
 /// break the table or the terminal.
 fn write_escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
-    if value.chars().any(char::is_control) {
+    // ASCII text, most values, is checked byte by byte: its control characters are
+    // those below a space and DEL.
+    let control = if value.is_ascii() {
+        value.bytes().any(|b| b < b' ' || b == 0x7f)
+    } else {
+        value.chars().any(char::is_control)
+    };
+    if control {
         write!(out, "{}", value.escape_debug())
     } else {
         out.write_all(value.as_bytes())
@@ -171,12 +177,28 @@ fn pad(out: &mut impl Write, chars: usize, width: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// `value`'s `Debug` name in lower case (`OAuth2` is `oauth2`), into `buf`, which is reused.
-fn lower_debug(buf: &mut String, value: &impl std::fmt::Debug) {
-    buf.clear();
-    let _ = write!(buf, "{value:?}");
-    // Variant names are ASCII.
-    buf.make_ascii_lowercase();
+/// A value's `Debug` name in lower case (`OAuth2` is `oauth2`), made again only when the
+/// value differs from the last one asked for: connections mostly share theirs.
+struct Lower<T> {
+    last: Option<(T, String)>,
+}
+
+impl<T> Default for Lower<T> {
+    fn default() -> Self {
+        Lower { last: None }
+    }
+}
+
+impl<T: std::fmt::Debug + PartialEq + Copy> Lower<T> {
+    fn of(&mut self, value: T) -> &str {
+        if !matches!(&self.last, Some((last, _)) if *last == value) {
+            let mut name = format!("{value:?}");
+            // Variant names are ASCII.
+            name.make_ascii_lowercase();
+            self.last = Some((value, name));
+        }
+        self.last.as_ref().map_or("", |(_, name)| name)
+    }
 }
 
 /// The plan as `check --format json` prints it, for CI: the same content as the text,
@@ -266,11 +288,10 @@ struct JsonConnections<'a>(&'a Plan);
 impl Serialize for JsonConnections<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.connections.len()))?;
-        let (mut visibility, mut security) = (String::new(), String::new());
+        let (mut visibility, mut security) = (Lower::default(), Lower::default());
         for c in &self.0.connections {
             let conn = &c.connection;
-            lower_debug(&mut visibility, &conn.visibility);
-            lower_debug(&mut security, &conn.security);
+            let (visibility, security) = (visibility.of(conn.visibility), security.of(conn.security));
             seq.serialize_element(&JsonConnection {
                 id: &conn.id,
                 kind: c.kind.as_str(),
@@ -280,8 +301,8 @@ impl Serialize for JsonConnections<'_> {
                     .as_ref()
                     .map(|o| JsonOAuth { client_auth: o.client_auth.name(), grant: o.grant.name() }),
                 proxy_port: conn.proxy_port.as_ref().map(|p| p.port),
-                security: &security,
-                visibility: &visibility,
+                security,
+                visibility,
             })?;
         }
         seq.end()

@@ -155,14 +155,15 @@ pub fn default_var_name(prefix: &str, name: &str, key: &str) -> String {
 fn normalise(part: &str, out: &mut String) {
     let start = out.len();
     let mut gap = false;
-    for c in part.chars() {
-        let c = c.to_ascii_uppercase();
-        if c.is_ascii_uppercase() || c.is_ascii_digit() {
+    // By byte: every byte of a non-ASCII character is a gap, as the character is.
+    for b in part.bytes() {
+        let b = b.to_ascii_uppercase();
+        if b.is_ascii_uppercase() || b.is_ascii_digit() {
             if gap && out.len() > start {
                 out.push('_');
             }
             gap = false;
-            out.push(c);
+            out.push(char::from(b));
         } else {
             gap = true;
         }
