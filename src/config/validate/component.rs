@@ -2,11 +2,11 @@
 //! references, `configurations.env`, and warnings on keys one edit away from those read.
 
 use super::names::{parse_resource_ref, parse_uuid, valid_name, NAME_RULE, RESOURCE_REF_GRAMMAR};
-use super::parse::{parse, refuse_deep};
+use super::parse::{parse_slow, refuse_deep};
 use crate::config::diag::{Diagnostics, Origin};
 use crate::config::files::{Document, EntryLines, SourceFile};
 use crate::config::model::{self, valid_env_name, ComponentSpec};
-use crate::config::{raw, suggest};
+use crate::config::{events, raw, suggest};
 use std::path::Path;
 
 /// Reads `component.yaml`, section by section.
@@ -29,11 +29,18 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
     if refuse_deep(path, doc, diags) {
         return None;
     }
-    let raw = parse::<raw::ComponentYaml>(path, doc, "component.yaml", diags);
-    // After the parse, which refuses alias bombs: this reads the document a second time.
-    // Also when the parse failed: a typo of a required key (`connectionConfg`) is said
-    // as a typo beside the "missing field" error it causes.
-    typo_warnings(path, doc, diags);
+    // One read of the text serves the model and the typo warnings, where the fast path
+    // takes the document (no anchors: see `parse`).
+    let events = if doc.text.contains('&') { None } else { events::read(doc.text) };
+    let raw = match events.as_ref().and_then(|e| e.deserialize::<raw::ComponentYaml>()) {
+        Some(raw) => Some(raw),
+        None => parse_slow::<raw::ComponentYaml>(path, doc, "component.yaml", diags),
+    };
+    // After the parse, which refuses alias bombs. Also when the parse failed: a typo of
+    // a required key (`connectionConfg`) is said as a typo beside the "missing field"
+    // error it causes.
+    let tree = events.and_then(|e| e.deserialize::<serde_yaml::Value>());
+    typo_warnings(path, doc, tree, diags);
     let raw = raw?;
     let before = diags.len();
     let lines = doc.entry_lines();
@@ -197,7 +204,8 @@ fn keys_read_at(place: &[&str]) -> &'static [&'static str] {
 /// Warns on every key one edit away from a key connd reads at that place (docs/config.md):
 /// `component.yaml` accepts keys it does not know, so `dependancies:` or `envs:` would
 /// otherwise drop variables without a word.
-fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
+/// `tree` is the document as read already, if it was; else it is read here.
+fn typo_warnings(path: &Path, doc: &Document<'_>, tree: Option<serde_yaml::Value>, diags: &mut Diagnostics) {
     /// Where the next search for a key's line starts (document-relative), per key: the
     /// walk goes in document order, so a typo written twice is found at each line.
     type From<'a> = std::collections::HashMap<&'a str, usize>;
@@ -238,7 +246,7 @@ fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
             _ => {}
         }
     }
-    if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(doc.text) {
+    if let Some(value) = tree.or_else(|| serde_yaml::from_str::<serde_yaml::Value>(doc.text).ok()) {
         walk(&value, &mut Vec::new(), &mut From::new(), path, doc, diags);
     }
 }
