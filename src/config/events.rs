@@ -38,9 +38,20 @@ enum Ev {
     Scalar(String, bool),
 }
 
+/// What walks keys ([`Events::walk_keys`], [`walk_tree`]) call for each key: given its
+/// place (the keys walked into to reach its map) and the key, whether to walk its value.
+pub type Visit<'a> = dyn FnMut(&[&str], &str) -> bool + 'a;
+
 /// One YAML document's events, read by [`read`].
 #[derive(Debug)]
-pub struct Events(Vec<Ev>);
+pub struct Events {
+    list: Vec<Ev>,
+    /// serde_yaml_ng's tree of the document may not be what the events say, and
+    /// [`Events::walk_keys`] gives way: a map holds two keys that are not strings, which
+    /// the tree may take for one (`1` and `0x1`), or an integer is past 64 bits, which
+    /// the tree refuses.
+    no_walk: bool,
+}
 
 /// Whether `text` keeps to the YAML where libyaml and yaml-rust2 agree on what is valid
 /// and what it means (the differences the equivalence tests found, and their kin):
@@ -102,6 +113,7 @@ pub fn read(text: &str) -> Option<Events> {
         events: Vec::with_capacity(text.len() / 8),
         open: Vec::new(),
         flow: None,
+        no_walk: false,
     };
     let mut parser = Parser::new_from_str(text);
     let expect = [Event::StreamStart, Event::DocumentStart];
@@ -117,13 +129,16 @@ pub fn read(text: &str) -> Option<Events> {
         }
         reader.event(event, mark)?;
     }
-    matches!(parser.next_token().ok()?.0, Event::StreamEnd).then_some(Events(reader.events))
+    let events = Events { list: reader.events, no_walk: reader.no_walk };
+    matches!(parser.next_token().ok()?.0, Event::StreamEnd).then_some(events)
 }
 
 /// One open map: whether the next node is a key, and the keys read so far.
 struct Map {
     next_is_key: bool,
     keys: Vec<usize>,
+    /// Whether a key that is not a string (a number, a boolean, a null) was read.
+    typed_key: bool,
 }
 
 /// The state of [`read`].
@@ -141,6 +156,8 @@ struct Reader<'a> {
     /// The outermost open flow collection (`{...}`, `[...]`): how many were open with
     /// it, and its line.
     flow: Option<(usize, usize)>,
+    /// See [`Events::no_walk`].
+    no_walk: bool,
 }
 
 impl Reader<'_> {
@@ -173,14 +190,21 @@ impl Reader<'_> {
                     }
                     map.keys.push(self.events.len());
                 }
-                Ev::Scalar(text, style == TScalarStyle::Plain)
+                let plain = style == TScalarStyle::Plain;
+                let typed = if plain { resolve(&text) } else { Plain::Str };
+                self.no_walk |= matches!(typed, Plain::U128(_) | Plain::I128(_));
+                if let Some(Some(map)) = self.open.last_mut().filter(|_| is_key && !matches!(typed, Plain::Str)) {
+                    self.no_walk |= map.typed_key;
+                    map.typed_key = true;
+                }
+                Ev::Scalar(text, plain)
             }
             Event::MappingStart(0, None) | Event::SequenceStart(0, None) if !is_key && self.open.len() < MAX_DEPTH => {
                 let is_map = matches!(event, Event::MappingStart(..));
                 if self.flow.is_none() && self.opens_flow(mark) {
                     self.flow = Some((self.open.len() + 1, mark.line()));
                 }
-                self.open.push(is_map.then(|| Map { next_is_key: true, keys: Vec::new() }));
+                self.open.push(is_map.then(|| Map { next_is_key: true, keys: Vec::new(), typed_key: false }));
                 if is_map {
                     Ev::MapStart
                 } else {
@@ -230,10 +254,88 @@ impl Events {
     /// The document as `T`, or `None` where the fast path gives way: the caller then reads
     /// the text with serde_yaml_ng, which gives the same value or says what is wrong.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Option<T> {
-        let mut de = De { events: &self.0, pos: 0 };
+        let mut de = De { events: &self.list, pos: 0 };
         let value = T::deserialize(&mut de).ok()?;
-        (de.pos == self.0.len()).then_some(value)
+        (de.pos == self.list.len()).then_some(value)
     }
+
+    /// Walks the document's maps as [`walk_tree`] walks serde_yaml_ng's tree of it, without
+    /// building one; `None`, before visiting anything, where that tree could differ.
+    pub fn walk_keys(&self, visit: &mut Visit<'_>) -> Option<()> {
+        /// Walks the node at `pos`; returns the position after it.
+        fn node<'a>(list: &'a [Ev], mut pos: usize, place: &mut Vec<&'a str>, visit: &mut Visit<'_>) -> usize {
+            match list.get(pos) {
+                Some(Ev::SeqStart) => {
+                    pos += 1;
+                    while !matches!(list.get(pos), Some(Ev::SeqEnd) | None) {
+                        pos = node(list, pos, place, visit);
+                    }
+                    pos + 1
+                }
+                Some(Ev::MapStart) => {
+                    pos += 1;
+                    while let Some(Ev::Scalar(key, plain)) = list.get(pos) {
+                        let string = !plain || matches!(resolve(key), Plain::Str);
+                        if string && visit(place, key) {
+                            place.push(key);
+                            pos = node(list, pos + 1, place, visit);
+                            place.pop();
+                        } else {
+                            pos = skip(list, pos + 1);
+                        }
+                    }
+                    pos + 1
+                }
+                Some(Ev::Scalar(..) | Ev::MapEnd | Ev::SeqEnd) | None => pos + 1,
+            }
+        }
+        if self.no_walk {
+            return None;
+        }
+        node(&self.list, 0, &mut Vec::new(), visit);
+        Some(())
+    }
+}
+
+/// The position after the node at `pos`.
+fn skip(list: &[Ev], mut pos: usize) -> usize {
+    let mut depth = 0usize;
+    while let Some(ev) = list.get(pos) {
+        pos += 1;
+        match ev {
+            Ev::MapStart | Ev::SeqStart => depth += 1,
+            Ev::MapEnd | Ev::SeqEnd => depth = depth.saturating_sub(1),
+            Ev::Scalar(..) => {}
+        }
+        if depth == 0 {
+            break;
+        }
+    }
+    pos
+}
+
+/// Walks serde_yaml_ng's tree of a document: `visit(place, key)` for each key of each
+/// map that is a string, in document order, `place` being the keys walked into to reach
+/// that map (lists pass their place to their items); the key's value is walked when
+/// `visit` says so.
+pub fn walk_tree(value: &serde_yaml::Value, visit: &mut Visit<'_>) {
+    fn node<'a>(value: &'a serde_yaml::Value, place: &mut Vec<&'a str>, visit: &mut Visit<'_>) {
+        match value {
+            serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| node(v, place, visit)),
+            serde_yaml::Value::Mapping(map) => {
+                for (key, value) in map {
+                    let Some(key) = key.as_str() else { continue };
+                    if visit(place, key) {
+                        place.push(key);
+                        node(value, place, visit);
+                        place.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    node(value, &mut Vec::new(), visit);
 }
 
 /// Whatever stops the fast path: the caller reads the document the other way, which

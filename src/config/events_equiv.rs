@@ -21,9 +21,34 @@ fn same<T: DeserializeOwned + PartialEq + fmt::Debug>(text: &str) -> bool {
     true
 }
 
+/// Walks the keys of `text` both ways, descending into some: whether the fast path
+/// took it. The keys it visits must be those of serde_yaml_ng's tree, in its order.
+fn same_keys(text: &str) -> bool {
+    let Some(events) = read(text) else { return false };
+    let walk = |walker: &mut dyn FnMut(&mut Visit<'_>)| {
+        let mut seen = Vec::new();
+        walker(&mut |place: &[&str], key: &str| {
+            seen.push(format!("{}/{key}", place.join("/")));
+            key.len() % 3 != 1
+        });
+        seen
+    };
+    let mut took = false;
+    let fast = walk(&mut |visit| took = events.walk_keys(visit).is_some());
+    if !took {
+        return false;
+    }
+    let tree = serde_yaml::from_str::<serde_yaml::Value>(text)
+        .unwrap_or_else(|e| panic!("keys walked in a document serde_yaml_ng refuses ({e}): {text:?}"));
+    let slow = walk(&mut |visit| walk_tree(&tree, visit));
+    assert_eq!(fast, slow, "keys walked otherwise in {text:?}");
+    true
+}
+
 /// Every model connd reads a document as: how many the fast path took.
 fn every_model(text: &str) -> usize {
     [
+        same_keys(text),
         same::<raw::ConnectionDoc>(text),
         same::<raw::ComponentDoc>(text),
         same::<raw::FileDoc>(text),
