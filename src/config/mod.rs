@@ -1,9 +1,11 @@
 //! The connection-config directory: reading it (`files`), the YAML as written (`raw`,
-//! whose values keep their text: `scalar`), the checks (`validate`; `suggest` offers the
+//! whose values keep their text: `scalar`; read from yaml-rust2's `events` where that
+//! reads as serde_yaml_ng does, else by serde_yaml_ng), the checks (`validate`; `suggest` offers the
 //! nearest known name, here and in `resolve`) and the validated model (`model`). `load`
 //! runs them all and collects every problem into one set of diagnostics (`diag`).
 
 pub mod diag;
+pub mod events;
 pub mod files;
 pub mod filespec;
 pub mod model;
@@ -183,12 +185,10 @@ enum Unit<'a> {
 }
 
 impl Unit<'_> {
-    /// The unit's share of the work, in bytes of YAML: component.yaml counts twice, as it
-    /// is read twice (the second time for typo warnings).
+    /// The unit's share of the work, in bytes of YAML.
     fn bytes(&self) -> usize {
         match self {
-            Unit::Component(f) => 2 * f.text.len(),
-            Unit::MisnamedComponent(f) => f.text.len(),
+            Unit::Component(f) | Unit::MisnamedComponent(f) => f.text.len(),
             Unit::Document(_, d) => d.text.len(),
         }
     }

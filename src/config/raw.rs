@@ -16,6 +16,7 @@ pub use super::scalar::Scalar;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ComponentDoc {
     #[allow(dead_code)]
     pub kind: String,
@@ -45,6 +46,7 @@ pub enum Security {
 /// strings here, so that a misspelt one gets a "did you mean".
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct OAuth {
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -66,6 +68,7 @@ pub struct OAuth {
 
 /// A string or a list of strings.
 #[derive(Debug, Default)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct OneOrMany(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for OneOrMany {
@@ -85,6 +88,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ConnectionDoc {
     #[allow(dead_code)]
     pub kind: String,
@@ -107,6 +111,7 @@ pub struct ConnectionDoc {
 /// `proxy: { headers: { Header-Name: ParameterKey }, port: 15001 }`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ProxySpec {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -151,6 +156,17 @@ pub enum PortSpec {
     Text(String),
     /// A boolean, a list, a map, a null: nothing a port can be.
     Other,
+}
+
+/// For comparing two readings of one document: a NaN is the same NaN.
+#[cfg(test)]
+impl PartialEq for PortSpec {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PortSpec::Fraction(a), PortSpec::Fraction(b)) => a.to_bits() == b.to_bits(),
+            (a, b) => format!("{a:?}") == format!("{b:?}"),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for PortSpec {
@@ -199,6 +215,7 @@ impl<'de> Deserialize<'de> for PortSpec {
 }
 
 /// A parameter: a plain scalar is a literal value, a map names its source.
+#[cfg_attr(test, derive(PartialEq))]
 pub enum Param {
     /// A string as written (quoted, or plain text that YAML does not type).
     Plain(String),
@@ -220,6 +237,7 @@ impl fmt::Debug for Param {
 /// `parameters`: a map that refuses a key given twice (YAML parsers keep the last one,
 /// which would silently drop a value).
 #[derive(Debug, Default)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct Params(pub BTreeMap<String, Param>);
 
 impl<'de> Deserialize<'de> for Params {
@@ -248,6 +266,7 @@ impl<'de> Deserialize<'de> for Params {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ParamSpec {
     #[serde(default, deserialize_with = "scalar::written")]
     pub value: Option<Scalar>,
@@ -300,6 +319,7 @@ impl<'de> Deserialize<'de> for Param {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ComponentYaml {
     pub schema_version: Option<Scalar>,
     #[serde(default)]
@@ -311,6 +331,7 @@ pub struct ComponentYaml {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct Dependencies {
     #[serde(default)]
     pub connection_references: Vec<ConnectionReference>,
@@ -320,6 +341,7 @@ pub struct Dependencies {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ConnectionReference {
     pub name: String,
     pub resource_ref: String,
@@ -327,6 +349,7 @@ pub struct ConnectionReference {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ServiceReference {
     pub name: String,
     pub connection_config: String,
@@ -335,12 +358,14 @@ pub struct ServiceReference {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct EnvMapping {
     pub from: String,
     pub to: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct Configurations {
     #[serde(default)]
     pub env: Vec<EnvEntry>,
@@ -351,6 +376,7 @@ pub struct Configurations {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct EnvEntry {
     pub name: String,
     #[serde(default, deserialize_with = "scalar::written")]
@@ -364,6 +390,7 @@ pub struct EnvEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ValueFrom {
     pub connection_ref: Option<ConnectionRef>,
     pub config_group_ref: Option<serde_yaml::Value>,
@@ -371,6 +398,7 @@ pub struct ValueFrom {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct ConnectionRef {
     pub name: String,
     pub key: String,
@@ -382,6 +410,7 @@ pub struct ConnectionRef {
 /// elsewhere in component.yaml.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct RawComponentFile {
     pub name: String,
     pub mount_path: String,
@@ -394,6 +423,7 @@ pub struct RawComponentFile {
 /// One entry of `values:`: a literal `value` or a `valueFrom`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct RawValue {
     pub name: String,
     pub value: Option<Scalar>,
@@ -406,6 +436,7 @@ pub struct RawValue {
 /// A `kind: File` document.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(PartialEq))]
 pub struct FileDoc {
     #[allow(dead_code)]
     pub kind: String,

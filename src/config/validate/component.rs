@@ -2,11 +2,11 @@
 //! references, `configurations.env`, and warnings on keys one edit away from those read.
 
 use super::names::{parse_resource_ref, parse_uuid, valid_name, NAME_RULE, RESOURCE_REF_GRAMMAR};
-use super::parse::{parse, refuse_deep};
+use super::parse::{parse_slow, refuse_deep};
 use crate::config::diag::{Diagnostics, Origin};
 use crate::config::files::{Document, EntryLines, SourceFile};
 use crate::config::model::{self, valid_env_name, ComponentSpec};
-use crate::config::{raw, suggest};
+use crate::config::{events, raw, suggest};
 use std::path::Path;
 
 /// Reads `component.yaml`, section by section.
@@ -29,11 +29,17 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
     if refuse_deep(path, doc, diags) {
         return None;
     }
-    let raw = parse::<raw::ComponentYaml>(path, doc, "component.yaml", diags);
-    // After the parse, which refuses alias bombs: this reads the document a second time.
-    // Also when the parse failed: a typo of a required key (`connectionConfg`) is said
-    // as a typo beside the "missing field" error it causes.
-    typo_warnings(path, doc, diags);
+    // One read of the text serves the model and the typo warnings, where the fast path
+    // takes the document (no anchors: see `parse`).
+    let events = if doc.text.contains('&') { None } else { events::read(doc.text) };
+    let raw = match events.as_ref().and_then(|e| e.deserialize::<raw::ComponentYaml>()) {
+        Some(raw) => Some(raw),
+        None => parse_slow::<raw::ComponentYaml>(path, doc, "component.yaml", diags),
+    };
+    // After the parse, which refuses alias bombs. Also when the parse failed: a typo of
+    // a required key (`connectionConfg`) is said as a typo beside the "missing field"
+    // error it causes.
+    typo_warnings(path, doc, events.as_ref(), diags);
     let raw = raw?;
     let before = diags.len();
     let lines = doc.entry_lines();
@@ -196,50 +202,37 @@ fn keys_read_at(place: &[&str]) -> &'static [&'static str] {
 
 /// Warns on every key one edit away from a key connd reads at that place (docs/config.md):
 /// `component.yaml` accepts keys it does not know, so `dependancies:` or `envs:` would
-/// otherwise drop variables without a word.
-fn typo_warnings(path: &Path, doc: &Document<'_>, diags: &mut Diagnostics) {
-    /// Where the next search for a key's line starts (document-relative), per key: the
-    /// walk goes in document order, so a typo written twice is found at each line.
-    type From<'a> = std::collections::HashMap<&'a str, usize>;
-    fn walk<'a>(
-        value: &'a serde_yaml::Value,
-        place: &mut Vec<&'a str>,
-        from: &mut From<'a>,
-        path: &Path,
-        doc: &Document<'_>,
-        diags: &mut Diagnostics,
-    ) {
-        match value {
-            serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| walk(v, place, from, path, doc, diags)),
-            serde_yaml::Value::Mapping(map) => {
-                let known = keys_read_at(place);
-                for (key, value) in map {
-                    let Some(key) = key.as_str() else { continue };
-                    if known.contains(&key) {
-                        place.push(key);
-                        walk(value, place, from, path, doc, diags);
-                        place.pop();
-                    } else if let Some(meant) = known.iter().find(|k| suggest::one_edit(key, k)) {
-                        let under =
-                            if place.is_empty() { String::new() } else { format!(" under `{}`", place.join(".")) };
-                        let start = from.entry(key).or_default();
-                        let line = doc.line_of(key, *start);
-                        if let Some(line) = line {
-                            *start = line - doc.first_line + 1;
-                        }
-                        diags.warn(
-                            Origin::at(path, line.unwrap_or(doc.first_line)),
-                            format!("`{key}`{under} is not a key connd reads, and is ignored: did you mean `{meant}`?"),
-                            format!("rename it to `{meant}`"),
-                        );
-                    }
-                }
-            }
-            _ => {}
+/// otherwise drop variables without a word. `events` is the document as read already,
+/// if it was.
+fn typo_warnings(path: &Path, doc: &Document<'_>, events: Option<&events::Events>, diags: &mut Diagnostics) {
+    // Where the next search for a key's line starts (document-relative), per key: the
+    // walk goes in document order, so a typo written twice is found at each line.
+    let mut from = std::collections::HashMap::<String, usize>::new();
+    let mut visit = |place: &[&str], key: &str| {
+        let known = keys_read_at(place);
+        if known.contains(&key) {
+            return true;
         }
+        if let Some(meant) = known.iter().find(|k| suggest::one_edit(key, k)) {
+            let under = if place.is_empty() { String::new() } else { format!(" under `{}`", place.join(".")) };
+            let start = from.entry(key.to_owned()).or_default();
+            let line = doc.line_of(key, *start);
+            if let Some(line) = line {
+                *start = line - doc.first_line + 1;
+            }
+            diags.warn(
+                Origin::at(path, line.unwrap_or(doc.first_line)),
+                format!("`{key}`{under} is not a key connd reads, and is ignored: did you mean `{meant}`?"),
+                format!("rename it to `{meant}`"),
+            );
+        }
+        false
+    };
+    if events.and_then(|e| e.walk_keys(&mut visit)).is_some() {
+        return;
     }
     if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(doc.text) {
-        walk(&value, &mut Vec::new(), &mut From::new(), path, doc, diags);
+        events::walk_tree(&value, &mut visit);
     }
 }
 

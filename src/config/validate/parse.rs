@@ -4,7 +4,7 @@
 
 use crate::config::diag::{Diagnostics, Origin};
 use crate::config::files::Document;
-use crate::config::{scalar, suggest};
+use crate::config::{events, scalar, suggest};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
@@ -52,6 +52,24 @@ pub(super) fn refuse_deep(path: &Path, doc: &Document<'_>, diags: &mut Diagnosti
 
 /// Deserializes one document, turning a parser error into a diagnostic at its line.
 pub(super) fn parse<T: DeserializeOwned>(
+    path: &Path,
+    doc: &Document<'_>,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    // Without anchors (no `&`), the events' fast path; it gives way to serde_yaml_ng,
+    // which says what is wrong, wherever it might read otherwise.
+    if !doc.text.contains('&') {
+        if let Some(value) = events::read(doc.text).and_then(|e| e.deserialize()) {
+            return Some(value);
+        }
+    }
+    parse_slow(path, doc, what, diags)
+}
+
+/// [`parse`] by serde_yaml_ng alone: every document the fast path gives way on, and
+/// every error's words and line.
+pub(super) fn parse_slow<T: DeserializeOwned>(
     path: &Path,
     doc: &Document<'_>,
     what: &str,
