@@ -8,6 +8,7 @@ use crate::resolve::{Binding, Plan, Target};
 use crate::secret::{Secret, REDACTED};
 use serde::ser::SerializeSeq;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -214,7 +215,7 @@ pub fn write_plan_json(out: &mut impl Write, plan: &Plan, files: Option<serde_js
     let doc = JsonPlan {
         component: &plan.identity.component,
         connections: JsonConnections(plan),
-        dir: &plan.dir,
+        dir: plan.dir.to_string_lossy(),
         files,
         project: &plan.identity.project,
         skipped: JsonSkipped(plan),
@@ -232,7 +233,9 @@ pub fn write_plan_json(out: &mut impl Write, plan: &Plan, files: Option<serde_js
 struct JsonPlan<'a> {
     component: &'a str,
     connections: JsonConnections<'a>,
-    dir: &'a Path,
+    /// A path that is not UTF-8 is written with U+FFFD for its other bytes, as the text
+    /// output shows it: JSON strings are Unicode.
+    dir: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     files: Option<serde_json::Value>,
     project: &'a str,
@@ -277,7 +280,8 @@ struct JsonSkip<'a> {
 
 #[derive(Serialize)]
 struct JsonWarning<'a> {
-    file: &'a Path,
+    /// As `JsonPlan::dir`.
+    file: Cow<'a, str>,
     fix: Option<&'a str>,
     line: Option<usize>,
     message: &'a str,
@@ -349,7 +353,7 @@ struct JsonWarnings<'a>(&'a Plan);
 impl Serialize for JsonWarnings<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.warnings.iter().map(|w| JsonWarning {
-            file: &w.origin.file,
+            file: w.origin.file.to_string_lossy(),
             fix: w.fix.as_deref(),
             line: w.origin.line,
             message: &w.message,

@@ -418,3 +418,19 @@ fn a_bind_error_says_its_cause_once() {
         assert_eq!(out.stderr.matches("Address already in use").count(), 1, "{flag}: {}", out.stderr);
     }
 }
+
+#[test]
+fn check_json_writes_a_directory_that_is_not_utf8_as_unicode() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(std::ffi::OsStr::from_bytes(b"conf\xffig"));
+    let copied = std::process::Command::new("cp").arg("-r").arg(EXAMPLE).arg(&dir).status().unwrap();
+    assert!(copied.success());
+    let out = connd().args(["check", "--format", "json", "--config-dir"]).arg(&dir).output().unwrap();
+    let out: Run = out.into();
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let shown = plan["dir"].as_str().unwrap();
+    assert!(shown.ends_with("conf\u{FFFD}ig"), "{shown}");
+    assert_eq!(plan["variables"].as_array().unwrap().len(), 14, "{out:?}");
+}
