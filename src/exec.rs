@@ -69,12 +69,18 @@ pub const MAX_ARG_STRLEN: usize = 32 * 4096;
 const ARG_MAX_CAP: usize = 6 * 1024 * 1024;
 
 /// What execve(2) takes for arguments plus environment, in bytes (strings with their
-/// NULs, plus one pointer each): sysconf(ARG_MAX), a quarter of the stack limit, at
-/// least 128 KiB and at most 6 MiB as the kernel counts it.
+/// NULs, plus one pointer each): a quarter of the stack limit (`ulimit -s`), at least
+/// 128 KiB and at most 6 MiB, as fs/exec.c counts it. Read from the limit itself, not
+/// from sysconf(ARG_MAX): musl's answers a fixed 128 KiB, which would refuse in the
+/// static build an environment the kernel takes.
 pub fn arg_max() -> usize {
-    let sysconf = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX).ok().flatten();
-    let limit = sysconf.and_then(|n| usize::try_from(n).ok()).unwrap_or(MAX_ARG_STRLEN);
-    limit.clamp(MAX_ARG_STRLEN, ARG_MAX_CAP)
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    let stack = match getrlimit(Resource::RLIMIT_STACK) {
+        Ok((soft, _)) if soft == RLIM_INFINITY => ARG_MAX_CAP,
+        Ok((soft, _)) => usize::try_from(soft / 4).unwrap_or(ARG_MAX_CAP),
+        Err(_) => MAX_ARG_STRLEN,
+    };
+    stack.clamp(MAX_ARG_STRLEN, ARG_MAX_CAP)
 }
 
 /// Finds what execve(2) would refuse with E2BIG, or cannot even be passed (a NUL), in
@@ -316,6 +322,30 @@ pub fn exec(argv: &[OsString], env: Vec<(OsString, OsString)>) -> ExecError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arg_max_is_a_quarter_of_the_stack_limit_within_the_kernels_bounds() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_STACK).unwrap();
+        let mut seen = Vec::new();
+        for limit in [16u64 << 20, 8 << 20, 256 << 10, 64 << 30] {
+            if limit > hard {
+                continue;
+            }
+            setrlimit(Resource::RLIMIT_STACK, limit, hard).unwrap();
+            seen.push((limit, arg_max()));
+        }
+        setrlimit(Resource::RLIMIT_STACK, soft, hard).unwrap();
+        for (limit, got) in seen {
+            let want = match limit {
+                l if l == 16 << 20 => 4 << 20,
+                l if l == 8 << 20 => 2 << 20,
+                l if l == 256 << 10 => MAX_ARG_STRLEN,
+                _ => ARG_MAX_CAP,
+            };
+            assert_eq!(got, want, "stack limit {limit}");
+        }
+    }
 
     #[test]
     fn settings_removed_and_variables_override() {
