@@ -311,8 +311,13 @@ impl<S: Sources> Proxy<S> {
         }
         let (first, again) = match body {
             RequestBody::Kept(body) => {
-                let resend = Resend { method: parts.method, uri, headers: parts.headers, body, wire, clients };
-                (self.send(resend.outgoing(), Some(&resend)).await?, Some(resend))
+                let headers = parts.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+                let resend = Resend { method: parts.method, uri, headers, body, wire, clients };
+                // The first sending takes the request's own header map; the copy kept
+                // for a second one is a plain list.
+                let mut first = resend.outgoing_with(HeaderMap::new());
+                first.headers = parts.headers;
+                (self.send(first, Some(&resend)).await?, Some(resend))
             }
             RequestBody::Streamed(watched) => {
                 let body = Either::Left(watched);
@@ -410,7 +415,7 @@ impl<S: Sources> Proxy<S> {
             self.metrics.proxy_credential_failure(connection);
         })?;
         for (name, value) in &fresh.headers {
-            resend.headers.insert(name.clone(), value.clone());
+            resend.set(name, value);
         }
         tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
         self.send(resend.outgoing(), Some(&resend)).await
@@ -674,7 +679,9 @@ impl Named {
 struct Resend {
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    /// The header fields in the order the header map gives them (a name's values
+    /// together), which a header map is made from again.
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     wire: Wire,
     clients: Arc<Clients<UpstreamBody>>,
@@ -683,14 +690,35 @@ struct Resend {
 impl Resend {
     /// One sending of it.
     fn outgoing(&self) -> Outgoing {
+        let headers = self.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+        self.outgoing_with(headers)
+    }
+
+    /// One sending of it, with `headers`.
+    fn outgoing_with(&self, headers: HeaderMap) -> Outgoing {
         Outgoing {
             method: self.method.clone(),
             uri: self.uri.clone(),
-            headers: self.headers.clone(),
+            headers,
             body: Either::Right(Full::new(self.body.clone())),
             wire: self.wire,
             clients: self.clients.clone(),
         }
+    }
+
+    /// Sets `name` to `value` as a header map's `insert` does: the first field of that
+    /// name keeps its place with the new value, the others go; a new name comes last.
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let Some(at) = self.headers.iter().position(|(n, _)| n == name) else {
+            self.headers.push((name.clone(), value.clone()));
+            return;
+        };
+        self.headers[at].1 = value.clone();
+        let mut index = 0;
+        self.headers.retain(|(n, _)| {
+            index += 1;
+            index - 1 == at || n != name
+        });
     }
 }
 
