@@ -104,8 +104,9 @@ struct Made {
 struct MadeFor {
     renewals: u64,
     until: Instant,
-    base: Option<Uri>,
-    creds: Option<Credentials>,
+    /// The ServiceURL, and the `Host` value it gives.
+    base: Option<(Uri, Option<HeaderValue>)>,
+    creds: Option<Arc<Credentials>>,
 }
 
 /// A connection's own upstream clients and the fingerprint of the certificates they
@@ -229,11 +230,13 @@ impl<S: Sources> Proxy<S> {
     }
 
     /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`].
-    async fn kept_credentials(&self, resolved: &Arc<Resolved>, i: usize) -> Result<Credentials, Refusal> {
+    async fn kept_credentials(&self, resolved: &Arc<Resolved>, i: usize) -> Result<Arc<Credentials>, Refusal> {
         if let Some(creds) = self.made(resolved, i, |m| m.creds.clone()) {
             return Ok(creds);
         }
-        let creds = self.credentials(resolved, i).await?;
+        // Boxed, as every step off the common path: a request's future then holds only
+        // what most requests run, and is cheaper to move and to poll.
+        let creds = Arc::new(Box::pin(self.credentials(resolved, i)).await?);
         self.make(resolved, i, |m| {
             m.until = creds.expires.map_or(m.until, |expires| m.until.min(expires));
             m.creds = Some(creds.clone());
@@ -247,22 +250,24 @@ impl<S: Sources> Proxy<S> {
         let started = Instant::now();
         let method = req.method().clone();
         let grpc = is_grpc(req.headers());
-        let mut connection = String::new();
+        let mut named = Named::default();
         let mut logged_path = String::new();
-        let (response, status) = match self.forward(caller, req, tunnels, &mut connection, &mut logged_path).await {
+        let (response, status) = match self.forward(caller, req, tunnels, &mut named, &mut logged_path).await {
             Ok(response) => {
                 let status = response.status();
                 (response, status)
             }
             Err(r) => {
-                let named = (!connection.is_empty()).then_some(connection.as_str());
+                let connection = named.as_str();
+                let named = (!connection.is_empty()).then_some(connection);
                 // Counted and logged by the HTTP status it stands for, also as a gRPC status.
                 let status = r.status;
                 (if grpc { grpc_error(named, r) } else { json_error(named, r) }, status)
             }
         };
         let elapsed = started.elapsed();
-        self.metrics.proxied(&connection, status.as_u16(), elapsed);
+        let connection = named.as_str();
+        self.metrics.proxied(connection, status.as_u16(), elapsed);
         tracing::debug!(
             %method,
             connection = %connection,
@@ -279,13 +284,14 @@ impl<S: Sources> Proxy<S> {
         caller: Caller,
         mut req: Request<Incoming>,
         tunnels: &Tunnels,
-        connection: &mut String,
+        named: &mut Named,
         logged_path: &mut String,
     ) -> Result<Response<ProxyBody>, Refusal> {
         admit(caller, &req)?;
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let Routed { resolved, i, base, uri } = self.route(&req, connection, logged_path)?;
+        let Routed { resolved, i, host, uri } = self.route(&req, named, logged_path)?;
+        let connection = named.as_str();
         super::loops::pass(&mut req, connection)
             .map_err(|e| refuse(StatusCode::LOOP_DETECTED, "loop_detected", e.to_string()))?;
         let creds = self.kept_credentials(&resolved, i).await.inspect_err(|_| {
@@ -295,7 +301,7 @@ impl<S: Sources> Proxy<S> {
         let (mut parts, body) = req.into_parts();
         let mut wire = self.connector.wire(&uri, parts.version == http::Version::HTTP_2);
         let body = request_body(&parts.headers, body).await?;
-        upstream_headers(&mut parts.headers, &base, &creds);
+        upstream_headers(&mut parts.headers, host, &creds);
         if let Some(protocol) = upgrade {
             upgrade::ask_upstream(&mut parts.headers, protocol);
             wire = Wire::Http1;
@@ -305,8 +311,13 @@ impl<S: Sources> Proxy<S> {
         }
         let (first, again) = match body {
             RequestBody::Kept(body) => {
-                let resend = Resend { method: parts.method, uri, headers: parts.headers, body, wire, clients };
-                (self.send(resend.outgoing(), Some(&resend)).await?, Some(resend))
+                let headers = parts.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+                let resend = Resend { method: parts.method, uri, headers, body, wire, clients };
+                // The first sending takes the request's own header map; the copy kept
+                // for a second one is a plain list.
+                let mut first = resend.outgoing_with(HeaderMap::new());
+                first.headers = parts.headers;
+                (self.send(first, Some(&resend)).await?, Some(resend))
             }
             RequestBody::Streamed(watched) => {
                 let body = Either::Left(watched);
@@ -314,36 +325,35 @@ impl<S: Sources> Proxy<S> {
                 (self.send(outgoing, None).await?, None)
             }
         };
-        let response = match (first.status() == StatusCode::UNAUTHORIZED, creds.token, again) {
+        let unauthorized = first.status() == StatusCode::UNAUTHORIZED;
+        let token = if unauthorized { creds.token.clone() } else { None };
+        let response = match (unauthorized, token, again) {
             (true, Some(token), Some(resend)) => {
                 drop(first);
-                self.after_401(&resolved, i, token, resend, connection).await?
+                Box::pin(self.after_401(&resolved, i, token, resend, connection)).await?
             }
             // docs/proxy.md: a 401 drops the token even when the body cannot be sent again,
             // so that the next request fetches a fresh one.
             (true, Some(token), None) => {
                 self.unmake(i);
-                self.sources.invalidate_token(&resolved.plan, i, &resolved.values.connections[i], &token).await;
+                let values = &resolved.values.connections[i];
+                Box::pin(self.sources.invalidate_token(&resolved.plan, i, values, &token)).await;
                 first
             }
             (_, _, _) => first,
         };
         match on_caller {
             Some(caller) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                Ok(upgrade::switch(response, caller, tunnels, connection.clone()))
+                Ok(upgrade::switch(response, caller, tunnels, connection.to_owned()))
             }
             Some(_) | None => Ok(downstream(response)),
         }
     }
 
-    /// The connection a request names and where it goes upstream; `connection` and
-    /// `logged_path` are filled in as they become known, for the refusal and the log.
-    fn route(
-        &self,
-        req: &Request<Incoming>,
-        connection: &mut String,
-        logged_path: &mut String,
-    ) -> Result<Routed, Refusal> {
+    /// The connection a request names and where it goes upstream; `named` and
+    /// `logged_path` (when the access line is logged) are filled in as they become known,
+    /// for the refusal and the log.
+    fn route(&self, req: &Request<Incoming>, named: &mut Named, logged_path: &mut String) -> Result<Routed, Refusal> {
         let snapshot = self.store.load();
         let Some(resolved) = snapshot.resolved.clone() else {
             let reason = snapshot.failure.as_ref().map_or("the first resolution is under way", |f| f.message.as_str());
@@ -363,25 +373,29 @@ impl<S: Sources> Proxy<S> {
         let Some(i) = resolved.position(&split.connection) else {
             return Err(no_connection(&resolved, Some(&split.connection)));
         };
-        connection.push_str(&resolved.plan.connections[i].name);
-        let rest = split.rest.to_owned();
-        if route::climbs(&rest) {
+        *named = Named(Some((resolved.clone(), i)));
+        let rest = split.rest;
+        if route::climbs(rest) {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
         }
-        let base = match self.made(&resolved, i, |m| m.base.clone()) {
+        let (base, host) = match self.made(&resolved, i, |m| m.base.clone()) {
             Some(base) => base,
             None => {
                 let base = self.service_url(&resolved, i)?;
-                self.make(&resolved, i, |m| m.base = Some(base.clone()));
-                base
+                // `Host` upstream: the ServiceURL's authority.
+                let host = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+                self.make(&resolved, i, |m| m.base = Some((base.clone(), host.clone())));
+                (base, host)
             }
         };
-        let path_and_query = route::join(base.path(), base.query(), &rest, req.uri().query());
-        logged_path.push_str(base.path().trim_end_matches('/'));
-        logged_path.push_str(&rest);
-        let uri = upstream_uri(&base, &path_and_query)?;
-        Ok(Routed { resolved, i, base, uri })
+        let path_and_query = route::join(base.path(), base.query(), rest, req.uri().query());
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            logged_path.push_str(base.path().trim_end_matches('/'));
+            logged_path.push_str(rest);
+        }
+        let uri = upstream_uri(&base, path_and_query)?;
+        Ok(Routed { resolved, i, host, uri })
     }
 
     /// The upstream refused `token`: it is dropped, and the request is sent once more
@@ -401,7 +415,7 @@ impl<S: Sources> Proxy<S> {
             self.metrics.proxy_credential_failure(connection);
         })?;
         for (name, value) in &fresh.headers {
-            resend.headers.insert(name.clone(), value.clone());
+            resend.set(name, value);
         }
         tracing::debug!(connection = %connection, "upstream answered 401: sent again with a fresh token");
         self.send(resend.outgoing(), Some(&resend)).await
@@ -639,13 +653,25 @@ fn admit(caller: Caller, req: &Request<Incoming>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Where a request goes: its connection (position `i` in the plan), the connection's
-/// `ServiceURL` and the upstream URI.
+/// Where a request goes: its connection (position `i` in the plan), the `Host` its
+/// `ServiceURL` names and the upstream URI.
 struct Routed {
     resolved: Arc<Resolved>,
     i: usize,
-    base: Uri,
+    host: Option<HeaderValue>,
     uri: Uri,
+}
+
+/// The connection a request named, once routing found it (for the refusal, the metrics
+/// and the log): its plan and position, not a copy of its name.
+#[derive(Default)]
+struct Named(Option<(Arc<Resolved>, usize)>);
+
+impl Named {
+    /// Its name; empty before routing found it.
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("", |(resolved, i)| resolved.plan.connections[*i].name.as_str())
+    }
 }
 
 /// A request kept whole, so it can be sent again (after a keep-alive race, or with a
@@ -653,7 +679,9 @@ struct Routed {
 struct Resend {
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    /// The header fields in the order the header map gives them (a name's values
+    /// together), which a header map is made from again.
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     wire: Wire,
     clients: Arc<Clients<UpstreamBody>>,
@@ -662,14 +690,35 @@ struct Resend {
 impl Resend {
     /// One sending of it.
     fn outgoing(&self) -> Outgoing {
+        let headers = self.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+        self.outgoing_with(headers)
+    }
+
+    /// One sending of it, with `headers`.
+    fn outgoing_with(&self, headers: HeaderMap) -> Outgoing {
         Outgoing {
             method: self.method.clone(),
             uri: self.uri.clone(),
-            headers: self.headers.clone(),
+            headers,
             body: Either::Right(Full::new(self.body.clone())),
             wire: self.wire,
             clients: self.clients.clone(),
         }
+    }
+
+    /// Sets `name` to `value` as a header map's `insert` does: the first field of that
+    /// name keeps its place with the new value, the others go; a new name comes last.
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let Some(at) = self.headers.iter().position(|(n, _)| n == name) else {
+            self.headers.push((name.clone(), value.clone()));
+            return;
+        };
+        self.headers[at].1 = value.clone();
+        let mut index = 0;
+        self.headers.retain(|(n, _)| {
+            index += 1;
+            index - 1 == at || n != name
+        });
     }
 }
 
@@ -738,13 +787,13 @@ fn aimed_here<B>(caller: Caller, req: &Request<B>) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn upstream_uri(base: &Uri, path_and_query: &str) -> Result<Uri, Refusal> {
+fn upstream_uri(base: &Uri, path_and_query: String) -> Result<Uri, Refusal> {
     let mut parts = http::uri::Parts::default();
     parts.scheme = base.scheme().cloned();
     parts.authority = base.authority().cloned();
+    // The text is taken as it is, not copied.
     parts.path_and_query = Some(
-        path_and_query
-            .parse()
+        http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_path", "the path is not a valid request target"))?,
     );
     Uri::from_parts(parts)
@@ -790,13 +839,25 @@ pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
+        // `close` and `keep-alive`, the usual options, are removed by their text (no name
+        // is made for them; `keep-alive` is a fixed one besides).
+        let mut close = false;
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|name| {
+                let usual = name.eq_ignore_ascii_case("close");
+                close |= usual;
+                !usual && !name.eq_ignore_ascii_case("keep-alive")
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
+        if close {
+            headers.remove("close");
+        }
         for name in named {
             headers.remove(name);
         }
@@ -806,9 +867,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The caller's headers made the upstream's: end-to-end only, `Host` the upstream's, no
-/// `Expect` (connd answered it), the credentials set (a caller's own value replaced).
-fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
+/// The caller's headers made the upstream's: end-to-end only, `Host` the upstream's (`host`,
+/// from the ServiceURL), no `Expect` (connd answered it), the credentials set (a caller's
+/// own value replaced).
+fn upstream_headers(headers: &mut HeaderMap, host: Option<HeaderValue>, creds: &Credentials) {
     // `te: trailers` says the caller reads trailers (gRPC needs it): end to end, kept.
     let trailers = headers
         .get_all(header::TE)
@@ -820,7 +882,7 @@ fn upstream_headers(headers: &mut HeaderMap, base: &Uri, creds: &Credentials) {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     headers.remove(header::EXPECT);
-    if let Some(host) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+    if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
     for (name, value) in &creds.headers {

@@ -29,6 +29,12 @@ pub struct Looped {
     pub pseudonym: &'static str,
 }
 
+/// The `Via` entries [`pass`] appends, by the received protocol version (`1.0`, `1.1`,
+/// `2`, `3`, `0.9`), made once: a request then copies no text for its entry.
+static ENTRIES: LazyLock<[Option<HeaderValue>; 5]> = LazyLock::new(|| {
+    ["1.0", "1.1", "2", "3", "0.9"].map(|protocol| HeaderValue::from_str(&format!("{protocol} {}", pseudonym())).ok())
+});
+
 /// This process's pseudonym, as [`pass`] writes it.
 pub fn pseudonym() -> &'static str {
     PSEUDONYM.as_str()
@@ -43,15 +49,15 @@ pub fn pass<B>(req: &mut http::Request<B>, connection: &str) -> Result<(), Loope
     if seen(headers) {
         return Err(Looped { connection: connection.to_owned(), pseudonym: pseudonym() });
     }
-    let protocol = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+    let entry = match version {
+        Version::HTTP_10 => 0,
+        Version::HTTP_2 => 2,
+        Version::HTTP_3 => 3,
+        Version::HTTP_09 => 4,
+        _ => 1,
     };
-    if let Ok(value) = HeaderValue::from_str(&format!("{protocol} {}", pseudonym())) {
-        headers.append(VIA, value);
+    if let Some(value) = &ENTRIES[entry] {
+        headers.append(VIA, value.clone());
     }
     Ok(())
 }

@@ -134,7 +134,9 @@ where
         loop {
             let (ready, reused) = match self.kept(&key).await {
                 Some(ready) => (ready, true),
-                None => match self.connect(&key, req.uri()).await {
+                // Boxed: a new connection is the rare case, and its handshakes would
+                // make every request's future larger.
+                None => match Box::pin(self.connect(&key, req.uri())).await {
                     Ok(ready) => (ready, false),
                     Err(error) => return Err(Failed { error, reused: false, refused: None }),
                 },

@@ -40,6 +40,10 @@ pub fn climbs(rest: &str) -> bool {
             if text.split(['/', '\\']).any(|part| part == "..") {
                 return true;
             }
+            // Without a `%` decoding changes nothing (and copies nothing).
+            if !text.contains('%') {
+                break;
+            }
             let decoded = percent_decode_str(&text).decode_utf8_lossy().into_owned();
             if decoded == text {
                 break;
