@@ -82,7 +82,7 @@ async fn bearer_and_api_key_are_attached_and_the_callers_replaced() {
     assert!(k.echoed("authorization").is_none());
 
     // Nothing secret in a trace-level log: not the token, the client secret, the key.
-    let log = daemon.log();
+    let log = daemon.log_with("/a%2Fb/c").await;
     let token = bearer.trim_start_matches("Bearer ");
     for secret in [token, SECRET, API_KEY] {
         assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");

@@ -192,8 +192,8 @@ async fn an_h2_caller_to_an_http1_only_upstream_is_told_to_call_over_http1() {
     let error = body["error"].as_str().unwrap();
     assert_contains(error, &["HTTP/2 with prior knowledge (h2c)", "call connd over HTTP/1.1"]);
     // At debug, connd's own records and not the HTTP/2 codec's one per frame.
-    let log = daemon.log();
-    assert_contains(&log, &["DEBUG"]);
+    let log = daemon.log_with("proxied").await;
+    assert_contains(&log, &["DEBUG", "proxied"]);
     assert!(!log.contains("frame="), "{log}");
 }
 

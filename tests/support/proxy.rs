@@ -91,6 +91,19 @@ impl ProxyDaemon {
         self.log.lock().clone()
     }
 
+    /// The log once it holds `needle`: a record written as an answer leaves may reach
+    /// the reader thread after the caller has the answer.
+    pub async fn log_with(&self, needle: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) || start.elapsed() > PATIENCE {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         request(&self.socket, Method::GET, "/metrics").await.expect("metrics").text()
     }
@@ -151,7 +164,23 @@ impl Reply {
 
 /// One request through the proxy on a fresh connection.
 pub async fn call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
+    try_call(addr, method, target, headers, body).await.expect("connect to the proxy")
+}
+
+/// As [`call`], or `None` when the connection is refused: a port a reload is moving may
+/// be closed for a moment.
+pub async fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<Reply> {
+    let tcp = match TcpStream::connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return None,
+        Err(e) => panic!("connect to the proxy: {e}"),
+    };
     // Up to 1000 answer fields: the proxy passes more than hyper's default of 100.
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_headers(1000)
@@ -167,7 +196,7 @@ pub async fn call(addr: SocketAddr, method: &str, target: &str, headers: &[(&str
     let res = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.expect("an answer").expect("response");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    Some(Reply { status: parts.status.as_u16(), headers: parts.headers, body })
 }
 
 /// Sends `raw` bytes and reads until the proxy closes; the answer's text.
