@@ -439,3 +439,22 @@ fn a_fifo_is_refused_not_read() {
         &["cannot read ChoreoAPIKey of connection \"hr-service\"", "key-fifo: it is not a regular file"],
     );
 }
+
+#[test]
+fn a_key_over_1024_bytes_is_refused_as_yaml_in_every_form() {
+    // Refused by libyaml: as many bytes in fewer characters, or inside a flow map.
+    let long = "é".repeat(513);
+    let f = Fixture::new()
+        .file("component.yaml", &format!("schemaVersion: 1.2\n{long}: x\n"))
+        .file("identity.yaml", IDENTITY);
+    expect_config_error(&f, &["component.yaml:2: could not find expected ':'", "fix: correct the YAML"]);
+    let key = "K".repeat(1025);
+    let connection = format!(
+        "kind: Connection\nid: {ID1}\nname: hr-service\nproject: hr-project\nresourceRef: {HR_REF}\n\
+         parameters: {{ ServiceURL: https://hr.example, {key}: v }}\n"
+    );
+    let f = Fixture::with(&hr_component(), &connection);
+    let out = expect_config_error(&f, &["connections.yaml:6:"]);
+    let env = f.run("env", &["--format", "json"]);
+    assert_eq!((env.code, env.stderr), (78, out.stderr));
+}

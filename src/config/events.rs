@@ -53,6 +53,10 @@ pub struct Events {
     no_walk: bool,
 }
 
+/// The longest line, in bytes, the fast path reads: libyaml's limit on how far a key may
+/// run from its start to its `:` (its `simple key` length), 1024 bytes.
+const MAX_LINE: usize = 1024;
+
 /// Whether `text` keeps to the YAML where libyaml and yaml-rust2 agree on what is valid
 /// and what it means (the differences the equivalence tests found, and their kin):
 /// - no tabs, carriage returns, line separators or other characters libyaml does not
@@ -63,12 +67,21 @@ pub struct Events {
 ///   indicator (`,[]{}`);
 /// - nothing that may start a token where YAML would read an indicator instead: `:`
 ///   (an empty key), `?`, `@` or `` ` `` first on a line, after `- `, `: `, or in a flow
-///   collection after `[`, `{` or `,`.
+///   collection after `[`, `{` or `,`;
+/// - no line over [`MAX_LINE`] bytes: libyaml refuses a key that far from its start,
+///   counted in bytes, where yaml-rust2 counts characters and sets no limit in a flow
+///   collection.
 fn simple(text: &str, ascii: bool) -> bool {
     let bytes = text.as_bytes();
-    // The last byte that was not a space.
+    // The last byte that was not a space, and where the line began.
     let mut last = b'\n';
+    let mut line_start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            line_start = i + 1;
+        } else if i - line_start >= MAX_LINE {
+            return false;
+        }
         match b {
             b'\n' | b' '..=b'~' if !b"|>!&*%".contains(&b) => {}
             // Characters past ASCII: checked below.
