@@ -537,8 +537,20 @@ fn variables(
             ),
         }
     }
-    // The default names of the parameters not renamed, by connection and key (a
-    // connection accepted twice would be named by its last reference).
+    default_bindings(&opts.env_prefix, connections, accepted, &renamed, &mut vars);
+    check_names(&mut vars, connections, diags);
+    (vars, skipped)
+}
+
+/// Pushes the default names of the parameters not `renamed`, by connection and key (a
+/// connection accepted twice is named by its last reference).
+fn default_bindings(
+    prefix: &str,
+    connections: &[PlannedConnection],
+    accepted: &[(usize, &ConnectionRef)],
+    renamed: &HashSet<(usize, &str)>,
+    vars: &mut Vec<Binding>,
+) {
     let mut accepted = accepted.to_vec();
     accepted.reverse();
     accepted.sort_by_key(|&(i, _)| i);
@@ -546,14 +558,12 @@ fn variables(
     for (i, r) in accepted {
         for key in connections[i].connection.parameters.keys().filter(|k| !renamed.contains(&(i, k.as_str()))) {
             vars.push(Binding {
-                var: default_var_name(&opts.env_prefix, &r.name, key),
+                var: default_var_name(prefix, &r.name, key),
                 target: Target::Param { conn: i, key: key.clone() },
                 origin: r.origin.clone(),
             });
         }
     }
-    check_names(&mut vars, connections, diags);
-    (vars, skipped)
 }
 
 /// Reports names no environment can hold and names with two sources; sorts by name.

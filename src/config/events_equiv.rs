@@ -192,6 +192,7 @@ fn the_tests_yaml_reads_the_same() {
 }
 
 /// A YAML scalar: typed-looking, quoted, odd (the loader fuzz test's, and more).
+// One piece: a flat list of alternatives, each a line or two.
 fn scalar() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z][a-z0-9-]{0,12}",
