@@ -66,26 +66,6 @@ pub enum PlanFormat {
     Json,
 }
 
-/// [`write_plan`] into a string.
-pub fn render_plan(plan: &Plan) -> String {
-    let mut out = Vec::new();
-    // A Vec takes every write.
-    let _ = write_plan(&mut out, plan);
-    utf8(out)
-}
-
-/// [`write_plan_json`] into a string.
-pub fn render_plan_json(plan: &Plan) -> String {
-    let mut out = Vec::new();
-    let _ = write_plan_json(&mut out, plan, None);
-    utf8(out)
-}
-
-/// What the writers here wrote: text from `&str`s, so UTF-8 (checked all the same: no panic).
-fn utf8(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
 /// The plan as `check` prints it: connections, then variables with their source and, for
 /// values that are not secret and are known locally, the value. Written row by row:
 /// 10,000 connections make 50,000 rows, which are never all held as strings at once.

@@ -342,8 +342,8 @@ fn load(files: &[File], stats: &Stats) -> Result<(), TestCaseError> {
     std::thread::spawn(move || {
         let result = std::panic::catch_unwind(|| match plan(&path, &Options::default()) {
             Ok(plan) => {
-                let _ = connd::output::render_plan(&plan);
-                let _ = connd::output::render_plan_json(&plan);
+                let _ = connd::output::write_plan(&mut std::io::sink(), &plan);
+                let _ = connd::output::write_plan_json(&mut std::io::sink(), &plan, None);
                 Ok(true)
             }
             Err(e) => {
