@@ -92,26 +92,28 @@ pub fn check_limits<'a>(
     others: impl Iterator<Item = usize>,
 ) -> Result<(), ExecError> {
     let pointer = std::mem::size_of::<usize>();
+    let shown = |name: &[u8]| String::from_utf8_lossy(name).into_owned();
     let mut total = 0;
-    let mut largest: Option<(usize, String)> = None;
+    // The first of the largest; its name is made into text only for the message.
+    let mut largest: Option<(usize, &[u8])> = None;
     for (name, value) in vars {
-        let shown = String::from_utf8_lossy(name).into_owned();
         if value.contains(&0) {
-            return Err(ExecError::Nul { name: shown });
+            return Err(ExecError::Nul { name: shown(name) });
         }
         let size = name.len() + 1 + value.len();
         if size + 1 > MAX_ARG_STRLEN {
-            return Err(ExecError::VariableTooLong { name: shown, size, limit: MAX_ARG_STRLEN - 1 });
+            return Err(ExecError::VariableTooLong { name: shown(name), size, limit: MAX_ARG_STRLEN - 1 });
         }
         total += size + 1 + pointer;
-        if largest.as_ref().map_or(true, |(most, _)| size > *most) {
-            largest = Some((size, shown));
+        if largest.map_or(true, |(most, _)| size > most) {
+            largest = Some((size, name));
         }
     }
     total += others.map(|len| len + 1 + pointer).sum::<usize>();
     let limit = arg_max();
     if total > limit {
-        let largest = largest.map_or_else(|| "none".to_owned(), |(size, name)| format!("{name} ({size} bytes)"));
+        let largest =
+            largest.map_or_else(|| "none".to_owned(), |(size, name)| format!("{} ({size} bytes)", shown(name)));
         return Err(ExecError::TooLarge { size: total, limit, largest });
     }
     Ok(())
@@ -301,9 +303,11 @@ pub fn exec(argv: &[OsString], env: Vec<(OsString, OsString)>) -> ExecError {
         let c_env = env
             .into_iter()
             .map(|(k, v)| {
-                let mut kv = k.into_vec();
+                // Sized for `NAME=value` and the NUL `CString` adds: written once, never grown.
+                let mut kv = Vec::with_capacity(k.len() + v.len() + 2);
+                kv.extend_from_slice(k.as_bytes());
                 kv.push(b'=');
-                kv.extend(v.into_vec());
+                kv.extend_from_slice(v.as_bytes());
                 cstring(kv)
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -82,22 +82,21 @@ fn simple(text: &str, ascii: bool) -> bool {
         } else if i - line_start >= MAX_LINE {
             return false;
         }
-        match b {
-            b'\n' | b' '..=b'~' if !b"|>!&*%".contains(&b) => {}
-            // Characters past ASCII: checked below.
-            0x80.. => {}
-            _ => return false,
-        }
-        let next = bytes.get(i + 1).copied().unwrap_or(b'\n');
-        let starts_token = matches!(last, b'\n' | b'-' | b':' | b'{' | b'[' | b',' | b'?');
-        let risky = match b {
-            b'?' => starts_token || matches!(next, b' ' | b'\n'),
-            b':' => starts_token || matches!(next, b',' | b'[' | b']' | b'{' | b'}'),
-            b'@' | b'`' => starts_token,
-            _ => false,
-        };
-        if risky {
-            return false;
+        match BYTES[usize::from(b)] {
+            Byte::Text => {}
+            Byte::Refused => return false,
+            Byte::Indicator => {
+                let next = bytes.get(i + 1).copied().unwrap_or(b'\n');
+                let starts_token = matches!(last, b'\n' | b'-' | b':' | b'{' | b'[' | b',' | b'?');
+                let risky = match b {
+                    b'?' => starts_token || matches!(next, b' ' | b'\n'),
+                    b':' => starts_token || matches!(next, b',' | b'[' | b']' | b'{' | b'}'),
+                    _ => starts_token,
+                };
+                if risky {
+                    return false;
+                }
+            }
         }
         if b != b' ' {
             last = b;
@@ -111,6 +110,34 @@ fn simple(text: &str, ascii: bool) -> bool {
             _ => false,
         })
 }
+
+/// What [`simple`] makes of one byte of the text.
+#[derive(Clone, Copy)]
+enum Byte {
+    /// A line break, printable ASCII, or a byte of a character past ASCII (those are
+    /// checked whole, after the bytes).
+    Text,
+    /// A control character or DEL, or one of `|` `>` `!` `&` `*` `%`.
+    Refused,
+    /// `?` `:` `@` `` ` ``: refused where YAML may read them as an indicator.
+    Indicator,
+}
+
+/// [`Byte`] of every byte value: one lookup per byte of every document.
+static BYTES: [Byte; 256] = {
+    let mut table = [Byte::Text; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'|' | b'>' | b'!' | b'&' | b'*' | b'%' => Byte::Refused,
+            b'?' | b':' | b'@' | b'`' => Byte::Indicator,
+            b'\n' | b' '..=b'~' | 0x80.. => Byte::Text,
+            _ => Byte::Refused,
+        };
+        b += 1;
+    }
+    table
+};
 
 /// Reads `text`, one YAML document, into its events; `None` where the fast path gives
 /// way (see the module's header).

@@ -232,8 +232,13 @@ fn parse_parallel(files: &[files::SourceFile]) -> Vec<Parsed> {
         })
         .collect();
     let total: usize = units.iter().map(Unit::bytes).sum();
+    // Below the threshold the cores are not asked: musl and std find them by reading
+    // /proc/self/cgroup and the CPU quota's files, three opens on every start.
+    if total < PARALLEL_BYTES {
+        return vec![parse_units(&units)];
+    }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(units.len());
-    if workers < 2 || total < PARALLEL_BYTES {
+    if workers < 2 {
         return vec![parse_units(&units)];
     }
     let mut chunks = Vec::with_capacity(workers);
