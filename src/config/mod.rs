@@ -80,7 +80,8 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
             "add the component's component.yaml (the platform's .choreo/component.yaml) to the directory",
         );
     }
-    let mut seen: HashMap<&str, &Arc<Connection>> = HashMap::new();
+    let mut seen: foldhash::HashMap<&str, &Arc<Connection>> =
+        foldhash::HashMapExt::with_capacity(docs.connections.len());
     for c in &docs.connections {
         if let Some(first) = seen.insert(&c.id, c) {
             diags.error(
