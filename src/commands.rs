@@ -46,16 +46,14 @@ pub fn resolve_once(config: &ConfigArgs, cache: &CacheArgs) -> anyhow::Result<(A
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let options = resolve::Options { control_plane: true, ..args.config.options() };
     let mut plan = resolve::plan(&args.config.config_dir, &options)?;
-    values::check_local(&plan)?;
-    // Values a dotenv reader would mangle, known here for the local ones.
-    let local = values::local_env(&plan)?;
+    let files = values::check_local(&plan)?;
+    // Values a dotenv reader would mangle, known here for the local ones; read in place,
+    // not copied out of the plan.
     let mut hazards = crate::config::Diagnostics::default();
-    // In name order, as the plan's variables are: found there by name, one search per
-    // hazard rather than one lookup per variable.
-    for var in local.iter().filter(|(_, v)| crate::dotenv::python_dotenv_loses(v.expose())).map(|(var, _)| var) {
-        let Ok(i) = plan.vars.binary_search_by(|b| b.var.cmp(var)) else { continue };
-        let (message, fix) = crate::dotenv::python_dotenv_warning(&format!("the value of {var}"));
-        hazards.warn(plan.vars[i].origin.clone(), message, fix);
+    for (i, _) in values::local_vars(&plan, &files).filter(|(_, v)| crate::dotenv::python_dotenv_loses(v)) {
+        let b = &plan.vars[i];
+        let (message, fix) = crate::dotenv::python_dotenv_warning(&format!("the value of {}", b.var));
+        hazards.warn(b.origin.clone(), message, fix);
     }
     if options.strict && !hazards.warnings().is_empty() {
         hazards.warnings_as_errors();
@@ -69,9 +67,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
         credentials::check_local(p, args.config.outbound.allow_insecure_http)?;
     }
     // What the kernel would refuse, as far as it is known here: control-plane values are not.
-    exec::check_limits(local.iter().map(|(k, v)| (k.as_bytes(), v.expose().as_bytes())), std::iter::empty())?;
-    // Done with: freed before the output is made, to keep the peak down.
-    drop(local);
+    let local = values::local_vars(&plan, &files).map(|(i, v)| (plan.vars[i].var.as_bytes(), v.as_bytes()));
+    exec::check_limits(local, std::iter::empty())?;
+    drop(files);
     match args.format {
         output::PlanFormat::Text => stdout::write_with(|out| {
             output::write_plan(out, &plan)?;

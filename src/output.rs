@@ -416,7 +416,14 @@ impl<'a> SourceText<'a> {
     fn write(self, out: &mut impl Write) -> io::Result<()> {
         match self {
             SourceText::Word(w) => out.write_all(w.as_bytes()),
-            SourceText::File(path) => write!(out, "file:{}", path.display()),
+            SourceText::File(path) => match path.to_str() {
+                // A UTF-8 path displays as itself: written without the formatter.
+                Some(text) => {
+                    out.write_all(b"file:")?;
+                    out.write_all(text.as_bytes())
+                }
+                None => write!(out, "file:{}", path.display()),
+            },
         }
     }
 }

@@ -10,7 +10,8 @@ use crate::config::model::{
 };
 use crate::config::suggest::did_you_mean;
 use crate::config::{self, ConfigError, Diagnostic, Diagnostics, Origin};
-use std::collections::{HashMap, HashSet};
+// foldhash's maps: names and ids are hashed tens of thousands of times on a large directory.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -314,6 +315,8 @@ impl<'a> References<'a> {
             by_name.entry(c.name.as_str()).or_default().push(c);
             by_id.entry(c.id.as_str()).or_insert(c);
         }
+        // At most one planned connection per reference: sized once, not grown by doubling.
+        let refs = loaded.component.as_ref().map_or(0, |s| s.connection_refs.len() + s.service_refs.len());
         let hint =
             if loaded.had_descriptor_errors { " (a descriptor with errors above may be the one meant)" } else { "" };
         References {
@@ -322,9 +325,9 @@ impl<'a> References<'a> {
             failed: &loaded.failed,
             by_name,
             by_id,
-            planned: HashMap::new(),
-            connections: Vec::new(),
-            by_ref: HashMap::new(),
+            planned: HashMap::with_capacity(refs),
+            connections: Vec::with_capacity(refs),
+            by_ref: HashMap::with_capacity(refs),
         }
     }
 

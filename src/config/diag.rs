@@ -4,22 +4,30 @@
 
 use crate::error::{Class, Classify};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where a diagnostic points: a file and, where known, a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
-    pub file: PathBuf,
+    /// Shared by every origin in one file: the model keeps one per parameter, variable
+    /// and reference, tens of thousands on a large directory.
+    pub file: Arc<Path>,
     pub line: Option<usize>,
 }
 
 impl Origin {
-    pub fn file(file: impl Into<PathBuf>) -> Self {
-        Origin { file: file.into(), line: None }
+    pub fn file(file: impl AsRef<Path>) -> Self {
+        Origin { file: Arc::from(file.as_ref()), line: None }
     }
 
-    pub fn at(file: impl Into<PathBuf>, line: usize) -> Self {
-        Origin { file: file.into(), line: Some(line) }
+    pub fn at(file: impl AsRef<Path>, line: usize) -> Self {
+        Origin { file: Arc::from(file.as_ref()), line: Some(line) }
+    }
+
+    /// A line of `file`, sharing its path rather than copying it.
+    pub fn shared(file: &Arc<Path>, line: usize) -> Self {
+        Origin { file: Arc::clone(file), line: Some(line) }
     }
 }
 

@@ -80,7 +80,8 @@ pub fn load(dir: &Path, diags: &mut Diagnostics) -> Loaded {
             "add the component's component.yaml (the platform's .choreo/component.yaml) to the directory",
         );
     }
-    let mut seen: HashMap<&str, &Arc<Connection>> = HashMap::new();
+    let mut seen: foldhash::HashMap<&str, &Arc<Connection>> =
+        foldhash::HashMapExt::with_capacity(docs.connections.len());
     for c in &docs.connections {
         if let Some(first) = seen.insert(&c.id, c) {
             diags.error(
@@ -196,10 +197,18 @@ impl Unit<'_> {
 
 fn parse_units(units: &[Unit<'_>]) -> Parsed {
     let mut out = Parsed::default();
+    // The path of the file being read, one copy shared by the origins of its documents.
+    let mut path: Option<(&Path, Arc<Path>)> = None;
     for unit in units {
         match unit {
             Unit::Component(file) => out.component = Some(validate::component_yaml(file, &mut out.diags)),
-            Unit::Document(file, doc) => validate::connd_document(&file.path, doc, &mut out.docs, &mut out.diags),
+            Unit::Document(file, doc) => {
+                let shared = match &path {
+                    Some((of, shared)) if *of == file.path.as_path() => shared,
+                    _ => &path.insert((&file.path, Arc::from(file.path.as_path()))).1,
+                };
+                validate::connd_document(shared, doc, &mut out.docs, &mut out.diags)
+            }
             Unit::MisnamedComponent(file) => out.diags.error(
                 Origin::file(&file.path),
                 format!("connd reads the component's config from component.yaml, not {}", file.name),

@@ -101,6 +101,96 @@ pub struct Parameter {
     pub origin: Origin,
 }
 
+/// A connection's parameters by key, in key order, as a `BTreeMap` would hand them out:
+/// a sorted slice sized exactly, looked up by binary search. A directory of thousands of
+/// connections holds every one of them for the whole run, and a map's node keeps room
+/// for eleven entries where a connection has a handful.
+#[derive(Debug, Clone, Default)]
+pub struct Parameters(Box<[(String, Parameter)]>);
+
+impl Parameters {
+    pub fn get(&self, key: &str) -> Option<&Parameter> {
+        // A connection's handful of keys mostly differ in length, which equality looks at
+        // first: a scan compares fewer bytes than a binary search's orderings do.
+        if self.0.len() <= 8 {
+            return self.0.iter().find(|(k, _)| k == key).map(|(_, p)| p);
+        }
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Key and parameter, in key order.
+    pub fn iter(&self) -> ParameterIter<'_> {
+        let pair: fn(&(String, Parameter)) -> (&String, &Parameter) = |(k, p)| (k, p);
+        self.0.iter().map(pair)
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> + Clone {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    /// The parameters, in key order.
+    pub fn values(&self) -> impl Iterator<Item = &Parameter> {
+        self.0.iter().map(|(_, p)| p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// [`Parameters::iter`]: `(&key, &parameter)` in key order.
+pub type ParameterIter<'a> = std::iter::Map<
+    std::slice::Iter<'a, (String, Parameter)>,
+    fn(&'a (String, Parameter)) -> (&'a String, &'a Parameter),
+>;
+
+impl<'a> IntoIterator for &'a Parameters {
+    type Item = (&'a String, &'a Parameter);
+    type IntoIter = ParameterIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Sorted by key; of two entries with one key, the later stays (a map's `insert`).
+impl FromIterator<(String, Parameter)> for Parameters {
+    fn from_iter<I: IntoIterator<Item = (String, Parameter)>>(iter: I) -> Self {
+        let mut entries: Vec<(String, Parameter)> = iter.into_iter().collect();
+        // Stable: equal keys keep their order, and the last of each run is kept.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.reverse();
+        entries.dedup_by(|later, earlier| later.0 == earlier.0);
+        entries.reverse();
+        Parameters(entries.into_boxed_slice())
+    }
+}
+
+impl From<BTreeMap<String, Parameter>> for Parameters {
+    fn from(map: BTreeMap<String, Parameter>) -> Self {
+        Parameters(map.into_iter().collect())
+    }
+}
+
+/// `parameters["ServiceURL"]`; panics on a key the connection lacks, as a map does.
+impl std::ops::Index<&str> for Parameters {
+    type Output = Parameter;
+    fn index(&self, key: &str) -> &Parameter {
+        match self.get(key) {
+            Some(p) => p,
+            None => panic!("no parameter {key}"),
+        }
+    }
+}
+
 /// One `kind: Connection` descriptor.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -115,7 +205,7 @@ pub struct Connection {
     pub security: Security,
     /// Set exactly when `security` is `oauth2`.
     pub oauth: Option<OAuth>,
-    pub parameters: BTreeMap<String, Parameter>,
+    pub parameters: Parameters,
     /// Headers the egress proxy sets from parameters (`proxy.headers`), in name order.
     pub proxy_headers: Vec<ProxyHeader>,
     /// `proxy.port`: the connection's own loopback listener in `serve` and `run`
@@ -144,7 +234,7 @@ pub struct ProxyHeader {
 
 /// The keys a connection offers: its parameters and, under OAuth, `AccessToken`.
 /// [`Connection::has_key`] asks it; so does validation, before the connection is built.
-pub fn offers(security: Security, parameters: &BTreeMap<String, Parameter>, key: &str) -> bool {
+pub fn offers(security: Security, parameters: &Parameters, key: &str) -> bool {
     parameters.contains_key(key) || (key == ACCESS_TOKEN && security == Security::OAuth2)
 }
 
@@ -185,8 +275,13 @@ impl Connection {
 /// `client_secret`, `DB_PASSWORD` and `api-key` are secret too: redacting one value too
 /// many is the safe side.
 pub fn secret_by_default(key: &str) -> bool {
-    let folded: String = key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    ["secret", "password", "apikey", "token", "privatekey", "clientkey"].iter().any(|end| folded.ends_with(end))
+    // The key's letters and digits from the end, lower-cased, against each ending read
+    // backwards: no folded copy of the key is made (every parameter and variable asks).
+    let folded = || key.bytes().rev().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_lowercase());
+    ["secret", "password", "apikey", "token", "privatekey", "clientkey"].iter().any(|end| {
+        let mut folded = folded();
+        end.bytes().rev().all(|e| folded.next() == Some(e))
+    })
 }
 
 /// A name a POSIX shell and `execve` accept as an environment variable.
@@ -218,6 +313,29 @@ mod tests {
         {
             assert!(!super::secret_by_default(key), "{key}");
         }
+    }
+
+    #[test]
+    fn parameters_read_as_a_map() {
+        use super::{Parameter, Parameters, Source};
+        let param = |line| Parameter {
+            source: Source::ControlPlane,
+            secret: false,
+            origin: crate::config::Origin::at("c.yaml", line),
+        };
+        let params: Parameters =
+            [("b", 1), ("a", 2), ("c", 3), ("a", 4)].into_iter().map(|(k, line)| (k.to_owned(), param(line))).collect();
+        let listed: Vec<(&str, Option<usize>)> = params.iter().map(|(k, p)| (k.as_str(), p.origin.line)).collect();
+        assert_eq!(
+            listed,
+            [("a", Some(4)), ("b", Some(1)), ("c", Some(3))],
+            "in key order, the later of a doubled key kept"
+        );
+        assert_eq!(params.len(), 3);
+        assert_eq!(params.get("c").and_then(|p| p.origin.line), Some(3));
+        assert!(params.contains_key("b") && !params.contains_key("B") && !params.contains_key(""));
+        assert_eq!(params["a"].origin.line, Some(4));
+        assert!(Parameters::default().get("a").is_none() && Parameters::default().is_empty());
     }
 }
 

@@ -7,7 +7,7 @@
 //! Boundary: the names and shapes of the settings; no file is read here.
 
 use super::diag::{Diagnostics, Origin};
-use super::model::Parameter;
+use super::model;
 use super::raw;
 use super::suggest::did_you_mean;
 use std::collections::BTreeMap;
@@ -132,7 +132,7 @@ const OWN_FIELDS: [&str; 12] = [
 pub fn settings(
     name: &str,
     raw: raw::OAuth,
-    parameters: &BTreeMap<String, Parameter>,
+    parameters: &model::Parameters,
     at: &impl Fn(&str) -> Origin,
     diags: &mut Diagnostics,
 ) -> OAuth {
@@ -196,7 +196,7 @@ fn client_auth(
 fn missing_parameters(
     name: &str,
     client_auth: ClientAuth,
-    parameters: &BTreeMap<String, Parameter>,
+    parameters: &model::Parameters,
     at: &impl Fn(&str) -> Origin,
     diags: &mut Diagnostics,
 ) {
@@ -205,7 +205,7 @@ fn missing_parameters(
         .chain(client_auth.needs())
         .chain(&["TokenURL"])
         .copied()
-        .filter(|k| !parameters.contains_key(*k))
+        .filter(|k| !parameters.contains_key(k))
         .collect();
     if !missing.is_empty() {
         diags.error(

@@ -200,7 +200,7 @@ pub fn describe_json(plan: &Plan) -> serde_json::Value {
                 .collect();
             json!({
                 "path": f.path, "target": f.target, "format": f.format.as_str(), "mode": format!("{:04o}", f.mode),
-                "owner": f.owner, "group": f.group, "file": f.origin.file, "line": f.origin.line, "values": values,
+                "owner": f.owner, "group": f.group, "file": &*f.origin.file, "line": f.origin.line, "values": values,
             })
         })
         .collect();

@@ -106,7 +106,7 @@ pub fn fields(oauth: &OAuth) -> Vec<(String, String)> {
 /// it); `file:` values are read on the blocking pool.
 pub async fn resolve(p: &PlannedConnection, fetched: Option<&Fetched>) -> Result<BTreeMap<String, Secret>, SetupError> {
     let from_file =
-        CLIENT_KEYS.iter().any(|k| p.connection.parameters.get(*k).is_some_and(|v| v.source.file().is_some()));
+        CLIENT_KEYS.iter().any(|k| p.connection.parameters.get(k).is_some_and(|v| v.source.file().is_some()));
     if !from_file {
         return Ok(values::resolve_keys(p, &CLIENT_KEYS, fetched)?);
     }
@@ -155,7 +155,7 @@ mod tests {
             resource_ref: None,
             security: Security::OAuth2,
             oauth: None,
-            parameters,
+            parameters: parameters.into(),
             proxy_headers: Vec::new(),
             proxy_port: None,
             origin: Origin::file("c.yaml"),

@@ -102,7 +102,7 @@ pub fn resolve_keys(
     let mut files = FileCache::new();
     let mut out = BTreeMap::new();
     for key in keys {
-        let Some(param) = p.connection.parameters.get(*key) else { continue };
+        let Some(param) = p.connection.parameters.get(key) else { continue };
         if let Some(value) = param_value(p, key, &param.source, fetched, &mut files)? {
             out.insert((*key).to_owned(), value);
         }
@@ -110,39 +110,67 @@ pub fn resolve_keys(
     Ok(out)
 }
 
-/// Reads every local parameter (`check` uses it to prove the `file:` sources readable).
-pub fn check_local(plan: &Plan) -> Result<(), ValueError> {
+/// Reads every local value of the planned connections (`value:` and `file:` sources) and
+/// checks it as [`materialize`] would, without copying one: `check` meets each error
+/// `env` would. The `file:` values read are kept for [`local_vars`].
+pub fn check_local(plan: &Plan) -> Result<LocalFiles, ValueError> {
     let mut files = FileCache::new();
     for p in &plan.connections {
         for (key, param) in &p.connection.parameters {
-            param_value(p, key, &param.source, None, &mut files)?;
+            let value = match &param.source {
+                Source::Value(v) => v,
+                Source::File(path) => cached_file(p, key, path, &mut files)?,
+                Source::ControlPlane => continue,
+            };
+            if value.expose().contains('\0') {
+                return Err(ValueError::Nul { connection: p.name.clone(), key: key.to_owned() });
+            }
         }
     }
-    Ok(())
+    Ok(LocalFiles(files))
 }
 
-/// The variables whose values are local (literals, `value:` and `file:` sources), by
-/// name; control-plane parameters and tokens are left out. `check` measures them against the
-/// kernel's limits.
-pub fn local_env(plan: &Plan) -> Result<BTreeMap<String, Secret>, ValueError> {
-    let mut files = FileCache::new();
-    let mut env = BTreeMap::new();
-    for b in &plan.vars {
+/// The `file:` values [`check_local`] read, by path.
+pub struct LocalFiles(FileCache);
+
+/// The variables whose values are local (literals, `value:` and `file:` sources), in the
+/// plan's order (by name), each as its index in `plan.vars` and its value, borrowed from
+/// the plan and `files`; control-plane parameters and tokens are left out. After
+/// [`check_local`] passed, every one is there. `check` measures them against the kernel's
+/// limits.
+pub fn local_vars<'a>(plan: &'a Plan, files: &'a LocalFiles) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    plan.vars.iter().enumerate().filter_map(move |(i, b)| {
         let value = match &b.target {
-            Target::Literal(v) => Some(Secret::new(v.clone())),
-            Target::Param { conn, key } => {
-                let p = &plan.connections[*conn];
-                match p.connection.parameters.get(key) {
-                    Some(param) => param_value(p, key, &param.source, None, &mut files)?,
-                    None => None,
-                }
-            }
+            Target::Literal(v) => v.as_str(),
+            Target::Param { conn, key } => match &plan.connections[*conn].connection.parameters.get(key)?.source {
+                Source::Value(v) => v.expose(),
+                Source::File(path) => files.0.get(path)?.as_ref().ok()?.expose(),
+                Source::ControlPlane => return None,
+            },
         };
-        if let Some(value) = value {
-            env.insert(b.var.clone(), value);
-        }
-    }
-    Ok(env)
+        Some((i, value))
+    })
+}
+
+/// The content of `path` for `key` of `p`, read once per resolution.
+fn cached_file<'c>(
+    p: &crate::resolve::PlannedConnection,
+    key: &str,
+    path: &std::path::Path,
+    files: &'c mut FileCache,
+) -> Result<&'c Secret, ValueError> {
+    // Looked up before the path is copied for a key: thousands of parameters may share one file.
+    let read = if files.contains_key(path) {
+        &files[path]
+    } else {
+        files.entry(path.to_path_buf()).or_insert_with(|| read_value_file(path).map(Secret::new))
+    };
+    read.as_ref().map_err(|cause| ValueError::File {
+        connection: p.name.clone(),
+        key: key.to_owned(),
+        path: path.to_path_buf(),
+        cause: cause.clone(),
+    })
 }
 
 /// Resolves every parameter of every planned connection, then the variables.

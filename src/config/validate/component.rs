@@ -8,6 +8,7 @@ use crate::config::files::{Document, EntryLines, SourceFile};
 use crate::config::model::{self, valid_env_name, ComponentSpec};
 use crate::config::{events, raw, suggest};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Reads `component.yaml`, section by section.
 pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<ComponentSpec> {
@@ -25,7 +26,8 @@ pub fn component_yaml(file: &SourceFile, diags: &mut Diagnostics) -> Option<Comp
         );
         return None;
     };
-    let path = &file.path;
+    // One copy of the path, which every reference's origin shares.
+    let path: &Arc<Path> = &Arc::from(file.path.as_path());
     if refuse_deep(path, doc, diags) {
         return None;
     }
@@ -89,13 +91,13 @@ fn schema_version(raw: Option<raw::Scalar>, path: &Path, doc: &Document<'_>, dia
 /// `dependencies.connectionReferences`.
 fn connection_references(
     raw: Vec<raw::ConnectionReference>,
-    path: &Path,
+    path: &Arc<Path>,
     lines: &EntryLines<'_>,
     diags: &mut Diagnostics,
 ) -> Vec<model::ConnectionRef> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
     for r in raw {
-        let origin = Origin::at(path, lines.line("name", &r.name));
+        let origin = Origin::shared(path, lines.line("name", &r.name));
         if !valid_name(&r.name) {
             diags.error(
                 origin.clone(),
@@ -118,13 +120,13 @@ fn connection_references(
 /// `dependencies.serviceReferences` (legacy): only the mapped keys are injected.
 fn service_references(
     raw: Vec<raw::ServiceReference>,
-    path: &Path,
+    path: &Arc<Path>,
     lines: &EntryLines<'_>,
     diags: &mut Diagnostics,
 ) -> Vec<model::ServiceRef> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
     for r in raw {
-        let origin = Origin::at(path, lines.line("name", &r.name));
+        let origin = Origin::shared(path, lines.line("name", &r.name));
         let Some(connection_id) = parse_uuid(&r.connection_config) else {
             diags.error(
                 Origin::at(path, lines.line("connectionConfig", &r.connection_config)),
@@ -153,13 +155,13 @@ fn service_references(
 /// `configurations.env` (or `configuration.env`).
 fn env_entries(
     raw: Vec<raw::EnvEntry>,
-    path: &Path,
+    path: &Arc<Path>,
     lines: &EntryLines<'_>,
     diags: &mut Diagnostics,
 ) -> Vec<model::EnvEntry> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
     for e in raw {
-        let origin = Origin::at(path, lines.line("name", &e.name));
+        let origin = Origin::shared(path, lines.line("name", &e.name));
         if !valid_env_name(&e.name) {
             diags.error(
                 origin,

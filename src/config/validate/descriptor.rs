@@ -8,16 +8,17 @@ use crate::config::model::{self, Connection, Parameter, Source};
 use crate::config::{raw, scalar};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Checks one descriptor section by section; `None` when any check failed.
 pub(super) fn connection(
     raw: raw::ConnectionDoc,
-    path: &Path,
+    path: &Arc<Path>,
     doc: &Document<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Connection> {
     let lines = doc.key_lines();
-    let at = |key: &str| Origin::at(path, lines.line_of(key, 0).unwrap_or(doc.first_line));
+    let at = |key: &str| Origin::shared(path, lines.line_of(key, 0).unwrap_or(doc.first_line));
     let before = diags.len();
     let id = descriptor_names(&raw, &at, diags);
     let owner = owner(&raw, &at, diags);
@@ -115,16 +116,17 @@ fn owner(raw: &raw::ConnectionDoc, at: &impl Fn(&str) -> Origin, diags: &mut Dia
 /// `parameters`: each with its source, its text as written, and its line.
 fn parameters(
     raw: raw::Params,
-    path: &Path,
+    path: &Arc<Path>,
     doc: &Document<'_>,
     lines: &KeyLines<'_>,
     diags: &mut Diagnostics,
-) -> BTreeMap<String, Parameter> {
-    let mut out = BTreeMap::new();
+) -> model::Parameters {
+    // In key order already (`raw::Params` is a map), so collected as it comes.
+    let mut out = Vec::with_capacity(raw.0.len());
     // The text of plain scalars YAML typed (`Port: 5432`), read only when one is there.
     let mut typed_texts: Option<HashMap<String, String>> = None;
     for (key, param) in raw.0 {
-        let origin = || Origin::at(path, lines.line_of_under("parameters", &key).unwrap_or(doc.first_line));
+        let origin = || Origin::shared(path, lines.line_of_under("parameters", &key).unwrap_or(doc.first_line));
         if key == model::ACCESS_TOKEN {
             diags.error(
                 origin(),
@@ -151,10 +153,10 @@ fn parameters(
             param => param,
         };
         if let Some(p) = parameter(&key, param, path, origin, diags) {
-            out.insert(key, p);
+            out.push((key, p));
         }
     }
-    out
+    out.into_iter().collect()
 }
 
 /// `security` and `oauth`: the OAuth settings, set exactly for `security: oauth2`.
@@ -162,7 +164,7 @@ fn oauth(
     name: &str,
     security: model::Security,
     oauth: Option<raw::OAuth>,
-    parameters: &BTreeMap<String, Parameter>,
+    parameters: &model::Parameters,
     at: &impl Fn(&str) -> Origin,
     diags: &mut Diagnostics,
 ) -> Option<model::OAuth> {
@@ -204,7 +206,7 @@ const PROXY_MANAGED: [&str; 12] = [
 fn proxy_headers(
     connection: &str,
     security: model::Security,
-    parameters: &std::collections::BTreeMap<String, Parameter>,
+    parameters: &model::Parameters,
     headers: BTreeMap<String, String>,
     at: &dyn Fn(&str) -> Origin,
     diags: &mut Diagnostics,

@@ -50,7 +50,7 @@ pub struct FailedDescriptor {
 }
 
 /// Reads one document of a file other than `component.yaml`.
-pub fn connd_document(path: &Path, doc: &Document<'_>, out: &mut Documents, diags: &mut Diagnostics) {
+pub fn connd_document(path: &Arc<Path>, doc: &Document<'_>, out: &mut Documents, diags: &mut Diagnostics) {
     let before = diags.len();
     if refuse_deep(path, doc, diags) {
         out.had_errors = true;
