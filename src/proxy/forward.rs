@@ -11,7 +11,7 @@ use super::upstream::{self, Clients, Connector, Failure, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
 use crate::http::tls::PemTls;
 use crate::http::url::check_url;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProxyCounted};
 use crate::reload::snapshot::{Resolved, Store};
 use crate::secret::Secret;
 use crate::source::{SourceError, Sources};
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -98,6 +98,30 @@ pub struct Proxy<S> {
 struct Made {
     from: Weak<Resolved>,
     by_connection: HashMap<usize, MadeFor>,
+    /// The snapshot's connections' counters, by position.
+    counted: Counted,
+}
+
+/// A snapshot's connections' metrics counters, by position, each found at the
+/// connection's first answer under it: an answer then counts with atomics alone.
+type Counted = Arc<[OnceLock<ProxyCounted>]>;
+
+/// What is kept for one connection of a snapshot, read together under one lock.
+struct Kept {
+    base: Option<(Uri, Option<HeaderValue>)>,
+    creds: Option<Arc<Credentials>>,
+    /// `None` when what is kept is another snapshot's.
+    counted: Option<Counted>,
+}
+
+impl Made {
+    /// Starts over when `resolved` is another snapshot than the one kept for.
+    fn for_snapshot(&mut self, resolved: &Arc<Resolved>) {
+        if self.from.as_ptr() != Arc::as_ptr(resolved) {
+            let counted = (0..resolved.plan.connections.len()).map(|_| OnceLock::new()).collect();
+            *self = Made { from: Arc::downgrade(resolved), by_connection: HashMap::new(), counted };
+        }
+    }
 }
 
 /// One connection's, with the token count they were made at and until when they serve.
@@ -209,13 +233,36 @@ impl<S: Sources> Proxy<S> {
         good.then(|| pick(m)).flatten()
     }
 
+    /// Everything kept for connection `i` of `resolved`, at one lock: its ServiceURL
+    /// and credentials while still good, and the snapshot's counters.
+    fn kept(&self, resolved: &Arc<Resolved>, i: usize) -> Kept {
+        let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
+        let made = self.made.lock();
+        if made.from.as_ptr() != Arc::as_ptr(resolved) {
+            return Kept { base: None, creds: None, counted: None };
+        }
+        let counted = Some(made.counted.clone());
+        match made.by_connection.get(&i) {
+            Some(m) if m.renewals == renewals && Instant::now() < m.until => {
+                Kept { base: m.base.clone(), creds: m.creds.clone(), counted }
+            }
+            Some(_) | None => Kept { base: None, creds: None, counted },
+        }
+    }
+
+    /// The counters of `resolved`'s connections (another snapshot's kept values are
+    /// dropped).
+    fn counted(&self, resolved: &Arc<Resolved>) -> Counted {
+        let mut made = self.made.lock();
+        made.for_snapshot(resolved);
+        made.counted.clone()
+    }
+
     /// Keeps what `put` sets for connection `i` of `resolved`.
     fn make(&self, resolved: &Arc<Resolved>, i: usize, put: impl FnOnce(&mut MadeFor)) {
         let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
         let mut made = self.made.lock();
-        if made.from.as_ptr() != Arc::as_ptr(resolved) {
-            *made = Made { from: Arc::downgrade(resolved), by_connection: HashMap::new() };
-        }
+        made.for_snapshot(resolved);
         let now = Instant::now();
         let m = made.by_connection.entry(i).or_insert(MadeFor { renewals, until: now, base: None, creds: None });
         if m.renewals != renewals || now >= m.until {
@@ -229,9 +276,15 @@ impl<S: Sources> Proxy<S> {
         self.made.lock().by_connection.remove(&i);
     }
 
-    /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`].
-    async fn kept_credentials(&self, resolved: &Arc<Resolved>, i: usize) -> Result<Arc<Credentials>, Refusal> {
-        if let Some(creds) = self.made(resolved, i, |m| m.creds.clone()) {
+    /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`]; `kept` when routing
+    /// found them kept.
+    async fn kept_credentials(
+        &self,
+        resolved: &Arc<Resolved>,
+        i: usize,
+        kept: Option<Arc<Credentials>>,
+    ) -> Result<Arc<Credentials>, Refusal> {
+        if let Some(creds) = kept.or_else(|| self.made(resolved, i, |m| m.creds.clone())) {
             return Ok(creds);
         }
         // Boxed, as every step off the common path: a request's future then holds only
@@ -267,7 +320,10 @@ impl<S: Sources> Proxy<S> {
         };
         let elapsed = started.elapsed();
         let connection = named.as_str();
-        self.metrics.proxied(connection, status.as_u16(), elapsed);
+        match named.counted() {
+            Some(slot) => slot.get_or_init(|| self.metrics.proxy_counted(connection)).proxied(status.as_u16(), elapsed),
+            None => self.metrics.proxied(connection, status.as_u16(), elapsed),
+        }
         tracing::debug!(
             %method,
             connection = %connection,
@@ -290,11 +346,11 @@ impl<S: Sources> Proxy<S> {
         admit(caller, &req)?;
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let Routed { resolved, i, host, uri } = self.route(&req, named, logged_path)?;
+        let Routed { resolved, i, host, uri, creds } = self.route(&req, named, logged_path)?;
         let connection = named.as_str();
         super::loops::pass(&mut req, connection)
             .map_err(|e| refuse(StatusCode::LOOP_DETECTED, "loop_detected", e.to_string()))?;
-        let creds = self.kept_credentials(&resolved, i).await.inspect_err(|_| {
+        let creds = self.kept_credentials(&resolved, i, creds).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let clients = self.clients_for(&resolved, i)?;
@@ -373,13 +429,15 @@ impl<S: Sources> Proxy<S> {
         let Some(i) = resolved.position(&split.connection) else {
             return Err(no_connection(&resolved, Some(&split.connection)));
         };
-        *named = Named(Some((resolved.clone(), i)));
+        let kept = self.kept(&resolved, i);
+        let counted = kept.counted.unwrap_or_else(|| self.counted(&resolved));
+        *named = Named(Some((resolved.clone(), i, counted)));
         let rest = split.rest;
         if route::climbs(rest) {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
         }
-        let (base, host) = match self.made(&resolved, i, |m| m.base.clone()) {
+        let (base, host) = match kept.base {
             Some(base) => base,
             None => {
                 let base = self.service_url(&resolved, i)?;
@@ -395,7 +453,7 @@ impl<S: Sources> Proxy<S> {
             logged_path.push_str(rest);
         }
         let uri = upstream_uri(&base, path_and_query)?;
-        Ok(Routed { resolved, i, host, uri })
+        Ok(Routed { resolved, i, host, uri, creds: kept.creds })
     }
 
     /// The upstream refused `token`: it is dropped, and the request is sent once more
@@ -660,17 +718,25 @@ struct Routed {
     i: usize,
     host: Option<HeaderValue>,
     uri: Uri,
+    /// Its credentials, when they were found kept.
+    creds: Option<Arc<Credentials>>,
 }
 
 /// The connection a request named, once routing found it (for the refusal, the metrics
-/// and the log): its plan and position, not a copy of its name.
+/// and the log): its plan and position, not a copy of its name, and its snapshot's
+/// counters.
 #[derive(Default)]
-struct Named(Option<(Arc<Resolved>, usize)>);
+struct Named(Option<(Arc<Resolved>, usize, Counted)>);
 
 impl Named {
     /// Its name; empty before routing found it.
     fn as_str(&self) -> &str {
-        self.0.as_ref().map_or("", |(resolved, i)| resolved.plan.connections[*i].name.as_str())
+        self.0.as_ref().map_or("", |(resolved, i, _)| resolved.plan.connections[*i].name.as_str())
+    }
+
+    /// The slot of its counters, once routing found it.
+    fn counted(&self) -> Option<&OnceLock<ProxyCounted>> {
+        self.0.as_ref().and_then(|(_, i, counted)| counted.get(*i))
     }
 }
 
