@@ -97,7 +97,8 @@ pub struct Proxy<S> {
 #[derive(Default)]
 struct Made {
     from: Weak<Resolved>,
-    by_connection: HashMap<usize, MadeFor>,
+    /// By the connection's position in the snapshot's plan.
+    by_connection: Vec<Option<MadeFor>>,
     /// The snapshot's connections' counters, by position.
     counted: Counted,
 }
@@ -118,8 +119,10 @@ impl Made {
     /// Starts over when `resolved` is another snapshot than the one kept for.
     fn for_snapshot(&mut self, resolved: &Arc<Resolved>) {
         if self.from.as_ptr() != Arc::as_ptr(resolved) {
-            let counted = (0..resolved.plan.connections.len()).map(|_| OnceLock::new()).collect();
-            *self = Made { from: Arc::downgrade(resolved), by_connection: HashMap::new(), counted };
+            let n = resolved.plan.connections.len();
+            let by_connection = (0..n).map(|_| None).collect();
+            let counted = (0..n).map(|_| OnceLock::new()).collect();
+            *self = Made { from: Arc::downgrade(resolved), by_connection, counted };
         }
     }
 }
@@ -228,7 +231,7 @@ impl<S: Sources> Proxy<S> {
     fn made<T>(&self, resolved: &Arc<Resolved>, i: usize, pick: impl FnOnce(&MadeFor) -> Option<T>) -> Option<T> {
         let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
         let made = self.made.lock();
-        let m = made.by_connection.get(&i)?;
+        let m = made.by_connection.get(i)?.as_ref()?;
         let good = made.from.as_ptr() == Arc::as_ptr(resolved) && m.renewals == renewals && Instant::now() < m.until;
         good.then(|| pick(m)).flatten()
     }
@@ -242,7 +245,7 @@ impl<S: Sources> Proxy<S> {
             return Kept { base: None, creds: None, counted: None };
         }
         let counted = Some(made.counted.clone());
-        match made.by_connection.get(&i) {
+        match made.by_connection.get(i).and_then(Option::as_ref) {
             Some(m) if m.renewals == renewals && Instant::now() < m.until => {
                 Kept { base: m.base.clone(), creds: m.creds.clone(), counted }
             }
@@ -264,7 +267,9 @@ impl<S: Sources> Proxy<S> {
         let mut made = self.made.lock();
         made.for_snapshot(resolved);
         let now = Instant::now();
-        let m = made.by_connection.entry(i).or_insert(MadeFor { renewals, until: now, base: None, creds: None });
+        // `i` is a position in `resolved`'s plan, which `for_snapshot` made room for.
+        let Some(slot) = made.by_connection.get_mut(i) else { return };
+        let m = slot.get_or_insert(MadeFor { renewals, until: now, base: None, creds: None });
         if m.renewals != renewals || now >= m.until {
             *m = MadeFor { renewals, until: now + KEEP_MADE, base: None, creds: None };
         }
@@ -273,7 +278,9 @@ impl<S: Sources> Proxy<S> {
 
     /// Forgets what was made for connection `i` (its token was refused).
     fn unmake(&self, i: usize) {
-        self.made.lock().by_connection.remove(&i);
+        if let Some(slot) = self.made.lock().by_connection.get_mut(i) {
+            *slot = None;
+        }
     }
 
     /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`]; `kept` when routing
@@ -904,6 +911,11 @@ pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the fields finds whether there is any to remove; most messages have
+    // none, and each removal by name hashes the name and probes the map.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // `close` and `keep-alive`, the usual options, are removed by their text (no name
         // is made for them; `keep-alive` is a fixed one besides).
@@ -1047,5 +1059,39 @@ impl Body for Watched {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        fields.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_go_and_the_rest_stay() {
+        let mut none = map(&[("host", "a"), ("accept", "*/*"), ("x-trace", "1")]);
+        let before = none.clone();
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none, before);
+
+        let mut some = map(&[
+            ("host", "a"),
+            ("connection", "close, X-Drop"),
+            ("x-drop", "1"),
+            ("close", "kept only when Connection does not name it"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-trace", "1"),
+        ]);
+        strip_hop_by_hop(&mut some);
+        assert_eq!(some, map(&[("host", "a"), ("x-trace", "1")]));
+
+        // A hop-by-hop field alone, with no Connection field, goes too.
+        let mut alone = map(&[("upgrade", "websocket"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut alone);
+        assert_eq!(alone, map(&[("accept", "*/*")]));
     }
 }
