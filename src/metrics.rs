@@ -166,6 +166,26 @@ struct ProxyMetrics {
     port_errors: AtomicU64,
 }
 
+/// One connection's proxy counters, looked up once and then counted into with atomics
+/// alone (the proxy keeps one per connection of a plan, found at the connection's
+/// first answer under it, so that the list `/metrics` shows is the same as when each
+/// answer looked its counters up by name).
+#[derive(Debug, Clone)]
+pub struct ProxyCounted(std::sync::Arc<ProxyCounters>);
+
+impl ProxyCounted {
+    /// One request answered with `status` after `elapsed` (to the response head).
+    pub fn proxied(&self, status: u16, elapsed: std::time::Duration) {
+        let c = &self.0;
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        c.classes[class].fetch_add(1, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = PROXY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(PROXY_BUCKETS.len());
+        c.buckets[bucket].fetch_add(1, Relaxed);
+        c.sum_micros.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+}
+
 impl ProxyMetrics {
     fn counters(&self, connection: &str) -> std::sync::Arc<ProxyCounters> {
         if let Some(c) = self.by_connection.read().get(connection) {
@@ -284,13 +304,13 @@ impl Metrics {
     /// For the egress proxy: one request to `connection` (empty when it named none
     /// known) answered with `status` after `elapsed` (to the response head).
     pub fn proxied(&self, connection: &str, status: u16, elapsed: std::time::Duration) {
-        let c = self.proxy.counters(connection);
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        c.classes[class].fetch_add(1, Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = PROXY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(PROXY_BUCKETS.len());
-        c.buckets[bucket].fetch_add(1, Relaxed);
-        c.sum_micros.fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.proxy_counted(connection).proxied(status, elapsed);
+    }
+
+    /// For the egress proxy: the counters of `connection`'s requests (listed in
+    /// `/metrics` from this call on), to count into without a lookup by name.
+    pub fn proxy_counted(&self, connection: &str) -> ProxyCounted {
+        ProxyCounted(self.proxy.counters(connection))
     }
 
     /// For the egress proxy: the connections' own ports the plan asks for (port,
@@ -492,7 +512,9 @@ mod tests {
         }
         assert!(m.error_since_ms.load(Relaxed) > 0);
         m.proxied("hr-connection", 200, std::time::Duration::from_micros(700));
-        m.proxied("hr-connection", 502, std::time::Duration::from_secs(9));
+        // A handle looked up once counts into the same connection's counters.
+        let counted = m.proxy_counted("hr-connection");
+        counted.proxied(502, std::time::Duration::from_secs(9));
         m.proxy_credential_failure("hr-connection");
         let text = m.render();
         for line in [

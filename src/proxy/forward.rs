@@ -11,7 +11,7 @@ use super::upstream::{self, Clients, Connector, Failure, Wire};
 use crate::config::model::{Security, ACCESS_TOKEN};
 use crate::http::tls::PemTls;
 use crate::http::url::check_url;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProxyCounted};
 use crate::reload::snapshot::{Resolved, Store};
 use crate::secret::Secret;
 use crate::source::{SourceError, Sources};
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -97,7 +97,34 @@ pub struct Proxy<S> {
 #[derive(Default)]
 struct Made {
     from: Weak<Resolved>,
-    by_connection: HashMap<usize, MadeFor>,
+    /// By the connection's position in the snapshot's plan.
+    by_connection: Vec<Option<MadeFor>>,
+    /// The snapshot's connections' counters, by position.
+    counted: Counted,
+}
+
+/// A snapshot's connections' metrics counters, by position, each found at the
+/// connection's first answer under it: an answer then counts with atomics alone.
+type Counted = Arc<[OnceLock<ProxyCounted>]>;
+
+/// What is kept for one connection of a snapshot, read together under one lock.
+struct Kept {
+    base: Option<(Uri, Option<HeaderValue>)>,
+    creds: Option<Arc<Credentials>>,
+    /// `None` when what is kept is another snapshot's.
+    counted: Option<Counted>,
+}
+
+impl Made {
+    /// Starts over when `resolved` is another snapshot than the one kept for.
+    fn for_snapshot(&mut self, resolved: &Arc<Resolved>) {
+        if self.from.as_ptr() != Arc::as_ptr(resolved) {
+            let n = resolved.plan.connections.len();
+            let by_connection = (0..n).map(|_| None).collect();
+            let counted = (0..n).map(|_| OnceLock::new()).collect();
+            *self = Made { from: Arc::downgrade(resolved), by_connection, counted };
+        }
+    }
 }
 
 /// One connection's, with the token count they were made at and until when they serve.
@@ -204,20 +231,45 @@ impl<S: Sources> Proxy<S> {
     fn made<T>(&self, resolved: &Arc<Resolved>, i: usize, pick: impl FnOnce(&MadeFor) -> Option<T>) -> Option<T> {
         let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
         let made = self.made.lock();
-        let m = made.by_connection.get(&i)?;
+        let m = made.by_connection.get(i)?.as_ref()?;
         let good = made.from.as_ptr() == Arc::as_ptr(resolved) && m.renewals == renewals && Instant::now() < m.until;
         good.then(|| pick(m)).flatten()
+    }
+
+    /// Everything kept for connection `i` of `resolved`, at one lock: its ServiceURL
+    /// and credentials while still good, and the snapshot's counters.
+    fn kept(&self, resolved: &Arc<Resolved>, i: usize) -> Kept {
+        let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
+        let made = self.made.lock();
+        if made.from.as_ptr() != Arc::as_ptr(resolved) {
+            return Kept { base: None, creds: None, counted: None };
+        }
+        let counted = Some(made.counted.clone());
+        match made.by_connection.get(i).and_then(Option::as_ref) {
+            Some(m) if m.renewals == renewals && Instant::now() < m.until => {
+                Kept { base: m.base.clone(), creds: m.creds.clone(), counted }
+            }
+            Some(_) | None => Kept { base: None, creds: None, counted },
+        }
+    }
+
+    /// The counters of `resolved`'s connections (another snapshot's kept values are
+    /// dropped).
+    fn counted(&self, resolved: &Arc<Resolved>) -> Counted {
+        let mut made = self.made.lock();
+        made.for_snapshot(resolved);
+        made.counted.clone()
     }
 
     /// Keeps what `put` sets for connection `i` of `resolved`.
     fn make(&self, resolved: &Arc<Resolved>, i: usize, put: impl FnOnce(&mut MadeFor)) {
         let renewals = self.renewals.as_ref().map_or(0, |r| *r.borrow());
         let mut made = self.made.lock();
-        if made.from.as_ptr() != Arc::as_ptr(resolved) {
-            *made = Made { from: Arc::downgrade(resolved), by_connection: HashMap::new() };
-        }
+        made.for_snapshot(resolved);
         let now = Instant::now();
-        let m = made.by_connection.entry(i).or_insert(MadeFor { renewals, until: now, base: None, creds: None });
+        // `i` is a position in `resolved`'s plan, which `for_snapshot` made room for.
+        let Some(slot) = made.by_connection.get_mut(i) else { return };
+        let m = slot.get_or_insert(MadeFor { renewals, until: now, base: None, creds: None });
         if m.renewals != renewals || now >= m.until {
             *m = MadeFor { renewals, until: now + KEEP_MADE, base: None, creds: None };
         }
@@ -226,12 +278,20 @@ impl<S: Sources> Proxy<S> {
 
     /// Forgets what was made for connection `i` (its token was refused).
     fn unmake(&self, i: usize) {
-        self.made.lock().by_connection.remove(&i);
+        if let Some(slot) = self.made.lock().by_connection.get_mut(i) {
+            *slot = None;
+        }
     }
 
-    /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`].
-    async fn kept_credentials(&self, resolved: &Arc<Resolved>, i: usize) -> Result<Arc<Credentials>, Refusal> {
-        if let Some(creds) = self.made(resolved, i, |m| m.creds.clone()) {
+    /// [`Proxy::credentials`], made at most once per [`KEEP_MADE`]; `kept` when routing
+    /// found them kept.
+    async fn kept_credentials(
+        &self,
+        resolved: &Arc<Resolved>,
+        i: usize,
+        kept: Option<Arc<Credentials>>,
+    ) -> Result<Arc<Credentials>, Refusal> {
+        if let Some(creds) = kept.or_else(|| self.made(resolved, i, |m| m.creds.clone())) {
             return Ok(creds);
         }
         // Boxed, as every step off the common path: a request's future then holds only
@@ -267,7 +327,10 @@ impl<S: Sources> Proxy<S> {
         };
         let elapsed = started.elapsed();
         let connection = named.as_str();
-        self.metrics.proxied(connection, status.as_u16(), elapsed);
+        match named.counted() {
+            Some(slot) => slot.get_or_init(|| self.metrics.proxy_counted(connection)).proxied(status.as_u16(), elapsed),
+            None => self.metrics.proxied(connection, status.as_u16(), elapsed),
+        }
         tracing::debug!(
             %method,
             connection = %connection,
@@ -290,11 +353,11 @@ impl<S: Sources> Proxy<S> {
         admit(caller, &req)?;
         let upgrade = upgrade::requested(&req);
         let on_caller = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let Routed { resolved, i, host, uri } = self.route(&req, named, logged_path)?;
+        let Routed { resolved, i, host, uri, creds } = self.route(&req, named, logged_path)?;
         let connection = named.as_str();
         super::loops::pass(&mut req, connection)
             .map_err(|e| refuse(StatusCode::LOOP_DETECTED, "loop_detected", e.to_string()))?;
-        let creds = self.kept_credentials(&resolved, i).await.inspect_err(|_| {
+        let creds = self.kept_credentials(&resolved, i, creds).await.inspect_err(|_| {
             self.metrics.proxy_credential_failure(connection);
         })?;
         let clients = self.clients_for(&resolved, i)?;
@@ -373,13 +436,15 @@ impl<S: Sources> Proxy<S> {
         let Some(i) = resolved.position(&split.connection) else {
             return Err(no_connection(&resolved, Some(&split.connection)));
         };
-        *named = Named(Some((resolved.clone(), i)));
+        let kept = self.kept(&resolved, i);
+        let counted = kept.counted.unwrap_or_else(|| self.counted(&resolved));
+        *named = Named(Some((resolved.clone(), i, counted)));
         let rest = split.rest;
         if route::climbs(rest) {
             let message = "the path climbs out of the connection's ServiceURL (a `..` segment, perhaps percent-encoded); write the path without it";
             return Err(refuse(StatusCode::BAD_REQUEST, "path_escape", message));
         }
-        let (base, host) = match self.made(&resolved, i, |m| m.base.clone()) {
+        let (base, host) = match kept.base {
             Some(base) => base,
             None => {
                 let base = self.service_url(&resolved, i)?;
@@ -395,7 +460,7 @@ impl<S: Sources> Proxy<S> {
             logged_path.push_str(rest);
         }
         let uri = upstream_uri(&base, path_and_query)?;
-        Ok(Routed { resolved, i, host, uri })
+        Ok(Routed { resolved, i, host, uri, creds: kept.creds })
     }
 
     /// The upstream refused `token`: it is dropped, and the request is sent once more
@@ -660,17 +725,25 @@ struct Routed {
     i: usize,
     host: Option<HeaderValue>,
     uri: Uri,
+    /// Its credentials, when they were found kept.
+    creds: Option<Arc<Credentials>>,
 }
 
 /// The connection a request named, once routing found it (for the refusal, the metrics
-/// and the log): its plan and position, not a copy of its name.
+/// and the log): its plan and position, not a copy of its name, and its snapshot's
+/// counters.
 #[derive(Default)]
-struct Named(Option<(Arc<Resolved>, usize)>);
+struct Named(Option<(Arc<Resolved>, usize, Counted)>);
 
 impl Named {
     /// Its name; empty before routing found it.
     fn as_str(&self) -> &str {
-        self.0.as_ref().map_or("", |(resolved, i)| resolved.plan.connections[*i].name.as_str())
+        self.0.as_ref().map_or("", |(resolved, i, _)| resolved.plan.connections[*i].name.as_str())
+    }
+
+    /// The slot of its counters, once routing found it.
+    fn counted(&self) -> Option<&OnceLock<ProxyCounted>> {
+        self.0.as_ref().and_then(|(_, i, counted)| counted.get(*i))
     }
 }
 
@@ -838,6 +911,11 @@ pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the hop-by-hop fields from `headers`, those named in `Connection` included.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the fields finds whether there is any to remove; most messages have
+    // none, and each removal by name hashes the name and probes the map.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // `close` and `keep-alive`, the usual options, are removed by their text (no name
         // is made for them; `keep-alive` is a fixed one besides).
@@ -981,5 +1059,39 @@ impl Body for Watched {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        fields.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_go_and_the_rest_stay() {
+        let mut none = map(&[("host", "a"), ("accept", "*/*"), ("x-trace", "1")]);
+        let before = none.clone();
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none, before);
+
+        let mut some = map(&[
+            ("host", "a"),
+            ("connection", "close, X-Drop"),
+            ("x-drop", "1"),
+            ("close", "kept only when Connection does not name it"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-trace", "1"),
+        ]);
+        strip_hop_by_hop(&mut some);
+        assert_eq!(some, map(&[("host", "a"), ("x-trace", "1")]));
+
+        // A hop-by-hop field alone, with no Connection field, goes too.
+        let mut alone = map(&[("upgrade", "websocket"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut alone);
+        assert_eq!(alone, map(&[("accept", "*/*")]));
     }
 }

@@ -13,6 +13,8 @@
 use super::upstream::{ConnectError, Connector, Wire, MAX_ANSWER_FIELDS, MAX_ANSWER_HEAD};
 use crate::http::connect::Refused;
 use bytes::Bytes;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -20,7 +22,6 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
