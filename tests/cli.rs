@@ -419,6 +419,69 @@ fn a_bind_error_says_its_cause_once() {
     }
 }
 
+/// A directory (and a files root) whose path is not UTF-8, with a file the plan renders:
+/// `check --format json` writes the file's paths with U+FFFD, as the text output does,
+/// where it used to abort.
+#[test]
+fn check_json_writes_the_paths_of_a_rendered_file_that_are_not_utf8_as_unicode() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(std::ffi::OsStr::from_bytes(b"conf\xffig"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("component.yaml"),
+        "schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n    - name: cone\n      resourceRef: storage:x\n\
+         configurations:\n  file:\n    - name: c.toml\n      mountPath: /etc/app\n      type: toml\n      values:\n\
+         \x20       - name: a.b\n          valueFrom: { connectionRef: { name: cone, key: Key } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("conns.yaml"),
+        "kind: Component\nproject: p1\nname: comp\n---\nkind: Connection\nid: 0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d40\n\
+         name: cone\nproject: p1\nparameters:\n  Key: v\n",
+    )
+    .unwrap();
+    let root = tmp.path().join(std::ffi::OsStr::from_bytes(b"ro\xffot"));
+    let out =
+        connd().args(["check", "--format", "json", "--config-dir"]).arg(&dir).arg("--files-root").arg(&root).output();
+    let out: Run = out.unwrap().into();
+    assert_eq!(out.code, 0, "{out:?}");
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let file = &plan["files"][0];
+    assert!(file["file"].as_str().unwrap().ends_with("conf\u{FFFD}ig/component.yaml"), "{file}");
+    assert!(file["target"].as_str().unwrap().contains("ro\u{FFFD}ot/etc/app/c.toml"), "{file}");
+    assert_eq!(file["values"][0]["value"], "v", "{file}");
+}
+
+/// Several descriptor names equally near a misspelled reference: the message names the
+/// first of them in byte order, the same at every run (it once followed a hash map's order).
+#[test]
+fn equally_near_names_suggest_the_same_one_at_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("component.yaml"),
+        "schemaVersion: 1.2\ndependencies:\n  connectionReferences:\n    - name: conn-x\n      resourceRef: storage:x\n",
+    )
+    .unwrap();
+    let mut docs = String::from("kind: Component\nproject: p1\nname: comp\n");
+    for (i, name) in ["conn-e", "conn-c", "conn-a", "conn-f", "conn-b", "conn-d"].iter().enumerate() {
+        docs.push_str(&format!(
+            "---\nkind: Connection\nid: 0b9e5d3a-7c41-4e8f-b2d6-5a1f3c9e7d4{i}\nname: {name}\nproject: p1\nparameters:\n  K: v\n"
+        ));
+    }
+    std::fs::write(dir.join("conns.yaml"), docs).unwrap();
+    for _ in 0..8 {
+        let out = run(&["check", "--config-dir", dir.to_str().unwrap()]);
+        assert_eq!(out.code, 78, "{out:?}");
+        assert!(
+            out.stderr.contains("no connection descriptor named \"conn-x\" (did you mean `conn-a`?)"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn check_json_writes_a_directory_that_is_not_utf8_as_unicode() {
     use std::os::unix::ffi::OsStrExt;

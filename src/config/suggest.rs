@@ -14,7 +14,9 @@ pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .filter(|c| *c != word)
         .map(|c| (strsim::osa_distance(&folded, &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
+        // Equally near candidates: the first in byte order, so that the answer does not
+        // depend on the order they come in (a hash map's, for some callers).
+        .min_by_key(|&(d, c)| (d, c))
         .map(|(_, c)| c)
 }
 
@@ -32,6 +34,13 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equally_near_names_give_the_first_in_byte_order_whatever_their_order() {
+        let names = ["svc-c", "svc-a", "svc-b"];
+        assert_eq!(nearest("svc-x", names), Some("svc-a"));
+        assert_eq!(nearest("svc-x", names.iter().rev().copied()), Some("svc-a"));
+    }
 
     #[test]
     fn nearest_names() {

@@ -198,9 +198,12 @@ pub fn describe_json(plan: &Plan) -> serde_json::Value {
                 .into_iter()
                 .map(|r| json!({"name": r.name, "from": r.from, "source": r.source, "value": r.value, "redacted": r.redacted}))
                 .collect();
+            // Paths as text, U+FFFD for bytes that are not UTF-8, as the text output writes
+            // them: `json!` would abort on such a path.
             json!({
-                "path": f.path, "target": f.target, "format": f.format.as_str(), "mode": format!("{:04o}", f.mode),
-                "owner": f.owner, "group": f.group, "file": &*f.origin.file, "line": f.origin.line, "values": values,
+                "path": f.path.to_string_lossy(), "target": f.target.to_string_lossy(), "format": f.format.as_str(),
+                "mode": format!("{:04o}", f.mode), "owner": f.owner, "group": f.group,
+                "file": f.origin.file.to_string_lossy(), "line": f.origin.line, "values": values,
             })
         })
         .collect();
