@@ -65,15 +65,7 @@ fn param_value(
 ) -> Result<Option<Secret>, ValueError> {
     let value = match source {
         Source::Value(v) => v.clone(),
-        Source::File(path) => {
-            let read = files.entry(path.clone()).or_insert_with(|| read_value_file(path).map(Secret::new));
-            read.clone().map_err(|cause| ValueError::File {
-                connection: p.name.clone(),
-                key: key.to_owned(),
-                path: path.clone(),
-                cause,
-            })?
-        }
+        Source::File(path) => cached_file(p, key, path, files)?.clone(),
         Source::ControlPlane => {
             let Some(fetched) = fetched else { return Ok(None) };
             fetched.params.get(&p.connection.id).and_then(|m| m.get(key)).cloned().ok_or_else(|| {
@@ -85,10 +77,16 @@ fn param_value(
             })?
         }
     };
+    no_nul(p, key, &value)?;
+    Ok(Some(value))
+}
+
+/// Refuses a value holding a NUL byte, which no environment variable can carry.
+fn no_nul(p: &crate::resolve::PlannedConnection, key: &str, value: &Secret) -> Result<(), ValueError> {
     if value.expose().contains('\0') {
         return Err(ValueError::Nul { connection: p.name.clone(), key: key.to_owned() });
     }
-    Ok(Some(value))
+    Ok(())
 }
 
 /// The parameters `keys` of `p`, resolved as [`materialize`] resolves them (the control
@@ -122,9 +120,7 @@ pub fn check_local(plan: &Plan) -> Result<LocalFiles, ValueError> {
                 Source::File(path) => cached_file(p, key, path, &mut files)?,
                 Source::ControlPlane => continue,
             };
-            if value.expose().contains('\0') {
-                return Err(ValueError::Nul { connection: p.name.clone(), key: key.to_owned() });
-            }
+            no_nul(p, key, value)?;
         }
     }
     Ok(LocalFiles(files))
